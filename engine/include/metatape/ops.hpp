@@ -1,0 +1,133 @@
+// The ops. Each is differentiable to any order (relu, abs, max and max-pool
+// almost everywhere: their derivatives are piecewise constant). Binary
+// elementwise ops broadcast by NumPy rules. Operands must share dtype and
+// device; a mismatch throws a typed error naming the op and the operands.
+// NaN in, NaN out: no op hides a NaN.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+#include "metatape/tensor.hpp"
+
+namespace metatape {
+
+// --- elementwise, broadcasting ---
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+
+// --- elementwise, one operand ---
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);       // NaN below 0, -inf at 0
+Tensor sqrt(const Tensor& x);      // NaN below 0; infinite derivative at 0
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);      // derivative 0 at 0 (as PyTorch)
+Tensor abs(const Tensor& x);       // derivative 0 at 0 (as PyTorch)
+Tensor pow(const Tensor& x, double exponent);  // NaN for x < 0 unless the exponent is an integer
+Tensor square(const Tensor& x);    // pow(x, 2)
+Tensor scale(const Tensor& x, double factor);  // x * factor
+Tensor shift(const Tensor& x, double offset);  // x + offset
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& x);
+Tensor operator+(const Tensor& x, double s);
+Tensor operator+(double s, const Tensor& x);
+Tensor operator-(const Tensor& x, double s);
+Tensor operator-(double s, const Tensor& x);
+Tensor operator*(const Tensor& x, double s);
+Tensor operator*(double s, const Tensor& x);
+Tensor operator/(const Tensor& x, double s);
+Tensor operator/(double s, const Tensor& x);
+
+// --- reductions. Axes may be negative; an empty list means all axes. ---
+Tensor sum(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
+// The maximum along one axis. The gradient goes to the first maximal entry.
+Tensor max(const Tensor& x, int axis, bool keepdim = false);
+// log Σ exp along one axis, stable for large inputs.
+Tensor logsumexp(const Tensor& x, int axis, bool keepdim = false);
+// Sums x down to `shape`, the inverse of broadcasting (x's shape must be a
+// broadcast of `shape`).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// --- shape and layout ---
+// Same elements, new shape (a view: no copy). One dimension may be -1.
+Tensor reshape(const Tensor& x, const std::vector<std::int64_t>& shape);
+Tensor reshape(const Tensor& x, std::initializer_list<std::int64_t> shape);
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor flatten(const Tensor& x, int start_axis = 0);  // merge axes start_axis.. into one
+Tensor unsqueeze(const Tensor& x, int axis);           // insert a dimension of size 1
+Tensor squeeze(const Tensor& x, int axis);             // remove a dimension of size 1
+// Repeats size-1 (or missing leading) dimensions up to `shape` (a copy).
+Tensor expand(const Tensor& x, const Shape& shape);
+// Output axis i is input axis perm[i] (a copy).
+Tensor permute(const Tensor& x, const std::vector<int>& perm);
+Tensor transpose(const Tensor& x, int axis0 = -2, int axis1 = -1);
+// Elements start..stop-1 along `axis` (a copy). Negative bounds count from the end.
+Tensor slice(const Tensor& x, int axis, std::int64_t start, std::int64_t stop);
+// Rows of x (along axis 0) at the i64 `index` (any shape): the result has
+// shape index.shape + x.shape[1:]. Out-of-range indices throw ValueError.
+Tensor gather_rows(const Tensor& x, const Tensor& index);
+// Joins tensors of equal shapes except along `axis`.
+Tensor concat(const std::vector<Tensor>& xs, int axis = 0);
+// Joins tensors of equal shapes along a new axis.
+Tensor stack(const std::vector<Tensor>& xs, int axis = 0);
+// x.flat[index] for an i64 index tensor of any shape (the result's shape).
+Tensor take(const Tensor& x, const Tensor& index);
+
+// --- linear algebra ---
+// a [..., m, k] @ b [..., k, n]; leading (batch) dimensions broadcast.
+// A 2-D b is shared by every row of a: a [..., m, k] @ b [k, n] runs as one
+// GEMM. 1-D operands are not accepted: reshape them to rows or columns.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// matmul with either operand's last two axes transposed, without a copy.
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
+
+// --- neural-network ops ---
+Tensor log_softmax(const Tensor& x, int axis = -1);
+Tensor softmax(const Tensor& x, int axis = -1);
+// Mean over rows of -log_softmax(logits)[label]: logits [N, C], labels i64 [N]
+// in 0..C-1 (others throw ValueError).
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+// Mean of (prediction - target)², shapes equal.
+Tensor mse_loss(const Tensor& prediction, const Tensor& target);
+
+struct Conv2dOptions {
+  std::int64_t stride = 1;
+  std::int64_t padding = 0;  // zeros on every side
+};
+// x [N, C, H, W] with weight [O, C, kh, kw] gives [N, O, Ho, Wo];
+// task-batched, x [T, N, C, H, W] with weight [T, O, C, kh, kw] gives
+// [T, N, O, Ho, Wo] (one weight per task). Computed as im2col + GEMM. Add a
+// bias with add(y, reshape(bias, {O, 1, 1})).
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Conv2dOptions& options = {});
+
+struct Pool2dOptions {
+  std::int64_t kernel = 2;
+  std::int64_t stride = 0;   // 0 means equal to kernel
+  std::int64_t padding = 0;  // at most kernel / 2; padding never wins
+};
+// Over the last two axes of x (rank 3 to 5).
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options = {});
+
+struct BatchNormOptions {
+  double eps = 1e-5;
+  // Leading axes that index independent groups (the task axis of a
+  // task-batched model): statistics are never shared across them.
+  int group_axes = 0;
+};
+// Batch normalisation with the statistics of this batch (biased variance),
+// as MAML uses it: x [G..., N, C, ...]; axis group_axes + 1 is the channel
+// axis; statistics over the other non-group axes. gamma and beta are [C] or
+// [G..., C] (one per group).
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& options = {});
+
+}  // namespace metatape

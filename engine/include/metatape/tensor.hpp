@@ -1,0 +1,160 @@
+// Tensor: a cheap handle to dense, contiguous, row-major storage.
+//
+// Copying a Tensor copies the handle (shape, offset, tape reference) and
+// shares the storage, like torch.Tensor. Values never change behind a
+// handle's back: ops return new tensors, so a value saved on the tape for a
+// backward rule stays valid. A tensor that was produced by a recorded op (or
+// marked with requires_grad_) carries a reference to its variable on the
+// thread's tape; detach() drops it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "metatape/shape.hpp"
+
+namespace metatape {
+
+namespace detail {
+
+class Tape;
+
+// One refcounted block of device memory, recycled through a size-class pool
+// (storage.cpp) so that a training loop's steady state does no malloc/free.
+struct Storage {
+  std::atomic<int> refs{1};
+  Device device = Device::cpu;
+  int size_class = 0;         // the pool bucket this block returns to
+  std::size_t capacity = 0;   // bytes usable at data
+  void* data = nullptr;       // 64-byte aligned
+  void* owner = nullptr;      // the pool that handed it out (thread-local)
+};
+
+// Drops the last reference: the block goes back to its pool.
+void release_storage(Storage* storage) noexcept;
+
+// Where a recorded tensor sits on a tape. `serial` tells a live variable from
+// a slot that was released by a TapeScope and reused.
+struct VarRef {
+  const Tape* tape = nullptr;
+  std::uint64_t serial = 0;
+  std::uint32_t index = 0;
+};
+
+struct TensorAccess;  // engine-internal construction of handles
+
+}  // namespace detail
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined: defined() is false, every op rejects it
+  Tensor(const Tensor& other) noexcept
+      : storage_(other.storage_), offset_(other.offset_), shape_(other.shape_),
+        dtype_(other.dtype_), var_(other.var_) {
+    if (storage_) storage_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  Tensor(Tensor&& other) noexcept
+      : storage_(other.storage_), offset_(other.offset_), shape_(other.shape_),
+        dtype_(other.dtype_), var_(other.var_) {
+    other.storage_ = nullptr;
+    other.var_ = {};
+  }
+  Tensor& operator=(const Tensor& other) noexcept {
+    Tensor copy(other);
+    swap(copy);
+    return *this;
+  }
+  Tensor& operator=(Tensor&& other) noexcept {
+    Tensor moved(std::move(other));
+    swap(moved);
+    return *this;
+  }
+  ~Tensor() {
+    if (storage_ && storage_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      detail::release_storage(storage_);
+  }
+  void swap(Tensor& other) noexcept;
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int rank() const { return shape_.rank(); }
+  std::int64_t dim(int axis) const;  // negative axes count from the end
+  std::int64_t numel() const { return shape_.numel(); }
+  DType dtype() const { return dtype_; }
+  Device device() const;
+
+  // Typed access to the elements. Throws DTypeError if T does not match the
+  // dtype (float for f32, double for f64, std::int64_t for i64).
+  template <class T> T* data();
+  template <class T> const T* data() const;
+  void* raw_data();
+  const void* raw_data() const;
+
+  // The single element of a one-element tensor, as double.
+  double item() const;
+  // All elements in row-major order, converted to double.
+  std::vector<double> to_vector() const;
+  // Readable rendering: dtype, shape and (up to a limit) the values.
+  std::string str() const;
+
+  // --- autodiff ---
+  // True if this tensor is a live variable on this thread's tape.
+  bool requires_grad() const;
+  // Marks this handle as a leaf variable on this thread's tape, so that ops
+  // that use it are recorded and grad() can differentiate with respect to it.
+  // A handle that is already live stays as it is. requires_grad_(false)
+  // detaches this handle in place.
+  Tensor& requires_grad_(bool on = true);
+  // The same storage without a tape variable: a constant for autodiff.
+  Tensor detach() const;
+
+  // Differentiable conversion to another floating dtype (a copy).
+  Tensor to(DType dtype) const;
+  // A deep copy of the values; recorded as an identity op.
+  Tensor clone() const;
+
+  const detail::VarRef& var() const { return var_; }
+
+ private:
+  detail::Storage* storage_ = nullptr;
+  std::int64_t offset_ = 0;  // in elements
+  Shape shape_;
+  DType dtype_ = DType::f32;
+  detail::VarRef var_;
+  friend struct detail::TensorAccess;
+};
+
+// --- factories (CPU, values written before return) ---
+Tensor empty(const Shape& shape, DType dtype = DType::f32);  // values unspecified
+Tensor zeros(const Shape& shape, DType dtype = DType::f32);
+Tensor ones(const Shape& shape, DType dtype = DType::f32);
+Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
+Tensor scalar(double value, DType dtype = DType::f32);  // rank 0
+// Row-major values; throws ShapeError if the count does not match the shape.
+Tensor from_vector(std::span<const double> values, const Shape& shape, DType dtype = DType::f32);
+Tensor from_vector(std::initializer_list<double> values, const Shape& shape,
+                   DType dtype = DType::f32);
+Tensor from_indices(std::span<const std::int64_t> values, const Shape& shape);  // i64
+Tensor from_indices(std::initializer_list<std::int64_t> values, const Shape& shape);
+// 0, 1, ..., n-1.
+Tensor arange(std::int64_t n, DType dtype = DType::f32);
+
+// Storage pool knobs, for tests and benchmarks.
+struct PoolStats {
+  std::size_t bytes_in_use = 0;     // live storage
+  std::size_t bytes_cached = 0;     // free blocks kept for reuse
+  std::size_t peak_bytes_in_use = 0;
+  std::size_t system_allocations = 0;  // calls that reached the system allocator
+};
+PoolStats pool_stats();          // this thread's CPU pool
+void reset_pool_peak();          // peak := current
+void release_cached_storage();   // give cached blocks back to the system
+// Debug aid: fill every new CPU allocation with NaN (floats) or a sentinel
+// (i64), so that a kernel that leaves an output entry unwritten shows up.
+void set_poison_allocations(bool on);
+
+}  // namespace metatape

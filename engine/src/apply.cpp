@@ -1,0 +1,71 @@
+// Running an op: validate, allocate, compute, record.
+#include <string>
+
+#include "metatape/error.hpp"
+#include "op.hpp"
+#include "tape.hpp"
+
+namespace metatape::detail {
+
+void require_defined(const char* op, Inputs in) {
+  for (std::size_t i = 0; i < in.size(); ++i)
+    if (!in[i]->defined()) throw ValueError(std::string(op) + ": input " + std::to_string(i) + " is an undefined tensor");
+}
+
+void require_same_device(const char* op, Inputs in) {
+  for (std::size_t i = 1; i < in.size(); ++i)
+    if (in[i]->device() != in[0]->device())
+      throw DeviceError(std::string(op) + ": input 0 is on " + device_name(in[0]->device()) + " but input " +
+                        std::to_string(i) + " is on " + device_name(in[i]->device()));
+  if (!in.empty() && in[0]->device() != Device::cpu)
+    throw DeviceError(std::string(op) + ": this build has no backend for device " + device_name(in[0]->device()));
+}
+
+void require_floating(const char* op, const Tensor& t, int input) {
+  if (!is_floating(t.dtype()))
+    throw DTypeError(std::string(op) + ": input " + std::to_string(input) + " must be f32 or f64, not " +
+                     dtype_name(t.dtype()));
+}
+
+void require_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype())
+    throw DTypeError(std::string(op) + ": dtypes " + dtype_name(a.dtype()) + " and " + dtype_name(b.dtype()) +
+                     " differ; convert one with .to()");
+}
+
+void apply(const OpDef& op, Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  if (op.arity != kVariadic && static_cast<int>(in.size()) != op.arity)
+    throw ValueError(std::string(op.name) + ": expected " + std::to_string(op.arity) + " inputs, got " +
+                     std::to_string(in.size()));
+  require_defined(op.name, in);
+  require_same_device(op.name, in);
+
+  // Decide about recording before computing, so that a stale handle is
+  // reported before any work is done.
+  Tape& tape = this_thread_tape();
+  bool record = false;
+  if (tape.grad_enabled) {
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      const VarRef& ref = in[i]->var();
+      if (ref.tape == nullptr) continue;
+      if (!tape.is_live(ref))
+        throw GradError(std::string(op.name) + ": input " + std::to_string(i) + " " + stale_reason(ref));
+      if (!(op.nondiff & (1u << i))) record = true;
+    }
+  }
+
+  OutputSpec specs[kMaxOutputs];
+  op.shape_rule(in, attrs, std::span<OutputSpec>(specs, static_cast<std::size_t>(op.num_outputs)));
+  if (!op.is_view)
+    for (int j = 0; j < op.num_outputs; ++j) out[static_cast<std::size_t>(j)] = empty(specs[j].shape, specs[j].dtype);
+  op.forward(in, attrs, out);
+  if (record) tape.record(op, in, attrs, out);
+}
+
+Tensor apply(const OpDef& op, Inputs in, const Attrs& attrs) {
+  Tensor out;
+  apply(op, in, attrs, std::span<Tensor>(&out, 1));
+  return out;
+}
+
+}  // namespace metatape::detail

@@ -1,0 +1,46 @@
+// Internal: every primitive op's definition and every composite op's
+// samples, defined in the family files, gathered by registry.cpp.
+#pragma once
+
+#include "op.hpp"
+
+namespace metatape::detail {
+
+// ops_elementwise.cpp
+extern const OpDef add_op, sub_op, mul_op, div_op;
+extern const OpDef neg_op, exp_op, log_op, sqrt_op, tanh_op, sigmoid_op, relu_op, abs_op;
+extern const OpDef pow_op, scale_op, shift_op, cast_op, copy_op;
+std::vector<OpSample> square_samples(Generator& gen, DType dtype);
+
+// ops_reduce.cpp
+extern const OpDef sum_to_op, expand_op;
+std::vector<OpSample> sum_samples(Generator& gen, DType dtype);
+std::vector<OpSample> mean_samples(Generator& gen, DType dtype);
+std::vector<OpSample> max_samples(Generator& gen, DType dtype);
+std::vector<OpSample> logsumexp_samples(Generator& gen, DType dtype);
+
+// ops_layout.cpp
+extern const OpDef reshape_op, permute_op, slice_op, pad_op, concat_op;
+extern const OpDef gather_rows_op, scatter_rows_op, take_op, scatter_add_op;
+// The adjoints of slice, gather_rows and take (internal: users slice,
+// gather and take; these are what their derivatives are made of).
+Tensor pad_axis(const Tensor& g, int axis, std::int64_t start, const Shape& shape);
+Tensor scatter_rows(const Tensor& g, const Tensor& index, const Shape& shape);
+Tensor scatter_add(const Tensor& g, const Tensor& index, const Shape& shape);
+std::vector<OpSample> squeeze_unsqueeze_samples(Generator& gen, DType dtype);
+std::vector<OpSample> transpose_samples(Generator& gen, DType dtype);
+std::vector<OpSample> stack_samples(Generator& gen, DType dtype);
+
+// ops_linalg.cpp
+extern const OpDef matmul_op;
+
+// ops_nn.cpp
+extern const OpDef log_softmax_op, im2col_op, col2im_op;
+std::vector<OpSample> softmax_samples(Generator& gen, DType dtype);
+std::vector<OpSample> cross_entropy_samples(Generator& gen, DType dtype);
+std::vector<OpSample> mse_loss_samples(Generator& gen, DType dtype);
+std::vector<OpSample> conv2d_samples(Generator& gen, DType dtype);
+std::vector<OpSample> max_pool2d_samples(Generator& gen, DType dtype);
+std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype);
+
+}  // namespace metatape::detail

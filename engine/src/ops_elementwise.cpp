@@ -1,0 +1,341 @@
+// Elementwise ops. Each op: its shape rule, forward and backward side by
+// side, then its sample calls. Backward rules use only differentiable ops
+// (or constants such as relu's 0/1 mask, whose own derivative is zero), so
+// they can be recorded and differentiated again.
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/elementwise.hpp"
+#include "kernels/cpu/strided.hpp"
+#include "metatape/error.hpp"
+#include "metatape/ops.hpp"
+#include "op_defs.hpp"
+#include "samples.hpp"
+
+namespace metatape::detail {
+namespace {
+
+using kernels::cpu::BinaryOp;
+using kernels::cpu::UnaryOp;
+
+// --- shared pieces ---
+
+void binary_rule(const char* op, Inputs in, std::span<OutputSpec> out) {
+  require_floating(op, *in[0], 0);
+  require_floating(op, *in[1], 1);
+  require_same_dtype(op, *in[0], *in[1]);
+  out[0] = {broadcast_shapes(in[0]->shape(), in[1]->shape(), op), in[0]->dtype()};
+}
+
+template <BinaryOp K>
+void binary_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
+  const Tensor &a = *in[0], &b = *in[1];
+  Tensor& y = out[0];
+  std::int64_t a_strides[kMaxRank], b_strides[kMaxRank];
+  kernels::cpu::broadcast_strides(a.rank(), a.shape().begin(), y.rank(), y.shape().begin(), a_strides);
+  kernels::cpu::broadcast_strides(b.rank(), b.shape().begin(), y.rank(), y.shape().begin(), b_strides);
+  with_float_type(y.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::cpu::binary<T>(K, y.rank(), y.shape().begin(), a.data<T>(), a_strides, b.data<T>(), b_strides,
+                            y.data<T>());
+  });
+}
+
+void unary_rule(const char* op, Inputs in, std::span<OutputSpec> out) {
+  require_floating(op, *in[0], 0);
+  out[0] = {in[0]->shape(), in[0]->dtype()};
+}
+
+template <UnaryOp K>
+void unary_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  with_float_type(out[0].dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::cpu::unary<T>(K, in[0]->data<T>(), out[0].data<T>(), out[0].numel(), attrs.scalar);
+  });
+}
+
+// A constant (unrecorded) function of x: the 0/1 and ±1 masks that relu and
+// abs multiply gradients by. Their derivative is zero almost everywhere.
+Tensor constant_map(UnaryOp k, const Tensor& x) {
+  Tensor y = empty(x.shape(), x.dtype());
+  with_float_type(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::cpu::unary<T>(k, x.data<T>(), y.data<T>(), x.numel(), 0.0);
+  });
+  return y;
+}
+
+// Broadcast cases for binary samples: equal shapes, a row against a column,
+// a trailing vector, a scalar, and size-1 dimensions on both sides.
+std::vector<OpSample> binary_samples(Generator& gen, DType dtype, Tensor (*fn)(const Tensor&, const Tensor&),
+                                     bool positive_rhs) {
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{3, 4}, {3, 4}}, {{3, 1}, {1, 4}}, {{2, 3, 4}, {4}}, {{}, {2, 3}}, {{1, 3, 1}, {2, 1, 5}}, {{2, 3}, {}}};
+  std::vector<OpSample> samples;
+  for (const auto& [sa, sb] : cases) {
+    Tensor b = positive_rhs ? sample_uniform(sb, gen, dtype, 0.5, 2.0) : sample_uniform(sb, gen, dtype);
+    samples.push_back(make_sample(sa.str() + " by " + sb.str(), {sample_uniform(sa, gen, dtype), b},
+                                  [fn](const std::vector<Tensor>& in) { return fn(in[0], in[1]); }));
+  }
+  return samples;
+}
+
+// Unary samples on a matrix and a rank-4 tensor, with inputs drawn by `draw`.
+std::vector<OpSample> unary_samples(Generator& gen, DType dtype, std::function<Tensor(const Tensor&)> fn,
+                                    Tensor (*draw)(const Shape&, Generator&, DType, double, double), double low,
+                                    double high) {
+  std::vector<OpSample> samples;
+  for (const Shape& s : {Shape{3, 4}, Shape{2, 1, 3, 2}})
+    samples.push_back(make_sample(s.str(), {draw(s, gen, dtype, low, high)},
+                                  [fn](const std::vector<Tensor>& in) { return fn(in[0]); }));
+  return samples;
+}
+
+std::vector<OpSample> smooth_unary(Generator& gen, DType dtype, Tensor (*fn)(const Tensor&)) {
+  return unary_samples(gen, dtype, fn, sample_uniform, -1.5, 1.5);
+}
+std::vector<OpSample> positive_unary(Generator& gen, DType dtype, Tensor (*fn)(const Tensor&)) {
+  return unary_samples(gen, dtype, fn, sample_uniform, 0.5, 2.0);
+}
+std::vector<OpSample> kinked_unary(Generator& gen, DType dtype, Tensor (*fn)(const Tensor&)) {
+  return unary_samples(gen, dtype, fn, sample_away_from_zero, 0.2, 1.5);
+}
+
+// --- add: a + b ---
+void add_backward(BackwardContext& c) {
+  if (c.needs_grad(0)) c.set_grad(0, sum_to(c.grad_output(), c.input_shape(0)));
+  if (c.needs_grad(1)) c.set_grad(1, sum_to(c.grad_output(), c.input_shape(1)));
+}
+
+// --- sub: a - b ---
+void sub_backward(BackwardContext& c) {
+  if (c.needs_grad(0)) c.set_grad(0, sum_to(c.grad_output(), c.input_shape(0)));
+  if (c.needs_grad(1)) c.set_grad(1, neg(sum_to(c.grad_output(), c.input_shape(1))));
+}
+
+// --- mul: a * b ---
+void mul_backward(BackwardContext& c) {
+  if (c.needs_grad(0)) c.set_grad(0, sum_to(mul(c.grad_output(), c.input(1)), c.input_shape(0)));
+  if (c.needs_grad(1)) c.set_grad(1, sum_to(mul(c.grad_output(), c.input(0)), c.input_shape(1)));
+}
+
+// --- div: a / b. With q = g / b: da = q, db = -q · (a / b). ---
+void div_backward(BackwardContext& c) {
+  const Tensor q = div(c.grad_output(), c.input(1));
+  if (c.needs_grad(0)) c.set_grad(0, sum_to(q, c.input_shape(0)));
+  if (c.needs_grad(1)) c.set_grad(1, sum_to(neg(mul(q, c.output())), c.input_shape(1)));
+}
+
+// --- unary rules: d/dx in terms of x (input 0) or y (the output) ---
+void neg_backward(BackwardContext& c) { c.set_grad(0, neg(c.grad_output())); }
+void exp_backward(BackwardContext& c) { c.set_grad(0, mul(c.grad_output(), c.output())); }          // e^x
+void log_backward(BackwardContext& c) { c.set_grad(0, div(c.grad_output(), c.input(0))); }          // 1/x
+void sqrt_backward(BackwardContext& c) { c.set_grad(0, div(c.grad_output(), scale(c.output(), 2.0))); }  // 1/(2y)
+void tanh_backward(BackwardContext& c) {  // 1 - y²
+  c.set_grad(0, mul(c.grad_output(), shift(neg(square(c.output())), 1.0)));
+}
+void sigmoid_backward(BackwardContext& c) {  // y (1 - y)
+  const Tensor& y = c.output();
+  c.set_grad(0, mul(c.grad_output(), mul(y, shift(neg(y), 1.0))));
+}
+void relu_backward(BackwardContext& c) {
+  c.set_grad(0, mul(c.grad_output(), constant_map(UnaryOp::step, c.input(0))));
+}
+void abs_backward(BackwardContext& c) {
+  c.set_grad(0, mul(c.grad_output(), constant_map(UnaryOp::sign, c.input(0))));
+}
+void pow_backward(BackwardContext& c) {  // p x^(p-1); exactly zero for p = 0, even at x = 0
+  const double p = c.attrs().scalar;
+  if (p == 0.0) {
+    c.set_grad(0, zeros(c.input_shape(0), c.input_dtype(0)));
+    return;
+  }
+  c.set_grad(0, mul(c.grad_output(), scale(pow(c.input(0), p - 1.0), p)));
+}
+void scale_backward(BackwardContext& c) { c.set_grad(0, scale(c.grad_output(), c.attrs().scalar)); }
+void shift_backward(BackwardContext& c) { c.set_grad(0, c.grad_output()); }
+
+// --- cast: x converted to attrs.dtype ---
+void cast_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  require_floating("to", *in[0], 0);
+  if (!is_floating(attrs.dtype))
+    throw DTypeError(std::string("to: can only convert between f32 and f64, not to ") + dtype_name(attrs.dtype));
+  out[0] = {in[0]->shape(), attrs.dtype};
+}
+void cast_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
+  with_float_type(in[0]->dtype(), [&](auto from) {
+    with_float_type(out[0].dtype(), [&](auto to) {
+      kernels::cpu::convert(in[0]->data<decltype(from)>(), out[0].data<decltype(to)>(), out[0].numel());
+    });
+  });
+}
+void cast_backward(BackwardContext& c) { c.set_grad(0, c.grad_output().to(c.input_dtype(0))); }
+
+// --- copy: a fresh buffer with x's values (clone) ---
+void copy_backward(BackwardContext& c) { c.set_grad(0, c.grad_output()); }
+
+#define METATAPE_UNARY_RULE(name) [](Inputs in, const Attrs&, std::span<OutputSpec> out) { unary_rule(name, in, out); }
+#define METATAPE_BINARY_RULE(name) [](Inputs in, const Attrs&, std::span<OutputSpec> out) { binary_rule(name, in, out); }
+
+}  // namespace
+
+// clang-format off
+const OpDef add_op = {.name = "add", .arity = 2, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
+    .shape_rule = METATAPE_BINARY_RULE("add"), .forward = binary_forward<BinaryOp::add>, .backward = add_backward,
+    .samples = [](Generator& g, DType d) { return binary_samples(g, d, add, false); }};
+const OpDef sub_op = {.name = "sub", .arity = 2, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
+    .shape_rule = METATAPE_BINARY_RULE("sub"), .forward = binary_forward<BinaryOp::sub>, .backward = sub_backward,
+    .samples = [](Generator& g, DType d) { return binary_samples(g, d, sub, false); }};
+const OpDef mul_op = {.name = "mul", .arity = 2, .num_outputs = 1, .saves = save_input(0) | save_input(1),
+    .nondiff = 0, .is_view = false,
+    .shape_rule = METATAPE_BINARY_RULE("mul"), .forward = binary_forward<BinaryOp::mul>, .backward = mul_backward,
+    .samples = [](Generator& g, DType d) { return binary_samples(g, d, mul, false); }};
+const OpDef div_op = {.name = "div", .arity = 2, .num_outputs = 1, .saves = save_input(1) | kSaveOutputs,
+    .nondiff = 0, .is_view = false,
+    .shape_rule = METATAPE_BINARY_RULE("div"), .forward = binary_forward<BinaryOp::div>, .backward = div_backward,
+    .samples = [](Generator& g, DType d) { return binary_samples(g, d, div, true); }};
+
+const OpDef neg_op = {.name = "neg", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("neg"), .forward = unary_forward<UnaryOp::neg>, .backward = neg_backward,
+    .samples = [](Generator& g, DType d) { return smooth_unary(g, d, neg); }};
+const OpDef exp_op = {.name = "exp", .arity = 1, .num_outputs = 1, .saves = kSaveOutputs, .nondiff = 0,
+    .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("exp"), .forward = unary_forward<UnaryOp::exp>, .backward = exp_backward,
+    .samples = [](Generator& g, DType d) { return smooth_unary(g, d, exp); }};
+const OpDef log_op = {.name = "log", .arity = 1, .num_outputs = 1, .saves = save_input(0), .nondiff = 0,
+    .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("log"), .forward = unary_forward<UnaryOp::log>, .backward = log_backward,
+    .samples = [](Generator& g, DType d) { return positive_unary(g, d, log); }};
+const OpDef sqrt_op = {.name = "sqrt", .arity = 1, .num_outputs = 1, .saves = kSaveOutputs, .nondiff = 0,
+    .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("sqrt"), .forward = unary_forward<UnaryOp::sqrt>, .backward = sqrt_backward,
+    .samples = [](Generator& g, DType d) { return positive_unary(g, d, sqrt); }};
+const OpDef tanh_op = {.name = "tanh", .arity = 1, .num_outputs = 1, .saves = kSaveOutputs, .nondiff = 0,
+    .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("tanh"), .forward = unary_forward<UnaryOp::tanh>, .backward = tanh_backward,
+    .samples = [](Generator& g, DType d) { return smooth_unary(g, d, tanh); }};
+const OpDef sigmoid_op = {.name = "sigmoid", .arity = 1, .num_outputs = 1, .saves = kSaveOutputs, .nondiff = 0,
+    .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("sigmoid"), .forward = unary_forward<UnaryOp::sigmoid>,
+    .backward = sigmoid_backward,
+    .samples = [](Generator& g, DType d) { return smooth_unary(g, d, sigmoid); }};
+const OpDef relu_op = {.name = "relu", .arity = 1, .num_outputs = 1, .saves = save_input(0), .nondiff = 0,
+    .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("relu"), .forward = unary_forward<UnaryOp::relu>, .backward = relu_backward,
+    .samples = [](Generator& g, DType d) { return kinked_unary(g, d, relu); }};
+const OpDef abs_op = {.name = "abs", .arity = 1, .num_outputs = 1, .saves = save_input(0), .nondiff = 0,
+    .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("abs"), .forward = unary_forward<UnaryOp::abs>, .backward = abs_backward,
+    .samples = [](Generator& g, DType d) { return kinked_unary(g, d, abs); }};
+const OpDef pow_op = {.name = "pow", .arity = 1, .num_outputs = 1, .saves = save_input(0), .nondiff = 0,
+    .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("pow"), .forward = unary_forward<UnaryOp::pow>, .backward = pow_backward,
+    .samples = [](Generator& g, DType d) {
+      std::vector<OpSample> samples;
+      for (double p : {2.0, 3.0, 0.5, -1.5, 0.0}) {
+        samples.push_back(make_sample("x^" + std::to_string(p), {sample_uniform({3, 4}, g, d, 0.5, 2.0)},
+                                      [p](const std::vector<Tensor>& in) { return pow(in[0], p); }));
+      }
+      // An integer exponent is defined for negative bases too.
+      samples.push_back(make_sample("negative base, x^3", {sample_uniform({3, 4}, g, d, -2.0, 2.0)},
+                                    [](const std::vector<Tensor>& in) { return pow(in[0], 3.0); }));
+      return samples;
+    }};
+const OpDef scale_op = {.name = "scale", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("scale"), .forward = unary_forward<UnaryOp::scale>,
+    .backward = scale_backward,
+    .samples = [](Generator& g, DType d) {
+      return unary_samples(g, d, [](const Tensor& x) { return scale(x, -2.5); }, sample_uniform, -1.0, 1.0);
+    }};
+const OpDef shift_op = {.name = "shift", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
+    .shape_rule = METATAPE_UNARY_RULE("shift"), .forward = unary_forward<UnaryOp::shift>,
+    .backward = shift_backward,
+    .samples = [](Generator& g, DType d) {
+      return unary_samples(g, d, [](const Tensor& x) { return shift(x, 0.75); }, sample_uniform, -1.0, 1.0);
+    }};
+const OpDef cast_op = {.name = "to", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
+    .shape_rule = cast_rule, .forward = cast_forward, .backward = cast_backward,
+    .samples = [](Generator& g, DType d) {
+      // A round trip through the other dtype: exact for f32 values.
+      const DType other = d == DType::f64 ? DType::f32 : DType::f64;
+      return unary_samples(g, d, [d, other](const Tensor& x) { return x.to(other).to(d); }, sample_uniform, -1.0, 1.0);
+    }};
+const OpDef copy_op = {.name = "clone", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
+    .shape_rule = [](Inputs in, const Attrs&, std::span<OutputSpec> out) {
+      out[0] = {in[0]->shape(), in[0]->dtype()};  // any dtype, i64 included
+    },
+    .forward = [](Inputs in, const Attrs&, std::span<Tensor> out) {
+      std::memcpy(out[0].raw_data(), in[0]->raw_data(),
+                  static_cast<std::size_t>(out[0].numel()) * dtype_size(out[0].dtype()));
+    },
+    .backward = copy_backward,
+    .samples = [](Generator& g, DType d) { return smooth_unary(g, d, [](const Tensor& x) { return x.clone(); }); }};
+// clang-format on
+
+std::vector<OpSample> square_samples(Generator& gen, DType dtype) { return smooth_unary(gen, dtype, square); }
+
+}  // namespace metatape::detail
+
+namespace metatape {
+
+using detail::apply;
+using detail::Attrs;
+
+namespace {
+Tensor unary_call(const detail::OpDef& op, const Tensor& x, double scalar = 0.0) {
+  const Tensor* in[] = {&x};
+  Attrs attrs;
+  attrs.scalar = scalar;
+  return apply(op, in, attrs);
+}
+Tensor binary_call(const detail::OpDef& op, const Tensor& a, const Tensor& b) {
+  const Tensor* in[] = {&a, &b};
+  return apply(op, in);
+}
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary_call(detail::add_op, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary_call(detail::sub_op, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary_call(detail::mul_op, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary_call(detail::div_op, a, b); }
+Tensor neg(const Tensor& x) { return unary_call(detail::neg_op, x); }
+Tensor exp(const Tensor& x) { return unary_call(detail::exp_op, x); }
+Tensor log(const Tensor& x) { return unary_call(detail::log_op, x); }
+Tensor sqrt(const Tensor& x) { return unary_call(detail::sqrt_op, x); }
+Tensor tanh(const Tensor& x) { return unary_call(detail::tanh_op, x); }
+Tensor sigmoid(const Tensor& x) { return unary_call(detail::sigmoid_op, x); }
+Tensor relu(const Tensor& x) { return unary_call(detail::relu_op, x); }
+Tensor abs(const Tensor& x) { return unary_call(detail::abs_op, x); }
+Tensor pow(const Tensor& x, double exponent) { return unary_call(detail::pow_op, x, exponent); }
+Tensor square(const Tensor& x) { return pow(x, 2.0); }
+Tensor scale(const Tensor& x, double factor) { return unary_call(detail::scale_op, x, factor); }
+Tensor shift(const Tensor& x, double offset) { return unary_call(detail::shift_op, x, offset); }
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+Tensor operator-(const Tensor& x) { return neg(x); }
+Tensor operator+(const Tensor& x, double s) { return shift(x, s); }
+Tensor operator+(double s, const Tensor& x) { return shift(x, s); }
+Tensor operator-(const Tensor& x, double s) { return shift(x, -s); }
+Tensor operator-(double s, const Tensor& x) { return shift(neg(x), s); }
+Tensor operator*(const Tensor& x, double s) { return scale(x, s); }
+Tensor operator*(double s, const Tensor& x) { return scale(x, s); }
+Tensor operator/(const Tensor& x, double s) { return scale(x, 1.0 / s); }
+Tensor operator/(double s, const Tensor& x) { return scale(pow(x, -1.0), s); }
+
+Tensor Tensor::to(DType dtype) const {
+  if (defined() && dtype == dtype_) return *this;
+  const Tensor* in[] = {this};
+  Attrs attrs;
+  attrs.dtype = dtype;
+  return apply(detail::cast_op, in, attrs);
+}
+
+Tensor Tensor::clone() const {
+  const Tensor* in[] = {this};
+  return apply(detail::copy_op, in);
+}
+
+}  // namespace metatape

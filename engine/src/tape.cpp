@@ -1,0 +1,308 @@
+#include "tape.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "metatape/error.hpp"
+#include "metatape/ops.hpp"
+
+namespace metatape::detail {
+namespace {
+
+std::string describe(const char* role, std::size_t i) { return std::string(role) + " " + std::to_string(i); }
+
+// Checks that `t` is a live variable of `tape` for grad(); `role` is
+// "output" or "input".
+void require_live(const Tape& tape, const Tensor& t, const char* role, std::size_t i) {
+  if (!t.defined()) throw GradError("grad: " + describe(role, i) + " is an undefined tensor");
+  const VarRef& ref = t.var();
+  if (ref.tape == nullptr) {
+    if (std::string(role) == "input")
+      throw GradError("grad: input " + std::to_string(i) +
+                      " was not recorded on the tape: mark it with requires_grad_() before computing the outputs");
+    throw GradError("grad: output " + std::to_string(i) +
+                    " was not recorded on the tape: it does not depend on any tensor marked requires_grad_(), "
+                    "or it was computed under NoGradScope or detached");
+  }
+  if (!tape.is_live(ref)) throw GradError("grad: " + describe(role, i) + " " + stale_reason(ref));
+}
+
+// Sets grad mode for the duration of a backward walk.
+class GradModeGuard {
+ public:
+  GradModeGuard(Tape& tape, bool enabled) : tape_(tape), previous_(tape.grad_enabled) { tape.grad_enabled = enabled; }
+  ~GradModeGuard() { tape_.grad_enabled = previous_; }
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
+
+ private:
+  Tape& tape_;
+  bool previous_;
+};
+
+void accumulate(Tensor& into, Tensor grad) {
+  into = into.defined() ? add(into, grad) : std::move(grad);
+}
+
+}  // namespace
+
+Tape& this_thread_tape() {
+  thread_local Tape tape;
+  return tape;
+}
+
+const char* stale_reason(const VarRef& ref) {
+  return ref.tape == &this_thread_tape()
+             ? "was recorded in a TapeScope that has since been released; detach() it to use it as a constant"
+             : "was recorded on another thread's tape; each thread differentiates only what it recorded";
+}
+
+VarRef Tape::new_leaf() {
+  const auto index = static_cast<std::uint32_t>(vars_.size());
+  vars_.push_back({next_serial_, kLeaf, static_cast<std::uint32_t>(nodes_.size())});
+  return {this, next_serial_++, index};
+}
+
+void Tape::record(const OpDef& op, Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const auto node_index = static_cast<std::uint32_t>(nodes_.size());
+  Node& node = nodes_.emplace_back();
+  node.op = &op;
+  node.attrs = attrs;
+  node.in_begin = static_cast<std::uint32_t>(inputs_.size());
+  node.n_in = static_cast<std::uint32_t>(in.size());
+  node.saved_begin = static_cast<std::uint32_t>(saved_.size());
+  node.out_var_begin = static_cast<std::uint32_t>(vars_.size());
+  node.n_out = static_cast<std::uint32_t>(out.size());
+
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const Tensor& t = *in[i];
+    const bool differentiable = !(op.nondiff & (1u << i)) && is_live(t.var());
+    inputs_.push_back({differentiable ? t.var().index : kNoVar, t.dtype(), t.shape()});
+    if (op.saves & save_input(static_cast<int>(i)))
+      saved_.push_back(t);
+    else
+      saved_.emplace_back();
+  }
+  for (Tensor& t : out) {
+    const auto index = static_cast<std::uint32_t>(vars_.size());
+    vars_.push_back({next_serial_, node_index, node_index});
+    TensorAccess::set_var(t, {this, next_serial_++, index});
+    if (op.saves & kSaveOutputs)
+      saved_.push_back(t);
+    else
+      saved_.emplace_back();
+  }
+}
+
+void Tape::release_to(const TapeMark& mark) {
+  // Scopes close in reverse order of opening, so the tape never shrank below
+  // an open scope's mark; the min() only guards against misuse.
+  nodes_.resize(std::min(nodes_.size(), mark.nodes));
+  vars_.resize(std::min(vars_.size(), mark.vars));
+  inputs_.resize(std::min(inputs_.size(), mark.inputs));
+  saved_.resize(std::min(saved_.size(), mark.saved));
+}
+
+std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                               const std::vector<Tensor>& seeds, const GradOptions& options) {
+  if (outputs.empty()) throw GradError("grad: no outputs given");
+  if (inputs.empty()) throw GradError("grad: no inputs given");
+  for (std::size_t i = 0; i < outputs.size(); ++i) require_live(*this, outputs[i], "output", i);
+  for (std::size_t i = 0; i < inputs.size(); ++i) require_live(*this, inputs[i], "input", i);
+
+  std::vector<Tensor> seed_values(outputs.size());
+  if (seeds.empty()) {
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      if (outputs[i].numel() != 1)
+        throw GradError("grad: output " + std::to_string(i) + " has shape " + outputs[i].shape().str() +
+                        "; a non-scalar output needs a seed gradient of that shape");
+      seed_values[i] = ones(outputs[i].shape(), outputs[i].dtype());
+    }
+  } else {
+    if (seeds.size() != outputs.size())
+      throw GradError("grad: " + std::to_string(seeds.size()) + " seeds given for " + std::to_string(outputs.size()) +
+                      " outputs");
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      if (!seeds[i].defined()) throw GradError("grad: seed " + std::to_string(i) + " is an undefined tensor");
+      if (seeds[i].shape() != outputs[i].shape())
+        throw ShapeError("grad: seed " + std::to_string(i) + " has shape " + seeds[i].shape().str() + " but output " +
+                         std::to_string(i) + " has shape " + outputs[i].shape().str());
+      if (seeds[i].dtype() != outputs[i].dtype())
+        throw DTypeError("grad: seed " + std::to_string(i) + " is " + dtype_name(seeds[i].dtype()) + " but output " +
+                         std::to_string(i) + " is " + dtype_name(outputs[i].dtype()));
+      if (seeds[i].device() != outputs[i].device())
+        throw DeviceError("grad: seed " + std::to_string(i) + " is on " + device_name(seeds[i].device()) +
+                          " but output " + std::to_string(i) + " is on " + device_name(outputs[i].device()));
+      seed_values[i] = seeds[i];
+    }
+  }
+
+  // The walk covers the nodes between the oldest input and the newest output;
+  // nothing outside that range can carry a gradient from one to the other.
+  std::uint32_t lowest = UINT32_MAX;
+  for (const Tensor& t : inputs) lowest = std::min(lowest, t.var().index);
+  const std::size_t first_node = vars_[lowest].first_node;
+  std::size_t end_node = 0;
+  for (const Tensor& t : outputs) {
+    const Var& v = vars_[t.var().index];
+    if (v.producer != kLeaf) end_node = std::max<std::size_t>(end_node, v.producer + 1);
+  }
+  const std::size_t span = vars_.size() - lowest;  // variables the walk may touch
+
+  // Forward sweep: which variables depend on an input. Only their adjoints
+  // are worth computing; a backward rule is asked only for those inputs.
+  std::vector<std::uint8_t> depends(span, 0), requested(span, 0);
+  for (const Tensor& t : inputs) depends[t.var().index - lowest] = requested[t.var().index - lowest] = 1;
+  for (std::size_t n = first_node; n < end_node; ++n) {
+    const Node& node = nodes_[n];
+    bool any = false;
+    for (std::uint32_t i = 0; i < node.n_in && !any; ++i) {
+      const std::uint32_t v = inputs_[node.in_begin + i].var;
+      any = v != kNoVar && v >= lowest && depends[v - lowest];
+    }
+    if (any)
+      for (std::uint32_t j = 0; j < node.n_out; ++j) depends[node.out_var_begin + j - lowest] = 1;
+  }
+
+  std::vector<Tensor> adjoint(span);
+  {
+    GradModeGuard mode(*this, options.create_graph);
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      const std::uint32_t v = outputs[i].var().index;
+      if (v >= lowest && depends[v - lowest]) accumulate(adjoint[v - lowest], seed_values[i]);
+    }
+
+    // Per-node scratch, reused. The rule gets copies of the saved handles:
+    // with create_graph it appends to the tape's arrays, which may move them.
+    std::vector<Tensor> saved, grad_outputs, grads;
+    std::vector<Shape> shapes;
+    std::vector<DType> dtypes;
+    std::vector<std::uint8_t> needs;
+    for (std::size_t n = end_node; n-- > first_node;) {
+      const Node node = nodes_[n];
+      bool any_output = false;
+      grad_outputs.assign(node.n_out, Tensor{});
+      for (std::uint32_t j = 0; j < node.n_out; ++j) {
+        const std::uint32_t v = node.out_var_begin + j;
+        if (v >= lowest && adjoint[v - lowest].defined()) {
+          grad_outputs[j] = adjoint[v - lowest];
+          any_output = true;
+        }
+      }
+      if (!any_output) continue;
+      bool any_input = false;
+      needs.assign(node.n_in, 0);
+      for (std::uint32_t i = 0; i < node.n_in; ++i) {
+        const std::uint32_t v = inputs_[node.in_begin + i].var;
+        needs[i] = v != kNoVar && v >= lowest && depends[v - lowest];
+        any_input = any_input || needs[i];
+      }
+      if (!any_input) continue;
+
+      saved.assign(saved_.begin() + node.saved_begin, saved_.begin() + node.saved_begin + node.n_in + node.n_out);
+      shapes.resize(node.n_in);
+      dtypes.resize(node.n_in);
+      for (std::uint32_t i = 0; i < node.n_in; ++i) {
+        shapes[i] = inputs_[node.in_begin + i].shape;
+        dtypes[i] = inputs_[node.in_begin + i].dtype;
+      }
+      grads.assign(node.n_in, Tensor{});
+
+      BackwardContext ctx;
+      ctx.op_ = node.op;
+      ctx.attrs_ = &node.attrs;
+      ctx.saved_inputs_ = {saved.data(), node.n_in};
+      ctx.saved_outputs_ = {saved.data() + node.n_in, node.n_out};
+      ctx.input_shapes_ = shapes;
+      ctx.input_dtypes_ = dtypes;
+      ctx.needs_ = needs;
+      ctx.grad_outputs_ = grad_outputs;
+      ctx.grads_ = grads;
+      node.op->backward(ctx);
+
+      // An output's adjoint is complete once its producer has run; drop it
+      // unless it was asked for, so peak memory follows the walk.
+      for (std::uint32_t j = 0; j < node.n_out; ++j) {
+        const std::uint32_t v = node.out_var_begin + j;
+        if (v >= lowest && !requested[v - lowest]) adjoint[v - lowest] = Tensor{};
+      }
+      for (std::uint32_t i = 0; i < node.n_in; ++i) {
+        if (!needs[i] || !grads[i].defined()) continue;
+        if (grads[i].shape() != shapes[i] || grads[i].dtype() != dtypes[i])
+          throw Error(std::string("internal error: the backward rule of '") + node.op->name + "' gave input " +
+                      std::to_string(i) + " a gradient of shape " + grads[i].shape().str() + " " +
+                      dtype_name(grads[i].dtype()) + ", expected " + shapes[i].str() + " " + dtype_name(dtypes[i]));
+        accumulate(adjoint[inputs_[node.in_begin + i].var - lowest], std::move(grads[i]));
+      }
+    }
+  }
+
+  std::vector<Tensor> result(inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    Tensor& a = adjoint[inputs[i].var().index - lowest];
+    if (a.defined()) {
+      result[i] = options.create_graph ? a : a.detach();
+    } else if (options.allow_unused) {
+      result[i] = zeros(inputs[i].shape(), inputs[i].dtype());
+    } else {
+      throw GradError("grad: the outputs do not depend on input " + std::to_string(i) +
+                      "; pass allow_unused to get a zero gradient for it");
+    }
+  }
+  return result;
+}
+
+const Tensor& BackwardContext::input(int i) const {
+  const Tensor& t = saved_inputs_[static_cast<std::size_t>(i)];
+  if (!t.defined())
+    throw Error(std::string("internal error: the backward rule of '") + op_->name + "' reads input " +
+                std::to_string(i) + ", which its OpDef does not save");
+  return t;
+}
+
+const Tensor& BackwardContext::output(int j) const {
+  const Tensor& t = saved_outputs_[static_cast<std::size_t>(j)];
+  if (!t.defined())
+    throw Error(std::string("internal error: the backward rule of '") + op_->name +
+                "' reads its output, which its OpDef does not save");
+  return t;
+}
+
+}  // namespace metatape::detail
+
+namespace metatape {
+
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& seeds, const GradOptions& options) {
+  return detail::this_thread_tape().grad(outputs, inputs, seeds, options);
+}
+
+Tensor grad(const Tensor& output, const Tensor& input, const GradOptions& options) {
+  return grad(std::vector<Tensor>{output}, std::vector<Tensor>{input}, {}, options)[0];
+}
+
+std::vector<Tensor> grad(const Tensor& output, const std::vector<Tensor>& inputs, const GradOptions& options) {
+  return grad(std::vector<Tensor>{output}, inputs, {}, options);
+}
+
+TapeScope::TapeScope() {
+  const detail::TapeMark m = detail::this_thread_tape().mark();
+  nodes_ = m.nodes;
+  vars_ = m.vars;
+  inputs_ = m.inputs;
+  saved_ = m.saved;
+}
+
+TapeScope::~TapeScope() { detail::this_thread_tape().release_to({nodes_, vars_, inputs_, saved_}); }
+
+NoGradScope::NoGradScope() : previous_(detail::this_thread_tape().grad_enabled) {
+  detail::this_thread_tape().grad_enabled = false;
+}
+
+NoGradScope::~NoGradScope() { detail::this_thread_tape().grad_enabled = previous_; }
+
+bool grad_enabled() { return detail::this_thread_tape().grad_enabled; }
+
+TapeStats tape_stats() { return detail::this_thread_tape().stats(); }
+
+}  // namespace metatape

@@ -1,0 +1,88 @@
+// Internal: the tape, a Wengert list of recorded ops.
+//
+// Four flat arrays, appended in creation order and truncated by TapeScope:
+//   nodes   one per recorded op: which op, its attributes, where its records
+//           start in the other arrays;
+//   vars    one per variable (leaf or op output): a serial number, so that a
+//           handle to a released slot is recognised, and its producer;
+//   inputs  per node input: the variable (or none, for constants), shape, dtype;
+//   saved   per node input and output: the handle its backward rule reads
+//           (empty where the rule does not need it).
+// The arrays keep their capacity when truncated, so a training loop records
+// into the same memory every step: no allocation per node in steady state,
+// no pointer-chasing graph, no per-node reference count. grad() walks the
+// nodes backwards, which is a valid reverse topological order by
+// construction.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "metatape/tape.hpp"
+#include "op.hpp"
+
+namespace metatape::detail {
+
+inline constexpr std::uint32_t kNoVar = UINT32_MAX;   // input is a constant
+inline constexpr std::uint32_t kLeaf = UINT32_MAX;    // variable has no producer
+
+struct InputRecord {
+  std::uint32_t var = kNoVar;
+  DType dtype = DType::f32;
+  Shape shape;
+};
+
+struct Node {
+  const OpDef* op = nullptr;
+  std::uint32_t in_begin = 0, n_in = 0;  // into inputs
+  std::uint32_t saved_begin = 0;         // into saved: n_in input slots, then n_out output slots
+  std::uint32_t out_var_begin = 0;       // outputs are consecutive variables
+  std::uint32_t n_out = 0;
+  Attrs attrs;
+};
+
+struct Var {
+  std::uint64_t serial = 0;
+  std::uint32_t producer = kLeaf;  // node index
+  std::uint32_t first_node = 0;    // number of nodes when it was created
+};
+
+struct TapeMark {
+  std::size_t nodes, vars, inputs, saved;
+};
+
+class Tape {
+ public:
+  bool grad_enabled = true;
+
+  bool is_live(const VarRef& ref) const {
+    return ref.tape == this && ref.index < vars_.size() && vars_[ref.index].serial == ref.serial;
+  }
+  // A handle that was recorded but whose variable is gone (released scope,
+  // or another thread's tape).
+  bool is_stale(const VarRef& ref) const { return ref.tape != nullptr && !is_live(ref); }
+
+  VarRef new_leaf();
+  void record(const OpDef& op, Inputs in, const Attrs& attrs, std::span<Tensor> out);
+  std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                           const std::vector<Tensor>& seeds, const GradOptions& options);
+
+  TapeMark mark() const { return {nodes_.size(), vars_.size(), inputs_.size(), saved_.size()}; }
+  void release_to(const TapeMark& mark);
+  TapeStats stats() const { return {nodes_.size(), vars_.size()}; }
+
+ private:
+  std::vector<Node> nodes_;
+  std::vector<Var> vars_;
+  std::vector<InputRecord> inputs_;
+  std::vector<Tensor> saved_;
+  std::uint64_t next_serial_ = 1;
+};
+
+Tape& this_thread_tape();
+
+// Explains why a recorded handle can no longer be used (for error messages).
+const char* stale_reason(const VarRef& ref);
+
+}  // namespace metatape::detail

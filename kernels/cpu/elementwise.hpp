@@ -1,0 +1,44 @@
+// Elementwise kernels: maps over contiguous arrays and broadcasting binary
+// ops. Raw pointers and shapes in; T is float or double.
+#pragma once
+
+#include <cstdint>
+
+namespace metatape::kernels::cpu {
+
+enum class UnaryOp {
+  neg,      // -x
+  exp,      // e^x
+  log,      // ln x
+  sqrt,     // √x
+  tanh,     // tanh x
+  sigmoid,  // 1 / (1 + e^-x), evaluated without overflow
+  relu,     // max(x, 0)
+  abs,      // |x|
+  step,     // 1 if x > 0 else 0        (relu's derivative)
+  sign,     // -1, 0 or 1               (abs's derivative)
+  pow,      // x^param
+  scale,    // x * param
+  shift,    // x + param
+};
+
+// y[i] = op(x[i]) for i < n. y may alias x.
+template <class T>
+void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param);
+
+enum class BinaryOp { add, sub, mul, div };
+
+// out (contiguous, `shape` of rank <= 5) = a op b, with a and b read through
+// strides in elements (0 along broadcast dimensions).
+template <class T>
+void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides,
+            const T* b, const std::int64_t* b_strides, T* out);
+
+// y[i] = x[i] converted (float <-> double).
+template <class From, class To>
+void convert(const From* x, To* y, std::int64_t n);
+
+template <class T>
+void fill(T* y, std::int64_t n, T value);
+
+}  // namespace metatape::kernels::cpu

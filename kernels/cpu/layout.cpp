@@ -1,0 +1,89 @@
+#include "layout.hpp"
+
+#include <cstring>
+
+#include "strided.hpp"
+
+namespace metatape::kernels::cpu {
+
+template <class T>
+void strided_copy(int rank, const std::int64_t* shape, const T* x, const std::int64_t* x_strides, T* out) {
+  std::int64_t out_strides[kMaxLoopRank];
+  contiguous_strides(rank, shape, out_strides);
+  const std::int64_t* strides[2] = {out_strides, x_strides};
+  const StridedLoop loop = make_loop(rank, shape, 2, strides);
+  for_each_row(loop, [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
+    T* o = out + off[0];
+    const T* xr = x + off[1];
+    if (s[1] == 1) {
+      std::memcpy(o, xr, static_cast<std::size_t>(n) * sizeof(T));
+    } else if (s[1] == 0) {
+      const T v = *xr;
+      for (std::int64_t i = 0; i < n; ++i) o[i] = v;
+    } else {
+      for (std::int64_t i = 0; i < n; ++i) o[i] = xr[i * s[1]];
+    }
+  });
+}
+
+template <class T>
+void copy_into_axis(const T* src, std::int64_t outer, std::int64_t count, std::int64_t inner, T* dst,
+                    std::int64_t length, std::int64_t start) {
+  const std::size_t block = static_cast<std::size_t>(count * inner) * sizeof(T);
+  for (std::int64_t o = 0; o < outer; ++o)
+    std::memcpy(dst + (o * length + start) * inner, src + o * count * inner, block);
+}
+
+template <class T>
+void copy_from_axis(const T* src, std::int64_t outer, std::int64_t length, std::int64_t inner, std::int64_t start,
+                    std::int64_t count, T* dst) {
+  const std::size_t block = static_cast<std::size_t>(count * inner) * sizeof(T);
+  for (std::int64_t o = 0; o < outer; ++o)
+    std::memcpy(dst + o * count * inner, src + (o * length + start) * inner, block);
+}
+
+template <class T>
+void gather_rows(const T* x, std::int64_t row_size, const std::int64_t* index, std::int64_t n, T* out) {
+  const std::size_t bytes = static_cast<std::size_t>(row_size) * sizeof(T);
+  for (std::int64_t r = 0; r < n; ++r) std::memcpy(out + r * row_size, x + index[r] * row_size, bytes);
+}
+
+template <class T>
+void scatter_rows_add(const T* g, std::int64_t row_size, const std::int64_t* index, std::int64_t n, T* out,
+                      std::int64_t out_rows) {
+  for (std::int64_t i = 0; i < out_rows * row_size; ++i) out[i] = T(0);
+  for (std::int64_t r = 0; r < n; ++r) {
+    T* o = out + index[r] * row_size;
+    const T* gr = g + r * row_size;
+    for (std::int64_t i = 0; i < row_size; ++i) o[i] += gr[i];
+  }
+}
+
+template <class T>
+void take(const T* x, const std::int64_t* index, std::int64_t n, T* out) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = x[index[i]];
+}
+
+template <class T>
+void scatter_add(const T* g, const std::int64_t* index, std::int64_t n, T* out, std::int64_t out_numel) {
+  for (std::int64_t i = 0; i < out_numel; ++i) out[i] = T(0);
+  for (std::int64_t i = 0; i < n; ++i) out[index[i]] += g[i];
+}
+
+#define METATAPE_LAYOUT_INSTANTIATE(T)                                                                              \
+  template void strided_copy<T>(int, const std::int64_t*, const T*, const std::int64_t*, T*);                      \
+  template void copy_into_axis<T>(const T*, std::int64_t, std::int64_t, std::int64_t, T*, std::int64_t,            \
+                                  std::int64_t);                                                                   \
+  template void copy_from_axis<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,  \
+                                  T*);                                                                             \
+  template void gather_rows<T>(const T*, std::int64_t, const std::int64_t*, std::int64_t, T*);                     \
+  template void scatter_rows_add<T>(const T*, std::int64_t, const std::int64_t*, std::int64_t, T*, std::int64_t);  \
+  template void take<T>(const T*, const std::int64_t*, std::int64_t, T*);                                          \
+  template void scatter_add<T>(const T*, const std::int64_t*, std::int64_t, T*, std::int64_t);
+
+METATAPE_LAYOUT_INSTANTIATE(float)
+METATAPE_LAYOUT_INSTANTIATE(double)
+METATAPE_LAYOUT_INSTANTIATE(std::int64_t)
+#undef METATAPE_LAYOUT_INSTANTIATE
+
+}  // namespace metatape::kernels::cpu

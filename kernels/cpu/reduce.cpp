@@ -1,0 +1,77 @@
+#include "reduce.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include "strided.hpp"
+
+namespace metatape::kernels::cpu {
+
+template <class T>
+void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64_t* out_shape, T* out) {
+  std::int64_t out_numel = 1;
+  for (int d = 0; d < rank; ++d) out_numel *= out_shape[d];
+  for (std::int64_t i = 0; i < out_numel; ++i) out[i] = T(0);
+
+  std::int64_t x_strides[kMaxLoopRank], out_strides[kMaxLoopRank];
+  contiguous_strides(rank, in_shape, x_strides);
+  broadcast_strides(rank, out_shape, rank, in_shape, out_strides);
+  const std::int64_t* strides[2] = {x_strides, out_strides};
+  const StridedLoop loop = make_loop(rank, in_shape, 2, strides);
+  for_each_row(loop, [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
+    const T* xr = x + off[0];
+    T* o = out + off[1];
+    if (s[1] == 0) {  // the row folds into one entry
+      double acc = 0.0;
+      for (std::int64_t i = 0; i < n; ++i) acc += static_cast<double>(xr[i * s[0]]);
+      *o += static_cast<T>(acc);
+    } else if (s[0] == 1 && s[1] == 1) {
+      for (std::int64_t i = 0; i < n; ++i) o[i] += xr[i];
+    } else {
+      for (std::int64_t i = 0; i < n; ++i) o[i * s[1]] += xr[i * s[0]];
+    }
+  });
+}
+
+template <class T>
+void argmax_axis(const T* x, std::int64_t outer, std::int64_t length, std::int64_t inner, std::int64_t* index) {
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t i = 0; i < inner; ++i) {
+      const std::int64_t base = o * length * inner + i;
+      std::int64_t best = base;
+      for (std::int64_t l = 1; l < length; ++l) {
+        const std::int64_t at = base + l * inner;
+        if (std::isnan(x[best])) break;
+        if (x[at] > x[best] || std::isnan(x[at])) best = at;
+      }
+      index[o * inner + i] = best;
+    }
+  }
+}
+
+template <class T>
+void log_softmax(const T* x, T* y, std::int64_t outer, std::int64_t length, std::int64_t inner) {
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t i = 0; i < inner; ++i) {
+      const T* xr = x + o * length * inner + i;
+      T* yr = y + o * length * inner + i;
+      T max = -std::numeric_limits<T>::infinity();
+      for (std::int64_t l = 0; l < length; ++l) max = xr[l * inner] > max ? xr[l * inner] : max;
+      // All -inf (or empty) rows: keep max finite so x - max stays -inf, not NaN.
+      if (!std::isfinite(max)) max = std::isnan(max) ? max : T(0);
+      double sum = 0.0;
+      for (std::int64_t l = 0; l < length; ++l) sum += std::exp(static_cast<double>(xr[l * inner] - max));
+      const T log_sum = static_cast<T>(std::log(sum)) + max;
+      for (std::int64_t l = 0; l < length; ++l) yr[l * inner] = xr[l * inner] - log_sum;
+    }
+  }
+}
+
+template void sum_to<float>(int, const std::int64_t*, const float*, const std::int64_t*, float*);
+template void sum_to<double>(int, const std::int64_t*, const double*, const std::int64_t*, double*);
+template void argmax_axis<float>(const float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t*);
+template void argmax_axis<double>(const double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t*);
+template void log_softmax<float>(const float*, float*, std::int64_t, std::int64_t, std::int64_t);
+template void log_softmax<double>(const double*, double*, std::int64_t, std::int64_t, std::int64_t);
+
+}  // namespace metatape::kernels::cpu
