@@ -65,14 +65,34 @@ Tensor constant_map(UnaryOp k, const Tensor& x) {
   return y;
 }
 
+// Two random shapes that broadcast together: a random result shape of rank
+// 1 to 4 with dimensions 1 to 3; each operand drops some leading dimensions
+// and turns some others into 1.
+std::pair<Shape, Shape> random_broadcast_pair(Generator& gen) {
+  const int rank = 1 + static_cast<int>(gen.below(4));
+  Shape full;
+  for (int i = 0; i < rank; ++i) full.push_back(1 + gen.below(3));
+  const auto operand = [&] {
+    const int dropped = static_cast<int>(gen.below(rank));
+    Shape s;
+    for (int i = dropped; i < rank; ++i) s.push_back(gen.uniform01() < 0.3 ? 1 : full[i]);
+    return s;
+  };
+  Shape a = operand();
+  return {a, operand()};
+}
+
 // Broadcast cases for binary samples: equal shapes, a row against a column,
-// a trailing vector, a scalar, and size-1 dimensions on both sides.
+// a trailing vector, a scalar, size-1 dimensions on both sides, and three
+// random pairs.
 std::vector<OpSample> binary_samples(Generator& gen, DType dtype, Tensor (*fn)(const Tensor&, const Tensor&),
                                      bool positive_rhs) {
   const std::vector<std::pair<Shape, Shape>> cases = {
       {{3, 4}, {3, 4}}, {{3, 1}, {1, 4}}, {{2, 3, 4}, {4}}, {{}, {2, 3}}, {{1, 3, 1}, {2, 1, 5}}, {{2, 3}, {}}};
   std::vector<OpSample> samples;
-  for (const auto& [sa, sb] : cases) {
+  auto all_cases = cases;
+  for (int k = 0; k < 3; ++k) all_cases.push_back(random_broadcast_pair(gen));
+  for (const auto& [sa, sb] : all_cases) {
     Tensor b = positive_rhs ? sample_uniform(sb, gen, dtype, 0.5, 2.0) : sample_uniform(sb, gen, dtype);
     samples.push_back(make_sample(sa.str() + " by " + sb.str(), {sample_uniform(sa, gen, dtype), b},
                                   [fn](const std::vector<Tensor>& in) { return fn(in[0], in[1]); }));
@@ -256,9 +276,17 @@ const OpDef shift_op = {.name = "shift", .arity = 1, .num_outputs = 1, .saves = 
 const OpDef cast_op = {.name = "to", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
     .shape_rule = cast_rule, .forward = cast_forward, .backward = cast_backward,
     .samples = [](Generator& g, DType d) {
-      // A round trip through the other dtype: exact for f32 values.
+      // A round trip through the other dtype. Inputs on a grid of 2^-10 and a
+      // finite-difference step of 2^-10 keep every value exact in f32, so the
+      // check sees the cast's derivative, not f32 rounding.
       const DType other = d == DType::f64 ? DType::f32 : DType::f64;
-      return unary_samples(g, d, [d, other](const Tensor& x) { return x.to(other).to(d); }, sample_uniform, -1.0, 1.0);
+      std::vector<double> grid(12);
+      for (double& v : grid) v = static_cast<double>(g.below(2048) - 1024) / 1024.0;
+      OpSample s = make_sample("round trip through " + std::string(dtype_name(other)),
+                               {from_vector(grid, {3, 4}, d)},
+                               [d, other](const std::vector<Tensor>& in) { return in[0].to(other).to(d); });
+      s.fd_step = 1.0 / 1024.0;
+      return std::vector<OpSample>{s};
     }};
 const OpDef copy_op = {.name = "clone", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
     .shape_rule = [](Inputs in, const Attrs&, std::span<OutputSpec> out) {

@@ -29,7 +29,7 @@ Tensor sample_distinct(const Shape& shape, Generator& gen, DType dtype) {
 OpSample make_sample(std::string label, std::vector<Tensor> inputs,
                      std::function<Tensor(const std::vector<Tensor>&)> call) {
   std::vector<bool> differentiable(inputs.size(), true);
-  return {std::move(label), std::move(inputs), std::move(differentiable), std::move(call)};
+  return {std::move(label), std::move(inputs), std::move(differentiable), std::move(call), 0.0};
 }
 
 }  // namespace metatape::detail

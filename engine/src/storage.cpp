@@ -109,7 +109,8 @@ Storage* allocate_storage(std::size_t bytes, DType dtype) {
     pool->stats.bytes_cached -= rounded;
     s->refs.store(1, std::memory_order_relaxed);
   } else {
-    void* block = std::aligned_alloc(64, kHeaderBytes + rounded);
+    // aligned_alloc wants a size that is a multiple of the alignment.
+    void* block = std::aligned_alloc(64, (kHeaderBytes + rounded + 63) / 64 * 64);
     if (!block) throw std::bad_alloc();
     s = new (block) Storage;
     s->size_class = cls;

@@ -148,6 +148,13 @@ Tensor Tensor::detach() const {
   return out;
 }
 
+Tensor Tensor::to(Device device) const {
+  if (!defined()) throw ValueError("to: the tensor is undefined");
+  if (device == this->device()) return *this;
+  throw DeviceError(std::string("to: cannot move a tensor to ") + device_name(device) +
+                    ": this build of metatape has no backend for it");
+}
+
 Tensor detail::TensorAccess::adopt(Storage* storage, const Shape& shape, DType dtype) {
   Tensor out;
   out.storage_ = storage;

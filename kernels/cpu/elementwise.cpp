@@ -61,7 +61,7 @@ void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
     case UnaryOp::sqrt: return map(x, y, n, [](T v) { return std::sqrt(v); });
     case UnaryOp::tanh: return map(x, y, n, [](T v) { return std::tanh(v); });
     case UnaryOp::sigmoid: return map(x, y, n, [](T v) { return stable_sigmoid(v); });
-    case UnaryOp::relu: return map(x, y, n, [](T v) { return v > T(0) ? v : T(0); });
+    case UnaryOp::relu: return map(x, y, n, [](T v) { return v < T(0) ? T(0) : v; });  // NaN stays NaN
     case UnaryOp::abs: return map(x, y, n, [](T v) { return std::abs(v); });
     case UnaryOp::step: return map(x, y, n, [](T v) { return v > T(0) ? T(1) : T(0); });
     case UnaryOp::sign: return map(x, y, n, [](T v) { return T((v > T(0)) - (v < T(0))); });

@@ -19,6 +19,9 @@ struct OpSample {
   std::vector<Tensor> inputs;       // the tensors the call reads
   std::vector<bool> differentiable; // which inputs a gradcheck perturbs (not index tensors)
   std::function<Tensor(const std::vector<Tensor>&)> call;
+  // Finite-difference step for gradcheck; 0 means its default. Only the f32
+  // round trip of `to` needs one (a power of two that f32 represents exactly).
+  double fd_step = 0;
 };
 
 enum class OpKind {

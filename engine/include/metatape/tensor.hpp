@@ -114,6 +114,9 @@ class Tensor {
 
   // Differentiable conversion to another floating dtype (a copy).
   Tensor to(DType dtype) const;
+  // A copy on another device (the same handle if already there). Throws
+  // DeviceError naming the device when this build or machine lacks it.
+  Tensor to(Device device) const;
   // A deep copy of the values; recorded as an identity op.
   Tensor clone() const;
 

@@ -1,0 +1,40 @@
+# Shared set-up for run.sh and test.sh (sourced, not run): installs what is
+# missing on a Debian machine, then offers a configure-and-build helper.
+# Nothing else is needed: no network access beyond Debian's archive.
+
+metatape_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$metatape_root"
+
+# Debian packages the build, the tests and the benchmarks need.
+metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev doctest-dev libbenchmark-dev)
+
+install_missing_packages() {
+  local missing=() p
+  for p in "${metatape_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "metatape: these Debian packages are missing and installing them needs root: ${missing[*]}" >&2
+    return 1
+  fi
+  echo "metatape: installing ${missing[*]}"
+  # Reuse the package lists when they are there; fetch them when they are not.
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# configure_and_build DIR [meson options...]: set up DIR (or apply the options
+# to an existing one) and build everything in it.
+configure_and_build() {
+  local dir=$1
+  shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson configure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+  ninja -C "$dir"
+}

@@ -1,0 +1,116 @@
+// Every op in the registry, gradchecked to second order in float64, checked
+// for float32 against float64, and found in the registry by name.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "gradcheck.hpp"
+#include "metatape/registry.hpp"
+
+namespace mt = metatape;
+using mt::testing::as_function;
+
+namespace {
+
+std::uint64_t seed_for(const char* name) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a: a stable seed per op
+  for (const char* p = name; *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+TEST_SUITE("registry") {
+  TEST_CASE("every op has samples") {
+    for (const mt::OpInfo& op : mt::op_registry()) {
+      mt::Generator gen(seed_for(op.name));
+      INFO(std::string(op.name));
+      CHECK(!op.samples(gen, mt::DType::f64).empty());
+    }
+  }
+
+  TEST_CASE("the registry covers every op the engine promises") {
+    std::set<std::string> names;
+    for (const mt::OpInfo& op : mt::op_registry()) names.insert(op.name);
+    for (const char* expected :
+         {"add", "sub", "mul", "div", "neg", "scale", "shift", "pow", "exp", "log", "sqrt", "tanh", "sigmoid", "relu",
+          "abs", "sum", "mean", "max", "logsumexp", "sum_to", "expand", "reshape", "permute", "transpose", "slice",
+          "gather_rows", "concat", "stack", "matmul", "log_softmax", "softmax", "cross_entropy", "mse_loss", "conv2d",
+          "max_pool2d", "batch_norm"}) {
+      INFO(expected);
+      CHECK(names.count(expected) == 1);
+    }
+  }
+
+  TEST_CASE("gradcheck: first derivatives of every op in float64") {
+    for (const mt::OpInfo& op : mt::op_registry()) {
+      mt::Generator gen(seed_for(op.name));
+      for (const mt::OpSample& s : op.samples(gen, mt::DType::f64)) {
+        const auto r = mt::testing::gradcheck(as_function(s), s.inputs, s.differentiable, mt::testing::options_for(s));
+        INFO(std::string(op.name) << " (" << s.label << "): " << r.message);
+        CHECK(r.ok);
+        CHECK(r.entries > 0);
+      }
+    }
+  }
+
+  TEST_CASE("gradgradcheck: second derivatives of every op in float64") {
+    for (const mt::OpInfo& op : mt::op_registry()) {
+      mt::Generator gen(seed_for(op.name));
+      for (const mt::OpSample& s : op.samples(gen, mt::DType::f64)) {
+        const auto r = mt::testing::gradgradcheck(as_function(s), s.inputs, s.differentiable, mt::testing::options_for(s));
+        INFO(std::string(op.name) << " (" << s.label << "): " << r.message);
+        CHECK(r.ok);
+      }
+    }
+  }
+
+  TEST_CASE("fast (u, v) mode agrees with the full check on every op") {
+    for (const mt::OpInfo& op : mt::op_registry()) {
+      mt::Generator gen(seed_for(op.name));
+      for (const mt::OpSample& s : op.samples(gen, mt::DType::f64)) {
+        const auto r = mt::testing::gradgradcheck(as_function(s), s.inputs, s.differentiable,
+                                                      mt::testing::options_for(s, {.fast = true}));
+        INFO(std::string(op.name) << " (" << s.label << "): " << r.message);
+        CHECK(r.ok);
+      }
+    }
+  }
+
+  TEST_CASE("float32 forward and backward agree with float64") {
+    for (const mt::OpInfo& op : mt::op_registry()) {
+      // The same random draws in both precisions: f32 inputs are f64 inputs rounded.
+      mt::Generator g64(seed_for(op.name)), g32(seed_for(op.name));
+      const auto s64 = op.samples(g64, mt::DType::f64), s32 = op.samples(g32, mt::DType::f32);
+      REQUIRE(s64.size() == s32.size());
+      for (std::size_t k = 0; k < s64.size(); ++k) {
+        INFO(std::string(op.name) << " (" << s64[k].label << ")");
+        std::vector<mt::Tensor> in32;
+        for (const mt::Tensor& t : s64[k].inputs) in32.push_back(mt::is_floating(t.dtype()) ? t.to(mt::DType::f32) : t);
+        mt::TapeScope scope;
+        for (std::size_t i = 0; i < in32.size(); ++i)
+          if (s64[k].differentiable[i]) in32[i].requires_grad_();
+        const mt::Tensor y32 = s32[k].call(in32), y64 = s64[k].call(s64[k].inputs);
+        CHECK(y32.dtype() == mt::DType::f32);
+        CHECK(mt::testing::normalized_error(y32, y64) < 1e-5);
+        // The float32 backward against the float64 one at the same point.
+        std::vector<mt::Tensor> in64 = s64[k].inputs, wrt32, wrt64;
+        for (std::size_t i = 0; i < in64.size(); ++i) {
+          if (!s64[k].differentiable[i]) continue;
+          in64[i] = in64[i].detach().requires_grad_();
+          wrt32.push_back(in32[i]);
+          wrt64.push_back(in64[i]);
+        }
+        const mt::Tensor z64 = s64[k].call(in64);
+        if (!z64.requires_grad()) continue;
+        mt::Generator gs(1);
+        const mt::Tensor seed = mt::normal(z64.shape(), 0, 1, gs, mt::DType::f64);
+        const auto g64 = mt::grad({z64}, wrt64, {seed}, {.allow_unused = true});
+        const auto g32 = mt::grad({y32}, wrt32, {seed.to(mt::DType::f32)}, {.allow_unused = true});
+        for (std::size_t i = 0; i < g64.size(); ++i) CHECK(mt::testing::normalized_error(g32[i], g64[i]) < 1e-5);
+      }
+    }
+  }
+}

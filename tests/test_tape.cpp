@@ -1,0 +1,179 @@
+// The tape's contract: what is recorded and when, scopes, no-grad, detach,
+// seeds, accumulation, and a steady state without allocation.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <thread>
+
+#include "gradcheck.hpp"
+
+namespace mt = metatape;
+using mt::DType;
+using mt::Tensor;
+
+namespace {
+constexpr DType f64 = DType::f64;
+}
+
+TEST_SUITE("tape") {
+  TEST_CASE("ops on recorded tensors are recorded; ops on constants are not") {
+    mt::TapeScope scope;
+    const auto before = mt::tape_stats();
+    Tensor c = mt::ones({3}, f64);
+    const Tensor constant = mt::exp(c);
+    CHECK(!constant.requires_grad());
+    CHECK(mt::tape_stats().nodes == before.nodes);
+    Tensor x = mt::ones({3}, f64);
+    x.requires_grad_();
+    const Tensor y = mt::exp(x) * c;
+    CHECK(y.requires_grad());
+    CHECK(mt::tape_stats().nodes == before.nodes + 2);
+  }
+
+  TEST_CASE("a TapeScope releases what was recorded inside it") {
+    const auto outer = mt::tape_stats();
+    {
+      mt::TapeScope scope;
+      Tensor x = mt::ones({3}, f64);
+      x.requires_grad_();
+      const Tensor y = mt::sum(mt::tanh(x));
+      CHECK(mt::tape_stats().nodes > outer.nodes);
+      {
+        mt::TapeScope inner;
+        const Tensor z = mt::grad(y, x, {.create_graph = true});
+        CHECK(z.requires_grad());
+      }
+      // The inner release leaves the outer recording usable.
+      CHECK(mt::grad(y, x).to_vector()[0] == doctest::Approx(1 - std::pow(std::tanh(1.0), 2)));
+    }
+    CHECK(mt::tape_stats().nodes == outer.nodes);
+    CHECK(mt::tape_stats().variables == outer.variables);
+  }
+
+  TEST_CASE("grad without create_graph records nothing; with it, the backward is recorded") {
+    mt::TapeScope scope;
+    Tensor x = mt::from_vector({0.3, -0.4}, {2}, f64);
+    x.requires_grad_();
+    const Tensor y = mt::sum(mt::sigmoid(x) * x);
+    const auto nodes = mt::tape_stats().nodes;
+    const Tensor g = mt::grad(y, x);
+    CHECK(mt::tape_stats().nodes == nodes);
+    CHECK(!g.requires_grad());
+    const Tensor g2 = mt::grad(y, x, {.create_graph = true});
+    CHECK(mt::tape_stats().nodes > nodes);
+    CHECK(g2.requires_grad());
+    CHECK(mt::testing::normalized_error(g, g2) == 0.0);
+  }
+
+  TEST_CASE("NoGradScope stops recording and restores the mode after") {
+    mt::TapeScope scope;
+    Tensor x = mt::ones({2}, f64);
+    x.requires_grad_();
+    {
+      mt::NoGradScope no_grad;
+      CHECK(!mt::grad_enabled());
+      CHECK(!(x * 2.0).requires_grad());
+    }
+    CHECK(mt::grad_enabled());
+    CHECK((x * 2.0).requires_grad());
+  }
+
+  TEST_CASE("detach cuts the gradient") {
+    mt::TapeScope scope;
+    Tensor x = mt::scalar(2.0, f64);
+    x.requires_grad_();
+    const Tensor y = x * x.detach();  // d/dx = x, not 2x
+    CHECK(mt::grad(y, x).item() == doctest::Approx(2.0));
+  }
+
+  TEST_CASE("a tensor used twice accumulates both contributions") {
+    mt::TapeScope scope;
+    Tensor x = mt::from_vector({1.0, 2.0}, {2}, f64);
+    x.requires_grad_();
+    const Tensor y = mt::sum(x * x + mt::exp(x) + x);
+    const auto g = mt::grad(y, x).to_vector();
+    CHECK(g[0] == doctest::Approx(2 * 1.0 + std::exp(1.0) + 1));
+    CHECK(g[1] == doctest::Approx(2 * 2.0 + std::exp(2.0) + 1));
+  }
+
+  TEST_CASE("seeds weight non-scalar outputs, and several outputs add up") {
+    mt::TapeScope scope;
+    Tensor x = mt::from_vector({1.0, -2.0, 3.0}, {3}, f64);
+    x.requires_grad_();
+    const Tensor y = x * x, z = 3.0 * x;
+    const Tensor seed_y = mt::from_vector({1.0, 0.5, -1.0}, {3}, f64);
+    const Tensor seed_z = mt::from_vector({2.0, 2.0, 2.0}, {3}, f64);
+    const auto g = mt::grad({y, z}, {x}, {seed_y, seed_z})[0].to_vector();
+    CHECK(g[0] == doctest::Approx(2 * 1.0 * 1.0 + 6));
+    CHECK(g[1] == doctest::Approx(2 * -2.0 * 0.5 + 6));
+    CHECK(g[2] == doctest::Approx(2 * 3.0 * -1.0 + 6));
+  }
+
+  TEST_CASE("gradients with respect to intermediate variables") {
+    mt::TapeScope scope;
+    Tensor x = mt::scalar(0.5, f64);
+    x.requires_grad_();
+    const Tensor h = mt::exp(x);
+    const Tensor y = h * h;
+    const auto g = mt::grad(y, {h, x});
+    CHECK(g[0].item() == doctest::Approx(2 * std::exp(0.5)));
+    CHECK(g[1].item() == doctest::Approx(2 * std::exp(1.0)));
+  }
+
+  TEST_CASE("allow_unused gives zeros for inputs the outputs do not depend on") {
+    mt::TapeScope scope;
+    Tensor x = mt::ones({2}, f64), unused = mt::ones({3}, f64);
+    x.requires_grad_();
+    unused.requires_grad_();
+    const auto g = mt::grad(mt::sum(x), {x, unused}, {.allow_unused = true});
+    CHECK(g[1].shape() == mt::Shape{3});
+    CHECK(mt::sum(mt::abs(g[1])).item() == 0.0);
+  }
+
+  TEST_CASE("a training loop reaches a steady state without system allocations") {
+    mt::Generator gen(5);
+    Tensor w = mt::normal({8, 8}, 0, 0.3, gen, f64);
+    const Tensor x = mt::normal({16, 8}, 0, 1, gen, f64);
+    std::size_t after_warmup = 0;
+    for (int step = 0; step < 20; ++step) {
+      if (step == 5) after_warmup = mt::pool_stats().system_allocations;
+      mt::TapeScope scope;
+      Tensor p = w.detach();
+      p.requires_grad_();
+      const Tensor loss = mt::mean(mt::square(mt::tanh(mt::matmul(x, p))));
+      const Tensor g = mt::grad(loss, p, {.create_graph = true});
+      const Tensor hvp = mt::grad(mt::sum(g * g), p);
+      mt::NoGradScope no_grad;
+      w = w - 0.1 * hvp;
+    }
+    CHECK(mt::pool_stats().system_allocations == after_warmup);
+  }
+
+  TEST_CASE("requires_grad_ on a live handle keeps its variable") {
+    mt::TapeScope scope;
+    Tensor x = mt::ones({2}, f64);
+    x.requires_grad_();
+    const Tensor y = mt::sum(x * 3.0);
+    x.requires_grad_();  // no new leaf: y still depends on x
+    CHECK(mt::grad(y, x).to_vector()[0] == doctest::Approx(3.0));
+    x.requires_grad_(false);
+    CHECK(!x.requires_grad());
+  }
+
+  TEST_CASE("each thread has its own tape") {
+    mt::TapeScope scope;
+    Tensor x = mt::ones({2}, f64);
+    x.requires_grad_();
+    const Tensor y = mt::sum(x);
+    bool threw = false;
+    std::thread other([&] {
+      try {
+        (void)mt::grad(y, x);
+      } catch (const mt::GradError&) {
+        threw = true;
+      }
+    });
+    other.join();
+    CHECK(threw);
+  }
+}
