@@ -85,10 +85,10 @@ void BM_Matmul_RawBlas(benchmark::State& state) {
   set_gflops(state, n);
 }
 
-BENCHMARK(BM_Matmul_Engine<mt::DType::f32>)->Name("BM_Matmul_Engine_f32")->Arg(40)->Arg(128)->Arg(512)->Arg(1024);
-BENCHMARK(BM_Matmul_RawBlas<mt::DType::f32>)->Name("BM_Matmul_RawBlas_f32")->Arg(40)->Arg(128)->Arg(512)->Arg(1024);
-BENCHMARK(BM_Matmul_Engine<mt::DType::f64>)->Name("BM_Matmul_Engine_f64")->Arg(40)->Arg(128)->Arg(512)->Arg(1024);
-BENCHMARK(BM_Matmul_RawBlas<mt::DType::f64>)->Name("BM_Matmul_RawBlas_f64")->Arg(40)->Arg(128)->Arg(512)->Arg(1024);
+BENCHMARK(BM_Matmul_Engine<mt::DType::f32>)->Name("BM_Matmul_Engine_f32")->Arg(40)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
+BENCHMARK(BM_Matmul_RawBlas<mt::DType::f32>)->Name("BM_Matmul_RawBlas_f32")->Arg(40)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
+BENCHMARK(BM_Matmul_Engine<mt::DType::f64>)->Name("BM_Matmul_Engine_f64")->Arg(40)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
+BENCHMARK(BM_Matmul_RawBlas<mt::DType::f64>)->Name("BM_Matmul_RawBlas_f64")->Arg(40)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
 
 // --- a whole small gradient -------------------------------------------------
 

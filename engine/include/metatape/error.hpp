@@ -46,4 +46,12 @@ class ValueError : public Error {
   using Error::Error;
 };
 
+// A file that cannot be read or written, or whose contents are not what
+// they should be (truncated, corrupt, of another format); the message names
+// the file and, for bad contents, the byte offset.
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace metatape

@@ -1,0 +1,108 @@
+// Models as pure functions of explicit parameters: forward(params, x). The
+// inner loop adapts a copy of the parameters per task, so a model never
+// owns its weights.
+//
+// Task batching: x always carries a leading task axis, x [T, n, ...]. Each
+// parameter is either shared by all tasks (its base shape, as in
+// parameters()) or per task ([T] + base shape, as after an inner step). The
+// forward pass accepts any mix, which is what lets a whole meta-batch, and
+// ANIL's shared body with per-task heads, run as one recorded graph.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "metatape/engine.hpp"
+
+namespace metatape::meta {
+
+struct ParamInfo {
+  std::string name;  // "w1", "b1", ...
+  Shape shape;       // the shared (base) shape
+  int layer;         // 0-based; parameters of one layer share a learned rate (LSLR)
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const std::vector<ParamInfo>& parameters() const = 0;
+  // Fresh parameters, initialised as the reference implementation does.
+  virtual std::vector<Tensor> init(Generator& gen, DType dtype) const = 0;
+  // Outputs [T, n, outputs] for inputs x [T, n, ...].
+  virtual Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const = 0;
+  // Indices of the head (last layer) parameters: what ANIL adapts.
+  std::vector<std::size_t> head() const;
+  int num_layers() const;
+  std::string describe() const;  // "mlp 1-40-40-1 relu"
+  // Throws ShapeError unless each parameter has its base or per-task shape.
+  void check(const std::vector<Tensor>& params, std::int64_t tasks) const;
+
+ protected:
+  virtual std::string name() const = 0;
+};
+
+enum class Activation { relu, tanh };
+
+// A fully connected network: widths {in, hidden..., out}, the activation
+// after every layer but the last. Parameters w_l [in, out], b_l [out].
+// Initialisation as Finn et al.'s reference code (maml/maml.py,
+// construct_fc_weights): weights truncated normal with stddev 0.01 (±2σ),
+// biases 0.
+class Mlp final : public Model {
+ public:
+  Mlp(std::vector<std::int64_t> widths, Activation activation = Activation::relu);
+  const std::vector<ParamInfo>& parameters() const override { return params_; }
+  std::vector<Tensor> init(Generator& gen, DType dtype) const override;
+  Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const override;
+
+ protected:
+  std::string name() const override;
+
+ private:
+  std::vector<std::int64_t> widths_;
+  Activation activation_;
+  std::vector<ParamInfo> params_;
+};
+
+// The standard few-shot Conv4: 4 × [3×3 conv (padding 1) + bias, batch norm
+// with the batch's statistics and affine parameters, ReLU, then 2×2 max-pool
+// (or, with strided = true, the conv itself at stride 2 and no pool)], then a
+// linear head. As in Finn et al.'s reference code, the pooled variant
+// flattens the last feature map into the head and the strided variant
+// averages it over space. Initialisation as there: conv weights Glorot
+// (Xavier) uniform, conv biases 0, batch-norm scale 1 and shift 0, head
+// weights standard normal, head bias 0.
+// Input x [T, n, in_channels, image, image]; output [T, n, classes].
+struct Conv4Options {
+  std::int64_t in_channels = 1;
+  std::int64_t image_size = 28;
+  std::int64_t channels = 64;
+  std::int64_t classes = 5;
+  bool strided = false;
+};
+
+class Conv4 final : public Model {
+ public:
+  explicit Conv4(const Conv4Options& options);
+  const std::vector<ParamInfo>& parameters() const override { return params_; }
+  std::vector<Tensor> init(Generator& gen, DType dtype) const override;
+  Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const override;
+  std::int64_t feature_size() const { return features_; }
+
+ protected:
+  std::string name() const override;
+
+ private:
+  Conv4Options options_;
+  std::int64_t final_size_ = 0;  // spatial extent after the four blocks
+  std::int64_t features_ = 0;    // inputs of the head
+  std::vector<ParamInfo> params_;
+};
+
+// Parameters expanded to one copy per task ([T] + base shape): the starting
+// point of a task-batched inner loop. Recorded, so meta-gradients sum back.
+std::vector<Tensor> per_task(const std::vector<Tensor>& params, std::int64_t tasks);
+
+}  // namespace metatape::meta

@@ -1,0 +1,68 @@
+// Outer optimisers and gradient clipping. Updates run without recording and
+// replace the parameter tensors (values are never changed in place, so a
+// tensor held elsewhere keeps its value).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "metatape/engine.hpp"
+
+namespace metatape::meta {
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // params[i] ← update(params[i], grads[i]); shapes must match.
+  virtual void step(std::vector<Tensor>& params, const std::vector<Tensor>& grads) = 0;
+  // The state to checkpoint (moment tensors) and the number of steps taken.
+  virtual std::vector<Tensor> state() const = 0;
+  virtual std::int64_t steps() const = 0;
+  virtual void load_state(const std::vector<Tensor>& state, std::int64_t steps) = 0;
+  virtual std::string describe() const = 0;
+};
+
+// θ ← θ − lr · g.
+class Sgd final : public Optimizer {
+ public:
+  explicit Sgd(double lr);
+  void step(std::vector<Tensor>& params, const std::vector<Tensor>& grads) override;
+  std::vector<Tensor> state() const override { return {}; }
+  std::int64_t steps() const override { return steps_; }
+  void load_state(const std::vector<Tensor>& state, std::int64_t steps) override;
+  std::string describe() const override;
+
+ private:
+  double lr_;
+  std::int64_t steps_ = 0;
+};
+
+// Adam (Kingma & Ba 2015) with bias correction, written as PyTorch does:
+//   m ← β1 m + (1 − β1) g,  v ← β2 v + (1 − β2) g²,
+//   θ ← θ − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε).
+class Adam final : public Optimizer {
+ public:
+  explicit Adam(double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8);
+  void step(std::vector<Tensor>& params, const std::vector<Tensor>& grads) override;
+  std::vector<Tensor> state() const override;  // m..., then v...
+  std::int64_t steps() const override { return steps_; }
+  void load_state(const std::vector<Tensor>& state, std::int64_t steps) override;
+  std::string describe() const override;
+
+ private:
+  double lr_, beta1_, beta2_, eps_;
+  std::int64_t steps_ = 0;
+  std::vector<Tensor> m_, v_;
+};
+
+// "sgd" or "adam"; throws ValueError otherwise.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double lr);
+
+// √(Σ_i ‖g_i‖²).
+double global_norm(const std::vector<Tensor>& grads);
+// Scales the gradients so that their global norm is at most max_norm (as
+// torch.nn.utils.clip_grad_norm_); returns the norm before clipping.
+double clip_grad_norm(std::vector<Tensor>& grads, double max_norm);
+
+}  // namespace metatape::meta

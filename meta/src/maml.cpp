@@ -1,0 +1,228 @@
+// MAML, FOMAML, Meta-SGD, MAML++ (LSLR, multi-step loss) and ANIL: one inner
+// loop, parameterised by which parameters adapt, at what rates, and whether
+// the inner backward is recorded. Reptile and the pretrained baseline are in
+// their own files; meta_gradient() dispatches.
+#include "metatape/meta/maml.hpp"
+
+#include <algorithm>
+
+#include "algorithms.hpp"
+
+namespace metatape::meta {
+
+const char* algorithm_name(Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::maml: return "maml";
+    case Algorithm::fomaml: return "fomaml";
+    case Algorithm::metasgd: return "metasgd";
+    case Algorithm::anil: return "anil";
+    case Algorithm::reptile: return "reptile";
+    case Algorithm::pretrain: return "pretrain";
+  }
+  return "?";
+}
+
+Algorithm parse_algorithm(const std::string& name) {
+  for (Algorithm a : {Algorithm::maml, Algorithm::fomaml, Algorithm::metasgd, Algorithm::anil, Algorithm::reptile,
+                      Algorithm::pretrain})
+    if (name == algorithm_name(a)) return a;
+  throw ValueError("unknown algorithm '" + name + "': choose maml, fomaml, metasgd, anil, reptile or pretrain");
+}
+
+void MetaConfig::validate() const {
+  if (inner_steps < 0) throw ValueError("inner steps must be >= 0, got " + std::to_string(inner_steps));
+  if (!(inner_lr >= 0)) throw ValueError("the inner learning rate must be >= 0, got " + std::to_string(inner_lr));
+  if (learned_layer_rates && algorithm != Algorithm::maml && algorithm != Algorithm::fomaml)
+    throw ValueError(std::string("learned per-layer rates (LSLR) combine with maml or fomaml, not ") +
+                     algorithm_name(algorithm));
+  if (multi_step_loss && (algorithm == Algorithm::reptile || algorithm == Algorithm::pretrain))
+    throw ValueError(std::string("the multi-step loss needs an outer loss through the inner loop; ") +
+                     algorithm_name(algorithm) + " has none");
+  if ((multi_step_loss || learned_layer_rates || algorithm == Algorithm::reptile) && inner_steps < 1)
+    throw ValueError(std::string(algorithm_name(algorithm)) + (multi_step_loss ? " with a multi-step loss" : "") +
+                     (learned_layer_rates ? " with learned per-layer rates" : "") + " needs at least one inner step");
+}
+
+std::vector<Tensor> MetaParams::all() const {
+  std::vector<Tensor> out = model;
+  out.insert(out.end(), rates.begin(), rates.end());
+  return out;
+}
+
+MetaParams MetaParams::from_all(const std::vector<Tensor>& all, std::size_t model_count) {
+  if (all.size() < model_count) throw ValueError("MetaParams: fewer tensors than model parameters");
+  return {std::vector<Tensor>(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(model_count)),
+          std::vector<Tensor>(all.begin() + static_cast<std::ptrdiff_t>(model_count), all.end())};
+}
+
+MetaParams init_meta_params(const Model& model, const MetaConfig& config, Generator& gen, DType dtype) {
+  config.validate();
+  MetaParams params{model.init(gen, dtype), {}};
+  if (config.algorithm == Algorithm::metasgd)
+    for (const ParamInfo& p : model.parameters()) params.rates.push_back(full(p.shape, config.inner_lr, dtype));
+  if (config.learned_layer_rates)
+    params.rates.push_back(full({model.num_layers(), config.inner_steps}, config.inner_lr, dtype));
+  return params;
+}
+
+std::vector<double> multi_step_weights(int steps, std::int64_t iteration, std::int64_t anneal_iterations) {
+  if (steps <= 0) return {};
+  const double uniform = 1.0 / steps, floor = 0.03 / steps;
+  const double progress =
+      anneal_iterations <= 0 ? 1.0
+                             : std::min(1.0, static_cast<double>(iteration) / static_cast<double>(anneal_iterations));
+  std::vector<double> weights(static_cast<std::size_t>(steps));
+  double rest = 1.0;
+  for (int k = 0; k + 1 < steps; ++k) {
+    weights[static_cast<std::size_t>(k)] = uniform + (floor - uniform) * progress;
+    rest -= weights[static_cast<std::size_t>(k)];
+  }
+  weights.back() = rest;
+  return weights;
+}
+
+namespace detail {
+
+std::vector<bool> adapting_mask(const Model& model, const MetaConfig& config) {
+  std::vector<bool> mask(model.parameters().size(), config.algorithm != Algorithm::anil);
+  if (config.algorithm == Algorithm::anil)
+    for (std::size_t i : model.head()) mask[i] = true;
+  return mask;
+}
+
+std::vector<Tensor> task_copies(const std::vector<Tensor>& params, const std::vector<bool>& adapting,
+                                std::int64_t tasks) {
+  std::vector<Tensor> fast = params;
+  const std::vector<Tensor> copies = per_task(params, tasks);
+  for (std::size_t i = 0; i < fast.size(); ++i)
+    if (adapting[i]) fast[i] = copies[i];
+  return fast;
+}
+
+Tensor inner_update(const Model& model, const MetaConfig& config, const std::vector<Tensor>& rates, std::size_t i,
+                    int step, const Tensor& gradient) {
+  if (config.algorithm == Algorithm::metasgd) return mul(rates[i], gradient);  // α_i broadcast over tasks
+  if (config.learned_layer_rates) {
+    const std::int64_t steps = rates[0].dim(1);
+    const std::int64_t column = std::min<std::int64_t>(step, steps - 1);
+    const std::int64_t at = model.parameters()[i].layer * steps + column;
+    return mul(reshape(take(rates[0], from_indices({at}, {1})), Shape{}), gradient);
+  }
+  return scale(gradient, config.inner_lr);
+}
+
+Tensor support_objective(const Model& model, Loss loss, const std::vector<Tensor>& fast, const TaskBatch& batch) {
+  // Σ_t L_t, not the mean: each task's copy then receives its own loss's gradient.
+  return sum(per_task_loss(loss, model.forward(fast, batch.support_x), batch.support_y));
+}
+
+void inner_step(const Model& model, Loss loss, const MetaConfig& config, const std::vector<Tensor>& rates,
+                const std::vector<bool>& adapting, const TaskBatch& batch, int step, bool create_graph,
+                std::vector<Tensor>& fast) {
+  std::vector<Tensor> wrt;
+  for (std::size_t i = 0; i < fast.size(); ++i)
+    if (adapting[i]) wrt.push_back(fast[i]);
+  const std::vector<Tensor> g =
+      grad(support_objective(model, loss, fast, batch), wrt, {.create_graph = create_graph});
+  std::size_t j = 0;
+  for (std::size_t i = 0; i < fast.size(); ++i)
+    if (adapting[i]) fast[i] = sub(fast[i], inner_update(model, config, rates, i, step, g[j++]));
+}
+
+}  // namespace detail
+
+namespace {
+
+// The outer loss of the MAML family on `batch` (mean over its tasks), from
+// recorded meta-parameters; appends each task's final query loss.
+Tensor maml_outer_loss(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& leaves,
+                       const TaskBatch& batch, std::int64_t iteration, std::vector<double>& task_losses) {
+  const std::vector<bool> adapting = detail::adapting_mask(model, config);
+  std::vector<Tensor> fast = detail::task_copies(leaves.model, adapting, batch.tasks());
+  const auto query_losses = [&] { return per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y); };
+  const std::vector<double> weights =
+      config.multi_step_loss ? multi_step_weights(config.inner_steps, iteration, config.msl_anneal_iterations)
+                             : std::vector<double>{};
+  Tensor outer;
+  for (int k = 0; k < config.inner_steps; ++k) {
+    detail::inner_step(model, loss, config, leaves.rates, adapting, batch, k, !config.first_order(), fast);
+    if (config.multi_step_loss && k + 1 < config.inner_steps) {
+      const Tensor term = scale(mean(query_losses()), weights[static_cast<std::size_t>(k)]);
+      outer = outer.defined() ? add(outer, term) : term;
+    }
+  }
+  const Tensor final_losses = query_losses();
+  for (double l : final_losses.to_vector()) task_losses.push_back(l);
+  const Tensor final_term = config.multi_step_loss ? scale(mean(final_losses), weights.back()) : mean(final_losses);
+  return outer.defined() ? add(outer, final_term) : final_term;
+}
+
+}  // namespace
+
+MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const TaskBatch& batch, std::int64_t iteration) {
+  config.validate();
+  if (config.algorithm == Algorithm::reptile) return detail::reptile_step(model, loss, config, params, batch);
+  if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, params, batch);
+
+  TapeScope scope;
+  std::vector<Tensor> leaves;
+  for (const Tensor& p : params.all()) leaves.push_back(p.detach().requires_grad_());
+  const MetaParams recorded = MetaParams::from_all(leaves, params.model.size());
+
+  MetaStep step;
+  Tensor outer;
+  if (config.task_batched) {
+    outer = maml_outer_loss(model, loss, config, recorded, batch, iteration, step.task_losses);
+  } else {  // one task at a time, as a framework user loops: the same sum, T graphs
+    const std::int64_t tasks = batch.tasks();
+    for (std::int64_t t = 0; t < tasks; ++t) {
+      const Tensor term = scale(maml_outer_loss(model, loss, config, recorded, batch.slice(t, t + 1), iteration,
+                                                step.task_losses),
+                                1.0 / static_cast<double>(tasks));
+      outer = outer.defined() ? add(outer, term) : term;
+    }
+  }
+  step.meta_loss = outer.item();
+  // With no inner step a learned rate never touches the loss: its gradient is 0.
+  step.grads = grad(outer, leaves, {.allow_unused = config.inner_steps == 0});
+  return step;
+}
+
+std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
+                                                  const MetaParams& params, const TaskBatch& batch, int steps) {
+  config.validate();
+  if (steps < 0) throw ValueError("adaptation_curve: steps must be >= 0, got " + std::to_string(steps));
+  // Evaluation adapts like training, ANIL's head only, at the configured or
+  // learned rates; the pretrained baseline fine-tunes everything at α.
+  MetaConfig eval = config;
+  if (eval.algorithm == Algorithm::pretrain || eval.algorithm == Algorithm::reptile) eval.algorithm = Algorithm::maml;
+  const std::vector<bool> adapting = detail::adapting_mask(model, eval);
+  std::vector<Tensor> rates;
+  for (const Tensor& r : params.rates) rates.push_back(r.detach());
+  std::vector<Tensor> fast;
+  {
+    NoGradScope no_grad;
+    for (const Tensor& p : params.model) fast.push_back(p.detach());
+    fast = detail::task_copies(fast, adapting, batch.tasks());
+  }
+  std::vector<std::vector<double>> curve;
+  const auto record_query_losses = [&] {
+    NoGradScope no_grad;
+    curve.push_back(per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y).to_vector());
+  };
+  record_query_losses();
+  for (int k = 0; k < steps; ++k) {
+    {
+      TapeScope scope;
+      for (std::size_t i = 0; i < fast.size(); ++i)
+        if (adapting[i]) fast[i] = fast[i].detach().requires_grad_();
+      detail::inner_step(model, loss, eval, rates, adapting, batch, k, false, fast);
+    }
+    for (Tensor& f : fast) f = f.detach();
+    record_query_losses();
+  }
+  return curve;
+}
+
+}  // namespace metatape::meta

@@ -1,0 +1,192 @@
+#include "metatape/meta/models.hpp"
+
+#include <cmath>
+#include <sstream>
+
+namespace metatape::meta {
+namespace {
+
+bool is_per_task(const Tensor& p, const ParamInfo& info) { return p.rank() == info.shape.rank() + 1; }
+
+// A bias (or any per-channel vector) shaped to broadcast against activations
+// [T, n, channels, trailing...]: [channels, 1...] when shared, [T, 1,
+// channels, 1...] when per task.
+Tensor as_broadcast(const Tensor& p, const ParamInfo& info, int trailing) {
+  Shape shape;
+  if (is_per_task(p, info)) {
+    shape.push_back(p.dim(0));
+    shape.push_back(1);
+  }
+  shape.push_back(info.shape[0]);
+  for (int i = 0; i < trailing; ++i) shape.push_back(1);
+  return reshape(p, shape);
+}
+
+// Glorot (Xavier) uniform: U[-l, l], l = sqrt(6 / (fan_in + fan_out)).
+Tensor glorot_uniform(const Shape& shape, std::int64_t fan_in, std::int64_t fan_out, Generator& gen, DType dtype) {
+  const double limit = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
+  return uniform(shape, -limit, limit, gen, dtype);
+}
+
+}  // namespace
+
+std::vector<std::size_t> Model::head() const {
+  std::vector<std::size_t> indices;
+  const int last = num_layers() - 1;
+  for (std::size_t i = 0; i < parameters().size(); ++i)
+    if (parameters()[i].layer == last) indices.push_back(i);
+  return indices;
+}
+
+int Model::num_layers() const { return parameters().empty() ? 0 : parameters().back().layer + 1; }
+
+std::string Model::describe() const { return name(); }
+
+void Model::check(const std::vector<Tensor>& params, std::int64_t tasks) const {
+  const auto& infos = parameters();
+  if (params.size() != infos.size())
+    throw ShapeError(name() + ": expected " + std::to_string(infos.size()) + " parameters, got " +
+                     std::to_string(params.size()));
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    Shape per_task_shape;
+    per_task_shape.push_back(tasks);
+    for (std::int64_t d : infos[i].shape) per_task_shape.push_back(d);
+    if (!params[i].defined() || (params[i].shape() != infos[i].shape && params[i].shape() != per_task_shape))
+      throw ShapeError(name() + ": parameter " + infos[i].name + " has shape " +
+                       (params[i].defined() ? params[i].shape().str() : std::string("(undefined)")) + ", expected " +
+                       infos[i].shape.str() + " or " + per_task_shape.str());
+  }
+}
+
+std::vector<Tensor> per_task(const std::vector<Tensor>& params, std::int64_t tasks) {
+  std::vector<Tensor> out;
+  out.reserve(params.size());
+  for (const Tensor& p : params) {
+    Shape shape;
+    shape.push_back(tasks);
+    for (std::int64_t d : p.shape()) shape.push_back(d);
+    out.push_back(expand(p, shape));
+  }
+  return out;
+}
+
+// --- MLP --------------------------------------------------------------------
+
+Mlp::Mlp(std::vector<std::int64_t> widths, Activation activation) : widths_(std::move(widths)), activation_(activation) {
+  if (widths_.size() < 2) throw ValueError("mlp: need at least an input and an output width");
+  for (std::int64_t w : widths_)
+    if (w < 1) throw ValueError("mlp: widths must be >= 1, got " + std::to_string(w));
+  for (std::size_t l = 0; l + 1 < widths_.size(); ++l) {
+    const int layer = static_cast<int>(l);
+    const std::string index = std::to_string(l + 1);
+    params_.push_back({std::string("w").append(index), Shape{widths_[l], widths_[l + 1]}, layer});
+    params_.push_back({std::string("b").append(index), Shape{widths_[l + 1]}, layer});
+  }
+}
+
+std::string Mlp::name() const {
+  std::ostringstream out;
+  out << "mlp ";
+  for (std::size_t i = 0; i < widths_.size(); ++i) out << (i ? "-" : "") << widths_[i];
+  out << (activation_ == Activation::relu ? " relu" : " tanh");
+  return out.str();
+}
+
+std::vector<Tensor> Mlp::init(Generator& gen, DType dtype) const {
+  std::vector<Tensor> params;
+  for (const ParamInfo& p : params_)
+    params.push_back(p.shape.rank() == 2 ? truncated_normal(p.shape, 0.0, 0.01, gen, dtype) : zeros(p.shape, dtype));
+  return params;
+}
+
+Tensor Mlp::forward(const std::vector<Tensor>& params, const Tensor& x) const {
+  if (x.rank() != 3 || x.dim(2) != widths_.front())
+    throw ShapeError(name() + ": inputs must be [tasks, points, " + std::to_string(widths_.front()) + "], got " +
+                     x.shape().str());
+  check(params, x.dim(0));
+  Tensor h = x;
+  const std::size_t layers = widths_.size() - 1;
+  for (std::size_t l = 0; l < layers; ++l) {
+    // A shared weight [in, out] multiplies every task's rows in one GEMM; a
+    // per-task weight [T, in, out] is a batched GEMM.
+    h = add(matmul(h, params[2 * l]), as_broadcast(params[2 * l + 1], params_[2 * l + 1], 0));
+    if (l + 1 < layers) h = activation_ == Activation::relu ? relu(h) : tanh(h);
+  }
+  return h;
+}
+
+// --- Conv4 ------------------------------------------------------------------
+
+Conv4::Conv4(const Conv4Options& options) : options_(options) {
+  if (options.in_channels < 1 || options.image_size < 1 || options.channels < 1 || options.classes < 1)
+    throw ValueError("conv4: channels, image size and classes must be >= 1");
+  std::int64_t size = options.image_size;
+  for (int block = 0; block < 4; ++block) {
+    const std::int64_t in = block == 0 ? options.in_channels : options.channels;
+    const std::string b = std::to_string(block + 1);
+    params_.push_back({"conv" + b + ".w", Shape{options.channels, in, 3, 3}, block});
+    params_.push_back({"conv" + b + ".b", Shape{options.channels}, block});
+    params_.push_back({"bn" + b + ".gamma", Shape{options.channels}, block});
+    params_.push_back({"bn" + b + ".beta", Shape{options.channels}, block});
+    size = options.strided ? (size + 2 - 3) / 2 + 1 : size / 2;
+    if (size < 1)
+      throw ValueError("conv4: images of " + std::to_string(options.image_size) + " pixels are too small for four blocks");
+  }
+  final_size_ = size;
+  features_ = options.strided ? options.channels : options.channels * size * size;
+  params_.push_back({"head.w", Shape{features_, options.classes}, 4});
+  params_.push_back({"head.b", Shape{options.classes}, 4});
+}
+
+std::string Conv4::name() const {
+  std::ostringstream out;
+  out << "conv4 " << options_.in_channels << "x" << options_.image_size << "x" << options_.image_size << ", "
+      << options_.channels << " channels, " << options_.classes << " classes, "
+      << (options_.strided ? "strided" : "max-pool");
+  return out.str();
+}
+
+std::vector<Tensor> Conv4::init(Generator& gen, DType dtype) const {
+  std::vector<Tensor> params;
+  for (int block = 0; block < 4; ++block) {
+    const Shape& w = params_[static_cast<std::size_t>(4 * block)].shape;
+    params.push_back(glorot_uniform(w, w[1] * 9, w[0] * 9, gen, dtype));
+    params.push_back(zeros({options_.channels}, dtype));
+    params.push_back(ones({options_.channels}, dtype));
+    params.push_back(zeros({options_.channels}, dtype));
+  }
+  const Shape head{features_, options_.classes};
+  params.push_back(options_.strided ? normal(head, 0.0, 1.0, gen, dtype)
+                                    : glorot_uniform(head, features_, options_.classes, gen, dtype));
+  params.push_back(zeros({options_.classes}, dtype));
+  return params;
+}
+
+Tensor Conv4::forward(const std::vector<Tensor>& params, const Tensor& x) const {
+  if (x.rank() != 5 || x.dim(2) != options_.in_channels || x.dim(3) != options_.image_size ||
+      x.dim(4) != options_.image_size)
+    throw ShapeError(name() + ": inputs must be [tasks, images, " + std::to_string(options_.in_channels) + ", " +
+                     std::to_string(options_.image_size) + ", " + std::to_string(options_.image_size) + "], got " +
+                     x.shape().str());
+  const std::int64_t tasks = x.dim(0), images = x.dim(1);
+  check(params, tasks);
+  const Conv2dOptions conv{.stride = options_.strided ? 2 : 1, .padding = 1};
+  Tensor h = x;
+  for (std::size_t block = 0; block < 4; ++block) {
+    const Tensor& w = params[4 * block];
+    if (is_per_task(w, params_[4 * block])) {
+      h = conv2d(h, w, conv);  // [T, n, C, H, W] with [T, O, C, 3, 3]
+    } else {                   // one weight for all tasks: fold tasks into the batch
+      const Tensor y = conv2d(reshape(h, Shape{tasks * images, h.dim(2), h.dim(3), h.dim(4)}), w, conv);
+      h = reshape(y, Shape{tasks, images, y.dim(1), y.dim(2), y.dim(3)});
+    }
+    h = add(h, as_broadcast(params[4 * block + 1], params_[4 * block + 1], 2));
+    // Statistics per task (group axis 0), as each task is its own batch.
+    h = relu(batch_norm(h, params[4 * block + 2], params[4 * block + 3], {.eps = 1e-3, .group_axes = 1}));
+    if (!options_.strided) h = max_pool2d(h, {.kernel = 2});
+  }
+  const Tensor features = options_.strided ? mean(h, {3, 4}) : reshape(h, Shape{tasks, images, features_});
+  return add(matmul(features, params[16]), as_broadcast(params[17], params_[17], 0));
+}
+
+}  // namespace metatape::meta

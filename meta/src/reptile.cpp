@@ -1,0 +1,33 @@
+// Reptile (Nichol, Achiam, Schulman 2018): adapt each task with τ SGD steps
+// on its support set, then move θ toward the adapted weights:
+//   θ ← θ + ε · mean_t (θ_t^τ − θ).
+// It is returned as the "gradient" θ − mean_t θ_t^τ, so that an outer SGD
+// step of rate ε is exactly Reptile's update (and Adam is the common variant).
+#include "algorithms.hpp"
+
+namespace metatape::meta::detail {
+
+MetaStep reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                      const TaskBatch& batch) {
+  const std::vector<bool> adapting(params.model.size(), true);
+  std::vector<Tensor> fast;
+  for (const Tensor& p : params.model) fast.push_back(p.detach());
+  fast = task_copies(fast, adapting, batch.tasks());
+  for (int k = 0; k < config.inner_steps; ++k) {
+    {
+      TapeScope scope;
+      for (Tensor& f : fast) f = f.detach().requires_grad_();
+      inner_step(model, loss, config, params.rates, adapting, batch, k, false, fast);
+    }
+    for (Tensor& f : fast) f = f.detach();
+  }
+  NoGradScope no_grad;
+  MetaStep step;
+  const Tensor query = per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);
+  step.task_losses = query.to_vector();
+  step.meta_loss = mean(query).item();
+  for (std::size_t i = 0; i < fast.size(); ++i) step.grads.push_back(sub(params.model[i].detach(), mean(fast[i], {0})));
+  return step;
+}
+
+}  // namespace metatape::meta::detail

@@ -1,0 +1,44 @@
+#include "metatape/meta/tasks.hpp"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace metatape::meta {
+
+TaskBatch TaskBatch::slice(std::int64_t begin, std::int64_t end) const {
+  return {metatape::slice(support_x, 0, begin, end), metatape::slice(support_y, 0, begin, end),
+          metatape::slice(query_x, 0, begin, end), metatape::slice(query_y, 0, begin, end)};
+}
+
+SinusoidTasks::SinusoidTasks(const SinusoidOptions& options) : options_(options) {
+  if (!(options.amplitude_low <= options.amplitude_high) || !(options.phase_low <= options.phase_high) ||
+      !(options.x_low <= options.x_high))
+    throw ValueError("sinusoid: each range needs low <= high");
+}
+
+TaskBatch SinusoidTasks::sample(std::int64_t tasks, std::int64_t support, std::int64_t query, Generator& gen,
+                                DType dtype) const {
+  if (tasks < 1 || support < 1 || query < 1)
+    throw ValueError("sinusoid: need at least one task, one support and one query point, got " +
+                     std::to_string(tasks) + " tasks, " + std::to_string(support) + " support, " +
+                     std::to_string(query) + " query");
+  const auto draw = [&gen](double low, double high) { return low + (high - low) * gen.uniform01(); };
+  std::vector<double> sx, sy, qx, qy;
+  for (std::int64_t t = 0; t < tasks; ++t) {
+    const double amplitude = draw(options_.amplitude_low, options_.amplitude_high);
+    const double phase = draw(options_.phase_low, options_.phase_high);
+    for (std::int64_t i = 0; i < support; ++i) {
+      sx.push_back(draw(options_.x_low, options_.x_high));
+      sy.push_back(amplitude * std::sin(sx.back() - phase));
+    }
+    for (std::int64_t i = 0; i < query; ++i) {
+      qx.push_back(draw(options_.x_low, options_.x_high));
+      qy.push_back(amplitude * std::sin(qx.back() - phase));
+    }
+  }
+  return {from_vector(sx, {tasks, support, 1}, dtype), from_vector(sy, {tasks, support, 1}, dtype),
+          from_vector(qx, {tasks, query, 1}, dtype), from_vector(qy, {tasks, query, 1}, dtype)};
+}
+
+}  // namespace metatape::meta
