@@ -54,9 +54,13 @@ TEST_SUITE("errors") {
     CHECK(contains(message_of<mt::ShapeError>([] { (void)mt::zeros({1, 1, 1, 1, 1, 1}); }),
                    "exceeds the maximum rank 5"));
     CHECK(contains(message_of<mt::ShapeError>([&] {
-                     (void)mt::batch_norm(mt::ones({4, 3}, f64), mt::ones({2}, f64), mt::ones({3}, f64));
+                     (void)mt::batch_norm(mt::ones({4, 3}, f64), mt::ones({2}, f64), mt::ones({2}, f64));
                    }),
                    "batch_norm: gamma and beta must be [3]"));
+    CHECK(contains(message_of<mt::ShapeError>([&] {
+                     (void)mt::batch_norm(mt::ones({4, 3}, f64), mt::ones({3}, f64), mt::ones({2}, f64));
+                   }),
+                   "batch_norm: gamma [3] and beta [2] differ in shape"));
     CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::from_vector({1, 2, 3}, {2, 2}); }),
                    "3 values do not fill shape [2, 2]"));
     CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::squeeze(a, 0); }), "is not of size 1"));

@@ -35,7 +35,7 @@ std::vector<OpSample> stack_samples(Generator& gen, DType dtype);
 extern const OpDef matmul_op;
 
 // ops_nn.cpp
-extern const OpDef log_softmax_op, im2col_op, col2im_op;
+extern const OpDef log_softmax_op, conv2d_op, conv2d_input_grad_op, conv2d_weight_grad_op, batch_norm_op;
 std::vector<OpSample> softmax_samples(Generator& gen, DType dtype);
 std::vector<OpSample> cross_entropy_samples(Generator& gen, DType dtype);
 std::vector<OpSample> mse_loss_samples(Generator& gen, DType dtype);

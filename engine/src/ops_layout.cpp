@@ -40,7 +40,8 @@ void require_index(const char* op, const Tensor& index, int input) {
 // Every index in [0, limit), or ValueError naming the first bad one.
 void require_indices_below(const char* op, const Tensor& index, std::int64_t limit, const char* what) {
   const std::int64_t* p = index.data<std::int64_t>();
-  for (std::int64_t i = 0; i < index.numel(); ++i)
+  const std::int64_t n = index.numel();
+  for (std::int64_t i = 0; i < n; ++i)
     if (p[i] < 0 || p[i] >= limit)
       throw ValueError(std::string(op) + ": index " + std::to_string(p[i]) + " at position " + std::to_string(i) +
                        " is out of range for " + std::to_string(limit) + " " + what);

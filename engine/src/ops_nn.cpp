@@ -1,11 +1,14 @@
-// Neural-network ops. Primitives: log_softmax and the im2col / col2im pair.
-// Everything else is a composition, differentiated through its parts:
-// conv2d is im2col + one GEMM per group, max_pool2d is a take at the
-// windows' arg-max, batch_norm is arithmetic on batch statistics.
+// Neural-network ops. Primitives: log_softmax, and conv2d with its two
+// adjoints (im2col + GEMM, in chunks), batch_norm (one fused pass forward).
+// Compositions, differentiated through their parts: max_pool2d is a take at
+// the windows' arg-max, softmax and the losses are reductions.
+#include "kernels/cpu/conv.hpp"
+#include "kernels/cpu/norm.hpp"
 #include "kernels/cpu/reduce.hpp"
 #include "kernels/cpu/window_ops.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
+#include "metatape/tape.hpp"
 #include "op_defs.hpp"
 #include "samples.hpp"
 
@@ -35,67 +38,230 @@ void log_softmax_backward(BackwardContext& c) {
   c.set_grad(0, sub(g, mul(exp(c.output()), sum(g, {c.attrs().axis}, true))));
 }
 
-// --- im2col: x [G, N, C, H, W] -> columns [G, C·kh·kw, N·Ho·Wo] ---
+// --- conv2d and its two adjoints --------------------------------------------
+// y = conv2d(x, w) is bilinear, so its gradients are two more bilinear maps:
+//   D(g, w) = conv2d_input_grad  (the adjoint in x)
+//   E(x, g) = conv2d_weight_grad (the adjoint in w)
+// and the adjoints of D and E are conv2d, D and E again. The three ops close
+// under differentiation, to any order. None saves its im2col columns: they
+// are rebuilt in scratch by whichever op needs them.
 void require_window(const char* op, const Window2d& w, std::int64_t h, std::int64_t wd) {
   if (w.out_h(h) < 1 || w.out_w(wd) < 1)
     throw ShapeError(std::string(op) + ": a " + std::to_string(w.kernel_h) + "x" + std::to_string(w.kernel_w) +
                      " window with padding " + std::to_string(w.pad_h) + " does not fit a " + std::to_string(h) +
                      "x" + std::to_string(wd) + " input");
 }
-Shape columns_shape(const Shape& x, const Window2d& w) {
-  return {x[0], x[2] * w.kernel_h * w.kernel_w, x[1] * w.out_h(x[3]) * w.out_w(x[4])};
-}
-void im2col_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
-  require_floating("im2col", *in[0], 0);
-  const Shape& x = in[0]->shape();
-  if (x.rank() != 5) throw ShapeError("im2col: expected [groups, images, channels, h, w], got " + x.str());
-  require_window("im2col", attrs.window, x[3], x[4]);
-  out[0] = {columns_shape(x, attrs.window), in[0]->dtype()};
-}
-void im2col_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  const Shape& x = in[0]->shape();
-  with_float_type(in[0]->dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::im2col<T>(in[0]->data<T>(), x[0], x[1], x[2], x[3], x[4], attrs.window, out[0].data<T>());
-  });
-}
-Tensor col2im(const Tensor& cols, const Window2d& window, const Shape& image_shape);
-void im2col_backward(BackwardContext& c) {
-  c.set_grad(0, col2im(c.grad_output(), c.attrs().window, c.input_shape(0)));
+
+// x [N, C, H, W] with w [O, C, kh, kw], or grouped x [G, N, C, H, W] with
+// w [G, O, C, kh, kw]; throws naming `op`.
+kernels::cpu::ConvShape conv_shape(const char* op, const Shape& x, const Shape& w, Window2d window) {
+  const bool grouped = x.rank() == 5;
+  if (!((x.rank() == 4 && w.rank() == 4) || (grouped && w.rank() == 5)))
+    throw ShapeError(std::string(op) + ": expected x [N, C, H, W] with weight [O, C, kh, kw], or x [T, N, C, H, W] "
+                     "with weight [T, O, C, kh, kw]; got x " + x.str() + " and weight " + w.str());
+  const int o = grouped ? 1 : 0;
+  if (w[o + 1] != x[o + 1] || (grouped && w[0] != x[0]))
+    throw ShapeError(std::string(op) + ": weight " + w.str() + " does not match the channels (and tasks) of x " +
+                     x.str());
+  window.kernel_h = w[o + 2];
+  window.kernel_w = w[o + 3];
+  require_window(op, window, x[o + 2], x[o + 3]);
+  return {grouped ? x[0] : 1, x[o], x[o + 1], x[o + 2], x[o + 3], w[o], window};
 }
 
-// --- col2im: the adjoint, columns -> x of shape attrs.shape ---
-void col2im_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
-  require_floating("col2im", *in[0], 0);
-  const Shape& x = attrs.shape;
-  if (x.rank() != 5) throw ShapeError("col2im: expected an image shape [groups, images, channels, h, w], got " + x.str());
-  require_window("col2im", attrs.window, x[3], x[4]);
-  if (in[0]->shape() != columns_shape(x, attrs.window))
-    throw ShapeError("col2im: columns " + in[0]->shape().str() + " do not match images " + x.str() + " (expected " +
-                     columns_shape(x, attrs.window).str() + ")");
-  out[0] = {x, in[0]->dtype()};
+Shape conv_output_shape(const Shape& x, const kernels::cpu::ConvShape& s) {
+  return x.rank() == 5 ? Shape{s.groups, s.images, s.out_channels, s.out_h(), s.out_w()}
+                       : Shape{s.images, s.out_channels, s.out_h(), s.out_w()};
 }
-void col2im_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  const Shape& x = attrs.shape;
-  with_float_type(in[0]->dtype(), [&](auto t) {
+
+void require_grad_shape(const char* op, const Shape& g, const Shape& expected) {
+  if (g != expected)
+    throw ShapeError(std::string(op) + ": the output gradient has shape " + g.str() + ", expected " + expected.str());
+}
+
+// Calls f(T{}, scratch) with a scratch buffer from the pool for the shape.
+template <class F>
+void with_scratch(DType dtype, const kernels::cpu::ConvShape& s, F&& f) {
+  Tensor scratch = empty(Shape{s.scratch_size()}, dtype);
+  with_float_type(dtype, [&](auto t) { f(t, scratch.data<decltype(t)>()); });
+}
+
+void conv2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  require_floating("conv2d", *in[0], 0);
+  require_floating("conv2d", *in[1], 1);
+  require_same_dtype("conv2d", *in[0], *in[1]);
+  const auto s = conv_shape("conv2d", in[0]->shape(), in[1]->shape(), attrs.window);
+  out[0] = {conv_output_shape(in[0]->shape(), s), in[0]->dtype()};
+}
+void conv2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const auto s = conv_shape("conv2d", in[0]->shape(), in[1]->shape(), attrs.window);
+  with_scratch(out[0].dtype(), s, [&](auto t, auto* scratch) {
     using T = decltype(t);
-    kernels::cpu::col2im<T>(in[0]->data<T>(), x[0], x[1], x[2], x[3], x[4], attrs.window, out[0].data<T>());
+    kernels::cpu::conv2d_forward<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
   });
 }
-Tensor im2col(const Tensor& x, const Window2d& window) {
-  const Tensor* in[] = {&x};
-  Attrs attrs;
-  attrs.window = window;
-  return apply(im2col_op, in, attrs);
+Tensor conv2d_input_grad(const Tensor& g, const Tensor& w, const Window2d& window, const Shape& x_shape);
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& g, const Window2d& window, const Shape& w_shape);
+void conv2d_backward(BackwardContext& c) {
+  const Tensor &x = c.input(0), &w = c.input(1);
+  if (c.needs_grad(0)) c.set_grad(0, conv2d_input_grad(c.grad_output(), w, c.attrs().window, x.shape()));
+  if (c.needs_grad(1)) c.set_grad(1, conv2d_weight_grad(x, c.grad_output(), c.attrs().window, w.shape()));
 }
-void col2im_backward(BackwardContext& c) { c.set_grad(0, im2col(c.grad_output(), c.attrs().window)); }
 
-Tensor col2im(const Tensor& cols, const Window2d& window, const Shape& image_shape) {
-  const Tensor* in[] = {&cols};
+// --- conv2d_input_grad: D(g, w), shaped like x (attrs.shape) ---
+void conv2d_input_grad_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  require_floating("conv2d_input_grad", *in[0], 0);
+  require_same_dtype("conv2d_input_grad", *in[0], *in[1]);
+  const auto s = conv_shape("conv2d_input_grad", attrs.shape, in[1]->shape(), attrs.window);
+  require_grad_shape("conv2d_input_grad", in[0]->shape(), conv_output_shape(attrs.shape, s));
+  out[0] = {attrs.shape, in[0]->dtype()};
+}
+void conv2d_input_grad_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const auto s = conv_shape("conv2d_input_grad", attrs.shape, in[1]->shape(), attrs.window);
+  with_scratch(out[0].dtype(), s, [&](auto t, auto* scratch) {
+    using T = decltype(t);
+    kernels::cpu::conv2d_input_grad<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
+  });
+}
+// ⟨D(g, w), H⟩ = ⟨conv2d(H, w), g⟩: so dg = conv2d(H, w) and dw = E(H, g).
+void conv2d_input_grad_backward(BackwardContext& c) {
+  const Tensor &g = c.input(0), &w = c.input(1), &h = c.grad_output();
+  if (c.needs_grad(0)) {
+    const Tensor* in[] = {&h, &w};
+    Attrs attrs;
+    attrs.window = c.attrs().window;
+    c.set_grad(0, apply(conv2d_op, in, attrs));
+  }
+  if (c.needs_grad(1)) c.set_grad(1, conv2d_weight_grad(h, g, c.attrs().window, w.shape()));
+}
+
+// --- conv2d_weight_grad: E(x, g), shaped like w (attrs.shape) ---
+void conv2d_weight_grad_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  require_floating("conv2d_weight_grad", *in[0], 0);
+  require_same_dtype("conv2d_weight_grad", *in[0], *in[1]);
+  const auto s = conv_shape("conv2d_weight_grad", in[0]->shape(), attrs.shape, attrs.window);
+  require_grad_shape("conv2d_weight_grad", in[1]->shape(), conv_output_shape(in[0]->shape(), s));
+  out[0] = {attrs.shape, in[0]->dtype()};
+}
+void conv2d_weight_grad_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const auto s = conv_shape("conv2d_weight_grad", in[0]->shape(), attrs.shape, attrs.window);
+  with_scratch(out[0].dtype(), s, [&](auto t, auto* scratch) {
+    using T = decltype(t);
+    kernels::cpu::conv2d_weight_grad<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
+  });
+}
+// ⟨E(x, g), K⟩ = ⟨conv2d(x, K), g⟩: so dx = D(g, K) and dg = conv2d(x, K).
+void conv2d_weight_grad_backward(BackwardContext& c) {
+  const Tensor &x = c.input(0), &g = c.input(1), &k = c.grad_output();
+  if (c.needs_grad(0)) c.set_grad(0, conv2d_input_grad(g, k, c.attrs().window, x.shape()));
+  if (c.needs_grad(1)) {
+    const Tensor* in[] = {&x, &k};
+    Attrs attrs;
+    attrs.window = c.attrs().window;
+    c.set_grad(1, apply(conv2d_op, in, attrs));
+  }
+}
+
+Tensor conv2d_input_grad(const Tensor& g, const Tensor& w, const Window2d& window, const Shape& x_shape) {
+  const Tensor* in[] = {&g, &w};
   Attrs attrs;
   attrs.window = window;
-  attrs.shape = image_shape;
-  return apply(col2im_op, in, attrs);
+  attrs.shape = x_shape;
+  return apply(conv2d_input_grad_op, in, attrs);
+}
+
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& g, const Window2d& window, const Shape& w_shape) {
+  const Tensor* in[] = {&x, &g};
+  Attrs attrs;
+  attrs.window = window;
+  attrs.shape = w_shape;
+  return apply(conv2d_weight_grad_op, in, attrs);
+}
+
+// --- batch_norm: (x − mean) / √(var + eps) · γ + β with the batch's statistics ---
+// attrs.axis leading axes are groups (never pooled); the next is the batch,
+// then the channel axis; statistics per group and channel over the rest.
+// attrs.scalar is eps. γ, β are [C] or [groups..., C].
+struct NormLayout {
+  kernels::cpu::NormShape kernel;
+  std::vector<int> stat_axes;  // the axes the statistics pool over
+  Shape affine;                // γ, β viewed to broadcast against x
+};
+
+NormLayout norm_layout(const Shape& x, const Shape& gamma, int group_axes, double eps) {
+  const int channel = group_axes + 1;
+  if (x.rank() < group_axes + 2)
+    throw ShapeError("batch_norm: x " + x.str() + " needs a batch and a channel axis after " +
+                     std::to_string(group_axes) + " group axes");
+  Shape per_channel{x[channel]}, per_group;
+  for (int i = 0; i < group_axes; ++i) per_group.push_back(x[i]);
+  per_group.push_back(x[channel]);
+  if (gamma != per_channel && gamma != per_group)
+    throw ShapeError("batch_norm: gamma and beta must be " + per_channel.str() + " or " + per_group.str() +
+                     " for x " + x.str() + ", got " + gamma.str());
+  NormLayout layout;
+  const bool per_group_affine = gamma == per_group && group_axes > 0;
+  std::int64_t groups = 1, spatial = 1;
+  for (int i = 0; i < group_axes; ++i) groups *= x[i];
+  for (int i = channel + 1; i < x.rank(); ++i) spatial *= x[i];
+  layout.kernel = {groups, x[group_axes], x[channel], spatial, per_group_affine, eps};
+  for (int i = group_axes; i < x.rank(); ++i)
+    if (i != channel) layout.stat_axes.push_back(i);
+  // [G..., 1, C, 1...] per group; [C, 1...] shared (broadcasting supplies the rest).
+  for (int i = per_group_affine ? 0 : channel; i < x.rank(); ++i)
+    layout.affine.push_back(i == channel || (per_group_affine && i < group_axes) ? x[i] : 1);
+  return layout;
+}
+
+void batch_norm_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  for (int i = 0; i < 3; ++i) require_floating("batch_norm", *in[static_cast<std::size_t>(i)], i);
+  require_same_dtype("batch_norm", *in[0], *in[1]);
+  require_same_dtype("batch_norm", *in[0], *in[2]);
+  if (in[1]->shape() != in[2]->shape())
+    throw ShapeError("batch_norm: gamma " + in[1]->shape().str() + " and beta " + in[2]->shape().str() +
+                     " differ in shape");
+  (void)norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar);
+  out[0] = {in[0]->shape(), in[0]->dtype()};
+}
+void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const NormLayout layout = norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar);
+  with_float_type(out[0].dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::cpu::batch_norm_forward<T>(layout.kernel, in[0]->data<T>(), in[1]->data<T>(), in[2]->data<T>(),
+                                        out[0].data<T>());
+  });
+}
+// Without create_graph one fused kernel computes all three gradients. When
+// the backward is being recorded, the same formulas are written in
+// differentiable ops, recomputing x̂ from x so that x̂ and 1/√(var + eps)
+// carry their own dependence on x:
+//   dx = r γ (g − mean(g) − x̂ mean(g x̂)),  dγ = Σ g x̂,  dβ = Σ g.
+void batch_norm_backward(BackwardContext& c) {
+  const Tensor &x = c.input(0), &gamma = c.input(1), &g = c.grad_output();
+  const NormLayout layout = norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar);
+  if (!grad_enabled()) {
+    Tensor dx = empty(x.shape(), x.dtype()), dgamma = empty(gamma.shape(), x.dtype()),
+           dbeta = empty(gamma.shape(), x.dtype());
+    with_float_type(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::cpu::batch_norm_backward<T>(layout.kernel, x.data<T>(), gamma.data<T>(), g.data<T>(), dx.data<T>(),
+                                           dgamma.data<T>(), dbeta.data<T>());
+    });
+    if (c.needs_grad(0)) c.set_grad(0, dx);
+    if (c.needs_grad(1)) c.set_grad(1, dgamma);
+    if (c.needs_grad(2)) c.set_grad(2, dbeta);
+    return;
+  }
+  const std::vector<int>& axes = layout.stat_axes;
+  const Tensor centred = sub(x, mean(x, axes, true));
+  const Tensor rstd = pow(shift(mean(square(centred), axes, true), c.attrs().scalar), -0.5);
+  const Tensor xhat = mul(centred, rstd);
+  if (c.needs_grad(1)) c.set_grad(1, reshape(sum_to(mul(g, xhat), layout.affine), gamma.shape()));
+  if (c.needs_grad(2)) c.set_grad(2, reshape(sum_to(g, layout.affine), gamma.shape()));
+  if (c.needs_grad(0)) {
+    const Tensor gx = mul(g, reshape(gamma, layout.affine));
+    c.set_grad(0, mul(rstd, sub(sub(gx, mean(gx, axes, true)), mul(xhat, mean(mul(gx, xhat), axes, true)))));
+  }
 }
 
 Window2d square_window(std::int64_t kernel, std::int64_t stride, std::int64_t padding) {
@@ -121,25 +287,45 @@ const OpDef log_softmax_op = {.name = "log_softmax", .arity = 1, .num_outputs = 
           make_sample("[2, 3, 4] axis 1", {sample_uniform({2, 3, 4}, g, d, -2.0, 2.0)},
                       [](const std::vector<Tensor>& in) { return log_softmax(in[0], 1); })};
     }};
-const OpDef im2col_op = {.name = "im2col", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
-    .shape_rule = im2col_rule, .forward = im2col_forward, .backward = im2col_backward,
+const OpDef conv2d_op = {.name = "conv2d", .arity = 2, .num_outputs = 1, .saves = save_input(0) | save_input(1),
+    .nondiff = 0, .is_view = false,
+    .shape_rule = conv2d_rule, .forward = conv2d_forward, .backward = conv2d_backward,
+    .samples = conv2d_samples};
+const OpDef conv2d_input_grad_op = {.name = "conv2d_input_grad", .arity = 2, .num_outputs = 1,
+    .saves = save_input(0) | save_input(1), .nondiff = 0, .is_view = false,
+    .shape_rule = conv2d_input_grad_rule, .forward = conv2d_input_grad_forward,
+    .backward = conv2d_input_grad_backward,
     .samples = [](Generator& g, DType d) {
-      return std::vector<OpSample>{
-          make_sample("3x3, padding 1", {sample_uniform({1, 2, 2, 5, 5}, g, d)},
-                      [](const std::vector<Tensor>& in) { return im2col(in[0], square_window(3, 1, 1)); }),
-          make_sample("2x2, stride 2, two groups", {sample_uniform({2, 1, 1, 4, 5}, g, d)},
-                      [](const std::vector<Tensor>& in) { return im2col(in[0], square_window(2, 2, 0)); })};
-    }};
-const OpDef col2im_op = {.name = "col2im", .arity = 1, .num_outputs = 1, .saves = 0, .nondiff = 0, .is_view = false,
-    .shape_rule = col2im_rule, .forward = col2im_forward, .backward = col2im_backward,
-    .samples = [](Generator& g, DType d) {
-      // 3x3 windows at stride 2 with padding overlap, so col2im must accumulate.
+      // 3x3 windows at stride 2 with padding overlap: the adjoint must accumulate.
       const Window2d w = square_window(3, 2, 1);
-      const Shape image{1, 2, 1, 5, 5};
-      return std::vector<OpSample>{make_sample("3x3, stride 2, padding 1",
-          {sample_uniform(columns_shape(image, w), g, d)},
-          [w, image](const std::vector<Tensor>& in) { return col2im(in[0], w, image); })};
+      return std::vector<OpSample>{
+          make_sample("[1, 2, 5, 5] images, stride 2, padding 1",
+                      {sample_uniform({1, 3, 3, 3}, g, d), sample_uniform({3, 2, 3, 3}, g, d)},
+                      [w](const std::vector<Tensor>& in) { return conv2d_input_grad(in[0], in[1], w, {1, 2, 5, 5}); }),
+          make_sample("task-grouped", {sample_uniform({2, 2, 2, 4, 4}, g, d), sample_uniform({2, 2, 1, 3, 3}, g, d)},
+                      [](const std::vector<Tensor>& in) {
+                        return conv2d_input_grad(in[0], in[1], square_window(3, 1, 1), {2, 2, 1, 4, 4});
+                      })};
     }};
+const OpDef conv2d_weight_grad_op = {.name = "conv2d_weight_grad", .arity = 2, .num_outputs = 1,
+    .saves = save_input(0) | save_input(1), .nondiff = 0, .is_view = false,
+    .shape_rule = conv2d_weight_grad_rule, .forward = conv2d_weight_grad_forward,
+    .backward = conv2d_weight_grad_backward,
+    .samples = [](Generator& g, DType d) {
+      const Window2d w = square_window(3, 2, 1);
+      return std::vector<OpSample>{
+          make_sample("[2, 2, 5, 5] images, stride 2, padding 1",
+                      {sample_uniform({2, 2, 5, 5}, g, d), sample_uniform({2, 3, 3, 3}, g, d)},
+                      [w](const std::vector<Tensor>& in) { return conv2d_weight_grad(in[0], in[1], w, {3, 2, 3, 3}); }),
+          make_sample("task-grouped", {sample_uniform({2, 2, 1, 4, 4}, g, d), sample_uniform({2, 2, 2, 4, 4}, g, d)},
+                      [](const std::vector<Tensor>& in) {
+                        return conv2d_weight_grad(in[0], in[1], square_window(3, 1, 1), {2, 2, 1, 3, 3});
+                      })};
+    }};
+const OpDef batch_norm_op = {.name = "batch_norm", .arity = 3, .num_outputs = 1,
+    .saves = save_input(0) | save_input(1), .nondiff = 0, .is_view = false,
+    .shape_rule = batch_norm_rule, .forward = batch_norm_forward, .backward = batch_norm_backward,
+    .samples = batch_norm_samples};
 // clang-format on
 
 std::vector<OpSample> softmax_samples(Generator& gen, DType dtype) {
@@ -239,33 +425,13 @@ Tensor mse_loss(const Tensor& prediction, const Tensor& target) {
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Conv2dOptions& options) {
-  if (!x.defined() || !weight.defined()) throw ValueError("conv2d: an input is an undefined tensor");
   if (options.stride < 1 || options.padding < 0)
     throw ValueError("conv2d: stride must be >= 1 and padding >= 0, got stride " + std::to_string(options.stride) +
                      " and padding " + std::to_string(options.padding));
-  const bool batched = x.rank() == 5;
-  if (!((x.rank() == 4 && weight.rank() == 4) || (batched && weight.rank() == 5)))
-    throw ShapeError("conv2d: expected x [N, C, H, W] with weight [O, C, kh, kw], or x [T, N, C, H, W] with weight "
-                     "[T, O, C, kh, kw]; got x " + x.shape().str() + " and weight " + weight.shape().str());
-  const int o = batched ? 1 : 0;  // offset of the per-task axes
-  const std::int64_t groups = batched ? x.shape()[0] : 1, images = x.shape()[o], channels = x.shape()[o + 1];
-  const std::int64_t out_channels = weight.shape()[o];
-  if (weight.shape()[o + 1] != channels || (batched && weight.shape()[0] != groups))
-    throw ShapeError("conv2d: weight " + weight.shape().str() + " does not match the channels (and tasks) of x " +
-                     x.shape().str());
-  const kernels::Window2d w{weight.shape()[o + 2], weight.shape()[o + 3], options.stride, options.stride,
-                            options.padding, options.padding};
-  const std::int64_t h = x.shape()[o + 2], wd = x.shape()[o + 3];
-  detail::require_window("conv2d", w, h, wd);
-  const std::int64_t out_h = w.out_h(h), out_w = w.out_w(wd), pixels = out_h * out_w;
-
-  // One GEMM per group: weight [O, C·kh·kw] @ columns [C·kh·kw, N·Ho·Wo].
-  const Tensor cols = detail::im2col(reshape(x, Shape{groups, images, channels, h, wd}), w);
-  const Tensor wmat = reshape(weight, Shape{groups, out_channels, channels * w.kernel_h * w.kernel_w});
-  const Tensor y = matmul(wmat, cols);  // [G, O, N·Ho·Wo]
-  const Tensor nchw = permute(reshape(y, Shape{groups, out_channels, images, pixels}), {0, 2, 1, 3});
-  return batched ? reshape(nchw, Shape{groups, images, out_channels, out_h, out_w})
-                 : reshape(nchw, Shape{images, out_channels, out_h, out_w});
+  const Tensor* in[] = {&x, &weight};
+  detail::Attrs attrs;
+  attrs.window = {1, 1, options.stride, options.stride, options.padding, options.padding};
+  return detail::apply(detail::conv2d_op, in, attrs);
 }
 
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
@@ -292,37 +458,15 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
 }
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& options) {
-  if (!x.defined() || !gamma.defined() || !beta.defined()) throw ValueError("batch_norm: an input is an undefined tensor");
-  const int groups = options.group_axes, channel = groups + 1;
-  if (groups < 0 || x.rank() < groups + 2)
-    throw ShapeError("batch_norm: x " + x.shape().str() + " needs a batch and a channel axis after " +
-                     std::to_string(groups) + " group axes");
-  if (!(options.eps >= 0)) throw ValueError("batch_norm: eps must be >= 0");
-  // The affine parameters broadcast as [G..., 1, C, 1, ...] (or [C, 1, ...]).
-  Shape affine;
-  for (int i = 0; i < x.rank(); ++i) affine.push_back(i < groups || i == channel ? x.shape()[i] : 1);
-  Shape per_channel;
-  per_channel.push_back(x.shape()[channel]);
-  Shape per_group;
-  for (int i = 0; i < groups; ++i) per_group.push_back(x.shape()[i]);
-  per_group.push_back(x.shape()[channel]);
-  for (const Tensor* p : {&gamma, &beta})
-    if (p->shape() != per_channel && p->shape() != per_group)
-      throw ShapeError("batch_norm: gamma and beta must be " + per_channel.str() + " or " + per_group.str() +
-                       " for x " + x.shape().str() + ", got " + p->shape().str());
-  const auto as_affine = [&](const Tensor& p) {
-    if (p.shape() == per_group) return reshape(p, affine);
-    Shape trailing;  // [C, 1, ...]: broadcasting supplies the leading axes
-    for (int i = channel; i < x.rank(); ++i) trailing.push_back(i == channel ? x.shape()[i] : 1);
-    return reshape(p, trailing);
-  };
-  std::vector<int> stat_axes;
-  for (int i = groups; i < x.rank(); ++i)
-    if (i != channel) stat_axes.push_back(i);
-  const Tensor centred = sub(x, mean(x, stat_axes, true));
-  const Tensor variance = mean(square(centred), stat_axes, true);  // biased, as in training-mode BN
-  const Tensor normalised = mul(centred, pow(shift(variance, options.eps), -0.5));
-  return add(mul(normalised, as_affine(gamma)), as_affine(beta));
+  if (!(options.eps >= 0)) throw ValueError("batch_norm: eps must be >= 0, got " + std::to_string(options.eps));
+  if (options.group_axes < 0 || options.group_axes > kMaxRank - 2)
+    throw ValueError("batch_norm: group_axes must be in 0.." + std::to_string(kMaxRank - 2) + ", got " +
+                     std::to_string(options.group_axes));
+  const Tensor* in[] = {&x, &gamma, &beta};
+  detail::Attrs attrs;
+  attrs.scalar = options.eps;
+  attrs.axis = options.group_axes;
+  return detail::apply(detail::batch_norm_op, in, attrs);
 }
 
 }  // namespace metatape

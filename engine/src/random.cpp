@@ -29,7 +29,8 @@ Tensor fill_with(const Shape& shape, DType dtype, Draw draw) {
   if (!is_floating(dtype)) throw DTypeError(std::string("random tensors are f32 or f64, not ") + dtype_name(dtype));
   Tensor out = empty(shape, dtype);
   T* p = out.data<T>();
-  for (std::int64_t i = 0; i < out.numel(); ++i) p[i] = static_cast<T>(draw());
+  const std::int64_t n = out.numel();
+  for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(draw());
   return out;
 }
 

@@ -26,7 +26,8 @@ const OpInfo kRegistry[] = {
     // linear algebra (ops_linalg.cpp)
     primitive(detail::matmul_op),
     // neural-network primitives (ops_nn.cpp)
-    primitive(detail::log_softmax_op), primitive(detail::im2col_op), primitive(detail::col2im_op),
+    primitive(detail::log_softmax_op), primitive(detail::conv2d_op), primitive(detail::conv2d_input_grad_op),
+    primitive(detail::conv2d_weight_grad_op), primitive(detail::batch_norm_op),
     // compositions
     {"square", OpKind::composite, detail::square_samples},
     {"sum", OpKind::composite, detail::sum_samples},
@@ -39,9 +40,7 @@ const OpInfo kRegistry[] = {
     {"softmax", OpKind::composite, detail::softmax_samples},
     {"cross_entropy", OpKind::composite, detail::cross_entropy_samples},
     {"mse_loss", OpKind::composite, detail::mse_loss_samples},
-    {"conv2d", OpKind::composite, detail::conv2d_samples},
     {"max_pool2d", OpKind::composite, detail::max_pool2d_samples},
-    {"batch_norm", OpKind::composite, detail::batch_norm_samples},
 };
 
 }  // namespace

@@ -66,7 +66,11 @@ void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
     case UnaryOp::step: return map(x, y, n, [](T v) { return v > T(0) ? T(1) : T(0); });
     case UnaryOp::sign: return map(x, y, n, [](T v) { return T((v > T(0)) - (v < T(0))); });
     case UnaryOp::pow:
+      // Exponents whose power is a single correctly rounded operation give the
+      // same bits as std::pow, much faster (backward rules produce them).
+      if (param == 1.0) return map(x, y, n, [](T v) { return v; });
       if (param == 2.0) return map(x, y, n, [](T v) { return v * v; });
+      if (param == -1.0) return map(x, y, n, [](T v) { return T(1) / v; });
       return map(x, y, n, [p](T v) { return std::pow(v, p); });
     case UnaryOp::scale: return map(x, y, n, [p](T v) { return v * p; });
     case UnaryOp::shift: return map(x, y, n, [p](T v) { return v + p; });

@@ -6,6 +6,30 @@
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu {
+namespace {
+
+// Σ x[i] in double with eight interleaved partial sums: the additions no
+// longer wait on one another, and the order (hence the result) is fixed.
+template <class T>
+double sum_contiguous(const T* x, std::int64_t n) {
+  double partial[8] = {};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) partial[k] += static_cast<double>(x[i + k]);
+  double total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
+                 ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+  for (; i < n; ++i) total += static_cast<double>(x[i]);
+  return total;
+}
+
+template <class T>
+double sum_strided(const T* x, std::int64_t n, std::int64_t stride) {
+  double total = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) total += static_cast<double>(x[i * stride]);
+  return total;
+}
+
+}  // namespace
 
 template <class T>
 void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64_t* out_shape, T* out) {
@@ -22,9 +46,7 @@ void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64
     const T* xr = x + off[0];
     T* o = out + off[1];
     if (s[1] == 0) {  // the row folds into one entry
-      double acc = 0.0;
-      for (std::int64_t i = 0; i < n; ++i) acc += static_cast<double>(xr[i * s[0]]);
-      *o += static_cast<T>(acc);
+      *o += static_cast<T>(s[0] == 1 ? sum_contiguous(xr, n) : sum_strided(xr, n, s[0]));
     } else if (s[0] == 1 && s[1] == 1) {
       for (std::int64_t i = 0; i < n; ++i) o[i] += xr[i];
     } else {

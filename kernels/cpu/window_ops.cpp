@@ -1,8 +1,24 @@
 #include "window_ops.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace metatape::kernels::cpu {
+namespace {
+
+
+// The output columns [lo, hi) whose input column ow·stride − pad + offset
+// lies inside [0, size): outside them the window reads padding.
+void valid_range(std::int64_t out, std::int64_t stride, std::int64_t pad, std::int64_t offset, std::int64_t size,
+                 std::int64_t& lo, std::int64_t& hi) {
+  // ow·stride ≥ pad − offset  and  ow·stride ≤ size − 1 + pad − offset
+  const std::int64_t first = pad - offset, last = size - 1 + pad - offset;
+  lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+  hi = last < 0 ? 0 : std::min(out, last / stride + 1);
+  if (hi < lo) hi = lo;
+}
+
+}  // namespace
 
 template <class T>
 void im2col(const T* x, std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t h,
@@ -16,19 +32,24 @@ void im2col(const T* x, std::int64_t groups, std::int64_t images, std::int64_t c
         for (std::int64_t kj = 0; kj < win.kernel_w; ++kj) {
           const std::int64_t row = (c * win.kernel_h + ki) * win.kernel_w + kj;
           T* col_row = cols + (g * rows + row) * columns;
+          std::int64_t lo, hi;
+          valid_range(ow_n, win.stride_w, win.pad_w, kj, w, lo, hi);
           for (std::int64_t n = 0; n < images; ++n) {
             const T* plane = x + ((g * images + n) * channels + c) * h * w;
             for (std::int64_t oh = 0; oh < oh_n; ++oh) {
               const std::int64_t ih = oh * win.stride_h - win.pad_h + ki;
               T* out = col_row + (n * oh_n + oh) * ow_n;
               if (ih < 0 || ih >= h) {
-                for (std::int64_t ow = 0; ow < ow_n; ++ow) out[ow] = T(0);
+                std::fill(out, out + ow_n, T(0));
                 continue;
               }
-              for (std::int64_t ow = 0; ow < ow_n; ++ow) {
-                const std::int64_t iw = ow * win.stride_w - win.pad_w + kj;
-                out[ow] = (iw >= 0 && iw < w) ? plane[ih * w + iw] : T(0);
-              }
+              std::fill(out, out + lo, T(0));
+              const T* in = plane + ih * w - win.pad_w + kj;  // in[ow · stride] for ow in [lo, hi)
+              if (win.stride_w == 1)
+                std::copy(in + lo, in + hi, out + lo);
+              else
+                for (std::int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * win.stride_w];
+              std::fill(out + hi, out + ow_n, T(0));
             }
           }
         }
@@ -43,24 +64,23 @@ void col2im(const T* cols, std::int64_t groups, std::int64_t images, std::int64_
   const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w);
   const std::int64_t columns = images * oh_n * ow_n;
   const std::int64_t rows = channels * win.kernel_h * win.kernel_w;
-  const std::int64_t total = groups * images * channels * h * w;
-  for (std::int64_t i = 0; i < total; ++i) x[i] = T(0);
+  std::fill(x, x + groups * images * channels * h * w, T(0));
   for (std::int64_t g = 0; g < groups; ++g) {
     for (std::int64_t c = 0; c < channels; ++c) {
       for (std::int64_t ki = 0; ki < win.kernel_h; ++ki) {
         for (std::int64_t kj = 0; kj < win.kernel_w; ++kj) {
           const std::int64_t row = (c * win.kernel_h + ki) * win.kernel_w + kj;
           const T* col_row = cols + (g * rows + row) * columns;
+          std::int64_t lo, hi;
+          valid_range(ow_n, win.stride_w, win.pad_w, kj, w, lo, hi);
           for (std::int64_t n = 0; n < images; ++n) {
             T* plane = x + ((g * images + n) * channels + c) * h * w;
             for (std::int64_t oh = 0; oh < oh_n; ++oh) {
               const std::int64_t ih = oh * win.stride_h - win.pad_h + ki;
               if (ih < 0 || ih >= h) continue;
               const T* in = col_row + (n * oh_n + oh) * ow_n;
-              for (std::int64_t ow = 0; ow < ow_n; ++ow) {
-                const std::int64_t iw = ow * win.stride_w - win.pad_w + kj;
-                if (iw >= 0 && iw < w) plane[ih * w + iw] += in[ow];
-              }
+              T* out = plane + ih * w - win.pad_w + kj;
+              for (std::int64_t ow = lo; ow < hi; ++ow) out[ow * win.stride_w] += in[ow];
             }
           }
         }
@@ -76,17 +96,23 @@ void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64
   for (std::int64_t p = 0; p < planes; ++p) {
     const std::int64_t base = p * h * w;
     for (std::int64_t oh = 0; oh < oh_n; ++oh) {
+      // The window's rows and columns inside the image: padding never wins.
+      const std::int64_t ih0 = std::max<std::int64_t>(oh * win.stride_h - win.pad_h, 0);
+      const std::int64_t ih1 = std::min(oh * win.stride_h - win.pad_h + win.kernel_h, h);
       for (std::int64_t ow = 0; ow < ow_n; ++ow) {
-        std::int64_t best = -1;
-        for (std::int64_t ki = 0; ki < win.kernel_h; ++ki) {
-          const std::int64_t ih = oh * win.stride_h - win.pad_h + ki;
-          if (ih < 0 || ih >= h) continue;
-          for (std::int64_t kj = 0; kj < win.kernel_w; ++kj) {
-            const std::int64_t iw = ow * win.stride_w - win.pad_w + kj;
-            if (iw < 0 || iw >= w) continue;
-            const std::int64_t at = base + ih * w + iw;
-            // NaN wins, so that it propagates as in torch.max_pool2d.
-            if (best < 0 || (!std::isnan(x[best]) && (x[at] > x[best] || std::isnan(x[at])))) best = at;
+        const std::int64_t iw0 = std::max<std::int64_t>(ow * win.stride_w - win.pad_w, 0);
+        const std::int64_t iw1 = std::min(ow * win.stride_w - win.pad_w + win.kernel_w, w);
+        std::int64_t best = base + ih0 * w + iw0;
+        T best_value = x[best];
+        for (std::int64_t ih = ih0; ih < ih1; ++ih) {
+          for (std::int64_t iw = iw0; iw < iw1; ++iw) {
+            const T v = x[base + ih * w + iw];
+            // Strictly greater takes over (the first maximum wins ties); a NaN
+            // takes over and then stays, so that it propagates.
+            if (!(v <= best_value) && !std::isnan(best_value)) {
+              best = base + ih * w + iw;
+              best_value = v;
+            }
           }
         }
         index[(p * oh_n + oh) * ow_n + ow] = best;
