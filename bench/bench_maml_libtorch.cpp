@@ -15,8 +15,8 @@
 // the libtorch meta-gradients equal metatape's (normalised error).
 //
 //   build/bench/bench-maml-libtorch [--threads N] [--repeats R]
+// (--memory CONFIG VARIANT is the internal child mode of the memory figure.)
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -189,81 +189,125 @@ long resident_kib() {
   return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-// Peak resident memory added by two steps, in a forked child: MiB.
-double peak_mib(const std::function<void()>& step) {
-  int fd[2];
-  if (pipe(fd) != 0) return -1;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    close(fd[0]);
-    const long before = resident_kib();
-    step();
-    step();
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    const double mib = static_cast<double>(usage.ru_maxrss - before) / 1024.0;
-    if (write(fd[1], &mib, sizeof mib) != sizeof mib) _exit(1);
-    _exit(0);
-  }
-  close(fd[1]);
+// Peak resident memory that two steps add to a fresh process, in MiB: the
+// program runs itself again with --memory, so that no allocator cache of an
+// earlier measurement is inherited.
+double peak_mib(int config, int variant, int threads) {
+  char self[4096] = {};
+  if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return -1;
+  const std::string command = std::string(self) + " --memory " + std::to_string(config) + " " + std::to_string(variant) +
+                              " --threads " + std::to_string(threads);
+  FILE* child = popen(command.c_str(), "r");
+  if (!child) return -1;
   double mib = -1;
-  if (read(fd[0], &mib, sizeof mib) != sizeof mib) mib = -1;
-  close(fd[0]);
-  waitpid(pid, nullptr, 0);
+  if (std::fscanf(child, "%lf", &mib) != 1) mib = -1;
+  pclose(child);
   return mib;
 }
 
-void compare(const char* name, bench::MamlSetup setup, bool conv, int repeats) {
-  Problem pr{conv, setup.config.first_order(), setup.config.inner_steps, setup.config.inner_lr,
-             to_torch(setup.params.model), to_torch(setup.batch.support_x), to_torch(setup.batch.support_y),
-             to_torch(setup.batch.query_x), to_torch(setup.batch.query_y)};
-  const auto ours = [&] {
-    return meta::meta_gradient(*setup.model, setup.loss, setup.config, setup.params, setup.batch, 0);
-  };
-  const TorchList reference = to_torch(ours().grads);
-  const double err_loop = normalized_error(libtorch_loop(pr), reference);
-  const double err_batched = normalized_error(libtorch_batched(pr), reference);
+struct Config {
+  const char* name;
+  bool conv, first_order;
+  int steps;
+};
 
-  const double t_ours = median_ms([&] { (void)ours(); }, repeats);
-  const double t_loop = median_ms([&] { (void)libtorch_loop(pr); }, repeats);
-  const double t_batched = median_ms([&] { (void)libtorch_batched(pr); }, repeats);
-  const double m_ours = peak_mib([&] { (void)ours(); });
-  const double m_loop = peak_mib([&] { (void)libtorch_loop(pr); });
-  const double m_batched = peak_mib([&] { (void)libtorch_batched(pr); });
-  std::printf("%-44s %-17s %10.3f %9.1f %8s %10s\n", name, "metatape", t_ours, m_ours, "", "");
-  std::printf("%-44s %-17s %10.3f %9.1f %7.1fx %10.1e\n", "", "libtorch loop", t_loop, m_loop, t_loop / t_ours,
-              err_loop);
-  std::printf("%-44s %-17s %10.3f %9.1f %7.1fx %10.1e\n", "", "libtorch batched", t_batched, m_batched,
-              t_batched / t_ours, err_batched);
+const Config kConfigs[] = {
+    {"sinusoid MLP, 25 tasks, K=10, 1 step, exact", false, false, 1},
+    {"sinusoid MLP, 25 tasks, K=10, 5 steps, exact", false, false, 5},
+    {"sinusoid MLP, 25 tasks, K=10, 1 step, first-order", false, true, 1},
+    {"sinusoid MLP, 25 tasks, K=10, 5 steps, first-order", false, true, 5},
+    {"conv4 28x28 5-way 1-shot, 4 tasks, 1 step, exact", true, false, 1},
+    {"conv4 28x28 5-way 1-shot, 4 tasks, 1 step, first-order", true, true, 1},
+};
+
+bench::MamlSetup make_setup(const Config& c) {
+  return c.conv ? bench::conv4_setup(c.first_order, true, mt::DType::f32)
+                : bench::sinusoid_setup(c.steps, c.first_order, true, mt::DType::f32);
+}
+
+Problem make_problem(const Config& c, const bench::MamlSetup& setup) {
+  return {c.conv, c.first_order, setup.config.inner_steps, setup.config.inner_lr, to_torch(setup.params.model),
+          to_torch(setup.batch.support_x), to_torch(setup.batch.support_y), to_torch(setup.batch.query_x),
+          to_torch(setup.batch.query_y)};
+}
+
+// The step of variant 0 (metatape), 1 (libtorch loop) or 2 (libtorch batched).
+std::function<void()> step_of(int variant, const bench::MamlSetup& setup, const Problem& pr) {
+  if (variant == 0)
+    return [&] { (void)meta::meta_gradient(*setup.model, setup.loss, setup.config, setup.params, setup.batch, 0); };
+  if (variant == 1) return [&] { (void)libtorch_loop(pr); };
+  return [&] { (void)libtorch_batched(pr); };
+}
+
+void compare(int index, int threads, int repeats) {
+  const Config& c = kConfigs[index];
+  const bench::MamlSetup setup = make_setup(c);
+  const Problem pr = make_problem(c, setup);
+  const TorchList reference =
+      to_torch(meta::meta_gradient(*setup.model, setup.loss, setup.config, setup.params, setup.batch, 0).grads);
+  const double errors[3] = {0, normalized_error(libtorch_loop(pr), reference),
+                            normalized_error(libtorch_batched(pr), reference)};
+  const char* names[3] = {"metatape", "libtorch loop", "libtorch batched"};
+  double ours = 0;
+  for (int v = 0; v < 3; ++v) {
+    const double ms = median_ms(step_of(v, setup, pr), c.conv ? std::max(3, repeats / 4) : repeats);
+    if (v == 0) ours = ms;
+    const double mib = peak_mib(index, v, threads);
+    if (v == 0)
+      std::printf("%-52s %-17s %10.3f %9.1f %8s %10s\n", c.name, names[v], ms, mib, "", "");
+    else
+      std::printf("%-52s %-17s %10.3f %9.1f %7.1fx %10.1e\n", "", names[v], ms, mib, ms / ours, errors[v]);
+    std::fflush(stdout);
+  }
+}
+
+// The child of peak_mib(): set up, note the resident size, run two steps.
+int measure_memory(int index, int variant) {
+  const Config& c = kConfigs[index];
+  const bench::MamlSetup setup = make_setup(c);
+  const Problem pr = make_problem(c, setup);
+  const auto step = step_of(variant, setup, pr);
+  const long before = resident_kib();
+  step();
+  step();
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("%.1f\n", static_cast<double>(usage.ru_maxrss - before) / 1024.0);
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 1, repeats = 21;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[i + 1]);
-    if (std::strcmp(argv[i], "--repeats") == 0) repeats = std::atoi(argv[i + 1]);
+  int threads = 1, repeats = 21, memory_config = -1, memory_variant = -1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--threads" && i + 1 < argc) {
+      threads = std::atoi(argv[++i]);
+    } else if (arg == "--repeats" && i + 1 < argc) {
+      repeats = std::atoi(argv[++i]);
+    } else if (arg == "--memory" && i + 2 < argc) {
+      memory_config = std::atoi(argv[++i]);
+      memory_variant = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: %s [--threads N] [--repeats R]\n", argv[0]);
+      return 2;
+    }
   }
   if (threads < 1 || repeats < 1) {
-    std::fprintf(stderr, "usage: %s [--threads N>=1] [--repeats R>=1]\n", argv[0]);
+    std::fprintf(stderr, "%s: --threads and --repeats must be >= 1\n", argv[0]);
     return 2;
   }
   mt::set_num_threads(threads);
   torch::set_num_threads(threads);
   at::set_num_interop_threads(1);
-  std::printf("float32, %d thread(s), median of %d steps; memory: peak resident growth over two steps\n", threads,
-              repeats);
-  std::printf("%-44s %-17s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "peak MiB",
-              "vs ours", "grad err");
-  for (bool first_order : {false, true})
-    for (int steps : {1, 5}) {
-      const std::string name = std::string("sinusoid MLP, 25 tasks, K=10, ") + std::to_string(steps) + " step" +
-                               (steps > 1 ? "s" : "") + (first_order ? ", first-order" : ", exact");
-      compare(name.c_str(), bench::sinusoid_setup(steps, first_order, true, mt::DType::f32), false, repeats);
-    }
-  for (bool first_order : {false, true})
-    compare(first_order ? "conv4 28x28 5-way 1-shot, 4 tasks, first-order" : "conv4 28x28 5-way 1-shot, 4 tasks, exact",
-            bench::conv4_setup(first_order, true, mt::DType::f32), true, std::max(3, repeats / 4));
+  if (memory_config >= 0) return measure_memory(memory_config, memory_variant);
+
+  std::printf("float32, %d thread(s), median of %d steps (conv4: %d); memory: peak resident growth of a fresh "
+              "process over two steps\n",
+              threads, repeats, std::max(3, repeats / 4));
+  std::printf("%-52s %-17s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "peak MiB", "vs ours",
+              "grad err");
+  for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i) compare(i, threads, repeats);
   return 0;
 }

@@ -9,6 +9,7 @@
 #include "kernels/cpu/strided.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
+#include "metatape/tape.hpp"
 #include "op_defs.hpp"
 #include "samples.hpp"
 
@@ -158,12 +159,20 @@ void sigmoid_backward(BackwardContext& c) {  // y (1 - y)
   const Tensor& y = c.output();
   c.set_grad(0, mul(c.grad_output(), mul(y, shift(neg(y), 1.0))));
 }
-void relu_backward(BackwardContext& c) {
-  c.set_grad(0, mul(c.grad_output(), constant_map(UnaryOp::step, c.input(0))));
+// g ⊙ mask(x), the mask a constant whose derivative is zero almost
+// everywhere. Recorded, it is a mul by a constant tensor; otherwise one fused
+// pass, without the mask tensor.
+Tensor times_mask(UnaryOp mask, const Tensor& g, const Tensor& x) {
+  if (grad_enabled()) return mul(g, constant_map(mask, x));
+  Tensor out = empty(x.shape(), x.dtype());
+  with_float_type(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::cpu::multiply_by_mask<T>(mask, g.data<T>(), x.data<T>(), out.data<T>(), x.numel());
+  });
+  return out;
 }
-void abs_backward(BackwardContext& c) {
-  c.set_grad(0, mul(c.grad_output(), constant_map(UnaryOp::sign, c.input(0))));
-}
+void relu_backward(BackwardContext& c) { c.set_grad(0, times_mask(UnaryOp::step, c.grad_output(), c.input(0))); }
+void abs_backward(BackwardContext& c) { c.set_grad(0, times_mask(UnaryOp::sign, c.grad_output(), c.input(0))); }
 void pow_backward(BackwardContext& c) {  // p x^(p-1); exactly zero for p = 0, even at x = 0
   const double p = c.attrs().scalar;
   if (p == 0.0) {

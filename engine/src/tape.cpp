@@ -198,6 +198,10 @@ std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::ve
         any_input = any_input || needs[i];
       }
       if (!any_input) continue;
+      if (node.released)
+        throw GradError(std::string("grad: the tape around '") + node.op->name +
+                        "' was already differentiated with retain_graph = false, which freed the values its "
+                        "backward needs; keep retain_graph = true to differentiate it again");
 
       saved.assign(saved_.begin() + node.saved_begin, saved_.begin() + node.saved_begin + node.n_in + node.n_out);
       shapes.resize(node.n_in);
@@ -219,6 +223,10 @@ std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::ve
       ctx.grad_outputs_ = grad_outputs;
       ctx.grads_ = grads;
       node.op->backward(ctx);
+      if (!options.retain_graph) {
+        for (std::uint32_t k = 0; k < node.n_in + node.n_out; ++k) saved_[node.saved_begin + k] = Tensor{};
+        nodes_[n].released = true;
+      }
 
       // An output's adjoint is complete once its producer has run; drop it
       // unless it was asked for, so peak memory follows the walk.

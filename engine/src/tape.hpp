@@ -39,6 +39,7 @@ struct Node {
   std::uint32_t saved_begin = 0;         // into saved: n_in input slots, then n_out output slots
   std::uint32_t out_var_begin = 0;       // outputs are consecutive variables
   std::uint32_t n_out = 0;
+  bool released = false;  // saved values freed by a grad() with retain_graph = false
   Attrs attrs;
 };
 

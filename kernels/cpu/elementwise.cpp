@@ -78,6 +78,15 @@ void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
 }
 
 template <class T>
+void multiply_by_mask(UnaryOp op, const T* g, const T* x, T* out, std::int64_t n) {
+  if (op == UnaryOp::step) {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] > T(0) ? g[i] : T(0) * g[i];
+  } else {  // sign
+    for (std::int64_t i = 0; i < n; ++i) out[i] = g[i] * T((x[i] > T(0)) - (x[i] < T(0)));
+  }
+}
+
+template <class T>
 void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
             const std::int64_t* b_strides, T* out) {
   switch (op) {
@@ -100,6 +109,8 @@ void fill(T* y, std::int64_t n, T value) {
 
 template void unary<float>(UnaryOp, const float*, float*, std::int64_t, double);
 template void unary<double>(UnaryOp, const double*, double*, std::int64_t, double);
+template void multiply_by_mask<float>(UnaryOp, const float*, const float*, float*, std::int64_t);
+template void multiply_by_mask<double>(UnaryOp, const double*, const double*, double*, std::int64_t);
 template void binary<float>(BinaryOp, int, const std::int64_t*, const float*, const std::int64_t*, const float*,
                             const std::int64_t*, float*);
 template void binary<double>(BinaryOp, int, const std::int64_t*, const double*, const std::int64_t*, const double*,

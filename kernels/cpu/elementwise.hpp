@@ -26,6 +26,11 @@ enum class UnaryOp {
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param);
 
+// out[i] = g[i] * op(x[i]) with op step or sign: the backward of relu and
+// abs in one pass, without a mask tensor. out may alias g.
+template <class T>
+void multiply_by_mask(UnaryOp op, const T* g, const T* x, T* out, std::int64_t n);
+
 enum class BinaryOp { add, sub, mul, div };
 
 // out (contiguous, `shape` of rank <= 5) = a op b, with a and b read through

@@ -89,10 +89,36 @@ void col2im(const T* cols, std::int64_t groups, std::int64_t images, std::int64_
   }
 }
 
+// Candidate `at` replaces the current best if strictly greater (the first
+// maximum wins ties), or if it is NaN while the best is not, so that NaN
+// propagates as in torch.max_pool2d. Branch-free, for the compiler.
+template <class T>
+inline void challenge(const T* x, std::int64_t at, std::int64_t& best, T& best_value) {
+  const T v = x[at];
+  const bool take = !(v <= best_value) && !std::isnan(best_value);
+  best = take ? at : best;
+  best_value = take ? v : best_value;
+}
+
 template <class T>
 void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win,
                      std::int64_t* index) {
   const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w);
+  if (win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 && win.pad_h == 0 &&
+      win.pad_w == 0) {  // the Conv4 case: four candidates, no padding
+    for (std::int64_t p = 0; p < planes; ++p)
+      for (std::int64_t oh = 0; oh < oh_n; ++oh)
+        for (std::int64_t ow = 0; ow < ow_n; ++ow) {
+          const std::int64_t at = p * h * w + 2 * oh * w + 2 * ow;
+          std::int64_t best = at;
+          T best_value = x[at];
+          challenge(x, at + 1, best, best_value);
+          challenge(x, at + w, best, best_value);
+          challenge(x, at + w + 1, best, best_value);
+          index[(p * oh_n + oh) * ow_n + ow] = best;
+        }
+    return;
+  }
   for (std::int64_t p = 0; p < planes; ++p) {
     const std::int64_t base = p * h * w;
     for (std::int64_t oh = 0; oh < oh_n; ++oh) {
@@ -106,13 +132,7 @@ void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64
         T best_value = x[best];
         for (std::int64_t ih = ih0; ih < ih1; ++ih) {
           for (std::int64_t iw = iw0; iw < iw1; ++iw) {
-            const T v = x[base + ih * w + iw];
-            // Strictly greater takes over (the first maximum wins ties); a NaN
-            // takes over and then stays, so that it propagates.
-            if (!(v <= best_value) && !std::isnan(best_value)) {
-              best = base + ih * w + iw;
-              best_value = v;
-            }
+            challenge(x, base + ih * w + iw, best, best_value);
           }
         }
         index[(p * oh_n + oh) * ow_n + ow] = best;

@@ -184,8 +184,10 @@ MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, 
     }
   }
   step.meta_loss = outer.item();
-  // With no inner step a learned rate never touches the loss: its gradient is 0.
-  step.grads = grad(outer, leaves, {.allow_unused = config.inner_steps == 0});
+  // With no inner step a learned rate never touches the loss: its gradient is
+  // 0. Nothing walks this tape again, so its saved values can go as the walk
+  // passes them: peak memory is then the forward's, not forward + gradients.
+  step.grads = grad(outer, leaves, {.allow_unused = config.inner_steps == 0, .retain_graph = false});
   return step;
 }
 

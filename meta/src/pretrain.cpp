@@ -15,7 +15,7 @@ MetaStep pretrain_gradient(const Model& model, Loss loss, const MetaParams& para
   MetaStep step;
   step.task_losses = losses.to_vector();
   step.meta_loss = objective.item();
-  step.grads = grad(objective, leaves);
+  step.grads = grad(objective, leaves, {.retain_graph = false});
   return step;
 }
 

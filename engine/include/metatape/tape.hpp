@@ -32,6 +32,14 @@ struct GradOptions {
   // Give an input that the outputs do not depend on a zero gradient instead
   // of throwing GradError.
   bool allow_unused = false;
+  // Keep the values the walked nodes saved for their backward rules, so the
+  // same part of the tape can be differentiated again. With false, each
+  // node's saved values are freed as soon as its rule has run (PyTorch's
+  // retain_graph=False): a last backward then peaks at the forward's memory
+  // rather than forward plus gradients, and walking those nodes again throws
+  // GradError. Unlike PyTorch the default is to keep them: a TapeScope
+  // decides when recorded values go.
+  bool retain_graph = true;
 };
 
 // d(Σ_j <seed_j, outputs_j>)/d inputs_i for each input i. `seeds` may be empty
