@@ -6,7 +6,8 @@ metatape_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$metatape_root"
 
 # Debian packages the build, the tests and the benchmarks need.
-metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev doctest-dev libbenchmark-dev)
+metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev doctest-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev)
 
 install_missing_packages() {
   local missing=() p

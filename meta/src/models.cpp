@@ -78,9 +78,8 @@ Mlp::Mlp(std::vector<std::int64_t> widths, Activation activation) : widths_(std:
     if (w < 1) throw ValueError("mlp: widths must be >= 1, got " + std::to_string(w));
   for (std::size_t l = 0; l + 1 < widths_.size(); ++l) {
     const int layer = static_cast<int>(l);
-    const std::string index = std::to_string(l + 1);
-    params_.push_back({std::string("w").append(index), Shape{widths_[l], widths_[l + 1]}, layer});
-    params_.push_back({std::string("b").append(index), Shape{widths_[l + 1]}, layer});
+    params_.push_back({"w" + std::to_string(l + 1), Shape{widths_[l], widths_[l + 1]}, layer});
+    params_.push_back({"b" + std::to_string(l + 1), Shape{widths_[l + 1]}, layer});
   }
 }
 

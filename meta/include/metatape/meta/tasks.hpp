@@ -3,6 +3,7 @@
 #pragma once
 
 #include <numbers>
+#include <string>
 
 #include "metatape/engine.hpp"
 
@@ -16,6 +17,16 @@ struct TaskBatch {
   TaskBatch slice(std::int64_t begin, std::int64_t end) const;
 };
 
+// A distribution over tasks.
+class TaskSampler {
+ public:
+  virtual ~TaskSampler() = default;
+  // `tasks` tasks with `support` and `query` examples each.
+  virtual TaskBatch sample(std::int64_t tasks, std::int64_t support, std::int64_t query, Generator& gen,
+                           DType dtype) const = 0;
+  virtual std::string describe() const = 0;
+};
+
 // Sinusoid regression as in Finn et al. 2017 (METHODS.md §1): y = A sin(x − φ)
 // with A ~ U[0.1, 5], φ ~ U[0, π], x ~ U[−5, 5].
 struct SinusoidOptions {
@@ -24,13 +35,14 @@ struct SinusoidOptions {
   double x_low = -5.0, x_high = 5.0;
 };
 
-class SinusoidTasks {
+class SinusoidTasks final : public TaskSampler {
  public:
   explicit SinusoidTasks(const SinusoidOptions& options = {});
-  // `tasks` tasks with `support` and `query` points each: x, y are
-  // [tasks, points, 1]. Draws, per task: amplitude, phase, support xs, query xs.
+  // x, y are [tasks, points, 1]. Draws, per task: amplitude, phase, support
+  // xs, query xs.
   TaskBatch sample(std::int64_t tasks, std::int64_t support, std::int64_t query, Generator& gen,
-                   DType dtype = DType::f32) const;
+                   DType dtype = DType::f32) const override;
+  std::string describe() const override { return "sinusoid"; }
 
  private:
   SinusoidOptions options_;

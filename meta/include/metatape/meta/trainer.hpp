@@ -1,0 +1,69 @@
+// The meta-training loop: sample a meta-batch, take its meta-gradient, clip,
+// step the outer optimiser. Deterministic: the same options and seed give
+// the same bits on the CPU, and a run restored from a checkpoint continues
+// exactly as if it had never stopped.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "metatape/meta/checkpoint.hpp"
+#include "metatape/meta/maml.hpp"
+#include "metatape/meta/optim.hpp"
+
+namespace metatape::meta {
+
+struct TrainOptions {
+  MetaConfig meta;
+  std::string optimizer = "adam";
+  double outer_lr = 1e-3;
+  double clip_grad_norm = 0;  // 0: no clipping
+  std::int64_t meta_batch = 25;
+  std::int64_t shots = 10;    // support examples per task
+  std::int64_t queries = 10;  // query examples per task
+  std::uint64_t seed = 1;
+  DType dtype = DType::f32;
+
+  void validate() const;  // throws ValueError naming the bad option
+};
+
+struct IterationRecord {
+  std::int64_t iteration = 0;  // 1-based: the number of completed iterations
+  double meta_loss = 0;
+  std::vector<double> task_losses;
+  double grad_norm = 0;  // before clipping
+};
+
+class Trainer {
+ public:
+  // The model and task sampler must outlive the trainer.
+  Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const TrainOptions& options);
+
+  IterationRecord step();
+  std::int64_t iteration() const { return iteration_; }
+  const MetaParams& params() const { return params_; }
+  const TrainOptions& options() const { return options_; }
+
+  // The state to save, with the caller's description of the run.
+  Checkpoint checkpoint(const std::string& config) const;
+  // Continues from a checkpoint of the same configuration; throws
+  // ShapeError / ValueError if its tensors do not fit this model.
+  void restore(const Checkpoint& checkpoint);
+
+ private:
+  const Model& model_;
+  Loss loss_;
+  const TaskSampler& tasks_;
+  TrainOptions options_;
+  MetaParams params_;
+  std::unique_ptr<Optimizer> optimizer_;
+  Generator task_rng_;
+  std::int64_t iteration_ = 0;
+};
+
+// Independent streams from one user seed: `stream` 0 initialises parameters,
+// 1 draws training tasks, 2 draws evaluation tasks (SplitMix64 mixing).
+std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream);
+
+}  // namespace metatape::meta

@@ -1,0 +1,39 @@
+#include "metatape/meta/evaluation.hpp"
+
+#include <cmath>
+
+#include "metatape/meta/trainer.hpp"
+
+namespace metatape::meta {
+
+std::vector<StepSummary> summarize(const std::vector<std::vector<double>>& curve) {
+  std::vector<StepSummary> out;
+  for (std::size_t k = 0; k < curve.size(); ++k) {
+    const std::vector<double>& losses = curve[k];
+    const double n = static_cast<double>(losses.size());
+    double mean = 0;
+    for (double l : losses) mean += l / n;
+    double squares = 0;
+    for (double l : losses) squares += (l - mean) * (l - mean);
+    const double sd = losses.size() > 1 ? std::sqrt(squares / (n - 1)) : 0.0;
+    out.push_back({static_cast<int>(k), mean, 1.96 * sd / std::sqrt(n)});
+  }
+  return out;
+}
+
+std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                                  const TaskSampler& tasks, const EvaluationOptions& options, DType dtype) {
+  if (options.tasks < 1 || options.steps < 0 || options.chunk < 1)
+    throw ValueError("evaluation needs tasks >= 1, steps >= 0 and chunk >= 1");
+  Generator gen(derive_seed(options.seed, 2));
+  std::vector<std::vector<double>> curve(static_cast<std::size_t>(options.steps + 1));
+  for (std::int64_t done = 0; done < options.tasks; done += options.chunk) {
+    const std::int64_t n = std::min(options.chunk, options.tasks - done);
+    const TaskBatch batch = tasks.sample(n, options.shots, options.queries, gen, dtype);
+    const auto part = adaptation_curve(model, loss, config, params, batch, options.steps);
+    for (std::size_t k = 0; k < part.size(); ++k) curve[k].insert(curve[k].end(), part[k].begin(), part[k].end());
+  }
+  return summarize(curve);
+}
+
+}  // namespace metatape::meta

@@ -1,0 +1,67 @@
+#include "metatape/meta/trainer.hpp"
+
+namespace metatape::meta {
+
+std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+void TrainOptions::validate() const {
+  meta.validate();
+  if (meta_batch < 1) throw ValueError("the meta-batch must be >= 1 task, got " + std::to_string(meta_batch));
+  if (shots < 1 || queries < 1)
+    throw ValueError("shots and queries must be >= 1, got " + std::to_string(shots) + " and " +
+                     std::to_string(queries));
+  if (!(outer_lr > 0)) throw ValueError("the outer learning rate must be > 0, got " + std::to_string(outer_lr));
+  if (!(clip_grad_norm >= 0)) throw ValueError("the clipping norm must be >= 0, got " + std::to_string(clip_grad_norm));
+  if (!is_floating(dtype)) throw ValueError("training needs dtype f32 or f64");
+  (void)make_optimizer(optimizer, outer_lr);  // throws for an unknown name
+}
+
+Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const TrainOptions& options)
+    : model_(model), loss_(loss), tasks_(tasks), options_(options), task_rng_(derive_seed(options.seed, 1)) {
+  options_.validate();
+  Generator init(derive_seed(options.seed, 0));
+  params_ = init_meta_params(model, options.meta, init, options.dtype);
+  optimizer_ = make_optimizer(options.optimizer, options.outer_lr);
+}
+
+IterationRecord Trainer::step() {
+  const TaskBatch batch = tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
+  MetaStep meta = meta_gradient(model_, loss_, options_.meta, params_, batch, iteration_);
+  IterationRecord record;
+  record.grad_norm = options_.clip_grad_norm > 0 ? clip_grad_norm(meta.grads, options_.clip_grad_norm)
+                                                 : global_norm(meta.grads);
+  std::vector<Tensor> all = params_.all();
+  optimizer_->step(all, meta.grads);
+  params_ = MetaParams::from_all(all, params_.model.size());
+  record.iteration = ++iteration_;
+  record.meta_loss = meta.meta_loss;
+  record.task_losses = std::move(meta.task_losses);
+  return record;
+}
+
+Checkpoint Trainer::checkpoint(const std::string& config) const {
+  return {config, iteration_, task_rng_.position(), params_.all(), optimizer_->state(), optimizer_->steps()};
+}
+
+void Trainer::restore(const Checkpoint& c) {
+  const std::vector<Tensor> current = params_.all();
+  if (c.params.size() != current.size())
+    throw ValueError("checkpoint holds " + std::to_string(c.params.size()) + " parameter tensors, this run has " +
+                     std::to_string(current.size()));
+  for (std::size_t i = 0; i < current.size(); ++i)
+    if (c.params[i].shape() != current[i].shape() || c.params[i].dtype() != current[i].dtype())
+      throw ShapeError("checkpoint parameter " + std::to_string(i) + " is " + dtype_name(c.params[i].dtype()) + " " +
+                       c.params[i].shape().str() + ", this run needs " + dtype_name(current[i].dtype()) + " " +
+                       current[i].shape().str());
+  optimizer_->load_state(c.optimizer_state, c.optimizer_steps);
+  params_ = MetaParams::from_all(c.params, params_.model.size());
+  task_rng_.set_position(c.task_rng_position);
+  iteration_ = c.iteration;
+}
+
+}  // namespace metatape::meta

@@ -1,0 +1,195 @@
+// The training loop's guarantees: determinism, bit-for-bit resume,
+// checkpoints that refuse corruption, atomic files, the evaluation summary.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <unistd.h>
+
+#include "metatape/meta/evaluation.hpp"
+#include "metatape/meta/trainer.hpp"
+
+namespace mt = metatape;
+namespace meta = metatape::meta;
+namespace fs = std::filesystem;
+using mt::Tensor;
+
+namespace {
+
+// A fresh, empty directory for one test.
+fs::path scratch_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("metatape-test-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i].shape() != b[i].shape() || a[i].dtype() != b[i].dtype()) return false;
+    const std::size_t bytes = static_cast<std::size_t>(a[i].numel()) * mt::dtype_size(a[i].dtype());
+    if (std::memcmp(a[i].raw_data(), b[i].raw_data(), bytes) != 0) return false;
+  }
+  return true;
+}
+
+meta::TrainOptions small_options(meta::Algorithm algorithm = meta::Algorithm::maml) {
+  meta::TrainOptions o;
+  o.meta = {.algorithm = algorithm, .inner_steps = 2, .inner_lr = 0.02};
+  o.meta_batch = 4;
+  o.shots = 5;
+  o.queries = 5;
+  o.seed = 11;
+  return o;
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const mt::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+}  // namespace
+
+TEST_SUITE("trainer") {
+  TEST_CASE("a resumed run equals an uninterrupted one, bit for bit") {
+    const meta::Mlp model({1, 16, 16, 1});
+    const meta::SinusoidTasks tasks;
+    for (meta::Algorithm a : {meta::Algorithm::maml, meta::Algorithm::metasgd, meta::Algorithm::reptile}) {
+      INFO(std::string(meta::algorithm_name(a)));
+      const fs::path dir = scratch_dir("resume");
+      meta::Trainer straight(model, meta::Loss::mse, tasks, small_options(a));
+      for (int i = 0; i < 12; ++i) straight.step();
+
+      meta::Trainer first(model, meta::Loss::mse, tasks, small_options(a));
+      for (int i = 0; i < 7; ++i) first.step();
+      meta::save_checkpoint((dir / "c.bin").string(), first.checkpoint("{}"));
+      meta::Trainer resumed(model, meta::Loss::mse, tasks, small_options(a));
+      resumed.restore(meta::load_checkpoint((dir / "c.bin").string()));
+      CHECK(resumed.iteration() == 7);
+      for (int i = 0; i < 5; ++i) resumed.step();
+
+      CHECK(same_bits(straight.params().all(), resumed.params().all()));
+      CHECK(same_bits(straight.checkpoint("").optimizer_state, resumed.checkpoint("").optimizer_state));
+      CHECK(straight.checkpoint("").task_rng_position == resumed.checkpoint("").task_rng_position);
+      fs::remove_all(dir);
+    }
+  }
+
+  TEST_CASE("training lowers the meta-loss, and the same seed gives the same run") {
+    const meta::Mlp model({1, 16, 16, 1});
+    const meta::SinusoidTasks tasks;
+    meta::TrainOptions o = small_options();
+    o.outer_lr = 3e-3;
+    meta::Trainer a(model, meta::Loss::mse, tasks, o), b(model, meta::Loss::mse, tasks, o);
+    double early = 0, late = 0;
+    for (int i = 0; i < 300; ++i) {
+      const auto r = a.step();
+      (void)b.step();
+      if (i < 30) early += r.meta_loss / 30;
+      if (i >= 270) late += r.meta_loss / 30;
+    }
+    CHECK(late < 0.8 * early);
+    CHECK(same_bits(a.params().all(), b.params().all()));
+  }
+
+  TEST_CASE("checkpoints round-trip every field exactly") {
+    const fs::path dir = scratch_dir("roundtrip");
+    mt::Generator gen(3);
+    meta::Checkpoint c{"{\"x\": 1}", 42, 123456789, {mt::normal({3, 4}, 0, 1, gen, mt::DType::f64),
+                                                      mt::normal({5}, 0, 1, gen, mt::DType::f32), mt::scalar(2.5)},
+                       {mt::from_indices({7, -8, 9}, {3})}, 17};
+    meta::save_checkpoint((dir / "c.bin").string(), c);
+    const meta::Checkpoint r = meta::load_checkpoint((dir / "c.bin").string());
+    CHECK(r.config == c.config);
+    CHECK(r.iteration == 42);
+    CHECK(r.task_rng_position == 123456789);
+    CHECK(r.optimizer_steps == 17);
+    CHECK(same_bits(r.params, c.params));
+    CHECK(same_bits(r.optimizer_state, c.optimizer_state));
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("truncated, corrupt and foreign checkpoints are refused with the file and the byte") {
+    const fs::path dir = scratch_dir("corrupt");
+    const std::string path = (dir / "c.bin").string();
+    mt::Generator gen(4);
+    meta::save_checkpoint(path, {"{}", 5, 6, {mt::normal({8}, 0, 1, gen, mt::DType::f32)}, {}, 5});
+    const std::string good = meta::read_file(path);
+
+    const auto refusal = [&](const std::string& bytes) {
+      write_bytes(path, bytes);
+      return message_of([&] { (void)meta::load_checkpoint(path); });
+    };
+    for (std::size_t cut : {std::size_t{0}, std::size_t{10}, std::size_t{30}, good.size() - 1}) {
+      INFO("cut at " << cut);
+      const std::string m = refusal(good.substr(0, cut));
+      CHECK(m.find(path) != std::string::npos);
+      CHECK(m.find("truncated") != std::string::npos);
+      CHECK(m.find("at byte") != std::string::npos);
+    }
+    std::string flipped = good;
+    flipped[40] = static_cast<char>(flipped[40] ^ 0x10);
+    CHECK(refusal(flipped).find("corrupt: the checksum does not match") != std::string::npos);
+    std::string magic = good;
+    magic[0] = 'X';
+    CHECK(refusal(magic).find("not a metatape checkpoint") != std::string::npos);
+    std::string future = good;
+    future[8] = 9;
+    CHECK(refusal(future).find("format version 9") != std::string::npos);
+    CHECK(refusal(good + "junk").find("padded") != std::string::npos);
+    CHECK(message_of([&] { (void)meta::load_checkpoint((dir / "missing.bin").string()); }).find("cannot open") !=
+          std::string::npos);
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("atomic writes replace a file whole or leave it alone") {
+    const fs::path dir = scratch_dir("atomic");
+    const std::string path = (dir / "out.txt").string();
+    meta::write_file_atomically(path, "first");
+    meta::write_file_atomically(path, "second");
+    CHECK(meta::read_file(path) == "second");
+    // A target that cannot be replaced (a directory) fails cleanly: an IoError
+    // naming it, no temporary file left behind.
+    fs::create_directories(dir / "taken");
+    CHECK(message_of([&] { meta::write_file_atomically((dir / "taken").string(), "x"); }).find("taken") !=
+          std::string::npos);
+    CHECK(message_of([&] { meta::write_file_atomically((dir / "no" / "such" / "dir.txt").string(), "x"); })
+              .find("cannot create") != std::string::npos);
+    int entries = 0;
+    for (const auto& entry : fs::directory_iterator(dir)) entries += entry.path().filename().string()[0] == '.';
+    CHECK(entries == 0);
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("restoring a checkpoint of another model is refused") {
+    const meta::Mlp small({1, 8, 1}), large({1, 16, 1});
+    const meta::SinusoidTasks tasks;
+    meta::Trainer a(small, meta::Loss::mse, tasks, small_options());
+    meta::Trainer b(large, meta::Loss::mse, tasks, small_options());
+    CHECK(message_of([&] { b.restore(a.checkpoint("{}")); }).find("checkpoint parameter 0 is f32 [1, 8]") !=
+          std::string::npos);
+  }
+
+  TEST_CASE("evaluation summaries: mean and a 95% interval of the mean") {
+    const auto s = meta::summarize({{1.0, 2.0, 3.0, 4.0}, {2.0, 2.0, 2.0, 2.0}});
+    REQUIRE(s.size() == 2);
+    CHECK(s[0].mean == doctest::Approx(2.5));
+    CHECK(s[0].ci95 == doctest::Approx(1.96 * std::sqrt(5.0 / 3.0) / 2.0));
+    CHECK(s[1].ci95 == 0.0);
+    CHECK(meta::derive_seed(1, 0) != meta::derive_seed(1, 1));
+    CHECK(meta::derive_seed(1, 2) != meta::derive_seed(2, 2));
+  }
+}

@@ -1,0 +1,142 @@
+// metatape eval: the evaluation protocol of METHODS.md §1 — fresh tasks,
+// 0..steps inner steps, mean query MSE with a 95% confidence interval after
+// each — for a checkpoint and, beside it, a baseline checkpoint.
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.hpp"
+#include "metatape/meta/checkpoint.hpp"
+#include "metatape/meta/evaluation.hpp"
+#include "svg.hpp"
+
+namespace metatape::tools {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct LoadedRun {
+  std::string path;
+  RunConfig config;
+  RunParts parts;
+  meta::MetaParams params;
+  std::int64_t iteration = 0;
+};
+
+LoadedRun load_run(const std::string& path) {
+  if (!fs::exists(path)) throw IoError("cannot open " + path + ": no such file");
+  const meta::Checkpoint checkpoint = meta::load_checkpoint(path);
+  const nlohmann::json j = nlohmann::json::parse(checkpoint.config, nullptr, false);
+  if (j.is_discarded()) throw IoError("checkpoint " + path + ": its configuration is not JSON");
+  LoadedRun run{path, RunConfig::from_json(j), {}, {}, checkpoint.iteration};
+  run.parts = build(run.config);
+  const std::size_t model_params = run.parts.model->parameters().size();
+  run.params = meta::MetaParams::from_all(checkpoint.params, model_params);
+  run.parts.model->check(run.params.model, 1);
+  return run;
+}
+
+std::string label(const LoadedRun& run) {
+  std::string l = run.config.algorithm;
+  if (run.config.lslr) l += "+lslr";
+  if (run.config.multi_step_loss) l += "+msl";
+  return l;
+}
+
+nlohmann::json to_json(const std::vector<meta::StepSummary>& curve) {
+  nlohmann::json steps = nlohmann::json::array();
+  for (const auto& s : curve) steps.push_back({{"step", s.step}, {"mean", s.mean}, {"ci95", s.ci95}});
+  return steps;
+}
+
+}  // namespace
+
+int run_eval(const EvalArgs& args) {
+  if (args.tasks < 1 || args.steps < 0 || args.queries < 0)
+    throw ValueError("eval needs --tasks >= 1, --steps >= 0 and --queries >= 0");
+  set_num_threads(args.threads);
+  const LoadedRun run = load_run(args.checkpoint);
+  std::optional<LoadedRun> baseline;
+  if (!args.baseline.empty()) {
+    baseline = load_run(args.baseline);
+    if (args.baseline_inner_lr > 0) {
+      baseline->config.inner_lr = args.baseline_inner_lr;
+      baseline->parts.options.meta.inner_lr = args.baseline_inner_lr;
+    }
+    if (baseline->config.task != run.config.task)
+      throw ValueError("--baseline was trained on " + baseline->config.task + ", the checkpoint on " + run.config.task);
+  }
+  const std::vector<std::int64_t> shots = args.shots.empty() ? std::vector<std::int64_t>{run.config.shots} : args.shots;
+  for (std::int64_t k : shots)
+    if (k < 1) throw ValueError("--shots must be >= 1, got " + std::to_string(k));
+
+  std::printf("%s (%s, iteration %lld)%s%s%s\n", label(run).c_str(), run.path.c_str(),
+              static_cast<long long>(run.iteration), baseline ? " against " : "",
+              baseline ? label(*baseline).c_str() : "", baseline ? (" (" + baseline->path + ")").c_str() : "");
+  std::printf("%lld fresh %s tasks per K; query MSE after each inner step (inner lr %g", static_cast<long long>(args.tasks),
+              run.config.task.c_str(), run.config.inner_lr);
+  if (baseline && baseline->config.inner_lr != run.config.inner_lr)
+    std::printf(", baseline %g", baseline->config.inner_lr);
+  std::printf("); mean ± 95%% CI\n");
+
+  nlohmann::json results = nlohmann::json::array();
+  Chart chart{"query MSE after k inner steps (" + std::to_string(args.tasks) + " tasks, 95% CI)",
+              "inner gradient steps", "mean squared error", false, {}};
+  for (std::size_t i = 0; i < shots.size(); ++i) {
+    const meta::EvaluationOptions options{.tasks = args.tasks,
+                                          .shots = shots[i],
+                                          .queries = args.queries > 0 ? args.queries : shots[i],
+                                          .steps = args.steps,
+                                          .seed = args.seed};
+    const DType dtype = parse_dtype(run.config.dtype);
+    const auto ours = meta::evaluate(*run.parts.model, run.parts.loss, run.parts.options.meta, run.params,
+                                     *run.parts.tasks, options, dtype);
+    std::vector<meta::StepSummary> theirs;
+    if (baseline)
+      theirs = meta::evaluate(*baseline->parts.model, baseline->parts.loss, baseline->parts.options.meta,
+                              baseline->params, *baseline->parts.tasks, options,
+                              parse_dtype(baseline->config.dtype));
+    std::printf("\nK = %lld\n %5s %22s", static_cast<long long>(shots[i]), "steps", label(run).c_str());
+    if (baseline) std::printf(" %22s", label(*baseline).c_str());
+    std::printf("\n");
+    for (std::size_t s = 0; s < ours.size(); ++s) {
+      std::printf(" %5d %13.4f ± %-6.4f", ours[s].step, ours[s].mean, ours[s].ci95);
+      if (baseline) std::printf(" %13.4f ± %-6.4f", theirs[s].mean, theirs[s].ci95);
+      std::printf("\n");
+    }
+    nlohmann::json entry{{"shots", shots[i]}, {"queries", options.queries}, {label(run), to_json(ours)}};
+    if (baseline) entry[label(*baseline)] = to_json(theirs);
+    results.push_back(entry);
+
+    const auto add_series = [&](const std::vector<meta::StepSummary>& curve, const std::string& name, bool dashed) {
+      Series series{name + ", K=" + std::to_string(shots[i]), {}, {}, {}, palette(i), dashed, true};
+      for (const auto& s : curve) {
+        series.x.push_back(s.step);
+        series.y.push_back(s.mean);
+        series.error.push_back(s.ci95);
+      }
+      chart.series.push_back(series);
+    };
+    add_series(ours, label(run), false);
+    if (baseline) add_series(theirs, label(*baseline), true);
+  }
+
+  const fs::path out = args.out.empty() ? fs::path(args.checkpoint).parent_path() : fs::path(args.out);
+  std::error_code ec;
+  if (!out.empty()) fs::create_directories(out, ec);
+  if (ec) throw IoError("cannot create " + out.string() + ": " + ec.message());
+  const nlohmann::json report{{"checkpoint", run.path},
+                              {"baseline", baseline ? baseline->path : ""},
+                              {"tasks", args.tasks},
+                              {"steps", args.steps},
+                              {"seed", args.seed},
+                              {"inner_lr", run.config.inner_lr},
+                              {"baseline_inner_lr", baseline ? baseline->config.inner_lr : 0.0},
+                              {"results", results}};
+  const fs::path json_path = out / "eval.json", svg_path = out / "mse_vs_steps.svg";
+  meta::write_file_atomically(json_path.string(), report.dump(2) + "\n");
+  meta::write_file_atomically(svg_path.string(), render_svg(chart));
+  std::printf("\nwrote %s and %s\n", json_path.c_str(), svg_path.c_str());
+  return 0;
+}
+
+}  // namespace metatape::tools
