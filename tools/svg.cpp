@@ -22,11 +22,27 @@ std::string escape(const std::string& text) {
   return out;
 }
 
+// Tick labels: plain integers up to ten million, otherwise 4 significant digits.
 std::string number(double v) {
   std::ostringstream out;
-  out.precision(4);
-  out << v;
+  if (std::abs(v) < 1e7 && std::abs(v - std::round(v)) < 1e-9 * std::max(1.0, std::abs(v))) {
+    out << static_cast<long long>(std::llround(v));
+  } else {
+    out.precision(4);
+    out << v;
+  }
   return out.str();
+}
+
+// Decade ticks 1, 2, 5 × 10^k inside [low, high] (log10 units), for a log axis.
+std::vector<double> log_ticks(double low, double high) {
+  std::vector<double> ticks;
+  for (int k = static_cast<int>(std::floor(low)); k <= static_cast<int>(std::ceil(high)); ++k)
+    for (double m : {1.0, 2.0, 5.0}) {
+      const double t = std::log10(m) + k;
+      if (t >= low && t <= high) ticks.push_back(t);
+    }
+  return ticks;
 }
 
 // About `count` round tick values covering [low, high].
@@ -89,7 +105,7 @@ std::string render_svg(const Chart& chart, int width, int height) {
         << "\" stroke=\"#e5e5e5\"/>\n<text x=\"" << px(t) << "\" y=\"" << top + plot_h + 16
         << "\" text-anchor=\"middle\">" << number(t) << "</text>\n";
   }
-  for (double t : linear_ticks(y_min, y_max, 6)) {
+  for (double t : chart.log_y ? log_ticks(y_min, y_max) : linear_ticks(y_min, y_max, 6)) {
     const double value = chart.log_y ? std::pow(10.0, t) : t;
     const double y = top + (1 - (t - y_min) / (y_max - y_min)) * plot_h;
     svg << "<line x1=\"" << left << "\" y1=\"" << y << "\" x2=\"" << left + plot_w << "\" y2=\"" << y
