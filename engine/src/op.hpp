@@ -32,6 +32,7 @@ struct Attrs {
   bool trans_a = false, trans_b = false;    // matmul: use the transpose of a / b
   kernels::Window2d window;                 // im2col, col2im
   DType dtype = DType::f32;                 // cast: the target dtype
+  bool relu = false;                        // batch_norm: a fused ReLU after it
 };
 
 using Inputs = std::span<const Tensor* const>;

@@ -3,6 +3,7 @@
 // Compositions, differentiated through their parts: max_pool2d is a take at
 // the windows' arg-max, softmax and the losses are reductions.
 #include "kernels/cpu/conv.hpp"
+#include "kernels/cpu/elementwise.hpp"
 #include "kernels/cpu/norm.hpp"
 #include "kernels/cpu/reduce.hpp"
 #include "kernels/cpu/window_ops.hpp"
@@ -188,7 +189,7 @@ struct NormLayout {
   Shape affine;                // γ, β viewed to broadcast against x
 };
 
-NormLayout norm_layout(const Shape& x, const Shape& gamma, int group_axes, double eps) {
+NormLayout norm_layout(const Shape& x, const Shape& gamma, int group_axes, double eps, bool relu) {
   const int channel = group_axes + 1;
   if (x.rank() < group_axes + 2)
     throw ShapeError("batch_norm: x " + x.str() + " needs a batch and a channel axis after " +
@@ -204,7 +205,7 @@ NormLayout norm_layout(const Shape& x, const Shape& gamma, int group_axes, doubl
   std::int64_t groups = 1, spatial = 1;
   for (int i = 0; i < group_axes; ++i) groups *= x[i];
   for (int i = channel + 1; i < x.rank(); ++i) spatial *= x[i];
-  layout.kernel = {groups, x[group_axes], x[channel], spatial, per_group_affine, eps};
+  layout.kernel = {groups, x[group_axes], x[channel], spatial, per_group_affine, eps, relu};
   for (int i = group_axes; i < x.rank(); ++i)
     if (i != channel) layout.stat_axes.push_back(i);
   // [G..., 1, C, 1...] per group; [C, 1...] shared (broadcasting supplies the rest).
@@ -220,11 +221,11 @@ void batch_norm_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   if (in[1]->shape() != in[2]->shape())
     throw ShapeError("batch_norm: gamma " + in[1]->shape().str() + " and beta " + in[2]->shape().str() +
                      " differ in shape");
-  (void)norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar);
+  (void)norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
   out[0] = {in[0]->shape(), in[0]->dtype()};
 }
 void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  const NormLayout layout = norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar);
+  const NormLayout layout = norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
   with_float_type(out[0].dtype(), [&](auto t) {
     using T = decltype(t);
     kernels::cpu::batch_norm_forward<T>(layout.kernel, in[0]->data<T>(), in[1]->data<T>(), in[2]->data<T>(),
@@ -235,17 +236,20 @@ void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
 // the backward is being recorded, the same formulas are written in
 // differentiable ops, recomputing x̂ from x so that x̂ and 1/√(var + eps)
 // carry their own dependence on x:
-//   dx = r γ (g − mean(g) − x̂ mean(g x̂)),  dγ = Σ g x̂,  dβ = Σ g.
+//   dx = r γ (g − mean(g) − x̂ mean(g x̂)),  dγ = Σ g x̂,  dβ = Σ g,
+// with g first masked by the fused ReLU's 0/1 derivative if there is one.
 void batch_norm_backward(BackwardContext& c) {
-  const Tensor &x = c.input(0), &gamma = c.input(1), &g = c.grad_output();
-  const NormLayout layout = norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar);
+  const Tensor &x = c.input(0), &gamma = c.input(1), &beta = c.input(2);
+  const NormLayout layout =
+      norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar, c.attrs().relu);
   if (!grad_enabled()) {
+    const Tensor& g = c.grad_output();
     Tensor dx = empty(x.shape(), x.dtype()), dgamma = empty(gamma.shape(), x.dtype()),
            dbeta = empty(gamma.shape(), x.dtype());
     with_float_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
-      kernels::cpu::batch_norm_backward<T>(layout.kernel, x.data<T>(), gamma.data<T>(), g.data<T>(), dx.data<T>(),
-                                           dgamma.data<T>(), dbeta.data<T>());
+      kernels::cpu::batch_norm_backward<T>(layout.kernel, x.data<T>(), gamma.data<T>(), beta.data<T>(), g.data<T>(),
+                                           dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
     });
     if (c.needs_grad(0)) c.set_grad(0, dx);
     if (c.needs_grad(1)) c.set_grad(1, dgamma);
@@ -256,6 +260,18 @@ void batch_norm_backward(BackwardContext& c) {
   const Tensor centred = sub(x, mean(x, axes, true));
   const Tensor rstd = pow(shift(mean(square(centred), axes, true), c.attrs().scalar), -0.5);
   const Tensor xhat = mul(centred, rstd);
+  Tensor g = c.grad_output();
+  if (c.attrs().relu) {  // the ReLU's derivative at the recomputed pre-activation: a constant mask
+    NoGradScope constant;
+    const Tensor pre = add(mul(xhat, reshape(gamma, layout.affine)), reshape(beta, layout.affine));
+    Tensor mask = empty(pre.shape(), pre.dtype());
+    with_float_type(pre.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::cpu::unary<T>(kernels::cpu::UnaryOp::step, pre.data<T>(), mask.data<T>(), pre.numel(), 0.0);
+    });
+    g = mask;  // multiplied in below, outside the no-grad scope
+  }
+  if (c.attrs().relu) g = mul(c.grad_output(), g);
   if (c.needs_grad(1)) c.set_grad(1, reshape(sum_to(mul(g, xhat), layout.affine), gamma.shape()));
   if (c.needs_grad(2)) c.set_grad(2, reshape(sum_to(g, layout.affine), gamma.shape()));
   if (c.needs_grad(0)) {
@@ -323,7 +339,7 @@ const OpDef conv2d_weight_grad_op = {.name = "conv2d_weight_grad", .arity = 2, .
                       })};
     }};
 const OpDef batch_norm_op = {.name = "batch_norm", .arity = 3, .num_outputs = 1,
-    .saves = save_input(0) | save_input(1), .nondiff = 0, .is_view = false,
+    .saves = save_input(0) | save_input(1) | save_input(2), .nondiff = 0, .is_view = false,
     .shape_rule = batch_norm_rule, .forward = batch_norm_forward, .backward = batch_norm_backward,
     .samples = batch_norm_samples};
 // clang-format on
@@ -378,6 +394,12 @@ std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype) {
                        sample_uniform({2, 2}, gen, dtype)},
                       [](const std::vector<Tensor>& in) {
                         return batch_norm(in[0], in[1], in[2], {.eps = 1e-5, .group_axes = 1});
+                      }),
+          make_sample("[4, 3, 2, 2] with the fused ReLU",
+                      {sample_uniform({4, 3, 2, 2}, gen, dtype), sample_uniform({3}, gen, dtype, 0.5, 1.5),
+                       sample_uniform({3}, gen, dtype, -0.5, 0.5)},
+                      [](const std::vector<Tensor>& in) {
+                        return batch_norm(in[0], in[1], in[2], {.relu = true});
                       })};
 }
 
@@ -466,6 +488,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   detail::Attrs attrs;
   attrs.scalar = options.eps;
   attrs.axis = options.group_axes;
+  attrs.relu = options.relu;
   return detail::apply(detail::batch_norm_op, in, attrs);
 }
 

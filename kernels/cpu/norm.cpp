@@ -7,24 +7,42 @@ namespace {
 
 // Mean and 1/√(var + eps) of one (group, channel) slice: `batch` runs of
 // `spatial` values, `stride` apart.
+// Mean and 1/√(var + eps) of one (group, channel) slice: `batch` rows of
+// `spatial` values, `stride` apart. Each row is summed in T as a simd
+// reduction (vectorised, in a fixed order), rows are added in double.
 template <class T>
 void moments(const T* x, std::int64_t batch, std::int64_t spatial, std::int64_t stride, double eps, double& mean,
              double& rstd) {
   const double count = static_cast<double>(batch * spatial);
   double sum = 0;
-  for (std::int64_t n = 0; n < batch; ++n)
-    for (std::int64_t i = 0; i < spatial; ++i) sum += static_cast<double>(x[n * stride + i]);
+  for (std::int64_t n = 0; n < batch; ++n) {
+    const T* row = x + n * stride;
+    T row_sum = 0;
+#pragma omp simd reduction(+ : row_sum)
+    for (std::int64_t i = 0; i < spatial; ++i) row_sum += row[i];
+    sum += static_cast<double>(row_sum);
+  }
   mean = sum / count;
+  const T m = static_cast<T>(mean);
   double squares = 0;  // two passes: no cancellation
-  for (std::int64_t n = 0; n < batch; ++n)
-    for (std::int64_t i = 0; i < spatial; ++i) {
-      const double d = static_cast<double>(x[n * stride + i]) - mean;
-      squares += d * d;
-    }
+  for (std::int64_t n = 0; n < batch; ++n) {
+    const T* row = x + n * stride;
+    T row_squares = 0;
+#pragma omp simd reduction(+ : row_squares)
+    for (std::int64_t i = 0; i < spatial; ++i) row_squares += (row[i] - m) * (row[i] - m);
+    squares += static_cast<double>(row_squares);
+  }
   rstd = 1.0 / std::sqrt(squares / count + eps);
 }
 
 }  // namespace
+
+// The forward's affine map for one (group, channel): y = x · scale + shift.
+template <class T>
+void affine_of(double mean, double rstd, T gamma, T beta, T& scale, T& shift) {
+  scale = static_cast<T>(rstd * static_cast<double>(gamma));
+  shift = static_cast<T>(static_cast<double>(beta) - mean * rstd * static_cast<double>(gamma));
+}
 
 template <class T>
 void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, T* y) {
@@ -35,55 +53,101 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
       const std::int64_t affine = s.per_group_affine ? g * s.channels + c : c;
       double mean, rstd;
       moments(x + offset, s.batch, s.spatial, stride, s.eps, mean, rstd);
-      const T scale = static_cast<T>(rstd * static_cast<double>(gamma[affine]));
-      const T shift = static_cast<T>(static_cast<double>(beta[affine]) - mean * rstd * static_cast<double>(gamma[affine]));
+      T scale, shift;
+      affine_of(mean, rstd, gamma[affine], beta[affine], scale, shift);
       for (std::int64_t n = 0; n < s.batch; ++n) {
         const T* xr = x + offset + n * stride;
         T* yr = y + offset + n * stride;
-        for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = xr[i] * scale + shift;
+        if (s.relu) {
+          for (std::int64_t i = 0; i < s.spatial; ++i) {
+            const T v = xr[i] * scale + shift;
+            yr[i] = v < T(0) ? T(0) : v;  // NaN stays NaN
+          }
+        } else {
+          for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = xr[i] * scale + shift;
+        }
       }
     }
   }
 }
 
+// One (group, channel) of batch_norm_backward; Relu masks g by the fused
+// ReLU's derivative. Written as plain loops with simd reductions so that the
+// compiler vectorises them (the order of the additions is fixed at compile
+// time, so results are reproducible).
+template <class T, bool Relu>
+void backward_channel(const NormShape& s, std::int64_t offset, const T* x, const T* g, T* dx, double mean, double rstd,
+                      T scale, T shift, double gamma, double& total_g, double& total_g_xhat) {
+  const std::int64_t stride = s.channels * s.spatial;
+  // The forward's pre-activation, recomputed bit for bit, decides the mask; a
+  // multiplication by 0 or 1 (not a branch) keeps the loop vectorisable and
+  // lets a NaN gradient through as relu's backward would.
+  const auto upstream = [&](T xv, T gv) {
+    if constexpr (Relu) return gv * (xv * scale + shift > T(0) ? T(1) : T(0));
+    return gv;
+  };
+  double sum_g = 0, sum_gd = 0;  // Σ g and Σ g (x − mean): rows in T, across rows in double
+  const T m = static_cast<T>(mean);
+  for (std::int64_t n = 0; n < s.batch; ++n) {
+    const T* xr = x + offset + n * stride;
+    const T* gr = g + offset + n * stride;
+    T row_g = 0, row_gd = 0;
+#pragma omp simd reduction(+ : row_g, row_gd)
+    for (std::int64_t i = 0; i < s.spatial; ++i) {
+      const T gv = upstream(xr[i], gr[i]);
+      row_g += gv;
+      row_gd += gv * (xr[i] - m);
+    }
+    sum_g += static_cast<double>(row_g);
+    sum_gd += static_cast<double>(row_gd);
+  }
+  total_g = sum_g;
+  total_g_xhat = sum_gd * rstd;
+  // dx = k (g − mean(g) − x̂ mean(g x̂)) = a·g + b·x + c, one fused pass.
+  const double count = static_cast<double>(s.batch * s.spatial), k = rstd * gamma;
+  const double mean_g = total_g / count, mean_g_xhat = total_g_xhat / count;
+  const T a = static_cast<T>(k), b = static_cast<T>(-k * mean_g_xhat * rstd);
+  const T c = static_cast<T>(-k * mean_g + k * mean_g_xhat * rstd * mean);
+  for (std::int64_t n = 0; n < s.batch; ++n) {
+    const T* xr = x + offset + n * stride;
+    const T* gr = g + offset + n * stride;
+    T* out = dx + offset + n * stride;
+#pragma omp simd
+    for (std::int64_t i = 0; i < s.spatial; ++i) out[i] = a * upstream(xr[i], gr[i]) + b * xr[i] + c;
+  }
+}
+
 template <class T>
-void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T* g, T* dx, T* dgamma, T* dbeta) {
+void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T* beta, const T* g, T* dx,
+                         T* dgamma, T* dbeta) {
   const std::int64_t stride = s.channels * s.spatial;
   const std::int64_t affine_size = s.per_group_affine ? s.groups * s.channels : s.channels;
   for (std::int64_t a = 0; a < affine_size; ++a) dgamma[a] = dbeta[a] = T(0);
-  const double count = static_cast<double>(s.batch * s.spatial);
   for (std::int64_t grp = 0; grp < s.groups; ++grp) {
     for (std::int64_t c = 0; c < s.channels; ++c) {
       const std::int64_t offset = grp * s.batch * stride + c * s.spatial;
       const std::int64_t affine = s.per_group_affine ? grp * s.channels + c : c;
       double mean, rstd;
       moments(x + offset, s.batch, s.spatial, stride, s.eps, mean, rstd);
-      double sum_g = 0, sum_g_xhat = 0;
-      for (std::int64_t n = 0; n < s.batch; ++n)
-        for (std::int64_t i = 0; i < s.spatial; ++i) {
-          const double gv = static_cast<double>(g[offset + n * stride + i]);
-          sum_g += gv;
-          sum_g_xhat += gv * (static_cast<double>(x[offset + n * stride + i]) - mean) * rstd;
-        }
-      dbeta[affine] += static_cast<T>(sum_g);
-      dgamma[affine] += static_cast<T>(sum_g_xhat);
-      const double k = rstd * static_cast<double>(gamma[affine]);
-      const double mean_g = sum_g / count, mean_g_xhat = sum_g_xhat / count;
-      for (std::int64_t n = 0; n < s.batch; ++n)
-        for (std::int64_t i = 0; i < s.spatial; ++i) {
-          const std::int64_t at = offset + n * stride + i;
-          const double xhat = (static_cast<double>(x[at]) - mean) * rstd;
-          dx[at] = static_cast<T>(k * (static_cast<double>(g[at]) - mean_g - xhat * mean_g_xhat));
-        }
+      T scale, shift;
+      affine_of(mean, rstd, gamma[affine], beta[affine], scale, shift);
+      double total_g, total_g_xhat;
+      const double k = static_cast<double>(gamma[affine]);
+      if (s.relu)
+        backward_channel<T, true>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
+      else
+        backward_channel<T, false>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
+      dbeta[affine] += static_cast<T>(total_g);
+      dgamma[affine] += static_cast<T>(total_g_xhat);
     }
   }
 }
 
 template void batch_norm_forward<float>(const NormShape&, const float*, const float*, const float*, float*);
 template void batch_norm_forward<double>(const NormShape&, const double*, const double*, const double*, double*);
-template void batch_norm_backward<float>(const NormShape&, const float*, const float*, const float*, float*, float*,
-                                         float*);
-template void batch_norm_backward<double>(const NormShape&, const double*, const double*, const double*, double*,
-                                          double*, double*);
+template void batch_norm_backward<float>(const NormShape&, const float*, const float*, const float*, const float*,
+                                         float*, float*, float*);
+template void batch_norm_backward<double>(const NormShape&, const double*, const double*, const double*,
+                                          const double*, double*, double*, double*);
 
 }  // namespace metatape::kernels::cpu

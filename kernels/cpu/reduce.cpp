@@ -8,17 +8,13 @@
 namespace metatape::kernels::cpu {
 namespace {
 
-// Σ x[i] in double with eight interleaved partial sums: the additions no
-// longer wait on one another, and the order (hence the result) is fixed.
+// Σ x[i] in double, as a simd reduction: the additions no longer wait on one
+// another, and the order (hence the result) is fixed at compile time.
 template <class T>
 double sum_contiguous(const T* x, std::int64_t n) {
-  double partial[8] = {};
-  std::int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) partial[k] += static_cast<double>(x[i + k]);
-  double total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
-                 ((partial[4] + partial[5]) + (partial[6] + partial[7]));
-  for (; i < n; ++i) total += static_cast<double>(x[i]);
+  double total = 0.0;
+#pragma omp simd reduction(+ : total)
+  for (std::int64_t i = 0; i < n; ++i) total += static_cast<double>(x[i]);
   return total;
 }
 

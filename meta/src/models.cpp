@@ -181,7 +181,7 @@ Tensor Conv4::forward(const std::vector<Tensor>& params, const Tensor& x) const 
     }
     h = add(h, as_broadcast(params[4 * block + 1], params_[4 * block + 1], 2));
     // Statistics per task (group axis 0), as each task is its own batch.
-    h = relu(batch_norm(h, params[4 * block + 2], params[4 * block + 3], {.eps = 1e-3, .group_axes = 1}));
+    h = batch_norm(h, params[4 * block + 2], params[4 * block + 3], {.eps = 1e-3, .group_axes = 1, .relu = true});
     if (!options_.strided) h = max_pool2d(h, {.kernel = 2});
   }
   const Tensor features = options_.strided ? mean(h, {3, 4}) : reshape(h, Shape{tasks, images, features_});

@@ -123,6 +123,10 @@ struct BatchNormOptions {
   // Leading axes that index independent groups (the task axis of a
   // task-batched model): statistics are never shared across them.
   int group_axes = 0;
+  // Apply ReLU to the result, fused: the same values and derivatives as
+  // relu(batch_norm(...)), without keeping the normalised tensor for the
+  // backward pass (it is recomputed from x).
+  bool relu = false;
 };
 // Batch normalisation with the statistics of this batch (biased variance),
 // as MAML uses it: x [G..., N, C, ...]; axis group_axes + 1 is the channel

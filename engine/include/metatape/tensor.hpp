@@ -23,15 +23,16 @@ namespace detail {
 
 class Tape;
 
-// One refcounted block of device memory, recycled through a size-class pool
+// One refcounted block of device memory, recycled by the storage pool
 // (storage.cpp) so that a training loop's steady state does no malloc/free.
 struct Storage {
   std::atomic<int> refs{1};
   Device device = Device::cpu;
-  int size_class = 0;         // the pool bucket this block returns to
+  int size_class = 0;         // the small-block class it returns to (-1: large)
   std::size_t capacity = 0;   // bytes usable at data
   void* data = nullptr;       // 64-byte aligned
-  void* owner = nullptr;      // the pool that handed it out (thread-local)
+  void* owner = nullptr;      // the thread pool that handed out a small block
+  void* block = nullptr;      // the large-heap block, for a large one
 };
 
 // Drops the last reference: the block goes back to its pool.
