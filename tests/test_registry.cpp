@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -76,6 +77,42 @@ TEST_SUITE("registry") {
         INFO(std::string(op.name) << " (" << s.label << "): " << r.message);
         CHECK(r.ok);
       }
+    }
+  }
+
+  TEST_CASE("fast (u, v) mode on shapes too large for a full Jacobian") {
+    mt::Generator gen(77);
+    const auto f64 = mt::DType::f64;
+    struct Case {
+      const char* name;
+      std::vector<mt::Tensor> inputs;
+      std::function<mt::Tensor(const std::vector<mt::Tensor>&)> call;
+    };
+    const std::vector<Case> cases = {
+        {"matmul [48, 64] @ [64, 40]", {mt::normal({48, 64}, 0, 1, gen, f64), mt::normal({64, 40}, 0, 1, gen, f64)},
+         [](const std::vector<mt::Tensor>& in) { return mt::matmul(in[0], in[1]); }},
+        {"conv2d [4, 6, 12, 12] * [8, 6, 3, 3]",
+         {mt::normal({4, 6, 12, 12}, 0, 1, gen, f64), mt::normal({8, 6, 3, 3}, 0, 1, gen, f64)},
+         [](const std::vector<mt::Tensor>& in) { return mt::conv2d(in[0], in[1], {.padding = 1}); }},
+        {"batch_norm + relu [16, 8, 6, 6]",
+         {mt::normal({16, 8, 6, 6}, 0, 1, gen, f64), mt::uniform({8}, 0.5, 1.5, gen, f64),
+          mt::uniform({8}, -0.5, 0.5, gen, f64)},
+         [](const std::vector<mt::Tensor>& in) { return mt::batch_norm(in[0], in[1], in[2], {.relu = true}); }},
+        {"log_softmax [64, 100]", {mt::normal({64, 100}, 0, 1, gen, f64)},
+         [](const std::vector<mt::Tensor>& in) { return mt::log_softmax(in[0], 1); }},
+    };
+    for (const Case& c : cases) {
+      INFO(c.name);
+      const mt::testing::Function f = [&c](const std::vector<mt::Tensor>& in) {
+        return std::vector<mt::Tensor>{c.call(in)};
+      };
+      const std::vector<bool> all(c.inputs.size(), true);
+      const auto first = mt::testing::gradcheck(f, c.inputs, all, {.fast = true, .probes = 4});
+      INFO(first.message);
+      CHECK(first.ok);
+      const auto second = mt::testing::gradgradcheck(f, c.inputs, all, {.fast = true, .probes = 2});
+      INFO(second.message);
+      CHECK(second.ok);
     }
   }
 
