@@ -44,8 +44,11 @@ void affine_of(double mean, double rstd, T gamma, T beta, T& scale, T& shift) {
   shift = static_cast<T>(static_cast<double>(beta) - mean * rstd * static_cast<double>(gamma));
 }
 
-template <class T>
-void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, T* y) {
+// Calls f(offset, affine, mean, rstd, scale, shift) for every (group,
+// channel) slice: where it starts in x, its index in gamma and beta, its
+// statistics, and the forward's affine map y = x · scale + shift.
+template <class T, class F>
+void for_each_slice(const NormShape& s, const T* x, const T* gamma, const T* beta, F&& f) {
   const std::int64_t stride = s.channels * s.spatial;  // between batch entries
   for (std::int64_t g = 0; g < s.groups; ++g) {
     for (std::int64_t c = 0; c < s.channels; ++c) {
@@ -55,6 +58,15 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
       moments(x + offset, s.batch, s.spatial, stride, s.eps, mean, rstd);
       T scale, shift;
       affine_of(mean, rstd, gamma[affine], beta[affine], scale, shift);
+      f(offset, affine, mean, rstd, scale, shift);
+    }
+  }
+}
+
+template <class T>
+void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, T* y) {
+  const std::int64_t stride = s.channels * s.spatial;
+  for_each_slice(s, x, gamma, beta, [&](std::int64_t offset, std::int64_t, double, double, T scale, T shift) {
       for (std::int64_t n = 0; n < s.batch; ++n) {
         const T* xr = x + offset + n * stride;
         T* yr = y + offset + n * stride;
@@ -67,8 +79,7 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
           for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = xr[i] * scale + shift;
         }
       }
-    }
-  }
+  });
 }
 
 // One (group, channel) of batch_norm_backward; Relu masks g by the fused
@@ -120,27 +131,20 @@ void backward_channel(const NormShape& s, std::int64_t offset, const T* x, const
 template <class T>
 void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T* beta, const T* g, T* dx,
                          T* dgamma, T* dbeta) {
-  const std::int64_t stride = s.channels * s.spatial;
   const std::int64_t affine_size = s.per_group_affine ? s.groups * s.channels : s.channels;
   for (std::int64_t a = 0; a < affine_size; ++a) dgamma[a] = dbeta[a] = T(0);
-  for (std::int64_t grp = 0; grp < s.groups; ++grp) {
-    for (std::int64_t c = 0; c < s.channels; ++c) {
-      const std::int64_t offset = grp * s.batch * stride + c * s.spatial;
-      const std::int64_t affine = s.per_group_affine ? grp * s.channels + c : c;
-      double mean, rstd;
-      moments(x + offset, s.batch, s.spatial, stride, s.eps, mean, rstd);
-      T scale, shift;
-      affine_of(mean, rstd, gamma[affine], beta[affine], scale, shift);
-      double total_g, total_g_xhat;
-      const double k = static_cast<double>(gamma[affine]);
-      if (s.relu)
-        backward_channel<T, true>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
-      else
-        backward_channel<T, false>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
-      dbeta[affine] += static_cast<T>(total_g);
-      dgamma[affine] += static_cast<T>(total_g_xhat);
-    }
-  }
+  for_each_slice(s, x, gamma, beta,
+                 [&](std::int64_t offset, std::int64_t affine, double mean, double rstd, T scale, T shift) {
+                   double total_g, total_g_xhat;
+                   const double k = static_cast<double>(gamma[affine]);
+                   if (s.relu)
+                     backward_channel<T, true>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
+                   else
+                     backward_channel<T, false>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g,
+                                                total_g_xhat);
+                   dbeta[affine] += static_cast<T>(total_g);
+                   dgamma[affine] += static_cast<T>(total_g_xhat);
+                 });
 }
 
 template void batch_norm_forward<float>(const NormShape&, const float*, const float*, const float*, float*);
