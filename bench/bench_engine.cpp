@@ -75,8 +75,8 @@ void BM_Matmul_RawBlas(benchmark::State& state) {
   const int ni = static_cast<int>(n);
   for (auto _ : state) {
     if constexpr (D == mt::DType::f32)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0f, a.data<float>(), ni, b.data<float>(),
-                  ni, 0.0f, c.data<float>(), ni);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0f, a.data<float>(), ni, b.data<float>(), ni,
+                  0.0f, c.data<float>(), ni);
     else
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0, a.data<double>(), ni, b.data<double>(),
                   ni, 0.0, c.data<double>(), ni);
@@ -85,10 +85,34 @@ void BM_Matmul_RawBlas(benchmark::State& state) {
   set_gflops(state, n);
 }
 
-BENCHMARK(BM_Matmul_Engine<mt::DType::f32>)->Name("BM_Matmul_Engine_f32")->Arg(40)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
-BENCHMARK(BM_Matmul_RawBlas<mt::DType::f32>)->Name("BM_Matmul_RawBlas_f32")->Arg(40)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
-BENCHMARK(BM_Matmul_Engine<mt::DType::f64>)->Name("BM_Matmul_Engine_f64")->Arg(40)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
-BENCHMARK(BM_Matmul_RawBlas<mt::DType::f64>)->Name("BM_Matmul_RawBlas_f64")->Arg(40)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
+BENCHMARK(BM_Matmul_Engine<mt::DType::f32>)
+    ->Name("BM_Matmul_Engine_f32")
+    ->Arg(40)
+    ->Arg(128)
+    ->Arg(256)
+    ->Arg(512)
+    ->Arg(1024);
+BENCHMARK(BM_Matmul_RawBlas<mt::DType::f32>)
+    ->Name("BM_Matmul_RawBlas_f32")
+    ->Arg(40)
+    ->Arg(128)
+    ->Arg(256)
+    ->Arg(512)
+    ->Arg(1024);
+BENCHMARK(BM_Matmul_Engine<mt::DType::f64>)
+    ->Name("BM_Matmul_Engine_f64")
+    ->Arg(40)
+    ->Arg(128)
+    ->Arg(256)
+    ->Arg(512)
+    ->Arg(1024);
+BENCHMARK(BM_Matmul_RawBlas<mt::DType::f64>)
+    ->Name("BM_Matmul_RawBlas_f64")
+    ->Arg(40)
+    ->Arg(128)
+    ->Arg(256)
+    ->Arg(512)
+    ->Arg(1024);
 
 // --- a whole small gradient -------------------------------------------------
 
@@ -97,9 +121,9 @@ BENCHMARK(BM_Matmul_RawBlas<mt::DType::f64>)->Name("BM_Matmul_RawBlas_f64")->Arg
 void BM_MlpGradient(benchmark::State& state) {
   mt::Generator gen(3);
   const mt::Tensor x = mt::uniform({10, 1}, -5, 5, gen), y = mt::uniform({10, 1}, -1, 1, gen);
-  const std::vector<mt::Tensor> theta = {mt::normal({1, 40}, 0, 1, gen), mt::zeros({40}),
+  const std::vector<mt::Tensor> theta = {mt::normal({1, 40}, 0, 1, gen),    mt::zeros({40}),
                                          mt::normal({40, 40}, 0, 0.2, gen), mt::zeros({40}),
-                                         mt::normal({40, 1}, 0, 0.2, gen), mt::zeros({1})};
+                                         mt::normal({40, 1}, 0, 0.2, gen),  mt::zeros({1})};
   for (auto _ : state) {
     mt::TapeScope scope;
     std::vector<mt::Tensor> p;

@@ -42,13 +42,19 @@ void BM_Conv4(benchmark::State& state) {
 // Args: inner steps, first-order?, task-batched?
 BENCHMARK(BM_Sinusoid)
     ->ArgNames({"steps", "first_order", "batched"})
-    ->Args({1, 0, 1})->Args({1, 1, 1})->Args({5, 0, 1})->Args({5, 1, 1})
-    ->Args({1, 0, 0})->Args({5, 0, 0})
+    ->Args({1, 0, 1})
+    ->Args({1, 1, 1})
+    ->Args({5, 0, 1})
+    ->Args({5, 1, 1})
+    ->Args({1, 0, 0})
+    ->Args({5, 0, 0})
     ->Unit(benchmark::kMicrosecond);
 // Args: first-order?, task-batched?
 BENCHMARK(BM_Conv4)
     ->ArgNames({"first_order", "batched"})
-    ->Args({0, 1})->Args({1, 1})->Args({0, 0})
+    ->Args({0, 1})
+    ->Args({1, 1})
+    ->Args({0, 0})
     ->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

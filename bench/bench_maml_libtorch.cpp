@@ -19,13 +19,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <torch/torch.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
-#include <torch/torch.h>
 #include <vector>
 
 #include "maml_setups.hpp"
@@ -94,8 +94,7 @@ torch::Tensor conv4_batched(const TorchList& p, const torch::Tensor& x) {  // x 
   auto h = x.transpose(0, 1).reshape({n, tasks * x.size(2), x.size(3), x.size(4)});
   for (int b = 0; b < 4; ++b) {
     const auto& w = p[4 * b];  // [T, O, C, 3, 3]
-    h = torch::conv2d(h, w.reshape({tasks * w.size(1), w.size(2), 3, 3}), p[4 * b + 1].reshape({-1}), 1, 1, 1,
-                      tasks);
+    h = torch::conv2d(h, w.reshape({tasks * w.size(1), w.size(2), 3, 3}), p[4 * b + 1].reshape({-1}), 1, 1, 1, tasks);
     h = torch::batch_norm(h, p[4 * b + 2].reshape({-1}), p[4 * b + 3].reshape({-1}), {}, {}, true, 0.0, 1e-3, false);
     h = torch::max_pool2d(torch::relu(h), 2);
   }
@@ -195,8 +194,8 @@ long resident_kib() {
 double peak_mib(int config, int variant, int threads) {
   char self[4096] = {};
   if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return -1;
-  const std::string command = std::string(self) + " --memory " + std::to_string(config) + " " + std::to_string(variant) +
-                              " --threads " + std::to_string(threads);
+  const std::string command = std::string(self) + " --memory " + std::to_string(config) + " " +
+                              std::to_string(variant) + " --threads " + std::to_string(threads);
   FILE* child = popen(command.c_str(), "r");
   if (!child) return -1;
   double mib = -1;
@@ -226,8 +225,14 @@ bench::MamlSetup make_setup(const Config& c) {
 }
 
 Problem make_problem(const Config& c, const bench::MamlSetup& setup) {
-  return {c.conv, c.first_order, setup.config.inner_steps, setup.config.inner_lr, to_torch(setup.params.model),
-          to_torch(setup.batch.support_x), to_torch(setup.batch.support_y), to_torch(setup.batch.query_x),
+  return {c.conv,
+          c.first_order,
+          setup.config.inner_steps,
+          setup.config.inner_lr,
+          to_torch(setup.params.model),
+          to_torch(setup.batch.support_x),
+          to_torch(setup.batch.support_y),
+          to_torch(setup.batch.query_x),
           to_torch(setup.batch.query_y)};
 }
 
@@ -303,9 +308,10 @@ int main(int argc, char** argv) {
   at::set_num_interop_threads(1);
   if (memory_config >= 0) return measure_memory(memory_config, memory_variant);
 
-  std::printf("float32, %d thread(s), median of %d steps (conv4: %d); memory: peak resident growth of a fresh "
-              "process over two steps\n",
-              threads, repeats, std::max(3, repeats / 4));
+  std::printf(
+      "float32, %d thread(s), median of %d steps (conv4: %d); memory: peak resident growth of a fresh "
+      "process over two steps\n",
+      threads, repeats, std::max(3, repeats / 4));
   std::printf("%-52s %-17s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "peak MiB", "vs ours",
               "grad err");
   for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i) compare(i, threads, repeats);

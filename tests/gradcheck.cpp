@@ -165,12 +165,11 @@ CheckResult fast_check(const Function& f, const std::vector<Tensor>& inputs, con
 
 CheckResult gradcheck(const Function& f, const std::vector<Tensor>& inputs, const std::vector<bool>& differentiable,
                       const GradcheckOptions& options) {
-  return options.fast ? fast_check(f, inputs, differentiable, options)
-                      : full_check(f, inputs, differentiable, options);
+  return options.fast ? fast_check(f, inputs, differentiable, options) : full_check(f, inputs, differentiable, options);
 }
 
-CheckResult gradgradcheck(const Function& f, const std::vector<Tensor>& inputs,
-                          const std::vector<bool>& differentiable, const GradcheckOptions& options) {
+CheckResult gradgradcheck(const Function& f, const std::vector<Tensor>& inputs, const std::vector<bool>& differentiable,
+                          const GradcheckOptions& options) {
   const std::size_t n = inputs.size();
   // h(x, v) = vᵀ J_f(x): the first backward, recorded.
   const Function h = [&f, &differentiable, n](const std::vector<Tensor>& xv) {

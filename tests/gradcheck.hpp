@@ -40,8 +40,8 @@ CheckResult gradcheck(const Function& f, const std::vector<Tensor>& inputs, cons
 
 // gradcheck of (x, v) ↦ vᵀ J_f(x), the first backward recorded with
 // create_graph, over both x and v: checks the second derivatives.
-CheckResult gradgradcheck(const Function& f, const std::vector<Tensor>& inputs,
-                          const std::vector<bool>& differentiable, const GradcheckOptions& options = {});
+CheckResult gradgradcheck(const Function& f, const std::vector<Tensor>& inputs, const std::vector<bool>& differentiable,
+                          const GradcheckOptions& options = {});
 
 // A registry sample as a Function with one output, and the options to check
 // it with (its own finite-difference step, where it sets one).

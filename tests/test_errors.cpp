@@ -39,9 +39,13 @@ TEST_SUITE("errors") {
     CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::reshape(a, {4}); }),
                    "reshape: cannot reshape [2, 3] (6 elements) to [4] (4 elements)"));
     CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::matmul(mt::ones({3}, f64), a); }), "rank >= 2"));
-    CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::concat({a, mt::ones({2, 2, 1}, f64)}, 0); }),
+    CHECK(contains(message_of<mt::ShapeError>([&] {
+                     (void)mt::concat({a, mt::ones({2, 2, 1}, f64)}, 0);
+                   }),
                    "concat: input 1 has shape [2, 2, 1]"));
-    CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::mse_loss(a, mt::ones({3, 2}, f64)); }),
+    CHECK(contains(message_of<mt::ShapeError>([&] {
+                     (void)mt::mse_loss(a, mt::ones({3, 2}, f64));
+                   }),
                    "mse_loss: prediction [2, 3] and target [3, 2] differ in shape"));
     CHECK(contains(message_of<mt::ShapeError>([&] {
                      (void)mt::conv2d(mt::ones({1, 2, 5, 5}, f64), mt::ones({4, 3, 3, 3}, f64));
@@ -51,7 +55,9 @@ TEST_SUITE("errors") {
                      (void)mt::conv2d(mt::ones({1, 1, 2, 2}, f64), mt::ones({1, 1, 3, 3}, f64));
                    }),
                    "does not fit a 2x2 input"));
-    CHECK(contains(message_of<mt::ShapeError>([] { (void)mt::zeros({1, 1, 1, 1, 1, 1}); }),
+    CHECK(contains(message_of<mt::ShapeError>([] {
+                     (void)mt::zeros({1, 1, 1, 1, 1, 1});
+                   }),
                    "exceeds the maximum rank 5"));
     CHECK(contains(message_of<mt::ShapeError>([&] {
                      (void)mt::batch_norm(mt::ones({4, 3}, f64), mt::ones({2}, f64), mt::ones({2}, f64));
@@ -61,7 +67,9 @@ TEST_SUITE("errors") {
                      (void)mt::batch_norm(mt::ones({4, 3}, f64), mt::ones({3}, f64), mt::ones({2}, f64));
                    }),
                    "batch_norm: gamma [3] and beta [2] differ in shape"));
-    CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::from_vector({1, 2, 3}, {2, 2}); }),
+    CHECK(contains(message_of<mt::ShapeError>([&] {
+                     (void)mt::from_vector({1, 2, 3}, {2, 2});
+                   }),
                    "3 values do not fill shape [2, 2]"));
     CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::squeeze(a, 0); }), "is not of size 1"));
   }
@@ -79,7 +87,9 @@ TEST_SUITE("errors") {
                      i.requires_grad_();
                    }),
                    "only f32 and f64 tensors can be differentiated"));
-    CHECK(contains(message_of<mt::DTypeError>([&] { (void)mt::cross_entropy(mt::ones({2, 3}, f64), b); }),
+    CHECK(contains(message_of<mt::DTypeError>([&] {
+                     (void)mt::cross_entropy(mt::ones({2, 3}, f64), b);
+                   }),
                    "cross_entropy: labels must be i64"));
   }
 
@@ -90,13 +100,18 @@ TEST_SUITE("errors") {
 
   TEST_CASE("bad values: axes, indices, labels, options") {
     const Tensor x = mt::ones({3, 4}, f64);
-    CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::sum(x, {2}); }), "sum: axis 2 is out of range for rank 2"));
+    CHECK(
+        contains(message_of<mt::ValueError>([&] { (void)mt::sum(x, {2}); }), "sum: axis 2 is out of range for rank 2"));
     CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::sum(x, {1, -1}); }), "listed twice"));
-    CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::gather_rows(x, mt::from_indices({0, 3}, {2})); }),
+    CHECK(contains(message_of<mt::ValueError>([&] {
+                     (void)mt::gather_rows(x, mt::from_indices({0, 3}, {2}));
+                   }),
                    "gather_rows: index 3 at position 1 is out of range for 3 rows"));
     CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::take(x, mt::from_indices({-1}, {1})); }),
                    "take: index -1 at position 0 is out of range for 12 elements"));
-    CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::cross_entropy(x, mt::from_indices({0, 4, 1}, {3})); }),
+    CHECK(contains(message_of<mt::ValueError>([&] {
+                     (void)mt::cross_entropy(x, mt::from_indices({0, 4, 1}, {3}));
+                   }),
                    "cross_entropy: label 4 at row 1 is out of range for 4 classes"));
     CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::slice(x, 0, 2, 5); }), "slice: range 2..5 does not fit"));
     CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::permute(x, {0, 0}); }), "appears twice"));
@@ -108,12 +123,12 @@ TEST_SUITE("errors") {
                      (void)mt::max_pool2d(mt::ones({1, 1, 4, 4}, f64), {.kernel = 2, .stride = 1, .padding = 2});
                    }),
                    "padding <= kernel / 2"));
-    CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::add(x, Tensor()); }), "add: input 1 is an undefined tensor"));
+    CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::add(x, Tensor()); }),
+                   "add: input 1 is an undefined tensor"));
     CHECK(contains(message_of<mt::ValueError>([] { mt::set_num_threads(0); }), "threads must be >= 1"));
     mt::Generator gen(1);
     CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::normal({2}, 0, -1, gen); }), "stddev must be >= 0"));
-    CHECK(contains(message_of<mt::ShapeError>([&] { (void)x.item(); }),
-                   "item: the tensor has shape [3, 4]"));
+    CHECK(contains(message_of<mt::ShapeError>([&] { (void)x.item(); }), "item: the tensor has shape [3, 4]"));
   }
 
   TEST_CASE("grad of a non-scalar output without a seed") {
@@ -124,7 +139,9 @@ TEST_SUITE("errors") {
           "grad: output 0 has shape [3]; a non-scalar output needs a seed gradient of that shape");
     CHECK(contains(message_of<mt::ShapeError>([&] { (void)mt::grad({x * 2.0}, {x}, {mt::ones({2}, f64)}); }),
                    "grad: seed 0 has shape [2] but output 0 has shape [3]"));
-    CHECK(contains(message_of<mt::GradError>([&] { (void)mt::grad({x * 2.0}, {x}, {mt::ones({3}, f64), x}); }),
+    CHECK(contains(message_of<mt::GradError>([&] {
+                     (void)mt::grad({x * 2.0}, {x}, {mt::ones({3}, f64), x});
+                   }),
                    "2 seeds given for 1 outputs"));
   }
 
@@ -152,7 +169,8 @@ TEST_SUITE("errors") {
       x.requires_grad_();
       y = x * 3.0;
     }
-    const std::string expected = "was recorded in a TapeScope that has since been released; detach() it to use it as a constant";
+    const std::string expected =
+        "was recorded in a TapeScope that has since been released; detach() it to use it as a constant";
     CHECK(contains(message_of<mt::GradError>([&] { (void)mt::grad(mt::sum(y), x); }), expected));
     CHECK(contains(message_of<mt::GradError>([&] { (void)(y + 1.0); }), "shift: input 0 " + expected));
     // The values survive, and a detached copy is an ordinary constant.

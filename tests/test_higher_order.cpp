@@ -166,10 +166,10 @@ TEST_SUITE("higher-order") {
     x.requires_grad_();
     y.requires_grad_();
     const Tensor f = mt::square(x) * mt::pow(y, 3.0);
-    const auto g = mt::grad(f, {x, y}, {.create_graph = true});      // 2x y³, 3x² y²
-    const Tensor fxy = mt::grad(g[0], y, {.create_graph = true});     // 6x y²
-    const Tensor fxyy = mt::grad(fxy, y, {.create_graph = true});     // 12x y
-    const Tensor fxxyy = mt::grad(fxyy, x);                           // 12 y
+    const auto g = mt::grad(f, {x, y}, {.create_graph = true});    // 2x y³, 3x² y²
+    const Tensor fxy = mt::grad(g[0], y, {.create_graph = true});  // 6x y²
+    const Tensor fxyy = mt::grad(fxy, y, {.create_graph = true});  // 12x y
+    const Tensor fxxyy = mt::grad(fxyy, x);                        // 12 y
     CHECK(g[0].item() == doctest::Approx(2 * 1.5 * std::pow(-0.8, 3)));
     CHECK(g[1].item() == doctest::Approx(3 * 1.5 * 1.5 * 0.64));
     CHECK(fxy.item() == doctest::Approx(6 * 1.5 * 0.64));

@@ -26,8 +26,8 @@ struct Setup {
 };
 
 double meta_loss_at(const Setup& s, const std::vector<Tensor>& all) {
-  return meta::meta_gradient(s.model, s.loss, s.config, meta::MetaParams::from_all(all, s.params.model.size()),
-                             s.batch, 0)
+  return meta::meta_gradient(s.model, s.loss, s.config, meta::MetaParams::from_all(all, s.params.model.size()), s.batch,
+                             0)
       .meta_loss;
 }
 
@@ -154,8 +154,12 @@ TEST_SUITE("maml") {
         {"meta-sgd τ=2", {.algorithm = meta::Algorithm::metasgd, .inner_steps = 2, .inner_lr = 0.05}},
         {"anil τ=2", {.algorithm = meta::Algorithm::anil, .inner_steps = 2, .inner_lr = 0.05}},
         {"maml++ lslr + multi-step loss τ=3",
-         {.algorithm = meta::Algorithm::maml, .inner_steps = 3, .inner_lr = 0.05, .learned_layer_rates = true,
-          .multi_step_loss = true, .msl_anneal_iterations = 4}},
+         {.algorithm = meta::Algorithm::maml,
+          .inner_steps = 3,
+          .inner_lr = 0.05,
+          .learned_layer_rates = true,
+          .multi_step_loss = true,
+          .msl_anneal_iterations = 4}},
         {"looped over tasks τ=2",
          {.algorithm = meta::Algorithm::maml, .inner_steps = 2, .inner_lr = 0.05, .task_batched = false}},
     };
@@ -188,12 +192,12 @@ TEST_SUITE("maml") {
   TEST_CASE("task-batched meta-gradients equal task-by-task ones") {
     const meta::Mlp mlp({1, 8, 8, 1});
     const meta::Conv4 conv({.in_channels = 1, .image_size = 16, .channels = 2, .classes = 2});
-    for (meta::Algorithm a : {meta::Algorithm::maml, meta::Algorithm::fomaml, meta::Algorithm::metasgd,
-                              meta::Algorithm::anil}) {
+    for (meta::Algorithm a :
+         {meta::Algorithm::maml, meta::Algorithm::fomaml, meta::Algorithm::metasgd, meta::Algorithm::anil}) {
       for (bool lslr : {false, true}) {
         if (lslr && a != meta::Algorithm::maml) continue;
-        meta::MetaConfig batched{.algorithm = a, .inner_steps = 2, .inner_lr = 0.03, .learned_layer_rates = lslr,
-                                 .multi_step_loss = lslr};
+        meta::MetaConfig batched{
+            .algorithm = a, .inner_steps = 2, .inner_lr = 0.03, .learned_layer_rates = lslr, .multi_step_loss = lslr};
         meta::MetaConfig looped = batched;
         looped.task_batched = false;
         INFO(std::string(meta::algorithm_name(a)) << (lslr ? " + lslr + msl" : ""));
@@ -230,8 +234,9 @@ TEST_SUITE("maml") {
     const double alpha = 0.05;
     const meta::Mlp model({dims, 1});
     mt::Generator gen(12);
-    const meta::TaskBatch batch{mt::normal({1, support, dims}, 0, 1, gen, f64), mt::normal({1, support, 1}, 0, 1, gen, f64),
-                                mt::normal({1, query, dims}, 0, 1, gen, f64), mt::normal({1, query, 1}, 0, 1, gen, f64)};
+    const meta::TaskBatch batch{
+        mt::normal({1, support, dims}, 0, 1, gen, f64), mt::normal({1, support, 1}, 0, 1, gen, f64),
+        mt::normal({1, query, dims}, 0, 1, gen, f64), mt::normal({1, query, 1}, 0, 1, gen, f64)};
     const meta::MetaConfig config{.algorithm = meta::Algorithm::maml, .inner_steps = 3, .inner_lr = alpha};
     const meta::MetaParams p = random_params(model, config, 4);
     const auto curve = meta::adaptation_curve(model, meta::Loss::mse, config, p, batch, 3);
@@ -241,14 +246,17 @@ TEST_SUITE("maml") {
     const auto ys = batch.support_y.to_vector(), yq = batch.query_y.to_vector();
     const auto w = p.model[0].to_vector();
     const double b = p.model[1].item();
-    const auto kernel = [&](const std::vector<double>& a, std::int64_t i, const std::vector<double>& c, std::int64_t j) {
+    const auto kernel = [&](const std::vector<double>& a, std::int64_t i, const std::vector<double>& c,
+                            std::int64_t j) {
       double k = 1;
-      for (std::int64_t d = 0; d < dims; ++d) k += a[static_cast<std::size_t>(i * dims + d)] * c[static_cast<std::size_t>(j * dims + d)];
+      for (std::int64_t d = 0; d < dims; ++d)
+        k += a[static_cast<std::size_t>(i * dims + d)] * c[static_cast<std::size_t>(j * dims + d)];
       return k;
     };
     const auto f0 = [&](const std::vector<double>& x, std::int64_t i) {
       double f = b;
-      for (std::int64_t d = 0; d < dims; ++d) f += x[static_cast<std::size_t>(i * dims + d)] * w[static_cast<std::size_t>(d)];
+      for (std::int64_t d = 0; d < dims; ++d)
+        f += x[static_cast<std::size_t>(i * dims + d)] * w[static_cast<std::size_t>(d)];
       return f;
     };
     for (int tau = 0; tau <= 3; ++tau) {
@@ -256,13 +264,16 @@ TEST_SUITE("maml") {
       // prediction is f0 + Kq Σ_{j<τ} (I − α'Ks)^j α' r. No inverse needed.
       const double rate = 2 * alpha / support;
       std::vector<double> term(support), acc(support, 0.0);
-      for (std::int64_t i = 0; i < support; ++i) term[static_cast<std::size_t>(i)] = rate * (ys[static_cast<std::size_t>(i)] - f0(xs, i));
+      for (std::int64_t i = 0; i < support; ++i)
+        term[static_cast<std::size_t>(i)] = rate * (ys[static_cast<std::size_t>(i)] - f0(xs, i));
       for (int j = 0; j < tau; ++j) {
-        for (std::int64_t i = 0; i < support; ++i) acc[static_cast<std::size_t>(i)] += term[static_cast<std::size_t>(i)];
+        for (std::int64_t i = 0; i < support; ++i)
+          acc[static_cast<std::size_t>(i)] += term[static_cast<std::size_t>(i)];
         std::vector<double> next(support);
         for (std::int64_t i = 0; i < support; ++i) {
           double ks_term = 0;
-          for (std::int64_t k = 0; k < support; ++k) ks_term += kernel(xs, i, xs, k) * term[static_cast<std::size_t>(k)];
+          for (std::int64_t k = 0; k < support; ++k)
+            ks_term += kernel(xs, i, xs, k) * term[static_cast<std::size_t>(k)];
           next[static_cast<std::size_t>(i)] = term[static_cast<std::size_t>(i)] - rate * ks_term;
         }
         term = next;
@@ -322,9 +333,8 @@ TEST_SUITE("maml") {
       std::vector<Tensor> leaves;
       for (const Tensor& x : p.model) leaves.push_back(x.detach().requires_grad_());
       const auto sub = batch.slice(t, t + 1);
-      const auto g = mt::grad(mt::sum(meta::per_task_loss(meta::Loss::mse, model.forward(leaves, sub.support_x),
-                                                          sub.support_y)),
-                              leaves);
+      const auto g = mt::grad(
+          mt::sum(meta::per_task_loss(meta::Loss::mse, model.forward(leaves, sub.support_x), sub.support_y)), leaves);
       for (std::size_t i = 0; i < g.size(); ++i)
         expected[i] = expected[i].defined() ? expected[i] + g[i].detach() * 0.025 : g[i].detach() * 0.025;
     }
@@ -412,14 +422,16 @@ TEST_SUITE("maml") {
     check_message([] { meta::MetaConfig{.inner_steps = -1}.validate(); }, "inner steps must be >= 0");
     check_message([] { meta::MetaConfig{.algorithm = meta::Algorithm::anil, .learned_layer_rates = true}.validate(); },
                   "LSLR");
-    check_message([&] {
-      mt::Generator gen(1);
-      const auto p = meta::init_meta_params(model, {}, gen, f64);
-      const auto batch = sinusoid_batch(2, 3, 1);
-      meta::TaskBatch wrong = batch;
-      wrong.support_x = mt::ones({2, 3, 2}, f64);
-      (void)meta::meta_gradient(model, meta::Loss::mse, {}, p, wrong, 0);
-    }, "inputs must be [tasks, points, 1], got [2, 3, 2]");
+    check_message(
+        [&] {
+          mt::Generator gen(1);
+          const auto p = meta::init_meta_params(model, {}, gen, f64);
+          const auto batch = sinusoid_batch(2, 3, 1);
+          meta::TaskBatch wrong = batch;
+          wrong.support_x = mt::ones({2, 3, 2}, f64);
+          (void)meta::meta_gradient(model, meta::Loss::mse, {}, p, wrong, 0);
+        },
+        "inputs must be [tasks, points, 1], got [2, 3, 2]");
     check_message([] { (void)meta::make_optimizer("adagrad", 0.1); }, "unknown optimizer 'adagrad'");
   }
 }

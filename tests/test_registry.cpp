@@ -36,10 +36,11 @@ TEST_SUITE("registry") {
     std::set<std::string> names;
     for (const mt::OpInfo& op : mt::op_registry()) names.insert(op.name);
     for (const char* expected :
-         {"add", "sub", "mul", "div", "neg", "scale", "shift", "pow", "exp", "log", "sqrt", "tanh", "sigmoid", "relu",
-          "abs", "sum", "mean", "max", "logsumexp", "sum_to", "expand", "reshape", "permute", "transpose", "slice",
-          "gather_rows", "concat", "stack", "matmul", "log_softmax", "softmax", "cross_entropy", "mse_loss", "conv2d",
-          "max_pool2d", "batch_norm"}) {
+         {"add",      "sub",         "mul",        "div",       "neg",     "scale",       "shift",   "pow",
+          "exp",      "log",         "sqrt",       "tanh",      "sigmoid", "relu",        "abs",     "sum",
+          "mean",     "max",         "logsumexp",  "sum_to",    "expand",  "reshape",     "permute", "transpose",
+          "slice",    "gather_rows", "concat",     "stack",     "matmul",  "log_softmax", "softmax", "cross_entropy",
+          "mse_loss", "conv2d",      "max_pool2d", "batch_norm"}) {
       INFO(expected);
       CHECK(names.count(expected) == 1);
     }
@@ -61,7 +62,8 @@ TEST_SUITE("registry") {
     for (const mt::OpInfo& op : mt::op_registry()) {
       mt::Generator gen(seed_for(op.name));
       for (const mt::OpSample& s : op.samples(gen, mt::DType::f64)) {
-        const auto r = mt::testing::gradgradcheck(as_function(s), s.inputs, s.differentiable, mt::testing::options_for(s));
+        const auto r =
+            mt::testing::gradgradcheck(as_function(s), s.inputs, s.differentiable, mt::testing::options_for(s));
         INFO(std::string(op.name) << " (" << s.label << "): " << r.message);
         CHECK(r.ok);
       }
@@ -73,7 +75,7 @@ TEST_SUITE("registry") {
       mt::Generator gen(seed_for(op.name));
       for (const mt::OpSample& s : op.samples(gen, mt::DType::f64)) {
         const auto r = mt::testing::gradgradcheck(as_function(s), s.inputs, s.differentiable,
-                                                      mt::testing::options_for(s, {.fast = true}));
+                                                  mt::testing::options_for(s, {.fast = true}));
         INFO(std::string(op.name) << " (" << s.label << "): " << r.message);
         CHECK(r.ok);
       }
@@ -89,7 +91,8 @@ TEST_SUITE("registry") {
       std::function<mt::Tensor(const std::vector<mt::Tensor>&)> call;
     };
     const std::vector<Case> cases = {
-        {"matmul [48, 64] @ [64, 40]", {mt::normal({48, 64}, 0, 1, gen, f64), mt::normal({64, 40}, 0, 1, gen, f64)},
+        {"matmul [48, 64] @ [64, 40]",
+         {mt::normal({48, 64}, 0, 1, gen, f64), mt::normal({64, 40}, 0, 1, gen, f64)},
          [](const std::vector<mt::Tensor>& in) { return mt::matmul(in[0], in[1]); }},
         {"conv2d [4, 6, 12, 12] * [8, 6, 3, 3]",
          {mt::normal({4, 6, 12, 12}, 0, 1, gen, f64), mt::normal({8, 6, 3, 3}, 0, 1, gen, f64)},
@@ -98,7 +101,8 @@ TEST_SUITE("registry") {
          {mt::normal({16, 8, 6, 6}, 0, 1, gen, f64), mt::uniform({8}, 0.5, 1.5, gen, f64),
           mt::uniform({8}, -0.5, 0.5, gen, f64)},
          [](const std::vector<mt::Tensor>& in) { return mt::batch_norm(in[0], in[1], in[2], {.relu = true}); }},
-        {"log_softmax [64, 100]", {mt::normal({64, 100}, 0, 1, gen, f64)},
+        {"log_softmax [64, 100]",
+         {mt::normal({64, 100}, 0, 1, gen, f64)},
          [](const std::vector<mt::Tensor>& in) { return mt::log_softmax(in[0], 1); }},
     };
     for (const Case& c : cases) {

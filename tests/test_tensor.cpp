@@ -124,8 +124,8 @@ TEST_SUITE("tensor") {
       for (int i = 0; i < 5; ++i)
         for (int j = 0; j < 6; ++j) {
           double s = 0;
-          for (int k = 0; k < 4; ++k) s += va[static_cast<std::size_t>((t * 5 + i) * 4 + k)] *
-                                           vb[static_cast<std::size_t>((t * 4 + k) * 6 + j)];
+          for (int k = 0; k < 4; ++k)
+            s += va[static_cast<std::size_t>((t * 5 + i) * 4 + k)] * vb[static_cast<std::size_t>((t * 4 + k) * 6 + j)];
           worst = std::max(worst, std::abs(s - vc[static_cast<std::size_t>((t * 5 + i) * 6 + j)]));
         }
     CHECK(worst < 1e-12);
@@ -176,8 +176,8 @@ TEST_SUITE("tensor") {
   }
 
   TEST_CASE("max_pool2d picks each window's maximum") {
-    const Tensor x = mt::reshape(mt::from_vector({1, 2, 5, 3, 4, 8, 7, 6, 9, 0, 1, 2, 3, 4, 5, 6}, {16}, f64),
-                                 {1, 1, 4, 4});
+    const Tensor x =
+        mt::reshape(mt::from_vector({1, 2, 5, 3, 4, 8, 7, 6, 9, 0, 1, 2, 3, 4, 5, 6}, {16}, f64), {1, 1, 4, 4});
     CHECK(mt::max_pool2d(x, {.kernel = 2}).to_vector() == std::vector<double>{8, 7, 9, 6});
     CHECK(mt::max_pool2d(x, {.kernel = 3, .stride = 1}).to_vector() == std::vector<double>{9, 8, 9, 8});
     const Tensor padded = mt::max_pool2d(mt::neg(x), {.kernel = 2, .stride = 2, .padding = 1});

@@ -2,12 +2,12 @@
 // checkpoints that refuse corruption, atomic files, the evaluation summary.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <unistd.h>
 
 #include "metatape/meta/evaluation.hpp"
 #include "metatape/meta/trainer.hpp"
@@ -108,9 +108,13 @@ TEST_SUITE("trainer") {
   TEST_CASE("checkpoints round-trip every field exactly") {
     const fs::path dir = scratch_dir("roundtrip");
     mt::Generator gen(3);
-    meta::Checkpoint c{"{\"x\": 1}", 42, 123456789, {mt::normal({3, 4}, 0, 1, gen, mt::DType::f64),
-                                                      mt::normal({5}, 0, 1, gen, mt::DType::f32), mt::scalar(2.5)},
-                       {mt::from_indices({7, -8, 9}, {3})}, 17};
+    meta::Checkpoint c{
+        "{\"x\": 1}",
+        42,
+        123456789,
+        {mt::normal({3, 4}, 0, 1, gen, mt::DType::f64), mt::normal({5}, 0, 1, gen, mt::DType::f32), mt::scalar(2.5)},
+        {mt::from_indices({7, -8, 9}, {3})},
+        17};
     meta::save_checkpoint((dir / "c.bin").string(), c);
     const meta::Checkpoint r = meta::load_checkpoint((dir / "c.bin").string());
     CHECK(r.config == c.config);
@@ -166,8 +170,9 @@ TEST_SUITE("trainer") {
     fs::create_directories(dir / "taken");
     CHECK(message_of([&] { meta::write_file_atomically((dir / "taken").string(), "x"); }).find("taken") !=
           std::string::npos);
-    CHECK(message_of([&] { meta::write_file_atomically((dir / "no" / "such" / "dir.txt").string(), "x"); })
-              .find("cannot create") != std::string::npos);
+    CHECK(message_of([&] {
+            meta::write_file_atomically((dir / "no" / "such" / "dir.txt").string(), "x");
+          }).find("cannot create") != std::string::npos);
     int entries = 0;
     for (const auto& entry : fs::directory_iterator(dir)) entries += entry.path().filename().string()[0] == '.';
     CHECK(entries == 0);

@@ -10,24 +10,24 @@ namespace metatape::tools {
 
 struct TrainArgs {
   RunConfig config;
-  std::string out;                   // run directory; "" means runs/<algorithm>
+  std::string out;  // run directory; "" means runs/<algorithm>
   std::int64_t checkpoint_every = 1000;
   std::int64_t log_every = 10;
   bool resume = false;
   int threads = 1;
-  bool quiet = false;                // no progress line even on a terminal
+  bool quiet = false;  // no progress line even on a terminal
 };
 
 struct EvalArgs {
   std::string checkpoint;
-  std::string baseline;              // optional second checkpoint
-  double baseline_inner_lr = -1;     // < 0: the baseline run's own inner lr
-  std::vector<std::int64_t> shots;   // empty: the run's own K
-  std::int64_t queries = 0;          // 0: as many as shots
+  std::string baseline;             // optional second checkpoint
+  double baseline_inner_lr = -1;    // < 0: the baseline run's own inner lr
+  std::vector<std::int64_t> shots;  // empty: the run's own K
+  std::int64_t queries = 0;         // 0: as many as shots
   std::int64_t tasks = 600;
   int steps = 10;
   std::uint64_t seed = 1;
-  std::string out;                   // "": the checkpoint's directory
+  std::string out;  // "": the checkpoint's directory
   int threads = 1;
 };
 

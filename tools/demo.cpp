@@ -27,10 +27,14 @@ constexpr mt::DType f64 = mt::DType::f64;
 double tanh_derivative(int order, double a, double x) {
   const double t = std::tanh(a * x), s = 1 - t * t;
   switch (order) {
-    case 1: return a * s;
-    case 2: return -2 * a * a * t * s;
-    case 3: return -2 * a * a * a * s * (1 - 3 * t * t);
-    default: return 8 * a * a * a * a * t * s * (2 - 3 * t * t);
+    case 1:
+      return a * s;
+    case 2:
+      return -2 * a * a * t * s;
+    case 3:
+      return -2 * a * a * a * s * (1 - 3 * t * t);
+    default:
+      return 8 * a * a * a * a * t * s * (2 - 3 * t * t);
   }
 }
 

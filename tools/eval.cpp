@@ -72,15 +72,18 @@ int run_eval(const EvalArgs& args) {
   std::printf("%s (%s, iteration %lld)%s%s%s\n", label(run).c_str(), run.path.c_str(),
               static_cast<long long>(run.iteration), baseline ? " against " : "",
               baseline ? label(*baseline).c_str() : "", baseline ? (" (" + baseline->path + ")").c_str() : "");
-  std::printf("%lld fresh %s tasks per K; query MSE after each inner step (inner lr %g", static_cast<long long>(args.tasks),
-              run.config.task.c_str(), run.config.inner_lr);
+  std::printf("%lld fresh %s tasks per K; query MSE after each inner step (inner lr %g",
+              static_cast<long long>(args.tasks), run.config.task.c_str(), run.config.inner_lr);
   if (baseline && baseline->config.inner_lr != run.config.inner_lr)
     std::printf(", baseline %g", baseline->config.inner_lr);
   std::printf("); mean ± 95%% CI\n");
 
   nlohmann::json results = nlohmann::json::array();
   Chart chart{"query MSE after k inner steps (" + std::to_string(args.tasks) + " tasks, 95% CI)",
-              "inner gradient steps", "mean squared error", false, {}};
+              "inner gradient steps",
+              "mean squared error",
+              false,
+              {}};
   for (std::size_t i = 0; i < shots.size(); ++i) {
     const meta::EvaluationOptions options{.tasks = args.tasks,
                                           .shots = shots[i],
@@ -93,8 +96,7 @@ int run_eval(const EvalArgs& args) {
     std::vector<meta::StepSummary> theirs;
     if (baseline)
       theirs = meta::evaluate(*baseline->parts.model, baseline->parts.loss, baseline->parts.options.meta,
-                              baseline->params, *baseline->parts.tasks, options,
-                              parse_dtype(baseline->config.dtype));
+                              baseline->params, *baseline->parts.tasks, options, parse_dtype(baseline->config.dtype));
     std::printf("\nK = %lld\n %5s %22s", static_cast<long long>(shots[i]), "steps", label(run).c_str());
     if (baseline) std::printf(" %22s", label(*baseline).c_str());
     std::printf("\n");

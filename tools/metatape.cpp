@@ -22,9 +22,10 @@ void add_train_options(CLI::App& train, TrainArgs& a) {
   train.add_option("--activation", c.activation, "MLP activation")
       ->check(CLI::IsMember({"relu", "tanh"}))
       ->capture_default_str();
-  train.add_option("--algorithm", c.algorithm,
-                   "maml (exact second order), fomaml (first order), metasgd (learned per-parameter rates), anil "
-                   "(adapt the head only), reptile, or pretrain (the no-adaptation baseline)")
+  train
+      .add_option("--algorithm", c.algorithm,
+                  "maml (exact second order), fomaml (first order), metasgd (learned per-parameter rates), anil "
+                  "(adapt the head only), reptile, or pretrain (the no-adaptation baseline)")
       ->check(CLI::IsMember({"maml", "fomaml", "metasgd", "anil", "reptile", "pretrain"}))
       ->capture_default_str();
   train.add_flag("--lslr", c.lslr, "MAML++: learn the inner rate per layer and per step (maml, fomaml)");
@@ -43,8 +44,12 @@ void add_train_options(CLI::App& train, TrainArgs& a) {
   train.add_option("--meta-batch", c.meta_batch, "Tasks per meta-iteration")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  train.add_option("--shots", c.shots, "Support examples per task (K)")->check(CLI::PositiveNumber)->capture_default_str();
-  train.add_option("--queries", c.queries, "Query examples per task")->check(CLI::PositiveNumber)->capture_default_str();
+  train.add_option("--shots", c.shots, "Support examples per task (K)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  train.add_option("--queries", c.queries, "Query examples per task")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   train.add_option("--iterations", c.iterations, "Meta-iterations to reach (counting those of a resumed run)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -56,12 +61,16 @@ void add_train_options(CLI::App& train, TrainArgs& a) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   train.add_option("--seed", c.seed, "Seed of parameters and tasks")->capture_default_str();
-  train.add_option("--dtype", c.dtype, "Floating-point type")->check(CLI::IsMember({"f32", "f64"}))->capture_default_str();
+  train.add_option("--dtype", c.dtype, "Floating-point type")
+      ->check(CLI::IsMember({"f32", "f64"}))
+      ->capture_default_str();
   train.add_option("--threads", a.threads, "Threads for the matrix products")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   train.add_option("--out", a.out, "Run directory (default runs/<algorithm>)");
-  train.add_option("--checkpoint-every", a.checkpoint_every, "Write a checkpoint every N iterations (0: only at the end)")
+  train
+      .add_option("--checkpoint-every", a.checkpoint_every,
+                  "Write a checkpoint every N iterations (0: only at the end)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   train.add_option("--log-every", a.log_every, "Write a metrics line every N iterations")
@@ -86,7 +95,8 @@ void add_eval_options(CLI::App& eval, EvalArgs& a) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   eval.add_option("--seed", a.seed, "Seed of the evaluation tasks")->capture_default_str();
-  eval.add_option("--out", a.out, "Where to write eval.json and mse_vs_steps.svg (default: the checkpoint's directory)");
+  eval.add_option("--out", a.out,
+                  "Where to write eval.json and mse_vs_steps.svg (default: the checkpoint's directory)");
   eval.add_option("--threads", a.threads, "Threads for the matrix products")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -95,16 +105,19 @@ void add_eval_options(CLI::App& eval, EvalArgs& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"metatape: MAML with exact second-order meta-gradients, on a tape-based autodiff engine.\n"
-               "Train a run, then evaluate its checkpoint against a baseline."};
+  CLI::App app{
+      "metatape: MAML with exact second-order meta-gradients, on a tape-based autodiff engine.\n"
+      "Train a run, then evaluate its checkpoint against a baseline."};
   app.require_subcommand(1);
   TrainArgs train_args;
   EvalArgs eval_args;
-  CLI::App* train = app.add_subcommand("train", "Meta-train; writes checkpoint.bin, metrics.jsonl, config.json and "
-                                                 "learning_curve.svg into the run directory");
+  CLI::App* train = app.add_subcommand("train",
+                                       "Meta-train; writes checkpoint.bin, metrics.jsonl, config.json and "
+                                       "learning_curve.svg into the run directory");
   add_train_options(*train, train_args);
-  CLI::App* eval = app.add_subcommand("eval", "Evaluate a checkpoint on fresh tasks after 0..steps inner steps; "
-                                               "prints the table, writes eval.json and mse_vs_steps.svg");
+  CLI::App* eval = app.add_subcommand("eval",
+                                      "Evaluate a checkpoint on fresh tasks after 0..steps inner steps; "
+                                      "prints the table, writes eval.json and mse_vs_steps.svg");
   add_eval_options(*eval, eval_args);
 
   try {

@@ -56,8 +56,11 @@ void write_learning_curve(const fs::path& path, const std::vector<nlohmann::json
     smooth.x.push_back(raw.x[i]);
     smooth.y.push_back(total / static_cast<double>(std::min(i + 1, window)));
   }
-  Chart chart{config.algorithm + " on " + config.task + ": meta-training loss", "iteration", "meta-loss (query MSE)",
-              true, {raw, smooth}};
+  Chart chart{config.algorithm + " on " + config.task + ": meta-training loss",
+              "iteration",
+              "meta-loss (query MSE)",
+              true,
+              {raw, smooth}};
   meta::write_file_atomically(path.string(), render_svg(chart));
 }
 
@@ -90,7 +93,8 @@ int run_train(const TrainArgs& args) {
       throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string());
     const meta::Checkpoint checkpoint = meta::load_checkpoint(checkpoint_path.string());
     const nlohmann::json saved_json = nlohmann::json::parse(checkpoint.config, nullptr, false);
-    if (saved_json.is_discarded()) throw IoError("checkpoint " + checkpoint_path.string() + ": its configuration is not JSON");
+    if (saved_json.is_discarded())
+      throw IoError("checkpoint " + checkpoint_path.string() + ": its configuration is not JSON");
     std::string difference;
     if (!config.same_run_as(RunConfig::from_json(saved_json), &difference))
       throw ValueError("--resume: " + checkpoint_path.string() + " belongs to a different run (" + difference + ")");
@@ -147,8 +151,8 @@ int run_train(const TrainArgs& args) {
               config.task.c_str(), parts.model->describe().c_str(), static_cast<long long>(config.iterations),
               static_cast<long long>(config.iterations - first), duration(seconds).c_str(),
               static_cast<double>(config.iterations - first) / std::max(seconds, 1e-9));
-  std::printf("wrote %s, %s, %s and %s\n", checkpoint_path.c_str(), metrics_path.c_str(),
-              (out / "config.json").c_str(), (out / "learning_curve.svg").c_str());
+  std::printf("wrote %s, %s, %s and %s\n", checkpoint_path.c_str(), metrics_path.c_str(), (out / "config.json").c_str(),
+              (out / "learning_curve.svg").c_str());
   return 0;
 }
 

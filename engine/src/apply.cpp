@@ -9,7 +9,8 @@ namespace metatape::detail {
 
 void require_defined(const char* op, Inputs in) {
   for (std::size_t i = 0; i < in.size(); ++i)
-    if (!in[i]->defined()) throw ValueError(std::string(op) + ": input " + std::to_string(i) + " is an undefined tensor");
+    if (!in[i]->defined())
+      throw ValueError(std::string(op) + ": input " + std::to_string(i) + " is an undefined tensor");
 }
 
 void require_same_device(const char* op, Inputs in) {

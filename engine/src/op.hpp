@@ -24,15 +24,15 @@ namespace metatape::detail {
 // Per-call parameters of an op, recorded with its node. Each op reads only
 // the fields it documents; the rest keep their defaults.
 struct Attrs {
-  Shape shape;                              // reshape, expand, sum_to, pad: the target or input shape
-  double scalar = 0.0;                      // pow: exponent; scale / shift: the scalar
-  int axis = 0;                             // log_softmax, slice, pad, concat, argmax
-  std::int64_t start = 0, stop = 0;         // slice: positions start..stop-1 along `axis`; pad: start
-  std::array<std::int8_t, kMaxRank> perm{}; // permute: output axis i is input axis perm[i]
-  bool trans_a = false, trans_b = false;    // matmul: use the transpose of a / b
-  kernels::Window2d window;                 // im2col, col2im
-  DType dtype = DType::f32;                 // cast: the target dtype
-  bool relu = false;                        // batch_norm: a fused ReLU after it
+  Shape shape;                               // reshape, expand, sum_to, pad: the target or input shape
+  double scalar = 0.0;                       // pow: exponent; scale / shift: the scalar
+  int axis = 0;                              // log_softmax, slice, pad, concat, argmax
+  std::int64_t start = 0, stop = 0;          // slice: positions start..stop-1 along `axis`; pad: start
+  std::array<std::int8_t, kMaxRank> perm{};  // permute: output axis i is input axis perm[i]
+  bool trans_a = false, trans_b = false;     // matmul: use the transpose of a / b
+  kernels::Window2d window;                  // im2col, col2im
+  DType dtype = DType::f32;                  // cast: the target dtype
+  bool relu = false;                         // batch_norm: a fused ReLU after it
 };
 
 using Inputs = std::span<const Tensor* const>;
@@ -44,18 +44,18 @@ struct OutputSpec {
 
 class BackwardContext;
 
-inline constexpr int kVariadic = -1;        // OpDef::arity of concat
-inline constexpr int kMaxOutputs = 2;       // enough for values + vectors (eigh, later)
+inline constexpr int kVariadic = -1;   // OpDef::arity of concat
+inline constexpr int kMaxOutputs = 2;  // enough for values + vectors (eigh, later)
 inline constexpr std::uint32_t kSaveOutputs = 1u << 31;
 constexpr std::uint32_t save_input(int i) { return 1u << i; }
 
 struct OpDef {
   const char* name;
-  int arity;                  // tensor inputs, or kVariadic
-  int num_outputs;            // 1..kMaxOutputs
-  std::uint32_t saves;        // inputs / outputs the backward rule reads (save_input(i), kSaveOutputs)
-  std::uint32_t nondiff;      // bit i: input i is an index tensor, never differentiated
-  bool is_view;               // forward aliases its input's storage instead of writing an output
+  int arity;              // tensor inputs, or kVariadic
+  int num_outputs;        // 1..kMaxOutputs
+  std::uint32_t saves;    // inputs / outputs the backward rule reads (save_input(i), kSaveOutputs)
+  std::uint32_t nondiff;  // bit i: input i is an index tensor, never differentiated
+  bool is_view;           // forward aliases its input's storage instead of writing an output
   // Validates the inputs (dtype, device, shapes) and fills the output specs;
   // throws ShapeError / DTypeError / ValueError naming the op.
   void (*shape_rule)(Inputs in, const Attrs& attrs, std::span<OutputSpec> out);
@@ -111,7 +111,7 @@ decltype(auto) with_float_type(DType dtype, F&& f) {
 // Engine-internal construction of handles.
 struct TensorAccess {
   static Tensor adopt(Storage* storage, const Shape& shape, DType dtype);  // takes the reference
-  static Tensor view(const Tensor& base, const Shape& shape);  // same storage and offset
+  static Tensor view(const Tensor& base, const Shape& shape);              // same storage and offset
   static void set_var(Tensor& t, const VarRef& var) { t.var_ = var; }
   static void clear_var(Tensor& t) { t.var_ = {}; }
   static Storage* storage(const Tensor& t) { return t.storage_; }

@@ -88,8 +88,8 @@ std::pair<Shape, Shape> random_broadcast_pair(Generator& gen) {
 // random pairs.
 std::vector<OpSample> binary_samples(Generator& gen, DType dtype, Tensor (*fn)(const Tensor&, const Tensor&),
                                      bool positive_rhs) {
-  const std::vector<std::pair<Shape, Shape>> cases = {
-      {{3, 4}, {3, 4}}, {{3, 1}, {1, 4}}, {{2, 3, 4}, {4}}, {{}, {2, 3}}, {{1, 3, 1}, {2, 1, 5}}, {{2, 3}, {}}};
+  const std::vector<std::pair<Shape, Shape>> cases = {{{3, 4}, {3, 4}}, {{3, 1}, {1, 4}},       {{2, 3, 4}, {4}},
+                                                      {{}, {2, 3}},     {{1, 3, 1}, {2, 1, 5}}, {{2, 3}, {}}};
   std::vector<OpSample> samples;
   auto all_cases = cases;
   for (int k = 0; k < 3; ++k) all_cases.push_back(random_broadcast_pair(gen));
@@ -149,10 +149,10 @@ void div_backward(BackwardContext& c) {
 
 // --- unary rules: d/dx in terms of x (input 0) or y (the output) ---
 void neg_backward(BackwardContext& c) { c.set_grad(0, neg(c.grad_output())); }
-void exp_backward(BackwardContext& c) { c.set_grad(0, mul(c.grad_output(), c.output())); }          // e^x
-void log_backward(BackwardContext& c) { c.set_grad(0, div(c.grad_output(), c.input(0))); }          // 1/x
+void exp_backward(BackwardContext& c) { c.set_grad(0, mul(c.grad_output(), c.output())); }               // e^x
+void log_backward(BackwardContext& c) { c.set_grad(0, div(c.grad_output(), c.input(0))); }               // 1/x
 void sqrt_backward(BackwardContext& c) { c.set_grad(0, div(c.grad_output(), scale(c.output(), 2.0))); }  // 1/(2y)
-void tanh_backward(BackwardContext& c) {  // 1 - y²
+void tanh_backward(BackwardContext& c) {                                                                 // 1 - y²
   c.set_grad(0, mul(c.grad_output(), shift(neg(square(c.output())), 1.0)));
 }
 void sigmoid_backward(BackwardContext& c) {  // y (1 - y)
@@ -204,7 +204,8 @@ void cast_backward(BackwardContext& c) { c.set_grad(0, c.grad_output().to(c.inpu
 void copy_backward(BackwardContext& c) { c.set_grad(0, c.grad_output()); }
 
 #define METATAPE_UNARY_RULE(name) [](Inputs in, const Attrs&, std::span<OutputSpec> out) { unary_rule(name, in, out); }
-#define METATAPE_BINARY_RULE(name) [](Inputs in, const Attrs&, std::span<OutputSpec> out) { binary_rule(name, in, out); }
+#define METATAPE_BINARY_RULE(name) \
+  [](Inputs in, const Attrs&, std::span<OutputSpec> out) { binary_rule(name, in, out); }
 
 }  // namespace
 

@@ -106,8 +106,8 @@ void slice_backward(BackwardContext& c) {
 void pad_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   require_floating("pad", *in[0], 0);
   const Shape& g = in[0]->shape();
-  bool fits = g.rank() == attrs.shape.rank() && attrs.start >= 0 &&
-              attrs.start + g[attrs.axis] <= attrs.shape[attrs.axis];
+  bool fits =
+      g.rank() == attrs.shape.rank() && attrs.start >= 0 && attrs.start + g[attrs.axis] <= attrs.shape[attrs.axis];
   for (int i = 0; fits && i < g.rank(); ++i) fits = i == attrs.axis || g[i] == attrs.shape[i];
   if (!fits)
     throw ShapeError("pad: " + g.str() + " does not fit into " + attrs.shape.str() + " at position " +
@@ -221,8 +221,8 @@ void scatter_rows_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) 
   const Tensor &g = *in[0], &index = *in[1];
   with_float_type(g.dtype(), [&](auto t) {
     using T = decltype(t);
-    kernels::cpu::scatter_rows_add<T>(g.data<T>(), row_size(attrs.shape), index.data<std::int64_t>(),
-                                      index.numel(), out[0].data<T>(), attrs.shape[0]);
+    kernels::cpu::scatter_rows_add<T>(g.data<T>(), row_size(attrs.shape), index.data<std::int64_t>(), index.numel(),
+                                      out[0].data<T>(), attrs.shape[0]);
   });
 }
 void scatter_rows_backward(BackwardContext& c) { c.set_grad(0, gather_rows(c.grad_output(), c.input(1))); }
@@ -390,10 +390,10 @@ std::vector<OpSample> transpose_samples(Generator& gen, DType dtype) {
 }
 
 std::vector<OpSample> stack_samples(Generator& gen, DType dtype) {
-  return {make_sample("three along a new axis 1",
-                      {sample_uniform({2, 3}, gen, dtype), sample_uniform({2, 3}, gen, dtype),
-                       sample_uniform({2, 3}, gen, dtype)},
-                      [](const std::vector<Tensor>& in) { return stack(in, 1); })};
+  return {make_sample(
+      "three along a new axis 1",
+      {sample_uniform({2, 3}, gen, dtype), sample_uniform({2, 3}, gen, dtype), sample_uniform({2, 3}, gen, dtype)},
+      [](const std::vector<Tensor>& in) { return stack(in, 1); })};
 }
 
 }  // namespace metatape::detail
@@ -547,8 +547,8 @@ Tensor stack(const std::vector<Tensor>& xs, int axis) {
   for (std::size_t i = 0; i < xs.size(); ++i) {
     if (!xs[i].defined() || xs[i].shape() != xs[0].shape())
       throw ShapeError("stack: input " + std::to_string(i) + " has shape " +
-                       (xs[i].defined() ? xs[i].shape().str() : std::string("(undefined)")) +
-                       ", but input 0 has " + xs[0].shape().str());
+                       (xs[i].defined() ? xs[i].shape().str() : std::string("(undefined)")) + ", but input 0 has " +
+                       xs[0].shape().str());
     expanded.push_back(unsqueeze(xs[i], at));
   }
   return concat(expanded, at);

@@ -81,8 +81,8 @@ void matmul_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
     kernels::cpu::for_each_row(loop, [&](const std::int64_t* off, std::int64_t count, const std::int64_t* s) {
       for (std::int64_t i = 0; i < count; ++i)
         kernels::cpu::gemm<T>(attrs.trans_a, attrs.trans_b, d.m, d.n, d.k, T(1), pa + (off[1] + i * s[1]) * a_matrix,
-                              lda, pb + (off[2] + i * s[2]) * b_matrix, ldb, T(0),
-                              pc + (off[0] + i * s[0]) * c_matrix, d.n);
+                              lda, pb + (off[2] + i * s[2]) * b_matrix, ldb, T(0), pc + (off[0] + i * s[0]) * c_matrix,
+                              d.n);
     });
   });
 }

@@ -49,8 +49,8 @@ void log_softmax_backward(BackwardContext& c) {
 void require_window(const char* op, const Window2d& w, std::int64_t h, std::int64_t wd) {
   if (w.out_h(h) < 1 || w.out_w(wd) < 1)
     throw ShapeError(std::string(op) + ": a " + std::to_string(w.kernel_h) + "x" + std::to_string(w.kernel_w) +
-                     " window with padding " + std::to_string(w.pad_h) + " does not fit a " + std::to_string(h) +
-                     "x" + std::to_string(wd) + " input");
+                     " window with padding " + std::to_string(w.pad_h) + " does not fit a " + std::to_string(h) + "x" +
+                     std::to_string(wd) + " input");
 }
 
 // x [N, C, H, W] with w [O, C, kh, kw], or grouped x [G, N, C, H, W] with
@@ -58,8 +58,10 @@ void require_window(const char* op, const Window2d& w, std::int64_t h, std::int6
 kernels::cpu::ConvShape conv_shape(const char* op, const Shape& x, const Shape& w, Window2d window) {
   const bool grouped = x.rank() == 5;
   if (!((x.rank() == 4 && w.rank() == 4) || (grouped && w.rank() == 5)))
-    throw ShapeError(std::string(op) + ": expected x [N, C, H, W] with weight [O, C, kh, kw], or x [T, N, C, H, W] "
-                     "with weight [T, O, C, kh, kw]; got x " + x.str() + " and weight " + w.str());
+    throw ShapeError(std::string(op) +
+                     ": expected x [N, C, H, W] with weight [O, C, kh, kw], or x [T, N, C, H, W] "
+                     "with weight [T, O, C, kh, kw]; got x " +
+                     x.str() + " and weight " + w.str());
   const int o = grouped ? 1 : 0;
   if (w[o + 1] != x[o + 1] || (grouped && w[0] != x[0]))
     throw ShapeError(std::string(op) + ": weight " + w.str() + " does not match the channels (and tasks) of x " +
@@ -198,8 +200,8 @@ NormLayout norm_layout(const Shape& x, const Shape& gamma, int group_axes, doubl
   for (int i = 0; i < group_axes; ++i) per_group.push_back(x[i]);
   per_group.push_back(x[channel]);
   if (gamma != per_channel && gamma != per_group)
-    throw ShapeError("batch_norm: gamma and beta must be " + per_channel.str() + " or " + per_group.str() +
-                     " for x " + x.str() + ", got " + gamma.str());
+    throw ShapeError("batch_norm: gamma and beta must be " + per_channel.str() + " or " + per_group.str() + " for x " +
+                     x.str() + ", got " + gamma.str());
   NormLayout layout;
   const bool per_group_affine = gamma == per_group && group_axes > 0;
   std::int64_t groups = 1, spatial = 1;
@@ -240,8 +242,7 @@ void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
 // with g first masked by the fused ReLU's 0/1 derivative if there is one.
 void batch_norm_backward(BackwardContext& c) {
   const Tensor &x = c.input(0), &gamma = c.input(1), &beta = c.input(2);
-  const NormLayout layout =
-      norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar, c.attrs().relu);
+  const NormLayout layout = norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar, c.attrs().relu);
   if (!grad_enabled()) {
     const Tensor& g = c.grad_output();
     Tensor dx = empty(x.shape(), x.dtype()), dgamma = empty(gamma.shape(), x.dtype()),
@@ -362,13 +363,15 @@ std::vector<OpSample> mse_loss_samples(Generator& gen, DType dtype) {
 }
 
 std::vector<OpSample> conv2d_samples(Generator& gen, DType dtype) {
-  return {make_sample("3x3, padding 1", {sample_uniform({2, 2, 5, 5}, gen, dtype), sample_uniform({3, 2, 3, 3}, gen, dtype)},
-                      [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 1, .padding = 1}); }),
-          make_sample("3x3, stride 2", {sample_uniform({1, 1, 6, 5}, gen, dtype), sample_uniform({2, 1, 3, 3}, gen, dtype)},
-                      [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 2, .padding = 0}); }),
-          make_sample("task-batched, weight per task",
-                      {sample_uniform({2, 2, 1, 4, 4}, gen, dtype), sample_uniform({2, 3, 1, 3, 3}, gen, dtype)},
-                      [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 1, .padding = 1}); })};
+  return {
+      make_sample("3x3, padding 1",
+                  {sample_uniform({2, 2, 5, 5}, gen, dtype), sample_uniform({3, 2, 3, 3}, gen, dtype)},
+                  [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 1, .padding = 1}); }),
+      make_sample("3x3, stride 2", {sample_uniform({1, 1, 6, 5}, gen, dtype), sample_uniform({2, 1, 3, 3}, gen, dtype)},
+                  [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 2, .padding = 0}); }),
+      make_sample("task-batched, weight per task",
+                  {sample_uniform({2, 2, 1, 4, 4}, gen, dtype), sample_uniform({2, 3, 1, 3, 3}, gen, dtype)},
+                  [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 1, .padding = 1}); })};
 }
 
 std::vector<OpSample> max_pool2d_samples(Generator& gen, DType dtype) {
@@ -398,9 +401,7 @@ std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype) {
           make_sample("[4, 3, 2, 2] with the fused ReLU",
                       {sample_uniform({4, 3, 2, 2}, gen, dtype), sample_uniform({3}, gen, dtype, 0.5, 1.5),
                        sample_uniform({3}, gen, dtype, -0.5, 0.5)},
-                      [](const std::vector<Tensor>& in) {
-                        return batch_norm(in[0], in[1], in[2], {.relu = true});
-                      })};
+                      [](const std::vector<Tensor>& in) { return batch_norm(in[0], in[1], in[2], {.relu = true}); })};
 }
 
 }  // namespace metatape::detail

@@ -145,16 +145,20 @@ std::vector<OpSample> sum_samples(Generator& gen, DType dtype) {
           make_sample("axis 0, keepdim", {sample_uniform({3, 4}, gen, dtype)},
                       [](const std::vector<Tensor>& in) { return sum(in[0], {0}, true); }),
           make_sample("axes {0, 2}", {sample_uniform({2, 3, 4}, gen, dtype)},
-                      [](const std::vector<Tensor>& in) { return sum(in[0], {0, 2}); }),
+                      [](const std::vector<Tensor>& in) {
+                        return sum(in[0], {0, 2});
+                      }),
           make_sample("axis -1 of rank 5", {sample_uniform({2, 1, 2, 1, 3}, gen, dtype)},
                       [](const std::vector<Tensor>& in) { return sum(in[0], {-1}); })};
 }
 
 std::vector<OpSample> mean_samples(Generator& gen, DType dtype) {
-  return {make_sample("all axes", {sample_uniform({3, 4}, gen, dtype)},
-                      [](const std::vector<Tensor>& in) { return mean(in[0]); }),
-          make_sample("axes {1, 2}, keepdim", {sample_uniform({2, 3, 4}, gen, dtype)},
-                      [](const std::vector<Tensor>& in) { return mean(in[0], {1, 2}, true); })};
+  return {
+      make_sample("all axes", {sample_uniform({3, 4}, gen, dtype)},
+                  [](const std::vector<Tensor>& in) { return mean(in[0]); }),
+      make_sample("axes {1, 2}, keepdim", {sample_uniform({2, 3, 4}, gen, dtype)}, [](const std::vector<Tensor>& in) {
+        return mean(in[0], {1, 2}, true);
+      })};
 }
 
 std::vector<OpSample> max_samples(Generator& gen, DType dtype) {
@@ -210,7 +214,8 @@ Tensor max(const Tensor& x, int axis, bool keepdim) {
   if (!x.defined()) throw ValueError("max: input 0 is an undefined tensor");
   detail::require_floating("max", x, 0);
   const int a = normalize_axis(axis, x.rank(), "max");
-  if (x.shape()[a] == 0) throw ShapeError("max: axis " + std::to_string(axis) + " of shape " + x.shape().str() + " is empty");
+  if (x.shape()[a] == 0)
+    throw ShapeError("max: axis " + std::to_string(axis) + " of shape " + x.shape().str() + " is empty");
   const Tensor kept = take(x, detail::argmax_indices(x, a));
   return keepdim ? kept : reshape(kept, detail::reduced_shape(x.shape(), {a}, false));
 }

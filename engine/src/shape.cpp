@@ -8,17 +8,22 @@ namespace metatape {
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::f32: return "f32";
-    case DType::f64: return "f64";
-    case DType::i64: return "i64";
+    case DType::f32:
+      return "f32";
+    case DType::f64:
+      return "f64";
+    case DType::i64:
+      return "i64";
   }
   return "?";
 }
 
 const char* device_name(Device device) {
   switch (device) {
-    case Device::cpu: return "cpu";
-    case Device::cuda: return "cuda";
+    case Device::cpu:
+      return "cpu";
+    case Device::cuda:
+      return "cuda";
   }
   return "?";
 }

@@ -39,7 +39,7 @@ namespace {
 constexpr std::size_t kHeaderBytes = 64;  // the Storage header, then 64-byte aligned data
 static_assert(sizeof(Storage) <= kHeaderBytes);
 constexpr int kNumClasses = 256;
-constexpr std::size_t kLargeBytes = std::size_t{1} << 20;    // data this large goes to the large tier
+constexpr std::size_t kLargeBytes = std::size_t{1} << 20;  // data this large goes to the large tier
 constexpr std::size_t kPageBytes = 4096;
 constexpr std::size_t kSegmentBytes = std::size_t{2} << 20;  // the least a new segment reserves
 
@@ -61,10 +61,10 @@ void poison_bytes(void* data, std::size_t bytes, DType dtype) {
 // --- the large tier ---------------------------------------------------------
 
 struct LargeBlock {
-  char* base = nullptr;         // the Storage header; data follows it
-  std::size_t size = 0;         // whole block, header included, a multiple of pages
+  char* base = nullptr;  // the Storage header; data follows it
+  std::size_t size = 0;  // whole block, header included, a multiple of pages
   bool free = true;
-  LargeBlock* prev = nullptr;   // address-order neighbours within one segment
+  LargeBlock* prev = nullptr;  // address-order neighbours within one segment
   LargeBlock* next = nullptr;
 };
 
@@ -256,7 +256,8 @@ Storage* allocate_small(std::size_t bytes, Pool* pool) {
 }  // namespace
 
 Storage* allocate_storage(std::size_t bytes, DType dtype) {
-  if (bytes > (std::size_t{1} << 52)) throw ValueError("allocation of " + std::to_string(bytes) + " bytes is too large");
+  if (bytes > (std::size_t{1} << 52))
+    throw ValueError("allocation of " + std::to_string(bytes) + " bytes is too large");
   Pool* pool = this_thread_pool();
   Storage* s = bytes >= kLargeBytes ? allocate_large(bytes) : allocate_small(bytes, pool);
   s->device = Device::cpu;

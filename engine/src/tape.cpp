@@ -40,9 +40,7 @@ class GradModeGuard {
   bool previous_;
 };
 
-void accumulate(Tensor& into, Tensor grad) {
-  into = into.defined() ? add(into, grad) : std::move(grad);
-}
+void accumulate(Tensor& into, Tensor grad) { into = into.defined() ? add(into, grad) : std::move(grad); }
 
 }  // namespace
 

@@ -24,8 +24,8 @@
 
 namespace metatape::detail {
 
-inline constexpr std::uint32_t kNoVar = UINT32_MAX;   // input is a constant
-inline constexpr std::uint32_t kLeaf = UINT32_MAX;    // variable has no producer
+inline constexpr std::uint32_t kNoVar = UINT32_MAX;  // input is a constant
+inline constexpr std::uint32_t kLeaf = UINT32_MAX;   // variable has no producer
 
 struct InputRecord {
   std::uint32_t var = kNoVar;

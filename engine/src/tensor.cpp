@@ -38,17 +38,29 @@ template <class F>
 void for_each_value(const Tensor& t, F f) {
   const std::int64_t n = t.numel();
   switch (t.dtype()) {
-    case DType::f32: for (std::int64_t i = 0; i < n; ++i) f(static_cast<double>(t.data<float>()[i])); break;
-    case DType::f64: for (std::int64_t i = 0; i < n; ++i) f(t.data<double>()[i]); break;
-    case DType::i64: for (std::int64_t i = 0; i < n; ++i) f(static_cast<double>(t.data<std::int64_t>()[i])); break;
+    case DType::f32:
+      for (std::int64_t i = 0; i < n; ++i) f(static_cast<double>(t.data<float>()[i]));
+      break;
+    case DType::f64:
+      for (std::int64_t i = 0; i < n; ++i) f(t.data<double>()[i]);
+      break;
+    case DType::i64:
+      for (std::int64_t i = 0; i < n; ++i) f(static_cast<double>(t.data<std::int64_t>()[i]));
+      break;
   }
 }
 
 void fill_value(Tensor& t, double value) {
   switch (t.dtype()) {
-    case DType::f32: kernels::cpu::fill(t.data<float>(), t.numel(), static_cast<float>(value)); break;
-    case DType::f64: kernels::cpu::fill(t.data<double>(), t.numel(), value); break;
-    case DType::i64: kernels::cpu::fill(t.data<std::int64_t>(), t.numel(), static_cast<std::int64_t>(value)); break;
+    case DType::f32:
+      kernels::cpu::fill(t.data<float>(), t.numel(), static_cast<float>(value));
+      break;
+    case DType::f64:
+      kernels::cpu::fill(t.data<double>(), t.numel(), value);
+      break;
+    case DType::i64:
+      kernels::cpu::fill(t.data<std::int64_t>(), t.numel(), static_cast<std::int64_t>(value));
+      break;
   }
 }
 
@@ -75,8 +87,7 @@ template <class T>
 const T* Tensor::data() const {
   if (!storage_) throw ValueError("data: the tensor is undefined");
   if (dtype_ != dtype_of<T>())
-    throw DTypeError(std::string("data: the tensor is ") + dtype_name(dtype_) + ", not " +
-                     dtype_name(dtype_of<T>()));
+    throw DTypeError(std::string("data: the tensor is ") + dtype_name(dtype_) + ", not " + dtype_name(dtype_of<T>()));
   return static_cast<const T*>(storage_->data) + offset_;
 }
 
@@ -193,9 +204,15 @@ Tensor from_vector(std::span<const double> values, const Shape& shape, DType dty
   Tensor out = empty(shape, dtype);
   for (std::size_t i = 0; i < values.size(); ++i) {
     switch (dtype) {
-      case DType::f32: out.data<float>()[i] = static_cast<float>(values[i]); break;
-      case DType::f64: out.data<double>()[i] = values[i]; break;
-      case DType::i64: out.data<std::int64_t>()[i] = static_cast<std::int64_t>(values[i]); break;
+      case DType::f32:
+        out.data<float>()[i] = static_cast<float>(values[i]);
+        break;
+      case DType::f64:
+        out.data<double>()[i] = values[i];
+        break;
+      case DType::i64:
+        out.data<std::int64_t>()[i] = static_cast<std::int64_t>(values[i]);
+        break;
     }
   }
   return out;
@@ -222,9 +239,15 @@ Tensor arange(std::int64_t n, DType dtype) {
   Tensor out = empty(Shape{n}, dtype);
   for (std::int64_t i = 0; i < n; ++i) {
     switch (dtype) {
-      case DType::f32: out.data<float>()[i] = static_cast<float>(i); break;
-      case DType::f64: out.data<double>()[i] = static_cast<double>(i); break;
-      case DType::i64: out.data<std::int64_t>()[i] = i; break;
+      case DType::f32:
+        out.data<float>()[i] = static_cast<float>(i);
+        break;
+      case DType::f64:
+        out.data<double>()[i] = static_cast<double>(i);
+        break;
+      case DType::i64:
+        out.data<std::int64_t>()[i] = i;
+        break;
     }
   }
   return out;

@@ -87,9 +87,9 @@ void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* sc
   }
 }
 
-#define METATAPE_CONV_INSTANTIATE(T)                                                      \
-  template void conv2d_forward<T>(const ConvShape&, const T*, const T*, T*, T*);          \
-  template void conv2d_input_grad<T>(const ConvShape&, const T*, const T*, T*, T*);       \
+#define METATAPE_CONV_INSTANTIATE(T)                                                \
+  template void conv2d_forward<T>(const ConvShape&, const T*, const T*, T*, T*);    \
+  template void conv2d_input_grad<T>(const ConvShape&, const T*, const T*, T*, T*); \
   template void conv2d_weight_grad<T>(const ConvShape&, const T*, const T*, T*, T*);
 
 METATAPE_CONV_INSTANTIATE(float)

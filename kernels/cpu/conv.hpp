@@ -20,7 +20,7 @@ struct ConvShape {
 
   std::int64_t out_h() const { return window.out_h(h); }
   std::int64_t out_w() const { return window.out_w(w); }
-  std::int64_t pixels() const { return out_h() * out_w(); }                             // per output plane
+  std::int64_t pixels() const { return out_h() * out_w(); }                               // per output plane
   std::int64_t patch() const { return in_channels * window.kernel_h * window.kernel_w; }  // GEMM inner dimension
   // Images per chunk: as many as keep the scratch near 1 Mi elements, at least 1.
   std::int64_t chunk() const;

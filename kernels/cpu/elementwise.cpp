@@ -55,16 +55,26 @@ template <class T>
 void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
   const T p = static_cast<T>(param);
   switch (op) {
-    case UnaryOp::neg: return map(x, y, n, [](T v) { return -v; });
-    case UnaryOp::exp: return map(x, y, n, [](T v) { return std::exp(v); });
-    case UnaryOp::log: return map(x, y, n, [](T v) { return std::log(v); });
-    case UnaryOp::sqrt: return map(x, y, n, [](T v) { return std::sqrt(v); });
-    case UnaryOp::tanh: return map(x, y, n, [](T v) { return std::tanh(v); });
-    case UnaryOp::sigmoid: return map(x, y, n, [](T v) { return stable_sigmoid(v); });
-    case UnaryOp::relu: return map(x, y, n, [](T v) { return v < T(0) ? T(0) : v; });  // NaN stays NaN
-    case UnaryOp::abs: return map(x, y, n, [](T v) { return std::abs(v); });
-    case UnaryOp::step: return map(x, y, n, [](T v) { return v > T(0) ? T(1) : T(0); });
-    case UnaryOp::sign: return map(x, y, n, [](T v) { return T((v > T(0)) - (v < T(0))); });
+    case UnaryOp::neg:
+      return map(x, y, n, [](T v) { return -v; });
+    case UnaryOp::exp:
+      return map(x, y, n, [](T v) { return std::exp(v); });
+    case UnaryOp::log:
+      return map(x, y, n, [](T v) { return std::log(v); });
+    case UnaryOp::sqrt:
+      return map(x, y, n, [](T v) { return std::sqrt(v); });
+    case UnaryOp::tanh:
+      return map(x, y, n, [](T v) { return std::tanh(v); });
+    case UnaryOp::sigmoid:
+      return map(x, y, n, [](T v) { return stable_sigmoid(v); });
+    case UnaryOp::relu:
+      return map(x, y, n, [](T v) { return v < T(0) ? T(0) : v; });  // NaN stays NaN
+    case UnaryOp::abs:
+      return map(x, y, n, [](T v) { return std::abs(v); });
+    case UnaryOp::step:
+      return map(x, y, n, [](T v) { return v > T(0) ? T(1) : T(0); });
+    case UnaryOp::sign:
+      return map(x, y, n, [](T v) { return T((v > T(0)) - (v < T(0))); });
     case UnaryOp::pow:
       // Exponents whose power is a single correctly rounded operation give the
       // same bits as std::pow, much faster (backward rules produce them).
@@ -72,8 +82,10 @@ void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
       if (param == 2.0) return map(x, y, n, [](T v) { return v * v; });
       if (param == -1.0) return map(x, y, n, [](T v) { return T(1) / v; });
       return map(x, y, n, [p](T v) { return std::pow(v, p); });
-    case UnaryOp::scale: return map(x, y, n, [p](T v) { return v * p; });
-    case UnaryOp::shift: return map(x, y, n, [p](T v) { return v + p; });
+    case UnaryOp::scale:
+      return map(x, y, n, [p](T v) { return v * p; });
+    case UnaryOp::shift:
+      return map(x, y, n, [p](T v) { return v + p; });
   }
 }
 
@@ -90,10 +102,14 @@ template <class T>
 void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
             const std::int64_t* b_strides, T* out) {
   switch (op) {
-    case BinaryOp::add: return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u + v; });
-    case BinaryOp::sub: return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u - v; });
-    case BinaryOp::mul: return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u * v; });
-    case BinaryOp::div: return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u / v; });
+    case BinaryOp::add:
+      return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u + v; });
+    case BinaryOp::sub:
+      return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u - v; });
+    case BinaryOp::mul:
+      return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u * v; });
+    case BinaryOp::div:
+      return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u / v; });
   }
 }
 

@@ -36,8 +36,8 @@ enum class BinaryOp { add, sub, mul, div };
 // out (contiguous, `shape` of rank <= 5) = a op b, with a and b read through
 // strides in elements (0 along broadcast dimensions).
 template <class T>
-void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides,
-            const T* b, const std::int64_t* b_strides, T* out);
+void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
+            const std::int64_t* b_strides, T* out);
 
 // y[i] = x[i] converted (float <-> double).
 template <class From, class To>

@@ -70,15 +70,13 @@ void scatter_add(const T* g, const std::int64_t* index, std::int64_t n, T* out, 
   for (std::int64_t i = 0; i < n; ++i) out[index[i]] += g[i];
 }
 
-#define METATAPE_LAYOUT_INSTANTIATE(T)                                                                              \
-  template void strided_copy<T>(int, const std::int64_t*, const T*, const std::int64_t*, T*);                      \
-  template void copy_into_axis<T>(const T*, std::int64_t, std::int64_t, std::int64_t, T*, std::int64_t,            \
-                                  std::int64_t);                                                                   \
-  template void copy_from_axis<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,  \
-                                  T*);                                                                             \
-  template void gather_rows<T>(const T*, std::int64_t, const std::int64_t*, std::int64_t, T*);                     \
-  template void scatter_rows_add<T>(const T*, std::int64_t, const std::int64_t*, std::int64_t, T*, std::int64_t);  \
-  template void take<T>(const T*, const std::int64_t*, std::int64_t, T*);                                          \
+#define METATAPE_LAYOUT_INSTANTIATE(T)                                                                                 \
+  template void strided_copy<T>(int, const std::int64_t*, const T*, const std::int64_t*, T*);                          \
+  template void copy_into_axis<T>(const T*, std::int64_t, std::int64_t, std::int64_t, T*, std::int64_t, std::int64_t); \
+  template void copy_from_axis<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, T*); \
+  template void gather_rows<T>(const T*, std::int64_t, const std::int64_t*, std::int64_t, T*);                         \
+  template void scatter_rows_add<T>(const T*, std::int64_t, const std::int64_t*, std::int64_t, T*, std::int64_t);      \
+  template void take<T>(const T*, const std::int64_t*, std::int64_t, T*);                                              \
   template void scatter_add<T>(const T*, const std::int64_t*, std::int64_t, T*, std::int64_t);
 
 METATAPE_LAYOUT_INSTANTIATE(float)

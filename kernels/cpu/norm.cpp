@@ -67,18 +67,18 @@ template <class T>
 void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, T* y) {
   const std::int64_t stride = s.channels * s.spatial;
   for_each_slice(s, x, gamma, beta, [&](std::int64_t offset, std::int64_t, double, double, T scale, T shift) {
-      for (std::int64_t n = 0; n < s.batch; ++n) {
-        const T* xr = x + offset + n * stride;
-        T* yr = y + offset + n * stride;
-        if (s.relu) {
-          for (std::int64_t i = 0; i < s.spatial; ++i) {
-            const T v = xr[i] * scale + shift;
-            yr[i] = v < T(0) ? T(0) : v;  // NaN stays NaN
-          }
-        } else {
-          for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = xr[i] * scale + shift;
+    for (std::int64_t n = 0; n < s.batch; ++n) {
+      const T* xr = x + offset + n * stride;
+      T* yr = y + offset + n * stride;
+      if (s.relu) {
+        for (std::int64_t i = 0; i < s.spatial; ++i) {
+          const T v = xr[i] * scale + shift;
+          yr[i] = v < T(0) ? T(0) : v;  // NaN stays NaN
         }
+      } else {
+        for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = xr[i] * scale + shift;
       }
+    }
   });
 }
 
@@ -129,29 +129,28 @@ void backward_channel(const NormShape& s, std::int64_t offset, const T* x, const
 }
 
 template <class T>
-void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T* beta, const T* g, T* dx,
-                         T* dgamma, T* dbeta) {
+void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T* beta, const T* g, T* dx, T* dgamma,
+                         T* dbeta) {
   const std::int64_t affine_size = s.per_group_affine ? s.groups * s.channels : s.channels;
   for (std::int64_t a = 0; a < affine_size; ++a) dgamma[a] = dbeta[a] = T(0);
-  for_each_slice(s, x, gamma, beta,
-                 [&](std::int64_t offset, std::int64_t affine, double mean, double rstd, T scale, T shift) {
-                   double total_g, total_g_xhat;
-                   const double k = static_cast<double>(gamma[affine]);
-                   if (s.relu)
-                     backward_channel<T, true>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
-                   else
-                     backward_channel<T, false>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g,
-                                                total_g_xhat);
-                   dbeta[affine] += static_cast<T>(total_g);
-                   dgamma[affine] += static_cast<T>(total_g_xhat);
-                 });
+  for_each_slice(
+      s, x, gamma, beta, [&](std::int64_t offset, std::int64_t affine, double mean, double rstd, T scale, T shift) {
+        double total_g, total_g_xhat;
+        const double k = static_cast<double>(gamma[affine]);
+        if (s.relu)
+          backward_channel<T, true>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
+        else
+          backward_channel<T, false>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
+        dbeta[affine] += static_cast<T>(total_g);
+        dgamma[affine] += static_cast<T>(total_g_xhat);
+      });
 }
 
 template void batch_norm_forward<float>(const NormShape&, const float*, const float*, const float*, float*);
 template void batch_norm_forward<double>(const NormShape&, const double*, const double*, const double*, double*);
 template void batch_norm_backward<float>(const NormShape&, const float*, const float*, const float*, const float*,
                                          float*, float*, float*);
-template void batch_norm_backward<double>(const NormShape&, const double*, const double*, const double*,
-                                          const double*, double*, double*, double*);
+template void batch_norm_backward<double>(const NormShape&, const double*, const double*, const double*, const double*,
+                                          double*, double*, double*);
 
 }  // namespace metatape::kernels::cpu

@@ -27,7 +27,7 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
 // With s.relu, g is first zeroed where the forward's pre-activation was not
 // positive (recomputed bit for bit as the forward computed it).
 template <class T>
-void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T* beta, const T* g, T* dx,
-                         T* dgamma, T* dbeta);
+void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T* beta, const T* g, T* dx, T* dgamma,
+                         T* dbeta);
 
 }  // namespace metatape::kernels::cpu

@@ -14,7 +14,7 @@ inline constexpr int kMaxLoopRank = 5;
 inline constexpr int kMaxOperands = 3;
 
 struct StridedLoop {
-  int rank = 0;                                        // >= 1 after make_loop
+  int rank = 0;  // >= 1 after make_loop
   std::int64_t shape[kMaxLoopRank] = {};
   std::int64_t stride[kMaxOperands][kMaxLoopRank] = {};  // in elements
   int operands = 0;
@@ -23,16 +23,14 @@ struct StridedLoop {
 // Builds a loop over `shape` (rank <= 5) with each operand's strides, then
 // merges adjacent dimensions that every operand walks contiguously and drops
 // dimensions of size 1. The result has rank >= 1.
-inline StridedLoop make_loop(int rank, const std::int64_t* shape, int operands,
-                             const std::int64_t* const* strides) {
+inline StridedLoop make_loop(int rank, const std::int64_t* shape, int operands, const std::int64_t* const* strides) {
   StridedLoop loop;
   loop.operands = operands;
   for (int d = 0; d < rank; ++d) {
     if (shape[d] == 1) continue;  // contributes nothing to any offset
     const int r = loop.rank;
     bool mergeable = r > 0;
-    for (int o = 0; o < operands && mergeable; ++o)
-      mergeable = loop.stride[o][r - 1] == strides[o][d] * shape[d];
+    for (int o = 0; o < operands && mergeable; ++o) mergeable = loop.stride[o][r - 1] == strides[o][d] * shape[d];
     if (mergeable) {
       loop.shape[r - 1] *= shape[d];
       for (int o = 0; o < operands; ++o) loop.stride[o][r - 1] = strides[o][d];

@@ -6,7 +6,6 @@
 namespace metatape::kernels::cpu {
 namespace {
 
-
 // The output columns [lo, hi) whose input column ow·stride − pad + offset
 // lies inside [0, size): outside them the window reads padding.
 void valid_range(std::int64_t out, std::int64_t stride, std::int64_t pad, std::int64_t offset, std::int64_t size,
@@ -21,8 +20,8 @@ void valid_range(std::int64_t out, std::int64_t stride, std::int64_t pad, std::i
 }  // namespace
 
 template <class T>
-void im2col(const T* x, std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t h,
-            std::int64_t w, const Window2d& win, T* cols) {
+void im2col(const T* x, std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t h, std::int64_t w,
+            const Window2d& win, T* cols) {
   const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w);
   const std::int64_t columns = images * oh_n * ow_n;
   const std::int64_t rows = channels * win.kernel_h * win.kernel_w;
@@ -141,13 +140,12 @@ void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64
   }
 }
 
-#define METATAPE_WINDOW_INSTANTIATE(T)                                                                         \
-  template void im2col<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,     \
-                          const Window2d&, T*);                                                                \
-  template void col2im<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,     \
-                          const Window2d&, T*);                                                                \
-  template void max_pool_argmax<T>(const T*, std::int64_t, std::int64_t, std::int64_t, const Window2d&,        \
-                                   std::int64_t*);
+#define METATAPE_WINDOW_INSTANTIATE(T)                                                                    \
+  template void im2col<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
+                          const Window2d&, T*);                                                           \
+  template void col2im<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
+                          const Window2d&, T*);                                                           \
+  template void max_pool_argmax<T>(const T*, std::int64_t, std::int64_t, std::int64_t, const Window2d&, std::int64_t*);
 
 METATAPE_WINDOW_INSTANTIATE(float)
 METATAPE_WINDOW_INSTANTIATE(double)

@@ -13,8 +13,8 @@ namespace metatape::kernels::cpu {
 // (c, ki, kj), column (image, oh, ow). Padding reads as 0. Grouping by task
 // lets one GEMM per group multiply its weights with all its images at once.
 template <class T>
-void im2col(const T* x, std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t h,
-            std::int64_t w, const Window2d& win, T* cols);
+void im2col(const T* x, std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t h, std::int64_t w,
+            const Window2d& win, T* cols);
 
 // The adjoint of im2col: x (same layout, zeroed here) accumulates every
 // column entry at the input position it was read from; padding drops out.

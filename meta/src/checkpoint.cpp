@@ -200,8 +200,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   std::memcpy(&size, bytes.data() + 16, 8);
   const std::size_t expected = kHeaderBytes + size + kTrailerBytes;
   if (size > bytes.size() || expected != bytes.size())
-    fail(bytes.size(), "truncated or padded: the header promises " + std::to_string(expected) + " bytes, the file has " +
-                           std::to_string(bytes.size()));
+    fail(bytes.size(), "truncated or padded: the header promises " + std::to_string(expected) +
+                           " bytes, the file has " + std::to_string(bytes.size()));
   const std::string_view payload(bytes.data() + kHeaderBytes, size);
   std::uint64_t checksum;
   std::memcpy(&checksum, bytes.data() + kHeaderBytes + size, 8);

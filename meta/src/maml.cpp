@@ -12,12 +12,18 @@ namespace metatape::meta {
 
 const char* algorithm_name(Algorithm algorithm) {
   switch (algorithm) {
-    case Algorithm::maml: return "maml";
-    case Algorithm::fomaml: return "fomaml";
-    case Algorithm::metasgd: return "metasgd";
-    case Algorithm::anil: return "anil";
-    case Algorithm::reptile: return "reptile";
-    case Algorithm::pretrain: return "pretrain";
+    case Algorithm::maml:
+      return "maml";
+    case Algorithm::fomaml:
+      return "fomaml";
+    case Algorithm::metasgd:
+      return "metasgd";
+    case Algorithm::anil:
+      return "anil";
+    case Algorithm::reptile:
+      return "reptile";
+    case Algorithm::pretrain:
+      return "pretrain";
   }
   return "?";
 }
@@ -68,9 +74,9 @@ MetaParams init_meta_params(const Model& model, const MetaConfig& config, Genera
 std::vector<double> multi_step_weights(int steps, std::int64_t iteration, std::int64_t anneal_iterations) {
   if (steps <= 0) return {};
   const double uniform = 1.0 / steps, floor = 0.03 / steps;
-  const double progress =
-      anneal_iterations <= 0 ? 1.0
-                             : std::min(1.0, static_cast<double>(iteration) / static_cast<double>(anneal_iterations));
+  const double progress = anneal_iterations <= 0
+                              ? 1.0
+                              : std::min(1.0, static_cast<double>(iteration) / static_cast<double>(anneal_iterations));
   std::vector<double> weights(static_cast<std::size_t>(steps));
   double rest = 1.0;
   for (int k = 0; k + 1 < steps; ++k) {
@@ -122,8 +128,7 @@ void inner_step(const Model& model, Loss loss, const MetaConfig& config, const s
   std::vector<Tensor> wrt;
   for (std::size_t i = 0; i < fast.size(); ++i)
     if (adapting[i]) wrt.push_back(fast[i]);
-  const std::vector<Tensor> g =
-      grad(support_objective(model, loss, fast, batch), wrt, {.create_graph = create_graph});
+  const std::vector<Tensor> g = grad(support_objective(model, loss, fast, batch), wrt, {.create_graph = create_graph});
   std::size_t j = 0;
   for (std::size_t i = 0; i < fast.size(); ++i)
     if (adapting[i]) fast[i] = sub(fast[i], inner_update(model, config, rates, i, step, g[j++]));
@@ -177,9 +182,9 @@ MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, 
   } else {  // one task at a time, as a framework user loops: the same sum, T graphs
     const std::int64_t tasks = batch.tasks();
     for (std::int64_t t = 0; t < tasks; ++t) {
-      const Tensor term = scale(maml_outer_loss(model, loss, config, recorded, batch.slice(t, t + 1), iteration,
-                                                step.task_losses),
-                                1.0 / static_cast<double>(tasks));
+      const Tensor term =
+          scale(maml_outer_loss(model, loss, config, recorded, batch.slice(t, t + 1), iteration, step.task_losses),
+                1.0 / static_cast<double>(tasks));
       outer = outer.defined() ? add(outer, term) : term;
     }
   }

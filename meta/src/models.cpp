@@ -72,7 +72,8 @@ std::vector<Tensor> per_task(const std::vector<Tensor>& params, std::int64_t tas
 
 // --- MLP --------------------------------------------------------------------
 
-Mlp::Mlp(std::vector<std::int64_t> widths, Activation activation) : widths_(std::move(widths)), activation_(activation) {
+Mlp::Mlp(std::vector<std::int64_t> widths, Activation activation)
+    : widths_(std::move(widths)), activation_(activation) {
   if (widths_.size() < 2) throw ValueError("mlp: need at least an input and an output width");
   for (std::int64_t w : widths_)
     if (w < 1) throw ValueError("mlp: widths must be >= 1, got " + std::to_string(w));
@@ -129,7 +130,8 @@ Conv4::Conv4(const Conv4Options& options) : options_(options) {
     params_.push_back({"bn" + b + ".beta", Shape{options.channels}, block});
     size = options.strided ? (size + 2 - 3) / 2 + 1 : size / 2;
     if (size < 1)
-      throw ValueError("conv4: images of " + std::to_string(options.image_size) + " pixels are too small for four blocks");
+      throw ValueError("conv4: images of " + std::to_string(options.image_size) +
+                       " pixels are too small for four blocks");
   }
   final_size_ = size;
   features_ = options.strided ? options.channels : options.channels * size * size;

@@ -20,9 +20,8 @@ SinusoidTasks::SinusoidTasks(const SinusoidOptions& options) : options_(options)
 TaskBatch SinusoidTasks::sample(std::int64_t tasks, std::int64_t support, std::int64_t query, Generator& gen,
                                 DType dtype) const {
   if (tasks < 1 || support < 1 || query < 1)
-    throw ValueError("sinusoid: need at least one task, one support and one query point, got " +
-                     std::to_string(tasks) + " tasks, " + std::to_string(support) + " support, " +
-                     std::to_string(query) + " query");
+    throw ValueError("sinusoid: need at least one task, one support and one query point, got " + std::to_string(tasks) +
+                     " tasks, " + std::to_string(support) + " support, " + std::to_string(query) + " query");
   const auto draw = [&gen](double low, double high) { return low + (high - low) * gen.uniform01(); };
   std::vector<double> sx, sy, qx, qy;
   for (std::int64_t t = 0; t < tasks; ++t) {

@@ -30,11 +30,12 @@ Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const 
 }
 
 IterationRecord Trainer::step() {
-  const TaskBatch batch = tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
+  const TaskBatch batch =
+      tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
   MetaStep meta = meta_gradient(model_, loss_, options_.meta, params_, batch, iteration_);
   IterationRecord record;
-  record.grad_norm = options_.clip_grad_norm > 0 ? clip_grad_norm(meta.grads, options_.clip_grad_norm)
-                                                 : global_norm(meta.grads);
+  record.grad_norm =
+      options_.clip_grad_norm > 0 ? clip_grad_norm(meta.grads, options_.clip_grad_norm) : global_norm(meta.grads);
   std::vector<Tensor> all = params_.all();
   optimizer_->step(all, meta.grads);
   params_ = MetaParams::from_all(all, params_.model.size());

@@ -22,14 +22,14 @@ Tensor div(const Tensor& a, const Tensor& b);
 // --- elementwise, one operand ---
 Tensor neg(const Tensor& x);
 Tensor exp(const Tensor& x);
-Tensor log(const Tensor& x);       // NaN below 0, -inf at 0
-Tensor sqrt(const Tensor& x);      // NaN below 0; infinite derivative at 0
+Tensor log(const Tensor& x);   // NaN below 0, -inf at 0
+Tensor sqrt(const Tensor& x);  // NaN below 0; infinite derivative at 0
 Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
-Tensor relu(const Tensor& x);      // derivative 0 at 0 (as PyTorch)
-Tensor abs(const Tensor& x);       // derivative 0 at 0 (as PyTorch)
+Tensor relu(const Tensor& x);                  // derivative 0 at 0 (as PyTorch)
+Tensor abs(const Tensor& x);                   // derivative 0 at 0 (as PyTorch)
 Tensor pow(const Tensor& x, double exponent);  // NaN for x < 0 unless the exponent is an integer
-Tensor square(const Tensor& x);    // pow(x, 2)
+Tensor square(const Tensor& x);                // pow(x, 2)
 Tensor scale(const Tensor& x, double factor);  // x * factor
 Tensor shift(const Tensor& x, double offset);  // x + offset
 
@@ -64,8 +64,8 @@ Tensor reshape(const Tensor& x, const std::vector<std::int64_t>& shape);
 Tensor reshape(const Tensor& x, std::initializer_list<std::int64_t> shape);
 Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor flatten(const Tensor& x, int start_axis = 0);  // merge axes start_axis.. into one
-Tensor unsqueeze(const Tensor& x, int axis);           // insert a dimension of size 1
-Tensor squeeze(const Tensor& x, int axis);             // remove a dimension of size 1
+Tensor unsqueeze(const Tensor& x, int axis);          // insert a dimension of size 1
+Tensor squeeze(const Tensor& x, int axis);            // remove a dimension of size 1
 // Repeats size-1 (or missing leading) dimensions up to `shape` (a copy).
 Tensor expand(const Tensor& x, const Shape& shape);
 // Output axis i is input axis perm[i] (a copy).

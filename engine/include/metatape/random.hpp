@@ -24,15 +24,15 @@ class Generator {
 
   std::uint32_t next_u32();
   std::uint64_t next_u64();
-  double uniform01();               // [0, 1), 53 random bits
-  double normal();                  // standard normal (Box-Muller)
+  double uniform01();                  // [0, 1), 53 random bits
+  double normal();                     // standard normal (Box-Muller)
   std::int64_t below(std::int64_t n);  // uniform integer in [0, n), unbiased
 
  private:
   void refill();
   std::array<std::uint32_t, 2> key_{};
-  std::uint64_t counter_ = 0;              // 32-bit words handed out so far
-  std::array<std::uint32_t, 4> block_{};   // the current Philox output block
+  std::uint64_t counter_ = 0;             // 32-bit words handed out so far
+  std::array<std::uint32_t, 4> block_{};  // the current Philox output block
 };
 
 // Tensors of independent draws, in row-major order.

@@ -15,9 +15,9 @@ namespace metatape {
 
 // One call of an op on random inputs.
 struct OpSample {
-  std::string label;                // what the case exercises: "broadcast [3,1] by [4]"
-  std::vector<Tensor> inputs;       // the tensors the call reads
-  std::vector<bool> differentiable; // which inputs a gradcheck perturbs (not index tensors)
+  std::string label;                 // what the case exercises: "broadcast [3,1] by [4]"
+  std::vector<Tensor> inputs;        // the tensors the call reads
+  std::vector<bool> differentiable;  // which inputs a gradcheck perturbs (not index tensors)
   std::function<Tensor(const std::vector<Tensor>&)> call;
   // Finite-difference step for gradcheck; 0 means its default. Only the f32
   // round trip of `to` needs one (a power of two that f32 represents exactly).

@@ -28,11 +28,11 @@ class Tape;
 struct Storage {
   std::atomic<int> refs{1};
   Device device = Device::cpu;
-  int size_class = 0;         // the small-block class it returns to (-1: large)
-  std::size_t capacity = 0;   // bytes usable at data
-  void* data = nullptr;       // 64-byte aligned
-  void* owner = nullptr;      // the thread pool that handed out a small block
-  void* block = nullptr;      // the large-heap block, for a large one
+  int size_class = 0;        // the small-block class it returns to (-1: large)
+  std::size_t capacity = 0;  // bytes usable at data
+  void* data = nullptr;      // 64-byte aligned
+  void* owner = nullptr;     // the thread pool that handed out a small block
+  void* block = nullptr;     // the large-heap block, for a large one
 };
 
 // Drops the last reference: the block goes back to its pool.
@@ -54,13 +54,11 @@ class Tensor {
  public:
   Tensor() = default;  // undefined: defined() is false, every op rejects it
   Tensor(const Tensor& other) noexcept
-      : storage_(other.storage_), offset_(other.offset_), shape_(other.shape_),
-        dtype_(other.dtype_), var_(other.var_) {
+      : storage_(other.storage_), offset_(other.offset_), shape_(other.shape_), dtype_(other.dtype_), var_(other.var_) {
     if (storage_) storage_->refs.fetch_add(1, std::memory_order_relaxed);
   }
   Tensor(Tensor&& other) noexcept
-      : storage_(other.storage_), offset_(other.offset_), shape_(other.shape_),
-        dtype_(other.dtype_), var_(other.var_) {
+      : storage_(other.storage_), offset_(other.offset_), shape_(other.shape_), dtype_(other.dtype_), var_(other.var_) {
     other.storage_ = nullptr;
     other.var_ = {};
   }
@@ -75,8 +73,7 @@ class Tensor {
     return *this;
   }
   ~Tensor() {
-    if (storage_ && storage_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      detail::release_storage(storage_);
+    if (storage_ && storage_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) detail::release_storage(storage_);
   }
   void swap(Tensor& other) noexcept;
 
@@ -90,8 +87,10 @@ class Tensor {
 
   // Typed access to the elements. Throws DTypeError if T does not match the
   // dtype (float for f32, double for f64, std::int64_t for i64).
-  template <class T> T* data();
-  template <class T> const T* data() const;
+  template <class T>
+  T* data();
+  template <class T>
+  const T* data() const;
   void* raw_data();
   const void* raw_data() const;
 
@@ -140,8 +139,7 @@ Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
 Tensor scalar(double value, DType dtype = DType::f32);  // rank 0
 // Row-major values; throws ShapeError if the count does not match the shape.
 Tensor from_vector(std::span<const double> values, const Shape& shape, DType dtype = DType::f32);
-Tensor from_vector(std::initializer_list<double> values, const Shape& shape,
-                   DType dtype = DType::f32);
+Tensor from_vector(std::initializer_list<double> values, const Shape& shape, DType dtype = DType::f32);
 Tensor from_indices(std::span<const std::int64_t> values, const Shape& shape);  // i64
 Tensor from_indices(std::initializer_list<std::int64_t> values, const Shape& shape);
 // 0, 1, ..., n-1.
@@ -149,14 +147,14 @@ Tensor arange(std::int64_t n, DType dtype = DType::f32);
 
 // Storage pool knobs, for tests and benchmarks.
 struct PoolStats {
-  std::size_t bytes_in_use = 0;     // live storage
-  std::size_t bytes_cached = 0;     // free blocks kept for reuse
+  std::size_t bytes_in_use = 0;  // live storage
+  std::size_t bytes_cached = 0;  // free blocks kept for reuse
   std::size_t peak_bytes_in_use = 0;
   std::size_t system_allocations = 0;  // calls that reached the system allocator
 };
-PoolStats pool_stats();          // this thread's CPU pool
-void reset_pool_peak();          // peak := current
-void release_cached_storage();   // give cached blocks back to the system
+PoolStats pool_stats();         // this thread's CPU pool
+void reset_pool_peak();         // peak := current
+void release_cached_storage();  // give cached blocks back to the system
 // Debug aid: fill every new CPU allocation with NaN (floats) or a sentinel
 // (i64), so that a kernel that leaves an output entry unwritten shows up.
 void set_poison_allocations(bool on);

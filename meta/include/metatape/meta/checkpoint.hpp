@@ -25,10 +25,10 @@ namespace metatape::meta {
 inline constexpr std::uint32_t kCheckpointVersion = 1;
 
 struct Checkpoint {
-  std::string config;                 // the run's configuration (JSON text, opaque here)
-  std::int64_t iteration = 0;         // completed meta-iterations
+  std::string config;          // the run's configuration (JSON text, opaque here)
+  std::int64_t iteration = 0;  // completed meta-iterations
   std::uint64_t task_rng_position = 0;
-  std::vector<Tensor> params;         // MetaParams::all()
+  std::vector<Tensor> params;  // MetaParams::all()
   std::vector<Tensor> optimizer_state;
   std::int64_t optimizer_steps = 0;
 };

@@ -22,8 +22,8 @@ struct EvaluationOptions {
   std::int64_t shots = 10;
   std::int64_t queries = 10;
   int steps = 10;
-  std::uint64_t seed = 1;   // evaluation tasks come from derive_seed(seed, 2)
-  std::int64_t chunk = 200; // tasks adapted together (one graph)
+  std::uint64_t seed = 1;    // evaluation tasks come from derive_seed(seed, 2)
+  std::int64_t chunk = 200;  // tasks adapted together (one graph)
 };
 
 // Fresh tasks from `tasks`, adapted from `params` with the inner loop of

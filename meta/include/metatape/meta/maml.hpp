@@ -40,12 +40,12 @@ Algorithm parse_algorithm(const std::string& name);
 
 struct MetaConfig {
   Algorithm algorithm = Algorithm::maml;
-  int inner_steps = 1;               // τ during training
-  double inner_lr = 0.01;            // α (the initial value when learned)
-  bool learned_layer_rates = false;  // MAML++ LSLR: a learned α per layer and inner step
-  bool multi_step_loss = false;      // MAML++: outer loss Σ_k v_k L(θ^k; query)
+  int inner_steps = 1;                         // τ during training
+  double inner_lr = 0.01;                      // α (the initial value when learned)
+  bool learned_layer_rates = false;            // MAML++ LSLR: a learned α per layer and inner step
+  bool multi_step_loss = false;                // MAML++: outer loss Σ_k v_k L(θ^k; query)
   std::int64_t msl_anneal_iterations = 10000;  // v reaches the last step by then
-  bool task_batched = true;          // one graph for the meta-batch; false loops over tasks
+  bool task_batched = true;                    // one graph for the meta-batch; false loops over tasks
 
   bool first_order() const { return algorithm == Algorithm::fomaml || algorithm == Algorithm::reptile; }
   // Throws ValueError for combinations that are not in the literature.
