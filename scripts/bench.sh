@@ -1,10 +1,42 @@
 #!/usr/bin/env bash
-# Builds and runs the benchmarks with repetitions; prints medians and keeps
-# the full JSON in build/bench-engine.json. Close other work first: the
-# figures are only as quiet as the machine.
+# Builds and runs the benchmarks, one thread, medians of repeated runs:
+#   bench-engine          per-op overhead, GEMM against raw OpenBLAS, an MLP gradient
+#   bench-maml            meta-gradient step time and memory, batched and looped
+#   bench-maml-libtorch   the same steps against libtorch (with --with-libtorch,
+#                         which installs Debian's libtorch-dev, about 1 GB)
+# Full outputs go to build/bench-*.txt. Close other work first: the figures
+# are only as quiet as the machine.
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
+
+with_libtorch=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-libtorch) with_libtorch=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+if ((with_libtorch)); then metatape_packages+=(libtorch-dev); fi
 install_missing_packages
-configure_and_build build -Dbuildtype=release >/dev/null
-build/bench/bench-engine --benchmark_repetitions="${REPETITIONS:-10}" --benchmark_report_aggregates_only=true \
-  --benchmark_out=build/bench-engine.json --benchmark_out_format=json "$@" | grep -E "median|^Run|^[A-Za-z(]|---"
+# Reconfigure so that meson notices a newly installed libtorch.
+configure_and_build build -Dbuildtype=release -Dbenchmarks=enabled >/dev/null
+if ((with_libtorch)) && [ ! -x build/bench/bench-maml-libtorch ]; then
+  meson setup --reconfigure build >/dev/null
+  ninja -C build >/dev/null
+fi
+
+export OPENBLAS_NUM_THREADS=1
+echo "== bench-engine (medians of 10)"
+build/bench/bench-engine --benchmark_repetitions=10 --benchmark_report_aggregates_only=true \
+  --benchmark_min_time=0.3 | tee build/bench-engine.txt | grep -E "median"
+echo "== bench-maml (medians of 5)"
+build/bench/bench-maml --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+  | tee build/bench-maml.txt | grep -E "median"
+if [ -x build/bench/bench-maml-libtorch ]; then
+  echo "== bench-maml-libtorch"
+  build/bench/bench-maml-libtorch --threads 1 --repeats 21 | tee build/bench-maml-libtorch.txt
+elif ((with_libtorch)); then
+  echo "bench.sh: libtorch-dev is installed but bench-maml-libtorch was not built" >&2
+  exit 1
+fi

@@ -149,7 +149,17 @@ std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::ve
 
   // Forward sweep: which variables depend on an input. Only their adjoints
   // are worth computing; a backward rule is asked only for those inputs.
-  std::vector<std::uint8_t> depends(span, 0), requested(span, 0);
+  // Scratch arrays are the tape's own and keep their capacity between calls,
+  // so a training loop's backward passes allocate nothing either.
+  Scratch& w = scratch_;
+  struct ReleaseOnExit {  // also when a rule throws: no storage kept past the call
+    Scratch& w;
+    ~ReleaseOnExit() { w.release_tensors(); }
+  } release_on_exit{w};
+  std::vector<std::uint8_t>& depends = w.depends;
+  std::vector<std::uint8_t>& requested = w.requested;
+  depends.assign(span, 0);
+  requested.assign(span, 0);
   for (const Tensor& t : inputs) depends[t.var().index - lowest] = requested[t.var().index - lowest] = 1;
   for (std::size_t n = first_node; n < end_node; ++n) {
     const Node& node = nodes_[n];
@@ -162,7 +172,8 @@ std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::ve
       for (std::uint32_t j = 0; j < node.n_out; ++j) depends[node.out_var_begin + j - lowest] = 1;
   }
 
-  std::vector<Tensor> adjoint(span);
+  std::vector<Tensor>& adjoint = w.adjoint;
+  adjoint.assign(span, Tensor{});
   {
     GradModeGuard mode(*this, options.create_graph);
     for (std::size_t i = 0; i < outputs.size(); ++i) {
@@ -172,10 +183,12 @@ std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::ve
 
     // Per-node scratch, reused. The rule gets copies of the saved handles:
     // with create_graph it appends to the tape's arrays, which may move them.
-    std::vector<Tensor> saved, grad_outputs, grads;
-    std::vector<Shape> shapes;
-    std::vector<DType> dtypes;
-    std::vector<std::uint8_t> needs;
+    std::vector<Tensor>& saved = w.saved;
+    std::vector<Tensor>& grad_outputs = w.grad_outputs;
+    std::vector<Tensor>& grads = w.grads;
+    std::vector<Shape>& shapes = w.shapes;
+    std::vector<DType>& dtypes = w.dtypes;
+    std::vector<std::uint8_t>& needs = w.needs;
     for (std::size_t n = end_node; n-- > first_node;) {
       const Node node = nodes_[n];
       bool any_output = false;
@@ -245,7 +258,7 @@ std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::ve
 
   std::vector<Tensor> result(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
-    Tensor& a = adjoint[inputs[i].var().index - lowest];
+    const Tensor& a = adjoint[inputs[i].var().index - lowest];
     if (a.defined()) {
       result[i] = options.create_graph ? a : a.detach();
     } else if (options.allow_unused) {

@@ -79,6 +79,19 @@ class Tape {
   std::vector<InputRecord> inputs_;
   std::vector<Tensor> saved_;
   std::uint64_t next_serial_ = 1;
+
+  // grad()'s working arrays, kept between calls for their capacity.
+  struct Scratch {
+    std::vector<std::uint8_t> depends, requested, needs;
+    std::vector<Tensor> adjoint, saved, grad_outputs, grads;
+    std::vector<Shape> shapes;
+    std::vector<DType> dtypes;
+    // Drops the handles (not the capacity), so no storage outlives the call.
+    void release_tensors() {
+      for (auto* v : {&adjoint, &saved, &grad_outputs, &grads}) v->assign(v->size(), Tensor{});
+    }
+  };
+  Scratch scratch_;
 };
 
 Tape& this_thread_tape();
