@@ -89,23 +89,22 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
 template <class T, bool Relu>
 void backward_channel(const NormShape& s, std::int64_t offset, const T* x, const T* g, T* dx, double mean, double rstd,
                       T scale, T shift, double gamma, double& total_g, double& total_g_xhat) {
-  const std::int64_t stride = s.channels * s.spatial;
+  // Locals and restrict-qualified rows: the loops below must not re-read
+  // the shape through a pointer that a store might alias, or they stay scalar.
+  const std::int64_t stride = s.channels * s.spatial, spatial = s.spatial, batch = s.batch;
   // The forward's pre-activation, recomputed bit for bit, decides the mask; a
-  // multiplication by 0 or 1 (not a branch) keeps the loop vectorisable and
-  // lets a NaN gradient through as relu's backward would.
-  const auto upstream = [&](T xv, T gv) {
-    if constexpr (Relu) return gv * (xv * scale + shift > T(0) ? T(1) : T(0));
-    return gv;
-  };
+  // multiplication by 0 or 1 (not a branch) lets a NaN gradient through as
+  // relu's backward would, and is the form GCC vectorises ("keep ? 1 : 0").
   double sum_g = 0, sum_gd = 0;  // Σ g and Σ g (x − mean): rows in T, across rows in double
   const T m = static_cast<T>(mean);
-  for (std::int64_t n = 0; n < s.batch; ++n) {
-    const T* xr = x + offset + n * stride;
-    const T* gr = g + offset + n * stride;
+  for (std::int64_t n = 0; n < batch; ++n) {
+    const T* __restrict xr = x + offset + n * stride;
+    const T* __restrict gr = g + offset + n * stride;
     T row_g = 0, row_gd = 0;
 #pragma omp simd reduction(+ : row_g, row_gd)
-    for (std::int64_t i = 0; i < s.spatial; ++i) {
-      const T gv = upstream(xr[i], gr[i]);
+    for (std::int64_t i = 0; i < spatial; ++i) {
+      const T keep = Relu ? (xr[i] * scale + shift > T(0) ? T(1) : T(0)) : T(1);
+      const T gv = gr[i] * keep;
       row_g += gv;
       row_gd += gv * (xr[i] - m);
     }
@@ -115,16 +114,19 @@ void backward_channel(const NormShape& s, std::int64_t offset, const T* x, const
   total_g = sum_g;
   total_g_xhat = sum_gd * rstd;
   // dx = k (g − mean(g) − x̂ mean(g x̂)) = a·g + b·x + c, one fused pass.
-  const double count = static_cast<double>(s.batch * s.spatial), k = rstd * gamma;
+  const double count = static_cast<double>(batch * spatial), k = rstd * gamma;
   const double mean_g = total_g / count, mean_g_xhat = total_g_xhat / count;
   const T a = static_cast<T>(k), b = static_cast<T>(-k * mean_g_xhat * rstd);
   const T c = static_cast<T>(-k * mean_g + k * mean_g_xhat * rstd * mean);
-  for (std::int64_t n = 0; n < s.batch; ++n) {
-    const T* xr = x + offset + n * stride;
-    const T* gr = g + offset + n * stride;
-    T* out = dx + offset + n * stride;
+  for (std::int64_t n = 0; n < batch; ++n) {
+    const T* __restrict xr = x + offset + n * stride;
+    const T* __restrict gr = g + offset + n * stride;
+    T* __restrict out = dx + offset + n * stride;
 #pragma omp simd
-    for (std::int64_t i = 0; i < s.spatial; ++i) out[i] = a * upstream(xr[i], gr[i]) + b * xr[i] + c;
+    for (std::int64_t i = 0; i < spatial; ++i) {
+      const T keep = Relu ? (xr[i] * scale + shift > T(0) ? T(1) : T(0)) : T(1);
+      out[i] = a * (gr[i] * keep) + b * xr[i] + c;
+    }
   }
 }
 
