@@ -183,6 +183,15 @@ TEST_SUITE("tensor") {
     const Tensor padded = mt::max_pool2d(mt::neg(x), {.kernel = 2, .stride = 2, .padding = 1});
     CHECK(padded.shape() == Shape{1, 1, 3, 3});
     CHECK(padded.to_vector()[0] == -1);  // padding never wins, even against negatives
+    // Ties go to the first maximum (the gradient lands there), and NaN wins.
+    mt::TapeScope scope;
+    Tensor ties = mt::from_vector({1, 3, 3, 2}, {1, 1, 2, 2}, f64);
+    ties.requires_grad_();
+    CHECK(mt::grad(mt::sum(mt::max_pool2d(ties, {.kernel = 2})), ties).to_vector() == std::vector<double>{0, 1, 0, 0});
+    const Tensor with_nan = mt::from_vector({1, 2, NAN, 0, 5, 6, 7, 8}, {1, 2, 2, 2}, f64);
+    const auto pooled = mt::max_pool2d(with_nan, {.kernel = 2}).to_vector();
+    CHECK(std::isnan(pooled[0]));
+    CHECK(pooled[1] == 8);
   }
 
   TEST_CASE("batch_norm normalises each channel with the batch statistics") {
