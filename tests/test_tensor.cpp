@@ -136,31 +136,35 @@ TEST_SUITE("tensor") {
   }
 
   TEST_CASE("conv2d agrees with a direct convolution") {
+    // Small images go through chunked GEMMs, large ones (>= 128 output
+    // pixels) through one GEMM per image: both are checked.
     mt::Generator gen(4);
-    const Tensor x = mt::normal({2, 3, 7, 6}, 0, 1, gen, f64), w = mt::normal({4, 3, 3, 3}, 0, 1, gen, f64);
-    for (auto [stride, pad] : {std::pair{1, 1}, std::pair{2, 0}, std::pair{2, 1}}) {
-      const Tensor y = mt::conv2d(x, w, {.stride = stride, .padding = pad});
-      const std::int64_t oh = (7 + 2 * pad - 3) / stride + 1, ow = (6 + 2 * pad - 3) / stride + 1;
-      REQUIRE(y.shape() == Shape{2, 4, oh, ow});
-      const auto vx = x.to_vector(), vw = w.to_vector(), vy = y.to_vector();
-      double worst = 0;
-      for (int n = 0; n < 2; ++n)
-        for (int o = 0; o < 4; ++o)
-          for (int i = 0; i < oh; ++i)
-            for (int j = 0; j < ow; ++j) {
-              double s = 0;
-              for (int c = 0; c < 3; ++c)
-                for (int ki = 0; ki < 3; ++ki)
-                  for (int kj = 0; kj < 3; ++kj) {
-                    const int r = i * stride - pad + ki, q = j * stride - pad + kj;
-                    if (r < 0 || r >= 7 || q < 0 || q >= 6) continue;
-                    s += vx[static_cast<std::size_t>(((n * 3 + c) * 7 + r) * 6 + q)] *
-                         vw[static_cast<std::size_t>(((o * 3 + c) * 3 + ki) * 3 + kj)];
-                  }
-              worst = std::max(worst, std::abs(s - vy[static_cast<std::size_t>(((n * 4 + o) * oh + i) * ow + j)]));
-            }
-      INFO("stride " << stride << ", padding " << pad);
-      CHECK(worst < 1e-12);
+    for (auto [height, width] : {std::pair{7, 6}, std::pair{17, 14}}) {
+      const Tensor x = mt::normal({2, 3, height, width}, 0, 1, gen, f64), w = mt::normal({4, 3, 3, 3}, 0, 1, gen, f64);
+      for (auto [stride, pad] : {std::pair{1, 1}, std::pair{2, 0}, std::pair{2, 1}}) {
+        const Tensor y = mt::conv2d(x, w, {.stride = stride, .padding = pad});
+        const int oh = (height + 2 * pad - 3) / stride + 1, ow = (width + 2 * pad - 3) / stride + 1;
+        REQUIRE(y.shape() == Shape{2, 4, oh, ow});
+        const auto vx = x.to_vector(), vw = w.to_vector(), vy = y.to_vector();
+        double worst = 0;
+        for (int n = 0; n < 2; ++n)
+          for (int o = 0; o < 4; ++o)
+            for (int i = 0; i < oh; ++i)
+              for (int j = 0; j < ow; ++j) {
+                double sum = 0;
+                for (int c = 0; c < 3; ++c)
+                  for (int ki = 0; ki < 3; ++ki)
+                    for (int kj = 0; kj < 3; ++kj) {
+                      const int r = i * stride - pad + ki, q = j * stride - pad + kj;
+                      if (r < 0 || r >= height || q < 0 || q >= width) continue;
+                      sum += vx[static_cast<std::size_t>(((n * 3 + c) * height + r) * width + q)] *
+                             vw[static_cast<std::size_t>(((o * 3 + c) * 3 + ki) * 3 + kj)];
+                    }
+                worst = std::max(worst, std::abs(sum - vy[static_cast<std::size_t>(((n * 4 + o) * oh + i) * ow + j)]));
+              }
+        INFO(height << "x" << width << ", stride " << stride << ", padding " << pad);
+        CHECK(worst < 1e-12);
+      }
     }
   }
 

@@ -27,9 +27,21 @@ void rows_to_planes(const T* in, std::int64_t images, std::int64_t channels, std
                   static_cast<std::size_t>(pixels) * sizeof(T));
 }
 
+// g's planes as GEMM rows: for one image they already are; for several they
+// are transposed into `block`.
+template <class T>
+const T* rows_of(const T* planes, std::int64_t images, std::int64_t channels, std::int64_t pixels, T* block) {
+  if (images == 1) return planes;
+  planes_to_rows(planes, images, channels, pixels, block);
+  return block;
+}
+
 }  // namespace
 
 std::int64_t ConvShape::chunk() const {
+  // With many pixels per image, one GEMM per image is already large, and its
+  // [O, pixels] result is the image's NCHW planes: no transposition at all.
+  if (pixels() >= 128) return 1;
   const std::int64_t per_image = (patch() + out_channels) * pixels();
   return std::clamp<std::int64_t>((std::int64_t{1} << 22) / std::max<std::int64_t>(per_image, 1), 1,
                                   std::max<std::int64_t>(images, 1));
@@ -47,8 +59,9 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch
     for (std::int64_t n0 = 0; n0 < s.images; n0 += s.chunk()) {
       const std::int64_t nb = std::min(s.chunk(), s.images - n0);
       im2col<T>(x + (g * s.images + n0) * plane_in, 1, nb, s.in_channels, s.h, s.w, s.window, cols);
-      gemm<T>(false, false, O, nb * L, P, T(1), wg, P, cols, nb * L, T(0), block, nb * L);
-      rows_to_planes(block, nb, O, L, y + (g * s.images + n0) * O * L);
+      T* planes = y + (g * s.images + n0) * O * L;
+      gemm<T>(false, false, O, nb * L, P, T(1), wg, P, cols, nb * L, T(0), nb == 1 ? planes : block, nb * L);
+      if (nb > 1) rows_to_planes(block, nb, O, L, planes);
     }
   }
 }
@@ -62,8 +75,8 @@ void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scr
     const T* wg = w + grp * O * P;
     for (std::int64_t n0 = 0; n0 < s.images; n0 += s.chunk()) {
       const std::int64_t nb = std::min(s.chunk(), s.images - n0);
-      planes_to_rows(g + (grp * s.images + n0) * O * L, nb, O, L, block);
-      gemm<T>(true, false, P, nb * L, O, T(1), wg, P, block, nb * L, T(0), cols, nb * L);  // wᵀ g
+      const T* rows = rows_of(g + (grp * s.images + n0) * O * L, nb, O, L, block);
+      gemm<T>(true, false, P, nb * L, O, T(1), wg, P, rows, nb * L, T(0), cols, nb * L);  // wᵀ g
       col2im<T>(cols, 1, nb, s.in_channels, s.h, s.w, s.window, dx + (grp * s.images + n0) * plane_in);
     }
   }
@@ -80,9 +93,9 @@ void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* sc
     for (std::int64_t n0 = 0; n0 < s.images; n0 += s.chunk()) {
       const std::int64_t nb = std::min(s.chunk(), s.images - n0);
       im2col<T>(x + (grp * s.images + n0) * plane_in, 1, nb, s.in_channels, s.h, s.w, s.window, cols);
-      planes_to_rows(g + (grp * s.images + n0) * O * L, nb, O, L, block);
+      const T* rows = rows_of(g + (grp * s.images + n0) * O * L, nb, O, L, block);
       // dw += g colsᵀ, the first chunk overwriting.
-      gemm<T>(false, true, O, P, nb * L, T(1), block, nb * L, cols, nb * L, n0 == 0 ? T(0) : T(1), dwg, P);
+      gemm<T>(false, true, O, P, nb * L, T(1), rows, nb * L, cols, nb * L, n0 == 0 ? T(0) : T(1), dwg, P);
     }
   }
 }
