@@ -18,8 +18,6 @@ void require_same_device(const char* op, Inputs in) {
     if (in[i]->device() != in[0]->device())
       throw DeviceError(std::string(op) + ": input 0 is on " + device_name(in[0]->device()) + " but input " +
                         std::to_string(i) + " is on " + device_name(in[i]->device()));
-  if (!in.empty() && in[0]->device() != Device::cpu)
-    throw DeviceError(std::string(op) + ": this build has no backend for device " + device_name(in[0]->device()));
 }
 
 void require_floating(const char* op, const Tensor& t, int input) {
@@ -57,8 +55,10 @@ void apply(const OpDef& op, Inputs in, const Attrs& attrs, std::span<Tensor> out
 
   OutputSpec specs[kMaxOutputs];
   op.shape_rule(in, attrs, std::span<OutputSpec>(specs, static_cast<std::size_t>(op.num_outputs)));
+  const Device device = in.empty() ? Device::cpu : in[0]->device();
   if (!op.is_view)
-    for (int j = 0; j < op.num_outputs; ++j) out[static_cast<std::size_t>(j)] = empty(specs[j].shape, specs[j].dtype);
+    for (int j = 0; j < op.num_outputs; ++j)
+      out[static_cast<std::size_t>(j)] = empty(specs[j].shape, specs[j].dtype, device);
   op.forward(in, attrs, out);
   if (record) tape.record(op, in, attrs, out);
 }

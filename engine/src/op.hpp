@@ -14,7 +14,7 @@
 #include <span>
 #include <vector>
 
-#include "kernels/window.hpp"
+#include "kernels/types.hpp"
 #include "metatape/random.hpp"
 #include "metatape/registry.hpp"
 #include "metatape/tensor.hpp"
@@ -30,9 +30,10 @@ struct Attrs {
   std::int64_t start = 0, stop = 0;          // slice: positions start..stop-1 along `axis`; pad: start
   std::array<std::int8_t, kMaxRank> perm{};  // permute: output axis i is input axis perm[i]
   bool trans_a = false, trans_b = false;     // matmul: use the transpose of a / b
-  kernels::Window2d window;                  // im2col, col2im
+  kernels::Window2d window;                  // conv2d and its adjoints: stride and padding
   DType dtype = DType::f32;                  // cast: the target dtype
   bool relu = false;                         // batch_norm: a fused ReLU after it
+  bool indices_checked = false;              // take, gather_rows and their adjoints: skip the range check
 };
 
 using Inputs = std::span<const Tensor* const>;

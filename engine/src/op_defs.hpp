@@ -23,10 +23,14 @@ std::vector<OpSample> logsumexp_samples(Generator& gen, DType dtype);
 extern const OpDef reshape_op, permute_op, slice_op, pad_op, concat_op;
 extern const OpDef gather_rows_op, scatter_rows_op, take_op, scatter_add_op;
 // The adjoints of slice, gather_rows and take (internal: users slice,
-// gather and take; these are what their derivatives are made of).
+// gather and take; these are what their derivatives are made of), and
+// gathers whose indices the caller has already checked (indices_checked
+// skips the range check, which for a device tensor would copy to the host).
 Tensor pad_axis(const Tensor& g, int axis, std::int64_t start, const Shape& shape);
-Tensor scatter_rows(const Tensor& g, const Tensor& index, const Shape& shape);
-Tensor scatter_add(const Tensor& g, const Tensor& index, const Shape& shape);
+Tensor scatter_rows(const Tensor& g, const Tensor& index, const Shape& shape, bool indices_checked);
+Tensor scatter_add(const Tensor& g, const Tensor& index, const Shape& shape, bool indices_checked);
+Tensor gather_rows_checked(const Tensor& x, const Tensor& index, bool indices_checked);
+Tensor take_checked(const Tensor& x, const Tensor& index, bool indices_checked);
 std::vector<OpSample> squeeze_unsqueeze_samples(Generator& gen, DType dtype);
 std::vector<OpSample> transpose_samples(Generator& gen, DType dtype);
 std::vector<OpSample> stack_samples(Generator& gen, DType dtype);

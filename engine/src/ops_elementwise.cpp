@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/cpu/elementwise.hpp"
+#include "backend.hpp"
 #include "kernels/cpu/strided.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
@@ -16,8 +16,8 @@
 namespace metatape::detail {
 namespace {
 
-using kernels::cpu::BinaryOp;
-using kernels::cpu::UnaryOp;
+using kernels::BinaryOp;
+using kernels::UnaryOp;
 
 // --- shared pieces ---
 
@@ -35,9 +35,8 @@ void binary_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
   std::int64_t a_strides[kMaxRank], b_strides[kMaxRank];
   kernels::cpu::broadcast_strides(a.rank(), a.shape().begin(), y.rank(), y.shape().begin(), a_strides);
   kernels::cpu::broadcast_strides(b.rank(), b.shape().begin(), y.rank(), y.shape().begin(), b_strides);
-  with_float_type(y.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::binary<T>(K, y.rank(), y.shape().begin(), a.data<T>(), a_strides, b.data<T>(), b_strides,
+  dispatch(y.device(), y.dtype(), [&]<class Kernels, class T>() {
+    Kernels::template binary<T>(K, y.rank(), y.shape().begin(), a.data<T>(), a_strides, b.data<T>(), b_strides,
                             y.data<T>());
   });
 }
@@ -49,19 +48,17 @@ void unary_rule(const char* op, Inputs in, std::span<OutputSpec> out) {
 
 template <UnaryOp K>
 void unary_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  with_float_type(out[0].dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::unary<T>(K, in[0]->data<T>(), out[0].data<T>(), out[0].numel(), attrs.scalar);
+  dispatch(out[0].device(), out[0].dtype(), [&]<class Kernels, class T>() {
+    Kernels::template unary<T>(K, in[0]->data<T>(), out[0].data<T>(), out[0].numel(), attrs.scalar);
   });
 }
 
 // A constant (unrecorded) function of x: the 0/1 and ±1 masks that relu and
 // abs multiply gradients by. Their derivative is zero almost everywhere.
 Tensor constant_map(UnaryOp k, const Tensor& x) {
-  Tensor y = empty(x.shape(), x.dtype());
-  with_float_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::unary<T>(k, x.data<T>(), y.data<T>(), x.numel(), 0.0);
+  Tensor y = empty(x.shape(), x.dtype(), x.device());
+  dispatch(x.device(), x.dtype(), [&]<class Kernels, class T>() {
+    Kernels::template unary<T>(k, x.data<T>(), y.data<T>(), x.numel(), 0.0);
   });
   return y;
 }
@@ -164,10 +161,9 @@ void sigmoid_backward(BackwardContext& c) {  // y (1 - y)
 // pass, without the mask tensor.
 Tensor times_mask(UnaryOp mask, const Tensor& g, const Tensor& x) {
   if (grad_enabled()) return mul(g, constant_map(mask, x));
-  Tensor out = empty(x.shape(), x.dtype());
-  with_float_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::multiply_by_mask<T>(mask, g.data<T>(), x.data<T>(), out.data<T>(), x.numel());
+  Tensor out = empty(x.shape(), x.dtype(), x.device());
+  dispatch(x.device(), x.dtype(), [&]<class Kernels, class T>() {
+    Kernels::template multiply_by_mask<T>(mask, g.data<T>(), x.data<T>(), out.data<T>(), x.numel());
   });
   return out;
 }
@@ -176,7 +172,7 @@ void abs_backward(BackwardContext& c) { c.set_grad(0, times_mask(UnaryOp::sign, 
 void pow_backward(BackwardContext& c) {  // p x^(p-1); exactly zero for p = 0, even at x = 0
   const double p = c.attrs().scalar;
   if (p == 0.0) {
-    c.set_grad(0, zeros(c.input_shape(0), c.input_dtype(0)));
+    c.set_grad(0, zeros(c.input_shape(0), c.input_dtype(0), c.grad_output().device()));
     return;
   }
   c.set_grad(0, mul(c.grad_output(), scale(pow(c.input(0), p - 1.0), p)));
@@ -192,9 +188,9 @@ void cast_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   out[0] = {in[0]->shape(), attrs.dtype};
 }
 void cast_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
-  with_float_type(in[0]->dtype(), [&](auto from) {
+  dispatch(in[0]->device(), in[0]->dtype(), [&]<class Kernels, class From>() {
     with_float_type(out[0].dtype(), [&](auto to) {
-      kernels::cpu::convert(in[0]->data<decltype(from)>(), out[0].data<decltype(to)>(), out[0].numel());
+      Kernels::template convert<From, decltype(to)>(in[0]->data<From>(), out[0].data<decltype(to)>(), out[0].numel());
     });
   });
 }
@@ -303,8 +299,9 @@ const OpDef copy_op = {.name = "clone", .arity = 1, .num_outputs = 1, .saves = 0
       out[0] = {in[0]->shape(), in[0]->dtype()};  // any dtype, i64 included
     },
     .forward = [](Inputs in, const Attrs&, std::span<Tensor> out) {
-      std::memcpy(out[0].raw_data(), in[0]->raw_data(),
-                  static_cast<std::size_t>(out[0].numel()) * dtype_size(out[0].dtype()));
+      dispatch_any(in[0]->device(), in[0]->dtype(), [&]<class Kernels, class T>() {
+        Kernels::template copy<T>(in[0]->data<T>(), out[0].data<T>(), out[0].numel());
+      });
     },
     .backward = copy_backward,
     .samples = [](Generator& g, DType d) { return smooth_unary(g, d, [](const Tensor& x) { return x.clone(); }); }};

@@ -4,8 +4,7 @@
 // every order stay within this file.
 #include <numeric>
 
-#include "kernels/cpu/elementwise.hpp"
-#include "kernels/cpu/layout.hpp"
+#include "backend.hpp"
 #include "kernels/cpu/strided.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
@@ -14,15 +13,6 @@
 
 namespace metatape::detail {
 namespace {
-
-// Calls f(T{}) with the element type of `dtype`, integers included.
-template <class F>
-void with_any_type(DType dtype, F&& f) {
-  if (dtype == DType::i64)
-    f(std::int64_t{});
-  else
-    with_float_type(dtype, f);
-}
 
 // x viewed as [outer, shape[axis], inner].
 void split_at_axis(const Shape& shape, int axis, std::int64_t& outer, std::int64_t& inner) {
@@ -37,8 +27,14 @@ void require_index(const char* op, const Tensor& index, int input) {
                      dtype_name(index.dtype()));
 }
 
-// Every index in [0, limit), or ValueError naming the first bad one.
-void require_indices_below(const char* op, const Tensor& index, std::int64_t limit, const char* what) {
+// Every index in [0, limit), or ValueError naming the first bad one. Skipped
+// when the caller vouches for the indices (attrs.indices_checked: the engine's
+// own arg-max indices and the adjoints of checked gathers), which keeps a
+// device op from copying its indices to the host.
+void require_indices_below(const char* op, const Tensor& index_tensor, std::int64_t limit, const char* what,
+                           const Attrs& attrs) {
+  if (attrs.indices_checked) return;
+  const Tensor index = index_tensor.to(Device::cpu);
   const std::int64_t* p = index.data<std::int64_t>();
   const std::int64_t n = index.numel();
   for (std::int64_t i = 0; i < n; ++i)
@@ -70,9 +66,8 @@ void permute_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   std::int64_t x_strides[kMaxRank], read_strides[kMaxRank];
   kernels::cpu::contiguous_strides(x.rank(), x.shape().begin(), x_strides);
   for (int i = 0; i < x.rank(); ++i) read_strides[i] = x_strides[attrs.perm[static_cast<std::size_t>(i)]];
-  with_any_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::strided_copy<T>(x.rank(), out[0].shape().begin(), x.data<T>(), read_strides, out[0].data<T>());
+  dispatch_any(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template strided_copy<T>(x.rank(), out[0].shape().begin(), x.data<T>(), read_strides, out[0].data<T>());
   });
 }
 void permute_backward(BackwardContext& c) {
@@ -92,10 +87,9 @@ void slice_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const Tensor& x = *in[0];
   std::int64_t outer, inner;
   split_at_axis(x.shape(), attrs.axis, outer, inner);
-  with_any_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::copy_from_axis<T>(x.data<T>(), outer, x.shape()[attrs.axis], inner, attrs.start,
-                                    attrs.stop - attrs.start, out[0].data<T>());
+  dispatch_any(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template copy_from_axis<T>(x.data<T>(), outer, x.shape()[attrs.axis], inner, attrs.start,
+                                  attrs.stop - attrs.start, out[0].data<T>());
   });
 }
 void slice_backward(BackwardContext& c) {
@@ -118,11 +112,10 @@ void pad_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const Tensor& g = *in[0];
   std::int64_t outer, inner;
   split_at_axis(attrs.shape, attrs.axis, outer, inner);
-  with_float_type(g.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::fill<T>(out[0].data<T>(), out[0].numel(), T(0));
-    kernels::cpu::copy_into_axis<T>(g.data<T>(), outer, g.shape()[attrs.axis], inner, out[0].data<T>(),
-                                    attrs.shape[attrs.axis], attrs.start);
+  dispatch(g.device(), g.dtype(), [&]<class K, class T>() {
+    K::template fill<T>(out[0].data<T>(), out[0].numel(), T(0));
+    K::template copy_into_axis<T>(g.data<T>(), outer, g.shape()[attrs.axis], inner, out[0].data<T>(),
+                                  attrs.shape[attrs.axis], attrs.start);
   });
 }
 void pad_backward(BackwardContext& c) {
@@ -154,10 +147,9 @@ void concat_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   split_at_axis(out[0].shape(), attrs.axis, outer, inner);
   std::int64_t offset = 0;
   for (const Tensor* x : in) {
-    with_any_type(x->dtype(), [&](auto t) {
-      using T = decltype(t);
-      kernels::cpu::copy_into_axis<T>(x->data<T>(), outer, x->shape()[attrs.axis], inner, out[0].data<T>(),
-                                      out[0].shape()[attrs.axis], offset);
+    dispatch_any(x->device(), x->dtype(), [&]<class K, class T>() {
+      K::template copy_into_axis<T>(x->data<T>(), outer, x->shape()[attrs.axis], inner, out[0].data<T>(),
+                                    out[0].shape()[attrs.axis], offset);
     });
     offset += x->shape()[attrs.axis];
   }
@@ -186,24 +178,23 @@ std::int64_t row_size(const Shape& shape) {
   for (int i = 1; i < shape.rank(); ++i) n *= shape[i];
   return n;
 }
-void gather_rows_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) {
+void gather_rows_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   const Tensor &x = *in[0], &index = *in[1];
   require_floating("gather_rows", x, 0);
   require_index("gather_rows", index, 1);
   if (x.rank() == 0) throw ShapeError("gather_rows: input 0 is a scalar; it has no rows");
-  require_indices_below("gather_rows", index, x.shape()[0], "rows");
+  require_indices_below("gather_rows", index, x.shape()[0], "rows", attrs);
   out[0] = {gathered_shape("gather_rows", index.shape(), x.shape()), x.dtype()};
 }
 void gather_rows_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
   const Tensor &x = *in[0], &index = *in[1];
-  with_float_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::gather_rows<T>(x.data<T>(), row_size(x.shape()), index.data<std::int64_t>(), index.numel(),
-                                 out[0].data<T>());
+  dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template gather_rows<T>(x.data<T>(), row_size(x.shape()), index.data<std::int64_t>(), index.numel(),
+                               out[0].data<T>());
   });
 }
 void gather_rows_backward(BackwardContext& c) {
-  c.set_grad(0, scatter_rows(c.grad_output(), c.input(1), c.input_shape(0)));
+  c.set_grad(0, scatter_rows(c.grad_output(), c.input(1), c.input_shape(0), true));
 }
 
 // --- scatter_rows: zeros(attrs.shape) with row index[i] += g[i] ---
@@ -214,33 +205,35 @@ void scatter_rows_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out)
   if (attrs.shape.rank() == 0 || g.shape() != gathered_shape("scatter_rows", index.shape(), attrs.shape))
     throw ShapeError("scatter_rows: " + g.shape().str() + " rows at index " + index.shape().str() +
                      " do not fit into " + attrs.shape.str());
-  require_indices_below("scatter_rows", index, attrs.shape[0], "rows");
+  require_indices_below("scatter_rows", index, attrs.shape[0], "rows", attrs);
   out[0] = {attrs.shape, g.dtype()};
 }
 void scatter_rows_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const Tensor &g = *in[0], &index = *in[1];
-  with_float_type(g.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::scatter_rows_add<T>(g.data<T>(), row_size(attrs.shape), index.data<std::int64_t>(), index.numel(),
-                                      out[0].data<T>(), attrs.shape[0]);
+  dispatch(g.device(), g.dtype(), [&]<class K, class T>() {
+    K::template scatter_rows_add<T>(g.data<T>(), row_size(attrs.shape), index.data<std::int64_t>(), index.numel(),
+                                    out[0].data<T>(), attrs.shape[0]);
   });
 }
-void scatter_rows_backward(BackwardContext& c) { c.set_grad(0, gather_rows(c.grad_output(), c.input(1))); }
+void scatter_rows_backward(BackwardContext& c) {
+  c.set_grad(0, gather_rows_checked(c.grad_output(), c.input(1), true));
+}
 
 // --- take: x.flat[index], shaped like index ---
-void take_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) {
+void take_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   require_floating("take", *in[0], 0);
   require_index("take", *in[1], 1);
-  require_indices_below("take", *in[1], in[0]->numel(), "elements");
+  require_indices_below("take", *in[1], in[0]->numel(), "elements", attrs);
   out[0] = {in[1]->shape(), in[0]->dtype()};
 }
 void take_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
-  with_float_type(in[0]->dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::take<T>(in[0]->data<T>(), in[1]->data<std::int64_t>(), in[1]->numel(), out[0].data<T>());
+  dispatch(in[0]->device(), in[0]->dtype(), [&]<class K, class T>() {
+    K::template take<T>(in[0]->data<T>(), in[1]->data<std::int64_t>(), in[1]->numel(), out[0].data<T>());
   });
 }
-void take_backward(BackwardContext& c) { c.set_grad(0, scatter_add(c.grad_output(), c.input(1), c.input_shape(0))); }
+void take_backward(BackwardContext& c) {
+  c.set_grad(0, scatter_add(c.grad_output(), c.input(1), c.input_shape(0), true));
+}
 
 // --- scatter_add: zeros(attrs.shape) with flat entry index[i] += g[i] ---
 void scatter_add_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
@@ -249,17 +242,16 @@ void scatter_add_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) 
   if (in[0]->shape() != in[1]->shape())
     throw ShapeError("scatter_add: values " + in[0]->shape().str() + " and index " + in[1]->shape().str() +
                      " differ in shape");
-  require_indices_below("scatter_add", *in[1], attrs.shape.numel(), "elements");
+  require_indices_below("scatter_add", *in[1], attrs.shape.numel(), "elements", attrs);
   out[0] = {attrs.shape, in[0]->dtype()};
 }
 void scatter_add_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  with_float_type(in[0]->dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::scatter_add<T>(in[0]->data<T>(), in[1]->data<std::int64_t>(), in[1]->numel(), out[0].data<T>(),
-                                 attrs.shape.numel());
+  dispatch(in[0]->device(), in[0]->dtype(), [&]<class K, class T>() {
+    K::template scatter_add<T>(in[0]->data<T>(), in[1]->data<std::int64_t>(), in[1]->numel(), out[0].data<T>(),
+                               attrs.shape.numel());
   });
 }
-void scatter_add_backward(BackwardContext& c) { c.set_grad(0, take(c.grad_output(), c.input(1))); }
+void scatter_add_backward(BackwardContext& c) { c.set_grad(0, take_checked(c.grad_output(), c.input(1), true)); }
 
 // Random row indices (repeats included, so that scatters must accumulate).
 Tensor sample_rows(const Shape& shape, std::int64_t rows, Generator& gen) {
@@ -284,18 +276,34 @@ Tensor pad_axis(const Tensor& g, int axis, std::int64_t start, const Shape& shap
   return apply(pad_op, in, attrs);
 }
 
-Tensor scatter_rows(const Tensor& g, const Tensor& index, const Shape& shape) {
+Tensor scatter_rows(const Tensor& g, const Tensor& index, const Shape& shape, bool indices_checked) {
   const Tensor* in[] = {&g, &index};
   Attrs attrs;
   attrs.shape = shape;
+  attrs.indices_checked = indices_checked;
   return apply(scatter_rows_op, in, attrs);
 }
 
-Tensor scatter_add(const Tensor& g, const Tensor& index, const Shape& shape) {
+Tensor scatter_add(const Tensor& g, const Tensor& index, const Shape& shape, bool indices_checked) {
   const Tensor* in[] = {&g, &index};
   Attrs attrs;
   attrs.shape = shape;
+  attrs.indices_checked = indices_checked;
   return apply(scatter_add_op, in, attrs);
+}
+
+Tensor gather_rows_checked(const Tensor& x, const Tensor& index, bool indices_checked) {
+  const Tensor* in[] = {&x, &index};
+  Attrs attrs;
+  attrs.indices_checked = indices_checked;
+  return apply(gather_rows_op, in, attrs);
+}
+
+Tensor take_checked(const Tensor& x, const Tensor& index, bool indices_checked) {
+  const Tensor* in[] = {&x, &index};
+  Attrs attrs;
+  attrs.indices_checked = indices_checked;
+  return apply(take_op, in, attrs);
 }
 
 // clang-format off
@@ -358,7 +366,7 @@ const OpDef scatter_rows_op = {.name = "scatter_rows", .arity = 2, .num_outputs 
     .samples = [](Generator& g, DType d) {
       return std::vector<OpSample>{with_index(make_sample("[6, 2] into [4, 2]",
           {sample_uniform({6, 2}, g, d), sample_rows({6}, 4, g)},
-          [](const std::vector<Tensor>& in) { return scatter_rows(in[0], in[1], {4, 2}); }))};
+          [](const std::vector<Tensor>& in) { return scatter_rows(in[0], in[1], {4, 2}, false); }))};
     }};
 const OpDef take_op = {.name = "take", .arity = 2, .num_outputs = 1, .saves = save_input(1), .nondiff = 1u << 1,
     .is_view = false, .shape_rule = take_rule, .forward = take_forward, .backward = take_backward,
@@ -373,7 +381,7 @@ const OpDef scatter_add_op = {.name = "scatter_add", .arity = 2, .num_outputs = 
     .samples = [](Generator& g, DType d) {
       return std::vector<OpSample>{with_index(make_sample("8 values into [2, 3]",
           {sample_uniform({8}, g, d), sample_rows({8}, 6, g)},
-          [](const std::vector<Tensor>& in) { return scatter_add(in[0], in[1], {2, 3}); }))};
+          [](const std::vector<Tensor>& in) { return scatter_add(in[0], in[1], {2, 3}, false); }))};
     }};
 // clang-format on
 
@@ -516,15 +524,9 @@ Tensor slice(const Tensor& x, int axis, std::int64_t start, std::int64_t stop) {
   return detail::apply(detail::slice_op, in, attrs);
 }
 
-Tensor gather_rows(const Tensor& x, const Tensor& index) {
-  const Tensor* in[] = {&x, &index};
-  return detail::apply(detail::gather_rows_op, in);
-}
+Tensor gather_rows(const Tensor& x, const Tensor& index) { return detail::gather_rows_checked(x, index, false); }
 
-Tensor take(const Tensor& x, const Tensor& index) {
-  const Tensor* in[] = {&x, &index};
-  return detail::apply(detail::take_op, in);
-}
+Tensor take(const Tensor& x, const Tensor& index) { return detail::take_checked(x, index, false); }
 
 Tensor concat(const std::vector<Tensor>& xs, int axis) {
   if (xs.empty()) throw ValueError("concat: no tensors given");

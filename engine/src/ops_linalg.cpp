@@ -3,7 +3,7 @@
 // flags flipped, so no transpose is ever materialised, at any order.
 #include <climits>
 
-#include "kernels/cpu/gemm.hpp"
+#include "backend.hpp"
 #include "kernels/cpu/strided.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
@@ -72,17 +72,16 @@ void matmul_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const std::int64_t* strides[3] = {c_strides, a_strides, b_strides};
   const kernels::cpu::StridedLoop loop = kernels::cpu::make_loop(batch_rank, d.batch.begin(), 3, strides);
   const std::int64_t a_matrix = d.m * d.k, b_matrix = d.k * d.n, c_matrix = d.m * d.n;
-  const std::int64_t lda = attrs.trans_a ? d.m : d.k, ldb = attrs.trans_b ? d.k : d.n;
-  with_float_type(c.dtype(), [&](auto t) {
-    using T = decltype(t);
+  dispatch(c.device(), c.dtype(), [&]<class K, class T>() {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* pc = c.data<T>();
+    // Each innermost row of the batch loop has uniform strides: one batched
+    // GEMM (cuBLAS strided-batched on the GPU).
     kernels::cpu::for_each_row(loop, [&](const std::int64_t* off, std::int64_t count, const std::int64_t* s) {
-      for (std::int64_t i = 0; i < count; ++i)
-        kernels::cpu::gemm<T>(attrs.trans_a, attrs.trans_b, d.m, d.n, d.k, T(1), pa + (off[1] + i * s[1]) * a_matrix,
-                              lda, pb + (off[2] + i * s[2]) * b_matrix, ldb, T(0), pc + (off[0] + i * s[0]) * c_matrix,
-                              d.n);
+      K::template gemm_batched<T>(attrs.trans_a, attrs.trans_b, d.m, d.n, d.k, pa + off[1] * a_matrix, s[1] * a_matrix,
+                                  pb + off[2] * b_matrix, s[2] * b_matrix, pc + off[0] * c_matrix, s[0] * c_matrix,
+                                  count);
     });
   });
 }

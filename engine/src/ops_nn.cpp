@@ -2,11 +2,7 @@
 // adjoints (im2col + GEMM, in chunks), batch_norm (one fused pass forward).
 // Compositions, differentiated through their parts: max_pool2d is a take at
 // the windows' arg-max, softmax and the losses are reductions.
-#include "kernels/cpu/conv.hpp"
-#include "kernels/cpu/elementwise.hpp"
-#include "kernels/cpu/norm.hpp"
-#include "kernels/cpu/reduce.hpp"
-#include "kernels/cpu/window_ops.hpp"
+#include "backend.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
 #include "metatape/tape.hpp"
@@ -28,9 +24,8 @@ void log_softmax_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   std::int64_t outer = 1, inner = 1;
   for (int i = 0; i < attrs.axis; ++i) outer *= x.shape()[i];
   for (int i = attrs.axis + 1; i < x.rank(); ++i) inner *= x.shape()[i];
-  with_float_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::log_softmax<T>(x.data<T>(), out[0].data<T>(), outer, x.shape()[attrs.axis], inner);
+  dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template log_softmax<T>(x.data<T>(), out[0].data<T>(), outer, x.shape()[attrs.axis], inner);
   });
 }
 // dx = g - softmax(x) Σ g, with softmax(x) = exp(y).
@@ -55,7 +50,7 @@ void require_window(const char* op, const Window2d& w, std::int64_t h, std::int6
 
 // x [N, C, H, W] with w [O, C, kh, kw], or grouped x [G, N, C, H, W] with
 // w [G, O, C, kh, kw]; throws naming `op`.
-kernels::cpu::ConvShape conv_shape(const char* op, const Shape& x, const Shape& w, Window2d window) {
+kernels::ConvShape conv_shape(const char* op, const Shape& x, const Shape& w, Window2d window) {
   const bool grouped = x.rank() == 5;
   if (!((x.rank() == 4 && w.rank() == 4) || (grouped && w.rank() == 5)))
     throw ShapeError(std::string(op) +
@@ -72,7 +67,7 @@ kernels::cpu::ConvShape conv_shape(const char* op, const Shape& x, const Shape& 
   return {grouped ? x[0] : 1, x[o], x[o + 1], x[o + 2], x[o + 3], w[o], window};
 }
 
-Shape conv_output_shape(const Shape& x, const kernels::cpu::ConvShape& s) {
+Shape conv_output_shape(const Shape& x, const kernels::ConvShape& s) {
   return x.rank() == 5 ? Shape{s.groups, s.images, s.out_channels, s.out_h(), s.out_w()}
                        : Shape{s.images, s.out_channels, s.out_h(), s.out_w()};
 }
@@ -82,11 +77,14 @@ void require_grad_shape(const char* op, const Shape& g, const Shape& expected) {
     throw ShapeError(std::string(op) + ": the output gradient has shape " + g.str() + ", expected " + expected.str());
 }
 
-// Calls f(T{}, scratch) with a scratch buffer from the pool for the shape.
+// f.template operator()<K, T>(scratch) with the kernel table of `device` and
+// a scratch buffer of the size its convolution kernels ask for.
 template <class F>
-void with_scratch(DType dtype, const kernels::cpu::ConvShape& s, F&& f) {
-  Tensor scratch = empty(Shape{s.scratch_size()}, dtype);
-  with_float_type(dtype, [&](auto t) { f(t, scratch.data<decltype(t)>()); });
+void with_scratch(Device device, DType dtype, const kernels::ConvShape& s, F&& f) {
+  dispatch(device, dtype, [&]<class K, class T>() {
+    Tensor scratch = empty(Shape{K::conv_scratch_size(s)}, dtype, device);
+    f.template operator()<K, T>(scratch.data<T>());
+  });
 }
 
 void conv2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
@@ -98,9 +96,8 @@ void conv2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
 }
 void conv2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const auto s = conv_shape("conv2d", in[0]->shape(), in[1]->shape(), attrs.window);
-  with_scratch(out[0].dtype(), s, [&](auto t, auto* scratch) {
-    using T = decltype(t);
-    kernels::cpu::conv2d_forward<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
+  with_scratch(out[0].device(), out[0].dtype(), s, [&]<class K, class T>(T* scratch) {
+    K::template conv2d_forward<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
   });
 }
 Tensor conv2d_input_grad(const Tensor& g, const Tensor& w, const Window2d& window, const Shape& x_shape);
@@ -121,9 +118,8 @@ void conv2d_input_grad_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec>
 }
 void conv2d_input_grad_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const auto s = conv_shape("conv2d_input_grad", attrs.shape, in[1]->shape(), attrs.window);
-  with_scratch(out[0].dtype(), s, [&](auto t, auto* scratch) {
-    using T = decltype(t);
-    kernels::cpu::conv2d_input_grad<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
+  with_scratch(out[0].device(), out[0].dtype(), s, [&]<class K, class T>(T* scratch) {
+    K::template conv2d_input_grad<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
   });
 }
 // ⟨D(g, w), H⟩ = ⟨conv2d(H, w), g⟩: so dg = conv2d(H, w) and dw = E(H, g).
@@ -148,9 +144,8 @@ void conv2d_weight_grad_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec
 }
 void conv2d_weight_grad_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const auto s = conv_shape("conv2d_weight_grad", in[0]->shape(), attrs.shape, attrs.window);
-  with_scratch(out[0].dtype(), s, [&](auto t, auto* scratch) {
-    using T = decltype(t);
-    kernels::cpu::conv2d_weight_grad<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
+  with_scratch(out[0].device(), out[0].dtype(), s, [&]<class K, class T>(T* scratch) {
+    K::template conv2d_weight_grad<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
   });
 }
 // ⟨E(x, g), K⟩ = ⟨conv2d(x, K), g⟩: so dx = D(g, K) and dg = conv2d(x, K).
@@ -186,7 +181,7 @@ Tensor conv2d_weight_grad(const Tensor& x, const Tensor& g, const Window2d& wind
 // then the channel axis; statistics per group and channel over the rest.
 // attrs.scalar is eps. γ, β are [C] or [groups..., C].
 struct NormLayout {
-  kernels::cpu::NormShape kernel;
+  kernels::NormShape kernel;
   std::vector<int> stat_axes;  // the axes the statistics pool over
   Shape affine;                // γ, β viewed to broadcast against x
 };
@@ -228,9 +223,8 @@ void batch_norm_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
 }
 void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const NormLayout layout = norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
-  with_float_type(out[0].dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::batch_norm_forward<T>(layout.kernel, in[0]->data<T>(), in[1]->data<T>(), in[2]->data<T>(),
+  dispatch(out[0].device(), out[0].dtype(), [&]<class K, class T>() {
+    K::template batch_norm_forward<T>(layout.kernel, in[0]->data<T>(), in[1]->data<T>(), in[2]->data<T>(),
                                         out[0].data<T>());
   });
 }
@@ -245,11 +239,10 @@ void batch_norm_backward(BackwardContext& c) {
   const NormLayout layout = norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar, c.attrs().relu);
   if (!grad_enabled()) {
     const Tensor& g = c.grad_output();
-    Tensor dx = empty(x.shape(), x.dtype()), dgamma = empty(gamma.shape(), x.dtype()),
-           dbeta = empty(gamma.shape(), x.dtype());
-    with_float_type(x.dtype(), [&](auto t) {
-      using T = decltype(t);
-      kernels::cpu::batch_norm_backward<T>(layout.kernel, x.data<T>(), gamma.data<T>(), beta.data<T>(), g.data<T>(),
+    Tensor dx = empty(x.shape(), x.dtype(), x.device()), dgamma = empty(gamma.shape(), x.dtype(), x.device()),
+           dbeta = empty(gamma.shape(), x.dtype(), x.device());
+    dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+      K::template batch_norm_backward<T>(layout.kernel, x.data<T>(), gamma.data<T>(), beta.data<T>(), g.data<T>(),
                                            dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
     });
     if (c.needs_grad(0)) c.set_grad(0, dx);
@@ -265,10 +258,9 @@ void batch_norm_backward(BackwardContext& c) {
   if (c.attrs().relu) {  // the ReLU's derivative at the recomputed pre-activation: a constant mask
     NoGradScope constant;
     const Tensor pre = add(mul(xhat, reshape(gamma, layout.affine)), reshape(beta, layout.affine));
-    Tensor mask = empty(pre.shape(), pre.dtype());
-    with_float_type(pre.dtype(), [&](auto t) {
-      using T = decltype(t);
-      kernels::cpu::unary<T>(kernels::cpu::UnaryOp::step, pre.data<T>(), mask.data<T>(), pre.numel(), 0.0);
+    Tensor mask = empty(pre.shape(), pre.dtype(), pre.device());
+    dispatch(pre.device(), pre.dtype(), [&]<class K, class T>() {
+      K::template unary<T>(kernels::UnaryOp::step, pre.data<T>(), mask.data<T>(), pre.numel(), 0.0);
     });
     g = mask;  // multiplied in below, outside the no-grad scope
   }
@@ -429,14 +421,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
                      "] for logits " + logits.shape().str());
   // The flat position of each row's label in the [N, C] log-probabilities.
   std::vector<std::int64_t> picks(static_cast<std::size_t>(n));
-  const std::int64_t* label = labels.data<std::int64_t>();
+  const Tensor host_labels = labels.to(Device::cpu);
+  const std::int64_t* label = host_labels.data<std::int64_t>();
   for (std::int64_t i = 0; i < n; ++i) {
     if (label[i] < 0 || label[i] >= classes)
       throw ValueError("cross_entropy: label " + std::to_string(label[i]) + " at row " + std::to_string(i) +
                        " is out of range for " + std::to_string(classes) + " classes");
     picks[static_cast<std::size_t>(i)] = i * classes + label[i];
   }
-  return neg(mean(take(log_softmax(logits, 1), from_indices(picks, Shape{n}))));
+  const Tensor index = from_indices(picks, Shape{n}).to(logits.device());
+  return neg(mean(detail::take_checked(log_softmax(logits, 1), index, true)));
 }
 
 Tensor mse_loss(const Tensor& prediction, const Tensor& target) {
@@ -472,12 +466,11 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   Shape out_shape = x.shape();
   out_shape[x.rank() - 2] = w.out_h(h);
   out_shape[x.rank() - 1] = w.out_w(wd);
-  Tensor index = empty(out_shape, DType::i64);
-  detail::with_float_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::max_pool_argmax<T>(x.data<T>(), x.numel() / (h * wd), h, wd, w, index.data<std::int64_t>());
+  Tensor index = empty(out_shape, DType::i64, x.device());
+  detail::dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template max_pool_argmax<T>(x.data<T>(), x.numel() / (h * wd), h, wd, w, index.data<std::int64_t>());
   });
-  return take(x, index);
+  return detail::take_checked(x, index, true);
 }
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& options) {

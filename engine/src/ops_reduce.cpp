@@ -3,8 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/cpu/layout.hpp"
-#include "kernels/cpu/reduce.hpp"
+#include "backend.hpp"
 #include "kernels/cpu/strided.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
@@ -42,9 +41,8 @@ void sum_to_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
 void sum_to_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const Tensor& x = *in[0];
   const Shape target = left_pad(attrs.shape, x.rank());
-  with_float_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::sum_to<T>(x.rank(), x.shape().begin(), x.data<T>(), target.begin(), out[0].data<T>());
+  dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template sum_to<T>(x.rank(), x.shape().begin(), x.data<T>(), target.begin(), out[0].data<T>());
   });
 }
 void sum_to_backward(BackwardContext& c) { c.set_grad(0, expand(c.grad_output(), c.input_shape(0))); }
@@ -60,14 +58,9 @@ void expand_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   Tensor& y = out[0];
   std::int64_t strides[kMaxRank];
   kernels::cpu::broadcast_strides(x.rank(), x.shape().begin(), y.rank(), y.shape().begin(), strides);
-  auto copy = [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::strided_copy<T>(y.rank(), attrs.shape.begin(), x.data<T>(), strides, y.data<T>());
-  };
-  if (x.dtype() == DType::i64)
-    copy(std::int64_t{});
-  else
-    with_float_type(x.dtype(), copy);
+  dispatch_any(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template strided_copy<T>(y.rank(), attrs.shape.begin(), x.data<T>(), strides, y.data<T>());
+  });
 }
 void expand_backward(BackwardContext& c) { c.set_grad(0, sum_to(c.grad_output(), c.input_shape(0))); }
 
@@ -104,10 +97,9 @@ Tensor argmax_indices(const Tensor& x, int axis) {
   std::int64_t outer = 1, inner = 1;
   for (int i = 0; i < axis; ++i) outer *= x.shape()[i];
   for (int i = axis + 1; i < x.rank(); ++i) inner *= x.shape()[i];
-  Tensor index = empty(reduced_shape(x.shape(), {axis}, true), DType::i64);
-  with_float_type(x.dtype(), [&](auto t) {
-    using T = decltype(t);
-    kernels::cpu::argmax_axis<T>(x.data<T>(), outer, x.shape()[axis], inner, index.data<std::int64_t>());
+  Tensor index = empty(reduced_shape(x.shape(), {axis}, true), DType::i64, x.device());
+  dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template argmax_axis<T>(x.data<T>(), outer, x.shape()[axis], inner, index.data<std::int64_t>());
   });
   return index;
 }
@@ -216,7 +208,7 @@ Tensor max(const Tensor& x, int axis, bool keepdim) {
   const int a = normalize_axis(axis, x.rank(), "max");
   if (x.shape()[a] == 0)
     throw ShapeError("max: axis " + std::to_string(axis) + " of shape " + x.shape().str() + " is empty");
-  const Tensor kept = take(x, detail::argmax_indices(x, a));
+  const Tensor kept = detail::take_checked(x, detail::argmax_indices(x, a), true);
   return keepdim ? kept : reshape(kept, detail::reduced_shape(x.shape(), {a}, false));
 }
 
@@ -227,11 +219,10 @@ Tensor logsumexp(const Tensor& x, int axis, bool keepdim) {
   // change the value or any derivative. An infinite maximum is replaced by 0,
   // so that rows of -inf give -inf rather than NaN.
   Tensor shift_by = max(x.detach(), a, true);
-  {
-    std::vector<double> m = shift_by.to_vector();
-    for (double& v : m) v = std::isfinite(v) ? v : 0.0;
-    shift_by = from_vector(m, shift_by.shape(), x.dtype());
-  }
+  detail::dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+    K::template unary<T>(kernels::UnaryOp::finite_or_zero, shift_by.data<T>(), shift_by.data<T>(), shift_by.numel(),
+                         0.0);
+  });
   const Tensor kept = add(log(sum(exp(sub(x, shift_by)), {a}, true)), shift_by);
   return keepdim ? kept : reshape(kept, detail::reduced_shape(x.shape(), {a}, false));
 }

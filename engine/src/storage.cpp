@@ -28,9 +28,13 @@
 #include <utility>
 #include <vector>
 
+#include "backend.hpp"
 #include "metatape/error.hpp"
 #include "metatape/tensor.hpp"
 #include "storage_pool.hpp"
+#ifdef METATAPE_CUDA
+#include "kernels/cuda/runtime.hpp"
+#endif
 
 namespace metatape {
 namespace detail {
@@ -253,11 +257,43 @@ Storage* allocate_small(std::size_t bytes, Pool* pool) {
   return s;
 }
 
+// Device storage: the header on the host, the data from the CUDA caching
+// pool (kernels/cuda/runtime.hpp).
+Storage* allocate_device(std::size_t bytes, DType dtype, Device device) {
+#ifdef METATAPE_CUDA
+  std::string reason;
+  if (kernels::cuda::usable_devices(&reason) == 0) throw DeviceError("cannot allocate on cuda: " + reason);
+  auto* s = new Storage;
+  s->device = device;
+  s->size_class = -2;
+  try {
+    s->data = kernels::cuda::device_allocate(bytes, &s->capacity);
+  } catch (...) {
+    delete s;
+    throw;
+  }
+  Pool* pool = this_thread_pool();
+  if (pool && pool->poison)
+    dispatch_any(device, dtype, [&]<class K, class T>() {
+      const T poison = std::numeric_limits<T>::has_infinity ? std::numeric_limits<T>::infinity()
+                                                            : std::numeric_limits<T>::min();
+      K::template fill<T>(static_cast<T*>(s->data), static_cast<std::int64_t>(bytes / sizeof(T)), poison);
+    });
+  return s;
+#else
+  (void)bytes;
+  (void)dtype;
+  throw DeviceError(std::string("cannot allocate on ") + device_name(device) +
+                    ": this build of metatape has no CUDA backend (nvcc was not found when it was configured)");
+#endif
+}
+
 }  // namespace
 
-Storage* allocate_storage(std::size_t bytes, DType dtype) {
+Storage* allocate_storage(std::size_t bytes, DType dtype, Device device) {
   if (bytes > (std::size_t{1} << 52))
     throw ValueError("allocation of " + std::to_string(bytes) + " bytes is too large");
+  if (device != Device::cpu) return allocate_device(bytes, dtype, device);
   Pool* pool = this_thread_pool();
   Storage* s = bytes >= kLargeBytes ? allocate_large(bytes) : allocate_small(bytes, pool);
   s->device = Device::cpu;
@@ -271,6 +307,13 @@ Storage* allocate_storage(std::size_t bytes, DType dtype) {
 }
 
 void release_storage(Storage* storage) noexcept {
+#ifdef METATAPE_CUDA
+  if (storage->device != Device::cpu) {
+    kernels::cuda::device_release(storage->data, storage->capacity);
+    delete storage;
+    return;
+  }
+#endif
   if (storage->block) {
     LargeBlock* b = static_cast<LargeBlock*>(storage->block);
     storage->~Storage();

@@ -7,8 +7,9 @@
 
 namespace metatape::detail {
 
-// A block of at least `bytes` (refcount 1). `dtype` only chooses the poison
-// pattern when poisoning is on. Throws std::bad_alloc or ValueError.
-Storage* allocate_storage(std::size_t bytes, DType dtype);
+// A block of at least `bytes` (refcount 1) on `device`. `dtype` only chooses
+// the poison pattern when poisoning is on. Throws std::bad_alloc, ValueError,
+// or DeviceError for a device this build or machine cannot use.
+Storage* allocate_storage(std::size_t bytes, DType dtype, Device device = Device::cpu);
 
 }  // namespace metatape::detail

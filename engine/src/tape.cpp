@@ -114,7 +114,7 @@ std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::ve
       if (outputs[i].numel() != 1)
         throw GradError("grad: output " + std::to_string(i) + " has shape " + outputs[i].shape().str() +
                         "; a non-scalar output needs a seed gradient of that shape");
-      seed_values[i] = ones(outputs[i].shape(), outputs[i].dtype());
+      seed_values[i] = ones(outputs[i].shape(), outputs[i].dtype(), outputs[i].device());
     }
   } else {
     if (seeds.size() != outputs.size())
@@ -262,7 +262,7 @@ std::vector<Tensor> Tape::grad(const std::vector<Tensor>& outputs, const std::ve
     if (a.defined()) {
       result[i] = options.create_graph ? a : a.detach();
     } else if (options.allow_unused) {
-      result[i] = zeros(inputs[i].shape(), inputs[i].dtype());
+      result[i] = zeros(inputs[i].shape(), inputs[i].dtype(), inputs[i].device());
     } else {
       throw GradError("grad: the outputs do not depend on input " + std::to_string(i) +
                       "; pass allow_unused to get a zero gradient for it");

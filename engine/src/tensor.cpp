@@ -5,11 +5,14 @@
 #include <sstream>
 #include <utility>
 
-#include "kernels/cpu/elementwise.hpp"
+#include "backend.hpp"
 #include "metatape/error.hpp"
 #include "op.hpp"
 #include "storage_pool.hpp"
 #include "tape.hpp"
+#ifdef METATAPE_CUDA
+#include "kernels/cuda/runtime.hpp"
+#endif
 
 namespace metatape {
 namespace {
@@ -34,8 +37,11 @@ constexpr DType dtype_of() {
   return DType::i64;
 }
 
+// Calls f(value as double) for every element, in order; a device tensor is
+// copied to the host first.
 template <class F>
-void for_each_value(const Tensor& t, F f) {
+void for_each_value(const Tensor& tensor, F f) {
+  const Tensor t = tensor.device() == Device::cpu ? tensor : tensor.to(Device::cpu);
   const std::int64_t n = t.numel();
   switch (t.dtype()) {
     case DType::f32:
@@ -46,20 +52,6 @@ void for_each_value(const Tensor& t, F f) {
       break;
     case DType::i64:
       for (std::int64_t i = 0; i < n; ++i) f(static_cast<double>(t.data<std::int64_t>()[i]));
-      break;
-  }
-}
-
-void fill_value(Tensor& t, double value) {
-  switch (t.dtype()) {
-    case DType::f32:
-      kernels::cpu::fill(t.data<float>(), t.numel(), static_cast<float>(value));
-      break;
-    case DType::f64:
-      kernels::cpu::fill(t.data<double>(), t.numel(), value);
-      break;
-    case DType::i64:
-      kernels::cpu::fill(t.data<std::int64_t>(), t.numel(), static_cast<std::int64_t>(value));
       break;
   }
 }
@@ -162,8 +154,25 @@ Tensor Tensor::detach() const {
 Tensor Tensor::to(Device device) const {
   if (!defined()) throw ValueError("to: the tensor is undefined");
   if (device == this->device()) return *this;
-  throw DeviceError(std::string("to: cannot move a tensor to ") + device_name(device) +
-                    ": this build of metatape has no backend for it");
+  // A copy: values only, like detach() (moving devices is not recorded).
+  Tensor out = empty(shape_, dtype_, device);
+#ifdef METATAPE_CUDA
+  const std::size_t bytes = static_cast<std::size_t>(numel()) * dtype_size(dtype_);
+  if (device == Device::cuda)
+    kernels::cuda::copy_host_to_device(out.raw_data(), raw_data(), bytes);
+  else
+    kernels::cuda::copy_device_to_host(out.raw_data(), raw_data(), bytes);
+#endif
+  return out;
+}
+
+bool cuda_available(std::string* reason) {
+#ifdef METATAPE_CUDA
+  return kernels::cuda::usable_devices(reason) > 0;
+#else
+  if (reason) *reason = "this build of metatape has no CUDA backend (nvcc was not found when it was configured)";
+  return false;
+#endif
 }
 
 Tensor detail::TensorAccess::adopt(Storage* storage, const Shape& shape, DType dtype) {
@@ -181,21 +190,23 @@ Tensor detail::TensorAccess::view(const Tensor& base, const Shape& shape) {
   return out;
 }
 
-Tensor empty(const Shape& shape, DType dtype) {
+Tensor empty(const Shape& shape, DType dtype, Device device) {
   const std::size_t bytes = checked_bytes(shape, dtype);
-  return detail::TensorAccess::adopt(detail::allocate_storage(bytes, dtype), shape, dtype);
+  return detail::TensorAccess::adopt(detail::allocate_storage(bytes, dtype, device), shape, dtype);
 }
 
-Tensor zeros(const Shape& shape, DType dtype) { return full(shape, 0.0, dtype); }
-Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
+Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
 
-Tensor full(const Shape& shape, double value, DType dtype) {
-  Tensor out = empty(shape, dtype);
-  fill_value(out, value);
+Tensor full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor out = empty(shape, dtype, device);
+  detail::dispatch_any(device, dtype, [&]<class K, class T>() {
+    K::template fill<T>(out.data<T>(), out.numel(), static_cast<T>(value));
+  });
   return out;
 }
 
-Tensor scalar(double value, DType dtype) { return full(Shape{}, value, dtype); }
+Tensor scalar(double value, DType dtype, Device device) { return full(Shape{}, value, dtype, device); }
 
 Tensor from_vector(std::span<const double> values, const Shape& shape, DType dtype) {
   if (static_cast<std::int64_t>(values.size()) != shape.numel())

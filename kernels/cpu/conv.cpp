@@ -38,26 +38,27 @@ const T* rows_of(const T* planes, std::int64_t images, std::int64_t channels, st
 
 }  // namespace
 
-std::int64_t ConvShape::chunk() const {
+std::int64_t conv_chunk(const ConvShape& s) {
   // With many pixels per image, one GEMM per image is already large, and its
   // [O, pixels] result is the image's NCHW planes: no transposition at all.
-  if (pixels() >= 128) return 1;
-  const std::int64_t per_image = (patch() + out_channels) * pixels();
+  if (s.pixels() >= 128) return 1;
+  const std::int64_t per_image = (s.patch() + s.out_channels) * s.pixels();
   return std::clamp<std::int64_t>((std::int64_t{1} << 22) / std::max<std::int64_t>(per_image, 1), 1,
-                                  std::max<std::int64_t>(images, 1));
+                                  std::max<std::int64_t>(s.images, 1));
 }
 
-std::int64_t ConvShape::scratch_size() const { return (patch() + out_channels) * pixels() * chunk(); }
+std::int64_t conv_scratch_size(const ConvShape& s) { return (s.patch() + s.out_channels) * s.pixels() * conv_chunk(s); }
 
 template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch) {
   const std::int64_t L = s.pixels(), P = s.patch(), O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
+  const std::int64_t chunk = conv_chunk(s);
   T* cols = scratch;                       // [P, nb · L]
-  T* block = scratch + P * s.chunk() * L;  // [O, nb · L]
+  T* block = scratch + P * chunk * L;  // [O, nb · L]
   for (std::int64_t g = 0; g < s.groups; ++g) {
     const T* wg = w + g * O * P;
-    for (std::int64_t n0 = 0; n0 < s.images; n0 += s.chunk()) {
-      const std::int64_t nb = std::min(s.chunk(), s.images - n0);
+    for (std::int64_t n0 = 0; n0 < s.images; n0 += chunk) {
+      const std::int64_t nb = std::min(chunk, s.images - n0);
       im2col<T>(x + (g * s.images + n0) * plane_in, 1, nb, s.in_channels, s.h, s.w, s.window, cols);
       T* planes = y + (g * s.images + n0) * O * L;
       gemm<T>(false, false, O, nb * L, P, T(1), wg, P, cols, nb * L, T(0), nb == 1 ? planes : block, nb * L);
@@ -69,12 +70,13 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch
 template <class T>
 void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scratch) {
   const std::int64_t L = s.pixels(), P = s.patch(), O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
+  const std::int64_t chunk = conv_chunk(s);
   T* cols = scratch;
-  T* block = scratch + P * s.chunk() * L;
+  T* block = scratch + P * chunk * L;
   for (std::int64_t grp = 0; grp < s.groups; ++grp) {
     const T* wg = w + grp * O * P;
-    for (std::int64_t n0 = 0; n0 < s.images; n0 += s.chunk()) {
-      const std::int64_t nb = std::min(s.chunk(), s.images - n0);
+    for (std::int64_t n0 = 0; n0 < s.images; n0 += chunk) {
+      const std::int64_t nb = std::min(chunk, s.images - n0);
       const T* rows = rows_of(g + (grp * s.images + n0) * O * L, nb, O, L, block);
       gemm<T>(true, false, P, nb * L, O, T(1), wg, P, rows, nb * L, T(0), cols, nb * L);  // wᵀ g
       col2im<T>(cols, 1, nb, s.in_channels, s.h, s.w, s.window, dx + (grp * s.images + n0) * plane_in);
@@ -85,13 +87,14 @@ void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scr
 template <class T>
 void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* scratch) {
   const std::int64_t L = s.pixels(), P = s.patch(), O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
+  const std::int64_t chunk = conv_chunk(s);
   T* cols = scratch;
-  T* block = scratch + P * s.chunk() * L;
+  T* block = scratch + P * chunk * L;
   for (std::int64_t grp = 0; grp < s.groups; ++grp) {
     T* dwg = dw + grp * O * P;
     if (s.images == 0) std::fill(dwg, dwg + O * P, T(0));
-    for (std::int64_t n0 = 0; n0 < s.images; n0 += s.chunk()) {
-      const std::int64_t nb = std::min(s.chunk(), s.images - n0);
+    for (std::int64_t n0 = 0; n0 < s.images; n0 += chunk) {
+      const std::int64_t nb = std::min(chunk, s.images - n0);
       im2col<T>(x + (grp * s.images + n0) * plane_in, 1, nb, s.in_channels, s.h, s.w, s.window, cols);
       const T* rows = rows_of(g + (grp * s.images + n0) * O * L, nb, O, L, block);
       // dw += g colsᵀ, the first chunk overwriting.

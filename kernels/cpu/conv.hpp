@@ -1,32 +1,20 @@
-// 2-D convolution as im2col + GEMM, in chunks of images so that the column
-// buffer stays small (it is scratch, never saved for a backward pass).
-// Groups are independent convolutions with their own weights: the task axis
-// of a task-batched model. T is float or double.
-//
-//   x [groups, images, in_channels, h, w]
-//   w [groups, out_channels, in_channels, kernel_h, kernel_w]
-//   y [groups, images, out_channels, out_h, out_w]
+// 2-D convolution (ConvShape, types.hpp) as im2col + GEMM, in chunks of
+// images so that the column buffer stays small (it is scratch, never saved
+// for a backward pass). T is float or double.
 #pragma once
 
 #include <cstdint>
 
-#include "../window.hpp"
+#include "../types.hpp"
 
 namespace metatape::kernels::cpu {
 
-struct ConvShape {
-  std::int64_t groups, images, in_channels, h, w, out_channels;
-  Window2d window;
-
-  std::int64_t out_h() const { return window.out_h(h); }
-  std::int64_t out_w() const { return window.out_w(w); }
-  std::int64_t pixels() const { return out_h() * out_w(); }                               // per output plane
-  std::int64_t patch() const { return in_channels * window.kernel_h * window.kernel_w; }  // GEMM inner dimension
-  // Images per chunk: as many as keep the scratch near 1 Mi elements, at least 1.
-  std::int64_t chunk() const;
-  // Scratch elements the three functions need (columns + a transposed block).
-  std::int64_t scratch_size() const;
-};
+// Images per chunk: one when each image has >= 128 output pixels (its GEMM
+// is large enough on its own), else as many as keep the scratch near 1 Mi
+// elements.
+std::int64_t conv_chunk(const ConvShape& s);
+// Scratch elements the three functions need (columns + a transposed block).
+std::int64_t conv_scratch_size(const ConvShape& s);
 
 // y = x ⋆ w.
 template <class T>

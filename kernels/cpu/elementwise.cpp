@@ -86,6 +86,8 @@ void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
       return map(x, y, n, [p](T v) { return v * p; });
     case UnaryOp::shift:
       return map(x, y, n, [p](T v) { return v + p; });
+    case UnaryOp::finite_or_zero:
+      return map(x, y, n, [](T v) { return std::isfinite(v) ? v : T(0); });
   }
 }
 

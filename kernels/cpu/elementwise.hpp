@@ -4,23 +4,10 @@
 
 #include <cstdint>
 
+#include "../types.hpp"
+
 namespace metatape::kernels::cpu {
 
-enum class UnaryOp {
-  neg,      // -x
-  exp,      // e^x
-  log,      // ln x
-  sqrt,     // √x
-  tanh,     // tanh x
-  sigmoid,  // 1 / (1 + e^-x), evaluated without overflow
-  relu,     // max(x, 0)
-  abs,      // |x|
-  step,     // 1 if x > 0 else 0        (relu's derivative)
-  sign,     // -1, 0 or 1               (abs's derivative)
-  pow,      // x^param
-  scale,    // x * param
-  shift,    // x + param
-};
 
 // y[i] = op(x[i]) for i < n. y may alias x.
 template <class T>
@@ -30,8 +17,6 @@ void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param);
 // abs in one pass, without a mask tensor. out may alias g.
 template <class T>
 void multiply_by_mask(UnaryOp op, const T* g, const T* x, T* out, std::int64_t n);
-
-enum class BinaryOp { add, sub, mul, div };
 
 // out (contiguous, `shape` of rank <= 5) = a op b, with a and b read through
 // strides in elements (0 along broadcast dimensions).

@@ -1,21 +1,13 @@
-// Batch normalisation with batch statistics, fused. T is float or double.
-//
-//   x, y, g, dx  [groups, batch, channels, spatial]   (any trailing axes flattened)
-//   gamma, beta  [groups, channels] if per_group_affine, else [channels]
-//   statistics   per (group, channel) over batch × spatial, biased variance,
-//                accumulated in double
+// Batch normalisation with batch statistics (NormShape, types.hpp), fused.
+// T is float or double; statistics accumulate in double.
 #pragma once
 
 #include <cstdint>
 
+#include "../types.hpp"
+
 namespace metatape::kernels::cpu {
 
-struct NormShape {
-  std::int64_t groups, batch, channels, spatial;
-  bool per_group_affine;
-  double eps;
-  bool relu = false;  // max(0, ·) after the affine map, fused
-};
 
 // y = (x − mean) / √(var + eps) · gamma + beta, then max(0, y) if s.relu.
 template <class T>

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "../window.hpp"
+#include "../types.hpp"
 
 namespace metatape::kernels::cpu {
 

@@ -21,14 +21,16 @@ Tensor per_task_loss(Loss loss, const Tensor& prediction, const Tensor& target) 
                      target.shape().str());
   // The flat position of each label in the [T, n, C] log-probabilities.
   std::vector<std::int64_t> picks(static_cast<std::size_t>(tasks * points));
-  const std::int64_t* label = target.data<std::int64_t>();
+  const Tensor host_labels = target.to(Device::cpu);
+  const std::int64_t* label = host_labels.data<std::int64_t>();
   for (std::int64_t i = 0; i < tasks * points; ++i) {
     if (label[i] < 0 || label[i] >= classes)
       throw ValueError("per_task_loss: label " + std::to_string(label[i]) + " of task " + std::to_string(i / points) +
                        " is out of range for " + std::to_string(classes) + " classes");
     picks[static_cast<std::size_t>(i)] = i * classes + label[i];
   }
-  const Tensor picked = take(log_softmax(prediction, 2), from_indices(picks, Shape{tasks, points}));
+  const Tensor picked =
+      take(log_softmax(prediction, 2), from_indices(picks, Shape{tasks, points}).to(prediction.device()));
   return neg(mean(picked, {1}));
 }
 

@@ -85,7 +85,8 @@ class Tensor {
   DType dtype() const { return dtype_; }
   Device device() const;
 
-  // Typed access to the elements. Throws DTypeError if T does not match the
+  // Typed access to the elements, in the tensor's device memory (a device
+  // pointer for CUDA tensors). Throws DTypeError if T does not match the
   // dtype (float for f32, double for f64, std::int64_t for i64).
   template <class T>
   T* data();
@@ -94,7 +95,8 @@ class Tensor {
   void* raw_data();
   const void* raw_data() const;
 
-  // The single element of a one-element tensor, as double.
+  // The single element of a one-element tensor, as double (copied to the
+  // host first for a device tensor, as are to_vector and str).
   double item() const;
   // All elements in row-major order, converted to double.
   std::vector<double> to_vector() const;
@@ -131,12 +133,13 @@ class Tensor {
   friend struct detail::TensorAccess;
 };
 
-// --- factories (CPU, values written before return) ---
-Tensor empty(const Shape& shape, DType dtype = DType::f32);  // values unspecified
-Tensor zeros(const Shape& shape, DType dtype = DType::f32);
-Tensor ones(const Shape& shape, DType dtype = DType::f32);
-Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
-Tensor scalar(double value, DType dtype = DType::f32);  // rank 0
+// --- factories (values written before return unless said otherwise) ---
+Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);  // values unspecified
+Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+Tensor full(const Shape& shape, double value, DType dtype = DType::f32, Device device = Device::cpu);
+Tensor scalar(double value, DType dtype = DType::f32, Device device = Device::cpu);  // rank 0
+// The rest build on the CPU; move them with .to(device).
 // Row-major values; throws ShapeError if the count does not match the shape.
 Tensor from_vector(std::span<const double> values, const Shape& shape, DType dtype = DType::f32);
 Tensor from_vector(std::initializer_list<double> values, const Shape& shape, DType dtype = DType::f32);
@@ -145,7 +148,11 @@ Tensor from_indices(std::initializer_list<std::int64_t> values, const Shape& sha
 // 0, 1, ..., n-1.
 Tensor arange(std::int64_t n, DType dtype = DType::f32);
 
-// Storage pool knobs, for tests and benchmarks.
+// Whether this build has the CUDA backend and this machine a GPU it can use;
+// if not, `reason` (when given) says why. Never throws.
+bool cuda_available(std::string* reason = nullptr);
+
+// Storage pool knobs, for tests and benchmarks (CPU storage).
 struct PoolStats {
   std::size_t bytes_in_use = 0;  // live storage
   std::size_t bytes_cached = 0;  // free blocks kept for reuse

@@ -1,0 +1,52 @@
+// Internal: choosing the kernel table of a tensor's device. An op's forward
+// is written once, as a generic lambda over the table K (and the element type
+// T), and runs on whichever device its inputs live:
+//
+//   dispatch(out.device(), out.dtype(), [&]<class K, class T>() {
+//     K::template unary<T>(op, x.data<T>(), out.data<T>(), n, 0.0);
+//   });
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kernels/cpu/backend.hpp"
+#include "metatape/error.hpp"
+#include "metatape/shape.hpp"
+#ifdef METATAPE_CUDA
+#include "kernels/cuda/backend.hpp"
+#endif
+
+namespace metatape::detail {
+
+// f.template operator()<K>() with K the kernel table of `device`.
+template <class F>
+decltype(auto) with_kernels(Device device, F&& f) {
+  if (device == Device::cpu) return f.template operator()<kernels::cpu::CpuKernels>();
+#ifdef METATAPE_CUDA
+  return f.template operator()<kernels::cuda::CudaKernels>();
+#else
+  throw DeviceError(std::string("this build of metatape has no kernels for device ") + device_name(device));
+#endif
+}
+
+// f.template operator()<K, T>() with T float or double for `dtype`.
+template <class F>
+decltype(auto) dispatch(Device device, DType dtype, F&& f) {
+  return with_kernels(device, [&]<class K>() -> decltype(auto) {
+    if (dtype == DType::f64) return f.template operator()<K, double>();
+    return f.template operator()<K, float>();
+  });
+}
+
+// As dispatch, with std::int64_t for i64 too (data movement, fills).
+template <class F>
+decltype(auto) dispatch_any(Device device, DType dtype, F&& f) {
+  return with_kernels(device, [&]<class K>() -> decltype(auto) {
+    if (dtype == DType::i64) return f.template operator()<K, std::int64_t>();
+    if (dtype == DType::f64) return f.template operator()<K, double>();
+    return f.template operator()<K, float>();
+  });
+}
+
+}  // namespace metatape::detail

@@ -1,0 +1,44 @@
+// The CUDA runtime as the engine sees it: device discovery, device memory
+// from a caching pool, copies, and this thread's stream. Plain C++ (no CUDA
+// types), so engine files include it without nvcc. Every CUDA call's status
+// is checked; a failure throws metatape::DeviceError naming the call.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace metatape::kernels::cuda {
+
+// The number of devices this process can use: 0, with the reason, when
+// there is no driver, no device, or the runtime refuses. Never throws.
+int usable_devices(std::string* reason);
+
+// Device memory from the caching pool: blocks are rounded up to size classes
+// and kept when released, so a training loop's steady state calls neither
+// cudaMalloc nor cudaFree. `capacity` receives the block's usable size.
+void* device_allocate(std::size_t bytes, std::size_t* capacity);
+// Back to the pool; never throws (errors are reported by the next call).
+void device_release(void* data, std::size_t capacity) noexcept;
+// cudaFree every cached block.
+void release_cached_device_memory();
+
+struct DeviceMemoryStats {
+  std::size_t bytes_in_use = 0, bytes_cached = 0, peak_bytes_in_use = 0, cuda_mallocs = 0;
+};
+DeviceMemoryStats device_memory_stats();
+void reset_device_peak();
+
+// Copies on this thread's stream. Those that touch host memory wait for the
+// copy to finish, so the host buffer may be reused as soon as they return.
+void copy_host_to_device(void* dst, const void* src, std::size_t bytes);
+void copy_device_to_host(void* dst, const void* src, std::size_t bytes);
+void copy_device_to_device(void* dst, const void* src, std::size_t bytes);
+// Waits for all work on this thread's stream.
+void synchronize();
+
+// TF32 for float32 GEMMs (faster on Ampere and later, about 1e-3 relative
+// error). Off unless asked for.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+
+}  // namespace metatape::kernels::cuda

@@ -1,0 +1,65 @@
+// The vocabulary the CPU and CUDA kernels share: elementwise op codes and the
+// geometry of convolutions, pooling windows and batch normalisation. Plain
+// values only; each backend implements the kernels over them.
+#pragma once
+
+#include <cstdint>
+
+namespace metatape::kernels {
+
+enum class UnaryOp {
+  neg,             // -x
+  exp,             // e^x
+  log,             // ln x
+  sqrt,            // √x
+  tanh,            // tanh x
+  sigmoid,         // 1 / (1 + e^-x), evaluated without overflow
+  relu,            // max(x, 0), NaN stays NaN
+  abs,             // |x|
+  step,            // 1 if x > 0 else 0        (relu's derivative)
+  sign,            // -1, 0 or 1               (abs's derivative)
+  pow,             // x^param
+  scale,           // x * param
+  shift,           // x + param
+  finite_or_zero,  // x if finite, else 0      (logsumexp's shift)
+};
+
+enum class BinaryOp { add, sub, mul, div };
+
+// A 2-D sliding window (convolution, pooling).
+struct Window2d {
+  std::int64_t kernel_h = 1, kernel_w = 1;
+  std::int64_t stride_h = 1, stride_w = 1;
+  std::int64_t pad_h = 0, pad_w = 0;  // zeros (convolution) or never-chosen (pooling) on each side
+
+  // Output extent for an input extent; <= 0 means the window does not fit.
+  std::int64_t out_h(std::int64_t h) const { return (h + 2 * pad_h - kernel_h) / stride_h + 1; }
+  std::int64_t out_w(std::int64_t w) const { return (w + 2 * pad_w - kernel_w) / stride_w + 1; }
+};
+
+// A grouped 2-D convolution (groups are tasks, each with its own weights):
+//   x [groups, images, in_channels, h, w]
+//   w [groups, out_channels, in_channels, kernel_h, kernel_w]
+//   y [groups, images, out_channels, out_h, out_w]
+struct ConvShape {
+  std::int64_t groups, images, in_channels, h, w, out_channels;
+  Window2d window;
+
+  std::int64_t out_h() const { return window.out_h(h); }
+  std::int64_t out_w() const { return window.out_w(w); }
+  std::int64_t pixels() const { return out_h() * out_w(); }                               // per output plane
+  std::int64_t patch() const { return in_channels * window.kernel_h * window.kernel_w; }  // GEMM inner dimension
+};
+
+// Batch normalisation with batch statistics:
+//   x, y  [groups, batch, channels, spatial]   (any trailing axes flattened)
+//   gamma, beta  [groups, channels] if per_group_affine, else [channels]
+//   statistics per (group, channel) over batch × spatial, biased variance
+struct NormShape {
+  std::int64_t groups, batch, channels, spatial;
+  bool per_group_affine;
+  double eps;
+  bool relu = false;  // max(0, ·) after the affine map, fused
+};
+
+}  // namespace metatape::kernels
