@@ -5,6 +5,13 @@
 
 #include <cstdint>
 
+// The geometry helpers are used by CUDA kernels too.
+#ifdef __CUDACC__
+#define METATAPE_HOST_DEVICE __host__ __device__
+#else
+#define METATAPE_HOST_DEVICE
+#endif
+
 namespace metatape::kernels {
 
 enum class UnaryOp {
@@ -33,8 +40,8 @@ struct Window2d {
   std::int64_t pad_h = 0, pad_w = 0;  // zeros (convolution) or never-chosen (pooling) on each side
 
   // Output extent for an input extent; <= 0 means the window does not fit.
-  std::int64_t out_h(std::int64_t h) const { return (h + 2 * pad_h - kernel_h) / stride_h + 1; }
-  std::int64_t out_w(std::int64_t w) const { return (w + 2 * pad_w - kernel_w) / stride_w + 1; }
+  METATAPE_HOST_DEVICE std::int64_t out_h(std::int64_t h) const { return (h + 2 * pad_h - kernel_h) / stride_h + 1; }
+  METATAPE_HOST_DEVICE std::int64_t out_w(std::int64_t w) const { return (w + 2 * pad_w - kernel_w) / stride_w + 1; }
 };
 
 // A grouped 2-D convolution (groups are tasks, each with its own weights):
@@ -45,10 +52,12 @@ struct ConvShape {
   std::int64_t groups, images, in_channels, h, w, out_channels;
   Window2d window;
 
-  std::int64_t out_h() const { return window.out_h(h); }
-  std::int64_t out_w() const { return window.out_w(w); }
-  std::int64_t pixels() const { return out_h() * out_w(); }                               // per output plane
-  std::int64_t patch() const { return in_channels * window.kernel_h * window.kernel_w; }  // GEMM inner dimension
+  METATAPE_HOST_DEVICE std::int64_t out_h() const { return window.out_h(h); }
+  METATAPE_HOST_DEVICE std::int64_t out_w() const { return window.out_w(w); }
+  METATAPE_HOST_DEVICE std::int64_t pixels() const { return out_h() * out_w(); }  // per output plane
+  METATAPE_HOST_DEVICE std::int64_t patch() const {                               // GEMM inner dimension
+    return in_channels * window.kernel_h * window.kernel_w;
+  }
 };
 
 // Batch normalisation with batch statistics:

@@ -267,7 +267,7 @@ Storage* allocate_device(std::size_t bytes, DType dtype, Device device) {
   s->device = device;
   s->size_class = -2;
   try {
-    s->data = kernels::cuda::device_allocate(bytes, &s->capacity);
+    s->data = kernels::cuda::device_allocate(bytes, &s->capacity, &s->owner);
   } catch (...) {
     delete s;
     throw;
@@ -309,7 +309,7 @@ Storage* allocate_storage(std::size_t bytes, DType dtype, Device device) {
 void release_storage(Storage* storage) noexcept {
 #ifdef METATAPE_CUDA
   if (storage->device != Device::cpu) {
-    kernels::cuda::device_release(storage->data, storage->capacity);
+    kernels::cuda::device_release(storage->data, storage->capacity, storage->owner);
     delete storage;
     return;
   }

@@ -13,12 +13,14 @@ namespace metatape::kernels::cuda {
 // there is no driver, no device, or the runtime refuses. Never throws.
 int usable_devices(std::string* reason);
 
-// Device memory from the caching pool: blocks are rounded up to size classes
-// and kept when released, so a training loop's steady state calls neither
-// cudaMalloc nor cudaFree. `capacity` receives the block's usable size.
-void* device_allocate(std::size_t bytes, std::size_t* capacity);
-// Back to the pool; never throws (errors are reported by the next call).
-void device_release(void* data, std::size_t capacity) noexcept;
+// Device memory from this thread's caching pool: blocks are rounded up to
+// size classes and kept when released, so a training loop's steady state
+// calls neither cudaMalloc nor cudaFree. `capacity` receives the block's
+// usable size and `owner` the pool, both to be handed back on release.
+void* device_allocate(std::size_t bytes, std::size_t* capacity, void** owner);
+// Back to the pool if released on the owning thread (whose stream used it),
+// else cudaFree'd; never throws.
+void device_release(void* data, std::size_t capacity, void* owner) noexcept;
 // cudaFree every cached block.
 void release_cached_device_memory();
 

@@ -1,0 +1,46 @@
+// Matrix products through cuBLAS. cuBLAS is column-major; a row-major
+// C = op(A) op(B) is the column-major Cᵀ = op(B)ᵀ op(A)ᵀ, so the operands
+// are passed swapped and no transpose is ever copied.
+#include "common.cuh"
+#include "gemm.cuh"
+#include "kernels.hpp"
+
+namespace metatape::kernels::cuda {
+
+template <class T>
+void gemm_strided(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                  std::int64_t stride_a, const T* b, std::int64_t stride_b, T beta, T* c, std::int64_t stride_c,
+                  std::int64_t count) {
+  if (m == 0 || n == 0 || count == 0) return;
+  const int lda = static_cast<int>(trans_a ? m : k), ldb = static_cast<int>(trans_b ? k : n);
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
+  if constexpr (std::is_same_v<T, float>) {
+    check(cublasSgemmStridedBatched(blas(), op_b, op_a, N, M, K, &alpha, b, ldb, stride_b, a, lda, stride_a, &beta, c,
+                                    N, stride_c, static_cast<int>(count)),
+          "cublasSgemmStridedBatched");
+  } else {
+    check(cublasDgemmStridedBatched(blas(), op_b, op_a, N, M, K, &alpha, b, ldb, stride_b, a, lda, stride_a, &beta, c,
+                                    N, stride_c, static_cast<int>(count)),
+          "cublasDgemmStridedBatched");
+  }
+}
+
+template <class T>
+void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+                  std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
+                  std::int64_t count) {
+  if (k == 0) return fill<T>(c, (count - 1) * stride_c + m * n, T(0));
+  gemm_strided<T>(trans_a, trans_b, m, n, k, T(1), a, stride_a, b, stride_b, T(0), c, stride_c, count);
+}
+
+#define METATAPE_CUDA_GEMM(T)                                                                                     \
+  template void gemm_strided<T>(bool, bool, std::int64_t, std::int64_t, std::int64_t, T, const T*, std::int64_t, \
+                                const T*, std::int64_t, T, T*, std::int64_t, std::int64_t);                     \
+  template void gemm_batched<T>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const T*, std::int64_t,    \
+                                const T*, std::int64_t, T*, std::int64_t, std::int64_t);
+METATAPE_CUDA_GEMM(float)
+METATAPE_CUDA_GEMM(double)
+#undef METATAPE_CUDA_GEMM
+
+}  // namespace metatape::kernels::cuda
