@@ -7,9 +7,12 @@
 # adaptation); then both are evaluated on 600 fresh tasks for K = 5, 10, 20
 # after 0..10 inner steps, printed as a table and drawn as SVG.
 #
+# It runs on the GPU when this build has the CUDA backend and the machine a
+# usable GPU (`metatape info` says which), else on the CPU.
+#
 # Environment: ITERATIONS (default 70000), THREADS (default 1), RUN_DIR
 # (default runs/<date-time>, a fresh directory each time, so nothing is
-# overwritten).
+# overwritten), DEVICE (cpu or cuda, to override the choice).
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 install_missing_packages
@@ -19,16 +22,24 @@ iterations=${ITERATIONS:-70000}
 threads=${THREADS:-1}
 run_dir=${RUN_DIR:-runs/$(date +%Y%m%d-%H%M%S)}
 metatape=build/tools/metatape
+if [ -z "${DEVICE:-}" ]; then
+  DEVICE=cpu
+  if "$metatape" info | grep -q "^cuda: usable"; then DEVICE=cuda; fi
+fi
+echo "== device: $DEVICE ($("$metatape" info | grep "^cuda:"))"
 
 echo "== meta-training MAML (exact second order), $iterations iterations -> $run_dir/maml"
-"$metatape" train --algorithm maml --iterations "$iterations" --threads "$threads" --out "$run_dir/maml"
+"$metatape" train --algorithm maml --iterations "$iterations" --threads "$threads" --device "$DEVICE" \
+  --out "$run_dir/maml"
 echo "== training the pretrained baseline, $iterations iterations -> $run_dir/pretrain"
-"$metatape" train --algorithm pretrain --iterations "$iterations" --threads "$threads" --out "$run_dir/pretrain"
+"$metatape" train --algorithm pretrain --iterations "$iterations" --threads "$threads" --device "$DEVICE" \
+  --out "$run_dir/pretrain"
 echo "== evaluating on fresh tasks"
 # The baseline fine-tunes at 0.005: at MAML's 0.01 its steps overshoot and
 # oscillate (Finn et al. also tuned the baseline's step).
 "$metatape" eval --checkpoint "$run_dir/maml/checkpoint.bin" --baseline "$run_dir/pretrain/checkpoint.bin" \
-  --baseline-inner-lr 0.005 --shots 5,10,20 --steps 10 --tasks 600 --threads "$threads" --out "$run_dir"
+  --baseline-inner-lr 0.005 --shots 5,10,20 --steps 10 --tasks 600 --threads "$threads" --device "$DEVICE" \
+  --out "$run_dir"
 echo
 echo "SVG files: $run_dir/mse_vs_steps.svg (MSE against inner steps), $run_dir/maml/learning_curve.svg and"
 echo "           $run_dir/pretrain/learning_curve.svg (training curves)"

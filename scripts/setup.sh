@@ -5,6 +5,13 @@
 metatape_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$metatape_root"
 
+# The CUDA toolkit lives outside Debian's packages, at /usr/local/cuda: put
+# its nvcc on the PATH so that every build compiles the CUDA backend (GPU or
+# not; the tests that need a GPU skip without one).
+if [ -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc >/dev/null 2>&1; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
 # Debian packages the build, the tests and the benchmarks need.
 metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev doctest-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev)

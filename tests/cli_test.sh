@@ -32,6 +32,13 @@ expect_error "missing checkpoint" "cannot open" "$metatape" eval --checkpoint "$
 expect_error "resume without a run" "no checkpoint to resume" "$metatape" train --resume --out "$work/empty"
 [ -e "$work/bad/checkpoint.bin" ] && fail "a refused run wrote a checkpoint"
 
+"$metatape" info | grep -q "^cpu: usable" || fail "info names the CPU"
+if ! "$metatape" info | grep -q "^cuda: usable"; then
+  # No GPU here: asking for one is a clear error, before anything is written.
+  expect_error "--device cuda without a GPU" "--device cuda: " "$metatape" train --device cuda --out "$work/gpu"
+  [ -e "$work/gpu" ] && fail "a run refused for its device created its directory"
+fi
+
 common=(--checkpoint-every 10 --meta-batch 5 --hidden 16,16 --inner-steps 2 --quiet)
 "$metatape" train "${common[@]}" --iterations 30 --out "$work/a" >"$work/a.out" 2>"$work/a.err" || fail "training run a"
 for f in checkpoint.bin metrics.jsonl config.json learning_curve.svg; do

@@ -27,7 +27,7 @@ std::vector<std::vector<double>> evaluate(const Function& f, const std::vector<T
 Tensor with_entry_moved(const Tensor& t, std::int64_t entry, double delta) {
   std::vector<double> v = t.to_vector();
   v[static_cast<std::size_t>(entry)] += delta;
-  return from_vector(v, t.shape(), t.dtype());
+  return from_vector(v, t.shape(), t.dtype()).to(t.device());
 }
 
 // Inputs as fresh leaves: the differentiable ones marked requires_grad_.
@@ -67,7 +67,7 @@ CheckResult full_check(const Function& f, const std::vector<Tensor>& inputs, con
       for (std::int64_t e = 0; e < out.numel(); ++e) {
         std::vector<std::vector<double>> row;
         if (out.requires_grad()) {
-          const Tensor seed = with_entry_moved(zeros(out.shape(), out.dtype()), e, 1.0);
+          const Tensor seed = with_entry_moved(zeros(out.shape(), out.dtype(), out.device()), e, 1.0);
           for (const Tensor& g : grad({out}, wrt, {seed}, {.allow_unused = true})) row.push_back(g.to_vector());
         } else {  // a constant output: its Jacobian is zero
           for (const Tensor& x : wrt) row.emplace_back(static_cast<std::size_t>(x.numel()), 0.0);
@@ -113,7 +113,7 @@ CheckResult fast_check(const Function& f, const std::vector<Tensor>& inputs, con
   for (int probe = 0; probe < o.probes; ++probe) {
     std::vector<Tensor> u(inputs.size());
     for (std::size_t i = 0; i < inputs.size(); ++i)
-      if (differentiable[i]) u[i] = normal(inputs[i].shape(), 0, 1, gen, inputs[i].dtype());
+      if (differentiable[i]) u[i] = normal(inputs[i].shape(), 0, 1, gen, inputs[i].dtype()).to(inputs[i].device());
     // (vᵀJ) u by one backward.
     double analytic = 0;
     std::vector<Tensor> v;
@@ -123,7 +123,7 @@ CheckResult fast_check(const Function& f, const std::vector<Tensor>& inputs, con
       const std::vector<Tensor> outputs = f(leaves);
       std::vector<Tensor> live, seeds;
       for (const Tensor& out : outputs) {
-        v.push_back(normal(out.shape(), 0, 1, gen, out.dtype()));
+        v.push_back(normal(out.shape(), 0, 1, gen, out.dtype()).to(out.device()));
         if (out.requires_grad()) {
           live.push_back(out);
           seeds.push_back(v.back());
@@ -186,7 +186,7 @@ CheckResult gradgradcheck(const Function& f, const std::vector<Tensor>& inputs, 
     std::vector<Tensor> wrt = selected(xs, differentiable);
     if (live.empty()) {
       std::vector<Tensor> zero;
-      for (const Tensor& x : wrt) zero.push_back(zeros(x.shape(), x.dtype()));
+      for (const Tensor& x : wrt) zero.push_back(zeros(x.shape(), x.dtype(), x.device()));
       return zero;
     }
     return grad(live, wrt, seeds, {.create_graph = true, .allow_unused = true});
@@ -198,7 +198,7 @@ CheckResult gradgradcheck(const Function& f, const std::vector<Tensor>& inputs, 
   {
     TapeScope scope;
     for (const Tensor& out : f(inputs)) {
-      xv.push_back(normal(out.shape(), 0, 1, gen, out.dtype()));
+      xv.push_back(normal(out.shape(), 0, 1, gen, out.dtype()).to(out.device()));
       xv_differentiable.push_back(true);
     }
   }

@@ -15,7 +15,8 @@ struct TrainArgs {
   std::int64_t log_every = 10;
   bool resume = false;
   int threads = 1;
-  bool quiet = false;  // no progress line even on a terminal
+  std::string device = "cpu";  // "cpu" or "cuda"
+  bool quiet = false;          // no progress line even on a terminal
 };
 
 struct EvalArgs {
@@ -29,10 +30,13 @@ struct EvalArgs {
   std::uint64_t seed = 1;
   std::string out;  // "": the checkpoint's directory
   int threads = 1;
+  std::string device = "cpu";
 };
 
 // Each returns the process exit status; errors are thrown as metatape::Error.
 int run_train(const TrainArgs& args);
 int run_eval(const EvalArgs& args);
+// Prints the build's backends and the devices this machine offers.
+int run_info();
 
 }  // namespace metatape::tools

@@ -22,7 +22,7 @@ struct LoadedRun {
   std::int64_t iteration = 0;
 };
 
-LoadedRun load_run(const std::string& path) {
+LoadedRun load_run(const std::string& path, Device device) {
   if (!fs::exists(path)) throw IoError("cannot open " + path + ": no such file");
   const meta::Checkpoint checkpoint = meta::load_checkpoint(path);
   const nlohmann::json j = nlohmann::json::parse(checkpoint.config, nullptr, false);
@@ -30,7 +30,7 @@ LoadedRun load_run(const std::string& path) {
   LoadedRun run{path, RunConfig::from_json(j), {}, {}, checkpoint.iteration};
   run.parts = build(run.config);
   const std::size_t model_params = run.parts.model->parameters().size();
-  run.params = meta::MetaParams::from_all(checkpoint.params, model_params);
+  run.params = meta::MetaParams::from_all(checkpoint.params, model_params).to(device);
   run.parts.model->check(run.params.model, 1);
   return run;
 }
@@ -54,10 +54,11 @@ int run_eval(const EvalArgs& args) {
   if (args.tasks < 1 || args.steps < 0 || args.queries < 0)
     throw ValueError("eval needs --tasks >= 1, --steps >= 0 and --queries >= 0");
   set_num_threads(args.threads);
-  const LoadedRun run = load_run(args.checkpoint);
+  const Device device = parse_device(args.device);
+  const LoadedRun run = load_run(args.checkpoint, device);
   std::optional<LoadedRun> baseline;
   if (!args.baseline.empty()) {
-    baseline = load_run(args.baseline);
+    baseline = load_run(args.baseline, device);
     if (args.baseline_inner_lr > 0) {
       baseline->config.inner_lr = args.baseline_inner_lr;
       baseline->parts.options.meta.inner_lr = args.baseline_inner_lr;

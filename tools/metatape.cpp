@@ -67,6 +67,7 @@ void add_train_options(CLI::App& train, TrainArgs& a) {
   train.add_option("--threads", a.threads, "Threads for the matrix products")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  train.add_option("--device", a.device, "Where to train")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   train.add_option("--out", a.out, "Run directory (default runs/<algorithm>)");
   train
       .add_option("--checkpoint-every", a.checkpoint_every,
@@ -97,6 +98,7 @@ void add_eval_options(CLI::App& eval, EvalArgs& a) {
   eval.add_option("--seed", a.seed, "Seed of the evaluation tasks")->capture_default_str();
   eval.add_option("--out", a.out,
                   "Where to write eval.json and mse_vs_steps.svg (default: the checkpoint's directory)");
+  eval.add_option("--device", a.device, "Where to evaluate")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   eval.add_option("--threads", a.threads, "Threads for the matrix products")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -119,6 +121,7 @@ int main(int argc, char** argv) {
                                       "Evaluate a checkpoint on fresh tasks after 0..steps inner steps; "
                                       "prints the table, writes eval.json and mse_vs_steps.svg");
   add_eval_options(*eval, eval_args);
+  CLI::App* info = app.add_subcommand("info", "Print the build's backends and the devices this machine offers");
 
   try {
     app.parse(argc, argv);
@@ -127,12 +130,13 @@ int main(int argc, char** argv) {
   }
   try {
     if (train->parsed()) return metatape::tools::run_train(train_args);
+    if (info->parsed()) return metatape::tools::run_info();
     return metatape::tools::run_eval(eval_args);
   } catch (const metatape::Error& e) {
-    std::fprintf(stderr, "metatape %s: error: %s\n", train->parsed() ? "train" : "eval", e.what());
+    std::fprintf(stderr, "metatape %s: error: %s\n", app.get_subcommands().front()->get_name().c_str(), e.what());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "metatape %s: error: %s\n", train->parsed() ? "train" : "eval", e.what());
+    std::fprintf(stderr, "metatape %s: error: %s\n", app.get_subcommands().front()->get_name().c_str(), e.what());
     return 1;
   }
 }

@@ -87,6 +87,14 @@ DType parse_dtype(const std::string& name) {
   throw ValueError("unknown dtype '" + name + "': choose f32 or f64");
 }
 
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  if (name != "cuda") throw ValueError("unknown device '" + name + "': choose cpu or cuda");
+  std::string reason;
+  if (!cuda_available(&reason)) throw DeviceError("--device cuda: " + reason);
+  return Device::cuda;
+}
+
 RunParts build(const RunConfig& c) {
   RunParts parts;
   if (c.task != "sinusoid") throw ValueError("unknown task '" + c.task + "': the task available is sinusoid");

@@ -43,6 +43,9 @@ struct RunConfig {
 };
 
 DType parse_dtype(const std::string& name);  // "f32" | "f64"; ValueError otherwise
+// "cpu" | "cuda"; ValueError for others, DeviceError naming the reason when
+// this build or machine cannot use the GPU.
+Device parse_device(const std::string& name);
 
 // What a configuration builds. Throws ValueError for an unknown task, model
 // or activation, and for invalid combinations.

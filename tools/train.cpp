@@ -79,6 +79,7 @@ int run_train(const TrainArgs& args) {
   if (args.checkpoint_every < 0 || args.log_every < 1)
     throw ValueError("--checkpoint-every must be >= 0 and --log-every >= 1");
   set_num_threads(args.threads);
+  parts.options.device = parse_device(args.device);
 
   const fs::path out = args.out.empty() ? fs::path("runs") / config.algorithm : fs::path(args.out);
   std::error_code ec;
@@ -147,8 +148,9 @@ int run_train(const TrainArgs& args) {
 
   const double seconds = elapsed();
   write_learning_curve(out / "learning_curve.svg", read_metrics(metrics_path, config.iterations), config);
-  std::printf("trained %s on %s: %s, %lld iterations (%lld this run) in %s, %.0f it/s\n", config.algorithm.c_str(),
-              config.task.c_str(), parts.model->describe().c_str(), static_cast<long long>(config.iterations),
+  std::printf("trained %s on %s (%s): %s, %lld iterations (%lld this run) in %s, %.0f it/s\n",
+              config.algorithm.c_str(), config.task.c_str(), args.device.c_str(), parts.model->describe().c_str(),
+              static_cast<long long>(config.iterations),
               static_cast<long long>(config.iterations - first), duration(seconds).c_str(),
               static_cast<double>(config.iterations - first) / std::max(seconds, 1e-9));
   std::printf("wrote %s, %s, %s and %s\n", checkpoint_path.c_str(), metrics_path.c_str(), (out / "config.json").c_str(),

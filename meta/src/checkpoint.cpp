@@ -37,7 +37,8 @@ class Writer {
   }
   void put_tensors(const std::vector<Tensor>& ts) {
     put<std::uint32_t>(static_cast<std::uint32_t>(ts.size()));
-    for (const Tensor& t : ts) {
+    for (const Tensor& tensor : ts) {
+      const Tensor t = tensor.to(Device::cpu);  // device tensors are saved from a host copy
       put<std::uint8_t>(static_cast<std::uint8_t>(t.dtype()));
       put<std::uint8_t>(static_cast<std::uint8_t>(t.rank()));
       for (std::int64_t d : t.shape()) put<std::int64_t>(d);

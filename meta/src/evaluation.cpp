@@ -29,7 +29,8 @@ std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfi
   std::vector<std::vector<double>> curve(static_cast<std::size_t>(options.steps + 1));
   for (std::int64_t done = 0; done < options.tasks; done += options.chunk) {
     const std::int64_t n = std::min(options.chunk, options.tasks - done);
-    const TaskBatch batch = tasks.sample(n, options.shots, options.queries, gen, dtype);
+    const Device device = params.model.empty() ? Device::cpu : params.model.front().device();
+    const TaskBatch batch = tasks.sample(n, options.shots, options.queries, gen, dtype).to(device);
     const auto part = adaptation_curve(model, loss, config, params, batch, options.steps);
     for (std::size_t k = 0; k < part.size(); ++k) curve[k].insert(curve[k].end(), part[k].begin(), part[k].end());
   }

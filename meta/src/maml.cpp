@@ -61,14 +61,23 @@ MetaParams MetaParams::from_all(const std::vector<Tensor>& all, std::size_t mode
           std::vector<Tensor>(all.begin() + static_cast<std::ptrdiff_t>(model_count), all.end())};
 }
 
-MetaParams init_meta_params(const Model& model, const MetaConfig& config, Generator& gen, DType dtype) {
+MetaParams init_meta_params(const Model& model, const MetaConfig& config, Generator& gen, DType dtype,
+                            Device device) {
   config.validate();
   MetaParams params{model.init(gen, dtype), {}};
   if (config.algorithm == Algorithm::metasgd)
     for (const ParamInfo& p : model.parameters()) params.rates.push_back(full(p.shape, config.inner_lr, dtype));
   if (config.learned_layer_rates)
     params.rates.push_back(full({model.num_layers(), config.inner_steps}, config.inner_lr, dtype));
-  return params;
+  // Drawn on the CPU (the same bits everywhere), then moved.
+  return params.to(device);
+}
+
+MetaParams MetaParams::to(Device device) const {
+  MetaParams out;
+  for (const Tensor& t : model) out.model.push_back(t.to(device));
+  for (const Tensor& t : rates) out.rates.push_back(t.to(device));
+  return out;
 }
 
 std::vector<double> multi_step_weights(int steps, std::int64_t iteration, std::int64_t anneal_iterations) {
@@ -112,7 +121,7 @@ Tensor inner_update(const Model& model, const MetaConfig& config, const std::vec
     const std::int64_t steps = rates[0].dim(1);
     const std::int64_t column = std::min<std::int64_t>(step, steps - 1);
     const std::int64_t at = model.parameters()[i].layer * steps + column;
-    return mul(reshape(take(rates[0], from_indices({at}, {1})), Shape{}), gradient);
+    return mul(reshape(take(rates[0], from_indices({at}, {1}).to(rates[0].device())), Shape{}), gradient);
   }
   return scale(gradient, config.inner_lr);
 }

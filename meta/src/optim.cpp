@@ -50,8 +50,8 @@ void Adam::step(std::vector<Tensor>& params, const std::vector<Tensor>& grads) {
   NoGradScope no_grad;
   if (m_.empty()) {
     for (const Tensor& p : params) {
-      m_.push_back(zeros(p.shape(), p.dtype()));
-      v_.push_back(zeros(p.shape(), p.dtype()));
+      m_.push_back(zeros(p.shape(), p.dtype(), p.device()));
+      v_.push_back(zeros(p.shape(), p.dtype(), p.device()));
     }
   }
   if (m_.size() != params.size()) throw ValueError("adam: the number of parameters changed between steps");

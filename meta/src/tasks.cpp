@@ -11,6 +11,10 @@ TaskBatch TaskBatch::slice(std::int64_t begin, std::int64_t end) const {
           metatape::slice(query_x, 0, begin, end), metatape::slice(query_y, 0, begin, end)};
 }
 
+TaskBatch TaskBatch::to(Device device) const {
+  return {support_x.to(device), support_y.to(device), query_x.to(device), query_y.to(device)};
+}
+
 SinusoidTasks::SinusoidTasks(const SinusoidOptions& options) : options_(options) {
   if (!(options.amplitude_low <= options.amplitude_high) || !(options.phase_low <= options.phase_high) ||
       !(options.x_low <= options.x_high))

@@ -25,13 +25,14 @@ Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const 
     : model_(model), loss_(loss), tasks_(tasks), options_(options), task_rng_(derive_seed(options.seed, 1)) {
   options_.validate();
   Generator init(derive_seed(options.seed, 0));
-  params_ = init_meta_params(model, options.meta, init, options.dtype);
+  params_ = init_meta_params(model, options.meta, init, options.dtype, options.device);
   optimizer_ = make_optimizer(options.optimizer, options.outer_lr);
 }
 
 IterationRecord Trainer::step() {
   const TaskBatch batch =
-      tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
+      tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype)
+          .to(options_.device);
   MetaStep meta = meta_gradient(model_, loss_, options_.meta, params_, batch, iteration_);
   IterationRecord record;
   record.grad_norm =
@@ -46,7 +47,13 @@ IterationRecord Trainer::step() {
 }
 
 Checkpoint Trainer::checkpoint(const std::string& config) const {
-  return {config, iteration_, task_rng_.position(), params_.all(), optimizer_->state(), optimizer_->steps()};
+  const auto on_host = [](const std::vector<Tensor>& ts) {
+    std::vector<Tensor> out;
+    for (const Tensor& t : ts) out.push_back(t.to(Device::cpu));
+    return out;
+  };
+  return {config, iteration_, task_rng_.position(), on_host(params_.all()), on_host(optimizer_->state()),
+          optimizer_->steps()};
 }
 
 void Trainer::restore(const Checkpoint& c) {
@@ -59,8 +66,10 @@ void Trainer::restore(const Checkpoint& c) {
       throw ShapeError("checkpoint parameter " + std::to_string(i) + " is " + dtype_name(c.params[i].dtype()) + " " +
                        c.params[i].shape().str() + ", this run needs " + dtype_name(current[i].dtype()) + " " +
                        current[i].shape().str());
-  optimizer_->load_state(c.optimizer_state, c.optimizer_steps);
-  params_ = MetaParams::from_all(c.params, params_.model.size());
+  std::vector<Tensor> state;
+  for (const Tensor& t : c.optimizer_state) state.push_back(t.to(options_.device));
+  optimizer_->load_state(state, c.optimizer_steps);
+  params_ = MetaParams::from_all(c.params, params_.model.size()).to(options_.device);
   task_rng_.set_position(c.task_rng_position);
   iteration_ = c.iteration;
 }

@@ -60,9 +60,13 @@ struct MetaParams {
   std::vector<Tensor> rates;
   std::vector<Tensor> all() const;
   static MetaParams from_all(const std::vector<Tensor>& all, std::size_t model_count);
+  MetaParams to(Device device) const;
 };
 
-MetaParams init_meta_params(const Model& model, const MetaConfig& config, Generator& gen, DType dtype);
+// Parameters initialised on the CPU (so the same seed gives the same values
+// on every device), then moved to `device`.
+MetaParams init_meta_params(const Model& model, const MetaConfig& config, Generator& gen, DType dtype,
+                            Device device = Device::cpu);
 
 struct MetaStep {
   double meta_loss = 0;             // the outer loss (for Reptile: the query loss after adaptation)

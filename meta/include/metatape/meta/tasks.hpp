@@ -15,6 +15,7 @@ struct TaskBatch {
   std::int64_t tasks() const { return support_x.dim(0); }
   // Tasks begin..end-1 (a copy), for looping over tasks one at a time.
   TaskBatch slice(std::int64_t begin, std::int64_t end) const;
+  TaskBatch to(Device device) const;
 };
 
 // A distribution over tasks.

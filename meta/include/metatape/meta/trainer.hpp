@@ -24,6 +24,9 @@ struct TrainOptions {
   std::int64_t queries = 10;  // query examples per task
   std::uint64_t seed = 1;
   DType dtype = DType::f32;
+  // Where parameters live and steps run; tasks and initial parameters are
+  // drawn on the CPU (the same bits on every device) and moved there.
+  Device device = Device::cpu;
 
   void validate() const;  // throws ValueError naming the bad option
 };
@@ -45,7 +48,7 @@ class Trainer {
   const MetaParams& params() const { return params_; }
   const TrainOptions& options() const { return options_; }
 
-  // The state to save, with the caller's description of the run.
+  // The state to save (on the CPU), with the caller's description of the run.
   Checkpoint checkpoint(const std::string& config) const;
   // Continues from a checkpoint of the same configuration; throws
   // ShapeError / ValueError if its tensors do not fit this model.

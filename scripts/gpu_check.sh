@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Everything the CUDA issue needs a GPU for, in one run on a GPU machine:
+# build with the CUDA backend, run the whole suite (the cuda suite included),
+# compute-sanitizer memcheck and racecheck on the CUDA suite, then the GPU
+# benchmarks of metatape, PyTorch and JAX on the same GPU, and a report.
+#
+#   scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else build-gpu/out)
+#
+# On this workplace's GPU machine (no network, no Debian libraries): run
+# ../shared/device/fetch-deps.sh here first, download the two header-only
+# packages the command needs beside them
+#   (cd .devdeps && apt-get download libcli11-dev nlohmann-json3-dev)
+# carry .devdeps, and the script sources .devdeps/env.sh itself.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-build-gpu/out}}
+mkdir -p "$out"
+if [ -f .devdeps/env.sh ]; then
+  # shellcheck disable=SC1091
+  source .devdeps/env.sh
+fi
+export PATH="/usr/local/cuda/bin:$PATH"
+status=0
+step() { echo "== $*"; }
+
+step "GPU" | tee "$out/summary.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee -a "$out/summary.txt"
+
+step "build (build-gpu, CUDA enabled)"
+if ! { meson setup build-gpu -Dbuildtype=release -Dcuda=enabled -Dwerror=false >"$out/configure.log" 2>&1 ||
+       meson configure build-gpu -Dcuda=enabled >>"$out/configure.log" 2>&1; } ||
+   ! ninja -C build-gpu >"$out/build.log" 2>&1; then
+  echo "build failed: see build.log" | tee -a "$out/summary.txt"
+  tail -30 "$out/build.log"
+  exit 1
+fi
+build-gpu/tools/metatape info | tee -a "$out/summary.txt"
+
+step "tests (the whole suite, cuda included)"
+meson test -C build-gpu --print-errorlogs --num-processes 4 >"$out/tests.log" 2>&1 || status=1
+grep -E "^ *[0-9]+/[0-9]+ |^(Ok|Fail|Skipped):" "$out/tests.log" | tee -a "$out/summary.txt"
+
+step "compute-sanitizer on the CUDA suite"
+for tool in memcheck racecheck; do
+  # The float64 gradchecks are long under the sanitizer: the op-by-op and
+  # MAML comparisons exercise every kernel.
+  compute-sanitizer --tool "$tool" --error-exitcode 99 build-gpu/tests/metatape-cuda-tests \
+    --test-case="every op on the GPU matches the CPU*,exact MAML*,copies*" >"$out/$tool.log" 2>&1
+  code=$?
+  echo "$tool: exit $code ($(grep -cE "ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards" "$out/$tool.log") clean summaries)" |
+    tee -a "$out/summary.txt"
+  [ $code -eq 0 ] || status=1
+done
+
+step "benchmarks: metatape, PyTorch, JAX on this GPU"
+build-gpu/bench/bench-cuda >"$out/bench_metatape.jsonl" 2>"$out/bench_metatape.err" || status=1
+python3 bench/peers/maml_torch.py >"$out/bench_torch.jsonl" 2>"$out/bench_torch.err" || status=1
+python3 bench/peers/maml_jax.py >"$out/bench_jax.jsonl" 2>"$out/bench_jax.err" || status=1
+python3 bench/peers/report.py "$out"/bench_*.jsonl | tee "$out/report.md"
+exit $status
