@@ -1,7 +1,10 @@
-// Threading knobs of the CPU backend.
+// Knobs of the backends: CPU threads, GPU TF32.
 #include "kernels/cpu/gemm.hpp"
 #include "metatape/engine.hpp"
 #include "metatape/error.hpp"
+#ifdef METATAPE_CUDA
+#include "kernels/cuda/runtime.hpp"
+#endif
 
 namespace metatape {
 
@@ -11,5 +14,13 @@ void set_num_threads(int threads) {
 }
 
 int num_threads() { return kernels::cpu::blas_threads(); }
+
+#ifdef METATAPE_CUDA
+void set_allow_tf32(bool allow) { kernels::cuda::set_allow_tf32(allow); }
+bool allow_tf32() { return kernels::cuda::allow_tf32(); }
+#else
+void set_allow_tf32(bool) {}
+bool allow_tf32() { return false; }
+#endif
 
 }  // namespace metatape

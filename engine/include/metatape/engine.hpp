@@ -15,4 +15,10 @@ namespace metatape {
 void set_num_threads(int threads);
 int num_threads();
 
+// Let float32 matrix products on the GPU use TF32 (faster on Ampere and
+// later; about 1e-3 relative error). Off by default; no effect on the CPU or
+// in a build without the CUDA backend.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+
 }  // namespace metatape
