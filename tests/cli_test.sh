@@ -30,6 +30,9 @@ expect_error "no subcommand" "subcommand" "$metatape"
 expect_error "lslr with anil" "LSLR" "$metatape" train --algorithm anil --lslr --out "$work/bad"
 expect_error "missing checkpoint" "cannot open" "$metatape" eval --checkpoint "$work/none.bin"
 expect_error "resume without a run" "no checkpoint to resume" "$metatape" train --resume --out "$work/empty"
+expect_error "a CUDA graph on the CPU" "a CUDA graph step needs device cuda" \
+  "$metatape" train --cuda-graph --out "$work/graph"
+[ -e "$work/graph" ] && fail "a run refused for --cuda-graph created its directory"
 [ -e "$work/bad/checkpoint.bin" ] && fail "a refused run wrote a checkpoint"
 
 "$metatape" info | grep -q "^cpu: usable" || fail "info names the CPU"

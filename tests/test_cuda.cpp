@@ -2,18 +2,21 @@
 // backward, in float64 (normalised error <= 1e-12) and float32 (<= 1e-5,
 // TF32 off); gradcheck and gradgradcheck of every op on the GPU in float64;
 // exact MAML meta-gradients on the GPU equal the CPU's; a steady state
-// without cudaMalloc. Its own executable: without a usable GPU it reports
+// without cudaMalloc; steps captured as CUDA graphs replay what eager
+// execution computes. Its own executable: without a usable GPU it reports
 // that it skipped (exit status 77, which meson counts as SKIP) and runs
 // nothing.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 
 #include "gradcheck.hpp"
 #include "kernels/cuda/runtime.hpp"
 #include "metatape/meta/maml.hpp"
+#include "metatape/meta/trainer.hpp"
 #include "metatape/registry.hpp"
 
 namespace mt = metatape;
@@ -52,6 +55,34 @@ std::vector<Tensor> value_and_grads(const mt::OpSample& s, Device device, DType 
   const Tensor seed = mt::normal(y.shape(), 0, 1, gen, dtype).to(device);
   for (const Tensor& g : mt::grad({y}, wrt, {seed}, {.allow_unused = true})) out.push_back(g.to(Device::cpu));
   return out;
+}
+
+// ‖a − b‖ / ‖b‖ over lists of tensors (either device).
+double normalised_error(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  REQUIRE(a.size() == b.size());
+  double diff = 0, ref = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const Tensor x = a[i].to(Device::cpu), y = b[i].to(Device::cpu);
+    REQUIRE(x.shape() == y.shape());
+    diff += mt::sum(mt::square(mt::sub(x, y))).item();
+    ref += mt::sum(mt::square(y)).item();
+  }
+  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
+}
+
+std::vector<Tensor> step_outputs(meta::MetaStepTensors step) {
+  std::vector<Tensor> out = std::move(step.grads);
+  out.push_back(step.meta_loss);
+  out.push_back(step.task_losses);
+  return out;
+}
+
+meta::TaskBatch image_tasks(mt::Generator& gen, std::int64_t tasks) {
+  std::vector<std::int64_t> labels;
+  for (std::int64_t t = 0; t < tasks; ++t)
+    for (int c = 0; c < 5; ++c) labels.push_back((c + t) % 5);
+  return {mt::uniform({tasks, 5, 1, 28, 28}, 0, 1, gen, DType::f64), mt::from_indices(labels, {tasks, 5}),
+          mt::uniform({tasks, 5, 1, 28, 28}, 0, 1, gen, DType::f64), mt::from_indices(labels, {tasks, 5})};
 }
 
 }  // namespace
@@ -141,6 +172,126 @@ TEST_SUITE("cuda") {
       for (std::size_t i = 0; i < params.model.size(); ++i) params.model[i] = params.model[i] - 1e-3 * g.grads[i];
     }
     CHECK(mt::kernels::cuda::device_memory_stats().cuda_mallocs == after_warmup);
+  }
+
+  TEST_CASE("a captured step replays what eager execution computes, for each new input") {
+    // f: a recorded forward and its second-order gradient, as a MAML step has.
+    const mt::CapturedStep::Function f = [](const std::vector<Tensor>& in) {
+      mt::TapeScope scope;
+      const Tensor w = in[0].detach().requires_grad_();
+      const Tensor loss = mt::sum(mt::tanh(mt::matmul(in[1], w)));
+      const Tensor g = mt::grad(loss, w, {.create_graph = true});
+      const Tensor gg = mt::grad(mt::sum(mt::square(g)), w);
+      return std::vector<Tensor>{loss.detach(), g.detach(), gg};
+    };
+    mt::Generator gen(11);
+    const auto inputs = [&] {
+      return std::vector<Tensor>{mt::normal({8, 3}, 0, 1, gen, DType::f64), mt::normal({5, 8}, 0, 1, gen, DType::f64)};
+    };
+    mt::CapturedStep step(f, inputs());
+    std::size_t mallocs = 0;
+    for (int call = 0; call < 4; ++call) {
+      const std::vector<Tensor> x = inputs();  // on the host: copied straight into the graph's buffers
+      if (call == 2) mallocs = mt::kernels::cuda::device_memory_stats().cuda_mallocs;
+      const std::vector<Tensor> replayed = step(x);
+      CHECK(normalised_error(replayed, f(on(Device::cuda, x))) <= 1e-14);
+    }
+    CHECK(step.replays() == 4);
+    CHECK(mt::kernels::cuda::device_memory_stats().cuda_mallocs == mallocs);
+    std::string message;
+    try {
+      (void)step({mt::zeros({8, 3}, DType::f64), mt::zeros({5, 7}, DType::f64)});
+    } catch (const mt::ShapeError& e) {
+      message = e.what();
+    }
+    CHECK(message == "CapturedStep: input 1 is f64 [5, 7], captured with f64 [5, 8]");
+  }
+
+  TEST_CASE("a step that reads device values on the host is refused at capture, and the engine carries on") {
+    const mt::CapturedStep::Function reads = [](const std::vector<Tensor>& in) {
+      const double total = mt::sum(in[0]).item();  // a host read: cannot be in a graph
+      return std::vector<Tensor>{mt::scale(in[0], total)};
+    };
+    std::string message;
+    try {
+      mt::CapturedStep step(reads, {mt::ones({4}, DType::f64)});
+    } catch (const mt::DeviceError& e) {
+      message = e.what();
+    }
+    INFO(message);
+    CHECK(message.find("CapturedStep: the step could not be captured as a CUDA graph") == 0);
+    // The copy is refused, or the wait for it (CUDA may record the copy).
+    CHECK((message.find("cudaMemcpyAsync (device to host)") != std::string::npos ||
+           message.find("cudaStreamSynchronize") != std::string::npos));
+    CHECK(!mt::kernels::cuda::capturing());
+    const Tensor y = mt::add(mt::ones({3}, DType::f64, Device::cuda), mt::ones({3}, DType::f64, Device::cuda));
+    CHECK(y.to_vector() == std::vector<double>{2, 2, 2});
+  }
+
+  TEST_CASE("captured MAML steps equal eager ones: MLP (MAML, Meta-SGD, LSLR, ANIL) and Conv4 (float64)") {
+    const meta::Mlp mlp({1, 40, 40, 1});
+    const meta::Conv4 conv({.in_channels = 1, .image_size = 28, .channels = 8, .classes = 5});
+    struct Case {
+      const char* name;
+      const meta::Model& model;
+      meta::Loss loss;
+      meta::MetaConfig config;
+    };
+    const Case cases[] = {
+        {"mlp maml", mlp, meta::Loss::mse, {.algorithm = meta::Algorithm::maml, .inner_steps = 2, .inner_lr = 0.05}},
+        {"mlp metasgd", mlp, meta::Loss::mse, {.algorithm = meta::Algorithm::metasgd, .inner_steps = 1}},
+        {"mlp lslr", mlp, meta::Loss::mse,
+         {.algorithm = meta::Algorithm::maml, .inner_steps = 2, .learned_layer_rates = true}},
+        {"mlp anil", mlp, meta::Loss::mse, {.algorithm = meta::Algorithm::anil, .inner_steps = 2}},
+        {"conv4 maml", conv, meta::Loss::cross_entropy,
+         {.algorithm = meta::Algorithm::maml, .inner_steps = 2, .inner_lr = 0.05}},
+    };
+    for (const Case& c : cases) {
+      INFO(c.name);
+      mt::Generator gen(13);
+      const auto batch = [&] {
+        return c.loss == meta::Loss::mse ? meta::SinusoidTasks().sample(5, 10, 10, gen, DType::f64)
+                                         : image_tasks(gen, 2);
+      };
+      const auto params = meta::init_meta_params(c.model, c.config, gen, DType::f64, Device::cuda);
+      const std::size_t count = params.all().size();
+      const mt::CapturedStep::Function f = [&](const std::vector<Tensor>& in) {
+        const auto p = meta::MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)},
+                                                  params.model.size());
+        const meta::TaskBatch b{in[count], in[count + 1], in[count + 2], in[count + 3]};
+        return step_outputs(meta::meta_gradient_tensors(c.model, c.loss, c.config, p, b, 0));
+      };
+      const auto inputs_of = [&](const meta::TaskBatch& b) {
+        std::vector<Tensor> in = params.all();
+        in.insert(in.end(), {b.support_x, b.support_y, b.query_x, b.query_y});
+        return in;
+      };
+      mt::CapturedStep step(f, inputs_of(batch()));
+      for (int call = 0; call < 2; ++call) {
+        const meta::TaskBatch b = batch();
+        const auto eager = meta::meta_gradient_tensors(c.model, c.loss, c.config, params, b.to(Device::cuda), 0);
+        CHECK(normalised_error(step(inputs_of(b)), step_outputs(eager)) <= 1e-13);
+      }
+    }
+  }
+
+  TEST_CASE("training with --cuda-graph follows eager training (float64, 3 iterations)") {
+    const meta::Mlp mlp({1, 40, 40, 1});
+    const meta::SinusoidTasks tasks;
+    meta::TrainOptions options;
+    options.meta = {.algorithm = meta::Algorithm::maml, .inner_steps = 1, .inner_lr = 0.01};
+    options.meta_batch = 4;
+    options.dtype = DType::f64;
+    options.device = Device::cuda;
+    meta::Trainer eager(mlp, meta::Loss::mse, tasks, options);
+    options.cuda_graph = true;
+    meta::Trainer graphed(mlp, meta::Loss::mse, tasks, options);
+    for (int i = 0; i < 3; ++i) {
+      const meta::IterationRecord a = eager.step(), b = graphed.step();
+      CHECK(b.meta_loss == doctest::Approx(a.meta_loss).epsilon(1e-13));
+      CHECK(b.grad_norm == doctest::Approx(a.grad_norm).epsilon(1e-13));
+    }
+    CHECK(normalised_error(graphed.params().all(), eager.params().all()) <= 1e-13);
   }
 
   TEST_CASE("copies round-trip exactly and device mismatches are refused by name") {

@@ -139,6 +139,11 @@ TEST_SUITE("higher-order") {
     const std::vector<std::pair<const char*, std::function<Tensor(const Tensor&)>>> cases = {
         {"sum tanh(x W)", [&](const Tensor& x) { return mt::sum(mt::tanh(mt::matmul(x, w))); }},
         {"cross_entropy(x W)", [&](const Tensor& x) { return mt::cross_entropy(mt::matmul(x, w), labels); }},
+        {"take_along_last of rank-3 log-probabilities",
+         [&](const Tensor& x) {
+           const Tensor logp = mt::log_softmax(mt::reshape(mt::matmul(x, w), {5, 1, 3}), 2);
+           return mt::sum(mt::square(mt::take_along_last(logp, mt::reshape(labels, {5, 1}))));
+         }},
         {"logsumexp of a softmax-weighted sum",
          [&](const Tensor& x) { return mt::sum(mt::logsumexp(mt::softmax(x, 1) * x, 1)); }},
         {"batch_norm then sigmoid",

@@ -7,6 +7,7 @@
 #include "gradcheck.hpp"
 #include "metatape/meta/maml.hpp"
 #include "metatape/meta/optim.hpp"
+#include "metatape/meta/trainer.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -433,5 +434,22 @@ TEST_SUITE("maml") {
         },
         "inputs must be [tasks, points, 1], got [2, 3, 2]");
     check_message([] { (void)meta::make_optimizer("adagrad", 0.1); }, "unknown optimizer 'adagrad'");
+    check_message(
+        [] {
+          meta::TrainOptions o;
+          o.cuda_graph = true;
+          o.validate();
+        },
+        "a CUDA graph step needs device cuda, not cpu");
+    check_message(
+        [] {
+          meta::TrainOptions o;
+          o.device = mt::Device::cuda;
+          o.cuda_graph = true;
+          o.meta.multi_step_loss = true;
+          o.meta.inner_steps = 2;
+          o.validate();
+        },
+        "cannot use the multi-step loss");
   }
 }

@@ -16,6 +16,7 @@ struct TrainArgs {
   bool resume = false;
   int threads = 1;
   std::string device = "cpu";  // "cpu" or "cuda"
+  bool cuda_graph = false;     // replay the meta-gradient step as a CUDA graph
   bool quiet = false;          // no progress line even on a terminal
 };
 

@@ -68,6 +68,8 @@ void add_train_options(CLI::App& train, TrainArgs& a) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   train.add_option("--device", a.device, "Where to train")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  train.add_flag("--cuda-graph", a.cuda_graph,
+                 "Capture the meta-gradient step as a CUDA graph and replay it (needs --device cuda)");
   train.add_option("--out", a.out, "Run directory (default runs/<algorithm>)");
   train
       .add_option("--checkpoint-every", a.checkpoint_every,

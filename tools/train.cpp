@@ -80,6 +80,8 @@ int run_train(const TrainArgs& args) {
     throw ValueError("--checkpoint-every must be >= 0 and --log-every >= 1");
   set_num_threads(args.threads);
   parts.options.device = parse_device(args.device);
+  parts.options.cuda_graph = args.cuda_graph;
+  parts.options.validate();  // before anything is written
 
   const fs::path out = args.out.empty() ? fs::path("runs") / config.algorithm : fs::path(args.out);
   std::error_code ec;

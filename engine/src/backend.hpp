@@ -15,6 +15,7 @@
 #include "metatape/shape.hpp"
 #ifdef METATAPE_CUDA
 #include "kernels/cuda/backend.hpp"
+#include "kernels/cuda/runtime.hpp"
 #endif
 
 namespace metatape::detail {
@@ -47,6 +48,17 @@ decltype(auto) dispatch_any(Device device, DType dtype, F&& f) {
     if (dtype == DType::f64) return f.template operator()<K, double>();
     return f.template operator()<K, float>();
   });
+}
+
+// Whether an op may copy values of a tensor on `device` to the host now: not
+// while this thread is capturing a CUDA graph (the values do not exist yet).
+inline bool host_reads_allowed(Device device) {
+#ifdef METATAPE_CUDA
+  return device == Device::cpu || !kernels::cuda::capturing();
+#else
+  (void)device;
+  return true;
+#endif
 }
 
 }  // namespace metatape::detail

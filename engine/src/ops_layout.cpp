@@ -528,6 +528,42 @@ Tensor gather_rows(const Tensor& x, const Tensor& index) { return detail::gather
 
 Tensor take(const Tensor& x, const Tensor& index) { return detail::take_checked(x, index, false); }
 
+Tensor take_along_last(const Tensor& x, const Tensor& labels, const char* caller) {
+  if (!x.defined() || !labels.defined()) throw ValueError(std::string(caller) + ": an input is an undefined tensor");
+  if (labels.dtype() != DType::i64)
+    throw DTypeError(std::string(caller) + ": labels must be i64, not " + dtype_name(labels.dtype()));
+  if (x.rank() == 0) throw ShapeError(std::string(caller) + ": input 0 is a scalar; it has no last axis to pick from");
+  const Shape rows(x.shape().dims().first(static_cast<std::size_t>(x.rank() - 1)));
+  if (labels.shape() != rows)
+    throw ShapeError(std::string(caller) + ": labels have shape " + labels.shape().str() + ", expected " + rows.str() +
+                     " for " + x.shape().str());
+  if (labels.device() != x.device())
+    throw DeviceError(std::string(caller) + ": labels are on " + device_name(labels.device()) + " but the input is on " +
+                      device_name(x.device()));
+  const std::int64_t classes = x.dim(-1), n = labels.numel();
+  if (classes == 0 && n > 0) throw ValueError(std::string(caller) + ": no classes to pick from in " + x.shape().str());
+  // The range check reads the labels on the host: free for host labels, a
+  // copy for device ones, impossible while a CUDA graph is captured (the
+  // positions are then clamped into range and the check is the warm-up's).
+  if (detail::host_reads_allowed(labels.device())) {
+    const Tensor host = labels.to(Device::cpu);
+    const std::int64_t* label = host.data<std::int64_t>();
+    for (std::int64_t i = 0; i < n; ++i)
+      if (label[i] < 0 || label[i] >= classes) {
+        const std::int64_t row_length = rows.rank() > 0 ? rows.dims().back() : 1;
+        std::string where = "at row " + std::to_string(i % row_length);
+        if (rows.rank() > 1) where += " of slice " + std::to_string(i / row_length);
+        throw ValueError(std::string(caller) + ": label " + std::to_string(label[i]) + " " + where +
+                         " is out of range for " + std::to_string(classes) + " classes");
+      }
+  }
+  Tensor positions = empty(labels.shape(), DType::i64, labels.device());
+  detail::with_kernels(labels.device(), [&]<class K>() {
+    K::label_positions(labels.data<std::int64_t>(), n, classes, positions.data<std::int64_t>());
+  });
+  return detail::take_checked(x, positions, true);
+}
+
 Tensor concat(const std::vector<Tensor>& xs, int axis) {
   if (xs.empty()) throw ValueError("concat: no tensors given");
   if (!xs[0].defined()) throw ValueError("concat: input 0 is an undefined tensor");

@@ -415,22 +415,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   if (logits.rank() != 2) throw ShapeError("cross_entropy: logits must be [N, C], got " + logits.shape().str());
   if (labels.dtype() != DType::i64)
     throw DTypeError(std::string("cross_entropy: labels must be i64, not ") + dtype_name(labels.dtype()));
-  const std::int64_t n = logits.shape()[0], classes = logits.shape()[1];
+  const std::int64_t n = logits.shape()[0];
   if (labels.shape() != Shape{n})
     throw ShapeError("cross_entropy: labels have shape " + labels.shape().str() + ", expected [" + std::to_string(n) +
                      "] for logits " + logits.shape().str());
-  // The flat position of each row's label in the [N, C] log-probabilities.
-  std::vector<std::int64_t> picks(static_cast<std::size_t>(n));
-  const Tensor host_labels = labels.to(Device::cpu);
-  const std::int64_t* label = host_labels.data<std::int64_t>();
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (label[i] < 0 || label[i] >= classes)
-      throw ValueError("cross_entropy: label " + std::to_string(label[i]) + " at row " + std::to_string(i) +
-                       " is out of range for " + std::to_string(classes) + " classes");
-    picks[static_cast<std::size_t>(i)] = i * classes + label[i];
-  }
-  const Tensor index = from_indices(picks, Shape{n}).to(logits.device());
-  return neg(mean(detail::take_checked(log_softmax(logits, 1), index, true)));
+  return neg(mean(take_along_last(log_softmax(logits, 1), labels, "cross_entropy")));
 }
 
 Tensor mse_loss(const Tensor& prediction, const Tensor& target) {

@@ -92,6 +92,9 @@ struct CpuKernels {
   static void scatter_add(const T* g, const std::int64_t* index, std::int64_t n, T* out, std::int64_t out_numel) {
     cpu::scatter_add<T>(g, index, n, out, out_numel);
   }
+  static void label_positions(const std::int64_t* labels, std::int64_t n, std::int64_t classes, std::int64_t* out) {
+    cpu::label_positions(labels, n, classes, out);
+  }
 
   // --- matrix products (gemm.hpp): C_i = op(A_i) op(B_i) for i < count, the
   // i-th matrices stride_* elements apart (0 repeats one) ---

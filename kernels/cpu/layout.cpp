@@ -1,5 +1,6 @@
 #include "layout.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "strided.hpp"
@@ -62,6 +63,10 @@ void scatter_rows_add(const T* g, std::int64_t row_size, const std::int64_t* ind
 template <class T>
 void take(const T* x, const std::int64_t* index, std::int64_t n, T* out) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = x[index[i]];
+}
+
+void label_positions(const std::int64_t* labels, std::int64_t n, std::int64_t classes, std::int64_t* out) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = i * classes + std::clamp<std::int64_t>(labels[i], 0, classes - 1);
 }
 
 template <class T>

@@ -39,6 +39,11 @@ void scatter_rows_add(const T* g, std::int64_t row_size, const std::int64_t* ind
 template <class T>
 void take(const T* x, const std::int64_t* index, std::int64_t n, T* out);
 
+// out[i] = i * classes + labels[i]: the flat position of row i's label in a
+// [n, classes] array. Labels outside [0, classes) are clamped into it (the
+// caller checks them where it can; this keeps every read in bounds).
+void label_positions(const std::int64_t* labels, std::int64_t n, std::int64_t classes, std::int64_t* out);
+
 // out[index[i]] += g[i]; out (out_numel entries) is zeroed first.
 template <class T>
 void scatter_add(const T* g, const std::int64_t* index, std::int64_t n, T* out, std::int64_t out_numel);

@@ -82,6 +82,9 @@ struct CudaKernels {
   static void scatter_add(const T* g, const std::int64_t* index, std::int64_t n, T* out, std::int64_t out_numel) {
     cuda::scatter_add<T>(g, index, n, out, out_numel);
   }
+  static void label_positions(const std::int64_t* labels, std::int64_t n, std::int64_t classes, std::int64_t* out) {
+    cuda::label_positions(labels, n, classes, out);
+  }
 
   // --- matrix products (gemm.cu): C_i = op(A_i) op(B_i) for i < count, the
   // i-th matrices stride_* elements apart (0 repeats one) ---

@@ -54,6 +54,7 @@ template <class T>
 void take(const T* x, const std::int64_t* index, std::int64_t n, T* out);
 template <class T>
 void scatter_add(const T* g, const std::int64_t* index, std::int64_t n, T* out, std::int64_t out_numel);
+void label_positions(const std::int64_t* labels, std::int64_t n, std::int64_t classes, std::int64_t* out);
 
 // --- gemm.cu --- (cuBLAS; TF32 only when runtime.hpp's set_allow_tf32)
 template <class T>

@@ -60,6 +60,15 @@ __global__ void take_kernel(const T* x, const std::int64_t* index, std::int64_t 
   for (std::int64_t i = global_index(); i < n; i += global_stride()) out[i] = x[index[i]];
 }
 
+// out [n] = i * classes + labels[i], labels clamped into [0, classes)
+__global__ void label_positions_kernel(const std::int64_t* labels, std::int64_t n, std::int64_t classes,
+                                       std::int64_t* out) {
+  for (std::int64_t i = global_index(); i < n; i += global_stride()) {
+    const std::int64_t label = labels[i] < 0 ? 0 : labels[i] >= classes ? classes - 1 : labels[i];
+    out[i] = i * classes + label;
+  }
+}
+
 template <class T>
 __global__ void scatter_add_kernel(const T* g, const std::int64_t* index, std::int64_t n, T* out) {
   for (std::int64_t i = global_index(); i < n; i += global_stride()) atomicAdd(out + index[i], g[i]);
@@ -130,6 +139,12 @@ void scatter_add(const T* g, const std::int64_t* index, std::int64_t n, T* out, 
   if (n == 0) return;
   scatter_add_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(g, index, n, out);
   check_launch("scatter_add_kernel");
+}
+
+void label_positions(const std::int64_t* labels, std::int64_t n, std::int64_t classes, std::int64_t* out) {
+  if (n == 0) return;
+  label_positions_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(labels, n, classes, out);
+  check_launch("label_positions_kernel");
 }
 
 #define METATAPE_CUDA_MOVE(T)                                                                                   \

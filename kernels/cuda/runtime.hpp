@@ -38,6 +38,35 @@ void copy_device_to_device(void* dst, const void* src, std::size_t bytes);
 // Waits for all work on this thread's stream.
 void synchronize();
 
+// --- CUDA graphs --------------------------------------------------------
+// The work one thread queues on its stream between begin() and end(),
+// recorded as a graph and replayed by replay(). While capturing, kernels are
+// recorded, not run, and device memory comes from the graph's own pool: its
+// blocks serve nothing else while the graph exists, since every replay writes
+// them. Memory released during the capture is kept until the graph goes (its
+// kernels may read it). A host read of device memory cannot be captured (it
+// would wait for kernels that have not run) and makes end() throw.
+class StreamGraph {
+ public:
+  StreamGraph();
+  ~StreamGraph();  // not while this thread captures another graph
+  StreamGraph(const StreamGraph&) = delete;
+  StreamGraph& operator=(const StreamGraph&) = delete;
+
+  void begin();           // throws DeviceError if this thread is already capturing
+  void end();             // throws DeviceError naming what could not be captured
+  void abort() noexcept;  // ends a capture that failed part-way, discarding it
+  void replay();          // on this thread's stream, after the work queued before it
+  bool ready() const;     // end() succeeded
+
+ private:
+  struct State;
+  State* state_;
+};
+
+// Whether this thread is capturing a graph now.
+bool capturing();
+
 // TF32 for float32 GEMMs (faster on Ampere and later, about 1e-3 relative
 // error). Off unless asked for.
 void set_allow_tf32(bool allow);

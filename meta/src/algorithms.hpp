@@ -23,8 +23,8 @@ void inner_step(const Model& model, Loss loss, const MetaConfig& config, const s
                 const std::vector<bool>& adapting, const TaskBatch& batch, int step, bool create_graph,
                 std::vector<Tensor>& fast);
 
-MetaStep reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
-                      const TaskBatch& batch);
-MetaStep pretrain_gradient(const Model& model, Loss loss, const MetaParams& params, const TaskBatch& batch);
+MetaStepTensors reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                             const TaskBatch& batch);
+MetaStepTensors pretrain_gradient(const Model& model, Loss loss, const MetaParams& params, const TaskBatch& batch);
 
 }  // namespace metatape::meta::detail

@@ -120,8 +120,10 @@ Tensor inner_update(const Model& model, const MetaConfig& config, const std::vec
   if (config.learned_layer_rates) {
     const std::int64_t steps = rates[0].dim(1);
     const std::int64_t column = std::min<std::int64_t>(step, steps - 1);
-    const std::int64_t at = model.parameters()[i].layer * steps + column;
-    return mul(reshape(take(rates[0], from_indices({at}, {1}).to(rates[0].device())), Shape{}), gradient);
+    const std::int64_t layer = model.parameters()[i].layer;
+    // Sliced, not gathered: no index tensor to copy to the device.
+    const Tensor rate = slice(slice(rates[0], 0, layer, layer + 1), 1, column, column + 1);
+    return mul(reshape(rate, Shape{}), gradient);
   }
   return scale(gradient, config.inner_lr);
 }
@@ -148,9 +150,9 @@ void inner_step(const Model& model, Loss loss, const MetaConfig& config, const s
 namespace {
 
 // The outer loss of the MAML family on `batch` (mean over its tasks), from
-// recorded meta-parameters; appends each task's final query loss.
+// recorded meta-parameters; appends the tasks' final query losses ([T]).
 Tensor maml_outer_loss(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& leaves,
-                       const TaskBatch& batch, std::int64_t iteration, std::vector<double>& task_losses) {
+                       const TaskBatch& batch, std::int64_t iteration, std::vector<Tensor>& task_losses) {
   const std::vector<bool> adapting = detail::adapting_mask(model, config);
   std::vector<Tensor> fast = detail::task_copies(leaves.model, adapting, batch.tasks());
   const auto query_losses = [&] { return per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y); };
@@ -166,7 +168,7 @@ Tensor maml_outer_loss(const Model& model, Loss loss, const MetaConfig& config, 
     }
   }
   const Tensor final_losses = query_losses();
-  for (double l : final_losses.to_vector()) task_losses.push_back(l);
+  task_losses.push_back(final_losses.detach());
   const Tensor final_term = config.multi_step_loss ? scale(mean(final_losses), weights.back()) : mean(final_losses);
   return outer.defined() ? add(outer, final_term) : final_term;
 }
@@ -175,6 +177,12 @@ Tensor maml_outer_loss(const Model& model, Loss loss, const MetaConfig& config, 
 
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const TaskBatch& batch, std::int64_t iteration) {
+  MetaStepTensors on_device = meta_gradient_tensors(model, loss, config, params, batch, iteration);
+  return {on_device.meta_loss.item(), on_device.task_losses.to_vector(), std::move(on_device.grads)};
+}
+
+MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config,
+                                      const MetaParams& params, const TaskBatch& batch, std::int64_t iteration) {
   config.validate();
   if (config.algorithm == Algorithm::reptile) return detail::reptile_step(model, loss, config, params, batch);
   if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, params, batch);
@@ -184,20 +192,22 @@ MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, 
   for (const Tensor& p : params.all()) leaves.push_back(p.detach().requires_grad_());
   const MetaParams recorded = MetaParams::from_all(leaves, params.model.size());
 
-  MetaStep step;
+  MetaStepTensors step;
+  std::vector<Tensor> task_losses;
   Tensor outer;
   if (config.task_batched) {
-    outer = maml_outer_loss(model, loss, config, recorded, batch, iteration, step.task_losses);
+    outer = maml_outer_loss(model, loss, config, recorded, batch, iteration, task_losses);
   } else {  // one task at a time, as a framework user loops: the same sum, T graphs
     const std::int64_t tasks = batch.tasks();
     for (std::int64_t t = 0; t < tasks; ++t) {
       const Tensor term =
-          scale(maml_outer_loss(model, loss, config, recorded, batch.slice(t, t + 1), iteration, step.task_losses),
+          scale(maml_outer_loss(model, loss, config, recorded, batch.slice(t, t + 1), iteration, task_losses),
                 1.0 / static_cast<double>(tasks));
       outer = outer.defined() ? add(outer, term) : term;
     }
   }
-  step.meta_loss = outer.item();
+  step.task_losses = concat(task_losses);
+  step.meta_loss = outer.detach();
   // With no inner step a learned rate never touches the loss: its gradient is
   // 0. Nothing walks this tape again, so its saved values can go as the walk
   // passes them: peak memory is then the forward's, not forward + gradients.

@@ -5,16 +5,16 @@
 
 namespace metatape::meta::detail {
 
-MetaStep pretrain_gradient(const Model& model, Loss loss, const MetaParams& params, const TaskBatch& batch) {
+MetaStepTensors pretrain_gradient(const Model& model, Loss loss, const MetaParams& params, const TaskBatch& batch) {
   TapeScope scope;
   std::vector<Tensor> leaves;
   for (const Tensor& p : params.model) leaves.push_back(p.detach().requires_grad_());
   const Tensor x = concat({batch.support_x, batch.query_x}, 1), y = concat({batch.support_y, batch.query_y}, 1);
   const Tensor losses = per_task_loss(loss, model.forward(leaves, x), y);
   const Tensor objective = mean(losses);
-  MetaStep step;
-  step.task_losses = losses.to_vector();
-  step.meta_loss = objective.item();
+  MetaStepTensors step;
+  step.task_losses = losses.detach();
+  step.meta_loss = objective.detach();
   step.grads = grad(objective, leaves, {.retain_graph = false});
   return step;
 }

@@ -7,8 +7,8 @@
 
 namespace metatape::meta::detail {
 
-MetaStep reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
-                      const TaskBatch& batch) {
+MetaStepTensors reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                             const TaskBatch& batch) {
   const std::vector<bool> adapting(params.model.size(), true);
   std::vector<Tensor> fast;
   for (const Tensor& p : params.model) fast.push_back(p.detach());
@@ -22,10 +22,9 @@ MetaStep reptile_step(const Model& model, Loss loss, const MetaConfig& config, c
     for (Tensor& f : fast) f = f.detach();
   }
   NoGradScope no_grad;
-  MetaStep step;
-  const Tensor query = per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);
-  step.task_losses = query.to_vector();
-  step.meta_loss = mean(query).item();
+  MetaStepTensors step;
+  step.task_losses = per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);
+  step.meta_loss = mean(step.task_losses);
   for (std::size_t i = 0; i < fast.size(); ++i) step.grads.push_back(sub(params.model[i].detach(), mean(fast[i], {0})));
   return step;
 }

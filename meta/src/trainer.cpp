@@ -18,6 +18,11 @@ void TrainOptions::validate() const {
   if (!(outer_lr > 0)) throw ValueError("the outer learning rate must be > 0, got " + std::to_string(outer_lr));
   if (!(clip_grad_norm >= 0)) throw ValueError("the clipping norm must be >= 0, got " + std::to_string(clip_grad_norm));
   if (!is_floating(dtype)) throw ValueError("training needs dtype f32 or f64");
+  if (cuda_graph && device != Device::cuda)
+    throw ValueError(std::string("a CUDA graph step needs device cuda, not ") + device_name(device));
+  if (cuda_graph && meta.multi_step_loss)
+    throw ValueError("a CUDA graph step cannot use the multi-step loss: its weights change every iteration, a graph "
+                     "replays the first");
   (void)make_optimizer(optimizer, outer_lr);  // throws for an unknown name
 }
 
@@ -29,11 +34,44 @@ Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const 
   optimizer_ = make_optimizer(options.optimizer, options.outer_lr);
 }
 
+Trainer::~Trainer() = default;
+
+MetaStepTensors Trainer::captured_meta_gradient(const TaskBatch& batch) {
+  // Inputs: the meta-parameters, then the batch (copied into the graph's
+  // buffers straight from the host). Outputs: the gradients, the meta-loss,
+  // the task losses.
+  std::vector<Tensor> inputs = params_.all();
+  const std::size_t count = inputs.size(), model_count = params_.model.size();
+  inputs.insert(inputs.end(), {batch.support_x, batch.support_y, batch.query_x, batch.query_y});
+  if (!captured_) {
+    const auto step = [this, count, model_count](const std::vector<Tensor>& in) {
+      const MetaParams params = MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)},
+                                                     model_count);
+      const TaskBatch tasks{in[count], in[count + 1], in[count + 2], in[count + 3]};
+      MetaStepTensors meta = meta_gradient_tensors(model_, loss_, options_.meta, params, tasks, 0);
+      std::vector<Tensor> out = std::move(meta.grads);
+      out.push_back(meta.meta_loss);
+      out.push_back(meta.task_losses);
+      return out;
+    };
+    captured_ = std::make_unique<CapturedStep>(step, inputs);
+  }
+  std::vector<Tensor> out = (*captured_)(inputs);
+  MetaStepTensors meta;
+  meta.task_losses = out.back();
+  out.pop_back();
+  meta.meta_loss = out.back();
+  out.pop_back();
+  meta.grads = std::move(out);
+  return meta;
+}
+
 IterationRecord Trainer::step() {
   const TaskBatch batch =
-      tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype)
-          .to(options_.device);
-  MetaStep meta = meta_gradient(model_, loss_, options_.meta, params_, batch, iteration_);
+      tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
+  MetaStepTensors meta = options_.cuda_graph ? captured_meta_gradient(batch)
+                                             : meta_gradient_tensors(model_, loss_, options_.meta, params_,
+                                                                     batch.to(options_.device), iteration_);
   IterationRecord record;
   record.grad_norm =
       options_.clip_grad_norm > 0 ? clip_grad_norm(meta.grads, options_.clip_grad_norm) : global_norm(meta.grads);
@@ -41,8 +79,8 @@ IterationRecord Trainer::step() {
   optimizer_->step(all, meta.grads);
   params_ = MetaParams::from_all(all, params_.model.size());
   record.iteration = ++iteration_;
-  record.meta_loss = meta.meta_loss;
-  record.task_losses = std::move(meta.task_losses);
+  record.meta_loss = meta.meta_loss.item();
+  record.task_losses = meta.task_losses.to_vector();
   return record;
 }
 

@@ -1,6 +1,7 @@
 // metatape's engine in one include: tensors, ops, the tape and grad().
 #pragma once
 
+#include "metatape/captured_step.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
 #include "metatape/random.hpp"

@@ -82,6 +82,12 @@ Tensor concat(const std::vector<Tensor>& xs, int axis = 0);
 Tensor stack(const std::vector<Tensor>& xs, int axis = 0);
 // x.flat[index] for an i64 index tensor of any shape (the result's shape).
 Tensor take(const Tensor& x, const Tensor& index);
+// x[..., labels[...]]: for x [..., C] and i64 labels [...] (on x's device),
+// each row's entry at its label, shaped like labels; as torch.gather(x, -1,
+// labels.unsqueeze(-1)).squeeze(-1). Labels outside [0, C) throw ValueError
+// naming `caller` and the row (checked on the host: see CapturedStep for the
+// one case where it cannot be).
+Tensor take_along_last(const Tensor& x, const Tensor& labels, const char* caller = "take_along_last");
 
 // --- linear algebra ---
 // a [..., m, k] @ b [..., k, n]; leading (batch) dimensions broadcast.

@@ -81,6 +81,16 @@ struct MetaStep {
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const TaskBatch& batch, std::int64_t iteration);
 
+// The same, with the losses left where they were computed: no value is read
+// on the host, so the step can be captured as a CUDA graph (CapturedStep).
+struct MetaStepTensors {
+  Tensor meta_loss;           // rank 0
+  Tensor task_losses;         // [T]
+  std::vector<Tensor> grads;  // as MetaStep::grads
+};
+MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config,
+                                      const MetaParams& params, const TaskBatch& batch, std::int64_t iteration);
+
 // Query loss of every task after 0, 1, ..., steps inner SGD steps from the
 // meta-parameters, with the configured (or learned) rates: [steps + 1][T].
 // Beyond the trained τ, LSLR uses its last step's rates.
