@@ -1,8 +1,9 @@
 // GPU figures of the CUDA issue, one JSON line per measurement (bench/peers
 // report.py turns them, with the PyTorch and JAX peers' lines, into tables):
 //   gemm   engine matmul against raw cuBLAS, float32 and float64, n = 1024..4096
-//   maml   exact meta-gradient steps of the three configurations the peers
-//          also run (bench/peers/maml_torch.py, maml_jax.py)
+//   maml   exact meta-gradient steps of the configurations the peers also
+//          run (bench/peers/maml_torch.py, maml_jax.py): eager, and
+//          captured once as a CUDA graph and replayed (CapturedStep)
 // Times are medians over repeated runs, each synchronised with the GPU.
 // Without a usable GPU it says so and exits 77.
 //
@@ -87,6 +88,31 @@ void maml(const char* config, bench::MamlSetup setup, int repeats) {
   const double ms = median_ms(
       [&] { (void)meta::meta_gradient(*setup.model, setup.loss, setup.config, params, batch, 0); }, repeats);
   emit("maml", config, "metatape", ms);
+
+  // The same step as a graph: inputs copied in, one replay, outputs copied
+  // out, and the losses read on the host as meta_gradient does.
+  std::vector<mt::Tensor> inputs = params.all();
+  const std::size_t count = inputs.size(), model_count = params.model.size();
+  inputs.insert(inputs.end(), {batch.support_x, batch.support_y, batch.query_x, batch.query_y});
+  mt::CapturedStep step(
+      [&](const std::vector<mt::Tensor>& in) {
+        const auto p = meta::MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)},
+                                                  model_count);
+        const meta::TaskBatch b{in[count], in[count + 1], in[count + 2], in[count + 3]};
+        meta::MetaStepTensors out = meta::meta_gradient_tensors(*setup.model, setup.loss, setup.config, p, b, 0);
+        out.grads.push_back(out.meta_loss);
+        out.grads.push_back(out.task_losses);
+        return out.grads;
+      },
+      inputs);
+  const double graph_ms = median_ms(
+      [&] {
+        const std::vector<mt::Tensor> out = step(inputs);
+        (void)out[out.size() - 2].item();
+        (void)out.back().to_vector();
+      },
+      repeats);
+  emit("maml", config, "metatape (CUDA graph)", graph_ms);
 }
 
 }  // namespace

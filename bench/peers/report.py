@@ -1,6 +1,7 @@
 """Turns the JSON lines of bench-cuda and the peers into Markdown tables:
 one per group, one row per implementation and configuration, with the
-speed-up of metatape over each peer.
+speed-up of metatape over each peer (of eager metatape, and of its CUDA-graph
+replay where it was measured).
   python3 bench/peers/report.py file.jsonl ..."""
 import json
 import sys
@@ -23,12 +24,14 @@ def main():
         for (g, config), records in rows.items():
             if g != group:
                 continue
-            ours = next((r["ms"] for r in records if r["impl"] == "metatape" and "ms" in r), None)
+            ours = {r["impl"]: r["ms"] for r in records if r["impl"].startswith("metatape") and "ms" in r}
             for r in records:
                 if "ms" not in r:
                     print(f"| {config} | {r['impl']} | failed: {r.get('error', '?')} | |")
                     continue
-                speedup = "" if r["impl"] == "metatape" or ours is None else f"{r['ms'] / ours:.2f}x"
+                speedup = ""
+                if not r["impl"].startswith("metatape"):
+                    speedup = ", ".join(f"{r['ms'] / ms:.2f}x ({impl})" for impl, ms in ours.items())
                 extra = f" {r['gflops']:.0f} |" if "gflops" in r else (" |" if group == "gemm" else "")
                 print(f"| {config} | {r['impl']} | {r['ms']:.3f} | {speedup} |{extra}")
 

@@ -19,7 +19,6 @@
 // parameters, metrics, optimiser state), and their handles would dangle.
 #include <algorithm>
 #include <atomic>
-#include <bit>
 #include <cstdlib>
 #include <limits>
 #include <mutex>
@@ -29,6 +28,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "kernels/size_classes.hpp"
 #include "metatape/error.hpp"
 #include "metatape/tensor.hpp"
 #include "storage_pool.hpp"
@@ -167,18 +167,8 @@ LargeHeap& large_heap() {
 
 // --- the small tier ------------------------------------------------------------
 
-// Rounds `bytes` up to its size class; returns the class index.
-int size_class_of(std::size_t bytes, std::size_t* rounded) {
-  if (bytes <= 64) {
-    *rounded = 64;
-    return 0;
-  }
-  const int p = std::bit_width(bytes - 1) - 1;  // 2^p < bytes <= 2^(p+1), p >= 6
-  const std::size_t step = std::size_t{1} << (p - 2);
-  const std::size_t sub = (bytes - (std::size_t{1} << p) + step - 1) / step;  // 1..4
-  *rounded = (std::size_t{1} << p) + sub * step;
-  return (p - 6) * 4 + static_cast<int>(sub);
-}
+// Rounds `bytes` up to its size class (64 bytes at least); returns the class index.
+int size_class_of(std::size_t bytes, std::size_t* rounded) { return kernels::size_class_of<6>(bytes, rounded); }
 
 struct Pool {
   std::vector<Storage*> free_lists[kNumClasses];

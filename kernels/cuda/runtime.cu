@@ -2,13 +2,13 @@
 // cuBLAS handle per thread (an engine context), the caching device
 // allocator, copies.
 #include <atomic>
-#include <bit>
 #include <cstdint>
 #include <mutex>
 #include <utility>
 #include <vector>
 
 #include "common.cuh"
+#include "kernels/size_classes.hpp"
 #include "runtime.hpp"
 
 namespace metatape::kernels::cuda {
@@ -51,24 +51,9 @@ std::atomic<bool> tf32_allowed{false};
 
 constexpr int kClasses = 128;
 
-int size_class_of(std::size_t bytes, std::size_t* rounded) {
-  if (bytes <= 512) {
-    *rounded = 512;
-    return 0;
-  }
-  const int p = std::bit_width(bytes - 1) - 1;  // 2^p < bytes <= 2^(p+1), p >= 9
-  const std::size_t step = std::size_t{1} << (p - 2);
-  const std::size_t sub = (bytes - (std::size_t{1} << p) + step - 1) / step;
-  *rounded = (std::size_t{1} << p) + sub * step;
-  return (p - 9) * 4 + static_cast<int>(sub);
-}
-
-// The bytes of class c, the inverse of size_class_of.
-std::size_t class_bytes(int c) {
-  if (c == 0) return 512;
-  const int p = (c - 1) / 4 + 9, sub = (c - 1) % 4 + 1;
-  return (std::size_t{1} << p) + static_cast<std::size_t>(sub) * (std::size_t{1} << (p - 2));
-}
+// 512 bytes at least: cudaMalloc aligns to 256 and small blocks are rare here.
+int size_class_of(std::size_t bytes, std::size_t* rounded) { return kernels::size_class_of<9>(bytes, rounded); }
+std::size_t class_bytes(int c) { return kernels::class_bytes<9>(c); }
 
 struct DevicePool {
   std::vector<void*> free_lists[kClasses];
