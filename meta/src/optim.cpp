@@ -94,9 +94,14 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double lr) {
 }
 
 double global_norm(const std::vector<Tensor>& grads) {
+  if (grads.empty()) return 0;
   NoGradScope no_grad;
+  // One host read for all the tensors (on a GPU each read is a wait), then
+  // the sum in double, in order.
+  std::vector<Tensor> squares;
+  for (const Tensor& g : grads) squares.push_back(sum(square(g.detach())));
   double total = 0;
-  for (const Tensor& g : grads) total += sum(square(g.detach())).item();
+  for (double s : stack(squares).to_vector()) total += s;
   return std::sqrt(total);
 }
 

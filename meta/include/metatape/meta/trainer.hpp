@@ -48,8 +48,6 @@ class Trainer {
   // The model and task sampler must outlive the trainer.
   Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const TrainOptions& options);
   ~Trainer();
-  Trainer(const Trainer&) = delete;  // a captured step refers to its trainer
-  Trainer& operator=(const Trainer&) = delete;
 
   IterationRecord step();
   std::int64_t iteration() const { return iteration_; }
