@@ -12,6 +12,14 @@ void gemm_strided(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
                   std::int64_t stride_a, const T* b, std::int64_t stride_b, T beta, T* c, std::int64_t stride_c,
                   std::int64_t count) {
   if (m == 0 || n == 0 || count == 0) return;
+  if (k == 0) {  // an empty sum: C_i = beta C_i, as the CPU's gemm (cuBLAS refuses the ld of 0)
+    const std::int64_t span = (count - 1) * stride_c + m * n;  // callers' C_i are contiguous m x n blocks
+    if (beta == T(0))
+      fill<T>(c, span, T(0));
+    else if (beta != T(1))
+      unary<T>(UnaryOp::scale, c, c, span, static_cast<double>(beta));
+    return;
+  }
   const int lda = static_cast<int>(trans_a ? m : k), ldb = static_cast<int>(trans_b ? k : n);
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
@@ -30,7 +38,6 @@ template <class T>
 void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
                   std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
                   std::int64_t count) {
-  if (k == 0) return fill<T>(c, (count - 1) * stride_c + m * n, T(0));
   gemm_strided<T>(trans_a, trans_b, m, n, k, T(1), a, stride_a, b, stride_b, T(0), c, stride_c, count);
 }
 

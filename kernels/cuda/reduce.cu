@@ -112,7 +112,12 @@ void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64
     p.reduced_stride[i] = rst[p.reduced_rank - 1 - i];
   }
   if (outputs == 0) return;
-  if (reduced >= 64) {
+  // A block per output splits a long reduction, but when the innermost axis
+  // is kept its threads read x with a stride; with outputs enough to fill the
+  // GPU a thread per output is faster (neighbouring threads, neighbouring
+  // addresses).
+  const bool innermost_kept = p.kept_rank > 0 && p.kept_stride[p.kept_rank - 1] == 1;
+  if (reduced >= 64 && !(innermost_kept && outputs >= 8192)) {
     sum_blocks_kernel<T><<<static_cast<unsigned>(std::min<std::int64_t>(outputs, 65535)), kThreads, 0, stream()>>>(
         p, x, out, outputs, reduced);
     check_launch("sum_blocks_kernel");

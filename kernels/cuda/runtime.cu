@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -29,13 +30,29 @@ const char* blas_status_name(cublasStatus_t status) {
   }
 }
 
-// The stream and cuBLAS handle of one thread. Deliberately never destroyed:
-// at process exit the driver may already be gone, and destroying them then
-// fails or hangs; the driver reclaims them.
+// cudaFree, its failure (the runtime unloading, an earlier kernel's fault)
+// cleared so that it is not reported as the next launch's.
+void free_quietly(void* p) noexcept {
+  if (cudaFree(p) != cudaSuccess) cudaGetLastError();
+}
+
+// Threads that end before the process give back what they hold on the GPU.
+// The main thread's is left to the driver: at process exit the runtime may
+// already be unloading, and destroying things then fails or hangs.
+const std::thread::id main_thread = std::this_thread::get_id();
+
+// The stream, cuBLAS handle and cuBLAS workspace of one thread.
 struct Context {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
+  void* blas_workspace = nullptr;
   bool tf32_applied = false;
+  ~Context() {
+    if (std::this_thread::get_id() == main_thread) return;
+    if (blas) cublasDestroy(blas);
+    if (blas_workspace) free_quietly(blas_workspace);
+    if (stream && cudaStreamDestroy(stream) != cudaSuccess) cudaGetLastError();
+  }
 };
 thread_local Context context;
 constexpr std::size_t kBlasWorkspaceBytes = std::size_t{32} << 20;
@@ -65,11 +82,7 @@ thread_local bool tls_pool_dead = false;
 struct DevicePoolOwner {
   DevicePool pool;
   DevicePoolOwner() { tls_pool = &pool; }
-  // Cached blocks are not freed at thread exit: see Context.
-  ~DevicePoolOwner() {
-    tls_pool = nullptr;
-    tls_pool_dead = true;
-  }
+  ~DevicePoolOwner();  // frees the cache, except on the main thread (see Context)
 };
 
 DevicePool* this_thread_pool() {
@@ -109,10 +122,16 @@ void cache_block(DevicePool& pool, void* data, std::size_t capacity) {
 // cudaFree synchronises the device, so no queued kernel still uses a block.
 void free_cache(DevicePool& pool) {
   for (auto& list : pool.free_lists) {
-    for (void* p : list) cudaFree(p);
+    for (void* p : list) free_quietly(p);
     list.clear();
   }
   pool.stats.bytes_cached = 0;
+}
+
+DevicePoolOwner::~DevicePoolOwner() {
+  tls_pool = nullptr;
+  tls_pool_dead = true;
+  if (std::this_thread::get_id() != main_thread) free_cache(pool);
 }
 
 // --- the private pool of a captured graph ----------------------------------
@@ -182,7 +201,7 @@ void graph_release(GraphPool* graph, void* data, std::size_t capacity) noexcept 
   }
   const bool last = --graph->outstanding == 0 && !graph->graph_alive;
   lock.unlock();
-  cudaFree(data);
+  free_quietly(data);
   if (last) delete graph;
 }
 
@@ -216,13 +235,23 @@ cudaStream_t stream() {
 
 cublasHandle_t blas() {
   if (!context.blas) {
-    check(cublasCreate(&context.blas), "cublasCreate");
-    check(cublasSetStream(context.blas, stream()), "cublasSetStream");
-    // A workspace of our own (the size cuBLAS recommends for Hopper), so
-    // that no GEMM allocates one while a graph is being captured.
+    // Bound to this thread's stream, with a workspace of our own (the size
+    // cuBLAS recommends for Hopper) so that no GEMM allocates one while a
+    // graph is being captured. All or nothing: a failure leaves no handle.
+    cublasHandle_t handle = nullptr;
     void* workspace = nullptr;
-    check(cudaMalloc(&workspace, kBlasWorkspaceBytes), "cudaMalloc (cuBLAS workspace)");
-    check(cublasSetWorkspace(context.blas, workspace, kBlasWorkspaceBytes), "cublasSetWorkspace");
+    try {
+      check(cublasCreate(&handle), "cublasCreate");
+      check(cublasSetStream(handle, stream()), "cublasSetStream");
+      check(cudaMalloc(&workspace, kBlasWorkspaceBytes), "cudaMalloc (cuBLAS workspace)");
+      check(cublasSetWorkspace(handle, workspace, kBlasWorkspaceBytes), "cublasSetWorkspace");
+    } catch (...) {
+      if (handle) cublasDestroy(handle);
+      if (workspace) free_quietly(workspace);
+      throw;
+    }
+    context.blas = handle;
+    context.blas_workspace = workspace;
   }
   const bool tf32 = tf32_allowed.load(std::memory_order_relaxed);
   if (tf32 != context.tf32_applied) {
@@ -280,14 +309,14 @@ void device_release(void* data, std::size_t capacity, void* owner) noexcept {
       pool->stats.bytes_in_use -= std::min(pool->stats.bytes_in_use, capacity);
     }
   }
-  cudaFree(data);  // synchronises the device: safe whichever stream used the block
+  free_quietly(data);  // synchronises the device: safe whichever stream used the block
 }
 
 void release_cached_device_memory() {
   DevicePool* pool = this_thread_pool();
   if (!pool || tls_capture) return;  // during a capture nothing may synchronise
   // Blocks in the cache may still be read by queued work of this stream.
-  if (context.stream) cudaStreamSynchronize(context.stream);
+  if (context.stream && cudaStreamSynchronize(context.stream) != cudaSuccess) cudaGetLastError();
   free_cache(*pool);
 }
 

@@ -2,6 +2,11 @@
 // from a caching pool, copies, and this thread's stream. Plain C++ (no CUDA
 // types), so engine files include it without nvcc. Every CUDA call's status
 // is checked; a failure throws metatape::DeviceError naming the call.
+//
+// Threads: each thread has its own stream, and device memory released on a
+// thread is reused by that thread's stream only. Nothing orders one thread's
+// stream after another's, so a device tensor made on one thread may be used
+// on another only after synchronize() on the thread that made it.
 #pragma once
 
 #include <cstddef>
