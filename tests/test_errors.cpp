@@ -102,9 +102,8 @@ TEST_SUITE("errors") {
     CHECK(!reason.empty());
     CHECK(contains(message_of<mt::DeviceError>([] { (void)mt::zeros({3}, mt::DType::f32, mt::Device::cuda); }),
                    "cannot allocate on cuda"));
-    const std::string graph = message_of<mt::DeviceError>([] {
-      mt::CapturedStep step([](const std::vector<Tensor>& in) { return in; }, {mt::ones({2})});
-    });
+    const std::string graph = message_of<mt::DeviceError>(
+        [] { mt::CapturedStep step([](const std::vector<Tensor>& in) { return in; }, {mt::ones({2})}); });
     CHECK(contains(graph, "CapturedStep: a CUDA graph needs"));
   }
 
@@ -126,8 +125,9 @@ TEST_SUITE("errors") {
     CHECK(message_of<mt::ValueError>([&] {
             (void)mt::take_along_last(mt::ones({2, 3, 4}, f64), mt::from_indices({0, 1, 2, 3, -1, 0}, {2, 3}));
           }) == "take_along_last: label -1 at row 1 of slice 1 is out of range for 4 classes");
-    CHECK(message_of<mt::ShapeError>([&] { (void)mt::take_along_last(x, mt::from_indices({0, 1}, {2})); }) ==
-          "take_along_last: labels have shape [2], expected [3] for [3, 4]");
+    CHECK(message_of<mt::ShapeError>([&] {
+            (void)mt::take_along_last(x, mt::from_indices({0, 1}, {2}));
+          }) == "take_along_last: labels have shape [2], expected [3] for [3, 4]");
     CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::slice(x, 0, 2, 5); }), "slice: range 2..5 does not fit"));
     CHECK(contains(message_of<mt::ValueError>([&] { (void)mt::permute(x, {0, 0}); }), "appears twice"));
     CHECK(contains(message_of<mt::ValueError>([&] {

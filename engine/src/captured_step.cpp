@@ -76,9 +76,9 @@ CapturedStep::CapturedStep(Function f, const std::vector<Tensor>& example_inputs
   for (std::size_t i = 0; i < state_->outputs.size(); ++i) {
     const Tensor& y = state_->outputs[i];
     if (!y.defined() || y.device() != Device::cuda)
-      throw DeviceError("CapturedStep: output " + std::to_string(i) +
-                        (y.defined() ? " is on the CPU; a captured step's outputs must be computed on the GPU"
-                                     : " is undefined"));
+      throw DeviceError(
+          "CapturedStep: output " + std::to_string(i) +
+          (y.defined() ? " is on the CPU; a captured step's outputs must be computed on the GPU" : " is undefined"));
   }
 }
 

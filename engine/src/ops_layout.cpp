@@ -538,8 +538,8 @@ Tensor take_along_last(const Tensor& x, const Tensor& labels, const char* caller
     throw ShapeError(std::string(caller) + ": labels have shape " + labels.shape().str() + ", expected " + rows.str() +
                      " for " + x.shape().str());
   if (labels.device() != x.device())
-    throw DeviceError(std::string(caller) + ": labels are on " + device_name(labels.device()) + " but the input is on " +
-                      device_name(x.device()));
+    throw DeviceError(std::string(caller) + ": labels are on " + device_name(labels.device()) +
+                      " but the input is on " + device_name(x.device()));
   const std::int64_t classes = x.dim(-1), n = labels.numel();
   if (classes == 0 && n > 0) throw ValueError(std::string(caller) + ": no classes to pick from in " + x.shape().str());
   // The range check reads the labels on the host: free for host labels, a

@@ -21,8 +21,9 @@ void TrainOptions::validate() const {
   if (cuda_graph && device != Device::cuda)
     throw ValueError(std::string("a CUDA graph step needs device cuda, not ") + device_name(device));
   if (cuda_graph && meta.multi_step_loss)
-    throw ValueError("a CUDA graph step cannot use the multi-step loss: its weights change every iteration, a graph "
-                     "replays the first");
+    throw ValueError(
+        "a CUDA graph step cannot use the multi-step loss: its weights change every iteration, a graph "
+        "replays the first");
   (void)make_optimizer(optimizer, outer_lr);  // throws for an unknown name
 }
 
@@ -45,8 +46,8 @@ MetaStepTensors Trainer::captured_meta_gradient(const TaskBatch& batch) {
   inputs.insert(inputs.end(), {batch.support_x, batch.support_y, batch.query_x, batch.query_y});
   if (!captured_) {
     const auto step = [this, count, model_count](const std::vector<Tensor>& in) {
-      const MetaParams params = MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)},
-                                                     model_count);
+      const MetaParams params =
+          MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)}, model_count);
       const TaskBatch tasks{in[count], in[count + 1], in[count + 2], in[count + 3]};
       MetaStepTensors meta = meta_gradient_tensors(model_, loss_, options_.meta, params, tasks, 0);
       std::vector<Tensor> out = std::move(meta.grads);
@@ -90,7 +91,11 @@ Checkpoint Trainer::checkpoint(const std::string& config) const {
     for (const Tensor& t : ts) out.push_back(t.to(Device::cpu));
     return out;
   };
-  return {config, iteration_, task_rng_.position(), on_host(params_.all()), on_host(optimizer_->state()),
+  return {config,
+          iteration_,
+          task_rng_.position(),
+          on_host(params_.all()),
+          on_host(optimizer_->state()),
           optimizer_->steps()};
 }
 

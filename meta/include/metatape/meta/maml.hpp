@@ -88,8 +88,8 @@ struct MetaStepTensors {
   Tensor task_losses;         // [T]
   std::vector<Tensor> grads;  // as MetaStep::grads
 };
-MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config,
-                                      const MetaParams& params, const TaskBatch& batch, std::int64_t iteration);
+MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                                      const TaskBatch& batch, std::int64_t iteration);
 
 // Query loss of every task after 0, 1, ..., steps inner SGD steps from the
 // meta-parameters, with the configured (or learned) rates: [steps + 1][T].
