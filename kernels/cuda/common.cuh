@@ -14,10 +14,14 @@
 
 namespace metatape::kernels::cuda {
 
-// Throws DeviceError("<call> failed: <name>: <description>").
+// Throws DeviceError("<call> failed: <name>: <description>"). The runtime
+// also keeps the error as this thread's last one; it is cleared here, so that
+// the next launch's check does not report it again as its own.
 inline void check(cudaError_t status, const char* call) {
-  if (status != cudaSuccess)
+  if (status != cudaSuccess) {
+    cudaGetLastError();
     throw DeviceError(std::string(call) + " failed: " + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
+  }
 }
 void check(cublasStatus_t status, const char* call);
 
