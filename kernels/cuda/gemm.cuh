@@ -1,5 +1,7 @@
-// Internal to the CUDA kernels: the general strided-batched GEMM,
+// Internal to the CUDA kernels: the strided-batched GEMM,
 // C_i = alpha op(A_i) op(B_i) + beta C_i, row-major (conv.cu uses the beta).
+// The C_i must tile one span (stride_c == m n, or 0 with count 1): with k = 0
+// the whole span is scaled by beta, gaps included.
 #pragma once
 
 #include <cstdint>

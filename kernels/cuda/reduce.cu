@@ -92,7 +92,8 @@ void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64
   // Build from the innermost dimension out, then reverse into row-major order.
   std::int64_t ks[5], kst[5], rs[5], rst[5];
   for (int d = rank - 1; d >= 0; --d) {
-    if (out_shape[d] == 1 && in_shape[d] != 1) {
+    if (in_shape[d] == 1) continue;  // nothing to walk (and not an innermost axis)
+    if (out_shape[d] == 1) {
       rs[p.reduced_rank] = in_shape[d];
       rst[p.reduced_rank++] = stride;
       reduced *= in_shape[d];
@@ -113,11 +114,11 @@ void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64
   }
   if (outputs == 0) return;
   // A block per output splits a long reduction, but when the innermost axis
-  // is kept its threads read x with a stride; with outputs enough to fill the
-  // GPU a thread per output is faster (neighbouring threads, neighbouring
-  // addresses).
+  // is kept its threads read x with a stride; with outputs enough for a wave
+  // of blocks on an H100/H200 (132 SMs x 256 threads) a thread per output
+  // reads neighbouring addresses instead. A heuristic, not yet timed on a GPU.
   const bool innermost_kept = p.kept_rank > 0 && p.kept_stride[p.kept_rank - 1] == 1;
-  if (reduced >= 64 && !(innermost_kept && outputs >= 8192)) {
+  if (reduced >= 64 && !(innermost_kept && outputs >= 32768)) {
     sum_blocks_kernel<T><<<static_cast<unsigned>(std::min<std::int64_t>(outputs, 65535)), kThreads, 0, stream()>>>(
         p, x, out, outputs, reduced);
     check_launch("sum_blocks_kernel");
