@@ -91,25 +91,12 @@ void maml(const char* config, bench::MamlSetup setup, int repeats) {
 
   // The same step as a graph: inputs copied in, one replay, outputs copied
   // out, and the losses read on the host as meta_gradient does.
-  std::vector<mt::Tensor> inputs = params.all();
-  const std::size_t count = inputs.size(), model_count = params.model.size();
-  inputs.insert(inputs.end(), {batch.support_x, batch.support_y, batch.query_x, batch.query_y});
-  mt::CapturedStep step(
-      [&](const std::vector<mt::Tensor>& in) {
-        const auto p = meta::MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)},
-                                                  model_count);
-        const meta::TaskBatch b{in[count], in[count + 1], in[count + 2], in[count + 3]};
-        meta::MetaStepTensors out = meta::meta_gradient_tensors(*setup.model, setup.loss, setup.config, p, b, 0);
-        out.grads.push_back(out.meta_loss);
-        out.grads.push_back(out.task_losses);
-        return out.grads;
-      },
-      inputs);
+  meta::CapturedMetaGradient step(*setup.model, setup.loss, setup.config);
   const double graph_ms = median_ms(
       [&] {
-        const std::vector<mt::Tensor> out = step(inputs);
-        (void)out[out.size() - 2].item();
-        (void)out.back().to_vector();
+        const meta::MetaStepTensors out = step(params, batch);
+        (void)out.meta_loss.item();
+        (void)out.task_losses.to_vector();
       },
       repeats);
   emit("maml", config, "metatape (CUDA graph)", graph_ms);

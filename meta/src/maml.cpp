@@ -215,6 +215,48 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
   return step;
 }
 
+CapturedMetaGradient::CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config)
+    : model_(model), loss_(loss), config_(config) {
+  validate(config_);
+}
+
+void CapturedMetaGradient::validate(const MetaConfig& config) {
+  config.validate();
+  if (config.multi_step_loss)
+    throw ValueError(
+        "a CUDA graph step cannot use the multi-step loss: its weights change every iteration, a graph "
+        "replays the first");
+}
+
+MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const TaskBatch& batch) {
+  // Inputs: MetaParams::all(), then the batch. Outputs: the gradients, the
+  // meta-loss, the task losses.
+  std::vector<Tensor> inputs = params.all();
+  const std::size_t count = inputs.size(), model_count = params.model.size();
+  inputs.insert(inputs.end(), {batch.support_x, batch.support_y, batch.query_x, batch.query_y});
+  if (!step_) {
+    const auto step = [this, count, model_count](const std::vector<Tensor>& in) {
+      const MetaParams p =
+          MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)}, model_count);
+      const TaskBatch tasks{in[count], in[count + 1], in[count + 2], in[count + 3]};
+      MetaStepTensors meta = meta_gradient_tensors(model_, loss_, config_, p, tasks, 0);
+      std::vector<Tensor> out = std::move(meta.grads);
+      out.push_back(meta.meta_loss);
+      out.push_back(meta.task_losses);
+      return out;
+    };
+    step_ = std::make_unique<CapturedStep>(step, inputs);
+  }
+  std::vector<Tensor> out = (*step_)(inputs);
+  MetaStepTensors meta;
+  meta.task_losses = out.back();
+  out.pop_back();
+  meta.meta_loss = out.back();
+  out.pop_back();
+  meta.grads = std::move(out);
+  return meta;
+}
+
 std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
                                                   const MetaParams& params, const TaskBatch& batch, int steps) {
   config.validate();

@@ -20,10 +20,7 @@ void TrainOptions::validate() const {
   if (!is_floating(dtype)) throw ValueError("training needs dtype f32 or f64");
   if (cuda_graph && device != Device::cuda)
     throw ValueError(std::string("a CUDA graph step needs device cuda, not ") + device_name(device));
-  if (cuda_graph && meta.multi_step_loss)
-    throw ValueError(
-        "a CUDA graph step cannot use the multi-step loss: its weights change every iteration, a graph "
-        "replays the first");
+  if (cuda_graph) CapturedMetaGradient::validate(meta);
   (void)make_optimizer(optimizer, outer_lr);  // throws for an unknown name
 }
 
@@ -33,46 +30,16 @@ Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const 
   Generator init(derive_seed(options.seed, 0));
   params_ = init_meta_params(model, options.meta, init, options.dtype, options.device);
   optimizer_ = make_optimizer(options.optimizer, options.outer_lr);
-}
-
-Trainer::~Trainer() = default;
-
-MetaStepTensors Trainer::captured_meta_gradient(const TaskBatch& batch) {
-  // Inputs: the meta-parameters, then the batch (copied into the graph's
-  // buffers straight from the host). Outputs: the gradients, the meta-loss,
-  // the task losses.
-  std::vector<Tensor> inputs = params_.all();
-  const std::size_t count = inputs.size(), model_count = params_.model.size();
-  inputs.insert(inputs.end(), {batch.support_x, batch.support_y, batch.query_x, batch.query_y});
-  if (!captured_) {
-    const auto step = [this, count, model_count](const std::vector<Tensor>& in) {
-      const MetaParams params =
-          MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)}, model_count);
-      const TaskBatch tasks{in[count], in[count + 1], in[count + 2], in[count + 3]};
-      MetaStepTensors meta = meta_gradient_tensors(model_, loss_, options_.meta, params, tasks, 0);
-      std::vector<Tensor> out = std::move(meta.grads);
-      out.push_back(meta.meta_loss);
-      out.push_back(meta.task_losses);
-      return out;
-    };
-    captured_ = std::make_unique<CapturedStep>(step, inputs);
-  }
-  std::vector<Tensor> out = (*captured_)(inputs);
-  MetaStepTensors meta;
-  meta.task_losses = out.back();
-  out.pop_back();
-  meta.meta_loss = out.back();
-  out.pop_back();
-  meta.grads = std::move(out);
-  return meta;
+  if (options_.cuda_graph) captured_ = std::make_unique<CapturedMetaGradient>(model, loss, options_.meta);
 }
 
 IterationRecord Trainer::step() {
   const TaskBatch batch =
       tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
-  MetaStepTensors meta = options_.cuda_graph ? captured_meta_gradient(batch)
-                                             : meta_gradient_tensors(model_, loss_, options_.meta, params_,
-                                                                     batch.to(options_.device), iteration_);
+  // A captured step copies the batch into its buffers straight from the host.
+  MetaStepTensors meta =
+      captured_ ? (*captured_)(params_, batch)
+                : meta_gradient_tensors(model_, loss_, options_.meta, params_, batch.to(options_.device), iteration_);
   IterationRecord record;
   record.grad_norm =
       options_.clip_grad_norm > 0 ? clip_grad_norm(meta.grads, options_.clip_grad_norm) : global_norm(meta.grads);

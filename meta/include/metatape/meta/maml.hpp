@@ -15,6 +15,7 @@
 // differentiates through it: Hessian-vector products of the inner loss.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,26 @@ struct MetaStepTensors {
 };
 MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                       const TaskBatch& batch, std::int64_t iteration);
+
+// meta_gradient_tensors captured as a CUDA graph on the first call (a
+// CapturedStep) and replayed on every later one: the parameters and the
+// batch are copied in, the result copied out. Every call must bring the
+// shapes of the first. The multi-step loss is refused (ValueError): its
+// weights change with the iteration, and a graph would replay the first.
+// The model must outlive this object's first call.
+class CapturedMetaGradient {
+ public:
+  CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config);
+  MetaStepTensors operator()(const MetaParams& params, const TaskBatch& batch);
+  // What the constructor checks: a valid config without the multi-step loss.
+  static void validate(const MetaConfig& config);
+
+ private:
+  const Model& model_;
+  Loss loss_;
+  MetaConfig config_;
+  std::unique_ptr<CapturedStep> step_;
+};
 
 // Query loss of every task after 0, 1, ..., steps inner SGD steps from the
 // meta-parameters, with the configured (or learned) rates: [steps + 1][T].

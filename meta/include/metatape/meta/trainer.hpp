@@ -47,7 +47,6 @@ class Trainer {
  public:
   // The model and task sampler must outlive the trainer.
   Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const TrainOptions& options);
-  ~Trainer();
 
   IterationRecord step();
   std::int64_t iteration() const { return iteration_; }
@@ -67,11 +66,9 @@ class Trainer {
   TrainOptions options_;
   MetaParams params_;
   std::unique_ptr<Optimizer> optimizer_;
-  std::unique_ptr<CapturedStep> captured_;  // with options.cuda_graph, from the first step on
+  std::unique_ptr<CapturedMetaGradient> captured_;  // with options.cuda_graph
   Generator task_rng_;
   std::int64_t iteration_ = 0;
-
-  MetaStepTensors captured_meta_gradient(const TaskBatch& batch);
 };
 
 // Independent streams from one user seed: `stream` 0 initialises parameters,
