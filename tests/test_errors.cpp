@@ -2,6 +2,7 @@
 // wrong, and no abort.
 #include <doctest/doctest.h>
 
+#include <sstream>
 #include <string>
 
 #include "metatape/engine.hpp"
@@ -192,5 +193,20 @@ TEST_SUITE("errors") {
       mt::NoGradScope no_grad;  // without recording, a stale handle is just its values
       CHECK((y * 2.0).to_vector() == std::vector<double>{6, 6});
     }
+  }
+
+  TEST_CASE("the matcher fails on no error, another type or a missing part, and says which") {
+    const auto none = throws_error<mt::ValueError>([] {});
+    CHECK(!none.ok);
+    CHECK(none.message == "(nothing was thrown)");
+    const auto other = throws_error<mt::ValueError>([] { throw mt::ShapeError("add: [2] and [3]"); });
+    CHECK(!other.ok);
+    CHECK(other.message == "(ShapeError instead: add: [2] and [3])");
+    const auto missing = throws_error<mt::ShapeError>([] { throw mt::ShapeError("add: [2] and [3]"); }, {"add", "[4]"});
+    CHECK(!missing.ok);
+    std::ostringstream shown;
+    shown << missing;
+    CHECK(shown.str() == "wanted ShapeError, got \"add: [2] and [3]\", looked for \"add\", \"[4]\"");
+    CHECK(throws_error([] { throw mt::ShapeError("add: [2] and [3]"); }, {"add", "[3]"}));  // any metatape error
   }
 }
