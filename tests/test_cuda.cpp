@@ -1,5 +1,5 @@
 // The CUDA backend against the CPU: every op of the registry, forward and
-// backward, in float64 (normalised error <= 1e-12) and float32 (<= 1e-5,
+// backward, in float64 (relative error <= 1e-12) and float32 (<= 1e-5,
 // TF32 off); gradcheck and gradgradcheck of every op on the GPU in float64;
 // exact MAML meta-gradients on the GPU equal the CPU's; a steady state
 // without cudaMalloc; steps captured as CUDA graphs replay what eager
