@@ -1,4 +1,4 @@
-// GPU figures of the CUDA issue, one JSON line per measurement (bench/peers
+// GPU figures, one JSON line per measurement (bench/peers
 // report.py turns them, with the PyTorch and JAX peers' lines, into tables):
 //   gemm   engine matmul against raw cuBLAS, float32 and float64, n = 1024..4096
 //   maml   exact meta-gradient steps of the configurations the peers also
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
   }
   for (int n : {1024, 2048, 4096}) gemm<float>(n, repeats);
   for (int n : {1024, 2048}) gemm<double>(n, std::max(5, repeats / 5));
-  // The configurations of the CUDA issue; bench/peers run the same.
+  // The configurations bench/peers run too (bench/peers/configs.py).
   maml("sinusoid mlp, 25 tasks, K=10, 1 step", bench::sinusoid_setup(1, false, true, mt::DType::f32), repeats);
   maml("sinusoid mlp, 25 tasks, K=10, 5 steps", bench::sinusoid_setup(5, false, true, mt::DType::f32), repeats);
   maml("conv4 28x28 64ch, 5-way 1-shot, 15 queries, 32 tasks, 1 step",

@@ -1,4 +1,4 @@
-// Meta-gradient step time: the configurations of the MAML issue, exact and
+// Meta-gradient step time: the configurations of maml_setups.hpp, exact and
 // first-order, task-batched (the default) and looped over tasks.
 //   sinusoid   MLP 1-40-40-1 ReLU, 25 tasks, K = 10 support + 10 query, τ = 1 and 5
 //   conv4      28×28×1, 64 channels, 5-way 1-shot, 15 queries per class,

@@ -10,7 +10,7 @@
 //                      expanded from the shared ones
 //
 // For each it reports the median step time over repeated runs (float32), the
-// peak resident memory of two steps in a fresh process, and the normalised
+// peak resident memory of two steps in a fresh process, and the relative
 // error between the libtorch meta-gradient and metatape's, computed in
 // float64 so that it shows rounding, not kink flips.
 //
@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,13 +53,17 @@ TorchList to_torch(const std::vector<mt::Tensor>& ts) {
   return out;
 }
 
-double normalized_error(const TorchList& a, const TorchList& b) {
-  double diff = 0, ref = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff += (a[i].to(torch::kFloat64) - b[i].to(torch::kFloat64)).pow(2).sum().item<double>();
-    ref += b[i].to(torch::kFloat64).pow(2).sum().item<double>();
+// libtorch's results as metatape tensors (float64), to be compared by the
+// tests' relative_error.
+std::vector<mt::Tensor> from_torch(const TorchList& ts) {
+  std::vector<mt::Tensor> out;
+  for (const torch::Tensor& t : ts) {
+    const torch::Tensor c = t.to(torch::kFloat64).contiguous();
+    const std::vector<std::int64_t> sizes(c.sizes().begin(), c.sizes().end());
+    out.push_back(mt::from_vector(std::span<const double>(c.data_ptr<double>(), static_cast<std::size_t>(c.numel())),
+                                  mt::Shape(sizes), mt::DType::f64));
   }
-  return std::sqrt(diff / ref);
+  return out;
 }
 
 // --- MLP 1-40-40-1 ReLU --------------------------------------------------------
@@ -253,10 +258,10 @@ void compare(int index, int threads, int repeats) {
   // max-pool).
   const bench::MamlSetup setup64 = make_setup(c, mt::DType::f64);
   const Problem pr64 = make_problem(c, setup64);
-  const TorchList reference = to_torch(
-      meta::meta_gradient(*setup64.model, setup64.loss, setup64.config, setup64.params, setup64.batch, 0).grads);
-  const double errors[3] = {0, normalized_error(libtorch_loop(pr64), reference),
-                            normalized_error(libtorch_batched(pr64), reference)};
+  const std::vector<mt::Tensor> reference =
+      meta::meta_gradient(*setup64.model, setup64.loss, setup64.config, setup64.params, setup64.batch, 0).grads;
+  const double errors[3] = {0, mt::testing::relative_error(from_torch(libtorch_loop(pr64)), reference),
+                            mt::testing::relative_error(from_torch(libtorch_batched(pr64)), reference)};
   const char* names[3] = {"metatape", "libtorch loop", "libtorch batched"};
   double ours = 0;
   for (int v = 0; v < 3; ++v) {

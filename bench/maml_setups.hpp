@@ -1,10 +1,12 @@
-// The benchmark configurations of the MAML issue, shared by bench_maml.cpp
-// and the libtorch comparison so that both time the same data.
+// The MAML benchmark configurations (the published few-shot setups of
+// docs/methods.md §1), shared by bench_maml.cpp, bench_cuda.cpp and the
+// libtorch comparison so that all time the same data.
 #pragma once
 
 #include <memory>
 
 #include "metatape/meta/maml.hpp"
+#include "tests/test_util.hpp"
 
 namespace bench {
 
@@ -55,17 +57,8 @@ inline MamlSetup conv4_setup(bool first_order, bool batched, metatape::DType dty
               .task_batched = batched};
   metatape::Generator gen(2);
   s.params = meta::init_meta_params(*s.model, s.config, gen, dtype);
-  std::vector<std::int64_t> support_labels, query_labels;
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    for (std::int64_t c = 0; c < ways; ++c)
-      for (std::int64_t i = 0; i < shots; ++i) support_labels.push_back(c);
-    for (std::int64_t c = 0; c < ways; ++c)
-      for (std::int64_t i = 0; i < queries; ++i) query_labels.push_back(c);
-  }
-  s.batch = {metatape::uniform({tasks, ways * shots, channels, size, size}, 0, 1, gen, dtype),
-             metatape::from_indices(support_labels, {tasks, ways * shots}),
-             metatape::uniform({tasks, ways * queries, channels, size, size}, 0, 1, gen, dtype),
-             metatape::from_indices(query_labels, {tasks, ways * queries})};
+  s.batch = metatape::testing::RandomImageTasks({.ways = ways, .channels = channels, .size = size})
+                .sample(tasks, ways * shots, ways * queries, gen, dtype);
   return s;
 }
 

@@ -214,15 +214,4 @@ GradcheckOptions options_for(const OpSample& sample, GradcheckOptions base) {
   return base;
 }
 
-double normalized_error(const Tensor& a, const Tensor& b) {
-  const std::vector<double> va = a.to_vector(), vb = b.to_vector();
-  if (va.size() != vb.size()) return INFINITY;
-  double diff = 0, ref = 0;
-  for (std::size_t i = 0; i < va.size(); ++i) {
-    diff += (va[i] - vb[i]) * (va[i] - vb[i]);
-    ref += vb[i] * vb[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(ref), 1e-300);
-}
-
 }  // namespace metatape::testing

@@ -48,8 +48,4 @@ CheckResult gradgradcheck(const Function& f, const std::vector<Tensor>& inputs, 
 Function as_function(const OpSample& sample);
 GradcheckOptions options_for(const OpSample& sample, GradcheckOptions base = {});
 
-// ‖a − b‖ / max(‖b‖, tiny): the normalised error used to compare backends
-// and precisions.
-double normalized_error(const Tensor& a, const Tensor& b);
-
 }  // namespace metatape::testing

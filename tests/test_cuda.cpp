@@ -1,5 +1,5 @@
 // The CUDA backend against the CPU: every op of the registry, forward and
-// backward, in float64 (normalised error <= 1e-12) and float32 (<= 1e-5,
+// backward, in float64 (relative error <= 1e-12) and float32 (<= 1e-5,
 // TF32 off); gradcheck and gradgradcheck of every op on the GPU in float64;
 // exact MAML meta-gradients on the GPU equal the CPU's; a steady state
 // without cudaMalloc; steps captured as CUDA graphs replay what eager
@@ -18,6 +18,7 @@
 #include "metatape/meta/maml.hpp"
 #include "metatape/meta/trainer.hpp"
 #include "metatape/registry.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -57,32 +58,11 @@ std::vector<Tensor> value_and_grads(const mt::OpSample& s, Device device, DType 
   return out;
 }
 
-// ‖a − b‖ / ‖b‖ over lists of tensors (either device).
-double normalised_error(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  REQUIRE(a.size() == b.size());
-  double diff = 0, ref = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const Tensor x = a[i].to(Device::cpu), y = b[i].to(Device::cpu);
-    REQUIRE(x.shape() == y.shape());
-    diff += mt::sum(mt::square(mt::sub(x, y))).item();
-    ref += mt::sum(mt::square(y)).item();
-  }
-  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
-}
-
 std::vector<Tensor> step_outputs(meta::MetaStepTensors step) {
   std::vector<Tensor> out = std::move(step.grads);
   out.push_back(step.meta_loss);
   out.push_back(step.task_losses);
   return out;
-}
-
-meta::TaskBatch image_tasks(mt::Generator& gen, std::int64_t tasks) {
-  std::vector<std::int64_t> labels;
-  for (std::int64_t t = 0; t < tasks; ++t)
-    for (int c = 0; c < 5; ++c) labels.push_back((c + t) % 5);
-  return {mt::uniform({tasks, 5, 1, 28, 28}, 0, 1, gen, DType::f64), mt::from_indices(labels, {tasks, 5}),
-          mt::uniform({tasks, 5, 1, 28, 28}, 0, 1, gen, DType::f64), mt::from_indices(labels, {tasks, 5})};
 }
 
 }  // namespace
@@ -99,7 +79,7 @@ TEST_SUITE("cuda") {
           const double tolerance = dtype == DType::f64 ? 1e-12 : 1e-5;
           for (std::size_t i = 0; i < cpu.size(); ++i) {
             INFO("output " << i << " (0 is the value, then the input gradients)");
-            CHECK(mt::testing::normalized_error(gpu[i], cpu[i]) <= tolerance);
+            CHECK(mt::testing::relative_error(gpu[i], cpu[i]) <= tolerance);
           }
         }
       }
@@ -111,8 +91,8 @@ TEST_SUITE("cuda") {
       mt::Generator gen(seed_for(op.name));
       for (const mt::OpSample& s : op.samples(gen, DType::f64)) {
         const std::vector<Tensor> inputs = on(Device::cuda, s.inputs);
-        const auto first = mt::testing::gradcheck(mt::testing::as_function(s), inputs, s.differentiable,
-                                                  mt::testing::options_for(s));
+        const auto first =
+            mt::testing::gradcheck(mt::testing::as_function(s), inputs, s.differentiable, mt::testing::options_for(s));
         INFO(std::string(op.name) << " (" << s.label << "): " << first.message);
         CHECK(first.ok);
         const auto second = mt::testing::gradgradcheck(mt::testing::as_function(s), inputs, s.differentiable,
@@ -129,32 +109,24 @@ TEST_SUITE("cuda") {
     const meta::MetaConfig config{.algorithm = meta::Algorithm::maml, .inner_steps = 2, .inner_lr = 0.05};
     mt::Generator gen(3);
     const auto sinusoid = meta::SinusoidTasks().sample(6, 10, 10, gen, DType::f64);
-    std::vector<std::int64_t> labels;
-    for (int t = 0; t < 2; ++t)
-      for (int c = 0; c < 5; ++c) labels.push_back(c);
-    const meta::TaskBatch images{mt::uniform({2, 5, 1, 28, 28}, 0, 1, gen, DType::f64), mt::from_indices(labels, {2, 5}),
-                                 mt::uniform({2, 5, 1, 28, 28}, 0, 1, gen, DType::f64), mt::from_indices(labels, {2, 5})};
+    const auto images = mt::testing::RandomImageTasks().sample(2, 5, 5, gen, DType::f64);
     struct Case {
       const char* name;
       const meta::Model& model;
       meta::Loss loss;
       const meta::TaskBatch& batch;
     };
-    for (const Case& c : {Case{"mlp", mlp, meta::Loss::mse, sinusoid}, Case{"conv4", conv, meta::Loss::cross_entropy, images}}) {
+    for (const Case& c :
+         {Case{"mlp", mlp, meta::Loss::mse, sinusoid}, Case{"conv4", conv, meta::Loss::cross_entropy, images}}) {
       INFO(c.name);
       mt::Generator init(9);
       const auto params = meta::init_meta_params(c.model, config, init, DType::f64);
       const auto cpu = meta::meta_gradient(c.model, c.loss, config, params, c.batch, 0);
-      const auto gpu = meta::meta_gradient(c.model, c.loss, config, params.to(Device::cuda), c.batch.to(Device::cuda), 0);
+      const auto gpu =
+          meta::meta_gradient(c.model, c.loss, config, params.to(Device::cuda), c.batch.to(Device::cuda), 0);
       CHECK(gpu.meta_loss == doctest::Approx(cpu.meta_loss).epsilon(1e-12));
-      double diff = 0, ref = 0;
-      for (std::size_t i = 0; i < cpu.grads.size(); ++i) {
-        CHECK(gpu.grads[i].device() == Device::cuda);
-        const Tensor d = mt::sub(gpu.grads[i].to(Device::cpu), cpu.grads[i]);
-        diff += mt::sum(mt::square(d)).item();
-        ref += mt::sum(mt::square(cpu.grads[i])).item();
-      }
-      CHECK(std::sqrt(diff / ref) <= 1e-10);
+      for (const Tensor& g : gpu.grads) CHECK(g.device() == Device::cuda);
+      CHECK(mt::testing::relative_error(gpu.grads, cpu.grads) <= 1e-10);
     }
   }
 
@@ -194,17 +166,13 @@ TEST_SUITE("cuda") {
       const std::vector<Tensor> x = inputs();  // on the host: copied straight into the graph's buffers
       if (call == 2) mallocs = mt::kernels::cuda::device_memory_stats().cuda_mallocs;
       const std::vector<Tensor> replayed = step(x);
-      CHECK(normalised_error(replayed, f(on(Device::cuda, x))) <= 1e-14);
+      CHECK(mt::testing::relative_error(replayed, f(on(Device::cuda, x))) <= 1e-14);
     }
     CHECK(step.replays() == 4);
     CHECK(mt::kernels::cuda::device_memory_stats().cuda_mallocs == mallocs);
-    std::string message;
-    try {
-      (void)step({mt::zeros({8, 3}, DType::f64), mt::zeros({5, 7}, DType::f64)});
-    } catch (const mt::ShapeError& e) {
-      message = e.what();
-    }
-    CHECK(message == "CapturedStep: input 1 is f64 [5, 7], captured with f64 [5, 8]");
+    CHECK(mt::testing::throws_error<mt::ShapeError>([&] {
+            (void)step({mt::zeros({8, 3}, DType::f64), mt::zeros({5, 7}, DType::f64)});
+          }).message == "CapturedStep: input 1 is f64 [5, 7], captured with f64 [5, 8]");
   }
 
   TEST_CASE("a step that reads device values on the host is refused at capture, and the engine carries on") {
@@ -212,12 +180,9 @@ TEST_SUITE("cuda") {
       const double total = mt::sum(in[0]).item();  // a host read: cannot be in a graph
       return std::vector<Tensor>{mt::scale(in[0], total)};
     };
-    std::string message;
-    try {
-      mt::CapturedStep step(reads, {mt::ones({4}, DType::f64)});
-    } catch (const mt::DeviceError& e) {
-      message = e.what();
-    }
+    const std::string message = mt::testing::throws_error<mt::DeviceError>([&] {
+                                  mt::CapturedStep step(reads, {mt::ones({4}, DType::f64)});
+                                }).message;
     INFO(message);
     CHECK(message.find("CapturedStep: the step could not be captured as a CUDA graph") == 0);
     // The copy is refused, or the wait for it (CUDA may record the copy).
@@ -240,10 +205,14 @@ TEST_SUITE("cuda") {
     const Case cases[] = {
         {"mlp maml", mlp, meta::Loss::mse, {.algorithm = meta::Algorithm::maml, .inner_steps = 2, .inner_lr = 0.05}},
         {"mlp metasgd", mlp, meta::Loss::mse, {.algorithm = meta::Algorithm::metasgd, .inner_steps = 1}},
-        {"mlp lslr", mlp, meta::Loss::mse,
+        {"mlp lslr",
+         mlp,
+         meta::Loss::mse,
          {.algorithm = meta::Algorithm::maml, .inner_steps = 2, .learned_layer_rates = true}},
         {"mlp anil", mlp, meta::Loss::mse, {.algorithm = meta::Algorithm::anil, .inner_steps = 2}},
-        {"conv4 maml", conv, meta::Loss::cross_entropy,
+        {"conv4 maml",
+         conv,
+         meta::Loss::cross_entropy,
          {.algorithm = meta::Algorithm::maml, .inner_steps = 2, .inner_lr = 0.05}},
     };
     for (const Case& c : cases) {
@@ -251,14 +220,14 @@ TEST_SUITE("cuda") {
       mt::Generator gen(13);
       const auto batch = [&] {
         return c.loss == meta::Loss::mse ? meta::SinusoidTasks().sample(5, 10, 10, gen, DType::f64)
-                                         : image_tasks(gen, 2);
+                                         : mt::testing::RandomImageTasks().sample(2, 5, 5, gen, DType::f64);
       };
       const auto params = meta::init_meta_params(c.model, c.config, gen, DType::f64, Device::cuda);
       meta::CapturedMetaGradient step(c.model, c.loss, c.config);
       for (int call = 0; call < 3; ++call) {  // the first captures, the rest replay
         const meta::TaskBatch b = batch();
         const auto eager = meta::meta_gradient_tensors(c.model, c.loss, c.config, params, b.to(Device::cuda), 0);
-        CHECK(normalised_error(step_outputs(step(params, b)), step_outputs(eager)) <= 1e-13);
+        CHECK(mt::testing::relative_error(step_outputs(step(params, b)), step_outputs(eager)) <= 1e-13);
       }
     }
   }
@@ -279,20 +248,15 @@ TEST_SUITE("cuda") {
       CHECK(b.meta_loss == doctest::Approx(a.meta_loss).epsilon(1e-13));
       CHECK(b.grad_norm == doctest::Approx(a.grad_norm).epsilon(1e-13));
     }
-    CHECK(normalised_error(graphed.params().all(), eager.params().all()) <= 1e-13);
+    CHECK(mt::testing::relative_error(graphed.params().all(), eager.params().all()) <= 1e-13);
   }
 
   TEST_CASE("copies round-trip exactly and device mismatches are refused by name") {
     mt::Generator gen(6);
     const Tensor x = mt::normal({3, 5}, 0, 1, gen, DType::f64);
     CHECK(x.to(Device::cuda).to(Device::cpu).to_vector() == x.to_vector());
-    std::string message;
-    try {
-      (void)mt::add(x, x.to(Device::cuda));
-    } catch (const mt::DeviceError& e) {
-      message = e.what();
-    }
-    CHECK(message == "add: input 0 is on cpu but input 1 is on cuda");
+    CHECK(mt::testing::throws_error<mt::DeviceError>([&] { (void)mt::add(x, x.to(Device::cuda)); }).message ==
+          "add: input 0 is on cpu but input 1 is on cuda");
   }
 }
 

@@ -4,10 +4,10 @@
 
 #include <cmath>
 
-#include "gradcheck.hpp"
 #include "metatape/meta/maml.hpp"
 #include "metatape/meta/optim.hpp"
 #include "metatape/meta/trainer.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -95,37 +95,9 @@ double directional_fd_error(const Setup& s, int directions) {
   return worst;
 }
 
-// ‖a − b‖ / ‖b‖ over all tensors of two gradient lists together.
-double joint_error(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  double diff = 0, ref = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff += mt::sum(mt::square(a[i] - b[i])).item();
-    ref += mt::sum(mt::square(b[i])).item();
-  }
-  return std::sqrt(diff / ref);
-}
-
 meta::TaskBatch sinusoid_batch(std::int64_t tasks, std::int64_t points, std::uint64_t seed) {
   mt::Generator gen(seed);
   return meta::SinusoidTasks().sample(tasks, points, points, gen, f64);
-}
-
-// Few-shot classification tasks of random images: `ways` classes, `shots`
-// support and `queries` query images per class.
-meta::TaskBatch image_batch(std::int64_t tasks, std::int64_t ways, std::int64_t shots, std::int64_t queries,
-                            std::int64_t size, std::uint64_t seed) {
-  mt::Generator gen(seed);
-  std::vector<std::int64_t> support_labels, query_labels;
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    for (std::int64_t c = 0; c < ways; ++c)
-      for (std::int64_t i = 0; i < shots; ++i) support_labels.push_back(c);
-    for (std::int64_t c = 0; c < ways; ++c)
-      for (std::int64_t i = 0; i < queries; ++i) query_labels.push_back(c);
-  }
-  return {mt::normal({tasks, ways * shots, 1, size, size}, 0, 1, gen, f64),
-          mt::from_indices(support_labels, {tasks, ways * shots}),
-          mt::normal({tasks, ways * queries, 1, size, size}, 0, 1, gen, f64),
-          mt::from_indices(query_labels, {tasks, ways * queries})};
 }
 
 // A small tanh MLP (smooth, so finite differences are exact to O(ε²)) with
@@ -173,7 +145,8 @@ TEST_SUITE("maml") {
 
   TEST_CASE("exact meta-gradient of a small Conv4 equals the finite difference") {
     const meta::Conv4 model({.in_channels = 1, .image_size = 16, .channels = 3, .classes = 3});
-    const auto batch = image_batch(2, 3, 1, 2, 16, 23);
+    mt::Generator pixels(23);
+    const auto batch = mt::testing::RandomImageTasks({.ways = 3, .size = 16}).sample(2, 3, 6, pixels, f64);
     for (int steps : {1, 2}) {
       const meta::MetaConfig config{.algorithm = meta::Algorithm::maml, .inner_steps = steps, .inner_lr = 0.1};
       mt::Generator gen(31);
@@ -186,7 +159,7 @@ TEST_SUITE("maml") {
     const meta::MetaConfig config{.algorithm = meta::Algorithm::maml, .inner_steps = 1, .inner_lr = 0.1};
     mt::Generator gen(37);
     const Setup s{strided, meta::Loss::cross_entropy, config, meta::init_meta_params(strided, config, gen, f64),
-                  image_batch(2, 3, 1, 2, 16, 29)};
+                  mt::testing::RandomImageTasks({.ways = 3, .size = 16}).sample(2, 3, 6, gen, f64)};
     CHECK(directional_fd_error(s, 3) < 1e-6);
   }
 
@@ -209,19 +182,19 @@ TEST_SUITE("maml") {
           const auto gl = meta::meta_gradient(mlp, meta::Loss::mse, looped, p, batch, 7);
           CHECK(gb.meta_loss == doctest::Approx(gl.meta_loss).epsilon(1e-13));
           for (std::size_t i = 0; i < gb.grads.size(); ++i)
-            CHECK(mt::testing::normalized_error(gb.grads[i], gl.grads[i]) < 1e-12);
+            CHECK(mt::testing::relative_error(gb.grads[i], gl.grads[i]) < 1e-12);
           CHECK(gb.task_losses.size() == 4);
         }
         {
           mt::Generator gen(8);
           const auto p = meta::init_meta_params(conv, batched, gen, f64);
-          const auto batch = image_batch(3, 2, 2, 1, 16, 43);
+          const auto batch = mt::testing::RandomImageTasks({.ways = 2, .size = 16}).sample(3, 4, 2, gen, f64);
           const auto gb = meta::meta_gradient(conv, meta::Loss::cross_entropy, batched, p, batch, 7);
           const auto gl = meta::meta_gradient(conv, meta::Loss::cross_entropy, looped, p, batch, 7);
           // Conv biases feed batch norm, which removes them: their true
           // gradient is 0 and both sides are rounding noise, so compare all
           // gradients together, relative to their joint norm.
-          CHECK(joint_error(gb.grads, gl.grads) < 1e-12);
+          CHECK(mt::testing::relative_error(gb.grads, gl.grads) < 1e-12);
         }
       }
     }
@@ -305,8 +278,8 @@ TEST_SUITE("maml") {
       const Tensor adapted = theta - 0.1 * g;
       return mt::grad(mt::sum(mt::square(mt::tanh(adapted))), theta);
     };
-    CHECK(mt::testing::normalized_error(meta_grad(false, false), meta_grad(true, false)) == 0.0);
-    CHECK(mt::testing::normalized_error(meta_grad(false, true), meta_grad(true, true)) > 1e-3);
+    CHECK(mt::testing::relative_error(meta_grad(false, false), meta_grad(true, false)) == 0.0);
+    CHECK(mt::testing::relative_error(meta_grad(false, true), meta_grad(true, true)) > 1e-3);
   }
 
   TEST_CASE("ANIL adapts only the head yet gives the body a meta-gradient") {
@@ -340,7 +313,7 @@ TEST_SUITE("maml") {
         expected[i] = expected[i].defined() ? expected[i] + g[i].detach() * 0.025 : g[i].detach() * 0.025;
     }
     for (std::size_t i = 0; i < expected.size(); ++i)
-      CHECK(mt::testing::normalized_error(step.grads[i], expected[i]) < 1e-12);
+      CHECK(mt::testing::relative_error(step.grads[i], expected[i]) < 1e-12);
   }
 
   TEST_CASE("the adaptation curve starts at the unadapted loss and matches training's inner loop") {
@@ -369,7 +342,7 @@ TEST_SUITE("maml") {
     const Tensor pred = mt::concat({model.forward(leaves, batch.support_x), model.forward(leaves, batch.query_x)}, 1);
     const Tensor y = mt::concat({batch.support_y, batch.query_y}, 1);
     const auto g = mt::grad(mt::mse_loss(pred, y), leaves);
-    for (std::size_t i = 0; i < g.size(); ++i) CHECK(mt::testing::normalized_error(step.grads[i], g[i]) < 1e-13);
+    for (std::size_t i = 0; i < g.size(); ++i) CHECK(mt::testing::relative_error(step.grads[i], g[i]) < 1e-13);
   }
 
   TEST_CASE("multi-step loss weights: uniform first, annealed to the last step, always summing to 1") {
@@ -409,21 +382,13 @@ TEST_SUITE("maml") {
 
   TEST_CASE("bad configurations and inputs are refused with clear messages") {
     const meta::Mlp model({1, 4, 1});
-    const auto check_message = [](auto&& f, const std::string& part) {
-      std::string message;
-      try {
-        f();
-      } catch (const mt::Error& e) {
-        message = e.what();
-      }
-      INFO(message);
-      CHECK(message.find(part) != std::string::npos);
-    };
-    check_message([] { (void)meta::parse_algorithm("mamal"); }, "unknown algorithm 'mamal'");
-    check_message([] { meta::MetaConfig{.inner_steps = -1}.validate(); }, "inner steps must be >= 0");
-    check_message([] { meta::MetaConfig{.algorithm = meta::Algorithm::anil, .learned_layer_rates = true}.validate(); },
-                  "LSLR");
-    check_message(
+    CHECK(mt::testing::throws_error([] { (void)meta::parse_algorithm("mamal"); }, {"unknown algorithm 'mamal'"}));
+    CHECK(mt::testing::throws_error([] { meta::MetaConfig{.inner_steps = -1}.validate(); },
+                                    {"inner steps must be >= 0"}));
+    CHECK(mt::testing::throws_error(
+        [] { meta::MetaConfig{.algorithm = meta::Algorithm::anil, .learned_layer_rates = true}.validate(); },
+        {"LSLR"}));
+    CHECK(mt::testing::throws_error(
         [&] {
           mt::Generator gen(1);
           const auto p = meta::init_meta_params(model, {}, gen, f64);
@@ -432,16 +397,17 @@ TEST_SUITE("maml") {
           wrong.support_x = mt::ones({2, 3, 2}, f64);
           (void)meta::meta_gradient(model, meta::Loss::mse, {}, p, wrong, 0);
         },
-        "inputs must be [tasks, points, 1], got [2, 3, 2]");
-    check_message([] { (void)meta::make_optimizer("adagrad", 0.1); }, "unknown optimizer 'adagrad'");
-    check_message(
+        {"inputs must be [tasks, points, 1], got [2, 3, 2]"}));
+    CHECK(
+        mt::testing::throws_error([] { (void)meta::make_optimizer("adagrad", 0.1); }, {"unknown optimizer 'adagrad'"}));
+    CHECK(mt::testing::throws_error(
         [] {
           meta::TrainOptions o;
           o.cuda_graph = true;
           o.validate();
         },
-        "a CUDA graph step needs device cuda, not cpu");
-    check_message(
+        {"a CUDA graph step needs device cuda, not cpu"}));
+    CHECK(mt::testing::throws_error(
         [] {
           meta::TrainOptions o;
           o.device = mt::Device::cuda;
@@ -450,6 +416,6 @@ TEST_SUITE("maml") {
           o.meta.inner_steps = 2;
           o.validate();
         },
-        "cannot use the multi-step loss");
+        {"cannot use the multi-step loss"}));
   }
 }

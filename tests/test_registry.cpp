@@ -1,5 +1,7 @@
 // Every op in the registry, gradchecked to second order in float64, checked
-// for float32 against float64, and found in the registry by name.
+// for float32 against float64, and found in the registry by name; and the
+// checker itself: its fast (u, v) mode against the full Jacobian, on correct
+// derivatives and on derivatives made wrong on purpose.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 
 #include "gradcheck.hpp"
 #include "metatape/registry.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 using mt::testing::as_function;
@@ -19,6 +22,28 @@ std::uint64_t seed_for(const char* name) {
   std::uint64_t h = 1469598103934665603ull;  // FNV-1a: a stable seed per op
   for (const char* p = name; *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
   return h;
+}
+
+// A sample with its derivatives made wrong on purpose and its value kept.
+// With h = Σ ‖x_i‖² over the differentiable inputs and h̄ = h detached,
+// h − h̄ is 0 in value but has h's derivatives: y + (h − h̄) adds ∇h to every
+// first derivative; y + (h − h̄)² leaves them (its gradient 2(h − h̄)∇h is 0)
+// but adds 2∇h∇hᵀ to every second one. A finite difference sees neither.
+enum class Fault { none, first_derivative, second_derivative };
+
+mt::testing::Function with_fault(const mt::OpSample& s, Fault fault) {
+  return [&s, fault](const std::vector<mt::Tensor>& in) {
+    const mt::Tensor y = s.call(in);
+    if (fault == Fault::none) return std::vector<mt::Tensor>{y};
+    mt::Tensor h;
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      if (!s.differentiable[i]) continue;
+      const mt::Tensor squares = mt::sum(mt::square(in[i])).to(y.dtype());
+      h = h.defined() ? h + squares : squares;
+    }
+    const mt::Tensor zero = h - h.detach();
+    return std::vector<mt::Tensor>{y + (fault == Fault::first_derivative ? zero : zero * zero)};
+  };
 }
 
 }  // namespace
@@ -70,14 +95,28 @@ TEST_SUITE("registry") {
     }
   }
 
-  TEST_CASE("fast (u, v) mode agrees with the full check on every op") {
+  TEST_CASE("fast (u, v) mode agrees with the full check on every op, and both catch a wrong derivative") {
+    const std::pair<Fault, const char*> faults[] = {{Fault::none, "correct"},
+                                                    {Fault::first_derivative, "wrong first derivative"},
+                                                    {Fault::second_derivative, "wrong second derivative"}};
     for (const mt::OpInfo& op : mt::op_registry()) {
       mt::Generator gen(seed_for(op.name));
       for (const mt::OpSample& s : op.samples(gen, mt::DType::f64)) {
-        const auto r = mt::testing::gradgradcheck(as_function(s), s.inputs, s.differentiable,
-                                                  mt::testing::options_for(s, {.fast = true}));
-        INFO(std::string(op.name) << " (" << s.label << "): " << r.message);
-        CHECK(r.ok);
+        REQUIRE(std::count(s.differentiable.begin(), s.differentiable.end(), true) > 0);
+        for (const auto& [fault, fault_name] : faults) {
+          const mt::testing::Function f = with_fault(s, fault);
+          for (int order : {1, 2}) {
+            const auto check = order == 1 ? mt::testing::gradcheck : mt::testing::gradgradcheck;
+            const auto full = check(f, s.inputs, s.differentiable, mt::testing::options_for(s));
+            const auto fast = check(f, s.inputs, s.differentiable, mt::testing::options_for(s, {.fast = true}));
+            const bool wrong =
+                (fault == Fault::first_derivative && order == 1) || (fault == Fault::second_derivative && order == 2);
+            INFO(std::string(op.name) << " (" << s.label << "), " << fault_name << ", order " << order
+                                      << "; full: " << full.message << "; fast: " << fast.message);
+            CHECK(full.ok == !wrong);
+            CHECK(fast.ok == !wrong);
+          }
+        }
       }
     }
   }
@@ -135,7 +174,7 @@ TEST_SUITE("registry") {
           if (s64[k].differentiable[i]) in32[i].requires_grad_();
         const mt::Tensor y32 = s32[k].call(in32), y64 = s64[k].call(s64[k].inputs);
         CHECK(y32.dtype() == mt::DType::f32);
-        CHECK(mt::testing::normalized_error(y32, y64) < 1e-5);
+        CHECK(mt::testing::relative_error(y32, y64) < 1e-5);
         // The float32 backward against the float64 one at the same point.
         std::vector<mt::Tensor> in64 = s64[k].inputs, wrt32, wrt64;
         for (std::size_t i = 0; i < in64.size(); ++i) {
@@ -150,7 +189,7 @@ TEST_SUITE("registry") {
         const mt::Tensor seed = mt::normal(z64.shape(), 0, 1, gs, mt::DType::f64);
         const auto g64 = mt::grad({z64}, wrt64, {seed}, {.allow_unused = true});
         const auto g32 = mt::grad({y32}, wrt32, {seed.to(mt::DType::f32)}, {.allow_unused = true});
-        for (std::size_t i = 0; i < g64.size(); ++i) CHECK(mt::testing::normalized_error(g32[i], g64[i]) < 1e-5);
+        for (std::size_t i = 0; i < g64.size(); ++i) CHECK(mt::testing::relative_error(g32[i], g64[i]) < 1e-5);
       }
     }
   }

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "gradcheck.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 using mt::DType;
@@ -129,10 +129,10 @@ TEST_SUITE("tensor") {
           worst = std::max(worst, std::abs(s - vc[static_cast<std::size_t>((t * 5 + i) * 6 + j)]));
         }
     CHECK(worst < 1e-12);
-    CHECK(mt::testing::normalized_error(mt::matmul(mt::transpose(a), b, true, false), c) < 1e-15);
-    CHECK(mt::testing::normalized_error(mt::matmul(a, mt::transpose(b), false, true), c) < 1e-15);
+    CHECK(mt::testing::relative_error(mt::matmul(mt::transpose(a), b, true, false), c) < 1e-15);
+    CHECK(mt::testing::relative_error(mt::matmul(a, mt::transpose(b), false, true), c) < 1e-15);
     const Tensor shared = mt::normal({4, 2}, 0, 1, gen, f64);
-    CHECK(mt::testing::normalized_error(mt::matmul(a, shared), mt::matmul(a, mt::expand(shared, {3, 4, 2}))) < 1e-15);
+    CHECK(mt::testing::relative_error(mt::matmul(a, shared), mt::matmul(a, mt::expand(shared, {3, 4, 2}))) < 1e-15);
   }
 
   TEST_CASE("conv2d agrees with a direct convolution") {
@@ -175,7 +175,7 @@ TEST_SUITE("tensor") {
     for (std::int64_t t = 0; t < 3; ++t) {
       const Tensor xt = mt::squeeze(mt::slice(x, 0, t, t + 1), 0), wt = mt::squeeze(mt::slice(w, 0, t, t + 1), 0);
       const Tensor yt = mt::squeeze(mt::slice(y, 0, t, t + 1), 0);
-      CHECK(mt::testing::normalized_error(yt, mt::conv2d(xt, wt, {.padding = 1})) < 1e-15);
+      CHECK(mt::testing::relative_error(yt, mt::conv2d(xt, wt, {.padding = 1})) < 1e-15);
     }
   }
 
@@ -204,8 +204,8 @@ TEST_SUITE("tensor") {
     const Tensor gamma = mt::from_vector({1, 2, 3}, {3}, f64), beta = mt::from_vector({0, -1, 1}, {3}, f64);
     const Tensor y = mt::batch_norm(x, gamma, beta, {.eps = 0.0});
     const Tensor m = mt::mean(y, {0, 2, 3}), v = mt::mean(mt::square(y - mt::reshape(m, {3, 1, 1})), {0, 2, 3});
-    CHECK(mt::testing::normalized_error(m, beta) < 1e-12);
-    CHECK(mt::testing::normalized_error(mt::sqrt(v), gamma) < 1e-12);
+    CHECK(mt::testing::relative_error(m, beta) < 1e-12);
+    CHECK(mt::testing::relative_error(mt::sqrt(v), gamma) < 1e-12);
   }
 
   TEST_CASE("losses: cross-entropy and MSE by hand") {
@@ -229,5 +229,36 @@ TEST_SUITE("tensor") {
   TEST_CASE("str() shows dtype, shape and values") {
     CHECK(mt::from_vector({1, 2}, {2}, f64).str() == "Tensor(f64, [2]) {1, 2}");
     CHECK(Tensor().str() == "Tensor(undefined)");
+  }
+
+  // The shared test helpers (test_util.hpp): every comparison and batch in
+  // the other suites goes through them.
+  TEST_CASE("relative_error: joint over lists, absolute against zero, infinite on a shape mismatch") {
+    using mt::testing::relative_error;
+    const Tensor b = mt::from_vector({3, 4}, {2}, f64), a = mt::from_vector({3, 4.5}, {2}, f64);
+    CHECK(relative_error(a, b) == doctest::Approx(0.1));
+    CHECK(relative_error(b.to(DType::f32), b) == 0.0);
+    // A tiny tensor 100% off weighs by its norm in the whole, not by its own error.
+    const Tensor tiny = mt::from_vector({1e-3}, {1}, f64), twice = mt::from_vector({2e-3}, {1}, f64);
+    CHECK(relative_error({a, twice}, {b, tiny}) == doctest::Approx(std::sqrt((0.25 + 1e-6) / (25 + 1e-6))));
+    CHECK(relative_error(mt::from_vector({0, 1e-3}, {2}, f64), mt::zeros({2}, f64)) == doctest::Approx(1e-3));
+    CHECK(relative_error(mt::ones({2, 3}, f64), mt::ones({3, 2}, f64)) == INFINITY);
+    CHECK(relative_error({b}, {b, b}) == INFINITY);
+  }
+
+  TEST_CASE("RandomImageTasks: Conv4's shapes, labels i mod ways, pixels in [0, 1)") {
+    mt::Generator gen(5);
+    const auto batch = mt::testing::RandomImageTasks({.ways = 3, .channels = 2, .size = 4}).sample(2, 6, 3, gen, f64);
+    CHECK(batch.support_x.shape() == Shape{2, 6, 2, 4, 4});
+    CHECK(batch.query_x.shape() == Shape{2, 3, 2, 4, 4});
+    CHECK(batch.support_y.dtype() == DType::i64);
+    CHECK(batch.support_y.to_vector() == std::vector<double>{0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2});
+    CHECK(batch.query_y.to_vector() == std::vector<double>{0, 1, 2, 0, 1, 2});
+    const std::vector<double> pixels = batch.query_x.to_vector();
+    CHECK(*std::min_element(pixels.begin(), pixels.end()) >= 0.0);
+    CHECK(*std::max_element(pixels.begin(), pixels.end()) < 1.0);
+    CHECK(mt::testing::throws_error<mt::ValueError>([] { mt::testing::RandomImageTasks({.ways = 0}); }, {"ways"}));
+    CHECK(mt::testing::throws_error<mt::ValueError>(
+        [&] { (void)mt::testing::RandomImageTasks().sample(1, 0, 1, gen, f64); }, {"0 support"}));
   }
 }

@@ -11,6 +11,7 @@
 
 #include "metatape/meta/evaluation.hpp"
 #include "metatape/meta/trainer.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -45,15 +46,6 @@ meta::TrainOptions small_options(meta::Algorithm algorithm = meta::Algorithm::ma
   o.queries = 5;
   o.seed = 11;
   return o;
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const mt::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 void write_bytes(const fs::path& path, const std::string& bytes) {
@@ -135,7 +127,7 @@ TEST_SUITE("trainer") {
 
     const auto refusal = [&](const std::string& bytes) {
       write_bytes(path, bytes);
-      return message_of([&] { (void)meta::load_checkpoint(path); });
+      return mt::testing::throws_error<mt::IoError>([&] { (void)meta::load_checkpoint(path); }).message;
     };
     for (std::size_t cut : {std::size_t{0}, std::size_t{10}, std::size_t{30}, good.size() - 1}) {
       INFO("cut at " << cut);
@@ -154,8 +146,8 @@ TEST_SUITE("trainer") {
     future[8] = 9;
     CHECK(refusal(future).find("format version 9") != std::string::npos);
     CHECK(refusal(good + "junk").find("padded") != std::string::npos);
-    CHECK(message_of([&] { (void)meta::load_checkpoint((dir / "missing.bin").string()); }).find("cannot open") !=
-          std::string::npos);
+    CHECK(mt::testing::throws_error<mt::IoError>([&] { (void)meta::load_checkpoint((dir / "missing.bin").string()); },
+                                                 {"cannot open"}));
     fs::remove_all(dir);
   }
 
@@ -168,11 +160,10 @@ TEST_SUITE("trainer") {
     // A target that cannot be replaced (a directory) fails cleanly: an IoError
     // naming it, no temporary file left behind.
     fs::create_directories(dir / "taken");
-    CHECK(message_of([&] { meta::write_file_atomically((dir / "taken").string(), "x"); }).find("taken") !=
-          std::string::npos);
-    CHECK(message_of([&] {
-            meta::write_file_atomically((dir / "no" / "such" / "dir.txt").string(), "x");
-          }).find("cannot create") != std::string::npos);
+    CHECK(mt::testing::throws_error<mt::IoError>([&] { meta::write_file_atomically((dir / "taken").string(), "x"); },
+                                                 {"taken"}));
+    CHECK(mt::testing::throws_error<mt::IoError>(
+        [&] { meta::write_file_atomically((dir / "no" / "such" / "dir.txt").string(), "x"); }, {"cannot create"}));
     int entries = 0;
     for (const auto& entry : fs::directory_iterator(dir)) entries += entry.path().filename().string()[0] == '.';
     CHECK(entries == 0);
@@ -184,8 +175,7 @@ TEST_SUITE("trainer") {
     const meta::SinusoidTasks tasks;
     meta::Trainer a(small, meta::Loss::mse, tasks, small_options());
     meta::Trainer b(large, meta::Loss::mse, tasks, small_options());
-    CHECK(message_of([&] { b.restore(a.checkpoint("{}")); }).find("checkpoint parameter 0 is f32 [1, 8]") !=
-          std::string::npos);
+    CHECK(mt::testing::throws_error([&] { b.restore(a.checkpoint("{}")); }, {"checkpoint parameter 0 is f32 [1, 8]"}));
   }
 
   TEST_CASE("evaluation summaries: mean and a 95% interval of the mean") {

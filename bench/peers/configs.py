@@ -1,4 +1,4 @@
-"""The MAML step configurations of the CUDA issue, shared by the PyTorch and
+"""The MAML step configurations of the GPU figures, shared by the PyTorch and
 JAX peers; they mirror bench/maml_setups.hpp (bench-cuda's side)."""
 
 CONFIGS = [
