@@ -1,4 +1,6 @@
-#include "layout.hpp"
+// Data movement: strided copies (expand, permute), axis slices, row and
+// element gathers with their scattering adjoints. T is float, double or int64.
+#include "kernels.hpp"
 
 #include <algorithm>
 #include <cstring>

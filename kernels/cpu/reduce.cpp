@@ -1,4 +1,5 @@
-#include "reduce.hpp"
+// Reductions: sums to a broadcast shape, arg-maxima, log-softmax.
+#include "kernels.hpp"
 
 #include <cmath>
 #include <limits>
