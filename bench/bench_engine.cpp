@@ -93,8 +93,8 @@ void BM_Matmul_Kernel(benchmark::State& state) {
   const mt::Tensor a = mt::normal({n, n}, 0, 1, gen, D), b = mt::normal({n, n}, 0, 1, gen, D);
   mt::Tensor c = mt::zeros({n, n}, D);
   for (auto _ : state) {
-    mt::kernels::cpu::CpuKernels::gemm_batched<T>(false, false, n, n, n, a.data<T>(), 0, b.data<T>(), 0, c.data<T>(),
-                                                  0, 1);
+    mt::kernels::cpu::CpuKernels::gemm_batched<T>(false, false, n, n, n, a.data<T>(), 0, b.data<T>(), 0, c.data<T>(), 0,
+                                                  1);
     benchmark::DoNotOptimize(c.raw_data());
   }
   set_gflops(state, n);

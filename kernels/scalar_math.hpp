@@ -47,37 +47,33 @@ METATAPE_HOST_DEVICE T power(T v, T p) {
   return std::pow(v, p);
 }
 
-// The unary op `op` of v (types.hpp lists them), with param p.
+// The unary op `op` of v (types.hpp lists them), with param p. An op added
+// to UnaryOp without a line here leaves this without a return, an error
+// under -Werror (-Wreturn-type), as with_unary_op's switch is (-Wswitch).
 template <UnaryOp op, class T>
 METATAPE_HOST_DEVICE T unary_value(T v, T p) {
   if constexpr (op == UnaryOp::neg) return -v;
-  else if constexpr (op == UnaryOp::exp) return std::exp(v);
-  else if constexpr (op == UnaryOp::log) return std::log(v);
-  else if constexpr (op == UnaryOp::sqrt) return std::sqrt(v);
-  else if constexpr (op == UnaryOp::tanh) return std::tanh(v);
-  else if constexpr (op == UnaryOp::sigmoid) return sigmoid(v);
-  else if constexpr (op == UnaryOp::relu) return relu(v);
-  else if constexpr (op == UnaryOp::abs) return std::abs(v);
-  else if constexpr (op == UnaryOp::step) return step(v);
-  else if constexpr (op == UnaryOp::sign) return sign(v);
-  else if constexpr (op == UnaryOp::pow) return power(v, p);
-  else if constexpr (op == UnaryOp::scale) return v * p;
-  else if constexpr (op == UnaryOp::shift) return v + p;
-  else {
-    static_assert(op == UnaryOp::finite_or_zero, "a UnaryOp without a formula");
-    return std::isfinite(v) ? v : T(0);
-  }
+  if constexpr (op == UnaryOp::exp) return std::exp(v);
+  if constexpr (op == UnaryOp::log) return std::log(v);
+  if constexpr (op == UnaryOp::sqrt) return std::sqrt(v);
+  if constexpr (op == UnaryOp::tanh) return std::tanh(v);
+  if constexpr (op == UnaryOp::sigmoid) return sigmoid(v);
+  if constexpr (op == UnaryOp::relu) return relu(v);
+  if constexpr (op == UnaryOp::abs) return std::abs(v);
+  if constexpr (op == UnaryOp::step) return step(v);
+  if constexpr (op == UnaryOp::sign) return sign(v);
+  if constexpr (op == UnaryOp::pow) return power(v, p);
+  if constexpr (op == UnaryOp::scale) return v * p;
+  if constexpr (op == UnaryOp::shift) return v + p;
+  if constexpr (op == UnaryOp::finite_or_zero) return std::isfinite(v) ? v : T(0);
 }
 
 template <BinaryOp op, class T>
 METATAPE_HOST_DEVICE T binary_value(T a, T b) {
   if constexpr (op == BinaryOp::add) return a + b;
-  else if constexpr (op == BinaryOp::sub) return a - b;
-  else if constexpr (op == BinaryOp::mul) return a * b;
-  else {
-    static_assert(op == BinaryOp::div, "a BinaryOp without a formula");
-    return a / b;
-  }
+  if constexpr (op == BinaryOp::sub) return a - b;
+  if constexpr (op == BinaryOp::mul) return a * b;
+  if constexpr (op == BinaryOp::div) return a / b;
 }
 
 // f(std::integral_constant<UnaryOp, op>{}): a run-time op code as a
@@ -87,20 +83,34 @@ template <class F>
 METATAPE_HOST_DEVICE decltype(auto) with_unary_op(UnaryOp op, F&& f) {
   using U = UnaryOp;
   switch (op) {
-    case U::neg: return f(std::integral_constant<U, U::neg>{});
-    case U::exp: return f(std::integral_constant<U, U::exp>{});
-    case U::log: return f(std::integral_constant<U, U::log>{});
-    case U::sqrt: return f(std::integral_constant<U, U::sqrt>{});
-    case U::tanh: return f(std::integral_constant<U, U::tanh>{});
-    case U::sigmoid: return f(std::integral_constant<U, U::sigmoid>{});
-    case U::relu: return f(std::integral_constant<U, U::relu>{});
-    case U::abs: return f(std::integral_constant<U, U::abs>{});
-    case U::step: return f(std::integral_constant<U, U::step>{});
-    case U::sign: return f(std::integral_constant<U, U::sign>{});
-    case U::pow: return f(std::integral_constant<U, U::pow>{});
-    case U::scale: return f(std::integral_constant<U, U::scale>{});
-    case U::shift: return f(std::integral_constant<U, U::shift>{});
-    case U::finite_or_zero: break;
+    case U::neg:
+      return f(std::integral_constant<U, U::neg>{});
+    case U::exp:
+      return f(std::integral_constant<U, U::exp>{});
+    case U::log:
+      return f(std::integral_constant<U, U::log>{});
+    case U::sqrt:
+      return f(std::integral_constant<U, U::sqrt>{});
+    case U::tanh:
+      return f(std::integral_constant<U, U::tanh>{});
+    case U::sigmoid:
+      return f(std::integral_constant<U, U::sigmoid>{});
+    case U::relu:
+      return f(std::integral_constant<U, U::relu>{});
+    case U::abs:
+      return f(std::integral_constant<U, U::abs>{});
+    case U::step:
+      return f(std::integral_constant<U, U::step>{});
+    case U::sign:
+      return f(std::integral_constant<U, U::sign>{});
+    case U::pow:
+      return f(std::integral_constant<U, U::pow>{});
+    case U::scale:
+      return f(std::integral_constant<U, U::scale>{});
+    case U::shift:
+      return f(std::integral_constant<U, U::shift>{});
+    case U::finite_or_zero:
+      break;
   }
   return f(std::integral_constant<U, U::finite_or_zero>{});
 }
@@ -110,10 +120,14 @@ template <class F>
 METATAPE_HOST_DEVICE decltype(auto) with_binary_op(BinaryOp op, F&& f) {
   using B = BinaryOp;
   switch (op) {
-    case B::add: return f(std::integral_constant<B, B::add>{});
-    case B::sub: return f(std::integral_constant<B, B::sub>{});
-    case B::mul: return f(std::integral_constant<B, B::mul>{});
-    case B::div: break;
+    case B::add:
+      return f(std::integral_constant<B, B::add>{});
+    case B::sub:
+      return f(std::integral_constant<B, B::sub>{});
+    case B::mul:
+      return f(std::integral_constant<B, B::mul>{});
+    case B::div:
+      break;
   }
   return f(std::integral_constant<B, B::div>{});
 }

@@ -10,6 +10,11 @@
 namespace metatape::kernels::cpu {
 namespace {
 
+template <class T, class F>
+void map(const T* x, T* y, std::int64_t n, F f) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
 // One innermost row of a broadcasting binary op. The branches give the
 // compiler unit-stride loops to vectorise in the common layouts.
 template <class T, class F>
@@ -45,8 +50,15 @@ void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
   const T p = static_cast<T>(param);
+  // power()'s exact fast paths, chosen once per call so that their loops
+  // vectorise (backward rules produce these exponents).
+  if (op == UnaryOp::pow && (p == T(1) || p == T(2) || p == T(-1))) {
+    if (p == T(1)) return map(x, y, n, [](T v) { return power(v, T(1)); });
+    if (p == T(2)) return map(x, y, n, [](T v) { return power(v, T(2)); });
+    return map(x, y, n, [](T v) { return power(v, T(-1)); });
+  }
   with_unary_op(op, [&]<UnaryOp Op>(std::integral_constant<UnaryOp, Op>) {
-    for (std::int64_t i = 0; i < n; ++i) y[i] = unary_value<Op>(x[i], p);
+    map(x, y, n, [p](T v) { return unary_value<Op>(v, p); });
   });
 }
 

@@ -79,9 +79,7 @@ __global__ void backward_kernel(NormShape s, const T* x, const T* gamma, const T
       const std::int64_t offset = grp * s.batch * stride + c * s.spatial;
       // The upstream gradient through the fused ReLU: 0 where the forward's
       // pre-activation was not positive.
-      const auto upstream = [&](std::int64_t at) {
-        return s.relu ? g[at] * step(x[at] * scale + shift) : g[at];
-      };
+      const auto upstream = [&](std::int64_t at) { return s.relu ? g[at] * step(x[at] * scale + shift) : g[at]; };
       double acc_g = 0, acc_gd = 0;
       for (std::int64_t i = threadIdx.x; i < count; i += blockDim.x) {
         const std::int64_t at = offset + (i / s.spatial) * stride + i % s.spatial;
