@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "types.hpp"
@@ -130,6 +131,21 @@ METATAPE_HOST_DEVICE decltype(auto) with_binary_op(BinaryOp op, F&& f) {
       break;
   }
   return f(std::integral_constant<B, B::div>{});
+}
+
+// Whether v takes over from best as the running maximum: strictly greater
+// (so the first maximum wins ties), or NaN while best is not (so a NaN
+// propagates, as in torch.max and max_pool2d). Argmax and max pooling.
+template <class T>
+METATAPE_HOST_DEVICE bool beats_max(T v, T best) {
+  return !(v <= best) && !std::isnan(best);
+}
+
+// The flat position of row i's label in a [n, classes] array. A label
+// outside [0, classes) is clamped into it, so that every read stays in
+// bounds (the engine refuses such labels where it can see them).
+METATAPE_HOST_DEVICE inline std::int64_t label_position(std::int64_t i, std::int64_t label, std::int64_t classes) {
+  return i * classes + (label < 0 ? 0 : label >= classes ? classes - 1 : label);
 }
 
 // Batch normalisation's affine map for one (group, channel), y = x · scale +

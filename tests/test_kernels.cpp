@@ -135,6 +135,29 @@ TEST_SUITE("kernels") {
     }
   }
 
+  TEST_CASE("arg-maxima: the first maximum wins ties, a NaN wins and stays, in reductions and pooling alike") {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    // Rows of x [3, 4] along the middle axis (outer 3, inner 1).
+    const std::vector<double> x = {2, 5, 5, 1, 1, nan, 9, nan, -1, -1, -1, -1};
+    std::vector<std::int64_t> index(3);
+    K::argmax_axis<double>(x.data(), 3, 4, 1, index.data());
+    CHECK(index == std::vector<std::int64_t>{1, 5, 8});
+    // The same rows as 2 x 2 windows of one 2 x 6 image.
+    const std::vector<double> image = {2, 5, 1, nan, -1, -1, 5, 1, 9, nan, -1, -1};
+    mt::kernels::Window2d window;
+    window.kernel_h = window.kernel_w = window.stride_h = window.stride_w = 2;
+    std::vector<std::int64_t> pooled(3);
+    K::max_pool_argmax<double>(image.data(), 1, 2, 6, window, pooled.data());
+    CHECK(pooled == std::vector<std::int64_t>{1, 3, 4});
+  }
+
+  TEST_CASE("label positions clamp a label outside [0, classes) into it, so reads stay in bounds") {
+    const std::vector<std::int64_t> labels = {-3, 1, 9, 3};
+    std::vector<std::int64_t> out(4);
+    K::label_positions(labels.data(), 4, 4, out.data());
+    CHECK(out == std::vector<std::int64_t>{0, 5, 11, 15});
+  }
+
   TEST_CASE("a kernel's failure reaches the caller as the engine's DeviceError, with the kernel's message") {
     const std::string message = "cudaMalloc failed: cudaErrorMemoryAllocation: out of memory";
     CHECK_THROWS_WITH_AS(mt::detail::on_device([&] { throw mt::kernels::KernelError(message); }), message.c_str(),

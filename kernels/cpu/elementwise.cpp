@@ -1,10 +1,11 @@
 // Elementwise kernels: maps over contiguous arrays and broadcasting binary
 // ops. The per-element formulas are kernels/scalar_math.hpp's, shared with
 // the CUDA kernels.
+#include "kernels.hpp"
+
 #include <cstring>
 
 #include "../scalar_math.hpp"
-#include "kernels.hpp"
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu {

@@ -1,9 +1,10 @@
 // Batch normalisation with batch statistics (NormShape, types.hpp), fused.
 // Statistics accumulate in double.
+#include "kernels.hpp"
+
 #include <cmath>
 
 #include "../scalar_math.hpp"
-#include "kernels.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
