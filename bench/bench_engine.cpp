@@ -2,15 +2,20 @@
 // the medians, e.g.  scripts/bench.sh  or
 //   build/bench/bench-engine --benchmark_repetitions=10 --benchmark_report_aggregates_only=true
 //
-//   op overhead   add of 40 floats, recorded on the tape and not
-//   gemm          engine matmul against raw cblas_?gemm, same sizes, same run
+//   op overhead   add of 40 floats, recorded on the tape and not, and the
+//                 CPU kernel alone (the engine op minus the kernel is the
+//                 op's own cost: checks, allocation, recording)
+//   gemm          engine matmul against its CPU kernel and raw cblas_?gemm,
+//                 same sizes, same run
 //                 (the counter "GFLOP=x/s" reads as x GFLOP/s)
 //   mlp           the full gradient of a 1-40-40-1 MLP's MSE on 10 points
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
 #include <optional>
+#include <type_traits>
 
+#include "kernels/cpu/backend.hpp"
 #include "metatape/engine.hpp"
 
 namespace mt = metatape;
@@ -47,6 +52,19 @@ void BM_AddTiny_Recorded(benchmark::State& state) {
 }
 BENCHMARK(BM_AddTiny_Recorded);
 
+// The kernel under add, called directly on the same 40 floats.
+void BM_AddTiny_Kernel(benchmark::State& state) {
+  const mt::Tensor a = mt::ones({40}), b = mt::ones({40});
+  mt::Tensor c = mt::zeros({40});
+  const std::int64_t shape[] = {40}, strides[] = {1};
+  for (auto _ : state) {
+    mt::kernels::cpu::CpuKernels::binary<float>(mt::kernels::BinaryOp::add, 1, shape, a.data<float>(), strides,
+                                                b.data<float>(), strides, c.data<float>());
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+}
+BENCHMARK(BM_AddTiny_Kernel);
+
 // --- GEMM: engine against raw BLAS -----------------------------------------
 
 void set_gflops(benchmark::State& state, std::int64_t n) {
@@ -61,6 +79,22 @@ void BM_Matmul_Engine(benchmark::State& state) {
   const mt::Tensor a = mt::normal({n, n}, 0, 1, gen, D), b = mt::normal({n, n}, 0, 1, gen, D);
   for (auto _ : state) {
     mt::Tensor c = mt::matmul(a, b);
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  set_gflops(state, n);
+}
+
+// The kernel under matmul, called directly.
+template <mt::DType D>
+void BM_Matmul_Kernel(benchmark::State& state) {
+  using T = std::conditional_t<D == mt::DType::f32, float, double>;
+  const std::int64_t n = state.range(0);
+  mt::Generator gen(1);
+  const mt::Tensor a = mt::normal({n, n}, 0, 1, gen, D), b = mt::normal({n, n}, 0, 1, gen, D);
+  mt::Tensor c = mt::zeros({n, n}, D);
+  for (auto _ : state) {
+    mt::kernels::cpu::CpuKernels::gemm_batched<T>(false, false, n, n, n, a.data<T>(), 0, b.data<T>(), 0, c.data<T>(), 0,
+                                                  1);
     benchmark::DoNotOptimize(c.raw_data());
   }
   set_gflops(state, n);
@@ -92,6 +126,13 @@ BENCHMARK(BM_Matmul_Engine<mt::DType::f32>)
     ->Arg(256)
     ->Arg(512)
     ->Arg(1024);
+BENCHMARK(BM_Matmul_Kernel<mt::DType::f32>)
+    ->Name("BM_Matmul_Kernel_f32")
+    ->Arg(40)
+    ->Arg(128)
+    ->Arg(256)
+    ->Arg(512)
+    ->Arg(1024);
 BENCHMARK(BM_Matmul_RawBlas<mt::DType::f32>)
     ->Name("BM_Matmul_RawBlas_f32")
     ->Arg(40)
@@ -101,6 +142,13 @@ BENCHMARK(BM_Matmul_RawBlas<mt::DType::f32>)
     ->Arg(1024);
 BENCHMARK(BM_Matmul_Engine<mt::DType::f64>)
     ->Name("BM_Matmul_Engine_f64")
+    ->Arg(40)
+    ->Arg(128)
+    ->Arg(256)
+    ->Arg(512)
+    ->Arg(1024);
+BENCHMARK(BM_Matmul_Kernel<mt::DType::f64>)
+    ->Name("BM_Matmul_Kernel_f64")
     ->Arg(40)
     ->Arg(128)
     ->Arg(256)

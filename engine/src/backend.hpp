@@ -11,6 +11,7 @@
 #include <string>
 
 #include "kernels/cpu/backend.hpp"
+#include "kernels/error.hpp"
 #include "metatape/error.hpp"
 #include "metatape/shape.hpp"
 #ifdef METATAPE_CUDA
@@ -20,12 +21,25 @@
 
 namespace metatape::detail {
 
+// f(), with a kernel's failure (kernels::KernelError: the kernels know
+// nothing of the engine) rethrown as the engine's DeviceError, same message.
+// Every call from the engine into the device kernels or the CUDA runtime
+// goes through here; the try costs nothing unless something throws.
+template <class F>
+decltype(auto) on_device(F&& f) {
+  try {
+    return f();
+  } catch (const kernels::KernelError& e) {
+    throw DeviceError(e.what());
+  }
+}
+
 // f.template operator()<K>() with K the kernel table of `device`.
 template <class F>
 decltype(auto) with_kernels(Device device, F&& f) {
   if (device == Device::cpu) return f.template operator()<kernels::cpu::CpuKernels>();
 #ifdef METATAPE_CUDA
-  return f.template operator()<kernels::cuda::CudaKernels>();
+  return on_device([&]() -> decltype(auto) { return f.template operator()<kernels::cuda::CudaKernels>(); });
 #else
   throw DeviceError(std::string("this build of metatape has no kernels for device ") + device_name(device));
 #endif

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "backend.hpp"
 #include "metatape/error.hpp"
 #ifdef METATAPE_CUDA
 #include "kernels/cuda/runtime.hpp"
@@ -20,10 +21,12 @@ std::string describe(const Tensor& t) { return std::string(dtype_name(t.dtype())
 // handle: the buffers never leave the CapturedStep.
 void copy_values(const Tensor& source, Tensor& destination) {
   const std::size_t bytes = static_cast<std::size_t>(source.numel()) * dtype_size(source.dtype());
-  if (source.device() == Device::cpu)
-    kernels::cuda::copy_host_to_device(destination.raw_data(), source.raw_data(), bytes);
-  else
-    kernels::cuda::copy_device_to_device(destination.raw_data(), source.raw_data(), bytes);
+  detail::on_device([&] {
+    if (source.device() == Device::cpu)
+      kernels::cuda::copy_host_to_device(destination.raw_data(), source.raw_data(), bytes);
+    else
+      kernels::cuda::copy_device_to_device(destination.raw_data(), source.raw_data(), bytes);
+  });
 }
 
 // A new GPU tensor with the values of x (any dtype, either device).
@@ -59,8 +62,10 @@ CapturedStep::CapturedStep(Function f, const std::vector<Tensor>& example_inputs
   // Warm-up: lazy set-up (cuBLAS, workspaces, the pool's blocks) happens
   // outside the capture, and value checks run on real values.
   (void)f(state_->inputs);
-  kernels::cuda::synchronize();
-  state_->graph.begin();
+  detail::on_device([&] {
+    kernels::cuda::synchronize();
+    state_->graph.begin();
+  });
   try {
     state_->outputs = f(state_->inputs);
   } catch (const std::exception& e) {
@@ -100,7 +105,7 @@ std::vector<Tensor> CapturedStep::operator()(const std::vector<Tensor>& inputs) 
                        describe(buffer));
   }
   for (std::size_t i = 0; i < inputs.size(); ++i) copy_values(inputs[i], state_->inputs[i]);
-  state_->graph.replay();
+  detail::on_device([&] { state_->graph.replay(); });
   ++state_->replays;
   std::vector<Tensor> out;
   out.reserve(state_->outputs.size());

@@ -257,7 +257,7 @@ Storage* allocate_device(std::size_t bytes, DType dtype, Device device) {
   s->device = device;
   s->size_class = -2;
   try {
-    s->data = kernels::cuda::device_allocate(bytes, &s->capacity, &s->owner);
+    s->data = on_device([&] { return kernels::cuda::device_allocate(bytes, &s->capacity, &s->owner); });
   } catch (...) {
     delete s;
     throw;

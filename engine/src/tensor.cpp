@@ -158,10 +158,12 @@ Tensor Tensor::to(Device device) const {
   Tensor out = empty(shape_, dtype_, device);
 #ifdef METATAPE_CUDA
   const std::size_t bytes = static_cast<std::size_t>(numel()) * dtype_size(dtype_);
-  if (device == Device::cuda)
-    kernels::cuda::copy_host_to_device(out.raw_data(), raw_data(), bytes);
-  else
-    kernels::cuda::copy_device_to_host(out.raw_data(), raw_data(), bytes);
+  detail::on_device([&] {
+    if (device == Device::cuda)
+      kernels::cuda::copy_host_to_device(out.raw_data(), raw_data(), bytes);
+    else
+      kernels::cuda::copy_device_to_host(out.raw_data(), raw_data(), bytes);
+  });
 #endif
   return out;
 }

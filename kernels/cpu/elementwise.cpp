@@ -1,7 +1,11 @@
-#include "elementwise.hpp"
+// Elementwise kernels: maps over contiguous arrays and broadcasting binary
+// ops. The per-element formulas are kernels/scalar_math.hpp's, shared with
+// the CUDA kernels.
+#include "kernels.hpp"
 
-#include <cmath>
+#include <cstring>
 
+#include "../scalar_math.hpp"
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu {
@@ -10,13 +14,6 @@ namespace {
 template <class T, class F>
 void map(const T* x, T* y, std::int64_t n, F f) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
-}
-
-template <class T>
-T stable_sigmoid(T x) {
-  if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
-  const T e = std::exp(x);
-  return e / (T(1) + e);
 }
 
 // One innermost row of a broadcasting binary op. The branches give the
@@ -54,65 +51,33 @@ void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
   const T p = static_cast<T>(param);
-  switch (op) {
-    case UnaryOp::neg:
-      return map(x, y, n, [](T v) { return -v; });
-    case UnaryOp::exp:
-      return map(x, y, n, [](T v) { return std::exp(v); });
-    case UnaryOp::log:
-      return map(x, y, n, [](T v) { return std::log(v); });
-    case UnaryOp::sqrt:
-      return map(x, y, n, [](T v) { return std::sqrt(v); });
-    case UnaryOp::tanh:
-      return map(x, y, n, [](T v) { return std::tanh(v); });
-    case UnaryOp::sigmoid:
-      return map(x, y, n, [](T v) { return stable_sigmoid(v); });
-    case UnaryOp::relu:
-      return map(x, y, n, [](T v) { return v < T(0) ? T(0) : v; });  // NaN stays NaN
-    case UnaryOp::abs:
-      return map(x, y, n, [](T v) { return std::abs(v); });
-    case UnaryOp::step:
-      return map(x, y, n, [](T v) { return v > T(0) ? T(1) : T(0); });
-    case UnaryOp::sign:
-      return map(x, y, n, [](T v) { return T((v > T(0)) - (v < T(0))); });
-    case UnaryOp::pow:
-      // Exponents whose power is a single correctly rounded operation give the
-      // same bits as std::pow, much faster (backward rules produce them).
-      if (param == 1.0) return map(x, y, n, [](T v) { return v; });
-      if (param == 2.0) return map(x, y, n, [](T v) { return v * v; });
-      if (param == -1.0) return map(x, y, n, [](T v) { return T(1) / v; });
-      return map(x, y, n, [p](T v) { return std::pow(v, p); });
-    case UnaryOp::scale:
-      return map(x, y, n, [p](T v) { return v * p; });
-    case UnaryOp::shift:
-      return map(x, y, n, [p](T v) { return v + p; });
-    case UnaryOp::finite_or_zero:
-      return map(x, y, n, [](T v) { return std::isfinite(v) ? v : T(0); });
+  // power()'s exact fast paths, chosen once per call so that their loops
+  // vectorise (backward rules produce these exponents).
+  if (op == UnaryOp::pow && (p == T(1) || p == T(2) || p == T(-1))) {
+    if (p == T(1)) return map(x, y, n, [](T v) { return power(v, T(1)); });
+    if (p == T(2)) return map(x, y, n, [](T v) { return power(v, T(2)); });
+    return map(x, y, n, [](T v) { return power(v, T(-1)); });
   }
+  with_unary_op(op, [&]<UnaryOp Op>(std::integral_constant<UnaryOp, Op>) {
+    map(x, y, n, [p](T v) { return unary_value<Op>(v, p); });
+  });
 }
 
 template <class T>
 void multiply_by_mask(UnaryOp op, const T* g, const T* x, T* out, std::int64_t n) {
   if (op == UnaryOp::step) {
-    for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] > T(0) ? g[i] : T(0) * g[i];
+    for (std::int64_t i = 0; i < n; ++i) out[i] = g[i] * step(x[i]);
   } else {  // sign
-    for (std::int64_t i = 0; i < n; ++i) out[i] = g[i] * T((x[i] > T(0)) - (x[i] < T(0)));
+    for (std::int64_t i = 0; i < n; ++i) out[i] = g[i] * sign(x[i]);
   }
 }
 
 template <class T>
 void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
             const std::int64_t* b_strides, T* out) {
-  switch (op) {
-    case BinaryOp::add:
-      return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u + v; });
-    case BinaryOp::sub:
-      return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u - v; });
-    case BinaryOp::mul:
-      return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u * v; });
-    case BinaryOp::div:
-      return binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return u / v; });
-  }
+  with_binary_op(op, [&]<BinaryOp Op>(std::integral_constant<BinaryOp, Op>) {
+    binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return binary_value<Op>(u, v); });
+  });
 }
 
 template <class From, class To>
@@ -123,6 +88,11 @@ void convert(const From* x, To* y, std::int64_t n) {
 template <class T>
 void fill(T* y, std::int64_t n, T value) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = value;
+}
+
+template <class T>
+void copy(const T* x, T* y, std::int64_t n) {
+  if (n > 0) std::memcpy(y, x, static_cast<std::size_t>(n) * sizeof(T));
 }
 
 template void unary<float>(UnaryOp, const float*, float*, std::int64_t, double);
@@ -140,5 +110,8 @@ template void convert<double, double>(const double*, double*, std::int64_t);
 template void fill<float>(float*, std::int64_t, float);
 template void fill<double>(double*, std::int64_t, double);
 template void fill<std::int64_t>(std::int64_t*, std::int64_t, std::int64_t);
+template void copy<float>(const float*, float*, std::int64_t);
+template void copy<double>(const double*, double*, std::int64_t);
+template void copy<std::int64_t>(const std::int64_t*, std::int64_t*, std::int64_t);
 
 }  // namespace metatape::kernels::cpu

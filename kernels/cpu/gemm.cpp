@@ -4,6 +4,8 @@
 
 #include <type_traits>
 
+#include "kernels.hpp"
+
 namespace metatape::kernels::cpu {
 namespace {
 
@@ -32,10 +34,24 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
                 dims(ldc));
 }
 
+template <class T>
+void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+                  std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
+                  std::int64_t count) {
+  const std::int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
+  for (std::int64_t i = 0; i < count; ++i)
+    gemm<T>(trans_a, trans_b, m, n, k, T(1), a + i * stride_a, lda, b + i * stride_b, ldb, T(0), c + i * stride_c, n);
+}
+
 template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
                           const float*, std::int64_t, float, float*, std::int64_t);
 template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*, std::int64_t,
                            const double*, std::int64_t, double, double*, std::int64_t);
+
+template void gemm_batched<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t,
+                                  const float*, std::int64_t, float*, std::int64_t, std::int64_t);
+template void gemm_batched<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const double*, std::int64_t,
+                                   const double*, std::int64_t, double*, std::int64_t, std::int64_t);
 
 void set_blas_threads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }
 int blas_threads() { return openblas_get_num_threads(); }

@@ -1,8 +1,10 @@
-#include "layout.hpp"
+// Data movement: strided copies (expand, permute), axis slices, row and
+// element gathers with their scattering adjoints. T is float, double or int64.
+#include "kernels.hpp"
 
-#include <algorithm>
 #include <cstring>
 
+#include "../scalar_math.hpp"
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu {
@@ -66,7 +68,7 @@ void take(const T* x, const std::int64_t* index, std::int64_t n, T* out) {
 }
 
 void label_positions(const std::int64_t* labels, std::int64_t n, std::int64_t classes, std::int64_t* out) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = i * classes + std::clamp<std::int64_t>(labels[i], 0, classes - 1);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = label_position(i, labels[i], classes);
 }
 
 template <class T>

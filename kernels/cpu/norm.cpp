@@ -1,12 +1,14 @@
-#include "norm.hpp"
+// Batch normalisation with batch statistics (NormShape, types.hpp), fused.
+// Statistics accumulate in double.
+#include "kernels.hpp"
 
 #include <cmath>
+
+#include "../scalar_math.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
 
-// Mean and 1/√(var + eps) of one (group, channel) slice: `batch` runs of
-// `spatial` values, `stride` apart.
 // Mean and 1/√(var + eps) of one (group, channel) slice: `batch` rows of
 // `spatial` values, `stride` apart. Each row is summed in T as a simd
 // reduction (vectorised, in a fixed order), rows are added in double.
@@ -37,13 +39,6 @@ void moments(const T* x, std::int64_t batch, std::int64_t spatial, std::int64_t 
 
 }  // namespace
 
-// The forward's affine map for one (group, channel): y = x · scale + shift.
-template <class T>
-void affine_of(double mean, double rstd, T gamma, T beta, T& scale, T& shift) {
-  scale = static_cast<T>(rstd * static_cast<double>(gamma));
-  shift = static_cast<T>(static_cast<double>(beta) - mean * rstd * static_cast<double>(gamma));
-}
-
 // Calls f(offset, affine, mean, rstd, scale, shift) for every (group,
 // channel) slice: where it starts in x, its index in gamma and beta, its
 // statistics, and the forward's affine map y = x · scale + shift.
@@ -57,7 +52,7 @@ void for_each_slice(const NormShape& s, const T* x, const T* gamma, const T* bet
       double mean, rstd;
       moments(x + offset, s.batch, s.spatial, stride, s.eps, mean, rstd);
       T scale, shift;
-      affine_of(mean, rstd, gamma[affine], beta[affine], scale, shift);
+      norm_affine(mean, rstd, gamma[affine], beta[affine], scale, shift);
       f(offset, affine, mean, rstd, scale, shift);
     }
   }
@@ -71,10 +66,7 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
       const T* xr = x + offset + n * stride;
       T* yr = y + offset + n * stride;
       if (s.relu) {
-        for (std::int64_t i = 0; i < s.spatial; ++i) {
-          const T v = xr[i] * scale + shift;
-          yr[i] = v < T(0) ? T(0) : v;  // NaN stays NaN
-        }
+        for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = relu(xr[i] * scale + shift);
       } else {
         for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = xr[i] * scale + shift;
       }
@@ -103,7 +95,7 @@ void backward_channel(const NormShape& s, std::int64_t offset, const T* x, const
     T row_g = 0, row_gd = 0;
 #pragma omp simd reduction(+ : row_g, row_gd)
     for (std::int64_t i = 0; i < spatial; ++i) {
-      const T keep = Relu ? (xr[i] * scale + shift > T(0) ? T(1) : T(0)) : T(1);
+      const T keep = Relu ? step(xr[i] * scale + shift) : T(1);
       const T gv = gr[i] * keep;
       row_g += gv;
       row_gd += gv * (xr[i] - m);
@@ -124,7 +116,7 @@ void backward_channel(const NormShape& s, std::int64_t offset, const T* x, const
     T* __restrict out = dx + offset + n * stride;
 #pragma omp simd
     for (std::int64_t i = 0; i < spatial; ++i) {
-      const T keep = Relu ? (xr[i] * scale + shift > T(0) ? T(1) : T(0)) : T(1);
+      const T keep = Relu ? step(xr[i] * scale + shift) : T(1);
       out[i] = a * (gr[i] * keep) + b * xr[i] + c;
     }
   }

@@ -1,8 +1,10 @@
-#include "reduce.hpp"
+// Reductions: sums to a broadcast shape, arg-maxima, log-softmax.
+#include "kernels.hpp"
 
 #include <cmath>
 #include <limits>
 
+#include "../scalar_math.hpp"
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu {
@@ -60,7 +62,7 @@ void argmax_axis(const T* x, std::int64_t outer, std::int64_t length, std::int64
       for (std::int64_t l = 1; l < length; ++l) {
         const std::int64_t at = base + l * inner;
         if (std::isnan(x[best])) break;
-        if (x[at] > x[best] || std::isnan(x[at])) best = at;
+        if (beats_max(x[at], x[best])) best = at;
       }
       index[o * inner + i] = best;
     }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../scalar_math.hpp"
+
 namespace metatape::kernels::cpu {
 namespace {
 
@@ -96,13 +98,12 @@ bool contains_nan(const T* x, std::int64_t n) {
   return any != 0;
 }
 
-// Candidate `at` replaces the current best if strictly greater (the first
-// maximum wins ties), or if it is NaN while the best is not, so that NaN
-// propagates as in torch.max_pool2d. Branch-free, for the compiler.
+// Candidate `at` replaces the current best if it beats it (beats_max: the
+// first maximum wins ties, NaN propagates). Branch-free, for the compiler.
 template <class T>
 inline void challenge(const T* x, std::int64_t at, std::int64_t& best, T& best_value) {
   const T v = x[at];
-  const bool take = !(v <= best_value) && !std::isnan(best_value);
+  const bool take = beats_max(v, best_value);
   best = take ? at : best;
   best_value = take ? v : best_value;
 }

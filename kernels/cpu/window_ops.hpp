@@ -1,10 +1,10 @@
-// Sliding-window kernels: im2col / col2im for convolution as a GEMM, and the
-// arg-max of each pooling window. T is float or double.
+// Sliding windows: im2col / col2im, convolution as a GEMM (conv.cpp). T is
+// float or double. window_ops.cpp also defines the kernel max_pool_argmax.
 #pragma once
 
 #include <cstdint>
 
-#include "../types.hpp"
+#include "kernels.hpp"
 
 namespace metatape::kernels::cpu {
 
@@ -21,11 +21,5 @@ void im2col(const T* x, std::int64_t groups, std::int64_t images, std::int64_t c
 template <class T>
 void col2im(const T* cols, std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t h,
             std::int64_t w, const Window2d& win, T* x);
-
-// x is `planes` images of h x w; index is [planes, out_h, out_w]: the flat
-// index into x of each window's first maximum. Padding is never chosen.
-template <class T>
-void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win,
-                     std::int64_t* index);
 
 }  // namespace metatape::kernels::cpu

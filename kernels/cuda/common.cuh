@@ -1,6 +1,6 @@
 // Internal to the CUDA kernels: this thread's stream and cuBLAS handle,
-// status checks that throw metatape::DeviceError naming the call, and the
-// launch geometry of grid-stride loops.
+// status checks that throw KernelError (kernels/error.hpp) naming the call,
+// and the launch geometry of grid-stride loops.
 #pragma once
 
 #include <cublas_v2.h>
@@ -10,17 +10,17 @@
 #include <cstdint>
 #include <string>
 
-#include "metatape/error.hpp"
+#include "../error.hpp"
 
 namespace metatape::kernels::cuda {
 
-// Throws DeviceError("<call> failed: <name>: <description>"). The runtime
+// Throws KernelError("<call> failed: <name>: <description>"). The runtime
 // also keeps the error as this thread's last one; it is cleared here, so that
 // the next launch's check does not report it again as its own.
 inline void check(cudaError_t status, const char* call) {
   if (status != cudaSuccess) {
     cudaGetLastError();
-    throw DeviceError(std::string(call) + " failed: " + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
+    throw KernelError(std::string(call) + " failed: " + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
   }
 }
 void check(cublasStatus_t status, const char* call);

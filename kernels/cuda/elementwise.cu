@@ -1,39 +1,17 @@
 // Elementwise kernels: grid-stride loops, one element per thread per
 // iteration. The op code is a kernel argument: every thread takes the same
 // branch, so the switch costs nothing next to the memory traffic.
+#include "../scalar_math.hpp"
 #include "common.cuh"
 #include "kernels.hpp"
 
 namespace metatape::kernels::cuda {
 namespace {
 
+// The op's formula (scalar_math.hpp). Every thread takes the same branch.
 template <class T>
 __device__ T apply_unary(UnaryOp op, T v, T p) {
-  switch (op) {
-    case UnaryOp::neg: return -v;
-    case UnaryOp::exp: return exp(v);
-    case UnaryOp::log: return log(v);
-    case UnaryOp::sqrt: return sqrt(v);
-    case UnaryOp::tanh: return tanh(v);
-    case UnaryOp::sigmoid: {  // without overflow, as on the CPU
-      if (v >= T(0)) return T(1) / (T(1) + exp(-v));
-      const T e = exp(v);
-      return e / (T(1) + e);
-    }
-    case UnaryOp::relu: return v < T(0) ? T(0) : v;  // NaN stays NaN
-    case UnaryOp::abs: return fabs(v);
-    case UnaryOp::step: return v > T(0) ? T(1) : T(0);
-    case UnaryOp::sign: return T((v > T(0)) - (v < T(0)));
-    case UnaryOp::pow:
-      if (p == T(1)) return v;
-      if (p == T(2)) return v * v;
-      if (p == T(-1)) return T(1) / v;
-      return pow(v, p);
-    case UnaryOp::scale: return v * p;
-    case UnaryOp::shift: return v + p;
-    case UnaryOp::finite_or_zero: return isfinite(v) ? v : T(0);
-  }
-  return v;
+  return with_unary_op(op, [&]<UnaryOp Op>(std::integral_constant<UnaryOp, Op>) { return unary_value<Op>(v, p); });
 }
 
 // x, y [n]
@@ -46,20 +24,13 @@ __global__ void unary_kernel(UnaryOp op, const T* x, T* y, std::int64_t n, T p) 
 template <class T>
 __global__ void mask_kernel(bool sign, const T* g, const T* x, T* out, std::int64_t n) {
   for (std::int64_t i = global_index(); i < n; i += global_stride()) {
-    const T m = sign ? T((x[i] > T(0)) - (x[i] < T(0))) : (x[i] > T(0) ? T(1) : T(0));
-    out[i] = g[i] * m;
+    out[i] = g[i] * (sign ? kernels::sign(x[i]) : step(x[i]));
   }
 }
 
 template <class T>
 __device__ T apply_binary(BinaryOp op, T a, T b) {
-  switch (op) {
-    case BinaryOp::add: return a + b;
-    case BinaryOp::sub: return a - b;
-    case BinaryOp::mul: return a * b;
-    case BinaryOp::div: return a / b;
-  }
-  return a;
+  return with_binary_op(op, [&]<BinaryOp Op>(std::integral_constant<BinaryOp, Op>) { return binary_value<Op>(a, b); });
 }
 
 // out [n] (contiguous); a, b read at broadcast strides (operands 1 and 2 of s)

@@ -1,6 +1,7 @@
 // Data movement: strided copies, axis slices, gathers and their scattering
 // adjoints. The scatters accumulate with atomicAdd (double atomics need
 // compute capability 6.0, below every architecture CUDA 13 builds for).
+#include "../scalar_math.hpp"
 #include "common.cuh"
 #include "kernels.hpp"
 
@@ -63,10 +64,7 @@ __global__ void take_kernel(const T* x, const std::int64_t* index, std::int64_t 
 // out [n] = i * classes + labels[i], labels clamped into [0, classes)
 __global__ void label_positions_kernel(const std::int64_t* labels, std::int64_t n, std::int64_t classes,
                                        std::int64_t* out) {
-  for (std::int64_t i = global_index(); i < n; i += global_stride()) {
-    const std::int64_t label = labels[i] < 0 ? 0 : labels[i] >= classes ? classes - 1 : labels[i];
-    out[i] = i * classes + label;
-  }
+  for (std::int64_t i = global_index(); i < n; i += global_stride()) out[i] = label_position(i, labels[i], classes);
 }
 
 template <class T>

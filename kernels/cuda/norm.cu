@@ -1,6 +1,7 @@
 // Batch normalisation with batch statistics (NormShape, types.hpp): one block
 // per affine entry — a (group, channel) pair, or a channel whose shared γ, β
 // sum over every group — reducing in double in a fixed order.
+#include "../scalar_math.hpp"
 #include "common.cuh"
 #include "kernels.hpp"
 
@@ -23,14 +24,6 @@ __device__ void moments(const NormShape& s, const T* x, std::int64_t g, std::int
     acc += d * d;
   }
   rstd = 1.0 / sqrt(block_sum(acc, shared) / static_cast<double>(count) + s.eps);
-}
-
-// The forward's affine map, in T exactly as the CPU computes it, so that the
-// fused ReLU's mask in the backward matches the forward bit for bit.
-template <class T>
-__device__ void affine_of(double mean, double rstd, T gamma, T beta, T& scale, T& shift) {
-  scale = static_cast<T>(rstd * static_cast<double>(gamma));
-  shift = static_cast<T>(static_cast<double>(beta) - mean * rstd * static_cast<double>(gamma));
 }
 
 // The groups an affine entry a covers.
@@ -58,12 +51,12 @@ __global__ void forward_kernel(NormShape s, const T* x, const T* gamma, const T*
       double mean, rstd;
       moments(s, x, g, c, shared, mean, rstd);
       T scale, shift;
-      affine_of(mean, rstd, gamma[a], beta[a], scale, shift);
+      norm_affine(mean, rstd, gamma[a], beta[a], scale, shift);
       const std::int64_t offset = g * s.batch * stride + c * s.spatial;
       for (std::int64_t i = threadIdx.x; i < count; i += blockDim.x) {
         const std::int64_t at = offset + (i / s.spatial) * stride + i % s.spatial;
         const T v = x[at] * scale + shift;
-        y[at] = s.relu && v < T(0) ? T(0) : v;
+        y[at] = s.relu ? relu(v) : v;
       }
     }
   }
@@ -82,13 +75,11 @@ __global__ void backward_kernel(NormShape s, const T* x, const T* gamma, const T
       double mean, rstd;
       moments(s, x, grp, c, shared, mean, rstd);
       T scale, shift;
-      affine_of(mean, rstd, gamma[a], beta[a], scale, shift);
+      norm_affine(mean, rstd, gamma[a], beta[a], scale, shift);
       const std::int64_t offset = grp * s.batch * stride + c * s.spatial;
       // The upstream gradient through the fused ReLU: 0 where the forward's
       // pre-activation was not positive.
-      const auto upstream = [&](std::int64_t at) {
-        return s.relu ? g[at] * (x[at] * scale + shift > T(0) ? T(1) : T(0)) : g[at];
-      };
+      const auto upstream = [&](std::int64_t at) { return s.relu ? g[at] * step(x[at] * scale + shift) : g[at]; };
       double acc_g = 0, acc_gd = 0;
       for (std::int64_t i = threadIdx.x; i < count; i += blockDim.x) {
         const std::int64_t at = offset + (i / s.spatial) * stride + i % s.spatial;

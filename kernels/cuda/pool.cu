@@ -1,5 +1,6 @@
 // The arg-max of each pooling window (the values are then gathered by take,
 // whose adjoint routes gradients to them).
+#include "../scalar_math.hpp"
 #include "common.cuh"
 #include "kernels.hpp"
 
@@ -24,7 +25,7 @@ __global__ void max_pool_argmax_kernel(const T* x, std::int64_t planes, std::int
     for (std::int64_t ih = ih0; ih < ih1; ++ih)
       for (std::int64_t iw = iw0; iw < iw1; ++iw) {
         const T v = x[base + ih * w + iw];
-        if (!(v <= best_value) && !isnan(best_value)) {
+        if (beats_max(v, best_value)) {
           best = base + ih * w + iw;
           best_value = v;
         }

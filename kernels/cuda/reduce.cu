@@ -1,4 +1,5 @@
 // Reductions: sums to a broadcast shape, arg-maxima, log-softmax.
+#include "../scalar_math.hpp"
 #include "common.cuh"
 #include "kernels.hpp"
 
@@ -60,7 +61,7 @@ __global__ void argmax_kernel(const T* x, std::int64_t outer, std::int64_t lengt
     for (std::int64_t l = 1; l < length; ++l) {
       if (isnan(x[best])) break;
       const std::int64_t at = base + l * inner;
-      if (x[at] > x[best] || isnan(x[at])) best = at;
+      if (beats_max(x[at], x[best])) best = at;
     }
     index[t] = best;
   }

@@ -208,7 +208,7 @@ void graph_release(GraphPool* graph, void* data, std::size_t capacity) noexcept 
 }  // namespace
 
 void check(cublasStatus_t status, const char* call) {
-  if (status != CUBLAS_STATUS_SUCCESS) throw DeviceError(std::string(call) + " failed: " + blas_status_name(status));
+  if (status != CUBLAS_STATUS_SUCCESS) throw KernelError(std::string(call) + " failed: " + blas_status_name(status));
 }
 
 int usable_devices(std::string* reason) {
@@ -265,7 +265,7 @@ cublasHandle_t blas() {
 void* device_allocate(std::size_t bytes, std::size_t* capacity, void** owner) {
   std::size_t rounded = 0;
   const int cls = size_class_of(bytes, &rounded);
-  if (cls >= kClasses) throw DeviceError("device allocation of " + std::to_string(bytes) + " bytes is too large");
+  if (cls >= kClasses) throw KernelError("device allocation of " + std::to_string(bytes) + " bytes is too large");
   if (GraphPool* graph = tls_capture) {
     void* p = graph_allocate(*graph, cls, rounded, capacity);
     *owner = tagged(graph);
@@ -380,8 +380,8 @@ StreamGraph::~StreamGraph() {
 }
 
 void StreamGraph::begin() {
-  if (tls_capture) throw DeviceError("StreamGraph::begin: this thread is already capturing a graph");
-  if (state_->pool) throw DeviceError("StreamGraph::begin: this graph has been captured already");
+  if (tls_capture) throw KernelError("StreamGraph::begin: this thread is already capturing a graph");
+  if (state_->pool) throw KernelError("StreamGraph::begin: this graph has been captured already");
   blas();  // the stream, cuBLAS handle and workspace must exist first: creating them cannot be captured
   state_->pool = new GraphPool;
   // Relaxed: the allocator may cudaMalloc for the graph's pool mid-capture,
@@ -393,7 +393,7 @@ void StreamGraph::begin() {
 }
 
 void StreamGraph::end() {
-  if (!state_->capturing) throw DeviceError("StreamGraph::end: no capture is in progress");
+  if (!state_->capturing) throw KernelError("StreamGraph::end: no capture is in progress");
   tls_capture = nullptr;
   state_->capturing = false;
   cudaGraph_t graph = nullptr;
@@ -401,7 +401,7 @@ void StreamGraph::end() {
   if (status != cudaSuccess) {
     if (graph) cudaGraphDestroy(graph);
     cudaGetLastError();
-    throw DeviceError(std::string("cudaStreamEndCapture failed: ") + cudaGetErrorName(status) + ": " +
+    throw KernelError(std::string("cudaStreamEndCapture failed: ") + cudaGetErrorName(status) + ": " +
                       cudaGetErrorString(status) +
                       " (the captured work did something a graph cannot hold, such as reading device memory on "
                       "the host)");
@@ -421,7 +421,7 @@ void StreamGraph::abort() noexcept {
 }
 
 void StreamGraph::replay() {
-  if (!state_->exec) throw DeviceError("StreamGraph::replay: no graph has been captured");
+  if (!state_->exec) throw KernelError("StreamGraph::replay: no graph has been captured");
   check(cudaGraphLaunch(state_->exec, stream()), "cudaGraphLaunch");
 }
 

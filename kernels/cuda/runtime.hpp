@@ -1,7 +1,8 @@
 // The CUDA runtime as the engine sees it: device discovery, device memory
 // from a caching pool, copies, and this thread's stream. Plain C++ (no CUDA
 // types), so engine files include it without nvcc. Every CUDA call's status
-// is checked; a failure throws metatape::DeviceError naming the call.
+// is checked; a failure throws KernelError (kernels/error.hpp) naming the
+// call, which the engine turns into its DeviceError.
 //
 // Threads: each thread has its own stream, and device memory released on a
 // thread is reused by that thread's stream only. Nothing orders one thread's
@@ -58,8 +59,8 @@ class StreamGraph {
   StreamGraph(const StreamGraph&) = delete;
   StreamGraph& operator=(const StreamGraph&) = delete;
 
-  void begin();           // throws DeviceError if this thread is already capturing
-  void end();             // throws DeviceError naming what could not be captured
+  void begin();           // throws KernelError if this thread is already capturing
+  void end();             // throws KernelError naming what could not be captured
   void abort() noexcept;  // ends a capture that failed part-way, discarding it
   void replay();          // on this thread's stream, after the work queued before it
   bool ready() const;     // end() succeeded

@@ -1,0 +1,170 @@
+// The kernels below the engine: the CPU kernel table against the documented
+// per-element semantics (the special cases both backends share through
+// kernels/scalar_math.hpp), and the boundary where a kernel's own error
+// becomes the engine's DeviceError.
+#include <doctest/doctest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "engine/src/backend.hpp"
+#include "kernels/cpu/backend.hpp"
+#include "kernels/error.hpp"
+#include "metatape/error.hpp"
+
+namespace mt = metatape;
+using mt::kernels::BinaryOp;
+using mt::kernels::UnaryOp;
+using K = mt::kernels::cpu::CpuKernels;
+
+namespace {
+
+template <class T>
+const std::vector<T> kSpecial = {-std::numeric_limits<T>::infinity(),
+                                 T(-1000),
+                                 T(-2.5),
+                                 T(-1),
+                                 T(-0.0),
+                                 T(0),
+                                 std::numeric_limits<T>::denorm_min(),
+                                 T(0.5),
+                                 T(3),
+                                 T(1000),
+                                 std::numeric_limits<T>::infinity(),
+                                 std::numeric_limits<T>::quiet_NaN()};
+
+template <class T>
+std::vector<T> unary_of(UnaryOp op, const std::vector<T>& x, double param = 0) {
+  std::vector<T> y(x.size());
+  K::unary<T>(op, x.data(), y.data(), static_cast<std::int64_t>(x.size()), param);
+  return y;
+}
+
+// Equal bits (so 0 and -0 differ), or both NaN.
+template <class T>
+bool same(T a, T b) {
+  using Bits = std::conditional_t<sizeof(T) == 8, std::uint64_t, std::uint32_t>;
+  return (std::isnan(a) && std::isnan(b)) || std::bit_cast<Bits>(a) == std::bit_cast<Bits>(b);
+}
+
+template <class T>
+void check_unary_special_values() {
+  const std::vector<T>& x = kSpecial<T>;
+  const T inf = std::numeric_limits<T>::infinity();
+  const std::vector<T> sigmoid = unary_of(UnaryOp::sigmoid, x), relu = unary_of(UnaryOp::relu, x),
+                       step = unary_of(UnaryOp::step, x), sign = unary_of(UnaryOp::sign, x),
+                       finite = unary_of(UnaryOp::finite_or_zero, x);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const T v = x[i];
+    INFO("x = " << v);
+    // sigmoid never overflows to NaN: exactly 0 and 1 in the tails.
+    if (!std::isnan(v)) CHECK((sigmoid[i] >= T(0) && sigmoid[i] <= T(1)));
+    if (v == -inf || v == T(-1000)) CHECK(sigmoid[i] == T(0));
+    if (v == inf || v == T(1000)) CHECK(sigmoid[i] == T(1));
+    if (std::isfinite(v) && std::abs(v) < T(10))
+      CHECK(static_cast<double>(sigmoid[i]) ==
+            doctest::Approx(1.0 / (1.0 + std::exp(-static_cast<double>(v)))).epsilon(1e-6));
+    // relu keeps a NaN (it must reach the loss); its derivative and sign's
+    // are 0 at NaN and at both zeros.
+    CHECK(same(relu[i], std::isnan(v) ? v : (v < T(0) ? T(0) : v)));
+    CHECK(step[i] == (v > T(0) ? T(1) : T(0)));
+    CHECK(sign[i] == (v > T(0) ? T(1) : v < T(0) ? T(-1) : T(0)));
+    CHECK(same(finite[i], std::isfinite(v) ? v : T(0)));
+  }
+  // The fast paths of pow give std::pow's bits.
+  for (const double p : {1.0, 2.0, -1.0, 0.5, 3.0}) {
+    INFO("p = " << p);
+    const std::vector<T> y = unary_of(UnaryOp::pow, x, p);
+    for (std::size_t i = 0; i < x.size(); ++i) CHECK(same(y[i], static_cast<T>(std::pow(x[i], static_cast<T>(p)))));
+  }
+  const std::vector<T> scaled = unary_of(UnaryOp::scale, x, -2), shifted = unary_of(UnaryOp::shift, x, 0.5),
+                       negated = unary_of(UnaryOp::neg, x), absolute = unary_of(UnaryOp::abs, x);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    CHECK(same(scaled[i], x[i] * T(-2)));
+    CHECK(same(shifted[i], x[i] + T(0.5)));
+    CHECK(same(negated[i], -x[i]));
+    CHECK(same(absolute[i], std::abs(x[i])));
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("kernels") {
+  TEST_CASE("unary kernels on the CPU: overflow-free sigmoid, NaN through relu, pow's exact fast paths") {
+    check_unary_special_values<double>();
+    check_unary_special_values<float>();
+  }
+
+  TEST_CASE("the backward masks of relu and abs are products: an infinite gradient under a zero mask is NaN") {
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    const std::vector<double> g = {inf, 2, nan, inf, -4}, x = {-1, 5, 1, 0, -2};
+    std::vector<double> by_step(g.size()), by_sign(g.size());
+    K::multiply_by_mask<double>(UnaryOp::step, g.data(), x.data(), by_step.data(), 5);
+    K::multiply_by_mask<double>(UnaryOp::sign, g.data(), x.data(), by_sign.data(), 5);
+    CHECK(std::isnan(by_step[0]));  // inf · 0
+    CHECK(by_step[1] == 2);
+    CHECK(std::isnan(by_step[2]));
+    CHECK(std::isnan(by_step[3]));  // inf · step(0)
+    CHECK(by_step[4] == 0);
+    CHECK(by_sign[0] == -inf);
+    CHECK(by_sign[1] == 2);
+    CHECK(std::isnan(by_sign[2]));
+    CHECK(std::isnan(by_sign[3]));  // inf · sign(0)
+    CHECK(by_sign[4] == 4);
+  }
+
+  TEST_CASE("binary kernels broadcast a row across a matrix, for every op") {
+    const std::vector<double> a = {1, 2, 3, 4, 5, 6}, b = {10, 20, 30};
+    const std::int64_t shape[] = {2, 3}, a_strides[] = {3, 1}, b_strides[] = {0, 1};
+    const struct {
+      BinaryOp op;
+      double (*f)(double, double);
+    } cases[] = {{BinaryOp::add, [](double u, double v) { return u + v; }},
+                 {BinaryOp::sub, [](double u, double v) { return u - v; }},
+                 {BinaryOp::mul, [](double u, double v) { return u * v; }},
+                 {BinaryOp::div, [](double u, double v) { return u / v; }}};
+    for (const auto& c : cases) {
+      std::vector<double> out(6);
+      K::binary<double>(c.op, 2, shape, a.data(), a_strides, b.data(), b_strides, out.data());
+      for (int i = 0; i < 6; ++i) CHECK(out[i] == c.f(a[i], b[i % 3]));
+    }
+  }
+
+  TEST_CASE("arg-maxima: the first maximum wins ties, a NaN wins and stays, in reductions and pooling alike") {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    // Rows of x [3, 4] along the middle axis (outer 3, inner 1).
+    const std::vector<double> x = {2, 5, 5, 1, 1, nan, 9, nan, -1, -1, -1, -1};
+    std::vector<std::int64_t> index(3);
+    K::argmax_axis<double>(x.data(), 3, 4, 1, index.data());
+    CHECK(index == std::vector<std::int64_t>{1, 5, 8});
+    // The same rows as 2 x 2 windows of one 2 x 6 image.
+    const std::vector<double> image = {2, 5, 1, nan, -1, -1, 5, 1, 9, nan, -1, -1};
+    mt::kernels::Window2d window;
+    window.kernel_h = window.kernel_w = window.stride_h = window.stride_w = 2;
+    std::vector<std::int64_t> pooled(3);
+    K::max_pool_argmax<double>(image.data(), 1, 2, 6, window, pooled.data());
+    CHECK(pooled == std::vector<std::int64_t>{1, 3, 4});
+  }
+
+  TEST_CASE("label positions clamp a label outside [0, classes) into it, so reads stay in bounds") {
+    const std::vector<std::int64_t> labels = {-3, 1, 9, 3};
+    std::vector<std::int64_t> out(4);
+    K::label_positions(labels.data(), 4, 4, out.data());
+    CHECK(out == std::vector<std::int64_t>{0, 5, 11, 15});
+  }
+
+  TEST_CASE("a kernel's failure reaches the caller as the engine's DeviceError, with the kernel's message") {
+    const std::string message = "cudaMalloc failed: cudaErrorMemoryAllocation: out of memory";
+    CHECK_THROWS_WITH_AS(mt::detail::on_device([&] { throw mt::kernels::KernelError(message); }), message.c_str(),
+                         mt::DeviceError);
+    // Anything else passes through as it was, and so do results.
+    CHECK_THROWS_WITH_AS(mt::detail::on_device([] { throw mt::ValueError("take: index 3"); }), "take: index 3",
+                         mt::ValueError);
+    CHECK(mt::detail::on_device([] { return 42; }) == 42);
+  }
+}
