@@ -74,9 +74,9 @@ void Tape::record(const OpDef& op, Inputs in, const Attrs& attrs, std::span<Tens
 
   for (std::size_t i = 0; i < in.size(); ++i) {
     const Tensor& t = *in[i];
-    const bool differentiable = !(op.nondiff & (1u << i)) && is_live(t.var());
+    const bool differentiable = !op_input_is_index(op, i) && is_live(t.var());
     inputs_.push_back({differentiable ? t.var().index : kNoVar, t.dtype(), t.shape()});
-    if (op.saves & save_input(static_cast<int>(i)))
+    if (op_saves_input(op, i))
       saved_.push_back(t);
     else
       saved_.emplace_back();
@@ -85,7 +85,7 @@ void Tape::record(const OpDef& op, Inputs in, const Attrs& attrs, std::span<Tens
     const auto index = static_cast<std::uint32_t>(vars_.size());
     vars_.push_back({next_serial_, node_index, node_index});
     TensorAccess::set_var(t, {this, next_serial_++, index});
-    if (op.saves & kSaveOutputs)
+    if (op_saves_outputs(op))
       saved_.push_back(t);
     else
       saved_.emplace_back();
