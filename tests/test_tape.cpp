@@ -130,6 +130,23 @@ TEST_SUITE("tape") {
     CHECK(mt::sum(mt::abs(g[1])).item() == 0.0);
   }
 
+  TEST_CASE("an output recorded before every input contributes nothing, beside one that depends") {
+    // grad() only walks from the oldest input on; the older output's seed
+    // must be ignored, not written outside the walk's arrays.
+    mt::TapeScope scope;
+    Tensor x = mt::from_vector({0.5, -1.0}, {2}, f64);
+    x.requires_grad_();
+    const Tensor older = mt::sum(mt::exp(x));
+    Tensor z = mt::from_vector({2.0, 3.0}, {2}, f64);
+    z.requires_grad_();
+    const Tensor newer = mt::sum(z * z);
+    const Tensor alone = mt::grad({older}, {z}, {}, {.allow_unused = true})[0];
+    CHECK(mt::sum(mt::abs(alone)).item() == 0.0);
+    const std::vector<double> both = mt::grad({older, newer}, {z}, {}, {})[0].to_vector();
+    CHECK(both[0] == 4.0);
+    CHECK(both[1] == 6.0);
+  }
+
   TEST_CASE("a training loop reaches a steady state without system allocations") {
     mt::Generator gen(5);
     Tensor w = mt::normal({8, 8}, 0, 0.3, gen, f64);

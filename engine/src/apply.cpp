@@ -49,7 +49,7 @@ void apply(const OpDef& op, Inputs in, const Attrs& attrs, std::span<Tensor> out
       if (ref.tape == nullptr) continue;
       if (!tape.is_live(ref))
         throw GradError(std::string(op.name) + ": input " + std::to_string(i) + " " + stale_reason(ref));
-      if (!(op.nondiff & (1u << i))) record = true;
+      if (!op_input_is_index(op, i)) record = true;
     }
   }
 

@@ -25,8 +25,8 @@ namespace metatape::detail {
 // the fields it documents; the rest keep their defaults.
 struct Attrs {
   Shape shape;                               // reshape, expand, sum_to, pad: the target or input shape
-  double scalar = 0.0;                       // pow: exponent; scale / shift: the scalar
-  int axis = 0;                              // log_softmax, slice, pad, concat, argmax
+  double scalar = 0.0;                       // pow: exponent; scale / shift: the scalar; batch_norm: eps
+  int axis = 0;                              // log_softmax, slice, pad, concat; batch_norm: group axes
   std::int64_t start = 0, stop = 0;          // slice: positions start..stop-1 along `axis`; pad: start
   std::array<std::int8_t, kMaxRank> perm{};  // permute: output axis i is input axis perm[i]
   bool trans_a = false, trans_b = false;     // matmul: use the transpose of a / b
@@ -45,18 +45,41 @@ struct OutputSpec {
 
 class BackwardContext;
 
-inline constexpr int kVariadic = -1;   // OpDef::arity of concat
-inline constexpr int kMaxOutputs = 2;  // enough for values + vectors (eigh, later)
-inline constexpr std::uint32_t kSaveOutputs = 1u << 31;
-constexpr std::uint32_t save_input(int i) { return 1u << i; }
+inline constexpr int kVariadic = -1;  // OpDef::arity of concat
+// The most outputs an op may have: apply() keeps their specs on the stack.
+inline constexpr int kMaxOutputs = 2;
+
+// A set of an op's inputs, as OpDef::saves and OpDef::nondiff hold it. Bit i
+// stands for input i, for i below kMaskedInputs (save_input and index_input
+// refuse any other i at compile time). A variadic op can have any number of
+// inputs, which no fixed width of bits covers, so it names them all at once
+// with kAllInputs (or some of the first kMaskedInputs, or none). An input
+// past kMaskedInputs is in a set only through kAllInputs: read masks only
+// with op_saves_input() and op_input_is_index(), which apply that rule to
+// any index, never with a shift.
+using InputMask = std::uint32_t;
+inline constexpr int kMaskedInputs = 30;
+inline constexpr InputMask kAllInputs = 1u << 30;    // every input, whatever their number
+inline constexpr InputMask kSaveOutputs = 1u << 31;  // in `saves` only: the op's outputs
+// consteval: an input past the masked ones is a compile error, not a wrap.
+consteval InputMask input_bit(int i) {
+  return i >= 0 && i < kMaskedInputs ? 1u << i : throw "input index out of the range an InputMask names";
+}
+consteval InputMask save_input(int i) { return input_bit(i); }
+consteval InputMask index_input(int i) { return input_bit(i); }
+constexpr bool mask_has_input(InputMask mask, std::size_t i) {
+  return (mask & kAllInputs) != 0 || (i < kMaskedInputs && ((mask >> i) & 1u) != 0);
+}
+static_assert(mask_has_input(kAllInputs, 1000) && !mask_has_input(save_input(0), 32) &&
+              !mask_has_input(kSaveOutputs, 31) && mask_has_input(save_input(1), 1));
 
 struct OpDef {
   const char* name;
-  int arity;              // tensor inputs, or kVariadic
-  int num_outputs;        // 1..kMaxOutputs
-  std::uint32_t saves;    // inputs / outputs the backward rule reads (save_input(i), kSaveOutputs)
-  std::uint32_t nondiff;  // bit i: input i is an index tensor, never differentiated
-  bool is_view;           // forward aliases its input's storage instead of writing an output
+  int arity;          // tensor inputs, or kVariadic
+  int num_outputs;    // 1..kMaxOutputs
+  InputMask saves;    // what the backward rule reads: save_input(i), kAllInputs, kSaveOutputs
+  InputMask nondiff;  // index tensors, never differentiated: index_input(i), kAllInputs
+  bool is_view;       // forward aliases its input's storage instead of writing an output
   // Validates the inputs (dtype, device, shapes) and fills the output specs;
   // throws ShapeError / DTypeError / ValueError naming the op.
   void (*shape_rule)(Inputs in, const Attrs& attrs, std::span<OutputSpec> out);
@@ -65,9 +88,14 @@ struct OpDef {
   void (*forward)(Inputs in, const Attrs& attrs, std::span<Tensor> out);
   // Writes the gradient of every input the context says is needed.
   void (*backward)(BackwardContext& ctx);
-  // Test cases over random inputs (gradcheck, gradgradcheck, benchmarks).
+  // Test hook: sample calls on random inputs, which the test suite
+  // gradchecks to second order for every registered op (metatape/registry.hpp).
   std::vector<OpSample> (*samples)(Generator& gen, DType dtype);
 };
+
+inline bool op_saves_input(const OpDef& op, std::size_t i) { return mask_has_input(op.saves, i); }
+inline bool op_saves_outputs(const OpDef& op) { return (op.saves & kSaveOutputs) != 0; }
+inline bool op_input_is_index(const OpDef& op, std::size_t i) { return mask_has_input(op.nondiff, i); }
 
 // Runs an op: shape rule, allocation, forward, and a tape record when grad
 // mode is on and any input is a live variable.

@@ -351,7 +351,7 @@ const OpDef concat_op = {.name = "concat", .arity = kVariadic, .num_outputs = 1,
                       [](const std::vector<Tensor>& in) { return concat(in, 0); })};
     }};
 const OpDef gather_rows_op = {.name = "gather_rows", .arity = 2, .num_outputs = 1, .saves = save_input(1),
-    .nondiff = 1u << 1, .is_view = false,
+    .nondiff = index_input(1), .is_view = false,
     .shape_rule = gather_rows_rule, .forward = gather_rows_forward, .backward = gather_rows_backward,
     .samples = [](Generator& g, DType d) {
       return std::vector<OpSample>{
@@ -361,14 +361,14 @@ const OpDef gather_rows_op = {.name = "gather_rows", .arity = 2, .num_outputs = 
                                  [](const std::vector<Tensor>& in) { return gather_rows(in[0], in[1]); }))};
     }};
 const OpDef scatter_rows_op = {.name = "scatter_rows", .arity = 2, .num_outputs = 1, .saves = save_input(1),
-    .nondiff = 1u << 1, .is_view = false,
+    .nondiff = index_input(1), .is_view = false,
     .shape_rule = scatter_rows_rule, .forward = scatter_rows_forward, .backward = scatter_rows_backward,
     .samples = [](Generator& g, DType d) {
       return std::vector<OpSample>{with_index(make_sample("[6, 2] into [4, 2]",
           {sample_uniform({6, 2}, g, d), sample_rows({6}, 4, g)},
           [](const std::vector<Tensor>& in) { return scatter_rows(in[0], in[1], {4, 2}, false); }))};
     }};
-const OpDef take_op = {.name = "take", .arity = 2, .num_outputs = 1, .saves = save_input(1), .nondiff = 1u << 1,
+const OpDef take_op = {.name = "take", .arity = 2, .num_outputs = 1, .saves = save_input(1), .nondiff = index_input(1),
     .is_view = false, .shape_rule = take_rule, .forward = take_forward, .backward = take_backward,
     .samples = [](Generator& g, DType d) {
       return std::vector<OpSample>{with_index(make_sample("[3, 4] at a [2, 5] index",
@@ -376,7 +376,7 @@ const OpDef take_op = {.name = "take", .arity = 2, .num_outputs = 1, .saves = sa
           [](const std::vector<Tensor>& in) { return take(in[0], in[1]); }))};
     }};
 const OpDef scatter_add_op = {.name = "scatter_add", .arity = 2, .num_outputs = 1, .saves = save_input(1),
-    .nondiff = 1u << 1, .is_view = false,
+    .nondiff = index_input(1), .is_view = false,
     .shape_rule = scatter_add_rule, .forward = scatter_add_forward, .backward = scatter_add_backward,
     .samples = [](Generator& g, DType d) {
       return std::vector<OpSample>{with_index(make_sample("8 values into [2, 3]",

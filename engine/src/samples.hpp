@@ -1,5 +1,5 @@
-// Internal: helpers for the op registry's sample calls (random inputs that
-// stay inside each op's smooth domain, so finite differences are valid).
+// Internal: helpers for the op registry's sample calls, a test hook (see metatape/registry.hpp):
+// random inputs that stay inside each op's smooth domain, so finite differences are valid.
 #pragma once
 
 #include <functional>

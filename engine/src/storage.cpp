@@ -348,8 +348,12 @@ void release_cached_storage() {
   detail::large_heap().release_unused();
 }
 
+}  // namespace metatape
+
+namespace metatape::testing {
+
 void set_poison_allocations(bool on) {
   if (detail::Pool* pool = detail::this_thread_pool()) pool->poison = on;
 }
 
-}  // namespace metatape
+}  // namespace metatape::testing

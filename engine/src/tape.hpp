@@ -81,6 +81,8 @@ class Tape {
   std::uint64_t next_serial_ = 1;
 
   // grad()'s working arrays, kept between calls for their capacity.
+  // By variable (see Walk): depends, requested, adjoint; by input of the
+  // node being run: the others.
   struct Scratch {
     std::vector<std::uint8_t> depends, requested, needs;
     std::vector<Tensor> adjoint, saved, grad_outputs, grads;
@@ -92,6 +94,33 @@ class Tape {
     }
   };
   Scratch scratch_;
+
+  // One grad() call's part of the tape: the nodes it walks, and per
+  // variable it may touch, what it knows about that variable.
+  struct Walk {
+    std::uint32_t lowest;                  // the oldest input variable
+    std::size_t first_node;                // the first node recorded after it (or its producer)
+    std::size_t end_node;                  // one past the newest output's producer
+    std::vector<std::uint8_t>& depends;    // by slot: depends on an input
+    std::vector<std::uint8_t>& requested;  // by slot: is an input, its adjoint is returned
+    std::vector<Tensor>& adjoint;          // by slot: the gradient accumulated so far
+
+    // The arrays start at the oldest input: a variable older than that
+    // existed before every input, so cannot depend on one and has no slot.
+    // The guard has_slot(v) comes before slot(v) wherever v may lie outside:
+    // a node's input (older, or kNoVar for a constant) and a node's output
+    // (the producer of the oldest input may have older outputs besides).
+    // The inputs, and the outputs of a node that reads a dependent, need none.
+    bool has_slot(std::uint32_t v) const { return v != kNoVar && v >= lowest; }
+    std::size_t slot(std::uint32_t v) const { return v - lowest; }  // v's position in the arrays
+    bool depends_on_input(std::uint32_t v) const { return has_slot(v) && depends[slot(v)] != 0; }
+  };
+  Walk begin_walk(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs);
+  void mark_dependents(Walk& walk) const;
+  void run_node(std::size_t n, Walk& walk, const GradOptions& options);
+  void call_backward(const Node& node);
+  std::vector<Tensor> collect_input_grads(const Walk& walk, const std::vector<Tensor>& inputs,
+                                          const GradOptions& options) const;
 };
 
 Tape& this_thread_tape();

@@ -1,6 +1,11 @@
-// The op registry, as the tests and benchmarks see it: every public op, with
-// random sample calls. The test suite loops over this list, so an op is
-// gradchecked to second order the moment it is added here.
+// Test hook: the op registry, every public op with sample calls on random
+// inputs. Not for applications, and not part of <metatape/engine.hpp>.
+//
+// It ships in the library on purpose: the samples are written beside each
+// op's forward and backward (OpDef::samples), and the test suite loops over
+// this list, so an op is gradchecked to second order, and compared across
+// backends, the moment it is added to the registry, with no test to write
+// and none to forget.
 #pragma once
 
 #include <functional>

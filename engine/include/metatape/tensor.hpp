@@ -162,8 +162,17 @@ struct PoolStats {
 PoolStats pool_stats();         // this thread's CPU pool
 void reset_pool_peak();         // peak := current
 void release_cached_storage();  // give cached blocks back to the system
-// Debug aid: fill every new CPU allocation with NaN (floats) or a sentinel
-// (i64), so that a kernel that leaves an output entry unwritten shows up.
-void set_poison_allocations(bool on);
 
 }  // namespace metatape
+
+// --- Test hooks --------------------------------------------------------------
+// Not for applications. They ship in the library because they reach into its
+// storage pool, which the test suite cannot do from outside.
+namespace metatape::testing {
+
+// Fill every new allocation of this thread (CPU, and GPU) with +inf (floats)
+// or INT64_MIN (i64) while on, so that a kernel or backward rule that leaves
+// an output entry unwritten shows up as an inf in a gradcheck. Off by default.
+void set_poison_allocations(bool on);
+
+}  // namespace metatape::testing
