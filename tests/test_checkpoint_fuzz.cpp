@@ -188,7 +188,8 @@ TEST_SUITE("checkpoint-fuzz") {
         std::string mutant = f.good;
         mutant[at] = static_cast<char>(static_cast<unsigned char>(mutant[at]) ^ pattern);
         const Fixture::Outcome outcome = f.load(mutant);
-        if (outcome == Fixture::Outcome::wrong) FAIL_CHECK("byte " << at << " ^ " << pattern << " loaded as another state");
+        if (outcome == Fixture::Outcome::wrong)
+          FAIL_CHECK("byte " << at << " ^ " << pattern << " loaded as another state");
         loaded += outcome == Fixture::Outcome::identical;
       }
     CHECK(loaded == 0);
@@ -229,6 +230,9 @@ TEST_SUITE("checkpoint-fuzz") {
       write_at(steps, l.optimizer_steps, bad);
       CHECK(contains(f.refusal(reseal(steps)), "the optimizer step count is " + std::to_string(bad)));
     }
+    meta::Checkpoint negative = f.original;
+    negative.iteration = -1;
+    CHECK_THROWS_AS(meta::save_checkpoint(f.path, negative), mt::ValueError);
     // Well-formed, but not what the trainer writes: one optimiser step per iteration.
     std::string ahead = f.good;
     write_at<std::int64_t>(ahead, l.iteration, 1000);
@@ -322,7 +326,8 @@ TEST_SUITE("checkpoint-fuzz") {
       return std::string();
     };
     CHECK(fits(f.model, f.options).empty());
-    CHECK(contains(fits(wider, f.options), "checkpoint " + f.path + ": parameter 0 is f32 [1, 4], the run needs f32 [1, 8]"));
+    CHECK(contains(fits(wider, f.options),
+                   "checkpoint " + f.path + ": parameter 0 is f32 [1, 4], the run needs f32 [1, 8]"));
     meta::TrainOptions metasgd = f.options;
     metasgd.meta.algorithm = meta::Algorithm::metasgd;
     CHECK(contains(fits(f.model, metasgd), "holds 4 parameter tensors, the run needs 8"));

@@ -187,15 +187,14 @@ TEST_SUITE("trainer") {
     const meta::SinusoidTasks tasks;
     meta::Trainer a(small, meta::Loss::mse, tasks, small_options());
     meta::Trainer b(large, meta::Loss::mse, tasks, small_options());
-    CHECK(message_of([&] { b.restore(a.checkpoint("{}"), "a.bin"); })
-              .find("checkpoint a.bin: parameter 0 is f32 [1, 8], the run needs f32 [1, 16]") != std::string::npos);
+    CHECK(message_of([&] {
+            b.restore(a.checkpoint("{}"), "a.bin");
+          }).find("checkpoint a.bin: parameter 0 is f32 [1, 8], the run needs f32 [1, 16]") != std::string::npos);
   }
 
   TEST_CASE("directories, devices and pipes are refused as such, without reading them") {
     const fs::path dir = scratch_dir("special");
-    const auto refusal = [](const std::string& path) {
-      return message_of([&] { (void)meta::load_checkpoint(path); });
-    };
+    const auto refusal = [](const std::string& path) { return message_of([&] { (void)meta::load_checkpoint(path); }); };
     CHECK(refusal(dir.string()).find(dir.string() + ": is a directory") != std::string::npos);
     // An endless device: refused by its kind before a byte is read.
     CHECK(refusal("/dev/zero").find("/dev/zero: is not a regular file") != std::string::npos);
@@ -216,7 +215,7 @@ TEST_SUITE("trainer") {
     REQUIRE(::waitpid(child, nullptr, 0) == child);
     const auto temp = [&](const std::string& suffix) { return dir / (".c.bin.tmp." + suffix); };
     for (const std::string& suffix : {std::to_string(child), std::to_string(::getpid()), std::to_string(::getppid()),
-                                     std::string("abc"), std::string("-5")})
+                                      std::string("abc"), std::string("-5")})
       write_bytes(temp(suffix), "partial");
     write_bytes(dir / ".other.bin.tmp.1", "x");
     write_bytes(path, "the checkpoint");

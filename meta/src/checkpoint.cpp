@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -64,7 +64,6 @@ class Reader {
  public:
   Reader(std::string_view bytes, std::size_t base, const std::string& path) : in_(bytes), base_(base), path_(path) {}
 
-  std::size_t offset() const { return pos_; }
   template <class T>
   T get(const char* what) {
     T value;
@@ -103,12 +102,14 @@ class Reader {
       fail(at, "dtype code " + std::to_string(dtype) + " of " + item + " is none of 0 (f32), 1 (f64), 2 (i64)");
     const auto rank = get<std::uint8_t>(item.c_str());
     if (rank > kMaxRank)
-      fail(at + 1, "rank " + std::to_string(rank) + " of " + item + " is past the largest, " + std::to_string(kMaxRank));
+      fail(at + 1,
+           "rank " + std::to_string(rank) + " of " + item + " is past the largest, " + std::to_string(kMaxRank));
     const std::size_t dims_at = pos_;
     std::int64_t dims[kMaxRank] = {};
     for (int d = 0; d < rank; ++d) {
       dims[d] = get<std::int64_t>(item.c_str());
-      if (dims[d] < 0) fail(pos_ - 8, "dimension " + std::to_string(d) + " of " + item + " is " + std::to_string(dims[d]));
+      if (dims[d] < 0)
+        fail(pos_ - 8, "dimension " + std::to_string(d) + " of " + item + " is " + std::to_string(dims[d]));
     }
     const Shape shape(std::span<const std::int64_t>(dims, rank));
     check_fits(shape, static_cast<DType>(dtype), item, dims_at);
@@ -228,6 +229,10 @@ std::string read_file(const std::string& path) {
 }
 
 void save_checkpoint(const std::string& path, const Checkpoint& c) {
+  // Never write what load_checkpoint would refuse.
+  if (c.iteration < 0 || c.optimizer_steps < 0)
+    throw ValueError("save_checkpoint " + path + ": the iteration (" + std::to_string(c.iteration) +
+                     ") and the optimizer step count (" + std::to_string(c.optimizer_steps) + ") must be >= 0");
   Writer payload;
   payload.put_string(c.config);
   payload.put<std::int64_t>(c.iteration);
@@ -253,7 +258,8 @@ namespace {
 // keeps open() itself from waiting on a FIFO.
 class RegularFile {
  public:
-  explicit RegularFile(const std::string& path) : path_(path), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)) {
+  explicit RegularFile(const std::string& path)
+      : path_(path), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)) {
     if (fd_ < 0) throw IoError(system_error("cannot open", path));
     struct stat st {};
     std::string refusal;
@@ -356,8 +362,9 @@ Checkpoint load_checkpoint(const std::string& path) {
 
   const std::size_t payload_end = file_size - kTrailerBytes;
   // Version 1 summed the payload alone; its header is fully checked above.
-  const std::string_view summed = version == 1 ? std::string_view(bytes).substr(kHeaderBytes, payload_end - kHeaderBytes)
-                                               : std::string_view(bytes).substr(0, payload_end);
+  const std::string_view summed = version == 1
+                                      ? std::string_view(bytes).substr(kHeaderBytes, payload_end - kHeaderBytes)
+                                      : std::string_view(bytes).substr(0, payload_end);
   std::uint64_t checksum;
   std::memcpy(&checksum, bytes.data() + payload_end, 8);
   if (checksum != fnv1a(summed))

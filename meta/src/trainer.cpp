@@ -23,6 +23,14 @@ std::string number(double x) {
   return out.str();
 }
 
+std::string non_finite_step(double meta_loss, double grad_norm, std::int64_t iteration) {
+  const std::string what = std::isfinite(meta_loss) ? "the meta-gradient norm is " + number(grad_norm) +
+                                                          " (the meta-loss " + number(meta_loss) + ")"
+                                                    : "the meta-loss is " + number(meta_loss);
+  return what + " at iteration " + std::to_string(iteration) +
+         "; the parameters were not updated (a smaller inner or outer learning rate, or gradient clipping, may help)";
+}
+
 }  // namespace
 
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
@@ -70,13 +78,7 @@ IterationRecord Trainer::step() {
   record.meta_loss = meta.meta_loss.item();
   if (!std::isfinite(record.meta_loss) || !std::isfinite(record.grad_norm)) {
     task_rng_.set_position(rng_before);  // as if the call had not happened
-    const std::string what = std::isfinite(record.meta_loss)
-                                 ? "the meta-gradient norm is " + number(record.grad_norm) + " (the meta-loss " +
-                                       number(record.meta_loss) + ")"
-                                 : "the meta-loss is " + number(record.meta_loss);
-    throw ValueError(what + " at iteration " + std::to_string(iteration_ + 1) +
-                     "; the parameters were not updated (a smaller inner or outer learning rate, or gradient "
-                     "clipping, may help)");
+    throw ValueError(non_finite_step(record.meta_loss, record.grad_norm, iteration_ + 1));
   }
   std::vector<Tensor> all = params_.all();
   optimizer_->step(all, meta.grads);

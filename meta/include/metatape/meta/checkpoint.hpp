@@ -30,14 +30,16 @@ namespace metatape::meta {
 inline constexpr std::uint32_t kCheckpointVersion = 2;
 
 struct Checkpoint {
-  std::string config;          // the run's configuration (JSON text, opaque here)
-  std::int64_t iteration = 0;  // completed meta-iterations, >= 0
+  std::string config;                   // the run's configuration (JSON text, opaque here)
+  std::int64_t iteration = 0;           // completed meta-iterations, >= 0
   std::uint64_t task_rng_position = 0;  // any value is a valid Philox stream position
-  std::vector<Tensor> params;  // MetaParams::all()
+  std::vector<Tensor> params;           // MetaParams::all()
   std::vector<Tensor> optimizer_state;
   std::int64_t optimizer_steps = 0;  // >= 0
 };
 
+// Throws ValueError for a negative iteration or step count (a file that
+// load_checkpoint would refuse), IoError when the file cannot be written.
 void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 // Throws IoError naming the file, the field and, for bad contents, the byte
 // offset: missing, a directory or not a regular file, truncated or padded,
