@@ -357,7 +357,11 @@ Checkpoint load_checkpoint(const std::string& path) {
   };
   if (!file.read_exactly(bytes.data(), kHeaderBytes)) throw shrank();
   const std::uint32_t version = check_header(bytes.data(), file_size, path);
-  bytes.resize(file_size);
+  try {
+    bytes.resize(file_size);
+  } catch (const std::exception&) {  // bad_alloc or length_error: a huge (sparse) file with a valid header
+    throw IoError("checkpoint " + path + ": its " + std::to_string(file_size) + " bytes do not fit in memory");
+  }
   if (!file.read_exactly(bytes.data() + kHeaderBytes, file_size - kHeaderBytes)) throw shrank();
 
   const std::size_t payload_end = file_size - kTrailerBytes;
