@@ -2,7 +2,10 @@
 // checkpoints that refuse corruption, atomic files, the evaluation summary.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -175,7 +178,79 @@ TEST_SUITE("trainer") {
     const meta::SinusoidTasks tasks;
     meta::Trainer a(small, meta::Loss::mse, tasks, small_options());
     meta::Trainer b(large, meta::Loss::mse, tasks, small_options());
-    CHECK(mt::testing::throws_error([&] { b.restore(a.checkpoint("{}")); }, {"checkpoint parameter 0 is f32 [1, 8]"}));
+    CHECK(mt::testing::throws_error<mt::IoError>([&] { b.restore(a.checkpoint("{}"), "a.bin"); },
+                                                 {"checkpoint a.bin: parameter 0 is f32 [1, 8], the run needs f32 [1, 16]"}));
+  }
+
+  TEST_CASE("directories, devices and pipes are refused as such, without reading them") {
+    const fs::path dir = scratch_dir("special");
+    const auto refusal = [](const std::string& path) {
+      return mt::testing::throws_error<mt::IoError>([&] { (void)meta::load_checkpoint(path); }).message;
+    };
+    CHECK(refusal(dir.string()).find(dir.string() + ": is a directory") != std::string::npos);
+    // An endless device: refused by its kind before a byte is read.
+    CHECK(refusal("/dev/zero").find("/dev/zero: is not a regular file") != std::string::npos);
+    // A FIFO without a writer: open() must not wait for one.
+    const std::string fifo = (dir / "fifo").string();
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(refusal(fifo).find(fifo + ": is not a regular file") != std::string::npos);
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("stale temporaries of killed writers are removed, live writers' are kept") {
+    const fs::path dir = scratch_dir("stale");
+    const std::string path = (dir / "c.bin").string();
+    // A process that has exited and been reaped: its id names no process.
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) ::_exit(0);
+    REQUIRE(::waitpid(child, nullptr, 0) == child);
+    const auto temp = [&](const std::string& suffix) { return dir / (".c.bin.tmp." + suffix); };
+    for (const std::string& suffix : {std::to_string(child), std::to_string(::getpid()), std::to_string(::getppid()),
+                                      std::string("abc"), std::string("-5")})
+      write_bytes(temp(suffix), "partial");
+    write_bytes(dir / ".other.bin.tmp.1", "x");
+    write_bytes(path, "the checkpoint");
+    CHECK(meta::remove_stale_temporaries(path) == 2);
+    CHECK(!fs::exists(temp(std::to_string(child))));
+    CHECK(!fs::exists(temp(std::to_string(::getpid()))));  // a reused id of ours: no write is under way
+    CHECK(fs::exists(temp(std::to_string(::getppid()))));  // the parent is alive and may be writing
+    CHECK(fs::exists(temp("abc")));
+    CHECK(fs::exists(temp("-5")));
+    CHECK(fs::exists(dir / ".other.bin.tmp.1"));
+    CHECK(meta::read_file(path) == "the checkpoint");
+    CHECK(meta::remove_stale_temporaries((dir / "missing" / "c.bin").string()) == 0);
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("a non-finite meta-loss stops training before the update, naming the iteration") {
+    const meta::Mlp model({1, 8, 1});
+    const meta::SinusoidTasks tasks;
+    // Three good steps, then the same run with an inner rate that overflows.
+    meta::Trainer good(model, meta::Loss::mse, tasks, small_options());
+    for (int i = 0; i < 3; ++i) good.step();
+    const meta::Checkpoint last_good = good.checkpoint("{}");
+    meta::TrainOptions wild = small_options();
+    wild.meta.inner_lr = 1e308;
+    meta::Trainer trainer(model, meta::Loss::mse, tasks, wild);
+    trainer.restore(last_good);
+    const std::string m = mt::testing::throws_error<mt::ValueError>([&] { trainer.step(); }).message;
+    CHECK(m.find("at iteration 4") != std::string::npos);
+    INFO(m);
+    const bool names_the_value = m.find("is nan") != std::string::npos || m.find("is inf") != std::string::npos;
+    CHECK(names_the_value);
+    CHECK_THROWS_AS(trainer.step(), mt::ValueError);
+    // Nothing moved: parameters, optimiser state, iteration, task generator.
+    const meta::Checkpoint after = trainer.checkpoint("{}");
+    CHECK(trainer.iteration() == 3);
+    CHECK(same_bits(after.params, last_good.params));
+    CHECK(same_bits(after.optimizer_state, last_good.optimizer_state));
+    CHECK(after.optimizer_steps == last_good.optimizer_steps);
+    CHECK(after.task_rng_position == last_good.task_rng_position);
+    // From the first iteration too.
+    meta::Trainer fresh(model, meta::Loss::mse, tasks, wild);
+    CHECK(mt::testing::throws_error<mt::ValueError>([&] { fresh.step(); }, {"at iteration 1"}));
+    CHECK(fresh.checkpoint("").optimizer_state.empty());
   }
 
   TEST_CASE("evaluation summaries: mean and a 95% interval of the mean") {

@@ -29,6 +29,8 @@ LoadedRun load_run(const std::string& path, Device device) {
   if (j.is_discarded()) throw IoError("checkpoint " + path + ": its configuration is not JSON");
   LoadedRun run{path, RunConfig::from_json(j), {}, {}, checkpoint.iteration};
   run.parts = build(run.config);
+  // A config edited to another model or algorithm must not be evaluated with these tensors.
+  meta::check_checkpoint_fits(checkpoint, *run.parts.model, run.parts.options, path);
   const std::size_t model_params = run.parts.model->parameters().size();
   run.params = meta::MetaParams::from_all(checkpoint.params, model_params).to(device);
   run.parts.model->check(run.params.model, 1);

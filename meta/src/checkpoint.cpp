@@ -1,13 +1,19 @@
 #include "metatape/meta/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <sstream>
 
 namespace metatape::meta {
@@ -52,7 +58,8 @@ class Writer {
 };
 
 // Reads the payload with a bounds check on every read; errors name the file
-// and the byte offset in it.
+// and the byte offset in it. Every size is bounded by the bytes left before
+// anything is allocated.
 class Reader {
  public:
   Reader(std::string_view bytes, std::size_t base, const std::string& path) : in_(bytes), base_(base), path_(path) {}
@@ -68,26 +75,16 @@ class Reader {
     const char* p = take(n, what);
     return std::string(p, n);
   }
+  std::int64_t get_count(const char* what) {
+    const std::size_t at = pos_;
+    const auto value = get<std::int64_t>(what);
+    if (value < 0) fail(at, std::string(what) + " is " + std::to_string(value) + ", it must be >= 0");
+    return value;
+  }
   std::vector<Tensor> get_tensors(const char* what) {
     const auto count = get<std::uint32_t>(what);
     std::vector<Tensor> out;
-    for (std::uint32_t i = 0; i < count; ++i) {
-      const std::string item = std::string(what) + " tensor " + std::to_string(i);
-      const std::size_t at = pos_;
-      const auto dtype = get<std::uint8_t>(item.c_str());
-      const auto rank = get<std::uint8_t>(item.c_str());
-      if (dtype > static_cast<std::uint8_t>(DType::i64) || rank > kMaxRank) fail(at, "bad dtype or rank in " + item);
-      Shape shape;
-      for (int d = 0; d < rank; ++d) {
-        const auto dim = get<std::int64_t>(item.c_str());
-        if (dim < 0 || dim > (std::int64_t{1} << 40)) fail(pos_ - 8, "bad dimension in " + item);
-        shape.push_back(dim);
-      }
-      Tensor t = empty(shape, static_cast<DType>(dtype));
-      const std::size_t bytes = static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype());
-      std::memcpy(t.raw_data(), take(bytes, item.c_str()), bytes);
-      out.push_back(std::move(t));
-    }
+    for (std::uint32_t i = 0; i < count; ++i) out.push_back(get_tensor(std::string(what) + " " + std::to_string(i)));
     return out;
   }
   void expect_end() {
@@ -98,6 +95,45 @@ class Reader {
   }
 
  private:
+  Tensor get_tensor(const std::string& item) {
+    const std::size_t at = pos_;
+    const auto dtype = get<std::uint8_t>(item.c_str());
+    if (dtype > static_cast<std::uint8_t>(DType::i64))
+      fail(at, "dtype code " + std::to_string(dtype) + " of " + item + " is none of 0 (f32), 1 (f64), 2 (i64)");
+    const auto rank = get<std::uint8_t>(item.c_str());
+    if (rank > kMaxRank)
+      fail(at + 1,
+           "rank " + std::to_string(rank) + " of " + item + " is past the largest, " + std::to_string(kMaxRank));
+    const std::size_t dims_at = pos_;
+    std::int64_t dims[kMaxRank] = {};
+    for (int d = 0; d < rank; ++d) {
+      dims[d] = get<std::int64_t>(item.c_str());
+      if (dims[d] < 0)
+        fail(pos_ - 8, "dimension " + std::to_string(d) + " of " + item + " is " + std::to_string(dims[d]));
+    }
+    const Shape shape(std::span<const std::int64_t>(dims, rank));
+    check_fits(shape, static_cast<DType>(dtype), item, dims_at);
+    Tensor t = empty(shape, static_cast<DType>(dtype));
+    const std::size_t bytes = static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype());
+    std::memcpy(t.raw_data(), take(bytes, item.c_str()), bytes);
+    return t;
+  }
+  // A tensor with elements must fit in the bytes left; one without (a zero
+  // dimension) allocates nothing, but its other dimensions still bound the
+  // strides computed from them.
+  void check_fits(const Shape& shape, DType dtype, const std::string& item, std::size_t dims_at) const {
+    const std::size_t left = in_.size() - pos_;
+    const bool has_zero = std::find(shape.begin(), shape.end(), 0) != shape.end();
+    const std::uint64_t limit = has_zero ? (std::uint64_t{1} << 40) : left / dtype_size(dtype);
+    std::uint64_t elements = 1;
+    for (std::int64_t d : shape) {
+      if (d == 0) continue;
+      if (static_cast<std::uint64_t>(d) > limit / elements)
+        fail(dims_at, item + " of " + dtype_name(dtype) + " " + shape.str() + " is larger than the " +
+                          std::to_string(left) + " bytes left in the file");
+      elements *= static_cast<std::uint64_t>(d);
+    }
+  }
   const char* take(std::size_t n, const char* what) {
     if (n > in_.size() - pos_) fail(pos_, std::string("the payload ends inside ") + what);
     const char* p = in_.data() + pos_;
@@ -156,6 +192,33 @@ void write_file_atomically(const std::string& path, std::string_view contents) {
   }
 }
 
+int remove_stale_temporaries(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = "." + target.filename().string() + ".tmp.";
+  std::error_code ec;
+  fs::directory_iterator entries(dir, ec);
+  if (ec) return 0;  // no directory, no temporaries
+  int removed = 0;
+  for (const fs::directory_entry& entry : entries) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string_view digits = std::string_view(name).substr(prefix.size());
+    pid_t pid = 0;
+    const auto [end, err] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+    if (err != std::errc() || end != digits.data() + digits.size() || digits[0] == '-') continue;  // not ours
+    // kill(pid, 0) probes without signalling; EPERM means alive but not ours.
+    // pid 0 would probe our own process group, so it counts as gone.
+    const bool alive = pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+    if (alive && pid != ::getpid()) continue;  // another process may be writing it now
+    if (::unlink(entry.path().c_str()) != 0 && errno != ENOENT)
+      throw IoError(system_error("cannot remove the stale temporary", entry.path().string()));
+    ++removed;
+  }
+  return removed;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError(system_error("cannot open", path));
@@ -166,6 +229,10 @@ std::string read_file(const std::string& path) {
 }
 
 void save_checkpoint(const std::string& path, const Checkpoint& c) {
+  // Never write what load_checkpoint would refuse.
+  if (c.iteration < 0 || c.optimizer_steps < 0)
+    throw ValueError("save_checkpoint " + path + ": the iteration (" + std::to_string(c.iteration) +
+                     ") and the optimizer step count (" + std::to_string(c.optimizer_steps) + ") must be >= 0");
   Writer payload;
   payload.put_string(c.config);
   payload.put<std::int64_t>(c.iteration);
@@ -180,44 +247,180 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
   file.put<std::uint32_t>(0);
   file.put<std::uint64_t>(payload.bytes().size());
   file.put_bytes(payload.bytes().data(), payload.bytes().size());
-  file.put<std::uint64_t>(fnv1a(payload.bytes()));
+  file.put<std::uint64_t>(fnv1a(file.bytes()));
   write_file_atomically(path, file.bytes());
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
-  const std::string bytes = read_file(path);
-  const auto fail = [&](std::size_t at, const std::string& why) -> void {
+namespace {
+
+// A regular file open for reading, its size measured before any read (a
+// device or a pipe may never end, so anything else is refused). O_NONBLOCK
+// keeps open() itself from waiting on a FIFO.
+class RegularFile {
+ public:
+  explicit RegularFile(const std::string& path)
+      : path_(path), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)) {
+    if (fd_ < 0) throw IoError(system_error("cannot open", path));
+    struct stat st {};
+    std::string refusal;
+    if (::fstat(fd_, &st) != 0)
+      refusal = system_error("cannot inspect", path);
+    else if (S_ISDIR(st.st_mode))
+      refusal = "checkpoint " + path + ": is a directory, not a checkpoint file";
+    else if (!S_ISREG(st.st_mode))
+      refusal = "checkpoint " + path + ": is not a regular file (a device, pipe or socket), not a checkpoint file";
+    if (!refusal.empty()) {
+      ::close(fd_);
+      throw IoError(refusal);
+    }
+    size_ = static_cast<std::uint64_t>(st.st_size);
+  }
+  RegularFile(const RegularFile&) = delete;
+  RegularFile& operator=(const RegularFile&) = delete;
+  ~RegularFile() { ::close(fd_); }
+
+  std::uint64_t size() const { return size_; }
+  // Reads exactly `n` more bytes; false if the file ends first (it shrank
+  // after it was measured).
+  bool read_exactly(char* out, std::size_t n) {
+    std::size_t done = 0;
+    while (done < n) {
+      const ssize_t got = ::read(fd_, out + done, n - done);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        throw IoError(system_error("cannot read", path_));
+      }
+      if (got == 0) return false;
+      done += static_cast<std::size_t>(got);
+    }
+    return true;
+  }
+
+ private:
+  const std::string& path_;
+  int fd_;
+  std::uint64_t size_ = 0;
+};
+
+// Checks the header against itself and against the file's size; returns the
+// format version.
+std::uint32_t check_header(const char* header, std::uint64_t file_size, const std::string& path) {
+  const auto fail = [&](std::size_t at, const std::string& why) {
     throw IoError("checkpoint " + path + ": " + why + " at byte " + std::to_string(at));
   };
-  if (bytes.size() < kHeaderBytes + kTrailerBytes)
-    fail(bytes.size(), "truncated: " + std::to_string(bytes.size()) + " bytes is shorter than any checkpoint");
-  if (std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) fail(0, "not a metatape checkpoint (bad magic)");
-  std::uint32_t version;
-  std::memcpy(&version, bytes.data() + 8, 4);
-  if (version == 0 || version > kCheckpointVersion)
-    fail(8, "format version " + std::to_string(version) + " is not one this build reads (it reads up to " +
-                std::to_string(kCheckpointVersion) + ")");
+  if (std::memcmp(header, kMagic, sizeof kMagic) != 0) fail(0, "not a metatape checkpoint (bad magic)");
+  std::uint32_t version, reserved;
+  std::memcpy(&version, header + 8, 4);
+  std::memcpy(&reserved, header + 12, 4);
   std::uint64_t size;
-  std::memcpy(&size, bytes.data() + 16, 8);
-  const std::size_t expected = kHeaderBytes + size + kTrailerBytes;
-  if (size > bytes.size() || expected != bytes.size())
-    fail(bytes.size(), "truncated or padded: the header promises " + std::to_string(expected) +
-                           " bytes, the file has " + std::to_string(bytes.size()));
-  const std::string_view payload(bytes.data() + kHeaderBytes, size);
-  std::uint64_t checksum;
-  std::memcpy(&checksum, bytes.data() + kHeaderBytes + size, 8);
-  if (checksum != fnv1a(payload)) fail(kHeaderBytes + size, "corrupt: the checksum does not match the contents");
+  std::memcpy(&size, header + 16, 8);
+  if (version == 0 || version > kCheckpointVersion)
+    fail(8, "format version " + std::to_string(version) + " is not one this build reads (it reads 1 to " +
+                std::to_string(kCheckpointVersion) + ")");
+  if (reserved != 0) fail(12, "corrupt: the reserved header field is " + std::to_string(reserved) + ", not 0");
+  const std::uint64_t room = file_size - kHeaderBytes - kTrailerBytes;
+  if (size > room)
+    fail(file_size, "truncated: the header promises a payload of " + std::to_string(size) + " bytes, the file has " +
+                        std::to_string(room) + " (" + std::to_string(file_size) + " bytes in all)");
+  if (size < room)
+    fail(kHeaderBytes + size + kTrailerBytes, "padded: " + std::to_string(room - size) +
+                                                  " bytes after the checksum (the header promises a payload of " +
+                                                  std::to_string(size) + " bytes)");
+  return version;
+}
 
+Checkpoint decode_payload(std::string_view payload, const std::string& path) {
   Reader in(payload, kHeaderBytes, path);
   Checkpoint c;
   c.config = in.get_string("the configuration");
-  c.iteration = in.get<std::int64_t>("the iteration");
+  c.iteration = in.get_count("the iteration");
   c.task_rng_position = in.get<std::uint64_t>("the generator position");
-  c.optimizer_steps = in.get<std::int64_t>("the optimizer step count");
+  c.optimizer_steps = in.get_count("the optimizer step count");
   c.params = in.get_tensors("parameter");
   c.optimizer_state = in.get_tensors("optimizer state");
   in.expect_end();
   return c;
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint(const std::string& path) {
+  RegularFile file(path);
+  const std::uint64_t file_size = file.size();
+  if (file_size < kHeaderBytes + kTrailerBytes)
+    throw IoError("checkpoint " + path + ": truncated: " + std::to_string(file_size) +
+                  " bytes is shorter than any checkpoint at byte " + std::to_string(file_size));
+  std::string bytes(kHeaderBytes, '\0');
+  const auto shrank = [&] {
+    return IoError("checkpoint " + path + ": truncated: the file shrank while it was read (" +
+                   std::to_string(file_size) + " bytes when opened)");
+  };
+  if (!file.read_exactly(bytes.data(), kHeaderBytes)) throw shrank();
+  const std::uint32_t version = check_header(bytes.data(), file_size, path);
+  try {
+    bytes.resize(file_size);
+  } catch (const std::exception&) {  // bad_alloc or length_error: a huge (sparse) file with a valid header
+    throw IoError("checkpoint " + path + ": its " + std::to_string(file_size) + " bytes do not fit in memory");
+  }
+  if (!file.read_exactly(bytes.data() + kHeaderBytes, file_size - kHeaderBytes)) throw shrank();
+
+  const std::size_t payload_end = file_size - kTrailerBytes;
+  // Version 1 summed the payload alone; its header is fully checked above.
+  const std::string_view summed = version == 1
+                                      ? std::string_view(bytes).substr(kHeaderBytes, payload_end - kHeaderBytes)
+                                      : std::string_view(bytes).substr(0, payload_end);
+  std::uint64_t checksum;
+  std::memcpy(&checksum, bytes.data() + payload_end, 8);
+  if (checksum != fnv1a(summed))
+    throw IoError("checkpoint " + path + ": corrupt: the checksum does not match the contents at byte " +
+                  std::to_string(payload_end));
+  return decode_payload(std::string_view(bytes).substr(kHeaderBytes, payload_end - kHeaderBytes), path);
+}
+
+namespace {
+
+std::string describe(DType dtype, const Shape& shape) { return std::string(dtype_name(dtype)) + " " + shape.str(); }
+
+// The index of the first element that is not finite, or -1.
+std::int64_t first_non_finite(const Tensor& tensor) {
+  if (!is_floating(tensor.dtype())) return -1;
+  const Tensor t = tensor.to(Device::cpu);
+  const auto scan = [&](const auto* p) -> std::int64_t {
+    for (std::int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(static_cast<double>(p[i]))) return i;
+    return -1;
+  };
+  return t.dtype() == DType::f32 ? scan(static_cast<const float*>(t.raw_data()))
+                                 : scan(static_cast<const double*>(t.raw_data()));
+}
+
+void check_tensors(const std::vector<Tensor>& got, const std::vector<TensorSpec>& expected, const char* what,
+                   const std::string& where) {
+  if (got.size() != expected.size())
+    throw IoError(where + ": holds " + std::to_string(got.size()) + " " + what + " tensors, the run needs " +
+                  std::to_string(expected.size()));
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const std::string name = std::string(what) + " " + std::to_string(i);
+    if (got[i].shape() != expected[i].shape || got[i].dtype() != expected[i].dtype)
+      throw IoError(where + ": " + name + " is " + describe(got[i].dtype(), got[i].shape()) + ", the run needs " +
+                    describe(expected[i].dtype, expected[i].shape));
+    if (const std::int64_t at = first_non_finite(got[i]); at >= 0)
+      throw IoError(where + ": " + name + " holds a non-finite value at element " + std::to_string(at));
+  }
+}
+
+}  // namespace
+
+void check_checkpoint_matches(const Checkpoint& c, const std::vector<Tensor>& expected_params,
+                              const std::vector<TensorSpec>& expected_optimizer_state, const std::string& path) {
+  const std::string where = path.empty() ? std::string("a checkpoint") : "checkpoint " + path;
+  if (c.iteration < 0 || c.optimizer_steps < 0)
+    throw IoError(where + ": the iteration (" + std::to_string(c.iteration) + ") and the optimizer step count (" +
+                  std::to_string(c.optimizer_steps) + ") must be >= 0");
+  std::vector<TensorSpec> params;
+  for (const Tensor& p : expected_params) params.push_back({p.shape(), p.dtype()});
+  check_tensors(c.params, params, "parameter", where);
+  check_tensors(c.optimizer_state, expected_optimizer_state, "optimizer state", where);
 }
 
 }  // namespace metatape::meta

@@ -81,6 +81,14 @@ void Adam::load_state(const std::vector<Tensor>& state, std::int64_t steps) {
   steps_ = steps;
 }
 
+std::vector<TensorSpec> Adam::state_layout(const std::vector<Tensor>& params, std::int64_t steps) const {
+  std::vector<TensorSpec> out;
+  if (steps == 0) return out;
+  for (int moment = 0; moment < 2; ++moment)
+    for (const Tensor& p : params) out.push_back({p.shape(), p.dtype()});
+  return out;
+}
+
 std::string Adam::describe() const {
   std::ostringstream out;
   out << "adam(lr=" << lr_ << ", betas=(" << beta1_ << ", " << beta2_ << "), eps=" << eps_ << ")";

@@ -1,6 +1,37 @@
 #include "metatape/meta/trainer.hpp"
 
+#include <cmath>
+#include <sstream>
+
 namespace metatape::meta {
+namespace {
+
+void check_fits(const Checkpoint& c, const std::vector<Tensor>& params, const Optimizer& optimizer,
+                const std::string& path) {
+  // The trainer steps its optimiser once per iteration; a file where the two
+  // disagree was not written by it.
+  if (c.optimizer_steps != c.iteration)
+    throw IoError((path.empty() ? std::string("a checkpoint") : "checkpoint " + path) + ": the optimizer step count " +
+                  std::to_string(c.optimizer_steps) + " differs from the iteration " + std::to_string(c.iteration));
+  check_checkpoint_matches(c, params, optimizer.state_layout(params, c.optimizer_steps), path);
+}
+
+std::string number(double x) {
+  if (std::isnan(x)) return "nan";  // the stream writes "-nan" for a negative one
+  std::ostringstream out;
+  out << x;
+  return out.str();
+}
+
+std::string non_finite_step(double meta_loss, double grad_norm, std::int64_t iteration) {
+  const std::string what = std::isfinite(meta_loss) ? "the meta-gradient norm is " + number(grad_norm) +
+                                                          " (the meta-loss " + number(meta_loss) + ")"
+                                                    : "the meta-loss is " + number(meta_loss);
+  return what + " at iteration " + std::to_string(iteration) +
+         "; the parameters were not updated (a smaller inner or outer learning rate, or gradient clipping, may help)";
+}
+
+}  // namespace
 
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
   std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
@@ -34,6 +65,7 @@ Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const 
 }
 
 IterationRecord Trainer::step() {
+  const std::uint64_t rng_before = task_rng_.position();
   const TaskBatch batch =
       tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
   // A captured step copies the batch into its buffers straight from the host.
@@ -43,11 +75,15 @@ IterationRecord Trainer::step() {
   IterationRecord record;
   record.grad_norm =
       options_.clip_grad_norm > 0 ? clip_grad_norm(meta.grads, options_.clip_grad_norm) : global_norm(meta.grads);
+  record.meta_loss = meta.meta_loss.item();
+  if (!std::isfinite(record.meta_loss) || !std::isfinite(record.grad_norm)) {
+    task_rng_.set_position(rng_before);  // as if the call had not happened
+    throw ValueError(non_finite_step(record.meta_loss, record.grad_norm, iteration_ + 1));
+  }
   std::vector<Tensor> all = params_.all();
   optimizer_->step(all, meta.grads);
   params_ = MetaParams::from_all(all, params_.model.size());
   record.iteration = ++iteration_;
-  record.meta_loss = meta.meta_loss.item();
   record.task_losses = meta.task_losses.to_vector();
   return record;
 }
@@ -66,22 +102,22 @@ Checkpoint Trainer::checkpoint(const std::string& config) const {
           optimizer_->steps()};
 }
 
-void Trainer::restore(const Checkpoint& c) {
-  const std::vector<Tensor> current = params_.all();
-  if (c.params.size() != current.size())
-    throw ValueError("checkpoint holds " + std::to_string(c.params.size()) + " parameter tensors, this run has " +
-                     std::to_string(current.size()));
-  for (std::size_t i = 0; i < current.size(); ++i)
-    if (c.params[i].shape() != current[i].shape() || c.params[i].dtype() != current[i].dtype())
-      throw ShapeError("checkpoint parameter " + std::to_string(i) + " is " + dtype_name(c.params[i].dtype()) + " " +
-                       c.params[i].shape().str() + ", this run needs " + dtype_name(current[i].dtype()) + " " +
-                       current[i].shape().str());
+void Trainer::restore(const Checkpoint& c, const std::string& path) {
+  check_fits(c, params_.all(), *optimizer_, path);
   std::vector<Tensor> state;
   for (const Tensor& t : c.optimizer_state) state.push_back(t.to(options_.device));
   optimizer_->load_state(state, c.optimizer_steps);
   params_ = MetaParams::from_all(c.params, params_.model.size()).to(options_.device);
   task_rng_.set_position(c.task_rng_position);
   iteration_ = c.iteration;
+}
+
+void check_checkpoint_fits(const Checkpoint& c, const Model& model, const TrainOptions& options,
+                           const std::string& path) {
+  // Only shapes and dtypes are compared, so any generator will do.
+  Generator gen(0);
+  const MetaParams fresh = init_meta_params(model, options.meta, gen, options.dtype);
+  check_fits(c, fresh.all(), *make_optimizer(options.optimizer, options.outer_lr), path);
 }
 
 }  // namespace metatape::meta

@@ -11,6 +11,12 @@
 
 namespace metatape::meta {
 
+// The shape and dtype of one tensor, without its values.
+struct TensorSpec {
+  Shape shape;
+  DType dtype = DType::f32;
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
@@ -20,6 +26,9 @@ class Optimizer {
   virtual std::vector<Tensor> state() const = 0;
   virtual std::int64_t steps() const = 0;
   virtual void load_state(const std::vector<Tensor>& state, std::int64_t steps) = 0;
+  // What state() holds after `steps` steps on `params`, so that a saved state
+  // can be checked before it is loaded.
+  virtual std::vector<TensorSpec> state_layout(const std::vector<Tensor>& params, std::int64_t steps) const = 0;
   virtual std::string describe() const = 0;
 };
 
@@ -31,6 +40,7 @@ class Sgd final : public Optimizer {
   std::vector<Tensor> state() const override { return {}; }
   std::int64_t steps() const override { return steps_; }
   void load_state(const std::vector<Tensor>& state, std::int64_t steps) override;
+  std::vector<TensorSpec> state_layout(const std::vector<Tensor>&, std::int64_t) const override { return {}; }
   std::string describe() const override;
 
  private:
@@ -48,6 +58,9 @@ class Adam final : public Optimizer {
   std::vector<Tensor> state() const override;  // m..., then v...
   std::int64_t steps() const override { return steps_; }
   void load_state(const std::vector<Tensor>& state, std::int64_t steps) override;
+  // Empty before the first step (the moments are created by it), else m and
+  // v shaped as each parameter.
+  std::vector<TensorSpec> state_layout(const std::vector<Tensor>& params, std::int64_t steps) const override;
   std::string describe() const override;
 
  private:

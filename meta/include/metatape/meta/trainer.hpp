@@ -48,6 +48,10 @@ class Trainer {
   // The model and task sampler must outlive the trainer.
   Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const TrainOptions& options);
 
+  // One meta-iteration. A non-finite meta-loss or gradient norm throws
+  // ValueError naming the iteration before the optimiser steps: the trainer
+  // is left as it was before the call (parameters, optimiser state, task
+  // generator), so its checkpoint is the last good state.
   IterationRecord step();
   std::int64_t iteration() const { return iteration_; }
   const MetaParams& params() const { return params_; }
@@ -55,9 +59,10 @@ class Trainer {
 
   // The state to save (on the CPU), with the caller's description of the run.
   Checkpoint checkpoint(const std::string& config) const;
-  // Continues from a checkpoint of the same configuration; throws
-  // ShapeError / ValueError if its tensors do not fit this model.
-  void restore(const Checkpoint& checkpoint);
+  // Continues from a checkpoint of the same configuration; throws IoError
+  // naming `path` (the file it was read from) and the field if it does not
+  // fit this run (check_checkpoint_fits), leaving the trainer unchanged.
+  void restore(const Checkpoint& checkpoint, const std::string& path = "");
 
  private:
   const Model& model_;
@@ -70,6 +75,13 @@ class Trainer {
   Generator task_rng_;
   std::int64_t iteration_ = 0;
 };
+
+// Checks that a checkpoint can continue (or be evaluated as) a run of
+// `model` with `options`: parameters as init_meta_params makes them, the
+// optimiser's state layout after checkpoint.optimizer_steps steps, one
+// optimiser step per iteration. Throws IoError naming `path` and the field.
+void check_checkpoint_fits(const Checkpoint& checkpoint, const Model& model, const TrainOptions& options,
+                           const std::string& path);
 
 // Independent streams from one user seed: `stream` 0 initialises parameters,
 // 1 draws training tasks, 2 draws evaluation tasks (SplitMix64 mixing).
