@@ -225,6 +225,42 @@ TEST_SUITE("functional") {
     CHECK(error(jv[1], jv1) < kSameTol);
   }
 
+  TEST_CASE("the forward strategy gives the reverse strategy's Jacobian, column by column") {
+    const mt::FunctionalOptions forward{.strategy = mt::JacobianStrategy::forward};
+    CHECK(error(mt::jacobian(f1, x0(), forward), mt::jacobian(f1, x0())) < kSameTol);
+    CHECK(error(mt::jacobian(gradient_of_s1, x0(), forward), mt::hessian(s1, x0())) < kSameTol);
+    const auto f = [](const Tensors& p) {
+      return Tensors{mt::tanh(mt::matmul(p[1], mt::reshape(p[0], {3, 1}))), mt::exp(p[0]), mt::ones({2}, f64)};
+    };
+    const Tensors primals = {values({3}, 0.5), values({2, 3}, 1.5)};
+    const auto by_rows = mt::jacobian(f, primals);
+    const auto by_columns = mt::jacobian(f, primals, {.flatten = true, .strategy = mt::JacobianStrategy::forward});
+    for (std::size_t k = 0; k < 3; ++k) {
+      for (std::size_t i = 0; i < 2; ++i) {
+        INFO("block " << k << ", " << i);
+        CHECK(by_columns[k][i].shape() == mt::Shape{by_rows[k][i].numel() / primals[i].numel(), primals[i].numel()});
+        CHECK(mt::sum(mt::abs(mt::reshape(by_rows[k][i], {-1}) - mt::reshape(by_columns[k][i], {-1}))).item() < 1e-14);
+      }
+    }
+  }
+
+  TEST_CASE("only f's argument is differentiated, not a live tensor f closes over") {
+    mt::TapeScope scope;
+    Tensor x = x0().detach();
+    x.requires_grad_();
+    // f(p) = p * x at p = x: the Jacobian is diag(x), not diag(2x), even recorded.
+    const auto f = [&](const Tensor& p) { return p * x; };
+    const Tensor expected = mt::reshape(mt::jacobian(f, x0()), {6, 6});
+    for (bool cg : {false, true}) {
+      INFO("create_graph " << cg);
+      const Tensor jac = mt::reshape(mt::jacobian(f, x, {.create_graph = cg}), {6, 6});
+      CHECK(error(jac, expected) == 0.0);
+      std::vector<double> diag(6);
+      for (std::size_t i = 0; i < 6; ++i) diag[i] = jac.to_vector()[i * 7];
+      CHECK(error(mt::from_vector(diag, {2, 3}, f64), x0()) == 0.0);
+    }
+  }
+
   TEST_CASE("an output that does not depend on a primal has a zero block") {
     const auto f = [](const Tensors& p) { return Tensors{mt::tanh(p[0]), mt::ones({2}, f64)}; };
     const Tensors primals = {values({3}, 0.5), values({2}, 1.0)};
@@ -270,6 +306,11 @@ TEST_SUITE("functional") {
         {"vjp", [&](const Tensor& x, bool cg) { return mt::sum(mt::vjp(f1, x, r8, {.create_graph = cg}).vjp * t); }},
         {"jacobian",
          [&](const Tensor& x, bool cg) { return mt::sum(mt::square(mt::jacobian(f1, x, {.create_graph = cg}))); }},
+        {"jacobian, forward",
+         [&](const Tensor& x, bool cg) {
+           const mt::FunctionalOptions o{.create_graph = cg, .strategy = mt::JacobianStrategy::forward};
+           return mt::sum(mt::square(mt::jacobian(f1, x, o)));
+         }},
         {"hessian", [&](const Tensor& x, bool cg) { return mt::sum(mt::hessian(s1, x, {.create_graph = cg}) * r6); }},
     };
     for (const Case& c : cases) {

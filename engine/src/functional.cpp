@@ -170,30 +170,35 @@ void check_block_ranks(const char* fn, const char* role, const Tensors& outputs,
                          " a tensor can have; set flatten for [numel_out, numel_in]");
 }
 
-// blocks[k][i] = ∂ outputs_k / ∂ inputs_i: one backward walk per element r of
-// output k, seeded with e_r, gives row r of every block k at once. The tape
-// keeps the graph between walks (retain_graph), so nothing is recomputed.
-std::vector<Tensors> jacobian_blocks(const Tensors& outputs, const Tensors& inputs, const FunctionalOptions& o) {
+// e_r, shaped like `like`.
+Tensor basis_vector(const Tensor& like, std::int64_t r) {
+  std::vector<double> e(static_cast<std::size_t>(like.numel()), 0.0);
+  e[static_cast<std::size_t>(r)] = 1.0;
+  return from_vector(e, like.shape(), like.dtype()).to(like.device());
+}
+
+// The block ∂y/∂x from its flattened rows (stacked along `axis` 0) or
+// columns (axis 1); zeros when there are none (y does not depend on x).
+Tensor assemble(const Tensors& pieces, int axis, const Tensor& y, const Tensor& x, bool flatten) {
+  const Shape shape = flatten ? Shape{y.numel(), x.numel()} : joined(y.shape(), x.shape());
+  return pieces.empty() ? zeros(shape, x.dtype(), x.device()) : reshape(stack(pieces, axis), shape);
+}
+
+// blocks[k][i] = ∂ outputs_k / ∂ inputs_i, row by row: one backward walk per
+// element r of output k, seeded with e_r, gives row r of every block k at
+// once. The tape keeps the graph between walks, so nothing is recomputed.
+std::vector<Tensors> jacobian_by_rows(const Tensors& outputs, const Tensors& inputs, const FunctionalOptions& o) {
   std::vector<Tensors> blocks(outputs.size());
   for (std::size_t k = 0; k < outputs.size(); ++k) {
     const Tensor& y = outputs[k];
-    const std::int64_t m = y.numel();
     std::vector<Tensors> rows(inputs.size());
-    if (y.requires_grad() && m > 0) {
-      std::vector<double> one_hot(static_cast<std::size_t>(m), 0.0);
-      for (std::int64_t r = 0; r < m; ++r) {
-        one_hot[static_cast<std::size_t>(r)] = 1.0;
-        const Tensor seed = from_vector(one_hot, y.shape(), y.dtype()).to(y.device());
-        one_hot[static_cast<std::size_t>(r)] = 0.0;
-        const Tensors row = backward({y}, inputs, {seed}, o.create_graph);
+    if (y.requires_grad()) {
+      for (std::int64_t r = 0; r < y.numel(); ++r) {
+        const Tensors row = backward({y}, inputs, {basis_vector(y, r)}, o.create_graph);
         for (std::size_t i = 0; i < inputs.size(); ++i) rows[i].push_back(reshape(row[i], {inputs[i].numel()}));
       }
     }
-    for (std::size_t i = 0; i < inputs.size(); ++i) {
-      const Tensor& x = inputs[i];
-      const Shape shape = o.flatten ? Shape{m, x.numel()} : joined(y.shape(), x.shape());
-      blocks[k].push_back(rows[i].empty() ? zeros(shape, x.dtype(), x.device()) : reshape(stack(rows[i]), shape));
-    }
+    for (std::size_t i = 0; i < inputs.size(); ++i) blocks[k].push_back(assemble(rows[i], 0, y, inputs[i], o.flatten));
   }
   return blocks;
 }
@@ -205,6 +210,28 @@ Tensors zero_cotangents(const Tensors& outputs) {
     u.back().requires_grad_();
   }
   return u;
+}
+
+// The same blocks column by column: g(u) = uᵀJ is recorded once (linear in
+// u, so u = 0 will do), and the walk of g_i seeded with e_c gives column c of
+// every block (k, i) at once: J_{k,i} e_c = ∂⟨g_i, e_c⟩/∂u_k.
+std::vector<Tensors> jacobian_by_columns(const Tensors& outputs, const Tensors& inputs, const FunctionalOptions& o) {
+  const Tensors u = zero_cotangents(outputs);
+  const Tensors g = backward(outputs, inputs, u, /*create_graph=*/true);
+  std::vector<std::vector<Tensors>> columns(outputs.size(), std::vector<Tensors>(inputs.size()));
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (!g[i].requires_grad()) continue;
+    for (std::int64_t c = 0; c < inputs[i].numel(); ++c) {
+      const Tensors column = backward({g[i]}, u, {basis_vector(g[i], c)}, o.create_graph);
+      for (std::size_t k = 0; k < outputs.size(); ++k)
+        columns[k][i].push_back(reshape(column[k], {outputs[k].numel()}));
+    }
+  }
+  std::vector<Tensors> blocks(outputs.size());
+  for (std::size_t k = 0; k < outputs.size(); ++k)
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+      blocks[k].push_back(assemble(columns[k][i], 1, outputs[k], inputs[i], o.flatten));
+  return blocks;
 }
 
 VjpResult<Tensors, Tensors> vjp_impl(const char* fn, const TensorListFn& f, const Tensors& primals,
@@ -267,7 +294,8 @@ std::vector<Tensors> jacobian_impl(const char* fn, const TensorListFn& f, const 
   const Tensors x = make_leaves(primals, o.create_graph);
   const Tensors y = run(fn, f, x);
   check_block_ranks(fn, "output", y, x, o);
-  std::vector<Tensors> blocks = jacobian_blocks(y, x, o);
+  std::vector<Tensors> blocks =
+      o.strategy == JacobianStrategy::forward ? jacobian_by_columns(y, x, o) : jacobian_by_rows(y, x, o);
   for (Tensors& row : blocks) row = finish(row, o.create_graph);
   return blocks;
 }
@@ -279,7 +307,7 @@ std::vector<Tensors> hessian_impl(const char* fn, const TensorListToTensorFn& f,
   Recording recording(o.create_graph);
   const Gradient r = recorded_gradient(fn, f, primals, o.create_graph);
   check_block_ranks(fn, "gradient of primal", r.x, r.x, o);
-  std::vector<Tensors> blocks = jacobian_blocks(r.g, r.x, o);
+  std::vector<Tensors> blocks = jacobian_by_rows(r.g, r.x, o);
   for (Tensors& row : blocks) row = finish(row, o.create_graph);
   return blocks;
 }

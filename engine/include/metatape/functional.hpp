@@ -26,8 +26,8 @@
 // Grad mode is switched on inside every transform (as torch.autograd.
 // functional does), so they also work under NoGradScope.
 //
-// An output that does not depend on an input has a zero derivative with
-// respect to it (unless options.strict). Primals, cotangents, tangents and
+// An output that does not depend on a primal has a zero derivative with
+// respect to it (as in JAX). Primals, cotangents, tangents and
 // the outputs of f must be f32 or f64; a cotangent has its output's shape,
 // dtype and device, a tangent or v its primal's. Violations throw ValueError
 // (undefined tensor, wrong count, empty f), ShapeError (shapes, both named;
@@ -53,15 +53,19 @@ using TensorListFn = std::function<std::vector<Tensor>(const std::vector<Tensor>
 // parameter list.
 using TensorListToTensorFn = std::function<Tensor(const std::vector<Tensor>&)>;
 
+// How jacobian() walks the graph: a reverse pass per output element, or a
+// forward-mode product (by the double-vjp trick, about two passes) per input
+// element. forward pays off when the outputs have over twice the elements.
+enum class JacobianStrategy { reverse, forward };
+
 struct FunctionalOptions {
   // Record the transform, so its results are differentiable (see above).
   bool create_graph = false;
-  // Throw GradError when an output of f does not depend on a primal, instead
-  // of giving that block a zero derivative.
-  bool strict = false;
   // jacobian and hessian only: each block as a matrix [numel_out, numel_in]
   // instead of shape_out ++ shape_in (which must fit kMaxRank dimensions).
   bool flatten = false;
+  // jacobian only.
+  JacobianStrategy strategy = JacobianStrategy::reverse;
 };
 
 // f's value and its vector-Jacobian product: `vjp` has the primals' shapes.
@@ -113,15 +117,20 @@ HvpResult<Tensor> hvp(const TensorFn& f, const Tensor& primal, const Tensor& v, 
 HvpResult<std::vector<Tensor>> hvp(const TensorListToTensorFn& f, const std::vector<Tensor>& primals,
                                    const std::vector<Tensor>& v, const FunctionalOptions& options = {});
 
-// --- jacobian: the full J_f(x), reverse mode ---
+// --- jacobian: the full J_f(x) ---
 // For f: R^{shape_in} -> R^{shape_out}, shape shape_out ++ shape_in (as
 // torch.autograd.functional.jacobian), or [numel_out, numel_in] with
-// options.flatten; its dtype is the primal's. Rows are batched through
-// seeds: f runs once, and the one recorded graph is walked backwards once
-// per output element with the seed e_r (retain_graph); each walk yields row r
-// of every input's block at once. Cost: one forward run and Σ_k numel(output_k)
-// backward passes; f is never re-run. The list forms give one block per
-// primal (one output), or blocks[k][i] = ∂ output_k / ∂ primal_i.
+// options.flatten; its dtype is the primal's. The list forms give one block
+// per primal (one output), or blocks[k][i] = ∂ output_k / ∂ primal_i.
+// f runs once; its one recorded graph is then walked as often as needed,
+// each walk seeded with a basis vector:
+//   reverse (default): seed e_r on output k gives row r of every block (k, ·)
+//     in one backward pass. Cost: Σ_k numel(output_k) backward passes.
+//   forward: g(u) = uᵀJ is recorded once (as in jvp); seed e_c on g_i gives
+//     column c of every block (·, i). Cost: one recorded backward pass and
+//     Σ_i numel(primal_i) second-order passes.
+// There is no vmap: "batched" means the rows share one forward run and one
+// graph, not one pass. With create_graph, every walk is itself recorded.
 Tensor jacobian(const TensorFn& f, const Tensor& primal, const FunctionalOptions& options = {});
 std::vector<Tensor> jacobian(const TensorListToTensorFn& f, const std::vector<Tensor>& primals,
                              const FunctionalOptions& options = {});
