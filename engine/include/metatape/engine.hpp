@@ -3,6 +3,7 @@
 
 #include "metatape/captured_step.hpp"
 #include "metatape/error.hpp"
+#include "metatape/functional.hpp"
 #include "metatape/ops.hpp"
 #include "metatape/random.hpp"
 #include "metatape/shape.hpp"
