@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "gradcheck.hpp"
+#include "test_util.hpp"
 #include "metatape/functional.hpp"
 
 namespace mt = metatape;
@@ -69,7 +70,7 @@ Tensor as_matrix(const std::vector<double>& values, std::int64_t rows, std::int6
   return mt::from_vector(values, {rows, cols}, f64);
 }
 
-double error(const Tensor& a, const Tensor& b) { return mt::testing::normalized_error(a, b); }
+using mt::testing::relative_error;
 
 // J (as shape_out ++ shape_in) times a vector shaped like the input.
 Tensor contract_input(const Tensor& jac, const Tensor& v) {
@@ -93,11 +94,11 @@ TEST_SUITE("functional") {
     const Tensor jac = mt::jacobian(f1, x0());
     CHECK(jac.shape() == mt::Shape{2, 4, 2, 3});
     CHECK_FALSE(jac.requires_grad());
-    CHECK(error(mt::reshape(jac, {8, 6}), as_matrix(fd_jacobian(f1, x0()), 8, 6)) < kFdTol);
+    CHECK(relative_error(mt::reshape(jac, {8, 6}), as_matrix(fd_jacobian(f1, x0()), 8, 6)) < kFdTol);
 
     const Tensor flat = mt::jacobian(f1, x0(), {.flatten = true});
     CHECK(flat.shape() == mt::Shape{8, 6});
-    CHECK(error(flat, mt::reshape(jac, {8, 6})) == 0.0);
+    CHECK(relative_error(flat, mt::reshape(jac, {8, 6})) == 0.0);
 
     // Scalar in, scalar out: the derivative itself, rank 0.
     const Tensor d = mt::jacobian([](const Tensor& t) { return mt::tanh(t * 2.0); }, mt::scalar(0.3, f64));
@@ -110,16 +111,16 @@ TEST_SUITE("functional") {
     const Tensor fd = as_matrix(fd_jacobian(f1, x0()), 8, 6);
     const auto [y, vj] = mt::vjp(f1, x0(), u);
     const auto [y2, jv] = mt::jvp(f1, x0(), t);
-    CHECK(error(y, f1(x0())) == 0.0);
-    CHECK(error(y2, f1(x0())) == 0.0);
+    CHECK(relative_error(y, f1(x0())) == 0.0);
+    CHECK(relative_error(y2, f1(x0())) == 0.0);
     CHECK(vj.shape() == x0().shape());
     CHECK(jv.shape() == y.shape());
-    CHECK(error(mt::reshape(vj, {6}), contract_output(fd, u)) < kFdTol);
-    CHECK(error(mt::reshape(jv, {8}), contract_input(fd, t)) < kFdTol);
+    CHECK(relative_error(mt::reshape(vj, {6}), contract_output(fd, u)) < kFdTol);
+    CHECK(relative_error(mt::reshape(jv, {8}), contract_input(fd, t)) < kFdTol);
 
     const Tensor jac = mt::jacobian(f1, x0());
-    CHECK(error(mt::reshape(vj, {6}), contract_output(jac, u)) < kSameTol);
-    CHECK(error(mt::reshape(jv, {8}), contract_input(jac, t)) < kSameTol);
+    CHECK(relative_error(mt::reshape(vj, {6}), contract_output(jac, u)) < kSameTol);
+    CHECK(relative_error(mt::reshape(jv, {8}), contract_input(jac, t)) < kSameTol);
   }
 
   TEST_CASE("hvp and hessian match finite differences of the gradient and each other") {
@@ -134,26 +135,26 @@ TEST_SUITE("functional") {
     const Tensor h = mt::hessian(s1, x0());
     CHECK(h.shape() == mt::Shape{2, 3, 2, 3});
     const Tensor hm = mt::reshape(h, {6, 6});
-    CHECK(error(hm, fd) < kFdTol);
-    CHECK(error(hm, mt::transpose(hm)) < kSameTol);  // symmetric
+    CHECK(relative_error(hm, fd) < kFdTol);
+    CHECK(relative_error(hm, mt::transpose(hm)) < kSameTol);  // symmetric
 
     const auto [value, hv] = mt::hvp(s1, x0(), v);
     CHECK(value.item() == doctest::Approx(s1(x0()).item()).epsilon(1e-15));
     CHECK(hv.shape() == x0().shape());
-    CHECK(error(mt::reshape(hv, {6}), contract_input(fd, v)) < kFdTol);
-    CHECK(error(mt::reshape(hv, {6}), contract_input(h, v)) < kSameTol);
+    CHECK(relative_error(mt::reshape(hv, {6}), contract_input(fd, v)) < kFdTol);
+    CHECK(relative_error(mt::reshape(hv, {6}), contract_input(h, v)) < kSameTol);
   }
 
   TEST_CASE("nested transforms: jvp of the gradient is hvp, jacobian of the gradient is hessian") {
     const Tensor v = values({2, 3}, 0.4);
     const Tensor hv = mt::hvp(s1, x0(), v).hvp;
-    CHECK(error(mt::jvp(gradient_of_s1, x0(), v).jvp, hv) < kSameTol);
-    CHECK(error(mt::jacobian(gradient_of_s1, x0()), mt::hessian(s1, x0())) < kSameTol);
+    CHECK(relative_error(mt::jvp(gradient_of_s1, x0(), v).jvp, hv) < kSameTol);
+    CHECK(relative_error(mt::jacobian(gradient_of_s1, x0()), mt::hessian(s1, x0())) < kSameTol);
     // The gradient as a vjp with seed 1, recorded, then differentiated again.
     const auto grad_by_vjp = [](const Tensor& x) {
       return mt::vjp(s1, x, mt::scalar(1.0, f64), {.create_graph = true}).vjp;
     };
-    CHECK(error(mt::jacobian(grad_by_vjp, x0()), mt::hessian(s1, x0())) < kSameTol);
+    CHECK(relative_error(mt::jacobian(grad_by_vjp, x0()), mt::hessian(s1, x0())) < kSameTol);
   }
 
   TEST_CASE("list forms: parameters of a model, and several outputs") {
@@ -176,25 +177,25 @@ TEST_SUITE("functional") {
         return model(q);
       };
     };
-    CHECK(error(mt::reshape(jac[0], {8, 6}), as_matrix(fd_jacobian(vary(0), params[0]), 8, 6)) < kFdTol);
-    CHECK(error(mt::reshape(jac[1], {8, 2}), as_matrix(fd_jacobian(vary(1), params[1]), 8, 2)) < kFdTol);
+    CHECK(relative_error(mt::reshape(jac[0], {8, 6}), as_matrix(fd_jacobian(vary(0), params[0]), 8, 6)) < kFdTol);
+    CHECK(relative_error(mt::reshape(jac[1], {8, 2}), as_matrix(fd_jacobian(vary(1), params[1]), 8, 2)) < kFdTol);
 
     const auto [y, vj] = mt::vjp(model, params, cot);
-    CHECK(error(vj[0], mt::reshape(contract_output(jac[0], cot), {3, 2})) < kSameTol);
-    CHECK(error(vj[1], contract_output(jac[1], cot)) < kSameTol);
+    CHECK(relative_error(vj[0], mt::reshape(contract_output(jac[0], cot), {3, 2})) < kSameTol);
+    CHECK(relative_error(vj[1], contract_output(jac[1], cot)) < kSameTol);
     const Tensor jv = mt::jvp(model, params, dirs).jvp;
     const Tensor expected_jv = contract_input(jac[0], dirs[0]) + contract_input(jac[1], dirs[1]);
-    CHECK(error(mt::reshape(jv, {8}), expected_jv) < kSameTol);
+    CHECK(relative_error(mt::reshape(jv, {8}), expected_jv) < kSameTol);
 
     const auto hess = mt::hessian(loss, params);
     REQUIRE(hess.size() == 2);
     CHECK(hess[0][1].shape() == mt::Shape{3, 2, 2});
     CHECK(hess[1][0].shape() == mt::Shape{2, 3, 2});
-    CHECK(error(mt::reshape(hess[0][1], {6, 2}), mt::transpose(mt::reshape(hess[1][0], {2, 6}))) < kSameTol);
+    CHECK(relative_error(mt::reshape(hess[0][1], {6, 2}), mt::transpose(mt::reshape(hess[1][0], {2, 6}))) < kSameTol);
     const Tensors hv = mt::hvp(loss, params, dirs).hvp;
     for (std::size_t i = 0; i < 2; ++i) {
       const Tensor expected = contract_input(hess[i][0], dirs[0]) + contract_input(hess[i][1], dirs[1]);
-      CHECK(error(mt::reshape(hv[i], {-1}), expected) < kSameTol);
+      CHECK(relative_error(mt::reshape(hv[i], {-1}), expected) < kSameTol);
     }
   }
 
@@ -212,23 +213,23 @@ TEST_SUITE("functional") {
     CHECK(blocks[1][0].shape() == mt::Shape{3, 3});
     CHECK(blocks[1][1].shape() == mt::Shape{3, 2, 3});
     const auto out0_of_b = [&](const Tensor& b) { return f({primals[0], b})[0]; };
-    CHECK(error(mt::reshape(blocks[0][1], {2, 6}), as_matrix(fd_jacobian(out0_of_b, primals[1]), 2, 6)) < kFdTol);
+    CHECK(relative_error(mt::reshape(blocks[0][1], {2, 6}), as_matrix(fd_jacobian(out0_of_b, primals[1]), 2, 6)) < kFdTol);
 
     const Tensors cots = {values({2, 1}, 0.1), values({3}, 0.2)};
     const Tensors vj = mt::vjp(f, primals, cots).vjp;
     const Tensor vj_a = contract_output(blocks[0][0], cots[0]) + contract_output(blocks[1][0], cots[1]);
-    CHECK(error(vj[0], vj_a) < kSameTol);
+    CHECK(relative_error(vj[0], vj_a) < kSameTol);
     const Tensors tans = {values({3}, 0.3), values({2, 3}, 0.4)};
     const Tensors jv = mt::jvp(f, primals, tans).jvp;
     REQUIRE(jv.size() == 2);
     const Tensor jv1 = contract_input(blocks[1][0], tans[0]) + contract_input(blocks[1][1], tans[1]);
-    CHECK(error(jv[1], jv1) < kSameTol);
+    CHECK(relative_error(jv[1], jv1) < kSameTol);
   }
 
   TEST_CASE("the forward strategy gives the reverse strategy's Jacobian, column by column") {
     const mt::FunctionalOptions forward{.strategy = mt::JacobianStrategy::forward};
-    CHECK(error(mt::jacobian(f1, x0(), forward), mt::jacobian(f1, x0())) < kSameTol);
-    CHECK(error(mt::jacobian(gradient_of_s1, x0(), forward), mt::hessian(s1, x0())) < kSameTol);
+    CHECK(relative_error(mt::jacobian(f1, x0(), forward), mt::jacobian(f1, x0())) < kSameTol);
+    CHECK(relative_error(mt::jacobian(gradient_of_s1, x0(), forward), mt::hessian(s1, x0())) < kSameTol);
     const auto f = [](const Tensors& p) {
       return Tensors{mt::tanh(mt::matmul(p[1], mt::reshape(p[0], {3, 1}))), mt::exp(p[0]), mt::ones({2}, f64)};
     };
@@ -254,10 +255,10 @@ TEST_SUITE("functional") {
     for (bool cg : {false, true}) {
       INFO("create_graph " << cg);
       const Tensor jac = mt::reshape(mt::jacobian(f, x, {.create_graph = cg}), {6, 6});
-      CHECK(error(jac, expected) == 0.0);
+      CHECK(relative_error(jac, expected) == 0.0);
       std::vector<double> diag(6);
       for (std::size_t i = 0; i < 6; ++i) diag[i] = jac.to_vector()[i * 7];
-      CHECK(error(mt::from_vector(diag, {2, 3}, f64), x0()) == 0.0);
+      CHECK(relative_error(mt::from_vector(diag, {2, 3}, f64), x0()) == 0.0);
     }
   }
 
@@ -272,7 +273,7 @@ TEST_SUITE("functional") {
     const auto linear = [](const Tensor& x) { return mt::sum(x * 3.0); };
     CHECK(mt::sum(mt::abs(mt::hessian(linear, x0()))).item() == 0.0);
     CHECK(mt::sum(mt::abs(mt::hvp(linear, x0(), x0()).hvp)).item() == 0.0);
-    CHECK(error(mt::jvp([](const Tensor& x) { return x; }, x0(), values({2, 3}, 4.0)).jvp, values({2, 3}, 4.0)) == 0.0);
+    CHECK(relative_error(mt::jvp([](const Tensor& x) { return x; }, x0(), values({2, 3}, 4.0)).jvp, values({2, 3}, 4.0)) == 0.0);
   }
 
   TEST_CASE("with create_graph the results are differentiable again: third order") {
@@ -286,13 +287,13 @@ TEST_SUITE("functional") {
     x.requires_grad_();
     const Tensor third = mt::grad(contracted(x, true), x);
     const Tensor fd = as_matrix(fd_jacobian([&](const Tensor& p) { return contracted(p, false); }, x0()), 1, 6);
-    CHECK(error(mt::reshape(third, {1, 6}), fd) < kFdTol);
+    CHECK(relative_error(mt::reshape(third, {1, 6}), fd) < kFdTol);
 
     // hvp is linear in v: its derivative along a live v is H w.
     Tensor vv = v.detach();
     vv.requires_grad_();
     const Tensor by_v = mt::grad(mt::sum(mt::hvp(s1, x0(), vv, {.create_graph = true}).hvp * w), vv);
-    CHECK(error(by_v, mt::hvp(s1, x0(), w).hvp) < kSameTol);
+    CHECK(relative_error(by_v, mt::hvp(s1, x0(), w).hvp) < kSameTol);
   }
 
   TEST_CASE("with create_graph: jvp inside grad, jacobian and hessian inside grad") {
@@ -320,7 +321,7 @@ TEST_SUITE("functional") {
       x.requires_grad_();
       const Tensor g = mt::grad(c.g(x, true), x);
       const Tensor fd = as_matrix(fd_jacobian([&](const Tensor& p) { return c.g(p, false); }, x0()), 1, 6);
-      CHECK(error(mt::reshape(g, {1, 6}), fd) < kFdTol);
+      CHECK(relative_error(mt::reshape(g, {1, 6}), fd) < kFdTol);
     }
   }
 
@@ -341,8 +342,8 @@ TEST_SUITE("functional") {
     const Tensors g = mt::grad(trace(w, b, true), {w, b});
     const Tensor fd_w = as_matrix(fd_jacobian([&](const Tensor& p) { return trace(p, b0, false); }, w0), 1, 4);
     const Tensor fd_b = as_matrix(fd_jacobian([&](const Tensor& p) { return trace(w0, p, false); }, b0), 1, 2);
-    CHECK(error(mt::reshape(g[0], {1, 4}), fd_w) < kFdTol);
-    CHECK(error(mt::reshape(g[1], {1, 2}), fd_b) < kFdTol);
+    CHECK(relative_error(mt::reshape(g[0], {1, 4}), fd_w) < kFdTol);
+    CHECK(relative_error(mt::reshape(g[1], {1, 2}), fd_b) < kFdTol);
   }
 
   TEST_CASE("what a transform records is released unless create_graph; results detached") {
@@ -368,7 +369,7 @@ TEST_SUITE("functional") {
     const Tensor v = values({2, 3}, 0.4);
     const Tensor expected = mt::hvp(s1, x0(), v).hvp;
     mt::NoGradScope no_grad;
-    CHECK(error(mt::hvp(s1, x0(), v).hvp, expected) == 0.0);
+    CHECK(relative_error(mt::hvp(s1, x0(), v).hvp, expected) == 0.0);
     CHECK(mt::jacobian(f1, x0()).shape() == mt::Shape{2, 4, 2, 3});
     CHECK_FALSE(mt::grad_enabled());
   }
@@ -378,7 +379,7 @@ TEST_SUITE("functional") {
     const auto f = [](const Tensor& t) { return mt::sum(mt::tanh(t) * t); };
     const Tensor h = mt::hessian(f, x);
     CHECK(h.dtype() == DType::f32);
-    CHECK(error(h.to(f64), mt::hessian(f, x0())) < 1e-5);
+    CHECK(relative_error(h.to(f64), mt::hessian(f, x0())) < 1e-5);
   }
 
   TEST_CASE("bad arguments: typed errors naming the argument and both shapes") {
