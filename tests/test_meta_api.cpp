@@ -164,26 +164,30 @@ std::vector<std::pair<std::string,
 entry_points(const meta::Model& model, meta::Loss loss, bool with_evaluate) {
   using Call = std::function<void(const meta::MetaConfig&, const meta::MetaParams&, const meta::TaskBatch&)>;
   std::vector<std::pair<std::string, Call>> calls = {
-      {"meta_gradient", [&](auto& c, auto& p, auto& b) { (void)meta::meta_gradient(model, loss, c, p, b, 0); }},
+      {"meta_gradient",
+       [&model, loss](auto& c, auto& p, auto& b) { (void)meta::meta_gradient(model, loss, c, p, b, 0); }},
       {"meta_gradient_tensors",
-       [&](auto& c, auto& p, auto& b) { (void)meta::meta_gradient_tensors(model, loss, c, p, b, 0); }},
+       [&model, loss](auto& c, auto& p, auto& b) { (void)meta::meta_gradient_tensors(model, loss, c, p, b, 0); }},
       {"meta_gradient (ragged)",
-       [&](auto& c, auto& p, auto& b) { (void)meta::meta_gradient(model, loss, c, p, meta::RaggedTaskBatch{{b}}, 0); }},
-      {"adapt", [&](auto& c, auto& p, auto& b) { (void)meta::adapt(model, loss, c, p, b, 1); }},
+       [&model, loss](auto& c, auto& p, auto& b) {
+         (void)meta::meta_gradient(model, loss, c, p, meta::RaggedTaskBatch{{b}}, 0);
+       }},
+      {"adapt", [&model, loss](auto& c, auto& p, auto& b) { (void)meta::adapt(model, loss, c, p, b, 1); }},
       {"adapt (recorded, ragged)",
-       [&](auto& c, auto& p, auto& b) {
+       [&model, loss](auto& c, auto& p, auto& b) {
          (void)meta::adapt(model, loss, c, p, meta::RaggedTaskBatch{{b}}, 1, {.record = true});
        }},
-      {"adaptation_curve", [&](auto& c, auto& p, auto& b) { (void)meta::adaptation_curve(model, loss, c, p, b, 2); }},
+      {"adaptation_curve",
+       [&model, loss](auto& c, auto& p, auto& b) { (void)meta::adaptation_curve(model, loss, c, p, b, 2); }},
       {"adaptation_curve (ragged)",
-       [&](auto& c, auto& p, auto& b) {
+       [&model, loss](auto& c, auto& p, auto& b) {
          (void)meta::adaptation_curve(model, loss, c, p, meta::RaggedTaskBatch{{b}}, 2);
        }},
       {"CapturedMetaGradient",
-       [&](auto& c, auto& p, auto& b) { (void)meta::CapturedMetaGradient(model, loss, c)(p, b); }},
+       [&model, loss](auto& c, auto& p, auto& b) { (void)meta::CapturedMetaGradient(model, loss, c)(p, b); }},
   };
   if (with_evaluate)
-    calls.push_back({"evaluate", [&](auto& c, auto& p, auto&) {
+    calls.push_back({"evaluate", [&model, loss](auto& c, auto& p, auto&) {
                        (void)meta::evaluate(model, loss, c, p, meta::SinusoidTasks(), {.tasks = 2, .steps = 1}, f64);
                      }});
   return calls;

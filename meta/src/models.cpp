@@ -60,11 +60,10 @@ void Model::check(const std::vector<Tensor>& params, std::int64_t tasks) const {
 
 void Model::check_input(const Tensor& x, bool batched) const {
   const Shape example = input_shape();
-  Shape expected;
-  if (batched) expected.push_back(x.defined() && x.rank() > 0 ? x.dim(0) : 1);
-  expected.push_back(x.defined() && x.rank() > (batched ? 1 : 0) ? x.dim(batched ? 1 : 0) : 1);
-  for (std::int64_t d : example) expected.push_back(d);
-  if (!x.defined() || x.shape() != expected)
+  const int leading = batched ? 2 : 1;  // [tasks,] points
+  bool fits = x.defined() && x.rank() == leading + example.rank();
+  for (int a = 0; fits && a < example.rank(); ++a) fits = x.dim(leading + a) == example[a];
+  if (!fits)
     throw ShapeError(name() + ": inputs must be " + (batched ? "[tasks, points, " : "[points, ") +
                      example.str().substr(1) + ", got " + (x.defined() ? x.shape().str() : std::string("(undefined)")));
 }
