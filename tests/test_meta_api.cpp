@@ -236,6 +236,8 @@ TEST_SUITE("meta-api") {
           std::string::npos);
     (void)meta::meta_gradient(model, meta::Loss::cross_entropy, config, p, meta::TaskBatch{x, labels, x, labels},
                               0);  // well formed
+    CHECK(error_of<mt::ValueError>(gradient(mt::from_indices({0, 1, 3, 2, 1, 0}, {2, 3}))).find("label 3") !=
+          std::string::npos);  // a class the model does not have
     CHECK(error_of<mt::ValueError>([&] {
             (void)meta::meta_gradient(model, meta::Loss::mse, config, p, meta::RaggedTaskBatch{}, 0);
           }).find("meta_gradient: the ragged batch has no groups") != std::string::npos);

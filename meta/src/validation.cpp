@@ -96,8 +96,9 @@ void check_batch(const Checker& check, const Model& model, Loss loss, const Task
       check.fail<ShapeError>(std::string(name) + " must be [tasks, points, ...], got " + t->shape().str());
   }
   const std::int64_t tasks = batch.support_x.dim(0);
+  if (tasks < 1) check.fail<ShapeError>("batch.support_x " + batch.support_x.shape().str() + " holds no tasks");
   for (const auto& [t, name] : fields)
-    if (t->dim(0) != tasks || t->dim(0) < 1)
+    if (t->dim(0) != tasks)
       check.fail<ShapeError>(std::string(name) + " " + t->shape().str() + " holds " + std::to_string(t->dim(0)) +
                              " tasks, batch.support_x " + batch.support_x.shape().str() + " holds " +
                              std::to_string(tasks));

@@ -13,6 +13,8 @@
 // backward sums the copies' gradients back into θ. With exact (second-order)
 // MAML the inner backward is recorded (create_graph), so the outer backward
 // differentiates through it: Hessian-vector products of the inner loss.
+// adapt() is that inner loop on its own; a RaggedTaskBatch holds tasks of
+// different sizes.
 #pragma once
 
 #include <memory>
