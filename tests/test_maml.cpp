@@ -1,5 +1,5 @@
 // MAML and its variants against finite differences of the outer loss and the
-// identities of METHODS.md §1.
+// identities of docs/methods.md §1.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -59,7 +59,7 @@ double full_fd_error(const Setup& s, double eps = 1e-6) {
 
 // The worst relative error of ∇L·u against (L(θ + εu) − L(θ − εu)) / 2ε over
 // random directions u: for models too large for a full difference. ReLU and
-// max-pool make the outer loss piecewise smooth (METHODS.md §1), so for each
+// max-pool make the outer loss piecewise smooth (docs/methods.md §1), so for each
 // direction the step shrinks until the difference is stable under halving —
 // the stencil then stays inside the base point's activation pattern.
 double directional_fd_error(const Setup& s, int directions) {
@@ -200,7 +200,7 @@ TEST_SUITE("maml") {
     }
   }
 
-  TEST_CASE("linear model: τ SGD steps match the kernel closed form of METHODS.md §1") {
+  TEST_CASE("linear model: τ SGD steps match the kernel closed form of docs/methods.md §1") {
     // f(x) = xᵀw + b is linear in θ = (w, b) with features φ(x) = (x, 1), so
     // K = φφᵀ = X Xᵀ + 1. For the mean-squared-error inner loss the step in
     // function space has the effective rate α' = 2α/n' (the loss's 2/n').
@@ -397,7 +397,7 @@ TEST_SUITE("maml") {
           wrong.support_x = mt::ones({2, 3, 2}, f64);
           (void)meta::meta_gradient(model, meta::Loss::mse, {}, p, wrong, 0);
         },
-        {"inputs must be [tasks, points, 1], got [2, 3, 2]"}));
+        {"batch.support_x has shape [2, 3, 2], mlp 1-4-1 relu takes [2, 3, 1]"}));
     CHECK(
         mt::testing::throws_error([] { (void)meta::make_optimizer("adagrad", 0.1); }, {"unknown optimizer 'adagrad'"}));
     CHECK(mt::testing::throws_error(

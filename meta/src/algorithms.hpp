@@ -1,7 +1,8 @@
-// Internal: the pieces of the inner loop shared by the MAML family, Reptile
-// and evaluation, and the algorithms meta_gradient() dispatches to.
+// Internal: the inner loop shared by the MAML family, Reptile, adapt and
+// evaluation, and the algorithms meta_gradient() dispatches to.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "metatape/meta/maml.hpp"
@@ -10,18 +11,22 @@ namespace metatape::meta::detail {
 
 // Which parameters the inner loop adapts: all, or the head for ANIL.
 std::vector<bool> adapting_mask(const Model& model, const MetaConfig& config);
-// Per-task copies [T, ...] of the adapting parameters; the others stay shared.
-std::vector<Tensor> task_copies(const std::vector<Tensor>& params, const std::vector<bool>& adapting,
-                                std::int64_t tasks);
 // α ⊙ gradient for parameter i at inner step `step`: a fixed α, Meta-SGD's
 // per-entry rates, or LSLR's rate for the parameter's layer and the step.
 Tensor inner_update(const Model& model, const MetaConfig& config, const std::vector<Tensor>& rates, std::size_t i,
                     int step, const Tensor& gradient);
-// One SGD step of every task on its support set, in place on `fast`; with
-// create_graph the inner backward is recorded (exact meta-gradients).
-void inner_step(const Model& model, Loss loss, const MetaConfig& config, const std::vector<Tensor>& rates,
-                const std::vector<bool>& adapting, const TaskBatch& batch, int step, bool create_graph,
-                std::vector<Tensor>& fast);
+
+// Called with k and the parameters θ^k after each step k = 0, ..., steps.
+using AfterStep = std::function<void(int step, const std::vector<Tensor>& fast)>;
+
+// The inner loop: `steps` SGD steps of every task of `batch` on its support
+// set from `params` (validated by the caller), returning θ^steps: the
+// adapting parameters per task [T, ...], the others shared as given. With
+// `record`, the loop stays on the tape from `params` (and the rates) to the
+// result, the inner backward recorded unless the config is first-order;
+// without it each step runs in a scope of its own and θ^k is detached.
+std::vector<Tensor> inner_loop(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                               const TaskBatch& batch, int steps, bool record, const AfterStep& after_step = {});
 
 MetaStepTensors reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                              const TaskBatch& batch);

@@ -23,13 +23,20 @@ std::vector<StepSummary> summarize(const std::vector<std::vector<double>>& curve
 
 std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                   const TaskSampler& tasks, const EvaluationOptions& options, DType dtype) {
-  if (options.tasks < 1 || options.steps < 0 || options.chunk < 1)
-    throw ValueError("evaluation needs tasks >= 1, steps >= 0 and chunk >= 1");
+  validate_inputs("evaluate", model, loss, config, params);
+  if (options.tasks < 1 || options.steps < 0 || options.chunk < 1 || options.shots < 1 || options.queries < 1)
+    throw ValueError("evaluate: needs tasks, shots, queries and chunk >= 1 and steps >= 0, got tasks " +
+                     std::to_string(options.tasks) + ", shots " + std::to_string(options.shots) + ", queries " +
+                     std::to_string(options.queries) + ", chunk " + std::to_string(options.chunk) + ", steps " +
+                     std::to_string(options.steps));
+  if (params.model.front().dtype() != dtype)
+    throw DTypeError(std::string("evaluate: tasks of dtype ") + dtype_name(dtype) + " for parameters of dtype " +
+                     dtype_name(params.model.front().dtype()));
   Generator gen(derive_seed(options.seed, 2));
   std::vector<std::vector<double>> curve(static_cast<std::size_t>(options.steps + 1));
   for (std::int64_t done = 0; done < options.tasks; done += options.chunk) {
     const std::int64_t n = std::min(options.chunk, options.tasks - done);
-    const Device device = params.model.empty() ? Device::cpu : params.model.front().device();
+    const Device device = params.model.front().device();
     const TaskBatch batch = tasks.sample(n, options.shots, options.queries, gen, dtype).to(device);
     const auto part = adaptation_curve(model, loss, config, params, batch, options.steps);
     for (std::size_t k = 0; k < part.size(); ++k) curve[k].insert(curve[k].end(), part[k].begin(), part[k].end());

@@ -1,7 +1,8 @@
 // MAML, FOMAML, Meta-SGD, MAML++ (LSLR, multi-step loss) and ANIL: one inner
-// loop, parameterised by which parameters adapt, at what rates, and whether
-// the inner backward is recorded. Reptile and the pretrained baseline are in
-// their own files; meta_gradient() dispatches.
+// loop (inner_loop, public as adapt), parameterised by which parameters
+// adapt, at what rates, and whether the inner backward is recorded. Reptile
+// and the pretrained baseline are in their own files; meta_gradient()
+// dispatches. Ragged batches loop over their groups.
 #include "metatape/meta/maml.hpp"
 
 #include <algorithm>
@@ -61,8 +62,7 @@ MetaParams MetaParams::from_all(const std::vector<Tensor>& all, std::size_t mode
           std::vector<Tensor>(all.begin() + static_cast<std::ptrdiff_t>(model_count), all.end())};
 }
 
-MetaParams init_meta_params(const Model& model, const MetaConfig& config, Generator& gen, DType dtype,
-                            Device device) {
+MetaParams init_meta_params(const Model& model, const MetaConfig& config, Generator& gen, DType dtype, Device device) {
   config.validate();
   MetaParams params{model.init(gen, dtype), {}};
   if (config.algorithm == Algorithm::metasgd)
@@ -105,15 +105,6 @@ std::vector<bool> adapting_mask(const Model& model, const MetaConfig& config) {
   return mask;
 }
 
-std::vector<Tensor> task_copies(const std::vector<Tensor>& params, const std::vector<bool>& adapting,
-                                std::int64_t tasks) {
-  std::vector<Tensor> fast = params;
-  const std::vector<Tensor> copies = per_task(params, tasks);
-  for (std::size_t i = 0; i < fast.size(); ++i)
-    if (adapting[i]) fast[i] = copies[i];
-  return fast;
-}
-
 Tensor inner_update(const Model& model, const MetaConfig& config, const std::vector<Tensor>& rates, std::size_t i,
                     int step, const Tensor& gradient) {
   if (config.algorithm == Algorithm::metasgd) return mul(rates[i], gradient);  // α_i broadcast over tasks
@@ -128,21 +119,71 @@ Tensor inner_update(const Model& model, const MetaConfig& config, const std::vec
   return scale(gradient, config.inner_lr);
 }
 
-Tensor support_objective(const Model& model, Loss loss, const std::vector<Tensor>& fast, const TaskBatch& batch) {
-  // Σ_t L_t, not the mean: each task's copy then receives its own loss's gradient.
-  return sum(per_task_loss(loss, model.forward(fast, batch.support_x), batch.support_y));
-}
+namespace {
 
+// One SGD step of every task on its support set, in place on `fast`; with
+// create_graph the inner backward is recorded (exact meta-gradients).
 void inner_step(const Model& model, Loss loss, const MetaConfig& config, const std::vector<Tensor>& rates,
                 const std::vector<bool>& adapting, const TaskBatch& batch, int step, bool create_graph,
                 std::vector<Tensor>& fast) {
   std::vector<Tensor> wrt;
   for (std::size_t i = 0; i < fast.size(); ++i)
     if (adapting[i]) wrt.push_back(fast[i]);
-  const std::vector<Tensor> g = grad(support_objective(model, loss, fast, batch), wrt, {.create_graph = create_graph});
+  // Σ_t L_t, not the mean: each task's copy then receives its own loss's gradient.
+  const Tensor objective = sum(per_task_loss(loss, model.forward(fast, batch.support_x), batch.support_y));
+  const std::vector<Tensor> g = grad(objective, wrt, {.create_graph = create_graph});
   std::size_t j = 0;
   for (std::size_t i = 0; i < fast.size(); ++i)
     if (adapting[i]) fast[i] = sub(fast[i], inner_update(model, config, rates, i, step, g[j++]));
+}
+
+// Per-task copies [T, ...] of the adapting parameters; the others stay shared.
+std::vector<Tensor> task_copies(const std::vector<Tensor>& params, const std::vector<bool>& adapting,
+                                std::int64_t tasks) {
+  std::vector<Tensor> fast = params;
+  const std::vector<Tensor> copies = per_task(params, tasks);
+  for (std::size_t i = 0; i < fast.size(); ++i)
+    if (adapting[i]) fast[i] = copies[i];
+  return fast;
+}
+
+}  // namespace
+
+std::vector<Tensor> inner_loop(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                               const TaskBatch& batch, int steps, bool record, const AfterStep& after_step) {
+  const std::vector<bool> adapting = adapting_mask(model, config);
+  std::vector<Tensor> fast;
+  if (record) {
+    fast = task_copies(params.model, adapting, batch.tasks());
+    // A copy of a constant θ is not on the tape; the inner gradient needs it there.
+    for (std::size_t i = 0; i < fast.size(); ++i)
+      if (adapting[i] && !fast[i].requires_grad()) fast[i].requires_grad_();
+    if (after_step) after_step(0, fast);
+    for (int k = 0; k < steps; ++k) {
+      inner_step(model, loss, config, params.rates, adapting, batch, k, !config.first_order(), fast);
+      if (after_step) after_step(k + 1, fast);
+    }
+    return fast;
+  }
+  std::vector<Tensor> rates;
+  {
+    NoGradScope no_grad;
+    for (const Tensor& r : params.rates) rates.push_back(r.detach());
+    for (const Tensor& p : params.model) fast.push_back(p.detach());
+    fast = task_copies(fast, adapting, batch.tasks());
+  }
+  if (after_step) after_step(0, fast);
+  for (int k = 0; k < steps; ++k) {
+    {
+      TapeScope scope;
+      for (std::size_t i = 0; i < fast.size(); ++i)
+        if (adapting[i]) fast[i] = fast[i].detach().requires_grad_();
+      inner_step(model, loss, config, rates, adapting, batch, k, false, fast);
+    }
+    for (Tensor& f : fast) f = f.detach();
+    if (after_step) after_step(k + 1, fast);
+  }
+  return fast;
 }
 
 }  // namespace detail
@@ -153,40 +194,29 @@ namespace {
 // recorded meta-parameters; appends the tasks' final query losses ([T]).
 Tensor maml_outer_loss(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& leaves,
                        const TaskBatch& batch, std::int64_t iteration, std::vector<Tensor>& task_losses) {
-  const std::vector<bool> adapting = detail::adapting_mask(model, config);
-  std::vector<Tensor> fast = detail::task_copies(leaves.model, adapting, batch.tasks());
-  const auto query_losses = [&] { return per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y); };
-  const std::vector<double> weights =
-      config.multi_step_loss ? multi_step_weights(config.inner_steps, iteration, config.msl_anneal_iterations)
-                             : std::vector<double>{};
+  const auto query_losses = [&](const std::vector<Tensor>& fast) {
+    return per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);
+  };
+  const int steps = config.inner_steps;
+  const std::vector<double> weights = config.multi_step_loss
+                                          ? multi_step_weights(steps, iteration, config.msl_anneal_iterations)
+                                          : std::vector<double>{};
   Tensor outer;
-  for (int k = 0; k < config.inner_steps; ++k) {
-    detail::inner_step(model, loss, config, leaves.rates, adapting, batch, k, !config.first_order(), fast);
-    if (config.multi_step_loss && k + 1 < config.inner_steps) {
-      const Tensor term = scale(mean(query_losses()), weights[static_cast<std::size_t>(k)]);
-      outer = outer.defined() ? add(outer, term) : term;
-    }
-  }
-  const Tensor final_losses = query_losses();
+  const auto intermediate_terms = [&](int k, const std::vector<Tensor>& fast) {
+    if (!config.multi_step_loss || k < 1 || k >= steps) return;
+    const Tensor term = scale(mean(query_losses(fast)), weights[static_cast<std::size_t>(k - 1)]);
+    outer = outer.defined() ? add(outer, term) : term;
+  };
+  const std::vector<Tensor> fast =
+      detail::inner_loop(model, loss, config, leaves, batch, steps, true, intermediate_terms);
+  const Tensor final_losses = query_losses(fast);
   task_losses.push_back(final_losses.detach());
   const Tensor final_term = config.multi_step_loss ? scale(mean(final_losses), weights.back()) : mean(final_losses);
   return outer.defined() ? add(outer, final_term) : final_term;
 }
 
-}  // namespace
-
-MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
-                       const TaskBatch& batch, std::int64_t iteration) {
-  MetaStepTensors on_device = meta_gradient_tensors(model, loss, config, params, batch, iteration);
-  return {on_device.meta_loss.item(), on_device.task_losses.to_vector(), std::move(on_device.grads)};
-}
-
-MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config,
-                                      const MetaParams& params, const TaskBatch& batch, std::int64_t iteration) {
-  config.validate();
-  if (config.algorithm == Algorithm::reptile) return detail::reptile_step(model, loss, config, params, batch);
-  if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, params, batch);
-
+MetaStepTensors maml_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                              const TaskBatch& batch, std::int64_t iteration) {
   TapeScope scope;
   std::vector<Tensor> leaves;
   for (const Tensor& p : params.all()) leaves.push_back(p.detach().requires_grad_());
@@ -215,6 +245,59 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
   return step;
 }
 
+// Throws ValueError for a ragged batch without tasks.
+void check_groups(const char* caller, const RaggedTaskBatch& batch) {
+  if (batch.groups.empty()) throw ValueError(std::string(caller) + ": the ragged batch has no groups");
+}
+
+}  // namespace
+
+MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const TaskBatch& batch, std::int64_t iteration) {
+  MetaStepTensors on_device = meta_gradient_tensors(model, loss, config, params, batch, iteration);
+  return {on_device.meta_loss.item(), on_device.task_losses.to_vector(), std::move(on_device.grads)};
+}
+
+MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const RaggedTaskBatch& batch, std::int64_t iteration) {
+  MetaStepTensors on_device = meta_gradient_tensors(model, loss, config, params, batch, iteration);
+  return {on_device.meta_loss.item(), on_device.task_losses.to_vector(), std::move(on_device.grads)};
+}
+
+MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                                      const TaskBatch& batch, std::int64_t iteration) {
+  validate_inputs("meta_gradient", model, loss, config, params, &batch);
+  if (config.algorithm == Algorithm::reptile) return detail::reptile_step(model, loss, config, params, batch);
+  if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, params, batch);
+  return maml_gradient(model, loss, config, params, batch, iteration);
+}
+
+MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                                      const RaggedTaskBatch& batch, std::int64_t iteration) {
+  check_groups("meta_gradient", batch);
+  // Every algorithm's meta-loss and gradient are means over tasks of per-task
+  // terms, so the groups' results weighted by their task counts are the
+  // result on all tasks. Each group's graph is released before the next.
+  const double total = static_cast<double>(batch.tasks());
+  MetaStepTensors out;
+  std::vector<Tensor> task_losses;
+  for (const TaskBatch& group : batch.groups) {
+    MetaStepTensors part = meta_gradient_tensors(model, loss, config, params, group, iteration);
+    const double weight = static_cast<double>(group.tasks()) / total;
+    NoGradScope no_grad;
+    const auto accumulate = [weight](Tensor& into, const Tensor& term) {
+      into = into.defined() ? add(into, scale(term, weight)) : scale(term, weight);
+    };
+    accumulate(out.meta_loss, part.meta_loss);
+    out.grads.resize(part.grads.size());
+    for (std::size_t i = 0; i < part.grads.size(); ++i) accumulate(out.grads[i], part.grads[i]);
+    task_losses.push_back(part.task_losses);
+  }
+  NoGradScope no_grad;
+  out.task_losses = concat(task_losses);
+  return out;
+}
+
 CapturedMetaGradient::CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config)
     : model_(model), loss_(loss), config_(config) {
   validate(config_);
@@ -229,6 +312,9 @@ void CapturedMetaGradient::validate(const MetaConfig& config) {
 }
 
 MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const TaskBatch& batch) {
+  // Host-side checks only: nothing is read from the device, so a replay
+  // stays as cheap as before.
+  validate_inputs("CapturedMetaGradient", model_, loss_, config_, params, &batch);
   // Inputs: MetaParams::all(), then the batch. Outputs: the gradients, the
   // meta-loss, the task losses.
   std::vector<Tensor> inputs = params.all();
@@ -257,38 +343,57 @@ MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const
   return meta;
 }
 
+Adapted adapt(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params, const TaskBatch& batch,
+              int steps, const AdaptOptions& options) {
+  validate_inputs("adapt", model, loss, config, params, &batch);
+  if (steps < 0) throw ValueError("adapt: steps must be >= 0, got " + std::to_string(steps));
+  const std::int64_t tasks = batch.tasks();
+  // The shared parameters (ANIL's body) as per-task views, so every result is [T, ...].
+  const auto all_per_task = [&](const std::vector<Tensor>& fast) {
+    std::vector<Tensor> out = fast;
+    for (std::size_t i = 0; i < out.size(); ++i)
+      if (out[i].rank() == model.parameters()[i].shape.rank()) out[i] = per_task({out[i]}, tasks)[0];
+    if (!options.record)
+      for (Tensor& t : out) t = t.detach();
+    return out;
+  };
+  Adapted result;
+  detail::AfterStep keep;
+  if (options.history)
+    keep = [&](int, const std::vector<Tensor>& fast) { result.history.push_back(all_per_task(fast)); };
+  result.params = all_per_task(detail::inner_loop(model, loss, config, params, batch, steps, options.record, keep));
+  return result;
+}
+
+std::vector<Adapted> adapt(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                           const RaggedTaskBatch& batch, int steps, const AdaptOptions& options) {
+  check_groups("adapt", batch);
+  std::vector<Adapted> out;
+  for (const TaskBatch& group : batch.groups) out.push_back(adapt(model, loss, config, params, group, steps, options));
+  return out;
+}
+
 std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
                                                   const MetaParams& params, const TaskBatch& batch, int steps) {
-  config.validate();
+  validate_inputs("adaptation_curve", model, loss, config, params, &batch);
   if (steps < 0) throw ValueError("adaptation_curve: steps must be >= 0, got " + std::to_string(steps));
-  // Evaluation adapts like training, ANIL's head only, at the configured or
-  // learned rates; the pretrained baseline fine-tunes everything at α.
-  MetaConfig eval = config;
-  if (eval.algorithm == Algorithm::pretrain || eval.algorithm == Algorithm::reptile) eval.algorithm = Algorithm::maml;
-  const std::vector<bool> adapting = detail::adapting_mask(model, eval);
-  std::vector<Tensor> rates;
-  for (const Tensor& r : params.rates) rates.push_back(r.detach());
-  std::vector<Tensor> fast;
-  {
-    NoGradScope no_grad;
-    for (const Tensor& p : params.model) fast.push_back(p.detach());
-    fast = detail::task_copies(fast, adapting, batch.tasks());
-  }
   std::vector<std::vector<double>> curve;
-  const auto record_query_losses = [&] {
+  const auto record_query_losses = [&](int, const std::vector<Tensor>& fast) {
     NoGradScope no_grad;
     curve.push_back(per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y).to_vector());
   };
-  record_query_losses();
-  for (int k = 0; k < steps; ++k) {
-    {
-      TapeScope scope;
-      for (std::size_t i = 0; i < fast.size(); ++i)
-        if (adapting[i]) fast[i] = fast[i].detach().requires_grad_();
-      detail::inner_step(model, loss, eval, rates, adapting, batch, k, false, fast);
-    }
-    for (Tensor& f : fast) f = f.detach();
-    record_query_losses();
+  (void)detail::inner_loop(model, loss, config, params, batch, steps, false, record_query_losses);
+  return curve;
+}
+
+std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
+                                                  const MetaParams& params, const RaggedTaskBatch& batch, int steps) {
+  check_groups("adaptation_curve", batch);
+  std::vector<std::vector<double>> curve;
+  for (const TaskBatch& group : batch.groups) {
+    const auto part = adaptation_curve(model, loss, config, params, group, steps);
+    curve.resize(part.size());
+    for (std::size_t k = 0; k < part.size(); ++k) curve[k].insert(curve[k].end(), part[k].begin(), part[k].end());
   }
   return curve;
 }

@@ -58,6 +58,29 @@ void Model::check(const std::vector<Tensor>& params, std::int64_t tasks) const {
   }
 }
 
+void Model::check_input(const Tensor& x, bool batched) const {
+  const Shape example = input_shape();
+  const int leading = batched ? 2 : 1;  // [tasks,] points
+  bool fits = x.defined() && x.rank() == leading + example.rank();
+  for (int a = 0; fits && a < example.rank(); ++a) fits = x.dim(leading + a) == example[a];
+  if (!fits)
+    throw ShapeError(name() + ": inputs must be " + (batched ? "[tasks, points, " : "[points, ") +
+                     example.str().substr(1) + ", got " + (x.defined() ? x.shape().str() : std::string("(undefined)")));
+}
+
+void Model::check_unbatched(const std::vector<Tensor>& params, const Tensor& x) const {
+  check_input(x, false);
+  const auto& infos = parameters();
+  if (params.size() != infos.size())
+    throw ShapeError(name() + ": expected " + std::to_string(infos.size()) + " parameters, got " +
+                     std::to_string(params.size()));
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (!params[i].defined() || params[i].shape() != infos[i].shape)
+      throw ShapeError(name() + ": parameter " + infos[i].name + " has shape " +
+                       (params[i].defined() ? params[i].shape().str() : std::string("(undefined)")) + ", expected " +
+                       infos[i].shape.str() + " (inputs " + x.shape().str() + " are one task, without the task axis)");
+}
+
 std::vector<Tensor> per_task(const std::vector<Tensor>& params, std::int64_t tasks) {
   std::vector<Tensor> out;
   out.reserve(params.size());
@@ -100,9 +123,13 @@ std::vector<Tensor> Mlp::init(Generator& gen, DType dtype) const {
 }
 
 Tensor Mlp::forward(const std::vector<Tensor>& params, const Tensor& x) const {
-  if (x.rank() != 3 || x.dim(2) != widths_.front())
-    throw ShapeError(name() + ": inputs must be [tasks, points, " + std::to_string(widths_.front()) + "], got " +
-                     x.shape().str());
+  if (x.defined() && x.rank() == 2)
+    return forward_unbatched(params, x, [this](const auto& p, const Tensor& x1) { return forward_batched(p, x1); });
+  return forward_batched(params, x);
+}
+
+Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x) const {
+  check_input(x, true);
   check(params, x.dim(0));
   Tensor h = x;
   const std::size_t layers = widths_.size() - 1;
@@ -164,11 +191,13 @@ std::vector<Tensor> Conv4::init(Generator& gen, DType dtype) const {
 }
 
 Tensor Conv4::forward(const std::vector<Tensor>& params, const Tensor& x) const {
-  if (x.rank() != 5 || x.dim(2) != options_.in_channels || x.dim(3) != options_.image_size ||
-      x.dim(4) != options_.image_size)
-    throw ShapeError(name() + ": inputs must be [tasks, images, " + std::to_string(options_.in_channels) + ", " +
-                     std::to_string(options_.image_size) + ", " + std::to_string(options_.image_size) + "], got " +
-                     x.shape().str());
+  if (x.defined() && x.rank() == 4)
+    return forward_unbatched(params, x, [this](const auto& p, const Tensor& x1) { return forward_batched(p, x1); });
+  return forward_batched(params, x);
+}
+
+Tensor Conv4::forward_batched(const std::vector<Tensor>& params, const Tensor& x) const {
+  check_input(x, true);
   const std::int64_t tasks = x.dim(0), images = x.dim(1);
   check(params, tasks);
   const Conv2dOptions conv{.stride = options_.strided ? 2 : 1, .padding = 1};

@@ -9,18 +9,8 @@ namespace metatape::meta::detail {
 
 MetaStepTensors reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                              const TaskBatch& batch) {
-  const std::vector<bool> adapting(params.model.size(), true);
-  std::vector<Tensor> fast;
-  for (const Tensor& p : params.model) fast.push_back(p.detach());
-  fast = task_copies(fast, adapting, batch.tasks());
-  for (int k = 0; k < config.inner_steps; ++k) {
-    {
-      TapeScope scope;
-      for (Tensor& f : fast) f = f.detach().requires_grad_();
-      inner_step(model, loss, config, params.rates, adapting, batch, k, false, fast);
-    }
-    for (Tensor& f : fast) f = f.detach();
-  }
+  // Reptile adapts every parameter, so each of `fast` is per task.
+  const std::vector<Tensor> fast = inner_loop(model, loss, config, params, batch, config.inner_steps, false);
   NoGradScope no_grad;
   MetaStepTensors step;
   step.task_losses = per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);

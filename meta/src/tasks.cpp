@@ -15,6 +15,30 @@ TaskBatch TaskBatch::to(Device device) const {
   return {support_x.to(device), support_y.to(device), query_x.to(device), query_y.to(device)};
 }
 
+std::int64_t RaggedTaskBatch::tasks() const {
+  std::int64_t total = 0;
+  for (const TaskBatch& g : groups) total += g.support_x.defined() && g.support_x.rank() > 0 ? g.tasks() : 0;
+  return total;
+}
+
+void RaggedTaskBatch::add_task(const Tensor& support_x, const Tensor& support_y, const Tensor& query_x,
+                               const Tensor& query_y) {
+  const auto one = [](const Tensor& t, const char* field) {
+    if (!t.defined() || t.rank() < 1)
+      throw ShapeError(std::string("RaggedTaskBatch::add_task: ") + field + " must have a points axis, got " +
+                       (t.defined() ? t.shape().str() : std::string("(undefined)")));
+    return unsqueeze(t, 0);
+  };
+  groups.push_back(
+      {one(support_x, "support_x"), one(support_y, "support_y"), one(query_x, "query_x"), one(query_y, "query_y")});
+}
+
+RaggedTaskBatch RaggedTaskBatch::to(Device device) const {
+  RaggedTaskBatch out;
+  for (const TaskBatch& g : groups) out.groups.push_back(g.to(device));
+  return out;
+}
+
 SinusoidTasks::SinusoidTasks(const SinusoidOptions& options) : options_(options) {
   if (!(options.amplitude_low <= options.amplitude_high) || !(options.phase_low <= options.phase_high) ||
       !(options.x_low <= options.x_high))

@@ -1,4 +1,4 @@
-// The evaluation protocol of METHODS.md §1: fresh tasks, 0..steps inner
+// The evaluation protocol of docs/methods.md §1: fresh tasks, 0..steps inner
 // steps, mean query loss with a 95% confidence interval after each step.
 #pragma once
 

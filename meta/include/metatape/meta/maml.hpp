@@ -1,4 +1,4 @@
-// MAML and its variants (METHODS.md §1): the inner loop, the exact
+// MAML and its variants (docs/methods.md §1): the inner loop, the exact
 // second-order meta-gradient and its first-order approximation, learned inner
 // rates (Meta-SGD, MAML++ LSLR), MAML++'s multi-step loss, ANIL, Reptile, and
 // the "pretrained" baseline that trains on the task mixture without
@@ -13,6 +13,8 @@
 // backward sums the copies' gradients back into θ. With exact (second-order)
 // MAML the inner backward is recorded (create_graph), so the outer backward
 // differentiates through it: Hessian-vector products of the inner loss.
+// adapt() is that inner loop on its own; a RaggedTaskBatch holds tasks of
+// different sizes.
 #pragma once
 
 #include <memory>
@@ -64,6 +66,23 @@ struct MetaParams {
   MetaParams to(Device device) const;
 };
 
+// The one check of every public meta:: entry point (meta_gradient,
+// meta_gradient_tensors, CapturedMetaGradient, adapt, adaptation_curve,
+// evaluate), before anything is recorded: `config` is valid; params.model
+// holds one tensor per model parameter in its base shape, all of one floating
+// dtype on one device; params.rates is what the algorithm learns (Meta-SGD:
+// one tensor per parameter shaped like it, a scalar is not broadcast; LSLR:
+// one [layers, inner_steps]; otherwise none), in that dtype on that device;
+// and, when `batch` is given, its four tensors are defined, hold the same
+// number of tasks (>= 1) and of points per set (>= 1), x is [T, n] + the
+// model's input_shape() in the parameters' dtype, y fits `loss` (mse: [T, n,
+// outputs] in that dtype; cross-entropy: i64 labels [T, n]), all on the
+// parameters' device. Throws ValueError, ShapeError, DTypeError or DeviceError
+// naming `caller`, the tensor ("rates[3] (for b2)", "batch.query_y") and both
+// shapes.
+void validate_inputs(const char* caller, const Model& model, Loss loss, const MetaConfig& config,
+                     const MetaParams& params, const TaskBatch* batch = nullptr);
+
 // Parameters initialised on the CPU (so the same seed gives the same values
 // on every device), then moved to `device`.
 MetaParams init_meta_params(const Model& model, const MetaConfig& config, Generator& gen, DType dtype,
@@ -81,6 +100,10 @@ struct MetaStep {
 // annealing. Records into a TapeScope of its own and releases it.
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const TaskBatch& batch, std::int64_t iteration);
+// The same over tasks of different sizes (see RaggedTaskBatch): each group's
+// meta-gradient in turn, weighted by its share of the tasks.
+MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const RaggedTaskBatch& batch, std::int64_t iteration);
 
 // The same, with the losses left where they were computed: no value is read
 // on the host, so the step can be captured as a CUDA graph (CapturedStep).
@@ -91,6 +114,8 @@ struct MetaStepTensors {
 };
 MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                       const TaskBatch& batch, std::int64_t iteration);
+MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                                      const RaggedTaskBatch& batch, std::int64_t iteration);
 
 // meta_gradient_tensors captured as a CUDA graph on the first call (a
 // CapturedStep) and replayed on every later one: the parameters and the
@@ -112,11 +137,42 @@ class CapturedMetaGradient {
   std::unique_ptr<CapturedStep> step_;
 };
 
+// The inner loop on its own: each task's parameters θ_t^k after k = `steps`
+// SGD steps on its support set from `params`, with the inner loop of
+// `config` (its α, or the learned Meta-SGD / LSLR rates, beyond the trained τ
+// LSLR's last step's; ANIL adapts only the head; Reptile and the pretrained
+// baseline adapt everything at α, as at evaluation). This is the inner loop
+// meta_gradient, Reptile and adaptation_curve run.
+struct AdaptOptions {
+  // Record the inner loop, so that a loss of the result can be differentiated
+  // with respect to `params` (mark them with requires_grad_ inside a
+  // TapeScope first). The inner backward is recorded too (second order)
+  // unless the config is first-order (fomaml, reptile), whose inner
+  // gradients are then constants. Without it nothing stays on the tape and
+  // the result is detached.
+  bool record = false;
+  bool history = false;  // also return θ^0, ..., θ^steps
+};
+struct Adapted {
+  // θ_t^steps, one tensor per model parameter, each [T] + its base shape.
+  // A parameter that does not adapt (ANIL's body) is θ expanded.
+  std::vector<Tensor> params;
+  std::vector<std::vector<Tensor>> history;  // with history: [steps + 1], each as params
+};
+Adapted adapt(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params, const TaskBatch& batch,
+              int steps, const AdaptOptions& options = {});
+// One Adapted per group of the ragged batch.
+std::vector<Adapted> adapt(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                           const RaggedTaskBatch& batch, int steps, const AdaptOptions& options = {});
+
 // Query loss of every task after 0, 1, ..., steps inner SGD steps from the
 // meta-parameters, with the configured (or learned) rates: [steps + 1][T].
 // Beyond the trained τ, LSLR uses its last step's rates.
 std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
                                                   const MetaParams& params, const TaskBatch& batch, int steps);
+// The same over a ragged batch: the groups' tasks one after another.
+std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
+                                                  const MetaParams& params, const RaggedTaskBatch& batch, int steps);
 
 // MAML++ step weights v_1..v_τ at `iteration`: uniform at first, annealed
 // linearly so that by `anneal_iterations` every non-final weight has fallen to

@@ -2,11 +2,13 @@
 // inner loop adapts a copy of the parameters per task, so a model never
 // owns its weights.
 //
-// Task batching: x always carries a leading task axis, x [T, n, ...]. Each
+// Task batching: x carries a leading task axis, x [T, n, ...]. Each
 // parameter is either shared by all tasks (its base shape, as in
 // parameters()) or per task ([T] + base shape, as after an inner step). The
 // forward pass accepts any mix, which is what lets a whole meta-batch, and
-// ANIL's shared body with per-task heads, run as one recorded graph.
+// ANIL's shared body with per-task heads, run as one recorded graph. A single
+// task may also come without the task axis (x [n, ...], every parameter in
+// its base shape): the output then has none either.
 #pragma once
 
 #include <cstddef>
@@ -30,8 +32,13 @@ class Model {
   virtual const std::vector<ParamInfo>& parameters() const = 0;
   // Fresh parameters, initialised as the reference implementation does.
   virtual std::vector<Tensor> init(Generator& gen, DType dtype) const = 0;
-  // Outputs [T, n, outputs] for inputs x [T, n, ...].
+  // Outputs [T, n, outputs] for inputs x [T, n, ...] (or [n, outputs] for
+  // x [n, ...]). Shape errors name the shapes the caller passed.
   virtual Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const = 0;
+  // The shape of one example (x without its task and point axes) and the
+  // width of one output: what a task batch must bring.
+  virtual Shape input_shape() const = 0;
+  virtual std::int64_t outputs() const = 0;
   // Indices of the head (last layer) parameters: what ANIL adapts.
   std::vector<std::size_t> head() const;
   int num_layers() const;
@@ -41,6 +48,20 @@ class Model {
 
  protected:
   virtual std::string name() const = 0;
+  // forward() for x without the task axis: checks x and the parameters as
+  // given (base shapes only), then runs `batched` on one task and drops the
+  // task axis again, so no error names an expanded shape.
+  template <class Batched>
+  Tensor forward_unbatched(const std::vector<Tensor>& params, const Tensor& x, const Batched& batched) const {
+    check_unbatched(params, x);
+    return squeeze(batched(params, unsqueeze(x, 0)), 0);
+  }
+  // Throws ShapeError unless x is [n] + input_shape() (or [T, n] + input_shape()
+  // when `batched`), naming x's shape as passed.
+  void check_input(const Tensor& x, bool batched) const;
+
+ private:
+  void check_unbatched(const std::vector<Tensor>& params, const Tensor& x) const;
 };
 
 enum class Activation { relu, tanh };
@@ -56,11 +77,15 @@ class Mlp final : public Model {
   const std::vector<ParamInfo>& parameters() const override { return params_; }
   std::vector<Tensor> init(Generator& gen, DType dtype) const override;
   Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const override;
+  Shape input_shape() const override { return Shape{widths_.front()}; }
+  std::int64_t outputs() const override { return widths_.back(); }
 
  protected:
   std::string name() const override;
 
  private:
+  Tensor forward_batched(const std::vector<Tensor>& params, const Tensor& x) const;
+
   std::vector<std::int64_t> widths_;
   Activation activation_;
   std::vector<ParamInfo> params_;
@@ -73,8 +98,10 @@ class Mlp final : public Model {
 // flattens the last feature map into the head and the strided variant
 // averages it over space. Initialisation as there: conv weights Glorot
 // (Xavier) uniform, conv biases 0, batch-norm scale 1 and shift 0, head
-// weights standard normal, head bias 0.
-// Input x [T, n, in_channels, image, image]; output [T, n, classes].
+// weights Glorot uniform in the pooled variant and standard normal in the
+// strided one (the reference code's two branches), head bias 0.
+// Input x [T, n, in_channels, image, image] (or [n, ...] for one task);
+// output [T, n, classes] (or [n, classes]).
 struct Conv4Options {
   std::int64_t in_channels = 1;
   std::int64_t image_size = 28;
@@ -89,12 +116,16 @@ class Conv4 final : public Model {
   const std::vector<ParamInfo>& parameters() const override { return params_; }
   std::vector<Tensor> init(Generator& gen, DType dtype) const override;
   Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const override;
+  Shape input_shape() const override { return Shape{options_.in_channels, options_.image_size, options_.image_size}; }
+  std::int64_t outputs() const override { return options_.classes; }
   std::int64_t feature_size() const { return features_; }
 
  protected:
   std::string name() const override;
 
  private:
+  Tensor forward_batched(const std::vector<Tensor>& params, const Tensor& x) const;
+
   Conv4Options options_;
   std::int64_t final_size_ = 0;  // spatial extent after the four blocks
   std::int64_t features_ = 0;    // inputs of the head

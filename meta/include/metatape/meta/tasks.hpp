@@ -1,9 +1,10 @@
 // Task distributions. A meta-batch is task-batched: every tensor carries a
-// leading task axis.
+// leading task axis. Tasks of different sizes go in a RaggedTaskBatch.
 #pragma once
 
 #include <numbers>
 #include <string>
+#include <vector>
 
 #include "metatape/engine.hpp"
 
@@ -18,6 +19,25 @@ struct TaskBatch {
   TaskBatch to(Device device) const;
 };
 
+// Tasks whose support or query sizes differ: a list of groups, each a
+// TaskBatch of tasks of one size (a group may be a single task). The meta API
+// (meta_gradient, adaptation_curve, adapt) loops over the groups, one
+// task-batched graph each, released before the next, and weights each group
+// by its number of tasks, so the result equals one call on all the tasks: the
+// mean of one-task calls. Looped rather than padded with masks because padding
+// would have to be masked out of every loss and out of Conv4's per-task
+// batch-norm statistics, and would spend work on the padding; the loop is
+// exact and costs one graph per group. Put tasks of equal size in one group
+// to keep the batched speed.
+struct RaggedTaskBatch {
+  std::vector<TaskBatch> groups;
+  std::int64_t tasks() const;  // over all groups
+  // Appends one task as a group of its own, from tensors without the task
+  // axis: x [n, ...], y [n, out] or labels [n].
+  void add_task(const Tensor& support_x, const Tensor& support_y, const Tensor& query_x, const Tensor& query_y);
+  RaggedTaskBatch to(Device device) const;
+};
+
 // A distribution over tasks.
 class TaskSampler {
  public:
@@ -28,7 +48,7 @@ class TaskSampler {
   virtual std::string describe() const = 0;
 };
 
-// Sinusoid regression as in Finn et al. 2017 (METHODS.md §1): y = A sin(x − φ)
+// Sinusoid regression as in Finn et al. 2017 (docs/methods.md §1): y = A sin(x − φ)
 // with A ~ U[0.1, 5], φ ~ U[0, π], x ~ U[−5, 5].
 struct SinusoidOptions {
   double amplitude_low = 0.1, amplitude_high = 5.0;
