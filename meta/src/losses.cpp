@@ -17,7 +17,7 @@ Tensor per_task_loss(Loss loss, const Tensor& prediction, const Tensor& target) 
     throw ShapeError("per_task_loss: cross-entropy labels must be i64 [" + std::to_string(tasks) + ", " +
                      std::to_string(points) + "], got " + std::string(dtype_name(target.dtype())) + " " +
                      target.shape().str());
-  return neg(mean(take_along_last(log_softmax(prediction, 2), target, "per_task_loss"), {1}));
+  return neg(mean(take_along_last(log_softmax(prediction, 2), target), {1}));
 }
 
 }  // namespace metatape::meta
