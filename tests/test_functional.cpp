@@ -8,8 +8,8 @@
 #include <functional>
 
 #include "gradcheck.hpp"
-#include "test_util.hpp"
 #include "metatape/functional.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 using mt::DType;
@@ -213,7 +213,8 @@ TEST_SUITE("functional") {
     CHECK(blocks[1][0].shape() == mt::Shape{3, 3});
     CHECK(blocks[1][1].shape() == mt::Shape{3, 2, 3});
     const auto out0_of_b = [&](const Tensor& b) { return f({primals[0], b})[0]; };
-    CHECK(relative_error(mt::reshape(blocks[0][1], {2, 6}), as_matrix(fd_jacobian(out0_of_b, primals[1]), 2, 6)) < kFdTol);
+    CHECK(relative_error(mt::reshape(blocks[0][1], {2, 6}), as_matrix(fd_jacobian(out0_of_b, primals[1]), 2, 6)) <
+          kFdTol);
 
     const Tensors cots = {values({2, 1}, 0.1), values({3}, 0.2)};
     const Tensors vj = mt::vjp(f, primals, cots).vjp;
@@ -273,7 +274,8 @@ TEST_SUITE("functional") {
     const auto linear = [](const Tensor& x) { return mt::sum(x * 3.0); };
     CHECK(mt::sum(mt::abs(mt::hessian(linear, x0()))).item() == 0.0);
     CHECK(mt::sum(mt::abs(mt::hvp(linear, x0(), x0()).hvp)).item() == 0.0);
-    CHECK(relative_error(mt::jvp([](const Tensor& x) { return x; }, x0(), values({2, 3}, 4.0)).jvp, values({2, 3}, 4.0)) == 0.0);
+    CHECK(relative_error(mt::jvp([](const Tensor& x) { return x; }, x0(), values({2, 3}, 4.0)).jvp,
+                         values({2, 3}, 4.0)) == 0.0);
   }
 
   TEST_CASE("with create_graph the results are differentiable again: third order") {

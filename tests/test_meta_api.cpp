@@ -11,6 +11,7 @@
 
 #include "metatape/meta/evaluation.hpp"
 #include "metatape/meta/maml.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -20,22 +21,6 @@ using mt::Tensor;
 namespace {
 
 constexpr DType f64 = DType::f64;
-
-// Runs f and returns the message of the metatape error of type E it threw;
-// fails the check if it threw nothing or something else.
-template <class E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL_CHECK("threw another error: " << e.what());
-    return {};
-  }
-  FAIL_CHECK("threw nothing");
-  return {};
-}
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
@@ -205,9 +190,10 @@ TEST_SUITE("meta-api") {
       for (const auto& [name, call] : entry_points(model, meta::Loss::mse, !m.batch_only)) {
         INFO(m.name << " → " << name);
         const auto run = [&, &call = call] { call(m.config, p, b); };
-        const std::string message = m.kind == Malformed::value   ? error_of<mt::ValueError>(run)
-                                    : m.kind == Malformed::shape ? error_of<mt::ShapeError>(run)
-                                                                 : error_of<mt::DTypeError>(run);
+        const std::string message = m.kind == Malformed::value ? mt::testing::throws_error<mt::ValueError>(run).message
+                                    : m.kind == Malformed::shape
+                                        ? mt::testing::throws_error<mt::ShapeError>(run).message
+                                        : mt::testing::throws_error<mt::DTypeError>(run).message;
         INFO(message);
         CHECK(message.find(m.expected) != std::string::npos);
         // The entry point is named first (meta_gradient_tensors as meta_gradient).
@@ -229,18 +215,18 @@ TEST_SUITE("meta-api") {
                                   0);
       };
     };
-    CHECK(error_of<mt::DTypeError>(gradient(mt::zeros({2, 3}, f64)))
-              .find("batch.support_y (cross-entropy labels) must be i64, got f64") != std::string::npos);
-    CHECK(error_of<mt::ShapeError>(gradient(mt::reshape(labels, {2, 3, 1})))
-              .find("batch.support_y (cross-entropy labels) has shape [2, 3, 1], expected [2, 3]") !=
+    CHECK(mt::testing::throws_error<mt::DTypeError>(gradient(mt::zeros({2, 3}, f64)))
+              .message.find("batch.support_y (cross-entropy labels) must be i64, got f64") != std::string::npos);
+    CHECK(mt::testing::throws_error<mt::ShapeError>(gradient(mt::reshape(labels, {2, 3, 1})))
+              .message.find("batch.support_y (cross-entropy labels) has shape [2, 3, 1], expected [2, 3]") !=
           std::string::npos);
     (void)meta::meta_gradient(model, meta::Loss::cross_entropy, config, p, meta::TaskBatch{x, labels, x, labels},
                               0);  // well formed
-    CHECK(error_of<mt::ValueError>(gradient(mt::from_indices({0, 1, 3, 2, 1, 0}, {2, 3}))).find("label 3") !=
-          std::string::npos);  // a class the model does not have
-    CHECK(error_of<mt::ValueError>([&] {
+    CHECK(mt::testing::throws_error<mt::ValueError>(gradient(mt::from_indices({0, 1, 3, 2, 1, 0}, {2, 3})))
+              .message.find("label 3") != std::string::npos);  // a class the model does not have
+    CHECK(mt::testing::throws_error<mt::ValueError>([&] {
             (void)meta::meta_gradient(model, meta::Loss::mse, config, p, meta::RaggedTaskBatch{}, 0);
-          }).find("meta_gradient: the ragged batch has no groups") != std::string::npos);
+          }).message.find("meta_gradient: the ragged batch has no groups") != std::string::npos);
   }
 
   TEST_CASE("adapt: one and two steps equal hand-written SGD steps, per algorithm") {
@@ -404,21 +390,22 @@ TEST_SUITE("meta-api") {
     CHECK(max_abs_diff(y, mt::squeeze(mlp.forward(w, mt::unsqueeze(x, 0)), 0)) == 0);
     std::vector<Tensor> bad = w;
     bad[3] = mt::zeros({1, 3}, f64);  // b2 with a stray axis
-    const std::string unbatched = error_of<mt::ShapeError>([&] { (void)mlp.forward(bad, x); });
+    const std::string unbatched = mt::testing::throws_error<mt::ShapeError>([&] { (void)mlp.forward(bad, x); }).message;
     CHECK(unbatched.find("parameter b2 has shape [1, 3], expected [3]") != std::string::npos);
     CHECK(unbatched.find("[1, 1, 3]") == std::string::npos);
-    CHECK(error_of<mt::ShapeError>([&] {
+    CHECK(mt::testing::throws_error<mt::ShapeError>([&] {
             (void)mlp.forward(w, mt::zeros({6, 5}, f64));
-          }).find("inputs must be [points, 4], got [6, 5]") != std::string::npos);
+          }).message.find("inputs must be [points, 4], got [6, 5]") != std::string::npos);
     // Through the meta API the parameter is named as passed, not as the
     // per-task copy [T, 1, 3] it would become.
     meta::MetaParams p{bad, {}};
-    const std::string through_meta = error_of<mt::ShapeError>([&] {
-      (void)meta::meta_gradient(mlp, meta::Loss::mse, {}, p,
-                                meta::TaskBatch{mt::zeros({2, 3, 4}, f64), mt::zeros({2, 3, 3}, f64),
-                                                mt::zeros({2, 3, 4}, f64), mt::zeros({2, 3, 3}, f64)},
-                                0);
-    });
+    const std::string through_meta =
+        mt::testing::throws_error<mt::ShapeError>([&] {
+          (void)meta::meta_gradient(mlp, meta::Loss::mse, {}, p,
+                                    meta::TaskBatch{mt::zeros({2, 3, 4}, f64), mt::zeros({2, 3, 3}, f64),
+                                                    mt::zeros({2, 3, 4}, f64), mt::zeros({2, 3, 3}, f64)},
+                                    0);
+        }).message;
     CHECK(through_meta.find("params.model[3] (b2) has shape [1, 3], expected [3]") != std::string::npos);
     CHECK(through_meta.find("[2, 1, 3]") == std::string::npos);
 
@@ -428,9 +415,9 @@ TEST_SUITE("meta-api") {
     const Tensor logits = conv.forward(cw, images);
     CHECK(logits.shape() == mt::Shape{4, 3});
     CHECK(max_abs_diff(logits, mt::squeeze(conv.forward(cw, mt::unsqueeze(images, 0)), 0)) == 0);
-    CHECK(error_of<mt::ShapeError>([&] {
+    CHECK(mt::testing::throws_error<mt::ShapeError>([&] {
             (void)conv.forward(cw, mt::zeros({4, 2, 16, 16}, f64));
-          }).find("inputs must be [points, 1, 16, 16], got [4, 2, 16, 16]") != std::string::npos);
+          }).message.find("inputs must be [points, 1, 16, 16], got [4, 2, 16, 16]") != std::string::npos);
   }
 
   TEST_CASE("per_task_loss takes one task without the task axis") {
@@ -446,11 +433,11 @@ TEST_SUITE("meta-api") {
                                                            mt::unsqueeze(labels, 0))
                                            .to_vector()[0])
                            .epsilon(1e-15));
-    CHECK(error_of<mt::ShapeError>([&] {
+    CHECK(mt::testing::throws_error<mt::ShapeError>([&] {
             (void)meta::per_task_loss(meta::Loss::mse, prediction, mt::zeros({5}, f64));
-          }).find("mse targets [5] do not match predictions [5, 3]") != std::string::npos);
-    CHECK(error_of<mt::ShapeError>([&] {
+          }).message.find("mse targets [5] do not match predictions [5, 3]") != std::string::npos);
+    CHECK(mt::testing::throws_error<mt::ShapeError>([&] {
             (void)meta::per_task_loss(meta::Loss::cross_entropy, prediction, mt::unsqueeze(labels, 0));
-          }).find("labels must be i64 [5] for predictions [5, 3], got i64 [1, 5]") != std::string::npos);
+          }).message.find("labels must be i64 [5] for predictions [5, 3], got i64 [1, 5]") != std::string::npos);
   }
 }

@@ -178,8 +178,9 @@ TEST_SUITE("trainer") {
     const meta::SinusoidTasks tasks;
     meta::Trainer a(small, meta::Loss::mse, tasks, small_options());
     meta::Trainer b(large, meta::Loss::mse, tasks, small_options());
-    CHECK(mt::testing::throws_error<mt::IoError>([&] { b.restore(a.checkpoint("{}"), "a.bin"); },
-                                                 {"checkpoint a.bin: parameter 0 is f32 [1, 8], the run needs f32 [1, 16]"}));
+    CHECK(mt::testing::throws_error<mt::IoError>(
+        [&] { b.restore(a.checkpoint("{}"), "a.bin"); },
+        {"checkpoint a.bin: parameter 0 is f32 [1, 8], the run needs f32 [1, 16]"}));
   }
 
   TEST_CASE("directories, devices and pipes are refused as such, without reading them") {

@@ -31,6 +31,9 @@ Tensor scatter_rows(const Tensor& g, const Tensor& index, const Shape& shape, bo
 Tensor scatter_add(const Tensor& g, const Tensor& index, const Shape& shape, bool indices_checked);
 Tensor gather_rows_checked(const Tensor& x, const Tensor& index, bool indices_checked);
 Tensor take_checked(const Tensor& x, const Tensor& index, bool indices_checked);
+// take_along_last with its errors naming `caller`: the op a user called
+// (cross_entropy), not the one it is built from.
+Tensor take_along_last(const Tensor& x, const Tensor& labels, const char* caller);
 std::vector<OpSample> squeeze_unsqueeze_samples(Generator& gen, DType dtype);
 std::vector<OpSample> transpose_samples(Generator& gen, DType dtype);
 std::vector<OpSample> stack_samples(Generator& gen, DType dtype);

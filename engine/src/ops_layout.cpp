@@ -528,7 +528,7 @@ Tensor gather_rows(const Tensor& x, const Tensor& index) { return detail::gather
 
 Tensor take(const Tensor& x, const Tensor& index) { return detail::take_checked(x, index, false); }
 
-Tensor take_along_last(const Tensor& x, const Tensor& labels, const char* caller) {
+Tensor detail::take_along_last(const Tensor& x, const Tensor& labels, const char* caller) {
   if (!x.defined() || !labels.defined()) throw ValueError(std::string(caller) + ": an input is an undefined tensor");
   if (labels.dtype() != DType::i64)
     throw DTypeError(std::string(caller) + ": labels must be i64, not " + dtype_name(labels.dtype()));
@@ -562,6 +562,10 @@ Tensor take_along_last(const Tensor& x, const Tensor& labels, const char* caller
     K::label_positions(labels.data<std::int64_t>(), n, classes, positions.data<std::int64_t>());
   });
   return detail::take_checked(x, positions, true);
+}
+
+Tensor take_along_last(const Tensor& x, const Tensor& labels) {
+  return detail::take_along_last(x, labels, "take_along_last");
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int axis) {

@@ -14,7 +14,7 @@ namespace {
 
 using kernels::Window2d;
 
-// --- log_softmax: x - logsumexp(x) along attrs.axis ---
+// --- log_softmax: (x - max) - log Σ exp(x - max) along attrs.axis ---
 void log_softmax_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) {
   require_floating("log_softmax", *in[0], 0);
   out[0] = {in[0]->shape(), in[0]->dtype()};
@@ -28,7 +28,10 @@ void log_softmax_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
     K::template log_softmax<T>(x.data<T>(), out[0].data<T>(), outer, x.shape()[attrs.axis], inner);
   });
 }
-// dx = g - softmax(x) Σ g, with softmax(x) = exp(y).
+// dx = g - softmax(x) Σ g, with softmax(x) = exp(y). It reads x only
+// through y, never recomputing from x, so it inherits the forward's
+// invariance under shifting x; recorded (create_graph), its own derivatives
+// are this rule and exp's again, so that holds at every order.
 void log_softmax_backward(BackwardContext& c) {
   const Tensor& g = c.grad_output();
   c.set_grad(0, sub(g, mul(exp(c.output()), sum(g, {c.attrs().axis}, true))));
@@ -419,7 +422,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   if (labels.shape() != Shape{n})
     throw ShapeError("cross_entropy: labels have shape " + labels.shape().str() + ", expected [" + std::to_string(n) +
                      "] for logits " + logits.shape().str());
-  return neg(mean(take_along_last(log_softmax(logits, 1), labels, "cross_entropy")));
+  return neg(mean(detail::take_along_last(log_softmax(logits, 1), labels, "cross_entropy")));
 }
 
 Tensor mse_loss(const Tensor& prediction, const Tensor& target) {

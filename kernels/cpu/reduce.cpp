@@ -79,10 +79,17 @@ void log_softmax(const T* x, T* y, std::int64_t outer, std::int64_t length, std:
       for (std::int64_t l = 0; l < length; ++l) max = xr[l * inner] > max ? xr[l * inner] : max;
       // All -inf (or empty) rows: keep max finite so x - max stays -inf, not NaN.
       if (!std::isfinite(max)) max = std::isnan(max) ? max : T(0);
+      // x enters only through x - max (in double: for float logits exact, or
+      // far below float precision). Adding log Σ back onto max first would
+      // round at the scale of |x|, and the result, with every derivative
+      // computed from it, would move when all logits shift; as written,
+      // x + c and max + c give the same x - max.
+      const double m = static_cast<double>(max);
       double sum = 0.0;
-      for (std::int64_t l = 0; l < length; ++l) sum += std::exp(static_cast<double>(xr[l * inner] - max));
-      const T log_sum = static_cast<T>(std::log(sum)) + max;
-      for (std::int64_t l = 0; l < length; ++l) yr[l * inner] = xr[l * inner] - log_sum;
+      for (std::int64_t l = 0; l < length; ++l) sum += std::exp(static_cast<double>(xr[l * inner]) - m);
+      const double log_sum = std::log(sum);
+      for (std::int64_t l = 0; l < length; ++l)
+        yr[l * inner] = static_cast<T>((static_cast<double>(xr[l * inner]) - m) - log_sum);
     }
   }
 }

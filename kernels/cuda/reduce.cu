@@ -77,10 +77,14 @@ __global__ void log_softmax_kernel(const T* x, T* y, std::int64_t outer, std::in
     T max = -INFINITY;
     for (std::int64_t l = 0; l < length; ++l) max = xr[l * inner] > max ? xr[l * inner] : max;
     if (!isfinite(max)) max = isnan(max) ? max : T(0);  // rows of -inf stay -inf, not NaN
+    // x enters only through x - max, as in the CPU kernel: the result (and
+    // every derivative computed from it) does not change when all logits shift.
+    const double m = static_cast<double>(max);
     double sum = 0;
-    for (std::int64_t l = 0; l < length; ++l) sum += exp(static_cast<double>(xr[l * inner] - max));
-    const T log_sum = static_cast<T>(log(sum)) + max;
-    for (std::int64_t l = 0; l < length; ++l) yr[l * inner] = xr[l * inner] - log_sum;
+    for (std::int64_t l = 0; l < length; ++l) sum += exp(static_cast<double>(xr[l * inner]) - m);
+    const double log_sum = log(sum);
+    for (std::int64_t l = 0; l < length; ++l)
+      yr[l * inner] = static_cast<T>((static_cast<double>(xr[l * inner]) - m) - log_sum);
   }
 }
 

@@ -40,7 +40,7 @@ Tensor per_task_loss(Loss loss, const Tensor& prediction, const Tensor& target) 
   if (prediction.rank() == 2)  // one task: its loss as a scalar
     return reshape(per_task_loss(loss, unsqueeze(prediction, 0), unsqueeze(target, 0)), Shape{});
   if (loss == Loss::mse) return mean(square(sub(prediction, target)), {1, 2});
-  return neg(mean(take_along_last(log_softmax(prediction, 2), target, "per_task_loss"), {1}));
+  return neg(mean(take_along_last(log_softmax(prediction, 2), target), {1}));
 }
 
 }  // namespace metatape::meta

@@ -52,7 +52,10 @@ Tensor sum(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = fa
 Tensor mean(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
 // The maximum along one axis. The gradient goes to the first maximal entry.
 Tensor max(const Tensor& x, int axis, bool keepdim = false);
-// log Σ exp along one axis, stable for large inputs.
+// log Σ exp along one axis, computed as max + log Σ exp(x - max), so exp
+// never overflows. The value's error is a few roundings of |max| + log Σ; the
+// derivatives see x only through x - max and, like log_softmax, do not change
+// when all of x shifts by a constant.
 Tensor logsumexp(const Tensor& x, int axis, bool keepdim = false);
 // Sums x down to `shape`, the inverse of broadcasting (x's shape must be a
 // broadcast of `shape`).
@@ -85,9 +88,9 @@ Tensor take(const Tensor& x, const Tensor& index);
 // x[..., labels[...]]: for x [..., C] and i64 labels [...] (on x's device),
 // each row's entry at its label, shaped like labels; as torch.gather(x, -1,
 // labels.unsqueeze(-1)).squeeze(-1). Labels outside [0, C) throw ValueError
-// naming `caller` and the row (checked on the host: see CapturedStep for the
-// one case where it cannot be).
-Tensor take_along_last(const Tensor& x, const Tensor& labels, const char* caller = "take_along_last");
+// naming the row (checked on the host: see CapturedStep for the one case
+// where it cannot be).
+Tensor take_along_last(const Tensor& x, const Tensor& labels);
 
 // --- linear algebra ---
 // a [..., m, k] @ b [..., k, n]; leading (batch) dimensions broadcast.
@@ -98,10 +101,19 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
 
 // --- neural-network ops ---
+// log_softmax(x) = (x - max) - log Σ exp(x - max) along `axis`, with max a
+// constant: x enters only through x - max, so the error is a few roundings of
+// these shifted values (not of |x|: logits near 1e8 are as accurate as near
+// 1), and the backward, g - softmax(x) Σ g, reads only the output. Hence
+// adding a constant c to all of x changes no value and no derivative of any
+// order: bit for bit when x + c is exact (as for c a large power of two or
+// integer and logits with few significant bits), and otherwise only through
+// the rounding of x + c itself.
 Tensor log_softmax(const Tensor& x, int axis = -1);
+// exp(log_softmax(x)): relative error a few roundings times (1 + |log p|).
 Tensor softmax(const Tensor& x, int axis = -1);
 // Mean over rows of -log_softmax(logits)[label]: logits [N, C], labels i64 [N]
-// in 0..C-1 (others throw ValueError).
+// in 0..C-1 (others throw ValueError). Shift invariant as log_softmax.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 // Mean of (prediction - target)², shapes equal.
 Tensor mse_loss(const Tensor& prediction, const Tensor& target);
