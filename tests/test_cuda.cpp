@@ -1,7 +1,8 @@
 // The CUDA backend against the CPU: every op of the registry, forward and
 // backward, in float64 (relative error <= 1e-12) and float32 (<= 1e-5,
 // TF32 off); gradcheck and gradgradcheck of every op on the GPU in float64;
-// exact MAML meta-gradients on the GPU equal the CPU's; a steady state
+// exact MAML meta-gradients on the GPU equal the CPU's; log_softmax in the
+// shifted form (bit-exact under shifts); a steady state
 // without cudaMalloc; steps captured as CUDA graphs replay what eager
 // execution computes. Its own executable: without a usable GPU it reports
 // that it skipped (exit status 77, which meson counts as SKIP) and runs
@@ -249,6 +250,24 @@ TEST_SUITE("cuda") {
       CHECK(b.grad_norm == doctest::Approx(a.grad_norm).epsilon(1e-13));
     }
     CHECK(mt::testing::relative_error(graphed.params().all(), eager.params().all()) <= 1e-13);
+  }
+
+  TEST_CASE("log_softmax on the GPU is in the shifted form: exact under shifts, accurate at large logits") {
+    mt::Generator gen(7);
+    for (DType dtype : {DType::f64, DType::f32}) {
+      for (double shift : {1e8, -std::ldexp(1.0, 26)}) {
+        INFO(mt::dtype_name(dtype) << " shift " << shift);
+        // Logits near the shift, and the same logits moved back to zero:
+        // (x + c) − c is exact (Sterbenz), so both sets have the same x − max
+        // and the shifted form must give the same bits.
+        const Tensor large = mt::normal({6, 9}, 0, 3, gen, dtype) + shift;
+        const Tensor small = large - shift;
+        const Tensor on_gpu = mt::log_softmax(large.to(Device::cuda), -1).to(Device::cpu);
+        CHECK(on_gpu.to_vector() == mt::log_softmax(small.to(Device::cuda), -1).to(Device::cpu).to_vector());
+        // Against the CPU: a few roundings of the shifted values, not |x|·eps.
+        CHECK(mt::testing::relative_error(on_gpu, mt::log_softmax(small, -1)) <= (dtype == DType::f64 ? 1e-14 : 1e-6));
+      }
+    }
   }
 
   TEST_CASE("copies round-trip exactly and device mismatches are refused by name") {
