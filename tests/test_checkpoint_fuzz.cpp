@@ -13,6 +13,7 @@
 #include <string>
 
 #include "metatape/meta/trainer.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -84,20 +85,10 @@ Layout walk(const std::string& bytes) {
   return l;
 }
 
-bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i].shape() != b[i].shape() || a[i].dtype() != b[i].dtype()) return false;
-    const std::size_t bytes = static_cast<std::size_t>(a[i].numel()) * mt::dtype_size(a[i].dtype());
-    if (std::memcmp(a[i].raw_data(), b[i].raw_data(), bytes) != 0) return false;
-  }
-  return true;
-}
-
 bool same_meaning(const meta::Checkpoint& a, const meta::Checkpoint& b) {
   return a.config == b.config && a.iteration == b.iteration && a.task_rng_position == b.task_rng_position &&
-         a.optimizer_steps == b.optimizer_steps && same_bits(a.params, b.params) &&
-         same_bits(a.optimizer_state, b.optimizer_state);
+         a.optimizer_steps == b.optimizer_steps && mt::testing::same_bits(a.params, b.params) &&
+         mt::testing::same_bits(a.optimizer_state, b.optimizer_state);
 }
 
 // A real checkpoint of a small run: an Mlp after two Adam steps, so the

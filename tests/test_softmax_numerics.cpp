@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "metatape/engine.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 using mt::DType;
@@ -62,14 +63,6 @@ std::vector<double> derivatives(const std::function<Tensor(const Tensor&)>& f, d
     result.push_back(d.item());
   }
   return result;
-}
-
-// Bitwise equality of two tensors' values (both as double: f32 converts exactly).
-bool identical(const Tensor& a, const Tensor& b) {
-  const std::vector<double> va = a.to_vector(), vb = b.to_vector();
-  return va.size() == vb.size() && std::equal(va.begin(), va.end(), vb.begin(), [](double p, double q) {
-           return p == q || (std::isnan(p) && std::isnan(q));
-         });
 }
 
 // The public take_along_last names itself in its errors; naming another op
@@ -158,7 +151,7 @@ TEST_SUITE("softmax-numerics") {
         const std::vector<Tensor> at_c = evaluate(c);
         for (std::size_t i = 0; i < at_zero.size(); ++i) {
           INFO(std::string(mt::dtype_name(dtype)) << ", shift " << c << ", output " << i);
-          CHECK(identical(at_c[i], at_zero[i]));
+          CHECK(mt::testing::same_bits({at_c[i]}, {at_zero[i]}));
         }
       }
     }

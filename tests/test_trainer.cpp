@@ -31,16 +31,6 @@ fs::path scratch_dir(const std::string& name) {
   return dir;
 }
 
-bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i].shape() != b[i].shape() || a[i].dtype() != b[i].dtype()) return false;
-    const std::size_t bytes = static_cast<std::size_t>(a[i].numel()) * mt::dtype_size(a[i].dtype());
-    if (std::memcmp(a[i].raw_data(), b[i].raw_data(), bytes) != 0) return false;
-  }
-  return true;
-}
-
 meta::TrainOptions small_options(meta::Algorithm algorithm = meta::Algorithm::maml) {
   meta::TrainOptions o;
   o.meta = {.algorithm = algorithm, .inner_steps = 2, .inner_lr = 0.02};
@@ -76,8 +66,8 @@ TEST_SUITE("trainer") {
       CHECK(resumed.iteration() == 7);
       for (int i = 0; i < 5; ++i) resumed.step();
 
-      CHECK(same_bits(straight.params().all(), resumed.params().all()));
-      CHECK(same_bits(straight.checkpoint("").optimizer_state, resumed.checkpoint("").optimizer_state));
+      CHECK(mt::testing::same_bits(straight.params().all(), resumed.params().all()));
+      CHECK(mt::testing::same_bits(straight.checkpoint("").optimizer_state, resumed.checkpoint("").optimizer_state));
       CHECK(straight.checkpoint("").task_rng_position == resumed.checkpoint("").task_rng_position);
       fs::remove_all(dir);
     }
@@ -97,7 +87,7 @@ TEST_SUITE("trainer") {
       if (i >= 270) late += r.meta_loss / 30;
     }
     CHECK(late < 0.8 * early);
-    CHECK(same_bits(a.params().all(), b.params().all()));
+    CHECK(mt::testing::same_bits(a.params().all(), b.params().all()));
   }
 
   TEST_CASE("checkpoints round-trip every field exactly") {
@@ -116,8 +106,8 @@ TEST_SUITE("trainer") {
     CHECK(r.iteration == 42);
     CHECK(r.task_rng_position == 123456789);
     CHECK(r.optimizer_steps == 17);
-    CHECK(same_bits(r.params, c.params));
-    CHECK(same_bits(r.optimizer_state, c.optimizer_state));
+    CHECK(mt::testing::same_bits(r.params, c.params));
+    CHECK(mt::testing::same_bits(r.optimizer_state, c.optimizer_state));
     fs::remove_all(dir);
   }
 
@@ -244,8 +234,8 @@ TEST_SUITE("trainer") {
     // Nothing moved: parameters, optimiser state, iteration, task generator.
     const meta::Checkpoint after = trainer.checkpoint("{}");
     CHECK(trainer.iteration() == 3);
-    CHECK(same_bits(after.params, last_good.params));
-    CHECK(same_bits(after.optimizer_state, last_good.optimizer_state));
+    CHECK(mt::testing::same_bits(after.params, last_good.params));
+    CHECK(mt::testing::same_bits(after.optimizer_state, last_good.optimizer_state));
     CHECK(after.optimizer_steps == last_good.optimizer_steps);
     CHECK(after.task_rng_position == last_good.task_rng_position);
     // From the first iteration too.

@@ -1,5 +1,5 @@
-// Helpers shared by the tests and the benchmarks: the one relative error
-// that compares results, the one matcher for typed errors and their
+// Helpers shared by the tests and the benchmarks: the one bit-for-bit
+// comparison and the one relative error that compare results, the one matcher for typed errors and their
 // messages, and the one builder of random few-shot image tasks. Header-only
 // and free of doctest, so that bench/ includes it too (as
 // "tests/test_util.hpp", from the project root).
@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <initializer_list>
 #include <new>
@@ -21,6 +22,20 @@
 #include "metatape/meta/tasks.hpp"
 
 namespace metatape::testing {
+
+// True when the lists hold the same tensors bit for bit: same count, shapes,
+// dtypes and bytes (so NaNs compare by their bits, and -0 differs from 0).
+// For results that must not move at all: resume, shift invariance. CPU
+// tensors only.
+inline bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i].shape() != b[i].shape() || a[i].dtype() != b[i].dtype()) return false;
+    const std::size_t bytes = static_cast<std::size_t>(a[i].numel()) * dtype_size(a[i].dtype());
+    if (bytes != 0 && std::memcmp(a[i].raw_data(), b[i].raw_data(), bytes) != 0) return false;
+  }
+  return true;
+}
 
 // ‖actual − expected‖ / ‖expected‖, 2-norms over every entry of every tensor
 // of the lists together — so a tensor that is rounding noise around zero
