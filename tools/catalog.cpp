@@ -5,7 +5,9 @@
 namespace metatape::tools {
 namespace {
 
-AlgorithmEntry algorithm(meta::Algorithm a, std::string summary) { return {meta::algorithm_name(a), a, std::move(summary)}; }
+AlgorithmEntry algorithm(meta::Algorithm a, std::string summary) {
+  return {meta::algorithm_name(a), a, std::move(summary)};
+}
 
 }  // namespace
 

@@ -78,9 +78,9 @@ std::optional<double> number_in(const std::string& path) {
 
 // What a cgroup limit leaves, under cgroup v2 or v1.
 std::optional<double> cgroup_headroom() {
-  for (const auto& [limit, usage] : {std::pair{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
-                                     std::pair{"/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                               "/sys/fs/cgroup/memory/memory.usage_in_bytes"}}) {
+  for (const auto& [limit, usage] :
+       {std::pair{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+        std::pair{"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"}}) {
     const std::optional<double> l = number_in(limit), u = number_in(usage);
     if (l && u) return std::max(0.0, *l - *u);
   }

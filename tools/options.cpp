@@ -116,7 +116,8 @@ T Whole<T>::from_json(const nlohmann::json& j, const std::string& what) const {
     value = static_cast<T>(u);
   } else if (j.is_number_integer()) {
     const std::int64_t i = j.get<std::int64_t>();
-    if (i < 0 && std::is_unsigned_v<T>) throw ValueError(what + ": " + shown(j) + " is out of range: expected " + describe());
+    if (i < 0 && std::is_unsigned_v<T>)
+      throw ValueError(what + ": " + shown(j) + " is out of range: expected " + describe());
     value = static_cast<T>(i);
   } else {
     throw ValueError(what + ": " + shown(j) + " is not an integer: expected " + describe());
@@ -128,9 +129,7 @@ T Whole<T>::from_json(const nlohmann::json& j, const std::string& what) const {
 template struct Whole<std::int64_t>;
 template struct Whole<std::uint64_t>;
 
-std::string Reals::describe() const {
-  return std::string("a finite number ") + (exclusive ? "> " : ">= ") + show(min);
-}
+std::string Reals::describe() const { return std::string("a finite number ") + (exclusive ? "> " : ">= ") + show(min); }
 
 std::string Reals::type_name() const { return std::string("REAL:") + (exclusive ? ">" : ">=") + show(min); }
 
@@ -210,7 +209,9 @@ std::string IntegerList::describe() const {
          std::to_string(each.max);
 }
 
-std::string IntegerList::type_name() const { return "INT,...:" + std::to_string(each.min) + ".." + std::to_string(each.max); }
+std::string IntegerList::type_name() const {
+  return "INT,...:" + std::to_string(each.min) + ".." + std::to_string(each.max);
+}
 
 std::string IntegerList::show(const Value& value) const {
   std::string out;

@@ -118,8 +118,8 @@ class RunOutput {
   RunOutput(fs::path dir, bool fresh) : dir_(std::move(dir)), fresh_(fresh) {}
   fs::path dir_;
   bool fresh_;
-  std::vector<fs::path> created_dirs_;           // innermost first
-  std::optional<std::int64_t> checkpoint_;       // the last one this run can continue from
+  std::vector<fs::path> created_dirs_;      // innermost first
+  std::optional<std::int64_t> checkpoint_;  // the last one this run can continue from
 };
 
 // Meta-loss against iteration, smoothed by a running mean over about 1% of
@@ -264,8 +264,8 @@ int run_train(const TrainArgs& args) {
     throw Error(with_note(e.what(), output.abandon()));
   }
 
-  std::printf("trained %s on %s (%s): %s, %lld iterations (%lld this run) in %s, %.0f it/s\n",
-              config.algorithm.c_str(), config.task.c_str(), args.device.c_str(), parts.model->describe().c_str(),
+  std::printf("trained %s on %s (%s): %s, %lld iterations (%lld this run) in %s, %.0f it/s\n", config.algorithm.c_str(),
+              config.task.c_str(), args.device.c_str(), parts.model->describe().c_str(),
               static_cast<long long>(config.iterations), static_cast<long long>(config.iterations - first),
               duration(seconds).c_str(), static_cast<double>(config.iterations - first) / std::max(seconds, 1e-9));
   std::printf("wrote %s, %s, %s and %s\n", checkpoint_path.c_str(), metrics_path.c_str(), (out / "config.json").c_str(),
