@@ -61,4 +61,9 @@ const std::vector<ActivationEntry>& activations() {
   return table;
 }
 
+const std::vector<DTypeEntry>& dtypes() {
+  static const std::vector<DTypeEntry> table = {{"f32", DType::f32}, {"f64", DType::f64}};
+  return table;
+}
+
 }  // namespace metatape::tools

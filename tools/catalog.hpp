@@ -57,6 +57,12 @@ struct ActivationEntry {
 };
 const std::vector<ActivationEntry>& activations();
 
+struct DTypeEntry {
+  std::string name;
+  DType dtype;
+};
+const std::vector<DTypeEntry>& dtypes();
+
 // The names of a table's entries, in order.
 template <class Entry>
 std::vector<std::string> names(const std::vector<Entry>& table) {

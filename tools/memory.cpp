@@ -54,7 +54,7 @@ ParameterCounts parameter_counts(const meta::Model& model, Algorithm algorithm) 
   return counts;
 }
 
-double dtype_bytes(const std::string& dtype) { return dtype == "f64" ? 8 : 4; }
+double dtype_bytes(const std::string& dtype) { return static_cast<double>(dtype_size(parse_dtype(dtype))); }
 
 // A value of /proc/meminfo ("MemAvailable"), in bytes.
 std::optional<double> meminfo(const std::string& field) {

@@ -73,7 +73,7 @@ const std::vector<Option<TrainArgs>>& train_options() {
       O::stored("--clip-grad-norm", &RunConfig::clip_grad_norm, "Clip the meta-gradient's global norm to this (0: off)",
                 kNonNegative),
       O::stored("--seed", &RunConfig::seed, "Seed of parameters and tasks", kSeeds),
-      O::stored("--dtype", &RunConfig::dtype, "Floating-point type", Choices{{"f32", "f64"}}),
+      O::stored("--dtype", &RunConfig::dtype, "Floating-point type", Choices{names(dtypes())}),
       O::local("--threads", &TrainArgs::threads, "Threads for the matrix products", thread_counts()),
       O::local("--device", &TrainArgs::device, "Where to train", kDevices),
       O::local("--cuda-graph", &TrainArgs::cuda_graph,

@@ -45,11 +45,7 @@ bool RunConfig::same_run_as(const RunConfig& other, std::string* first_differenc
   return true;
 }
 
-DType parse_dtype(const std::string& name) {
-  if (name == "f32") return DType::f32;
-  if (name == "f64") return DType::f64;
-  throw ValueError("unknown dtype '" + name + "': choose f32 or f64");
-}
+DType parse_dtype(const std::string& name) { return find(dtypes(), name, "dtype").dtype; }
 
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::cpu;
