@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The metatape command end to end: help, bad input (a message and a non-zero
-# exit, nothing written), a short run, bit-for-bit resume, refusal of a
-# corrupt checkpoint, evaluation against a baseline.
+# The metatape command end to end: help, bad input (a message naming the
+# option and what it accepts, a non-zero exit, nothing written), sizes beyond
+# memory, a short run, bit-for-bit resume, refusal of a corrupt checkpoint,
+# evaluation against a baseline, and what failed runs leave behind.
 #   tests/cli_test.sh path/to/metatape
 set -uo pipefail
 metatape=$1
@@ -16,7 +17,8 @@ expect_error() {
   local what=$1 part=$2
   shift 2
   local err
-  if err=$("$@" 2>&1 >/dev/null); then fail "$what: exited 0"; return; fi
+  # A regression that trains instead of refusing must not hang the suite.
+  if err=$(timeout -s KILL 60 "$@" 2>&1 >/dev/null); then fail "$what: exited 0"; return; fi
   grep -qF -- "$part" <<<"$err" || fail "$what: message lacks '$part': $err"
 }
 
@@ -34,6 +36,45 @@ expect_error "a CUDA graph on the CPU" "a CUDA graph step needs device cuda" \
   "$metatape" train --cuda-graph --out "$work/graph"
 [ -e "$work/graph" ] && fail "a run refused for --cuda-graph created its directory"
 [ -e "$work/bad/checkpoint.bin" ] && fail "a refused run wrote a checkpoint"
+
+tiny=(--hidden 8 --meta-batch 2 --quiet)
+# Values are taken exactly or refused, with the option's name and the accepted
+# range written readably (CLI11 wrapped -1 into an unsigned seed, saturated
+# overflowing integers, took NaN, and printed DBL_MAX in 309 digits).
+expect_error "negative seed" "--seed: '-1' is out of range: expected an integer in 0..18446744073709551615" \
+  "$metatape" train "${tiny[@]}" --iterations 1 --seed -1 --out "$work/bad"
+expect_error "overflowing seed" "--seed: '99999999999999999999999' is out of range" \
+  "$metatape" train "${tiny[@]}" --iterations 1 --seed 99999999999999999999999 --out "$work/bad"
+expect_error "overflowing iterations" "--iterations: '99999999999999999999' is out of range: expected an integer in 1.." \
+  "$metatape" train --iterations 99999999999999999999 --out "$work/bad"
+expect_error "NaN baseline rate" "--baseline-inner-lr: 'nan' is not a finite number" \
+  "$metatape" eval --checkpoint "$work/none.bin" --baseline "$work/none.bin" --baseline-inner-lr nan
+expect_error "infinite inner rate" "--inner-lr: 'inf' is not a finite number: expected a finite number >= 0" \
+  "$metatape" train "${tiny[@]}" --iterations 1 --inner-lr inf --out "$work/bad"
+expect_error "zero meta-batch" "--meta-batch: 0 is out of range: expected an integer in 1..1000000" \
+  "$metatape" train --meta-batch 0 --out "$work/bad"
+expect_error "a word for a number" "--meta-batch: 'many' is not an integer" "$metatape" train --meta-batch many --out "$work/bad"
+err=$("$metatape" train --meta-batch 0 2>&1)
+((${#err} < 200)) || fail "the message for --meta-batch 0 is not short: $err"
+seed=$("$metatape" train --seed 18446744073709551615 --iterations 1 --hidden 4 --meta-batch 1 --quiet --out "$work/seed" \
+  >/dev/null && grep -o '"seed": [0-9]*' "$work/seed/config.json")
+[ "$seed" = '"seed": 18446744073709551615' ] || fail "the largest seed is kept exactly, got '$seed'"
+# Unknown words are named.
+expect_error "unknown command" "unknown command 'frobnicate'" "$metatape" frobnicate
+expect_error "unknown top-level option" "'--frobnicate'" "$metatape" --frobnicate
+expect_error "stray word" "frobnicate" "$metatape" train frobnicate
+# Threads: at most 4 x the hardware threads.
+expect_error "too many threads" "--threads: $((4 * $(getconf _NPROCESSORS_ONLN) + 1)) is out of range" \
+  "$metatape" train "${tiny[@]}" --iterations 1 --threads $((4 * $(getconf _NPROCESSORS_ONLN) + 1)) --out "$work/bad"
+# Sizes that cannot fit in memory are refused at once, with the estimate,
+# not after seconds of work with std::bad_alloc.
+start=$(date +%s%N)
+expect_error "huge hidden layers" "needs at least about" "$metatape" train --hidden 1000000,1000000 --iterations 1 --out "$work/bad"
+expect_error "huge support sets" "needs at least about" "$metatape" train --shots 1000000000 --iterations 1 --out "$work/bad"
+expect_error "huge inner loop" "needs at least about" \
+  "$metatape" train --inner-steps 1000000 --hidden 4000 --iterations 1 --out "$work/bad"
+(($(date +%s%N) - start < 3000000000)) || fail "refusing three huge runs took more than 3 s"
+[ -e "$work/bad" ] && fail "a refused run created its directory"
 
 "$metatape" info | grep -q "^cpu: usable" || fail "info names the CPU"
 if ! "$metatape" info | grep -q "^cuda: usable"; then
@@ -81,6 +122,49 @@ expect_error "resume with other settings" "different run" \
 grep -q "K = 10" "$work/e.out" || fail "eval prints a table per K"
 grep -q "pretrain" "$work/e.out" || fail "eval names the baseline"
 [ -s "$work/e/eval.json" ] && [ -s "$work/e/mse_vs_steps.svg" ] || fail "eval outputs"
+
+expect_error "evaluating with huge sizes" "needs at least about" \
+  "$metatape" eval --checkpoint "$work/a/checkpoint.bin" --steps 1000000 --tasks 1000000000 --out "$work/e2"
+[ -e "$work/e2" ] && fail "a refused evaluation created its directory"
+
+# A failed run leaves nothing it created: a NaN loss at the first iteration
+# removes the files and the directories the run made...
+expect_error "a NaN meta-loss" "removed what this run wrote" \
+  "$metatape" train "${tiny[@]}" --inner-lr 1e308 --iterations 3 --out "$work/nan/deep"
+[ -e "$work/nan" ] && fail "a run that failed at once left $(find "$work/nan")"
+mkdir "$work/mine"
+expect_error "a NaN meta-loss in an existing directory" "removed what this run wrote" \
+  "$metatape" train "${tiny[@]}" --inner-lr 1e308 --iterations 3 --out "$work/mine"
+[ -d "$work/mine" ] && [ -z "$(ls -A "$work/mine")" ] || fail "a failed run into an existing directory left files"
+# ...and one that fails after a checkpoint keeps it and the metrics up to it.
+expect_error "a NaN meta-loss after a checkpoint" "kept $work/late/checkpoint.bin at iteration 1" \
+  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e300 --checkpoint-every 1 --log-every 1 --iterations 5 \
+  --out "$work/late"
+[ -s "$work/late/checkpoint.bin" ] || fail "the last good checkpoint was not kept"
+[ "$(wc -l <"$work/late/metrics.jsonl")" -eq 1 ] || fail "metrics after the last checkpoint were kept"
+# Running out of memory mid-run (where a memory limit can be set: not under ASan).
+# (The probe runs in its own shell, so that a sanitizer's abort is not reported here.)
+if bash -c 'ulimit -v 1500000 && "$0" --help; exit $?' "$metatape" >/dev/null 2>&1; then
+  (ulimit -v 1500000 && exec "$metatape" train --hidden 3000,3000 --iterations 2 --quiet --out "$work/oom") \
+    >/dev/null 2>"$work/oom.err" && fail "a run over its memory limit succeeded"
+  grep -q "out of memory" "$work/oom.err" || fail "out of memory not said: $(cat "$work/oom.err")"
+  [ -e "$work/oom" ] && fail "a run out of memory left $(find "$work/oom")"
+fi
+# --resume on a missing directory creates nothing.
+expect_error "resume a missing run" "no checkpoint to resume" \
+  "$metatape" train "${tiny[@]}" --resume --out "$work/missing/run"
+[ -e "$work/missing" ] && fail "--resume of a missing run created its directory"
+# Resume removes the temporaries of writers killed mid-write (kill -9 during
+# a checkpoint), not those of a writer still alive.
+"$metatape" train "${tiny[@]}" --iterations 2 --out "$work/stale" >/dev/null || fail "run stale"
+sh -c 'exit 0' &
+dead=$!
+wait $dead
+touch "$work/stale/.checkpoint.bin.tmp.$dead" "$work/stale/.metrics.jsonl.tmp.$dead" "$work/stale/.checkpoint.bin.tmp.$$"
+"$metatape" train "${tiny[@]}" --iterations 3 --resume --out "$work/stale" >/dev/null || fail "resume run stale"
+[ -e "$work/stale/.checkpoint.bin.tmp.$dead" ] && fail "a dead writer's checkpoint temporary was left"
+[ -e "$work/stale/.metrics.jsonl.tmp.$dead" ] && fail "a dead writer's metrics temporary was left"
+[ -e "$work/stale/.checkpoint.bin.tmp.$$" ] || fail "a live writer's temporary was removed"
 
 if ((failures)); then
   echo "$failures check(s) failed"

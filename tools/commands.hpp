@@ -1,9 +1,11 @@
-// The metatape command's subcommands, as functions of parsed arguments.
+// The metatape command's subcommands, as functions of parsed arguments, and
+// the tables of their options.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "options.hpp"
 #include "run_config.hpp"
 
 namespace metatape::tools {
@@ -14,7 +16,7 @@ struct TrainArgs {
   std::int64_t checkpoint_every = 1000;
   std::int64_t log_every = 10;
   bool resume = false;
-  int threads = 1;
+  std::int64_t threads = 1;
   std::string device = "cpu";  // "cpu" or "cuda"
   bool cuda_graph = false;     // replay the meta-gradient step as a CUDA graph
   bool quiet = false;          // no progress line even on a terminal
@@ -23,16 +25,21 @@ struct TrainArgs {
 struct EvalArgs {
   std::string checkpoint;
   std::string baseline;             // optional second checkpoint
-  double baseline_inner_lr = -1;    // < 0: the baseline run's own inner lr
+  double baseline_inner_lr = 0;     // 0: the baseline run's own inner lr
   std::vector<std::int64_t> shots;  // empty: the run's own K
   std::int64_t queries = 0;         // 0: as many as shots
   std::int64_t tasks = 600;
-  int steps = 10;
+  std::int64_t steps = 10;
   std::uint64_t seed = 1;
   std::string out;  // "": the checkpoint's directory
-  int threads = 1;
+  std::int64_t threads = 1;
   std::string device = "cpu";
 };
+
+// Every option of `train` and `eval`: option_tables.cpp. The stored rows of
+// the train table are the fields of config.json.
+const std::vector<Option<TrainArgs>>& train_options();
+const std::vector<Option<EvalArgs>>& eval_options();
 
 // Each returns the process exit status; errors are thrown as metatape::Error.
 int run_train(const TrainArgs& args);

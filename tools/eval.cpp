@@ -1,10 +1,11 @@
-// metatape eval: the evaluation protocol of METHODS.md §1 — fresh tasks,
+// metatape eval: the evaluation protocol of docs/methods.md §1 — fresh tasks,
 // 0..steps inner steps, mean query MSE with a 95% confidence interval after
 // each — for a checkpoint and, beside it, a baseline checkpoint.
 #include <cstdio>
 #include <filesystem>
 
 #include "commands.hpp"
+#include "memory.hpp"
 #include "metatape/meta/checkpoint.hpp"
 #include "metatape/meta/evaluation.hpp"
 #include "svg.hpp"
@@ -55,12 +56,16 @@ nlohmann::json to_json(const std::vector<meta::StepSummary>& curve) {
 int run_eval(const EvalArgs& args) {
   if (args.tasks < 1 || args.steps < 0 || args.queries < 0)
     throw ValueError("eval needs --tasks >= 1, --steps >= 0 and --queries >= 0");
-  set_num_threads(args.threads);
+  if (args.baseline_inner_lr > 0 && args.baseline.empty())
+    throw ValueError("--baseline-inner-lr is the step of the --baseline run: give --baseline too");
+  set_num_threads(static_cast<int>(args.threads));
   const Device device = parse_device(args.device);
   const LoadedRun run = load_run(args.checkpoint, device);
+  check_fits(evaluation_memory(run.config, run.parts, args), "evaluating " + run.path);
   std::optional<LoadedRun> baseline;
   if (!args.baseline.empty()) {
     baseline = load_run(args.baseline, device);
+    check_fits(evaluation_memory(baseline->config, baseline->parts, args), "evaluating " + baseline->path);
     if (args.baseline_inner_lr > 0) {
       baseline->config.inner_lr = args.baseline_inner_lr;
       baseline->parts.options.meta.inner_lr = args.baseline_inner_lr;
@@ -91,7 +96,7 @@ int run_eval(const EvalArgs& args) {
     const meta::EvaluationOptions options{.tasks = args.tasks,
                                           .shots = shots[i],
                                           .queries = args.queries > 0 ? args.queries : shots[i],
-                                          .steps = args.steps,
+                                          .steps = static_cast<int>(args.steps),
                                           .seed = args.seed};
     const DType dtype = parse_dtype(run.config.dtype);
     const auto ours = meta::evaluate(*run.parts.model, run.parts.loss, run.parts.options.meta, run.params,

@@ -1,70 +1,34 @@
 #include "run_config.hpp"
 
+#include <limits>
+
+#include "catalog.hpp"
+#include "commands.hpp"
+
 namespace metatape::tools {
 namespace {
 
-template <class T>
-void read(const nlohmann::json& j, const char* key, T& into) {
-  if (!j.contains(key)) throw ValueError(std::string("run configuration: missing field '") + key + "'");
-  try {
-    into = j.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw ValueError(std::string("run configuration: field '") + key + "' has the wrong type");
-  }
-}
+// The config.json format: 1 since the first release. A later stored option
+// either has a key every format-1 file has, or needs a new format number.
+constexpr int kConfigFormat = 1;
 
 }  // namespace
 
 nlohmann::json RunConfig::to_json() const {
-  return {{"format", 1},
-          {"task", task},
-          {"model", model},
-          {"hidden", hidden},
-          {"activation", activation},
-          {"algorithm", algorithm},
-          {"lslr", lslr},
-          {"multi_step_loss", multi_step_loss},
-          {"msl_anneal", msl_anneal},
-          {"inner_steps", inner_steps},
-          {"inner_lr", inner_lr},
-          {"task_batched", task_batched},
-          {"meta_batch", meta_batch},
-          {"shots", shots},
-          {"queries", queries},
-          {"iterations", iterations},
-          {"optimizer", optimizer},
-          {"outer_lr", outer_lr},
-          {"clip_grad_norm", clip_grad_norm},
-          {"seed", seed},
-          {"dtype", dtype}};
+  nlohmann::json j{{"format", kConfigFormat}};
+  for (const Option<TrainArgs>& o : train_options())
+    if (o.write) o.write(*this, j);
+  return j;
 }
 
 RunConfig RunConfig::from_json(const nlohmann::json& j) {
   if (!j.is_object()) throw ValueError("run configuration: not a JSON object");
-  int format = 0;
-  read(j, "format", format);
-  if (format != 1) throw ValueError("run configuration: format " + std::to_string(format) + " is not 1");
+  if (!j.contains("format")) throw ValueError("run configuration: missing field 'format'");
+  if (j["format"] != kConfigFormat)
+    throw ValueError("run configuration: format " + j["format"].dump() + " is not " + std::to_string(kConfigFormat));
   RunConfig c;
-  read(j, "task", c.task);
-  read(j, "model", c.model);
-  read(j, "hidden", c.hidden);
-  read(j, "activation", c.activation);
-  read(j, "algorithm", c.algorithm);
-  read(j, "lslr", c.lslr);
-  read(j, "multi_step_loss", c.multi_step_loss);
-  read(j, "msl_anneal", c.msl_anneal);
-  read(j, "inner_steps", c.inner_steps);
-  read(j, "inner_lr", c.inner_lr);
-  read(j, "task_batched", c.task_batched);
-  read(j, "meta_batch", c.meta_batch);
-  read(j, "shots", c.shots);
-  read(j, "queries", c.queries);
-  read(j, "iterations", c.iterations);
-  read(j, "optimizer", c.optimizer);
-  read(j, "outer_lr", c.outer_lr);
-  read(j, "clip_grad_norm", c.clip_grad_norm);
-  read(j, "seed", c.seed);
-  read(j, "dtype", c.dtype);
+  for (const Option<TrainArgs>& o : train_options())
+    if (o.read) o.read(j, c);
   return c;
 }
 
@@ -81,11 +45,7 @@ bool RunConfig::same_run_as(const RunConfig& other, std::string* first_differenc
   return true;
 }
 
-DType parse_dtype(const std::string& name) {
-  if (name == "f32") return DType::f32;
-  if (name == "f64") return DType::f64;
-  throw ValueError("unknown dtype '" + name + "': choose f32 or f64");
-}
+DType parse_dtype(const std::string& name) { return find(dtypes(), name, "dtype").dtype; }
 
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::cpu;
@@ -97,26 +57,24 @@ Device parse_device(const std::string& name) {
 
 RunParts build(const RunConfig& c) {
   RunParts parts;
-  if (c.task != "sinusoid") throw ValueError("unknown task '" + c.task + "': the task available is sinusoid");
-  parts.tasks = std::make_unique<meta::SinusoidTasks>();
-  parts.loss = meta::Loss::mse;
-  if (c.model != "mlp")
-    throw ValueError("unknown model '" + c.model + "' for the sinusoid task: use mlp (conv4 needs an image task)");
-  meta::Activation activation;
-  if (c.activation == "relu")
-    activation = meta::Activation::relu;
-  else if (c.activation == "tanh")
-    activation = meta::Activation::tanh;
-  else
-    throw ValueError("unknown activation '" + c.activation + "': choose relu or tanh");
-  std::vector<std::int64_t> widths = {1};
-  widths.insert(widths.end(), c.hidden.begin(), c.hidden.end());
-  widths.push_back(1);
-  parts.model = std::make_unique<meta::Mlp>(widths, activation);
+  TaskParts task = find(tasks(), c.task, "task").make(c);
+  const ModelEntry& model = find(models(), c.model, "model");
+  parts.model = model.make(c, task);
+  parts.activations_per_example = model.activations_per_example(c, task);
+  double inputs = 1;
+  for (std::int64_t d : task.input_shape) inputs *= static_cast<double>(d);
+  parts.example_values = inputs + static_cast<double>(task.outputs);
+  parts.tasks = std::move(task.sampler);
+  parts.loss = task.loss;
 
   meta::TrainOptions& o = parts.options;
-  o.meta = {.algorithm = meta::parse_algorithm(c.algorithm),
-            .inner_steps = c.inner_steps,
+  // The option table's range keeps inner_steps within an int; a RunConfig
+  // made in code is checked here.
+  if (c.inner_steps < 0 || c.inner_steps > std::numeric_limits<int>::max())
+    throw ValueError("inner_steps must be in 0.." + std::to_string(std::numeric_limits<int>::max()) + ", got " +
+                     std::to_string(c.inner_steps));
+  o.meta = {.algorithm = find(algorithms(), c.algorithm, "algorithm").algorithm,
+            .inner_steps = static_cast<int>(c.inner_steps),
             .inner_lr = c.inner_lr,
             .learned_layer_rates = c.lslr,
             .multi_step_loss = c.multi_step_loss,

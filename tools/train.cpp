@@ -1,15 +1,19 @@
 // metatape train: the meta-training loop with metrics, checkpoints, resume,
 // a progress line and a learning curve.
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "commands.hpp"
+#include "memory.hpp"
 #include "metatape/meta/checkpoint.hpp"
 #include "progress.hpp"
 #include "svg.hpp"
@@ -18,6 +22,9 @@ namespace metatape::tools {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The files a run writes into its directory.
+constexpr const char* kRunFiles[] = {"checkpoint.bin", "metrics.jsonl", "config.json", "learning_curve.svg"};
 
 // The metrics lines of iterations <= `last`, parsed; a torn last line (from a
 // crash mid-write) is dropped.
@@ -28,7 +35,7 @@ std::vector<nlohmann::json> read_metrics(const fs::path& path, std::int64_t last
   std::string line;
   while (std::getline(in, line)) {
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.contains("iteration")) continue;
+    if (j.is_discarded() || !j.contains("iteration") || !j["iteration"].is_number_integer()) continue;
     if (j["iteration"].get<std::int64_t>() <= last) lines.push_back(j);
   }
   return lines;
@@ -39,6 +46,81 @@ std::string join_lines(const std::vector<nlohmann::json>& lines) {
   for (const auto& j : lines) out += j.dump() + "\n";
   return out;
 }
+
+// write_file_atomically writes "<dir>/.<name>.tmp.<pid>" and renames it over
+// <name>; a writer killed in between leaves the temporary behind. Those of
+// this run's files whose writer is no longer alive are removed.
+void remove_stale_temporaries(const fs::path& dir) {
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    for (const char* file : kRunFiles) {
+      const std::string prefix = "." + std::string(file) + ".tmp.";
+      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string digits = name.substr(prefix.size());
+      if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(digits));
+      if (pid == getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still be at work
+      std::error_code ignored;
+      fs::remove(entry.path(), ignored);
+    }
+  }
+}
+
+// What a run leaves when it fails. A fresh run that fails before its first
+// checkpoint removes the files it wrote and the directories it created; a
+// run with a checkpoint (resumed, or written since) keeps it and the metrics
+// up to it, so that --resume continues from there; a resume that fails
+// before restoring leaves the run as it was.
+class RunOutput {
+ public:
+  // Creates `dir` (and missing parents) for a fresh run.
+  static RunOutput fresh(const fs::path& dir) {
+    RunOutput output(dir, true);
+    fs::path p = fs::absolute(dir).lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();  // "runs/a/"
+    for (; !fs::exists(p) && p != p.parent_path(); p = p.parent_path()) output.created_dirs_.push_back(p);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) {
+      output.abandon();
+      throw IoError("cannot create the run directory " + dir.string() + ": " + ec.message());
+    }
+    return output;
+  }
+  // An existing run, not yet restored.
+  static RunOutput existing(const fs::path& dir) { return RunOutput(dir, false); }
+
+  void checkpointed(std::int64_t iteration) { checkpoint_ = iteration; }
+
+  // Cleans up after a failure; says what it kept or removed ("" when it
+  // touched nothing).
+  std::string abandon() noexcept {
+    try {
+      const fs::path metrics = dir_ / "metrics.jsonl";
+      if (checkpoint_) {
+        meta::write_file_atomically(metrics.string(), join_lines(read_metrics(metrics, *checkpoint_)));
+        return "kept " + (dir_ / "checkpoint.bin").string() + " at iteration " + std::to_string(*checkpoint_) +
+               " and the metrics up to it; --resume continues from there";
+      }
+      if (!fresh_) return "";
+      std::error_code ignored;
+      for (const char* file : kRunFiles) fs::remove(dir_ / file, ignored);
+      remove_stale_temporaries(dir_);
+      for (const fs::path& d : created_dirs_) fs::remove(d, ignored);  // innermost first; only if empty
+      return "no checkpoint was written; removed what this run wrote";
+    } catch (...) {
+      return "cleaning up " + dir_.string() + " failed too";
+    }
+  }
+
+ private:
+  RunOutput(fs::path dir, bool fresh) : dir_(std::move(dir)), fresh_(fresh) {}
+  fs::path dir_;
+  bool fresh_;
+  std::vector<fs::path> created_dirs_;      // innermost first
+  std::optional<std::int64_t> checkpoint_;  // the last one this run can continue from
+};
 
 // Meta-loss against iteration, smoothed by a running mean over about 1% of
 // the run, on a log axis.
@@ -71,50 +153,35 @@ std::string duration(double seconds) {
   return buffer;
 }
 
-}  // namespace
+std::string with_note(const std::string& message, const std::string& note) {
+  return note.empty() ? message : message + "; " + note;
+}
 
-int run_train(const TrainArgs& args) {
+// Restores `trainer` from the checkpoint in `checkpoint_path` after checking
+// that it belongs to this run; drops metrics logged after it (the resumed run
+// logs them again).
+void resume(meta::Trainer& trainer, const RunConfig& config, const fs::path& checkpoint_path,
+            const fs::path& metrics_path) {
+  const meta::Checkpoint checkpoint = meta::load_checkpoint(checkpoint_path.string());
+  const nlohmann::json saved_json = nlohmann::json::parse(checkpoint.config, nullptr, false);
+  if (saved_json.is_discarded())
+    throw IoError("checkpoint " + checkpoint_path.string() + ": its configuration is not JSON");
+  std::string difference;
+  if (!config.same_run_as(RunConfig::from_json(saved_json), &difference))
+    throw ValueError("--resume: " + checkpoint_path.string() + " belongs to a different run (" + difference + ")");
+  if (checkpoint.iteration > config.iterations)
+    throw ValueError("--resume: the checkpoint is at iteration " + std::to_string(checkpoint.iteration) +
+                     ", past --iterations " + std::to_string(config.iterations));
+  trainer.restore(checkpoint);
+  meta::write_file_atomically(metrics_path.string(), join_lines(read_metrics(metrics_path, trainer.iteration())));
+}
+
+// The training loop, from the trainer's iteration to config.iterations;
+// returns the seconds it took.
+double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path& out, RunOutput& output) {
   const RunConfig& config = args.config;
-  RunParts parts = build(config);  // validates every option first
-  if (args.checkpoint_every < 0 || args.log_every < 1)
-    throw ValueError("--checkpoint-every must be >= 0 and --log-every >= 1");
-  set_num_threads(args.threads);
-  parts.options.device = parse_device(args.device);
-  parts.options.cuda_graph = args.cuda_graph;
-  parts.options.validate();  // before anything is written
-
-  const fs::path out = args.out.empty() ? fs::path("runs") / config.algorithm : fs::path(args.out);
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  if (ec) throw IoError("cannot create the run directory " + out.string() + ": " + ec.message());
   const fs::path checkpoint_path = out / "checkpoint.bin", metrics_path = out / "metrics.jsonl";
-
-  meta::Trainer trainer(*parts.model, parts.loss, *parts.tasks, parts.options);
   const std::string config_text = config.to_json().dump();
-  if (args.resume) {
-    if (!fs::exists(checkpoint_path))
-      throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string());
-    const meta::Checkpoint checkpoint = meta::load_checkpoint(checkpoint_path.string());
-    const nlohmann::json saved_json = nlohmann::json::parse(checkpoint.config, nullptr, false);
-    if (saved_json.is_discarded())
-      throw IoError("checkpoint " + checkpoint_path.string() + ": its configuration is not JSON");
-    std::string difference;
-    if (!config.same_run_as(RunConfig::from_json(saved_json), &difference))
-      throw ValueError("--resume: " + checkpoint_path.string() + " belongs to a different run (" + difference + ")");
-    if (checkpoint.iteration > config.iterations)
-      throw ValueError("--resume: the checkpoint is at iteration " + std::to_string(checkpoint.iteration) +
-                       ", past --iterations " + std::to_string(config.iterations));
-    trainer.restore(checkpoint);
-    // Metrics logged after the checkpoint are replayed by the resumed run.
-    meta::write_file_atomically(metrics_path.string(), join_lines(read_metrics(metrics_path, trainer.iteration())));
-  } else {
-    if (fs::exists(checkpoint_path))
-      throw ValueError(out.string() + " already holds a run (" + checkpoint_path.filename().string() +
-                       "): pass --resume to continue it, or choose another --out");
-    meta::write_file_atomically(metrics_path.string(), "");
-  }
-  meta::write_file_atomically((out / "config.json").string(), config.to_json().dump(2) + "\n");
-
   std::ofstream metrics(metrics_path, std::ios::app);
   if (!metrics) throw IoError("cannot append to " + metrics_path.string());
   Progress progress(!args.quiet && isatty(STDERR_FILENO));
@@ -123,6 +190,10 @@ int run_train(const TrainArgs& args) {
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   while (trainer.iteration() < config.iterations) {
     const meta::IterationRecord r = trainer.step();
+    if (!std::isfinite(r.meta_loss))
+      throw ValueError("the meta-loss is " + std::to_string(r.meta_loss) + " at iteration " +
+                       std::to_string(r.iteration) +
+                       "; stopping: try a smaller --inner-lr or --outer-lr, or --clip-grad-norm");
     const bool last = r.iteration == config.iterations;
     if (r.iteration % args.log_every == 0 || last) {
       metrics << nlohmann::json{{"iteration", r.iteration},
@@ -135,26 +206,68 @@ int run_train(const TrainArgs& args) {
               << std::flush;
       if (!metrics) throw IoError("cannot write to " + metrics_path.string());
     }
-    if (!std::isfinite(r.meta_loss))
-      throw Error("the meta-loss is " + std::to_string(r.meta_loss) + " at iteration " + std::to_string(r.iteration) +
-                  "; stopping (the last checkpoint is kept): try a smaller --inner-lr or --outer-lr, or "
-                  "--clip-grad-norm");
-    if ((args.checkpoint_every > 0 && r.iteration % args.checkpoint_every == 0) || last)
+    if ((args.checkpoint_every > 0 && r.iteration % args.checkpoint_every == 0) || last) {
       meta::save_checkpoint(checkpoint_path.string(), trainer.checkpoint(config_text));
+      output.checkpointed(r.iteration);
+    }
     const double rate = static_cast<double>(r.iteration - first) / std::max(elapsed(), 1e-9);
     progress.update(r.iteration, config.iterations, rate, r.meta_loss,
                     static_cast<double>(config.iterations - r.iteration) / std::max(rate, 1e-9));
   }
   progress.finish();
-  metrics.close();
+  return elapsed();
+}
 
-  const double seconds = elapsed();
-  write_learning_curve(out / "learning_curve.svg", read_metrics(metrics_path, config.iterations), config);
-  std::printf("trained %s on %s (%s): %s, %lld iterations (%lld this run) in %s, %.0f it/s\n",
-              config.algorithm.c_str(), config.task.c_str(), args.device.c_str(), parts.model->describe().c_str(),
-              static_cast<long long>(config.iterations),
-              static_cast<long long>(config.iterations - first), duration(seconds).c_str(),
-              static_cast<double>(config.iterations - first) / std::max(seconds, 1e-9));
+}  // namespace
+
+int run_train(const TrainArgs& args) {
+  const RunConfig& config = args.config;
+  RunParts parts = build(config);  // validates every option first
+  check_fits(training_memory(config, parts), "this run");
+  set_num_threads(static_cast<int>(args.threads));
+  parts.options.device = parse_device(args.device);
+  parts.options.cuda_graph = args.cuda_graph;
+  parts.options.validate();  // before anything is written
+
+  const fs::path out = args.out.empty() ? fs::path("runs") / config.algorithm : fs::path(args.out);
+  const fs::path checkpoint_path = out / "checkpoint.bin", metrics_path = out / "metrics.jsonl";
+  if (args.resume) {
+    if (!fs::is_directory(out))
+      throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string() + ": " +
+                       out.string() + " is not a directory");
+    if (!fs::exists(checkpoint_path))
+      throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string());
+  } else if (fs::exists(checkpoint_path)) {
+    throw ValueError(out.string() + " already holds a run (" + checkpoint_path.filename().string() +
+                     "): pass --resume to continue it, or choose another --out");
+  }
+
+  RunOutput output = args.resume ? RunOutput::existing(out) : RunOutput::fresh(out);
+  double seconds = 0;
+  std::int64_t first = 0;
+  try {
+    remove_stale_temporaries(out);
+    meta::Trainer trainer(*parts.model, parts.loss, *parts.tasks, parts.options);
+    if (args.resume) {
+      resume(trainer, config, checkpoint_path, metrics_path);
+      output.checkpointed(trainer.iteration());
+    } else {
+      meta::write_file_atomically(metrics_path.string(), "");
+    }
+    first = trainer.iteration();
+    meta::write_file_atomically((out / "config.json").string(), config.to_json().dump(2) + "\n");
+    seconds = train_loop(trainer, args, out, output);
+    write_learning_curve(out / "learning_curve.svg", read_metrics(metrics_path, config.iterations), config);
+  } catch (const std::bad_alloc&) {
+    throw Error(with_note("out of memory (std::bad_alloc): choose smaller sizes", output.abandon()));
+  } catch (const std::exception& e) {
+    throw Error(with_note(e.what(), output.abandon()));
+  }
+
+  std::printf("trained %s on %s (%s): %s, %lld iterations (%lld this run) in %s, %.0f it/s\n", config.algorithm.c_str(),
+              config.task.c_str(), args.device.c_str(), parts.model->describe().c_str(),
+              static_cast<long long>(config.iterations), static_cast<long long>(config.iterations - first),
+              duration(seconds).c_str(), static_cast<double>(config.iterations - first) / std::max(seconds, 1e-9));
   std::printf("wrote %s, %s, %s and %s\n", checkpoint_path.c_str(), metrics_path.c_str(), (out / "config.json").c_str(),
               (out / "learning_curve.svg").c_str());
   return 0;

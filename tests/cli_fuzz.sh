@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# A command-line fuzzer: every numeric option of `train` and `eval` is given
+# hostile values (negative, zero, huge, overflowing, NaN, infinities,
+# non-numbers, empty), every choice option unknown names, and the commands
+# unknown words. Each case must either succeed (a tiny run: one iteration) or
+# fail with a message naming the option or word; never crash (exit >= 128,
+# "terminate called", a sanitizer report); leave nothing in its --out
+# directory; and be refused within a second.
+#   tests/cli_fuzz.sh path/to/metatape
+set -uo pipefail
+metatape=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+jobs_at_once=${FUZZ_JOBS:-4}
+export OPENBLAS_NUM_THREADS=1  # no thread pool to start in every case
+
+# run_case ID NAME COMMAND...: NAME is what the message must contain when
+# the command fails; the command's --out is $work/out-ID.
+run_case() {
+  local id=$1 name=$2
+  shift 2
+  local out="$work/out-$id" start rc err elapsed_ms
+  start=$(date +%s%N)
+  err=$(timeout -s KILL 20 "$@" 2>&1 >/dev/null)
+  rc=$?
+  elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+  local what="$* (exit $rc, $elapsed_ms ms)"
+  {
+    ((rc < 128)) || echo "FAIL: $what: killed by a signal (after 20 s: by the time limit)"
+    if grep -qE "terminate called|runtime error:|AddressSanitizer|LeakSanitizer|Segmentation fault|Aborted" <<<"$err"; then
+      echo "FAIL: $what: crashed: $err"
+    fi
+    if ((rc == 0)); then
+      echo "accepted" >"$work/accepted-$id"
+    else
+      grep -qF -- "$name" <<<"$err" || echo "FAIL: $what: the message does not name '$name': $err"
+      [ -e "$out" ] && echo "FAIL: $what: left $(find "$out" | head -5 | tr '\n' ' ')"
+      ((elapsed_ms < 1000)) || echo "FAIL: $what: took more than a second to refuse"
+    fi
+  } >"$work/result-$id"
+}
+
+case_id=0
+# submit NAME COMMAND...: runs a case in the background, a few at once.
+submit() {
+  case_id=$((case_id + 1))
+  while (($(jobs -rp | wc -l) >= jobs_at_once)); do wait -n; done
+  run_case "$case_id" "$@" &
+}
+
+hostile=(-1 0 1e308 1e999 nan inf -inf abc "" " 1" 0x10 1.5 2e9 "1,2" 9223372036854775808 99999999999999999999999 --)
+
+# The base arguments of a tiny run, less the fuzzed option.
+train_base() {
+  local skip=$1 id=$2
+  local -A base=([--iterations]=1 [--hidden]=4 [--meta-batch]=2 [--shots]=2 [--queries]=2)
+  local args=(train --quiet --out "$work/out-$id")
+  for option in "${!base[@]}"; do [ "$option" = "$skip" ] || args+=("$option" "${base[$option]}"); done
+  echo "${args[@]}"
+}
+
+for option in --hidden --msl-anneal --inner-steps --inner-lr --meta-batch --shots --queries --iterations --outer-lr \
+  --clip-grad-norm --seed --threads --checkpoint-every --log-every; do
+  for value in "${hostile[@]}"; do
+    read -ra args <<<"$(train_base "$option" $((case_id + 1)))"
+    submit "$option" "$metatape" "${args[@]}" "$option" "$value"
+  done
+done
+for option in --task --model --activation --algorithm --optimizer --dtype --device; do
+  for value in "" frobnicate MAML "maml " -1 nan; do
+    read -ra args <<<"$(train_base "$option" $((case_id + 1)))"
+    submit "$option" "$metatape" "${args[@]}" "$option" "$value"
+  done
+done
+
+# eval needs a checkpoint.
+"$metatape" train --iterations 1 --hidden 4 --meta-batch 2 --quiet --out "$work/run" >/dev/null || {
+  echo "FAIL: the tiny run for eval"
+  exit 1
+}
+checkpoint="$work/run/checkpoint.bin"
+for option in --baseline-inner-lr --shots --queries --tasks --steps --seed --threads --device; do
+  for value in "${hostile[@]}"; do
+    base=(eval --checkpoint "$checkpoint" --baseline "$checkpoint" --out "$work/out-$((case_id + 1))")
+    [ "$option" = --tasks ] || base+=(--tasks 2)
+    [ "$option" = --steps ] || base+=(--steps 1)
+    submit "$option" "$metatape" "${base[@]}" "$option" "$value"
+  done
+done
+
+# Unknown words, where a command or an option should be.
+for words in "frobnicate" "--frobnicate" "-x" "train frobnicate" "eval frobnicate" "info frobnicate" \
+  "train --frobnicate" "eval --frobnicate" "train -x"; do
+  read -ra args <<<"$words"
+  submit "${args[-1]}" "$metatape" "${args[@]}"
+done
+wait
+
+failures=$(cat "$work"/result-* | grep -c "^FAIL")
+cat "$work"/result-* | head -40
+accepted=$(find "$work" -maxdepth 1 -name 'accepted-*' | wc -l)
+echo "$case_id cases, $accepted accepted, $failures failed"
+((failures == 0))

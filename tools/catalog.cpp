@@ -1,0 +1,69 @@
+#include "catalog.hpp"
+
+#include "run_config.hpp"
+
+namespace metatape::tools {
+namespace {
+
+AlgorithmEntry algorithm(meta::Algorithm a, std::string summary) {
+  return {meta::algorithm_name(a), a, std::move(summary)};
+}
+
+}  // namespace
+
+const std::vector<AlgorithmEntry>& algorithms() {
+  using meta::Algorithm;
+  static const std::vector<AlgorithmEntry> table = {
+      algorithm(Algorithm::maml, "exact second order"),
+      algorithm(Algorithm::fomaml, "first order"),
+      algorithm(Algorithm::metasgd, "learned per-parameter rates"),
+      algorithm(Algorithm::anil, "adapt the head only"),
+      algorithm(Algorithm::reptile, "Reptile"),
+      algorithm(Algorithm::pretrain, "the no-adaptation baseline"),
+  };
+  return table;
+}
+
+const std::vector<TaskEntry>& tasks() {
+  static const std::vector<TaskEntry> table = {
+      {"sinusoid", "regression of y = A sin(x - phase), Finn et al. 2017",
+       [](const RunConfig&) {
+         return TaskParts{std::make_unique<meta::SinusoidTasks>(), meta::Loss::mse, {1}, 1};
+       }},
+  };
+  return table;
+}
+
+const std::vector<ModelEntry>& models() {
+  static const std::vector<ModelEntry> table = {
+      {"mlp", "fully connected, --hidden widths and --activation",
+       [](const RunConfig& c, const TaskParts& task) -> std::unique_ptr<meta::Model> {
+         if (task.input_shape.size() != 1)
+           throw ValueError("model mlp takes vector inputs; task " + c.task + " gives " +
+                            std::to_string(task.input_shape.size()) + "-axis examples (use a convolutional model)");
+         std::vector<std::int64_t> widths = {task.input_shape[0]};
+         widths.insert(widths.end(), c.hidden.begin(), c.hidden.end());
+         widths.push_back(task.outputs);
+         return std::make_unique<meta::Mlp>(widths, find(activations(), c.activation, "activation").activation);
+       },
+       [](const RunConfig& c, const TaskParts& task) {
+         double values = static_cast<double>(task.outputs);
+         for (std::int64_t w : c.hidden) values += static_cast<double>(w);
+         return values;
+       }},
+  };
+  return table;
+}
+
+const std::vector<ActivationEntry>& activations() {
+  static const std::vector<ActivationEntry> table = {{"relu", meta::Activation::relu},
+                                                     {"tanh", meta::Activation::tanh}};
+  return table;
+}
+
+const std::vector<DTypeEntry>& dtypes() {
+  static const std::vector<DTypeEntry> table = {{"f32", DType::f32}, {"f64", DType::f64}};
+  return table;
+}
+
+}  // namespace metatape::tools

@@ -1,0 +1,38 @@
+// Whether a run fits in memory, decided before it allocates: sizes of 2e9
+// would otherwise end in std::bad_alloc after seconds of work, or in the
+// kernel's OOM killer. The estimates count the tensors a run cannot do
+// without, so they are lower bounds (measured runs use 1.1 to 4 times as
+// much): a refusal is certain, a pass is not a promise.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "commands.hpp"
+
+namespace metatape::tools {
+
+// An estimate of a run's memory, in bytes, and the sizes it comes from.
+struct MemoryEstimate {
+  double bytes = 0;
+  std::string from;  // "parameters 1761 x ..., activations ..."
+};
+
+// Meta-training with `config` (parameters, optimiser state, the meta-batch,
+// the inner loop's activations and adapted parameters as the algorithm keeps
+// them).
+MemoryEstimate training_memory(const RunConfig& config, const RunParts& parts);
+// Evaluating `run` with `args` (the adaptation curves of every task and step,
+// one chunk of tasks adapted at a time).
+MemoryEstimate evaluation_memory(const RunConfig& run, const RunParts& parts, const EvalArgs& args);
+
+// Bytes this process may still allocate: MemAvailable of /proc/meminfo, or
+// less where a cgroup limit is nearer; nothing when neither can be read.
+std::optional<double> available_memory();
+
+// Throws ValueError when the estimate exceeds what is available, naming
+// `what`, the estimate and what it comes from.
+void check_fits(const MemoryEstimate& estimate, const std::string& what);
+
+}  // namespace metatape::tools

@@ -1,0 +1,114 @@
+// The options of `metatape train` and `metatape eval`, one row each. A new
+// training option is a field (in RunConfig when it belongs to the run and so
+// to config.json and checkpoints, else in TrainArgs) and a row here.
+//
+// Maxima: sizes are bounded by the memory a run needs (memory.hpp), counts
+// by what is meaningful; all keep products of sizes far from int64 overflow.
+//   iterations, --msl-anneal, --checkpoint-every, --log-every: <= 1e9, over
+//     14,000 times the 70,000 iterations of the reference protocol and about
+//     a day at the fastest rate of a small run; more is a typo, not a plan.
+//   --inner-steps, eval --steps: <= 1e6, far past the 1 to 10 of the
+//     literature, and within an int.
+//   --hidden: up to 1000 layers of up to 1e6 units (one such layer is 4 TB).
+//   --threads: <= 4 x the hardware threads; more only contend, and many
+//     OpenBLAS threads spin in its allocator when memory is capped.
+#include <limits>
+#include <thread>
+
+#include "catalog.hpp"
+#include "commands.hpp"
+
+namespace metatape::tools {
+namespace {
+
+constexpr std::int64_t kMaxIterations = 1'000'000'000;
+constexpr std::int64_t kMaxSteps = 1'000'000;
+constexpr std::int64_t kMaxExamples = 1'000'000'000;
+
+const Unsigned kSeeds{0, std::numeric_limits<std::uint64_t>::max()};
+const Reals kNonNegative{0, false}, kPositive{0, true};
+const Choices kDevices{{"cpu", "cuda"}};
+
+Integers thread_counts() {
+  const std::int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  return {1, 4 * cores, "at most 4 x the " + std::to_string(cores) + " hardware threads of this machine"};
+}
+
+std::string algorithm_help() {
+  std::string help;
+  for (const AlgorithmEntry& a : algorithms()) help += (help.empty() ? "" : ", ") + a.name + " (" + a.summary + ")";
+  return help;
+}
+
+}  // namespace
+
+const std::vector<Option<TrainArgs>>& train_options() {
+  using O = Options<TrainArgs>;
+  static const std::vector<Option<TrainArgs>> table = {
+      O::stored("--task", &RunConfig::task, "Task distribution", Choices{names(tasks())}),
+      O::stored("--model", &RunConfig::model, "Model", Choices{names(models())}),
+      O::stored("--hidden", &RunConfig::hidden, "Hidden widths of the MLP, comma-separated",
+                IntegerList{{1, 1'000'000}, 1000}),
+      O::stored("--activation", &RunConfig::activation, "MLP activation", Choices{names(activations())}),
+      O::stored("--algorithm", &RunConfig::algorithm, algorithm_help(), Choices{names(algorithms())}),
+      O::stored("--lslr", &RunConfig::lslr, "MAML++: learn the inner rate per layer and per step (maml, fomaml)",
+                Flag{}),
+      O::stored("--multi-step-loss", &RunConfig::multi_step_loss, "MAML++: outer loss over every inner step, annealed",
+                Flag{}),
+      O::stored("--msl-anneal", &RunConfig::msl_anneal,
+                "Iterations over which the multi-step weights move to the last step", Integers{0, kMaxIterations}),
+      O::stored("--inner-steps", &RunConfig::inner_steps, "Inner SGD steps during training", Integers{0, kMaxSteps}),
+      O::stored("--inner-lr", &RunConfig::inner_lr, "Inner learning rate α (the initial value when learned)",
+                kNonNegative),
+      O::stored("--looped", &RunConfig::task_batched,
+                "Loop over tasks instead of recording the meta-batch as one task-batched graph (same result, slower)",
+                Flag{false}, "task_batched"),
+      O::stored("--meta-batch", &RunConfig::meta_batch, "Tasks per meta-iteration", Integers{1, 1'000'000}),
+      O::stored("--shots", &RunConfig::shots, "Support examples per task (K)", Integers{1, kMaxExamples}),
+      O::stored("--queries", &RunConfig::queries, "Query examples per task", Integers{1, kMaxExamples}),
+      O::stored("--iterations", &RunConfig::iterations, "Meta-iterations to reach (counting those of a resumed run)",
+                Integers{1, kMaxIterations}),
+      O::stored("--optimizer", &RunConfig::optimizer, "Outer optimiser", Choices{{"adam", "sgd"}}),
+      O::stored("--outer-lr", &RunConfig::outer_lr, "Outer learning rate", kPositive),
+      O::stored("--clip-grad-norm", &RunConfig::clip_grad_norm, "Clip the meta-gradient's global norm to this (0: off)",
+                kNonNegative),
+      O::stored("--seed", &RunConfig::seed, "Seed of parameters and tasks", kSeeds),
+      O::stored("--dtype", &RunConfig::dtype, "Floating-point type", Choices{names(dtypes())}),
+      O::local("--threads", &TrainArgs::threads, "Threads for the matrix products", thread_counts()),
+      O::local("--device", &TrainArgs::device, "Where to train", kDevices),
+      O::local("--cuda-graph", &TrainArgs::cuda_graph,
+               "Capture the meta-gradient step as a CUDA graph and replay it (needs --device cuda)", Flag{}),
+      O::local("--out", &TrainArgs::out, "Run directory (default runs/<algorithm>)", Text{}),
+      O::local("--checkpoint-every", &TrainArgs::checkpoint_every,
+               "Write a checkpoint every N iterations (0: only at the end)", Integers{0, kMaxIterations}),
+      O::local("--log-every", &TrainArgs::log_every, "Write a metrics line every N iterations",
+               Integers{1, kMaxIterations}),
+      O::local("--resume", &TrainArgs::resume, "Continue the run in --out from its checkpoint, bit for bit", Flag{}),
+      O::local("--quiet", &TrainArgs::quiet, "No progress line, even on a terminal", Flag{}),
+  };
+  return table;
+}
+
+const std::vector<Option<EvalArgs>>& eval_options() {
+  using O = Options<EvalArgs>;
+  static const std::vector<Option<EvalArgs>> table = {
+      O::local("--checkpoint", &EvalArgs::checkpoint, "Checkpoint to evaluate", Text{.required = true}),
+      O::local("--baseline", &EvalArgs::baseline,
+               "A second checkpoint to show beside it (e.g. the pretrained baseline)", Text{}),
+      O::local("--baseline-inner-lr", &EvalArgs::baseline_inner_lr,
+               "Fine-tuning step of the baseline (default: its run's --inner-lr; Finn et al. tuned theirs)", kPositive),
+      O::local("--shots", &EvalArgs::shots, "Support sizes K to evaluate, comma-separated (default: the run's K)",
+               IntegerList{{1, kMaxExamples}, 100}),
+      O::local("--queries", &EvalArgs::queries, "Query points per task (0: as many as K)", Integers{0, kMaxExamples}),
+      O::local("--tasks", &EvalArgs::tasks, "Fresh tasks per K", Integers{1, kMaxExamples}),
+      O::local("--steps", &EvalArgs::steps, "Inner steps to evaluate after (0..steps)", Integers{0, kMaxSteps}),
+      O::local("--seed", &EvalArgs::seed, "Seed of the evaluation tasks", kSeeds),
+      O::local("--out", &EvalArgs::out,
+               "Where to write eval.json and mse_vs_steps.svg (default: the checkpoint's directory)", Text{}),
+      O::local("--device", &EvalArgs::device, "Where to evaluate", kDevices),
+      O::local("--threads", &EvalArgs::threads, "Threads for the matrix products", thread_counts()),
+  };
+  return table;
+}
+
+}  // namespace metatape::tools
