@@ -1,11 +1,8 @@
 // metatape train: the meta-training loop with metrics, checkpoints, resume,
 // a progress line and a learning curve.
-#include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -47,24 +44,10 @@ std::string join_lines(const std::vector<nlohmann::json>& lines) {
   return out;
 }
 
-// write_file_atomically writes "<dir>/.<name>.tmp.<pid>" and renames it over
-// <name>; a writer killed in between leaves the temporary behind. Those of
-// this run's files whose writer is no longer alive are removed.
+// Temporaries of this run's files that writers killed mid-write left
+// behind (see meta::remove_stale_temporaries).
 void remove_stale_temporaries(const fs::path& dir) {
-  std::error_code ec;
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    for (const char* file : kRunFiles) {
-      const std::string prefix = "." + std::string(file) + ".tmp.";
-      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
-      const std::string digits = name.substr(prefix.size());
-      if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-      const pid_t pid = static_cast<pid_t>(std::stol(digits));
-      if (pid == getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still be at work
-      std::error_code ignored;
-      fs::remove(entry.path(), ignored);
-    }
-  }
+  for (const char* file : kRunFiles) meta::remove_stale_temporaries((dir / file).string());
 }
 
 // What a run leaves when it fails. A fresh run that fails before its first
@@ -172,7 +155,7 @@ void resume(meta::Trainer& trainer, const RunConfig& config, const fs::path& che
   if (checkpoint.iteration > config.iterations)
     throw ValueError("--resume: the checkpoint is at iteration " + std::to_string(checkpoint.iteration) +
                      ", past --iterations " + std::to_string(config.iterations));
-  trainer.restore(checkpoint);
+  trainer.restore(checkpoint, checkpoint_path.string());
   meta::write_file_atomically(metrics_path.string(), join_lines(read_metrics(metrics_path, trainer.iteration())));
 }
 
@@ -189,11 +172,12 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
   const std::int64_t first = trainer.iteration();
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   while (trainer.iteration() < config.iterations) {
-    const meta::IterationRecord r = trainer.step();
-    if (!std::isfinite(r.meta_loss))
-      throw ValueError("the meta-loss is " + std::to_string(r.meta_loss) + " at iteration " +
-                       std::to_string(r.iteration) +
-                       "; stopping: try a smaller --inner-lr or --outer-lr, or --clip-grad-norm");
+    meta::IterationRecord r;
+    try {
+      r = trainer.step();
+    } catch (const meta::NonFiniteError& e) {
+      throw ValueError(std::string(e.what()) + "; the options for them: --inner-lr, --outer-lr, --clip-grad-norm");
+    }
     const bool last = r.iteration == config.iterations;
     if (r.iteration % args.log_every == 0 || last) {
       metrics << nlohmann::json{{"iteration", r.iteration},

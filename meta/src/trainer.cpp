@@ -78,7 +78,7 @@ IterationRecord Trainer::step() {
   record.meta_loss = meta.meta_loss.item();
   if (!std::isfinite(record.meta_loss) || !std::isfinite(record.grad_norm)) {
     task_rng_.set_position(rng_before);  // as if the call had not happened
-    throw ValueError(non_finite_step(record.meta_loss, record.grad_norm, iteration_ + 1));
+    throw NonFiniteError(non_finite_step(record.meta_loss, record.grad_norm, iteration_ + 1), iteration_ + 1);
   }
   std::vector<Tensor> all = params_.all();
   optimizer_->step(all, meta.grads);

@@ -43,13 +43,22 @@ struct IterationRecord {
   double grad_norm = 0;  // before clipping
 };
 
+// A meta-loss or meta-gradient that is NaN or infinite: training cannot go
+// on from it. A ValueError, typed so that a caller can tell it from bad
+// arguments (the command names its options in the hint).
+class NonFiniteError : public ValueError {
+ public:
+  NonFiniteError(const std::string& message, std::int64_t iteration) : ValueError(message), iteration(iteration) {}
+  std::int64_t iteration;  // the one that failed (1-based: the trainer's iteration + 1)
+};
+
 class Trainer {
  public:
   // The model and task sampler must outlive the trainer.
   Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const TrainOptions& options);
 
   // One meta-iteration. A non-finite meta-loss or gradient norm throws
-  // ValueError naming the iteration before the optimiser steps: the trainer
+  // NonFiniteError naming the iteration before the optimiser steps: the trainer
   // is left as it was before the call (parameters, optimiser state, task
   // generator), so its checkpoint is the last good state.
   IterationRecord step();
