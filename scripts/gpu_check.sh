@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything the CUDA issue needs a GPU for, in one run on a GPU machine:
+# Everything the CUDA backend needs a GPU for, in one run on a GPU machine:
 # build with the CUDA backend, run the whole suite (the cuda suite included),
 # compute-sanitizer memcheck and racecheck on the CUDA suite, then the GPU
 # benchmarks of metatape, PyTorch and JAX on the same GPU, and a report.

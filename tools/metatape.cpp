@@ -25,7 +25,7 @@ int unknown_subcommand(const CLI::App& app, int argc, char** argv) {
   if (argc < 2) return -1;
   std::string choices;
   for (const CLI::App* sub : app.get_subcommands({})) choices += (choices.empty() ? "" : ", ") + sub->get_name();
-  std::fprintf(stderr, "metatape: unknown %s '%s': choose a command, %s\nRun with --help for more information.\n",
+  std::fprintf(stderr, "metatape: unknown %s '%s'; the commands are %s\nRun with --help for more information.\n",
                argv[1][0] == '-' ? "option" : "command", argv[1], choices.c_str());
   return static_cast<int>(CLI::ExitCodes::ExtrasError);
 }
