@@ -138,10 +138,19 @@ expect_error "a NaN meta-loss in an existing directory" "removed what this run w
 [ -d "$work/mine" ] && [ -z "$(ls -A "$work/mine")" ] || fail "a failed run into an existing directory left files"
 # ...and one that fails after a checkpoint keeps it and the metrics up to it.
 expect_error "a NaN meta-loss after a checkpoint" "kept $work/late/checkpoint.bin at iteration 1" \
-  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e300 --checkpoint-every 1 --log-every 1 --iterations 5 \
+  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e300 --dtype f64 --checkpoint-every 1 --log-every 1 --iterations 5 \
   --out "$work/late"
 [ -s "$work/late/checkpoint.bin" ] || fail "the last good checkpoint was not kept"
 [ "$(wc -l <"$work/late/metrics.jsonl")" -eq 1 ] || fail "metrics after the last checkpoint were kept"
+# The kept checkpoint is a good one: --resume loads it (and stops again at the same place).
+expect_error "resuming after a NaN stop" "at iteration 2" \
+  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e300 --dtype f64 --checkpoint-every 1 --log-every 1 --iterations 5 \
+  --out "$work/late" --resume
+# An update that overflows the parameters is caught before they are saved.
+expect_error "an overflowing update" "made the parameters non-finite" \
+  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e308 --checkpoint-every 1 --iterations 5 \
+  --out "$work/overflow"
+[ -e "$work/overflow" ] && fail "a run whose first update overflowed left $(find "$work/overflow")"
 # Running out of memory mid-run (where a memory limit can be set: not under ASan).
 # (The probe runs in its own shell, so that a sanitizer's abort is not reported here.)
 if bash -c 'ulimit -v 1500000 && "$0" --help; exit $?' "$metatape" >/dev/null 2>&1; then

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 
 #include "metatape/meta/evaluation.hpp"
 #include "metatape/meta/trainer.hpp"
@@ -247,6 +248,44 @@ TEST_SUITE("trainer") {
     meta::Trainer fresh(model, meta::Loss::mse, tasks, wild);
     CHECK(mt::testing::throws_error<meta::NonFiniteError>([&] { fresh.step(); }, {"at iteration 1"}));
     CHECK(fresh.checkpoint("").optimizer_state.empty());
+  }
+
+  TEST_CASE("an update that overflows the parameters is rolled back, naming the iteration") {
+    const meta::Mlp model({1, 8, 1});
+    const meta::SinusoidTasks tasks;
+    for (const char* optimizer : {"sgd", "adam"}) {
+      INFO(optimizer);
+      meta::TrainOptions options = small_options();
+      options.optimizer = optimizer;
+      meta::Trainer trainer(model, meta::Loss::mse, tasks, options);
+      trainer.step();
+      const meta::Checkpoint before = trainer.checkpoint("{}");
+      // Finite loss and gradient, but θ − lr·g overflows.
+      options.outer_lr = 1e308;
+      meta::Trainer wild(model, meta::Loss::mse, tasks, options);
+      wild.restore(before);
+      CHECK(mt::testing::throws_error<meta::NonFiniteError>([&] { wild.step(); },
+                                                            {"update at iteration 2", "non-finite"}));
+      const meta::Checkpoint after = wild.checkpoint("{}");
+      CHECK(wild.iteration() == 1);
+      CHECK(mt::testing::same_bits(after.params, before.params));
+      CHECK(mt::testing::same_bits(after.optimizer_state, before.optimizer_state));
+      CHECK(after.optimizer_steps == before.optimizer_steps);
+      CHECK(after.task_rng_position == before.task_rng_position);
+    }
+  }
+
+  TEST_CASE("saving a checkpoint with a non-finite tensor is refused") {
+    const meta::Mlp model({1, 8, 1});
+    const meta::SinusoidTasks tasks;
+    meta::Trainer trainer(model, meta::Loss::mse, tasks, small_options());
+    meta::Checkpoint c = trainer.checkpoint("{}");
+    c.params[1] = mt::full(c.params[1].shape(), std::numeric_limits<double>::infinity(), c.params[1].dtype());
+    const fs::path dir = scratch_dir("non-finite");
+    CHECK(mt::testing::throws_error<mt::ValueError>([&] { meta::save_checkpoint((dir / "c.bin").string(), c); },
+                                                    {"parameter 1 holds a non-finite value at element 0"}));
+    CHECK(!fs::exists(dir / "c.bin"));
+    fs::remove_all(dir);
   }
 
   TEST_CASE("evaluation summaries: mean and a 95% interval of the mean") {

@@ -228,11 +228,33 @@ std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
+namespace {
+
+// The index of the first NaN or infinity in a floating tensor, or -1.
+std::int64_t first_non_finite(const Tensor& tensor) {
+  if (!is_floating(tensor.dtype())) return -1;
+  const Tensor t = tensor.to(Device::cpu);
+  const auto scan = [&](const auto* p) -> std::int64_t {
+    for (std::int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(static_cast<double>(p[i]))) return i;
+    return -1;
+  };
+  return t.dtype() == DType::f32 ? scan(static_cast<const float*>(t.raw_data()))
+                                 : scan(static_cast<const double*>(t.raw_data()));
+}
+
+}  // namespace
+
 void save_checkpoint(const std::string& path, const Checkpoint& c) {
   // Never write what load_checkpoint would refuse.
   if (c.iteration < 0 || c.optimizer_steps < 0)
     throw ValueError("save_checkpoint " + path + ": the iteration (" + std::to_string(c.iteration) +
                      ") and the optimizer step count (" + std::to_string(c.optimizer_steps) + ") must be >= 0");
+  for (const auto* list : {&c.params, &c.optimizer_state})
+    for (std::size_t i = 0; i < list->size(); ++i)
+      if (const std::int64_t at = first_non_finite((*list)[i]); at >= 0)
+        throw ValueError("save_checkpoint " + path + ": " + (list == &c.params ? "parameter " : "optimizer state ") +
+                         std::to_string(i) + " holds a non-finite value at element " + std::to_string(at));
   Writer payload;
   payload.put_string(c.config);
   payload.put<std::int64_t>(c.iteration);
@@ -382,18 +404,6 @@ namespace {
 std::string describe(DType dtype, const Shape& shape) { return std::string(dtype_name(dtype)) + " " + shape.str(); }
 
 // The index of the first element that is not finite, or -1.
-std::int64_t first_non_finite(const Tensor& tensor) {
-  if (!is_floating(tensor.dtype())) return -1;
-  const Tensor t = tensor.to(Device::cpu);
-  const auto scan = [&](const auto* p) -> std::int64_t {
-    for (std::int64_t i = 0; i < t.numel(); ++i)
-      if (!std::isfinite(static_cast<double>(p[i]))) return i;
-    return -1;
-  };
-  return t.dtype() == DType::f32 ? scan(static_cast<const float*>(t.raw_data()))
-                                 : scan(static_cast<const double*>(t.raw_data()));
-}
-
 void check_tensors(const std::vector<Tensor>& got, const std::vector<TensorSpec>& expected, const char* what,
                    const std::string& where) {
   if (got.size() != expected.size())

@@ -23,6 +23,18 @@ std::string number(double x) {
   return out.str();
 }
 
+// One host read for all tensors: x · 0 is 0 for every finite x and NaN for
+// an infinity or a NaN, with no overflow on the way.
+bool all_finite(const std::vector<Tensor>& tensors) {
+  NoGradScope no_grad;
+  Tensor total;
+  for (const Tensor& t : tensors) {
+    const Tensor zero_if_finite = sum(scale(t, 0.0));
+    total = total.defined() ? add(total, zero_if_finite) : zero_if_finite;
+  }
+  return !total.defined() || std::isfinite(total.item());
+}
+
 std::string non_finite_step(double meta_loss, double grad_norm, std::int64_t iteration) {
   const std::string what = std::isfinite(meta_loss) ? "the meta-gradient norm is " + number(grad_norm) +
                                                           " (the meta-loss " + number(meta_loss) + ")"
@@ -80,8 +92,23 @@ IterationRecord Trainer::step() {
     task_rng_.set_position(rng_before);  // as if the call had not happened
     throw NonFiniteError(non_finite_step(record.meta_loss, record.grad_norm, iteration_ + 1), iteration_ + 1);
   }
+  // Optimisers replace their tensors instead of writing into them, so the
+  // handles held here are the state before the update.
+  const std::vector<Tensor> state_before = optimizer_->state();
+  const std::int64_t steps_before = optimizer_->steps();
   std::vector<Tensor> all = params_.all();
   optimizer_->step(all, meta.grads);
+  // A finite gradient can still overflow the update (a huge learning rate):
+  // such parameters would be checkpointed and every later loss be NaN.
+  if (!all_finite(all)) {
+    optimizer_->load_state(state_before, steps_before);
+    task_rng_.set_position(rng_before);
+    throw NonFiniteError("the update at iteration " + std::to_string(iteration_ + 1) +
+                             " made the parameters non-finite (meta-loss " + number(record.meta_loss) +
+                             ", meta-gradient norm " + number(record.grad_norm) +
+                             "); they were not changed (a smaller outer learning rate, or gradient clipping, may help)",
+                         iteration_ + 1);
+  }
   params_ = MetaParams::from_all(all, params_.model.size());
   record.iteration = ++iteration_;
   record.task_losses = meta.task_losses.to_vector();

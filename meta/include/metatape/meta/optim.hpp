@@ -20,7 +20,9 @@ struct TensorSpec {
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
-  // params[i] ← update(params[i], grads[i]); shapes must match.
+  // params[i] ← update(params[i], grads[i]); shapes must match. Replaces
+  // the handles in `params` and in the state with new tensors, never writes
+  // into the old ones: a caller that kept them can roll a step back.
   virtual void step(std::vector<Tensor>& params, const std::vector<Tensor>& grads) = 0;
   // The state to checkpoint (moment tensors) and the number of steps taken.
   virtual std::vector<Tensor> state() const = 0;

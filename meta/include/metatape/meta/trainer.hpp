@@ -57,10 +57,11 @@ class Trainer {
   // The model and task sampler must outlive the trainer.
   Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const TrainOptions& options);
 
-  // One meta-iteration. A non-finite meta-loss or gradient norm throws
-  // NonFiniteError naming the iteration before the optimiser steps: the trainer
-  // is left as it was before the call (parameters, optimiser state, task
-  // generator), so its checkpoint is the last good state.
+  // One meta-iteration. A non-finite meta-loss or gradient norm, or an
+  // update that would make a parameter non-finite, throws NonFiniteError
+  // naming the iteration: the trainer is left as it was before the call
+  // (parameters, optimiser state, task generator), so its checkpoint is the
+  // last good state.
   IterationRecord step();
   std::int64_t iteration() const { return iteration_; }
   const MetaParams& params() const { return params_; }
