@@ -309,16 +309,18 @@ TEST_SUITE("checkpoint-fuzz") {
     const Fixture f;
     const meta::Mlp wider({1, 8, 1});
     const auto fits = [&](const meta::Model& model, const meta::TrainOptions& options) {
-      try {
-        meta::check_checkpoint_fits(f.original, model, options, f.path);
-      } catch (const mt::IoError& e) {
-        return std::string(e.what());
-      }
-      return std::string();
+      return mt::testing::throws_error<mt::IoError>(
+                 [&] { meta::check_checkpoint_fits(f.original, model, options, f.path); })
+          .message;
     };
-    CHECK(fits(f.model, f.options).empty());
+    CHECK_NOTHROW(meta::check_checkpoint_fits(f.original, f.model, f.options, f.path));
     CHECK(contains(fits(wider, f.options),
-                   "checkpoint " + f.path + ": parameter 0 is f32 [1, 4], the run needs f32 [1, 8]"));
+                   "checkpoint " + f.path + ": parameter 0 (w1) is [1, 4], the model mlp 1-8-1 relu needs [1, 8]"));
+    // A configuration forged to describe a huge model is refused from the
+    // model's description, before anything of its size is allocated.
+    const meta::Mlp huge({1, 1000000, 1});
+    CHECK(contains(fits(huge, f.options),
+                   "parameter 0 (w1) is [1, 4], the model mlp 1-1000000-1 relu needs [1, 1000000]"));
     meta::TrainOptions metasgd = f.options;
     metasgd.meta.algorithm = meta::Algorithm::metasgd;
     CHECK(contains(fits(f.model, metasgd), "holds 4 parameter tensors, the run needs 8"));

@@ -141,6 +141,19 @@ void Trainer::restore(const Checkpoint& c, const std::string& path) {
 
 void check_checkpoint_fits(const Checkpoint& c, const Model& model, const TrainOptions& options,
                            const std::string& path) {
+  // The model's own shapes first, from its description: a forged
+  // configuration can describe a model far larger than the file, and
+  // initialising that model below would allocate all of it. Once these match,
+  // the model is no larger than the tensors the file holds.
+  const std::vector<ParamInfo>& infos = model.parameters();
+  const std::string where = path.empty() ? std::string("a checkpoint") : "checkpoint " + path;
+  if (c.params.size() < infos.size())
+    throw IoError(where + ": holds " + std::to_string(c.params.size()) + " parameter tensors, the model " +
+                  model.describe() + " needs " + std::to_string(infos.size()));
+  for (std::size_t i = 0; i < infos.size(); ++i)
+    if (c.params[i].shape() != infos[i].shape)
+      throw IoError(where + ": parameter " + std::to_string(i) + " (" + infos[i].name + ") is " +
+                    c.params[i].shape().str() + ", the model " + model.describe() + " needs " + infos[i].shape.str());
   // Only shapes and dtypes are compared, so any generator will do.
   Generator gen(0);
   const MetaParams fresh = init_meta_params(model, options.meta, gen, options.dtype);
