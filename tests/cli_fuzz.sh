@@ -48,7 +48,7 @@ submit() {
   run_case "$case_id" "$@" &
 }
 
-hostile=(-1 0 1e308 1e999 nan inf -inf abc "" " 1" 0x10 1.5 2e9 "1,2" 9223372036854775808 99999999999999999999999 --)
+hostile=(-1 0 1e308 1e999 1e-400 nan inf -inf abc "" " 1" 0x10 1.5 2e9 "1,2" 9223372036854775808 99999999999999999999999 --)
 
 # The base arguments of a tiny run, less the fuzzed option.
 train_base() {
@@ -59,14 +59,28 @@ train_base() {
   echo "${args[@]}"
 }
 
-for option in --hidden --msl-anneal --inner-steps --inner-lr --meta-batch --shots --queries --iterations --outer-lr \
-  --clip-grad-norm --seed --threads --checkpoint-every --log-every; do
+# The options come from the command's own help, so a new option is fuzzed
+# the moment it is declared: numeric ones (INT, UINT, REAL), and ones with a
+# list of choices ({a,b}).
+options_of() {
+  "$metatape" "$1" --help | sed -nE "s/^ +(--[a-z-]+) ($2).*/\1/p"
+}
+read -ra numeric_train <<<"$(options_of train 'INT|UINT|REAL' | tr '\n' ' ')"
+read -ra choice_train <<<"$(options_of train '\{' | tr '\n' ' ')"
+read -ra numeric_eval <<<"$(options_of eval 'INT|UINT|REAL' | tr '\n' ' ')"
+read -ra choice_eval <<<"$(options_of eval '\{' | tr '\n' ' ')"
+((${#numeric_train[@]} >= 10 && ${#choice_train[@]} >= 5 && ${#numeric_eval[@]} >= 5)) || {
+  echo "FAIL: could not read the options from --help (train: ${numeric_train[*]} / ${choice_train[*]})"
+  exit 1
+}
+
+for option in "${numeric_train[@]}"; do
   for value in "${hostile[@]}"; do
     read -ra args <<<"$(train_base "$option" $((case_id + 1)))"
     submit "$option" "$metatape" "${args[@]}" "$option" "$value"
   done
 done
-for option in --task --model --activation --algorithm --optimizer --dtype --device; do
+for option in "${choice_train[@]}"; do
   for value in "" frobnicate MAML "maml " -1 nan; do
     read -ra args <<<"$(train_base "$option" $((case_id + 1)))"
     submit "$option" "$metatape" "${args[@]}" "$option" "$value"
@@ -79,7 +93,7 @@ done
   exit 1
 }
 checkpoint="$work/run/checkpoint.bin"
-for option in --baseline-inner-lr --shots --queries --tasks --steps --seed --threads --device; do
+for option in "${numeric_eval[@]}" "${choice_eval[@]}"; do
   for value in "${hostile[@]}"; do
     base=(eval --checkpoint "$checkpoint" --baseline "$checkpoint" --out "$work/out-$((case_id + 1))")
     [ "$option" = --tasks ] || base+=(--tasks 2)

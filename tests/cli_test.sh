@@ -45,6 +45,10 @@ expect_error "negative seed" "--seed: '-1' is out of range: expected an integer 
   "$metatape" train "${tiny[@]}" --iterations 1 --seed -1 --out "$work/bad"
 expect_error "overflowing seed" "--seed: '99999999999999999999999' is out of range" \
   "$metatape" train "${tiny[@]}" --iterations 1 --seed 99999999999999999999999 --out "$work/bad"
+expect_error "a seed in range but inexact" "--seed: '1e19' is inexact" \
+  "$metatape" train "${tiny[@]}" --iterations 1 --seed 1e19 --out "$work/bad"
+expect_error "a rate that underflows" "--inner-lr: '1e-400' is too small for a double" \
+  "$metatape" train "${tiny[@]}" --iterations 1 --inner-lr 1e-400 --out "$work/bad"
 expect_error "overflowing iterations" "--iterations: '99999999999999999999' is out of range: expected an integer in 1.." \
   "$metatape" train --iterations 99999999999999999999 --out "$work/bad"
 expect_error "NaN baseline rate" "--baseline-inner-lr: 'nan' is not a finite number" \
@@ -94,6 +98,11 @@ grep -q '"task_losses"' "$work/a/metrics.jsonl" || fail "metrics lack per-task l
 grep -q $'\r' "$work/a.err" && fail "a progress line went to a non-terminal"
 
 expect_error "overwriting a run" "already holds a run" "$metatape" train "${common[@]}" --iterations 30 --out "$work/a"
+# Files of a run that are not ours survive a fresh run's refusal and its failure.
+mkdir -p "$work/theirs" && echo '{"mine": 1}' >"$work/theirs/config.json"
+expect_error "a directory with another run's config" "already holds a run (config.json)" \
+  "$metatape" train "${tiny[@]}" --inner-lr 1e308 --iterations 3 --out "$work/theirs"
+[ "$(cat "$work/theirs/config.json")" = '{"mine": 1}' ] || fail "a refused run touched another run's config.json"
 
 # Resume: 20 iterations, then on to 30, equals 30 straight (same bits).
 "$metatape" train "${common[@]}" --iterations 20 --out "$work/b" >/dev/null || fail "training run b"

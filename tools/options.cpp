@@ -29,6 +29,16 @@ const std::string& only(const std::vector<std::string>& texts, const std::string
   return texts.front();
 }
 
+// Whether the strtod just made rounded a text below the normal range
+// ("1e-400" becomes 0 or a subnormal): the user's number is not the value.
+bool underflowed(double value) { return errno == ERANGE && std::fabs(value) < std::numeric_limits<double>::min(); }
+
+// Reads `text` only to tell why finite_number refused it.
+bool underflows(const std::string& text) {
+  errno = 0;
+  return underflowed(std::strtod(text.c_str(), nullptr));
+}
+
 // The whole text as a finite decimal double, or nothing: no leading blanks
 // (strtod would skip them), nothing left over, no NaN or infinity.
 std::optional<double> finite_number(const std::string& text) {
@@ -39,7 +49,7 @@ std::optional<double> finite_number(const std::string& text) {
   char* end = nullptr;
   errno = 0;
   const double value = std::strtod(text.c_str(), &end);
-  if (end != text.c_str() + text.size() || !std::isfinite(value)) return std::nullopt;
+  if (end != text.c_str() + text.size() || !std::isfinite(value) || underflowed(value)) return std::nullopt;
   return value;
 }
 
@@ -96,7 +106,12 @@ T Whole<T>::parse(const std::vector<std::string>& texts, const std::string& what
   const std::optional<T> value = exact_integer<T>(text);
   if (!value) {
     const std::optional<double> real = finite_number(text);
-    const bool too_large = looks_integral(text) || (real && *real == std::floor(*real));
+    const bool integral = real && *real == std::floor(*real);
+    if (integral && !looks_integral(text) && *real >= static_cast<double>(min) && *real <= static_cast<double>(max))
+      throw ValueError(what + ": " + quoted(text) +
+                       " is inexact: a number written with an exponent is read exactly only up to 2^53; write its "
+                       "digits");
+    const bool too_large = looks_integral(text) || integral;
     throw ValueError(what + ": " + quoted(text) + (too_large ? " is out of range" : " is not an integer") +
                      ": expected " + describe() + (too_large && !why.empty() ? " (" + why + ")" : ""));
   }
@@ -147,6 +162,9 @@ void Reals::check(double value, const std::string& what) const {
 double Reals::parse(const std::vector<std::string>& texts, const std::string& what) const {
   const std::string& text = only(texts, what);
   const std::optional<double> value = finite_number(text);
+  if (!value && underflows(text))
+    throw ValueError(what + ": " + quoted(text) + " is too small for a double (it would become 0): expected " +
+                     describe());
   if (!value) throw ValueError(what + ": " + quoted(text) + " is not a finite number: expected " + describe());
   check(*value, what);
   return *value;

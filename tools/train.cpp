@@ -221,9 +221,13 @@ int run_train(const TrainArgs& args) {
                        out.string() + " is not a directory");
     if (!fs::exists(checkpoint_path))
       throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string());
-  } else if (fs::exists(checkpoint_path)) {
-    throw ValueError(out.string() + " already holds a run (" + checkpoint_path.filename().string() +
-                     "): pass --resume to continue it, or choose another --out");
+  } else {
+    // A fresh run writes these names; one that is there already belongs to
+    // someone else and must survive both success and failure.
+    for (const char* file : kRunFiles)
+      if (fs::exists(out / file))
+        throw ValueError(out.string() + " already holds a run (" + file +
+                         "): pass --resume to continue it, or choose another --out");
   }
 
   RunOutput output = args.resume ? RunOutput::existing(out) : RunOutput::fresh(out);
