@@ -248,9 +248,14 @@ TEST_SUITE("checkpoint-fuzz") {
       CHECK(contains(m, "parameter 0"));
       CHECK(contains(m, "at byte " + std::to_string(first.dims)));
     }
-    std::string count = f.good;
-    write_at<std::uint32_t>(count, first.dtype - 4, 0xFFFFFFFFu);
-    (void)f.refusal(reseal(count));
+    // Tensor counts: more than any model has, and more than the payload holds.
+    for (const std::uint32_t bad : {0xFFFFFFFFu, 1000u}) {
+      std::string count = f.good;
+      write_at<std::uint32_t>(count, first.dtype - 4, bad);
+      const std::string m = f.refusal(reseal(count));
+      CHECK(contains(m, "parameter count " + std::to_string(bad) + " is more than"));
+      CHECK(contains(m, "at byte " + std::to_string(first.dtype - 4)));
+    }
     std::string config = f.good;
     write_at<std::uint64_t>(config, kHeader, std::uint64_t{1} << 63);
     CHECK(contains(f.refusal(reseal(config)), "the payload ends inside the configuration"));

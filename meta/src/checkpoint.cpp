@@ -82,7 +82,16 @@ class Reader {
     return value;
   }
   std::vector<Tensor> get_tensors(const char* what) {
+    const std::size_t at = pos_;
     const auto count = get<std::uint32_t>(what);
+    // The smallest tensor is a dtype byte, a rank byte and one f32 scalar.
+    // A count the rest of the payload cannot hold, or more tensors than any
+    // model has, is refused before a handle is made for each.
+    constexpr std::size_t kSmallestTensorBytes = 6, kMostTensors = std::size_t{1} << 20;
+    if (count > kMostTensors || count > (in_.size() - pos_) / kSmallestTensorBytes)
+      fail(at, std::string(what) + " count " + std::to_string(count) + " is more than " +
+                   (count > kMostTensors ? "any model has (at most " + std::to_string(kMostTensors) + ")"
+                                         : "the rest of the payload can hold"));
     std::vector<Tensor> out;
     for (std::uint32_t i = 0; i < count; ++i) out.push_back(get_tensor(std::string(what) + " " + std::to_string(i)));
     return out;
