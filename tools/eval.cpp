@@ -61,11 +61,11 @@ int run_eval(const EvalArgs& args) {
   set_num_threads(static_cast<int>(args.threads));
   const Device device = parse_device(args.device);
   const LoadedRun run = load_run(args.checkpoint, device);
-  check_fits(evaluation_memory(run.config, run.parts, args), "evaluating " + run.path);
+  check_memory(evaluation_memory(run.config, run.parts, args), "evaluating " + run.path);
   std::optional<LoadedRun> baseline;
   if (!args.baseline.empty()) {
     baseline = load_run(args.baseline, device);
-    check_fits(evaluation_memory(baseline->config, baseline->parts, args), "evaluating " + baseline->path);
+    check_memory(evaluation_memory(baseline->config, baseline->parts, args), "evaluating " + baseline->path);
     if (args.baseline_inner_lr > 0) {
       baseline->config.inner_lr = args.baseline_inner_lr;
       baseline->parts.options.meta.inner_lr = args.baseline_inner_lr;

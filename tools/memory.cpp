@@ -146,7 +146,7 @@ std::optional<double> available_memory() {
   return available;
 }
 
-void check_fits(const MemoryEstimate& estimate, const std::string& what) {
+void check_memory(const MemoryEstimate& estimate, const std::string& what) {
   const std::optional<double> available = available_memory();
   if (!available || estimate.bytes <= *available) return;
   throw ValueError(what + " needs at least about " + human(estimate.bytes) + " of memory (" + estimate.from +

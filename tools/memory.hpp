@@ -33,6 +33,6 @@ std::optional<double> available_memory();
 
 // Throws ValueError when the estimate exceeds what is available, naming
 // `what`, the estimate and what it comes from.
-void check_fits(const MemoryEstimate& estimate, const std::string& what);
+void check_memory(const MemoryEstimate& estimate, const std::string& what);
 
 }  // namespace metatape::tools

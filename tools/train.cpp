@@ -46,7 +46,7 @@ std::string join_lines(const std::vector<nlohmann::json>& lines) {
 
 // Temporaries of this run's files that writers killed mid-write left
 // behind (see meta::remove_stale_temporaries).
-void remove_stale_temporaries(const fs::path& dir) {
+void remove_stale_run_temporaries(const fs::path& dir) {
   for (const char* file : kRunFiles) meta::remove_stale_temporaries((dir / file).string());
 }
 
@@ -89,7 +89,7 @@ class RunOutput {
       if (!fresh_) return "";
       std::error_code ignored;
       for (const char* file : kRunFiles) fs::remove(dir_ / file, ignored);
-      remove_stale_temporaries(dir_);
+      remove_stale_run_temporaries(dir_);
       for (const fs::path& d : created_dirs_) fs::remove(d, ignored);  // innermost first; only if empty
       return "no checkpoint was written; removed what this run wrote";
     } catch (...) {
@@ -207,7 +207,7 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
 int run_train(const TrainArgs& args) {
   const RunConfig& config = args.config;
   RunParts parts = build(config);  // validates every option first
-  check_fits(training_memory(config, parts), "this run");
+  check_memory(training_memory(config, parts), "this run");
   set_num_threads(static_cast<int>(args.threads));
   parts.options.device = parse_device(args.device);
   parts.options.cuda_graph = args.cuda_graph;
@@ -234,7 +234,7 @@ int run_train(const TrainArgs& args) {
   double seconds = 0;
   std::int64_t first = 0;
   try {
-    remove_stale_temporaries(out);
+    remove_stale_run_temporaries(out);
     meta::Trainer trainer(*parts.model, parts.loss, *parts.tasks, parts.options);
     if (args.resume) {
       resume(trainer, config, checkpoint_path, metrics_path);

@@ -121,7 +121,7 @@ class Reader {
         fail(pos_ - 8, "dimension " + std::to_string(d) + " of " + item + " is " + std::to_string(dims[d]));
     }
     const Shape shape(std::span<const std::int64_t>(dims, rank));
-    check_fits(shape, static_cast<DType>(dtype), item, dims_at);
+    check_tensor_fits_payload(shape, static_cast<DType>(dtype), item, dims_at);
     Tensor t = empty(shape, static_cast<DType>(dtype));
     const std::size_t bytes = static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype());
     std::memcpy(t.raw_data(), take(bytes, item.c_str()), bytes);
@@ -130,7 +130,7 @@ class Reader {
   // A tensor with elements must fit in the bytes left; one without (a zero
   // dimension) allocates nothing, but its other dimensions still bound the
   // strides computed from them.
-  void check_fits(const Shape& shape, DType dtype, const std::string& item, std::size_t dims_at) const {
+  void check_tensor_fits_payload(const Shape& shape, DType dtype, const std::string& item, std::size_t dims_at) const {
     const std::size_t left = in_.size() - pos_;
     const bool has_zero = std::find(shape.begin(), shape.end(), 0) != shape.end();
     const std::uint64_t limit = has_zero ? (std::uint64_t{1} << 40) : left / dtype_size(dtype);

@@ -6,7 +6,7 @@
 namespace metatape::meta {
 namespace {
 
-void check_fits(const Checkpoint& c, const std::vector<Tensor>& params, const Optimizer& optimizer,
+void check_restorable(const Checkpoint& c, const std::vector<Tensor>& params, const Optimizer& optimizer,
                 const std::string& path) {
   // The trainer steps its optimiser once per iteration; a file where the two
   // disagree was not written by it.
@@ -130,7 +130,7 @@ Checkpoint Trainer::checkpoint(const std::string& config) const {
 }
 
 void Trainer::restore(const Checkpoint& c, const std::string& path) {
-  check_fits(c, params_.all(), *optimizer_, path);
+  check_restorable(c, params_.all(), *optimizer_, path);
   std::vector<Tensor> state;
   for (const Tensor& t : c.optimizer_state) state.push_back(t.to(options_.device));
   optimizer_->load_state(state, c.optimizer_steps);
@@ -157,7 +157,7 @@ void check_checkpoint_fits(const Checkpoint& c, const Model& model, const TrainO
   // Only shapes and dtypes are compared, so any generator will do.
   Generator gen(0);
   const MetaParams fresh = init_meta_params(model, options.meta, gen, options.dtype);
-  check_fits(c, fresh.all(), *make_optimizer(options.optimizer, options.outer_lr), path);
+  check_restorable(c, fresh.all(), *make_optimizer(options.optimizer, options.outer_lr), path);
 }
 
 }  // namespace metatape::meta

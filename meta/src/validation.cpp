@@ -12,6 +12,9 @@ namespace {
 
 // Checks the parameter-like tensors one by one; `reference` (the first model
 // parameter) fixes the dtype and the device everything else must share.
+// These checks run on every meta-step, so a check that passes builds no
+// string: `what` is a callable that names the tensor, called only for a
+// message.
 class Checker {
  public:
   explicit Checker(const char* caller) : caller_(caller) {}
@@ -19,31 +22,40 @@ class Checker {
   // Throws E with the caller's name in front of `message`.
   template <class E>
   [[noreturn]] void fail(const std::string& message) const {
-    throw E(caller_ + ": " + message);
+    throw E(std::string(caller_) + ": " + message);
   }
 
-  void tensor(const Tensor& t, const std::string& what, const Shape& expected, const Tensor& reference) const {
-    if (!t.defined()) fail<ValueError>(what + " is undefined");
+  template <class Name>
+  void tensor(const Tensor& t, const Name& what, const Shape& expected, const Tensor& reference) const {
+    if (!t.defined()) fail<ValueError>(what() + " is undefined");
     if (t.shape() != expected)
-      fail<ShapeError>(what + " has shape " + t.shape().str() + ", expected " + expected.str());
+      fail<ShapeError>(what() + " has shape " + t.shape().str() + ", expected " + expected.str());
     same_kind(t, what, reference);
   }
 
-  void same_kind(const Tensor& t, const std::string& what, const Tensor& reference) const {
+  template <class Name>
+  void same_kind(const Tensor& t, const Name& what, const Tensor& reference) const {
     if (t.dtype() != reference.dtype())
-      fail<DTypeError>(what + " is " + dtype_name(t.dtype()) + ", the parameters are " + dtype_name(reference.dtype()));
+      fail<DTypeError>(what() + " is " + dtype_name(t.dtype()) + ", the parameters are " +
+                       dtype_name(reference.dtype()));
     device(t, what, reference);
   }
 
-  void device(const Tensor& t, const std::string& what, const Tensor& reference) const {
+  template <class Name>
+  void device(const Tensor& t, const Name& what, const Tensor& reference) const {
     if (t.device() != reference.device())
-      fail<DeviceError>(what + " is on " + device_name(t.device()) + ", the parameters on " +
+      fail<DeviceError>(what() + " is on " + device_name(t.device()) + ", the parameters on " +
                         device_name(reference.device()));
   }
 
  private:
-  std::string caller_;
+  const char* caller_;
 };
+
+// A name for Checker, built only when a message needs it.
+auto named(const char* text) {
+  return [text] { return std::string(text); };
+}
 
 void check_model_params(const Checker& check, const Model& model, const MetaParams& params) {
   const std::vector<ParamInfo>& infos = model.parameters();
@@ -57,8 +69,9 @@ void check_model_params(const Checker& check, const Model& model, const MetaPara
     check.fail<DTypeError>("params.model[0] (" + infos[0].name + ") is " + dtype_name(first.dtype()) +
                            ", parameters must be f32 or f64");
   for (std::size_t i = 0; i < infos.size(); ++i)
-    check.tensor(params.model[i], "params.model[" + std::to_string(i) + "] (" + infos[i].name + ")", infos[i].shape,
-                 first);
+    check.tensor(
+        params.model[i], [&] { return "params.model[" + std::to_string(i) + "] (" + infos[i].name + ")"; },
+        infos[i].shape, first);
 }
 
 void check_rates(const Checker& check, const Model& model, const MetaConfig& config, const MetaParams& params) {
@@ -72,12 +85,13 @@ void check_rates(const Checker& check, const Model& model, const MetaConfig& con
   if (config.algorithm == Algorithm::metasgd) {
     if (count != infos.size()) wrong_count(std::to_string(infos.size()) + " rate tensors (one per parameter)");
     for (std::size_t i = 0; i < count; ++i)
-      check.tensor(params.rates[i], "rates[" + std::to_string(i) + "] (for " + infos[i].name + ")", infos[i].shape,
-                   params.model.front());
+      check.tensor(
+          params.rates[i], [&] { return "rates[" + std::to_string(i) + "] (for " + infos[i].name + ")"; },
+          infos[i].shape, params.model.front());
   } else if (config.learned_layer_rates) {
     if (count != 1) wrong_count("one [layers, inner_steps] rate tensor");
-    check.tensor(params.rates[0], "rates[0] (per layer and inner step)", Shape{model.num_layers(), config.inner_steps},
-                 params.model.front());
+    check.tensor(params.rates[0], named("rates[0] (per layer and inner step)"),
+                 Shape{model.num_layers(), config.inner_steps}, params.model.front());
   } else if (count != 0) {
     wrong_count("no inner rates (it uses the fixed inner_lr)");
   }
@@ -105,17 +119,19 @@ void check_batch(const Checker& check, const Model& model, Loss loss, const Task
   for (int set = 0; set < 2; ++set) {
     const Tensor& x = set == 0 ? batch.support_x : batch.query_x;
     const Tensor& y = set == 0 ? batch.support_y : batch.query_y;
-    const std::string xs = set == 0 ? "batch.support_x" : "batch.query_x";
-    const std::string ys = set == 0 ? "batch.support_y" : "batch.query_y";
+    const char* const xs_name = set == 0 ? "batch.support_x" : "batch.query_x";
+    const char* const ys_name = set == 0 ? "batch.support_y" : "batch.query_y";
+    const std::string xs = xs_name, ys = ys_name;  // short: kept inline, no allocation
     Shape expected_x{tasks, x.dim(1)};
     for (std::int64_t d : model.input_shape()) expected_x.push_back(d);
     if (x.dim(1) < 1) check.fail<ShapeError>(xs + " " + x.shape().str() + " has no points");
     if (x.shape() != expected_x)
       check.fail<ShapeError>(xs + " has shape " + x.shape().str() + ", " + model.describe() + " takes " +
                              expected_x.str());
-    check.same_kind(x, xs, reference);
+    check.same_kind(x, named(xs_name), reference);
     if (loss == Loss::mse) {
-      check.tensor(y, ys + " (mse targets)", Shape{tasks, x.dim(1), model.outputs()}, reference);
+      check.tensor(
+          y, [&] { return ys + " (mse targets)"; }, Shape{tasks, x.dim(1), model.outputs()}, reference);
       continue;
     }
     if (y.dtype() != DType::i64)
@@ -123,7 +139,7 @@ void check_batch(const Checker& check, const Model& model, Loss loss, const Task
     if (y.shape() != Shape{tasks, x.dim(1)})
       check.fail<ShapeError>(ys + " (cross-entropy labels) has shape " + y.shape().str() + ", expected " +
                              Shape{tasks, x.dim(1)}.str());
-    check.device(y, ys, reference);
+    check.device(y, named(ys_name), reference);
   }
 }
 
