@@ -30,10 +30,12 @@ const char* algorithm_name(Algorithm algorithm) {
 }
 
 Algorithm parse_algorithm(const std::string& name) {
-  for (Algorithm a : {Algorithm::maml, Algorithm::fomaml, Algorithm::metasgd, Algorithm::anil, Algorithm::reptile,
-                      Algorithm::pretrain})
+  std::string choices;
+  for (Algorithm a : kAlgorithms) {
     if (name == algorithm_name(a)) return a;
-  throw ValueError("unknown algorithm '" + name + "': choose maml, fomaml, metasgd, anil, reptile or pretrain");
+    choices += (choices.empty() ? "" : ", ") + std::string(algorithm_name(a));
+  }
+  throw ValueError("unknown algorithm '" + name + "': choose one of " + choices);
 }
 
 void MetaConfig::validate() const {

@@ -98,7 +98,9 @@ std::string Adam::describe() const {
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double lr) {
   if (name == "sgd") return std::make_unique<Sgd>(lr);
   if (name == "adam") return std::make_unique<Adam>(lr);
-  throw ValueError("unknown optimizer '" + name + "': choose sgd or adam");
+  std::string choices;
+  for (const char* known : kOptimizerNames) choices += (choices.empty() ? "" : ", ") + std::string(known);
+  throw ValueError("unknown optimizer '" + name + "': choose one of " + choices);
 }
 
 double global_norm(const std::vector<Tensor>& grads) {

@@ -37,6 +37,9 @@ enum class Algorithm {
   pretrain,  // the baseline: ordinary training on all points of all tasks
 };
 
+// Every algorithm, in the order they are listed to users.
+inline constexpr Algorithm kAlgorithms[] = {Algorithm::maml, Algorithm::fomaml,  Algorithm::metasgd,
+                                            Algorithm::anil, Algorithm::reptile, Algorithm::pretrain};
 const char* algorithm_name(Algorithm algorithm);
 // Throws ValueError listing the choices.
 Algorithm parse_algorithm(const std::string& name);

@@ -71,7 +71,9 @@ class Adam final : public Optimizer {
   std::vector<Tensor> m_, v_;
 };
 
-// "sgd" or "adam"; throws ValueError otherwise.
+// The optimisers make_optimizer knows, by name.
+inline constexpr const char* kOptimizerNames[] = {"adam", "sgd"};
+// One of kOptimizerNames; throws ValueError naming the choices otherwise.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, double lr);
 
 // √(Σ_i ‖g_i‖²).
