@@ -90,6 +90,10 @@ class Trainer {
 // `model` with `options`: parameters as init_meta_params makes them, the
 // optimiser's state layout after checkpoint.optimizer_steps steps, one
 // optimiser step per iteration. Throws IoError naming `path` and the field.
+// What it cannot see: a stored configuration changed to another algorithm or
+// activation whose parameters have the same shapes (maml and fomaml, relu and
+// tanh) describes tensors that fit; the checksum over the configuration is
+// what catches an edit made by accident.
 void check_checkpoint_fits(const Checkpoint& checkpoint, const Model& model, const TrainOptions& options,
                            const std::string& path);
 
