@@ -71,8 +71,8 @@ void gemm(int n, int repeats) {
           cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b.data<float>(), n, a.data<float>(), n, &zero,
                       c.data<float>(), n);
         else
-          cublasDgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b.data<double>(), n, a.data<double>(), n,
-                      &zero, c.data<double>(), n);
+          cublasDgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b.data<double>(), n, a.data<double>(), n, &zero,
+                      c.data<double>(), n);
         cudaStreamSynchronize(stream);
       },
       repeats);
@@ -85,8 +85,8 @@ void gemm(int n, int repeats) {
 void maml(const char* config, bench::MamlSetup setup, int repeats) {
   const meta::MetaParams params = setup.params.to(mt::Device::cuda);
   const meta::TaskBatch batch = setup.batch.to(mt::Device::cuda);
-  const double ms = median_ms(
-      [&] { (void)meta::meta_gradient(*setup.model, setup.loss, setup.config, params, batch, 0); }, repeats);
+  const double ms =
+      median_ms([&] { (void)meta::meta_gradient(*setup.model, setup.loss, setup.config, params, batch, 0); }, repeats);
   emit("maml", config, "metatape", ms);
 
   // The same step as a graph: inputs copied in, one replay, outputs copied

@@ -228,7 +228,7 @@ void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const NormLayout layout = norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
   dispatch(out[0].device(), out[0].dtype(), [&]<class K, class T>() {
     K::template batch_norm_forward<T>(layout.kernel, in[0]->data<T>(), in[1]->data<T>(), in[2]->data<T>(),
-                                        out[0].data<T>());
+                                      out[0].data<T>());
   });
 }
 // Without create_graph one fused kernel computes all three gradients. When
@@ -246,7 +246,7 @@ void batch_norm_backward(BackwardContext& c) {
            dbeta = empty(gamma.shape(), x.dtype(), x.device());
     dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
       K::template batch_norm_backward<T>(layout.kernel, x.data<T>(), gamma.data<T>(), beta.data<T>(), g.data<T>(),
-                                           dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
+                                         dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
     });
     if (c.needs_grad(0)) c.set_grad(0, dx);
     if (c.needs_grad(1)) c.set_grad(1, dgamma);

@@ -265,8 +265,8 @@ Storage* allocate_device(std::size_t bytes, DType dtype, Device device) {
   Pool* pool = this_thread_pool();
   if (pool && pool->poison)
     dispatch_any(device, dtype, [&]<class K, class T>() {
-      const T poison = std::numeric_limits<T>::has_infinity ? std::numeric_limits<T>::infinity()
-                                                            : std::numeric_limits<T>::min();
+      const T poison =
+          std::numeric_limits<T>::has_infinity ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::min();
       K::template fill<T>(static_cast<T*>(s->data), static_cast<std::int64_t>(bytes / sizeof(T)), poison);
     });
   return s;

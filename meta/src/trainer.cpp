@@ -7,7 +7,7 @@ namespace metatape::meta {
 namespace {
 
 void check_restorable(const Checkpoint& c, const std::vector<Tensor>& params, const Optimizer& optimizer,
-                const std::string& path) {
+                      const std::string& path) {
   // The trainer steps its optimiser once per iteration; a file where the two
   // disagree was not written by it.
   if (c.optimizer_steps != c.iteration)
