@@ -5,7 +5,10 @@
 # unknown words. Each case must either succeed (a tiny run: one iteration) or
 # fail with a message naming the option or word; never crash (exit >= 128,
 # "terminate called", a sanitizer report); leave nothing in its --out
-# directory; and be refused within a second.
+# directory; and end (a case still running after 20 s is killed and fails).
+# How fast a refusal is is not tested here (timings belong in bench/): that
+# oversized runs are refused before they allocate is tested by the memory
+# estimate's messages in cli_test.sh.
 #   tests/cli_fuzz.sh path/to/metatape
 set -uo pipefail
 metatape=$1
@@ -35,7 +38,6 @@ run_case() {
     else
       grep -qF -- "$name" <<<"$err" || echo "FAIL: $what: the message does not name '$name': $err"
       [ -e "$out" ] && echo "FAIL: $what: left $(find "$out" | head -5 | tr '\n' ' ')"
-      ((elapsed_ms < 1000)) || echo "FAIL: $what: took more than a second to refuse"
     fi
   } >"$work/result-$id"
 }
