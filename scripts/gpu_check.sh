@@ -7,9 +7,9 @@
 #   scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else build-gpu/out)
 #
 # On this workplace's GPU machine (no network, no Debian libraries): run
-# ../shared/device/fetch-deps.sh here first, download the two header-only
-# packages the command needs beside them
-#   (cd .devdeps && apt-get download libcli11-dev nlohmann-json3-dev)
+# ../shared/device/fetch-deps.sh here first, download the header-only
+# packages the command needs and LAPACKE beside them
+#   (cd .devdeps && apt-get download libcli11-dev nlohmann-json3-dev liblapacke-dev liblapacke)
 # carry .devdeps, and the script sources .devdeps/env.sh itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."

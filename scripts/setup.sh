@@ -13,7 +13,7 @@ if [ -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc >/dev/null 2>&1; then
 fi
 
 # Debian packages the build, the tests and the benchmarks need.
-metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev doctest-dev libbenchmark-dev
+metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev liblapacke-dev doctest-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev)
 
 install_missing_packages() {
