@@ -4,7 +4,7 @@
 // exact MAML meta-gradients on the GPU equal the CPU's; log_softmax in the
 // shifted form (bit-exact under shifts); a steady state
 // without cudaMalloc; steps captured as CUDA graphs replay what eager
-// execution computes. Its own executable: without a usable GPU it reports
+// execution computes; cholesky and its solves against LAPACK. Its own executable: without a usable GPU it reports
 // that it skipped (exit status 77, which meson counts as SKIP) and runs
 // nothing.
 #define DOCTEST_CONFIG_IMPLEMENT
@@ -276,6 +276,27 @@ TEST_SUITE("cuda") {
     CHECK(x.to(Device::cuda).to(Device::cpu).to_vector() == x.to_vector());
     CHECK(mt::testing::throws_error<mt::DeviceError>([&] { (void)mt::add(x, x.to(Device::cuda)); }).message ==
           "add: input 0 is on cpu but input 1 is on cuda");
+  }
+
+  TEST_CASE("cholesky and its solves on the GPU (cuSOLVER, cuBLAS) equal the CPU's (LAPACK) in float64") {
+    mt::Generator gen(7);
+    const Tensor m = mt::uniform({3, 5, 5}, -1, 1, gen, DType::f64);
+    std::vector<double> eye(25, 0.0);
+    for (int i = 0; i < 5; ++i) eye[static_cast<std::size_t>(i * 6)] = 1.0;
+    const Tensor spd = mt::matmul(m, m, false, true) + mt::from_vector(eye, {5, 5}, DType::f64);
+    const Tensor b = mt::uniform({3, 5, 2}, -1, 1, gen, DType::f64);
+    const Tensor l_cpu = mt::cholesky(spd), l_gpu = mt::cholesky(spd.to(Device::cuda));
+    CHECK(mt::testing::relative_error(l_gpu, l_cpu) <= 1e-12);
+    CHECK(mt::testing::relative_error(mt::cholesky_solve(l_gpu, b.to(Device::cuda)), mt::cholesky_solve(l_cpu, b)) <=
+          1e-12);
+    CHECK(mt::testing::relative_error(mt::solve_triangular(l_gpu, b.to(Device::cuda), false, true),
+                                      mt::solve_triangular(l_cpu, b, false, true)) <= 1e-12);
+    // Matrix 1 of 3 made indefinite at its leading minor of order 1.
+    std::vector<double> v = spd.to_vector();
+    v[25] = -1.0;
+    const Tensor bad = mt::from_vector(v, {3, 5, 5}, DType::f64).to(Device::cuda);
+    CHECK(mt::testing::throws_error<mt::ValueError>([&] { (void)mt::cholesky(bad); },
+                                                    {"cholesky", "matrix 1", "info = 1", "ridge"}));
   }
 }
 

@@ -50,4 +50,8 @@ std::vector<OpSample> conv2d_samples(Generator& gen, DType dtype);
 std::vector<OpSample> max_pool2d_samples(Generator& gen, DType dtype);
 std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype);
 
+// ops_cholesky.cpp
+extern const OpDef cholesky_op, solve_triangular_op;
+std::vector<OpSample> cholesky_solve_samples(Generator& gen, DType dtype);
+
 }  // namespace metatape::detail

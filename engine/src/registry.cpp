@@ -50,6 +50,9 @@ const OpInfo kRegistry[] = {
     primitive(detail::conv2d_input_grad_op),
     primitive(detail::conv2d_weight_grad_op),
     primitive(detail::batch_norm_op),
+    // Cholesky and triangular solves (ops_cholesky.cpp)
+    primitive(detail::cholesky_op),
+    primitive(detail::solve_triangular_op),
     // compositions
     {"square", OpKind::composite, detail::square_samples},
     {"sum", OpKind::composite, detail::sum_samples},
@@ -63,6 +66,7 @@ const OpInfo kRegistry[] = {
     {"cross_entropy", OpKind::composite, detail::cross_entropy_samples},
     {"mse_loss", OpKind::composite, detail::mse_loss_samples},
     {"max_pool2d", OpKind::composite, detail::max_pool2d_samples},
+    {"cholesky_solve", OpKind::composite, detail::cholesky_solve_samples},
 };
 
 }  // namespace

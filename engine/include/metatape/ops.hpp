@@ -100,6 +100,34 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // matmul with either operand's last two axes transposed, without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
 
+// --- linear algebra: Cholesky factorisation and triangular solves ---
+// (LAPACK potrf / BLAS trsm on the CPU, cuSOLVER / cuBLAS on the GPU; one
+// factorisation or solve per matrix of a batch; f32 and f64.)
+//
+// The Cholesky factor of a symmetric positive definite A [..., n, n]: the
+// lower-triangular L with a positive diagonal and A = L Lᵀ (its strict upper
+// triangle is zero). Only the lower triangle of A is read; the upper one is
+// assumed to mirror it. The derivative is that along symmetric perturbations
+// of A (Murray 2016): Ā = sym(L⁻ᵀ Φ(Lᵀ L̄) L⁻¹), Φ taking the lower triangle
+// with the diagonal halved; Ā is symmetric, so a gradient step keeps A
+// symmetric. A matrix that is not positive definite (numerically: a leading
+// minor not positive, or NaN) throws ValueError naming the matrix's index in
+// the batch and LAPACK's info, the order of that leading minor; the remedy
+// is a ridge, A + λI. On the GPU it waits for the factorisation to read the
+// status, so it cannot be captured in a CUDA graph (DeviceError).
+Tensor cholesky(const Tensor& a);
+// X with op(A) X = B, for A [..., n, n] triangular (only its lower triangle
+// is read if `lower`, else only its upper one), op(A) = A or Aᵀ (transpose),
+// and B [..., n, k] with the same batch dimensions. Derivatives:
+// B̄ = op(A)⁻ᵀ X̄, and Ā = −B̄ Xᵀ (or −X B̄ᵀ when transposed) restricted to the
+// triangle that is read. A zero on A's diagonal gives inf or NaN (not
+// checked); its accuracy degrades with A's condition number.
+Tensor solve_triangular(const Tensor& a, const Tensor& b, bool lower = true, bool transpose = false);
+// X with L Lᵀ X = B: the solve with A = L Lᵀ given its Cholesky factor
+// L [..., n, n] (from cholesky), B [..., n, k]; two triangular solves,
+// differentiable through them with respect to L and B.
+Tensor cholesky_solve(const Tensor& l, const Tensor& b);
+
 // --- neural-network ops ---
 // log_softmax(x) = (x - max) - log Σ exp(x - max) along `axis`, with max a
 // constant: x enters only through x - max, so the error is a few roundings of
