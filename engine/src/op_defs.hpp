@@ -40,6 +40,7 @@ std::vector<OpSample> stack_samples(Generator& gen, DType dtype);
 
 // ops_linalg.cpp
 extern const OpDef matmul_op;
+extern const OpDef eigh_op;  // ops_eigh.cpp
 
 // ops_nn.cpp
 extern const OpDef log_softmax_op, conv2d_op, conv2d_input_grad_op, conv2d_weight_grad_op, batch_norm_op;

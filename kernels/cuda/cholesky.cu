@@ -19,34 +19,6 @@
 namespace metatape::kernels::cuda {
 namespace {
 
-void check(cusolverStatus_t status, const char* call) {
-  if (status != CUSOLVER_STATUS_SUCCESS)
-    throw KernelError(std::string(call) + " failed: cuSOLVER status " + std::to_string(static_cast<int>(status)));
-}
-
-// This thread's cuSOLVER handle, bound to its stream. As for the cuBLAS
-// handle (runtime.cu), the main thread's is left to the driver at exit.
-const std::thread::id main_thread = std::this_thread::get_id();
-struct SolverHandle {
-  cusolverDnHandle_t handle = nullptr;
-  ~SolverHandle() {
-    if (handle && std::this_thread::get_id() != main_thread) cusolverDnDestroy(handle);
-  }
-};
-thread_local SolverHandle solver_handle;
-
-cusolverDnHandle_t solver() {
-  if (!solver_handle.handle) {
-    cusolverDnHandle_t handle = nullptr;
-    check(cusolverDnCreate(&handle), "cusolverDnCreate");
-    const cusolverStatus_t status = cusolverDnSetStream(handle, stream());
-    if (status != CUSOLVER_STATUS_SUCCESS) cusolverDnDestroy(handle);
-    check(status, "cusolverDnSetStream");
-    solver_handle.handle = handle;
-  }
-  return solver_handle.handle;
-}
-
 // Device memory from this thread's pool, given back when it goes out of
 // scope (stream-ordered: work queued before the release still sees it).
 class Scratch {

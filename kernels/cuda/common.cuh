@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cublas_v2.h>
+#include <cusolverDn.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@ inline void check(cudaError_t status, const char* call) {
   }
 }
 void check(cublasStatus_t status, const char* call);
+void check(cusolverStatus_t status, const char* call);
 
 // After a launch: configuration errors surface here, execution errors at the
 // next synchronising call.
@@ -33,6 +35,8 @@ inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel)
 // handle bound to it (created on first use, one per engine context).
 cudaStream_t stream();
 cublasHandle_t blas();
+// This thread's cuSOLVER (dense) handle, bound to its stream (solver.cu).
+cusolverDnHandle_t solver();
 
 constexpr int kThreads = 256;
 

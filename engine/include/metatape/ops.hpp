@@ -99,6 +99,37 @@ Tensor take_along_last(const Tensor& x, const Tensor& labels);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // matmul with either operand's last two axes transposed, without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
+// Symmetric eigendecomposition of the symmetric part S = (A + Aᵀ)/2 of each
+// matrix of a [..., n, n] (both triangles are read; a symmetric A is S exactly):
+// S = V diag(w) Vᵀ with values w [..., n] ascending and vectors V [..., n, n]
+// orthonormal, eigenvector k in column k. LAPACK ?syevd (divide and conquer)
+// per matrix on the CPU, cuSOLVER ?syevd on the GPU.
+// - Signs: each eigenvector's sign (its basis, for a repeated eigenvalue) is
+//   the solver's arbitrary choice. Differentiate only functions of V that do
+//   not see it: V diag(c) Vᵀ, squares of V's entries, spectral functions.
+// - Derivative: Ā = sym(V (diag(w̄) + F ∘ (Vᵀ V̄)) Vᵀ), sym(X) = (X + Xᵀ)/2
+//   (always symmetric: it is the gradient through A ↦ S), with
+//   F_ij = 1/(w_j − w_i), computed from the recorded w, so derivatives of any
+//   order exist where the eigenvalues are distinct.
+// - Repeated eigenvalues: where |w_j − w_i| ≤ 64·n·ε·max_k |w_k| (ε the
+//   dtype's machine epsilon) F_ij is taken as 0 rather than ~1/ε of noise.
+//   Only losses that do not see the basis chosen inside an eigenspace have a
+//   derivative there. First derivatives of losses of the eigenvalues alone
+//   (tr g(A) = Σ g(w), a simple eigenvalue) are then exact. A spectral
+//   function V diag(g(w)) Vᵀ loses the term g′(λ)·(the upstream gradient
+//   projected onto the eigenspace), and so do second derivatives of
+//   eigenvalue losses: exact only where the eigenvalues are distinct (or g is
+//   constant on the repeated ones). Eigenvectors themselves have no
+//   derivative at a repeated eigenvalue.
+// - Errors: NaN or inf anywhere in a matrix throws ValueError naming its
+//   batch index and the entry; a solver that does not converge throws
+//   ValueError naming the batch index (both checked on the host: a copy for a
+//   GPU tensor, skipped while a CUDA graph is captured).
+struct EighResult {
+  Tensor values;   // [..., n], ascending
+  Tensor vectors;  // [..., n, n], column k for values[..., k]
+};
+EighResult eigh(const Tensor& a);
 
 // --- linear algebra: Cholesky factorisation and triangular solves ---
 // (LAPACK potrf / BLAS trsm on the CPU, cuSOLVER / cuBLAS on the GPU; one
