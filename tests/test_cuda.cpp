@@ -297,6 +297,7 @@ TEST_SUITE("cuda") {
     mt::Generator gen(6);
     const Tensor x = mt::normal({3, 5}, 0, 1, gen, DType::f64);
     CHECK(x.to(Device::cuda).to(Device::cpu).to_vector() == x.to_vector());
+    CHECK_NOTHROW(mt::synchronize());
     CHECK(mt::testing::throws_error<mt::DeviceError>([&] { (void)mt::add(x, x.to(Device::cuda)); }).message ==
           "add: input 0 is on cpu but input 1 is on cuda");
   }

@@ -100,6 +100,8 @@ TEST_SUITE("errors") {
     CHECK(throws_error<mt::DeviceError>(
         [] { mt::CapturedStep step([](const std::vector<Tensor>& in) { return in; }, {mt::ones({2})}); },
         {"CapturedStep: a CUDA graph needs"}));
+    CHECK(throws_error<mt::DeviceError>([] { mt::synchronize(); }, {"synchronize: cannot use the GPU", reason}));
+    CHECK_NOTHROW(mt::synchronize(mt::Device::cpu));
   }
 
   TEST_CASE("bad values: axes, indices, labels, options") {

@@ -177,6 +177,15 @@ bool cuda_available(std::string* reason) {
 #endif
 }
 
+void synchronize(Device device) {
+  if (device == Device::cpu) return;
+  std::string reason;
+  if (!cuda_available(&reason)) throw DeviceError("synchronize: cannot use the GPU: " + reason);
+#ifdef METATAPE_CUDA
+  detail::on_device([] { kernels::cuda::synchronize(); });
+#endif
+}
+
 Tensor detail::TensorAccess::adopt(Storage* storage, const Shape& shape, DType dtype) {
   Tensor out;
   out.storage_ = storage;

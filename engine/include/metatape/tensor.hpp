@@ -151,6 +151,12 @@ Tensor arange(std::int64_t n, DType dtype = DType::f32);
 // Whether this build has the CUDA backend and this machine a GPU it can use;
 // if not, `reason` (when given) says why. Never throws.
 bool cuda_available(std::string* reason = nullptr);
+// Waits until everything this thread queued on `device` has finished (a
+// no-op for the CPU). Device tensors made on one thread may be used on
+// another after this: each thread has its own stream, and streams are not
+// ordered across threads. A failure that an earlier launch left is thrown
+// here as a DeviceError naming the call.
+void synchronize(Device device = Device::cuda);
 
 // Storage pool knobs, for tests and benchmarks (CPU storage).
 struct PoolStats {
