@@ -60,12 +60,46 @@ TEST_SUITE("registry") {
   TEST_CASE("the registry covers every op the engine promises") {
     std::set<std::string> names;
     for (const mt::OpInfo& op : mt::op_registry()) names.insert(op.name);
-    for (const char* expected :
-         {"add",      "sub",         "mul",        "div",       "neg",     "scale",       "shift",   "pow",
-          "exp",      "log",         "sqrt",       "tanh",      "sigmoid", "relu",        "abs",     "sum",
-          "mean",     "max",         "logsumexp",  "sum_to",    "expand",  "reshape",     "permute", "transpose",
-          "slice",    "gather_rows", "concat",     "stack",     "matmul",  "log_softmax", "softmax", "cross_entropy",
-          "mse_loss", "conv2d",      "max_pool2d", "batch_norm"}) {
+    for (const char* expected : {"add",
+                                 "sub",
+                                 "mul",
+                                 "div",
+                                 "neg",
+                                 "scale",
+                                 "shift",
+                                 "pow",
+                                 "exp",
+                                 "log",
+                                 "sqrt",
+                                 "tanh",
+                                 "sigmoid",
+                                 "relu",
+                                 "abs",
+                                 "sum",
+                                 "mean",
+                                 "max",
+                                 "logsumexp",
+                                 "sum_to",
+                                 "expand",
+                                 "reshape",
+                                 "permute",
+                                 "transpose",
+                                 "slice",
+                                 "gather_rows",
+                                 "concat",
+                                 "stack",
+                                 "matmul",
+                                 "log_softmax",
+                                 "softmax",
+                                 "cross_entropy",
+                                 "mse_loss",
+                                 "conv2d",
+                                 "max_pool2d",
+                                 "batch_norm",
+                                 "cholesky",
+                                 "solve_triangular",
+                                 "cholesky_solve",
+                                 "eigh"}) {
       INFO(expected);
       CHECK(names.count(expected) == 1);
     }
