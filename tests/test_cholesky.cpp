@@ -18,6 +18,8 @@ using mt::testing::throws_error;
 
 namespace {
 
+using mt::testing::directional;
+
 constexpr DType f64 = DType::f64;
 
 Tensor identity(std::int64_t n, DType dtype) {
@@ -79,16 +81,6 @@ std::vector<double> host_inverse(std::vector<double> a, std::int64_t n) {
     }
   }
   return inv;
-}
-
-// dᵏ/dtᵏ f(x + t u) at t = 0, by k nested grads with create_graph.
-double directional(const std::function<Tensor(const Tensor&)>& f, const Tensor& x0, const Tensor& u, int order) {
-  mt::TapeScope scope;
-  Tensor x = x0.detach();
-  x.requires_grad_();
-  Tensor d = f(x);
-  for (int k = 0; k < order; ++k) d = mt::sum(mt::grad(d, x, {.create_graph = true}) * u);
-  return d.item();
 }
 
 }  // namespace

@@ -12,6 +12,8 @@ using mt::Tensor;
 
 namespace {
 
+using mt::testing::directional;
+
 constexpr DType f64 = DType::f64;
 
 double dot(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
@@ -39,17 +41,6 @@ std::vector<std::vector<double>> rosenbrock_hessian(const std::vector<double>& x
     if (i > 0) h[i][i] += 200;
   }
   return h;
-}
-
-// The directional derivative of order `order` of f at x along u:
-// dᵏ/dtᵏ f(x + t u) at t = 0, by k nested grads with create_graph.
-double directional(const std::function<Tensor(const Tensor&)>& f, const Tensor& x0, const Tensor& u, int order) {
-  mt::TapeScope scope;
-  Tensor x = x0.detach();
-  x.requires_grad_();
-  Tensor d = f(x);
-  for (int k = 0; k < order; ++k) d = mt::sum(mt::grad(d, x, {.create_graph = true}) * u);
-  return d.item();
 }
 
 }  // namespace

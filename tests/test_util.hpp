@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <initializer_list>
 #include <new>
 #include <ostream>
@@ -35,6 +36,17 @@ inline bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b
     if (bytes != 0 && std::memcmp(a[i].raw_data(), b[i].raw_data(), bytes) != 0) return false;
   }
   return true;
+}
+
+// The directional derivative of order `order` of a scalar f at x0 along u,
+// dᵏ/dtᵏ f(x0 + t u) at t = 0, by k nested grads with create_graph.
+inline double directional(const std::function<Tensor(const Tensor&)>& f, const Tensor& x0, const Tensor& u, int order) {
+  TapeScope scope;
+  Tensor x = x0.detach();
+  x.requires_grad_();
+  Tensor d = f(x);
+  for (int k = 0; k < order; ++k) d = sum(grad(d, x, {.create_graph = true}) * u);
+  return d.item();
 }
 
 // ‖actual − expected‖ / ‖expected‖, 2-norms over every entry of every tensor
