@@ -55,4 +55,9 @@ std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype);
 extern const OpDef cholesky_op, solve_triangular_op;
 std::vector<OpSample> cholesky_solve_samples(Generator& gen, DType dtype);
 
+// ops_matrix_functions.cpp
+std::vector<OpSample> phi1_samples(Generator& gen, DType dtype);
+std::vector<OpSample> gradient_flow_operator_samples(Generator& gen, DType dtype);
+std::vector<OpSample> sgd_steps_operator_samples(Generator& gen, DType dtype);
+
 }  // namespace metatape::detail

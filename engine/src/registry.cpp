@@ -68,6 +68,9 @@ const OpInfo kRegistry[] = {
     {"mse_loss", OpKind::composite, detail::mse_loss_samples},
     {"max_pool2d", OpKind::composite, detail::max_pool2d_samples},
     {"cholesky_solve", OpKind::composite, detail::cholesky_solve_samples},
+    {"phi1", OpKind::composite, detail::phi1_samples},
+    {"gradient_flow_operator", OpKind::composite, detail::gradient_flow_operator_samples},
+    {"sgd_steps_operator", OpKind::composite, detail::sgd_steps_operator_samples},
 };
 
 }  // namespace

@@ -159,6 +159,29 @@ Tensor solve_triangular(const Tensor& a, const Tensor& b, bool lower = true, boo
 // differentiable through them with respect to L and B.
 Tensor cholesky_solve(const Tensor& l, const Tensor& b);
 
+// --- linear algebra: matrix functions for closed-form inner loops ---
+// (docs/methods.md §2.) Compositions of matmul and elementwise ops only — no
+// inverse, no eigendecomposition — so derivatives of every order are exact,
+// also where K is singular. Square [..., n, n] f32/f64 inputs (batched);
+// others throw DTypeError / ShapeError naming the op and the shape.
+//
+// φ₁(Z) = Σ_{k≥0} Z^k/(k+1)! = Z⁻¹(e^Z − I), any square Z. Scaling and
+// squaring: s with ‖Z‖₁/2^s ≤ 1/2 (the 1-norm is read on the host from the
+// values, detached: it only picks the integer s), a 15-term Taylor series of
+// φ₁(Z/2^s) in Horner form (truncation below 3e-18 at ‖W‖₁ ≤ 1/2), then s
+// times φ₁(2W) = φ₁(W)(e^W + I)/2. Costs 14 + 2s matrix products. NaN or inf
+// in Z throws ValueError.
+Tensor phi1(const Tensor& z);
+// t·φ₁(−tK) = K⁻¹(I − e^{−tK}): the gradient-flow operator for time t of the
+// ½Σ‖f − y‖² loss (for the mean loss, pass c·t with c = 1/n). Equals t·I at
+// K = 0 and tends to K⁻¹ as t → ∞ for positive definite K; t must be finite
+// and ≥ 0 (ValueError).
+Tensor gradient_flow_operator(const Tensor& k, double t);
+// α Σ_{j<τ} (I − αK)^j = K⁻¹(I − (I − αK)^τ): the operator of τ = steps
+// gradient steps of size α, by Horner's rule in τ − 1 matrix products.
+// steps = 0 gives zeros; steps < 0 or a non-finite α throws ValueError.
+Tensor sgd_steps_operator(const Tensor& k, double alpha, std::int64_t steps);
+
 // --- neural-network ops ---
 // log_softmax(x) = (x - max) - log Σ exp(x - max) along `axis`, with max a
 // constant: x enters only through x - max, so the error is a few roundings of
