@@ -122,7 +122,7 @@ TEST_SUITE("matrix-functions") {
     CHECK(relative_error({mt::gradient_flow_operator(k, t)}, {expansion}) < 1e-5);
   }
 
-  TEST_CASE("a batch [T, n, n] is each matrix alone, with its own number of squarings") {
+  TEST_CASE("a batch [T, n, n] is each matrix alone, though the squarings follow the largest norm in the batch") {
     mt::Generator gen(9);
     const Tensor a = random_psd(3, 3, gen), b = random_psd(3, 1, gen) * 200.0;
     const Tensor batch = mt::stack({a, b});
@@ -172,8 +172,11 @@ TEST_SUITE("matrix-functions") {
     CHECK(throws_error<mt::ShapeError>([] { mt::phi1(mt::zeros({2, 3}, f64)); }, {"phi1", "[2, 3]"}));
     CHECK(throws_error<mt::ShapeError>([] { mt::gradient_flow_operator(mt::zeros({3}, f64), 1); },
                                        {"gradient_flow_operator", "[3]"}));
-    CHECK(throws_error<mt::DTypeError>([] { mt::sgd_steps_operator(mt::zeros({2, 2}, DType::i64), 0.1, 2); },
-                                       {"sgd_steps_operator", "i64"}));
+    CHECK(throws_error<mt::DTypeError>(
+        [] {
+          mt::sgd_steps_operator(mt::zeros({2, 2}, DType::i64), 0.1, 2);
+        },
+        {"sgd_steps_operator", "i64"}));
     CHECK(throws_error<mt::ValueError>([] { mt::gradient_flow_operator(identity(2), -1); }, {"t", ">= 0"}));
     CHECK(throws_error<mt::ValueError>([] { mt::gradient_flow_operator(identity(2), INFINITY); }, {"finite"}));
     CHECK(throws_error<mt::ValueError>([] { mt::sgd_steps_operator(identity(2), 0.1, -1); }, {"steps"}));
