@@ -26,9 +26,7 @@ struct LoadedRun {
 LoadedRun load_run(const std::string& path, Device device) {
   if (!fs::exists(path)) throw IoError("cannot open " + path + ": no such file");
   const meta::Checkpoint checkpoint = meta::load_checkpoint(path);
-  const nlohmann::json j = nlohmann::json::parse(checkpoint.config, nullptr, false);
-  if (j.is_discarded()) throw IoError("checkpoint " + path + ": its configuration is not JSON");
-  LoadedRun run{path, RunConfig::from_json(j), {}, {}, checkpoint.iteration};
+  LoadedRun run{path, RunConfig::from_checkpoint(checkpoint.config, path), {}, {}, checkpoint.iteration};
   run.parts = build(run.config);
   // A config edited to another model or algorithm must not be evaluated with these tensors.
   meta::check_checkpoint_fits(checkpoint, *run.parts.model, run.parts.options, path);

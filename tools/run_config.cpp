@@ -21,6 +21,12 @@ nlohmann::json RunConfig::to_json() const {
   return j;
 }
 
+RunConfig RunConfig::from_checkpoint(const std::string& text, const std::string& path) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) throw IoError("checkpoint " + path + ": its configuration is not JSON");
+  return from_json(j);
+}
+
 RunConfig RunConfig::from_json(const nlohmann::json& j) {
   if (!j.is_object()) throw ValueError("run configuration: not a JSON object");
   if (!j.contains("format")) throw ValueError("run configuration: missing field 'format'");

@@ -41,6 +41,9 @@ struct RunConfig {
   nlohmann::json to_json() const;
   // Throws ValueError naming the first missing, mistyped or out-of-range field.
   static RunConfig from_json(const nlohmann::json& j);
+  // The configuration stored in a checkpoint (its JSON text); IoError naming
+  // `path` if the text is not JSON.
+  static RunConfig from_checkpoint(const std::string& text, const std::string& path);
   // Everything but `iterations` equal: a checkpoint of `other` can continue this run.
   bool same_run_as(const RunConfig& other, std::string* first_difference) const;
 };

@@ -146,11 +146,8 @@ std::string with_note(const std::string& message, const std::string& note) {
 void resume(meta::Trainer& trainer, const RunConfig& config, const fs::path& checkpoint_path,
             const fs::path& metrics_path) {
   const meta::Checkpoint checkpoint = meta::load_checkpoint(checkpoint_path.string());
-  const nlohmann::json saved_json = nlohmann::json::parse(checkpoint.config, nullptr, false);
-  if (saved_json.is_discarded())
-    throw IoError("checkpoint " + checkpoint_path.string() + ": its configuration is not JSON");
   std::string difference;
-  if (!config.same_run_as(RunConfig::from_json(saved_json), &difference))
+  if (!config.same_run_as(RunConfig::from_checkpoint(checkpoint.config, checkpoint_path.string()), &difference))
     throw ValueError("--resume: " + checkpoint_path.string() + " belongs to a different run (" + difference + ")");
   if (checkpoint.iteration > config.iterations)
     throw ValueError("--resume: the checkpoint is at iteration " + std::to_string(checkpoint.iteration) +

@@ -430,9 +430,13 @@ void check_tensors(const std::vector<Tensor>& got, const std::vector<TensorSpec>
 
 }  // namespace
 
+std::string checkpoint_label(const std::string& path) {
+  return path.empty() ? std::string("a checkpoint") : "checkpoint " + path;
+}
+
 void check_checkpoint_matches(const Checkpoint& c, const std::vector<Tensor>& expected_params,
                               const std::vector<TensorSpec>& expected_optimizer_state, const std::string& path) {
-  const std::string where = path.empty() ? std::string("a checkpoint") : "checkpoint " + path;
+  const std::string where = checkpoint_label(path);
   if (c.iteration < 0 || c.optimizer_steps < 0)
     throw IoError(where + ": the iteration (" + std::to_string(c.iteration) + ") and the optimizer step count (" +
                   std::to_string(c.optimizer_steps) + ") must be >= 0");

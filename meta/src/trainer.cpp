@@ -11,8 +11,8 @@ void check_restorable(const Checkpoint& c, const std::vector<Tensor>& params, co
   // The trainer steps its optimiser once per iteration; a file where the two
   // disagree was not written by it.
   if (c.optimizer_steps != c.iteration)
-    throw IoError((path.empty() ? std::string("a checkpoint") : "checkpoint " + path) + ": the optimizer step count " +
-                  std::to_string(c.optimizer_steps) + " differs from the iteration " + std::to_string(c.iteration));
+    throw IoError(checkpoint_label(path) + ": the optimizer step count " + std::to_string(c.optimizer_steps) +
+                  " differs from the iteration " + std::to_string(c.iteration));
   check_checkpoint_matches(c, params, optimizer.state_layout(params, c.optimizer_steps), path);
 }
 
@@ -146,7 +146,7 @@ void check_checkpoint_fits(const Checkpoint& c, const Model& model, const TrainO
   // initialising that model below would allocate all of it. Once these match,
   // the model is no larger than the tensors the file holds.
   const std::vector<ParamInfo>& infos = model.parameters();
-  const std::string where = path.empty() ? std::string("a checkpoint") : "checkpoint " + path;
+  const std::string where = checkpoint_label(path);
   if (c.params.size() < infos.size())
     throw IoError(where + ": holds " + std::to_string(c.params.size()) + " parameter tensors, the model " +
                   model.describe() + " needs " + std::to_string(infos.size()));

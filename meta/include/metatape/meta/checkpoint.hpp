@@ -50,6 +50,10 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 // refused without reading it.
 Checkpoint load_checkpoint(const std::string& path);
 
+// How messages about a checkpoint name it: "checkpoint PATH", or "a
+// checkpoint" when it came from no file (path empty).
+std::string checkpoint_label(const std::string& path);
+
 // Checks that a decoded checkpoint fits what a run expects: the count, shape
 // and dtype of every parameter (compare MetaParams::all() of freshly
 // initialised parameters), the optimiser state's layout
