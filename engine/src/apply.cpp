@@ -1,4 +1,5 @@
 // Running an op: validate, allocate, compute, record.
+#include <climits>
 #include <string>
 
 #include "metatape/error.hpp"
@@ -24,6 +25,16 @@ void require_floating(const char* op, const Tensor& t, int input) {
   if (!is_floating(t.dtype()))
     throw DTypeError(std::string(op) + ": input " + std::to_string(input) + " must be f32 or f64, not " +
                      dtype_name(t.dtype()));
+}
+
+void require_square(const char* op, const char* what, const Tensor& t, bool lapack) {
+  const Shape& s = t.shape();
+  if (s.rank() < 2 || s[s.rank() - 1] != s[s.rank() - 2])
+    throw ShapeError(std::string(op) + ": " + what + " must be a square matrix or a batch of them [..., n, n], got " +
+                     s.str());
+  if (lapack && s[s.rank() - 1] > INT_MAX)
+    throw ShapeError(std::string(op) + ": n = " + std::to_string(s[s.rank() - 1]) +
+                     " exceeds the LAPACK limit of 2^31 - 1");
 }
 
 void require_same_dtype(const char* op, const Tensor& a, const Tensor& b) {

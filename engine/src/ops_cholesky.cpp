@@ -27,15 +27,6 @@ Shape batch_of(const Shape& s) {
   return batch;
 }
 
-// A square [..., n, n] floating matrix whose n LAPACK can index.
-void require_square(const char* op, const char* what, const Tensor& a) {
-  if (a.rank() < 2 || rows(a) != cols(a))
-    throw ShapeError(std::string(op) + ": " + what + " must be a square matrix or a batch of them [..., n, n], got " +
-                     a.shape().str());
-  if (rows(a) > INT_MAX)
-    throw ShapeError(std::string(op) + ": n = " + std::to_string(rows(a)) + " exceeds the LAPACK limit of 2^31 - 1");
-}
-
 // L [..., n, n] and B [..., n, k] with the same batch dimensions.
 void require_solve_operands(const char* op, const Tensor& l, const Tensor& b) {
   const Tensor* in[] = {&l, &b};
@@ -43,7 +34,7 @@ void require_solve_operands(const char* op, const Tensor& l, const Tensor& b) {
   require_floating(op, l, 0);
   require_floating(op, b, 1);
   require_same_dtype(op, l, b);
-  require_square(op, "the triangular factor", l);
+  require_square(op, "the triangular factor", l, /*lapack=*/true);
   if (b.rank() != l.rank() || rows(b) != rows(l) || batch_of(b.shape()) != batch_of(l.shape()))
     throw ShapeError(std::string(op) + ": the right-hand side must be [..., n, k] with the factor's batch dimensions " +
                      "and n; got factor " + l.shape().str() + " and right-hand side " + b.shape().str());
@@ -104,7 +95,7 @@ void solve_lower_backward(BackwardContext& c) {
 
 void cholesky_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) {
   require_floating("cholesky", *in[0], 0);
-  require_square("cholesky", "the input", *in[0]);
+  require_square("cholesky", "the input", *in[0], /*lapack=*/true);
   out[0] = {in[0]->shape(), in[0]->dtype()};
 }
 

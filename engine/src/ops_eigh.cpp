@@ -4,7 +4,6 @@
 // collection of matrix derivative results", 2008) written with matmul and
 // elementwise ops on the recorded outputs, so that it is differentiable
 // again: second and higher derivatives flow through w and V themselves.
-#include <climits>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -45,11 +44,8 @@ std::string batch_index(const Shape& s, std::int64_t flat) {
 void eigh_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) {
   const Tensor& a = *in[0];
   require_floating("eigh", a, 0);
+  require_square("eigh", "the input", a, /*lapack=*/true);
   const Shape& s = a.shape();
-  if (s.rank() < 2 || s[s.rank() - 1] != s[s.rank() - 2])
-    throw ShapeError("eigh: input must be a square matrix or a batch of them [..., n, n], got " + s.str());
-  if (s[s.rank() - 1] > INT_MAX)
-    throw ShapeError("eigh: n = " + std::to_string(s[s.rank() - 1]) + " exceeds the LAPACK limit of 2^31 - 1");
   Shape values(s.dims().first(static_cast<std::size_t>(s.rank() - 1)));
   out[0] = {values, a.dtype()};
   out[1] = {s, a.dtype()};

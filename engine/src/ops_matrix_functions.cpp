@@ -22,15 +22,13 @@ namespace {
 constexpr int kPhi1Terms = 15;
 constexpr double kPhi1Radius = 0.5;
 
-void require_square(const char* op, const char* name, const Tensor& x) {
+// Defined, floating and square.
+void require_square_floating(const char* op, const char* name, const Tensor& x) {
   if (!x.defined()) throw ValueError(std::string(op) + ": " + name + " is an undefined tensor");
   if (!is_floating(x.dtype()))
     throw DTypeError(std::string(op) + ": " + name + " must be f32 or f64, got " + dtype_name(x.dtype()) +
                      " of shape " + x.shape().str());
-  const int r = x.rank();
-  if (r < 2 || x.shape()[r - 1] != x.shape()[r - 2])
-    throw ShapeError(std::string(op) + ": " + name + " must be square matrices [..., n, n], got shape " +
-                     x.shape().str());
+  require_square(op, name, x);
 }
 
 Tensor identity_like(const Tensor& x) {
@@ -98,7 +96,7 @@ std::vector<OpSample> sgd_steps_operator_samples(Generator& g, DType d) {
 namespace metatape {
 
 Tensor phi1(const Tensor& z) {
-  detail::require_square("phi1", "Z", z);
+  detail::require_square_floating("phi1", "Z", z);
   const double norm = detail::max_one_norm("phi1", z);
   int squarings = 0;
   while (std::ldexp(norm, -squarings) > detail::kPhi1Radius) ++squarings;
@@ -121,14 +119,14 @@ Tensor phi1(const Tensor& z) {
 }
 
 Tensor gradient_flow_operator(const Tensor& k, double t) {
-  detail::require_square("gradient_flow_operator", "K", k);
+  detail::require_square_floating("gradient_flow_operator", "K", k);
   if (!std::isfinite(t) || t < 0)
     throw ValueError("gradient_flow_operator: the time t must be finite and >= 0, got " + std::to_string(t));
   return scale(phi1(scale(k, -t)), t);
 }
 
 Tensor sgd_steps_operator(const Tensor& k, double alpha, std::int64_t steps) {
-  detail::require_square("sgd_steps_operator", "K", k);
+  detail::require_square_floating("sgd_steps_operator", "K", k);
   if (!std::isfinite(alpha))
     throw ValueError("sgd_steps_operator: the step size alpha must be finite, got " + std::to_string(alpha));
   if (steps < 0) throw ValueError("sgd_steps_operator: steps must be >= 0, got " + std::to_string(steps));
