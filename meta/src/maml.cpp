@@ -247,6 +247,11 @@ MetaStepTensors maml_gradient(const Model& model, Loss loss, const MetaConfig& c
   return step;
 }
 
+// The losses read on the host; the gradients stay where they are.
+MetaStep on_host(MetaStepTensors step) {
+  return {step.meta_loss.item(), step.task_losses.to_vector(), std::move(step.grads)};
+}
+
 // Throws ValueError for a ragged batch without tasks.
 void check_groups(const char* caller, const RaggedTaskBatch& batch) {
   if (batch.groups.empty()) throw ValueError(std::string(caller) + ": the ragged batch has no groups");
@@ -256,14 +261,12 @@ void check_groups(const char* caller, const RaggedTaskBatch& batch) {
 
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const TaskBatch& batch, std::int64_t iteration) {
-  MetaStepTensors on_device = meta_gradient_tensors(model, loss, config, params, batch, iteration);
-  return {on_device.meta_loss.item(), on_device.task_losses.to_vector(), std::move(on_device.grads)};
+  return on_host(meta_gradient_tensors(model, loss, config, params, batch, iteration));
 }
 
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const RaggedTaskBatch& batch, std::int64_t iteration) {
-  MetaStepTensors on_device = meta_gradient_tensors(model, loss, config, params, batch, iteration);
-  return {on_device.meta_loss.item(), on_device.task_losses.to_vector(), std::move(on_device.grads)};
+  return on_host(meta_gradient_tensors(model, loss, config, params, batch, iteration));
 }
 
 MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
