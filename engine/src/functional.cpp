@@ -16,21 +16,10 @@ namespace {
 
 using Tensors = std::vector<Tensor>;
 
-// Switches grad mode on for a transform's duration: a transform asked for
-// a derivative under NoGradScope would otherwise record nothing to walk.
-class GradOn {
- public:
-  GradOn() : previous_(detail::this_thread_tape().grad_enabled) { detail::this_thread_tape().grad_enabled = true; }
-  ~GradOn() { detail::this_thread_tape().grad_enabled = previous_; }
-  GradOn(const GradOn&) = delete;
-  GradOn& operator=(const GradOn&) = delete;
-
- private:
-  bool previous_;
-};
-
 // What a transform records: released when it returns, unless its results are
-// to stay differentiable. Members are destroyed scope first, then grad mode.
+// to stay differentiable. Grad mode is on throughout (a transform asked for a
+// derivative under NoGradScope would otherwise record nothing to walk).
+// Members are destroyed scope first, then grad mode.
 class Recording {
  public:
   explicit Recording(bool create_graph) {
@@ -38,7 +27,7 @@ class Recording {
   }
 
  private:
-  GradOn grad_on_;
+  detail::GradModeGuard grad_on_{detail::this_thread_tape(), true};
   std::optional<TapeScope> scope_;
 };
 

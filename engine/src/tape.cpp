@@ -27,19 +27,6 @@ void require_live(const Tape& tape, const Tensor& t, const char* role, std::size
   if (!tape.is_live(ref)) throw GradError("grad: " + describe(role, i) + " " + stale_reason(ref));
 }
 
-// Sets grad mode for the duration of a backward walk.
-class GradModeGuard {
- public:
-  GradModeGuard(Tape& tape, bool enabled) : tape_(tape), previous_(tape.grad_enabled) { tape.grad_enabled = enabled; }
-  ~GradModeGuard() { tape_.grad_enabled = previous_; }
-  GradModeGuard(const GradModeGuard&) = delete;
-  GradModeGuard& operator=(const GradModeGuard&) = delete;
-
- private:
-  Tape& tape_;
-  bool previous_;
-};
-
 void accumulate(Tensor& into, Tensor grad) { into = into.defined() ? add(into, grad) : std::move(grad); }
 
 // Outputs and inputs must be live variables of this tape.

@@ -125,6 +125,20 @@ class Tape {
 
 Tape& this_thread_tape();
 
+// Sets grad mode for a scope (a backward walk, a functional transform) and
+// puts the previous mode back when it closes.
+class GradModeGuard {
+ public:
+  GradModeGuard(Tape& tape, bool enabled) : tape_(tape), previous_(tape.grad_enabled) { tape.grad_enabled = enabled; }
+  ~GradModeGuard() { tape_.grad_enabled = previous_; }
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
+
+ private:
+  Tape& tape_;
+  bool previous_;
+};
+
 // Explains why a recorded handle can no longer be used (for error messages).
 const char* stale_reason(const VarRef& ref);
 
