@@ -31,5 +31,25 @@ std::vector<Tensor> inner_loop(const Model& model, Loss loss, const MetaConfig& 
 MetaStepTensors reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                              const TaskBatch& batch);
 MetaStepTensors pretrain_gradient(const Model& model, Loss loss, const MetaParams& params, const TaskBatch& batch);
+// kernel_adaptation.cpp: the meta-gradient through the closed-form inner loop.
+MetaStepTensors kernel_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                                const TaskBatch& batch);
+// metarkhs.cpp: Meta-RKHS-I's one-loop objective and its gradient.
+MetaStepTensors metarkhs1_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                                   const TaskBatch& batch);
+
+// task_weighting.cpp: the outer loss Σ_t w_t L_t of recorded task losses [T]
+// with the weights of config.weighting (task_weights()), and the weights.
+struct WeightedLoss {
+  Tensor loss;     // rank 0, recorded
+  Tensor weights;  // [T], detached
+};
+WeightedLoss weighted_outer_loss(const MetaConfig& config, const Tensor& task_losses,
+                                 const std::function<std::vector<Tensor>()>& task_gradients = {});
+// Each task's gradient of its loss (task_losses [T], recorded) with respect
+// to `wrt` (shared tensors), one backward pass per task with the graph
+// retained: the general way to get the agreement rule's per-task gradients
+// when the parameters were not copied per task. Each result is [T] + shape.
+std::vector<Tensor> task_gradients_by_loop(const Tensor& task_losses, const std::vector<Tensor>& wrt);
 
 }  // namespace metatape::meta::detail

@@ -25,6 +25,10 @@ const char* algorithm_name(Algorithm algorithm) {
       return "reptile";
     case Algorithm::pretrain:
       return "pretrain";
+    case Algorithm::kernel:
+      return "kernel";
+    case Algorithm::metarkhs1:
+      return "metarkhs1";
   }
   return "?";
 }
@@ -249,7 +253,12 @@ MetaStepTensors maml_gradient(const Model& model, Loss loss, const MetaConfig& c
 
 // The losses read on the host; the gradients stay where they are.
 MetaStep on_host(MetaStepTensors step) {
-  return {step.meta_loss.item(), step.task_losses.to_vector(), std::move(step.grads)};
+  MetaStep out{step.meta_loss.item(), step.task_losses.to_vector(), {}, std::move(step.grads)};
+  out.task_weights =
+      step.task_weights.defined()
+          ? step.task_weights.to_vector()
+          : std::vector<double>(out.task_losses.size(), 1.0 / static_cast<double>(out.task_losses.size()));
+  return out;
 }
 
 // Throws ValueError for a ragged batch without tasks.
@@ -274,6 +283,8 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
   validate_inputs("meta_gradient", model, loss, config, params, &batch);
   if (config.algorithm == Algorithm::reptile) return detail::reptile_step(model, loss, config, params, batch);
   if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, params, batch);
+  if (config.algorithm == Algorithm::kernel) return detail::kernel_gradient(model, loss, config, params, batch);
+  if (config.algorithm == Algorithm::metarkhs1) return detail::metarkhs1_gradient(model, loss, config, params, batch);
   return maml_gradient(model, loss, config, params, batch, iteration);
 }
 

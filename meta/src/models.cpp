@@ -142,6 +142,19 @@ Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x) 
   return h;
 }
 
+std::vector<Tensor> Mlp::relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const {
+  check_unbatched(params, x);
+  std::vector<Tensor> out;
+  if (activation_ != Activation::relu) return out;
+  Tensor h = x;
+  for (std::size_t l = 0; l + 2 < widths_.size(); ++l) {
+    const Tensor pre = add(matmul(h, params[2 * l]), params[2 * l + 1]);
+    out.push_back(pre);
+    h = relu(pre);
+  }
+  return out;
+}
+
 // --- Conv4 ------------------------------------------------------------------
 
 Conv4::Conv4(const Conv4Options& options) : options_(options) {
@@ -153,8 +166,10 @@ Conv4::Conv4(const Conv4Options& options) : options_(options) {
     const std::string b = std::to_string(block + 1);
     params_.push_back({"conv" + b + ".w", Shape{options.channels, in, 3, 3}, block});
     params_.push_back({"conv" + b + ".b", Shape{options.channels}, block});
-    params_.push_back({"bn" + b + ".gamma", Shape{options.channels}, block});
-    params_.push_back({"bn" + b + ".beta", Shape{options.channels}, block});
+    if (options.batch_norm) {
+      params_.push_back({"bn" + b + ".gamma", Shape{options.channels}, block});
+      params_.push_back({"bn" + b + ".beta", Shape{options.channels}, block});
+    }
     size = options.strided ? (size + 2 - 3) / 2 + 1 : size / 2;
     if (size < 1)
       throw ValueError("conv4: images of " + std::to_string(options.image_size) +
@@ -170,18 +185,20 @@ std::string Conv4::name() const {
   std::ostringstream out;
   out << "conv4 " << options_.in_channels << "x" << options_.image_size << "x" << options_.image_size << ", "
       << options_.channels << " channels, " << options_.classes << " classes, "
-      << (options_.strided ? "strided" : "max-pool");
+      << (options_.strided ? "strided" : "max-pool") << (options_.batch_norm ? "" : ", no batch norm");
   return out.str();
 }
 
 std::vector<Tensor> Conv4::init(Generator& gen, DType dtype) const {
   std::vector<Tensor> params;
   for (int block = 0; block < 4; ++block) {
-    const Shape& w = params_[static_cast<std::size_t>(4 * block)].shape;
+    const Shape& w = params_[static_cast<std::size_t>(block) * block_params()].shape;
     params.push_back(glorot_uniform(w, w[1] * 9, w[0] * 9, gen, dtype));
     params.push_back(zeros({options_.channels}, dtype));
-    params.push_back(ones({options_.channels}, dtype));
-    params.push_back(zeros({options_.channels}, dtype));
+    if (options_.batch_norm) {
+      params.push_back(ones({options_.channels}, dtype));
+      params.push_back(zeros({options_.channels}, dtype));
+    }
   }
   const Shape head{features_, options_.classes};
   params.push_back(options_.strided ? normal(head, 0.0, 1.0, gen, dtype)
@@ -200,23 +217,46 @@ Tensor Conv4::forward_batched(const std::vector<Tensor>& params, const Tensor& x
   check_input(x, true);
   const std::int64_t tasks = x.dim(0), images = x.dim(1);
   check(params, tasks);
+  const Tensor h = blocks(params, x, nullptr);
+  const Tensor features = options_.strided ? mean(h, {3, 4}) : reshape(h, Shape{tasks, images, features_});
+  const std::size_t head = 4 * block_params();
+  return add(matmul(features, params[head]), as_broadcast(params[head + 1], params_[head + 1], 0));
+}
+
+Tensor Conv4::blocks(const std::vector<Tensor>& params, const Tensor& x, std::vector<Tensor>* preactivations) const {
+  const std::int64_t tasks = x.dim(0), images = x.dim(1);
   const Conv2dOptions conv{.stride = options_.strided ? 2 : 1, .padding = 1};
   Tensor h = x;
   for (std::size_t block = 0; block < 4; ++block) {
-    const Tensor& w = params[4 * block];
-    if (is_per_task(w, params_[4 * block])) {
+    const std::size_t first = block * block_params();
+    const Tensor& w = params[first];
+    if (is_per_task(w, params_[first])) {
       h = conv2d(h, w, conv);  // [T, n, C, H, W] with [T, O, C, 3, 3]
     } else {                   // one weight for all tasks: fold tasks into the batch
       const Tensor y = conv2d(reshape(h, Shape{tasks * images, h.dim(2), h.dim(3), h.dim(4)}), w, conv);
       h = reshape(y, Shape{tasks, images, y.dim(1), y.dim(2), y.dim(3)});
     }
-    h = add(h, as_broadcast(params[4 * block + 1], params_[4 * block + 1], 2));
-    // Statistics per task (group axis 0), as each task is its own batch.
-    h = batch_norm(h, params[4 * block + 2], params[4 * block + 3], {.eps = 1e-3, .group_axes = 1, .relu = true});
+    h = add(h, as_broadcast(params[first + 1], params_[first + 1], 2));
+    // Statistics per task (group axis 0), as each task is its own batch; the
+    // ReLU is fused into the normalisation unless its input is wanted.
+    const bool fuse_relu = preactivations == nullptr;
+    if (options_.batch_norm)
+      h = batch_norm(h, params[first + 2], params[first + 3], {.eps = 1e-3, .group_axes = 1, .relu = fuse_relu});
+    if (!fuse_relu || !options_.batch_norm) {
+      if (preactivations) preactivations->push_back(h);
+      h = relu(h);
+    }
     if (!options_.strided) h = max_pool2d(h, {.kernel = 2});
   }
-  const Tensor features = options_.strided ? mean(h, {3, 4}) : reshape(h, Shape{tasks, images, features_});
-  return add(matmul(features, params[16]), as_broadcast(params[17], params_[17], 0));
+  return h;
+}
+
+std::vector<Tensor> Conv4::relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const {
+  check_unbatched(params, x);
+  std::vector<Tensor> out;
+  (void)blocks(params, unsqueeze(x, 0), &out);
+  for (Tensor& pre : out) pre = squeeze(pre, 0);
+  return out;
 }
 
 }  // namespace metatape::meta

@@ -22,24 +22,29 @@
 #include <vector>
 
 #include "metatape/engine.hpp"
+#include "metatape/meta/kernel_adaptation.hpp"
 #include "metatape/meta/losses.hpp"
 #include "metatape/meta/models.hpp"
+#include "metatape/meta/task_weighting.hpp"
 #include "metatape/meta/tasks.hpp"
 
 namespace metatape::meta {
 
 enum class Algorithm {
-  maml,      // exact second-order meta-gradient
-  fomaml,    // first-order: inner gradients treated as constants
-  metasgd,   // exact, with a learned inner rate per parameter entry (Li et al. 2017)
-  anil,      // exact, only the head adapts (Raghu et al. 2020)
-  reptile,   // θ ← θ + ε mean_t(θ_t^τ − θ) (Nichol et al. 2018)
-  pretrain,  // the baseline: ordinary training on all points of all tasks
+  maml,       // exact second-order meta-gradient
+  fomaml,     // first-order: inner gradients treated as constants
+  metasgd,    // exact, with a learned inner rate per parameter entry (Li et al. 2017)
+  anil,       // exact, only the head adapts (Raghu et al. 2020)
+  reptile,    // θ ← θ + ε mean_t(θ_t^τ − θ) (Nichol et al. 2018)
+  pretrain,   // the baseline: ordinary training on all points of all tasks
+  kernel,     // the inner loop in closed form through the NTK (kernel_adaptation.hpp)
+  metarkhs1,  // Meta-RKHS-I (Zhou et al. 2021): L − α‖∇θ L‖² per task, one loop
 };
 
 // Every algorithm, in the order they are listed to users.
-inline constexpr Algorithm kAlgorithms[] = {Algorithm::maml, Algorithm::fomaml,  Algorithm::metasgd,
-                                            Algorithm::anil, Algorithm::reptile, Algorithm::pretrain};
+inline constexpr Algorithm kAlgorithms[] = {Algorithm::maml,   Algorithm::fomaml,   Algorithm::metasgd,
+                                            Algorithm::anil,   Algorithm::reptile,  Algorithm::pretrain,
+                                            Algorithm::kernel, Algorithm::metarkhs1};
 const char* algorithm_name(Algorithm algorithm);
 // Throws ValueError listing the choices.
 Algorithm parse_algorithm(const std::string& name);
@@ -52,6 +57,9 @@ struct MetaConfig {
   bool multi_step_loss = false;                // MAML++: outer loss Σ_k v_k L(θ^k; query)
   std::int64_t msl_anneal_iterations = 10000;  // v reaches the last step by then
   bool task_batched = true;                    // one graph for the meta-batch; false loops over tasks
+  KernelConfig kernel{};                       // algorithm kernel: the closed form and its meta-gradient
+  double rkhs_alpha = 0.01;                    // metarkhs1: α of L − α‖∇θ L‖²
+  TaskWeightingConfig weighting{};             // the outer loss's task weights (every outer loop)
 
   bool first_order() const { return algorithm == Algorithm::fomaml || algorithm == Algorithm::reptile; }
   // Throws ValueError for combinations that are not in the literature.
@@ -92,8 +100,9 @@ MetaParams init_meta_params(const Model& model, const MetaConfig& config, Genera
                             Device device = Device::cpu);
 
 struct MetaStep {
-  double meta_loss = 0;             // the outer loss (for Reptile: the query loss after adaptation)
-  std::vector<double> task_losses;  // each task's query loss after τ steps
+  double meta_loss = 0;              // the outer loss (for Reptile: the query loss after adaptation)
+  std::vector<double> task_losses;   // each task's query loss after τ steps
+  std::vector<double> task_weights;  // w_t of the outer loss Σ_t w_t L_t (1/T when uniform)
   // d meta_loss / d MetaParams::all(), detached. Reptile: θ − mean_t θ_t^τ,
   // the direction whose negative the outer optimiser steps along.
   std::vector<Tensor> grads;
@@ -113,6 +122,7 @@ MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, 
 struct MetaStepTensors {
   Tensor meta_loss;           // rank 0
   Tensor task_losses;         // [T]
+  Tensor task_weights;        // [T], detached
   std::vector<Tensor> grads;  // as MetaStep::grads
 };
 MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,

@@ -39,6 +39,15 @@ class Model {
   // width of one output: what a task batch must bring.
   virtual Shape input_shape() const = 0;
   virtual std::int64_t outputs() const = 0;
+  // Whether one example's output depends on the other examples of its set
+  // (batch norm with the set's statistics): then there is no per-example
+  // gradient, and the NTK takes the Jacobian of the whole set (ntk.hpp).
+  virtual bool couples_examples() const = 0;
+  // The inputs of every hidden ReLU for x [n, ...] (one task, shared
+  // parameters), each [n, units...]: their signs are the example's
+  // activation pattern, whose distinct values count the linear regions.
+  // Empty for a model without ReLUs.
+  virtual std::vector<Tensor> relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const = 0;
   // Indices of the head (last layer) parameters: what ANIL adapts.
   std::vector<std::size_t> head() const;
   int num_layers() const;
@@ -59,8 +68,8 @@ class Model {
   // Throws ShapeError unless x is [n] + input_shape() (or [T, n] + input_shape()
   // when `batched`), naming x's shape as passed.
   void check_input(const Tensor& x, bool batched) const;
-
- private:
+  // Throws ShapeError unless x is one task's [n] + input_shape() and every
+  // parameter has its base shape.
   void check_unbatched(const std::vector<Tensor>& params, const Tensor& x) const;
 };
 
@@ -79,6 +88,8 @@ class Mlp final : public Model {
   Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const override;
   Shape input_shape() const override { return Shape{widths_.front()}; }
   std::int64_t outputs() const override { return widths_.back(); }
+  bool couples_examples() const override { return false; }
+  std::vector<Tensor> relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const override;
 
  protected:
   std::string name() const override;
@@ -92,7 +103,7 @@ class Mlp final : public Model {
 };
 
 // The standard few-shot Conv4: 4 × [3×3 conv (padding 1) + bias, batch norm
-// with the batch's statistics and affine parameters, ReLU, then 2×2 max-pool
+// with the batch's statistics and affine parameters (unless turned off), ReLU, then 2×2 max-pool
 // (or, with strided = true, the conv itself at stride 2 and no pool)], then a
 // linear head. As in Finn et al.'s reference code, the pooled variant
 // flattens the last feature map into the head and the strided variant
@@ -108,6 +119,9 @@ struct Conv4Options {
   std::int64_t channels = 64;
   std::int64_t classes = 5;
   bool strided = false;
+  // Without batch norm a block is conv + bias + ReLU (no scale and shift
+  // parameters), and every example's output depends on it alone.
+  bool batch_norm = true;
 };
 
 class Conv4 final : public Model {
@@ -118,6 +132,8 @@ class Conv4 final : public Model {
   Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const override;
   Shape input_shape() const override { return Shape{options_.in_channels, options_.image_size, options_.image_size}; }
   std::int64_t outputs() const override { return options_.classes; }
+  bool couples_examples() const override { return options_.batch_norm; }
+  std::vector<Tensor> relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const override;
   std::int64_t feature_size() const { return features_; }
 
  protected:
@@ -125,6 +141,10 @@ class Conv4 final : public Model {
 
  private:
   Tensor forward_batched(const std::vector<Tensor>& params, const Tensor& x) const;
+  // The four blocks on x [T, n, C, H, W]; with `preactivations`, each
+  // block's ReLU input is appended to it.
+  Tensor blocks(const std::vector<Tensor>& params, const Tensor& x, std::vector<Tensor>* preactivations) const;
+  std::size_t block_params() const { return options_.batch_norm ? 4 : 2; }
 
   Conv4Options options_;
   std::int64_t final_size_ = 0;  // spatial extent after the four blocks

@@ -1,0 +1,1 @@
+// Placeholder of the base commit: written next.

@@ -1,0 +1,3 @@
+// Placeholder of the base commit, replaced by the implementation before the
+// issue is resolved.
+#include "metatape/meta/ntk.hpp"
