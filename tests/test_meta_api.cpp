@@ -440,4 +440,30 @@ TEST_SUITE("meta-api") {
             (void)meta::per_task_loss(meta::Loss::cross_entropy, prediction, mt::unsqueeze(labels, 0));
           }).message.find("labels must be i64 [5] for predictions [5, 3], got i64 [1, 5]") != std::string::npos);
   }
+
+  TEST_CASE(
+      "the sinusoid mixture: its amplitudes come from both components; at probability 0 the stream is unchanged") {
+    mt::Generator a(7), b(7);
+    const meta::TaskBatch plain = meta::SinusoidTasks().sample(4, 3, 2, a, f64);
+    const meta::TaskBatch zero = meta::SinusoidTasks({.mixture_probability = 0.0}).sample(4, 3, 2, b, f64);
+    CHECK(mt::testing::same_bits({plain.support_y, plain.query_x}, {zero.support_y, zero.query_x}));
+
+    // Amplitudes in [0.1, 0.5] or [4, 5]: a task's largest |y| over many
+    // points tells which component it came from.
+    mt::Generator gen(3);
+    const meta::SinusoidTasks mixture(
+        {.amplitude_low = 0.1, .amplitude_high = 0.5, .mixture_probability = 0.3, .mixture_low = 4, .mixture_high = 5});
+    const std::vector<double> y = mixture.sample(200, 50, 1, gen, f64).support_y.to_vector();
+    int high = 0;
+    for (int t = 0; t < 200; ++t) {
+      double peak = 0;
+      for (int i = 0; i < 50; ++i) peak = std::max(peak, std::abs(y[static_cast<std::size_t>(t * 50 + i)]));
+      CHECK((peak <= 0.5 || (peak > 2 && peak <= 5)));
+      high += peak > 2;
+    }
+    CHECK(high > 30);  // 60 expected
+    CHECK(high < 90);
+    CHECK(mt::testing::throws_error<mt::ValueError>([] { meta::SinusoidTasks({.mixture_probability = 1.5}); },
+                                                    {"mixture probability must be in [0, 1]"}));
+  }
 }

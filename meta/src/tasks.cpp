@@ -1,6 +1,7 @@
 #include "metatape/meta/tasks.hpp"
 
 #include <cmath>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -41,8 +42,20 @@ RaggedTaskBatch RaggedTaskBatch::to(Device device) const {
 
 SinusoidTasks::SinusoidTasks(const SinusoidOptions& options) : options_(options) {
   if (!(options.amplitude_low <= options.amplitude_high) || !(options.phase_low <= options.phase_high) ||
-      !(options.x_low <= options.x_high))
+      !(options.x_low <= options.x_high) || !(options.mixture_low <= options.mixture_high))
     throw ValueError("sinusoid: each range needs low <= high");
+  if (!(options.mixture_probability >= 0 && options.mixture_probability <= 1))
+    throw ValueError("sinusoid: the mixture probability must be in [0, 1], got " +
+                     std::to_string(options.mixture_probability));
+}
+
+std::string SinusoidTasks::describe() const {
+  if (options_.mixture_probability == 0) return "sinusoid";
+  std::ostringstream out;
+  out << "sinusoid mixture (amplitude in [" << options_.mixture_low << ", " << options_.mixture_high
+      << "] with probability " << options_.mixture_probability << ", else [" << options_.amplitude_low << ", "
+      << options_.amplitude_high << "])";
+  return out.str();
 }
 
 TaskBatch SinusoidTasks::sample(std::int64_t tasks, std::int64_t support, std::int64_t query, Generator& gen,
@@ -53,7 +66,9 @@ TaskBatch SinusoidTasks::sample(std::int64_t tasks, std::int64_t support, std::i
   const auto draw = [&gen](double low, double high) { return low + (high - low) * gen.uniform01(); };
   std::vector<double> sx, sy, qx, qy;
   for (std::int64_t t = 0; t < tasks; ++t) {
-    const double amplitude = draw(options_.amplitude_low, options_.amplitude_high);
+    const bool other_component = options_.mixture_probability > 0 && gen.uniform01() < options_.mixture_probability;
+    const double amplitude = other_component ? draw(options_.mixture_low, options_.mixture_high)
+                                             : draw(options_.amplitude_low, options_.amplitude_high);
     const double phase = draw(options_.phase_low, options_.phase_high);
     for (std::int64_t i = 0; i < support; ++i) {
       sx.push_back(draw(options_.x_low, options_.x_high));

@@ -54,16 +54,22 @@ struct SinusoidOptions {
   double amplitude_low = 0.1, amplitude_high = 5.0;
   double phase_low = 0.0, phase_high = std::numbers::pi;
   double x_low = -5.0, x_high = 5.0;
+  // A heterogeneous distribution, for studying task weighting: with this
+  // probability a task's amplitude comes from [mixture_low, mixture_high]
+  // instead. At 0 (the default) no extra number is drawn, so the task stream
+  // is the plain distribution's, bit for bit.
+  double mixture_probability = 0.0;
+  double mixture_low = 4.0, mixture_high = 5.0;
 };
 
 class SinusoidTasks final : public TaskSampler {
  public:
   explicit SinusoidTasks(const SinusoidOptions& options = {});
-  // x, y are [tasks, points, 1]. Draws, per task: amplitude, phase, support
-  // xs, query xs.
+  // x, y are [tasks, points, 1]. Draws, per task: the mixture component (only
+  // when mixture_probability > 0), amplitude, phase, support xs, query xs.
   TaskBatch sample(std::int64_t tasks, std::int64_t support, std::int64_t query, Generator& gen,
                    DType dtype = DType::f32) const override;
-  std::string describe() const override { return "sinusoid"; }
+  std::string describe() const override;
 
  private:
   SinusoidOptions options_;
