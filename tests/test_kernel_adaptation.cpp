@@ -299,12 +299,27 @@ TEST_SUITE("kernel-adaptation") {
       for (const Tensor& g : step.grads)
         for (double v : g.to_vector()) REQUIRE(std::isfinite(v));
     }
-    // NaN in the parameters is refused, not returned.
+    // Nearly coincident points (1e-9 apart) in task 0: Cholesky might factor
+    // Ks and solve to noise; the condition number refuses it first.
+    for (int d = 0; d < 2; ++d) xs[static_cast<std::size_t>(2 + d)] = xs[static_cast<std::size_t>(6 + d)] + 1e-9;
+    for (int d = 0; d < 2; ++d) xs[static_cast<std::size_t>(8 + 4 + d)] += 0.5;  // task 1 regular again
+    batch.support_x = mt::from_vector(xs, batch.support_x.shape(), f64);
+    CHECK(throws_error<mt::ValueError>([&] { predict(model, kernel_config(meta::KernelForm::ridge, 1, 0), p, batch); },
+                                       {"task 0", "condition number", "--ridge"}));
+    CHECK_NOTHROW(predict(model, kernel_config(meta::KernelForm::ridge, 1, 1e-6), p, batch));
+    // NaN in the targets or the parameters is refused, not returned, by every form.
+    auto nan_targets = batch;
+    nan_targets.support_y = mt::full(batch.support_y.shape(), NAN, f64);
+    CHECK(throws_error<mt::ValueError>(
+        [&] { predict(model, kernel_config(meta::KernelForm::flow, 1), p, nan_targets); }, {"task 0", "nan"}));
+    CHECK(throws_error<mt::ValueError>([&] { predict(model, kernel_config(meta::KernelForm::steps), p, nan_targets); },
+                                       {"task 0", "nan"}));
     auto bad = p;
     bad.model[2] = mt::full(bad.model[2].shape(), NAN, f64);
     CHECK(throws_error<mt::ValueError>([&] { predict(model, kernel_config(meta::KernelForm::flow, 1), bad, batch); }));
     CHECK(throws_error<mt::ValueError>(
         [&] { predict(model, kernel_config(meta::KernelForm::ridge, 1, 1), bad, batch); }));
+    CHECK(throws_error<mt::ValueError>([&] { predict(model, kernel_config(meta::KernelForm::steps), bad, batch); }));
   }
 
   TEST_CASE("kernel configurations: validation and names") {
