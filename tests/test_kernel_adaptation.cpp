@@ -238,6 +238,22 @@ TEST_SUITE("kernel-adaptation") {
       }
   }
 
+  TEST_CASE("kernel_adapt with record differentiates like the meta-gradient; without it nothing is recorded") {
+    const meta::Mlp model({2, 5, 1}, meta::Activation::tanh);
+    const auto batch = random_batch(2, 4, 3, 2, 1, 28);
+    const auto p = random_params(model, 29);
+    const auto config = kernel_config(meta::KernelForm::steps);
+    const auto expected = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 0).grads;
+    mt::TapeScope scope;
+    meta::MetaParams leaves;
+    for (const Tensor& t : p.model) leaves.model.push_back(t.detach().requires_grad_());
+    const auto recorded = meta::kernel_adapt(model, meta::Loss::mse, config, leaves, batch, true);
+    CHECK(relative_error(mt::grad(mt::mean(recorded.query_loss), leaves.model), expected) < 1e-13);
+    const auto detached = meta::kernel_adapt(model, meta::Loss::mse, config, leaves, batch);
+    CHECK_FALSE(detached.query_prediction.requires_grad());
+    CHECK_FALSE(detached.query_loss.requires_grad());
+  }
+
   TEST_CASE("the fixed-kernel gradient equals the exact one when Θ does not depend on θ, and only then") {
     const auto grads = [](const meta::Model& model, meta::KernelGradient gradient, const meta::MetaParams& p,
                           const meta::TaskBatch& batch) {
