@@ -300,9 +300,12 @@ TEST_SUITE("task-weighting") {
     const meta::MetaConfig anil{.algorithm = meta::Algorithm::anil, .inner_steps = 1, .inner_lr = 0.1};
     const meta::MetaConfig metasgd{.algorithm = meta::Algorithm::metasgd, .inner_steps = 1, .inner_lr = 0.05};
     const meta::MetaConfig pretrain{.algorithm = meta::Algorithm::pretrain};
+    const meta::MetaConfig kernel{.algorithm = meta::Algorithm::kernel, .kernel = {.form = meta::KernelForm::flow}};
+    const meta::MetaConfig rkhs{.algorithm = meta::Algorithm::metarkhs1, .rkhs_alpha = 0.05};
     for (const auto& [name, base] :
          {std::pair{"maml", maml}, std::pair{"maml++ multi-step", msl}, std::pair{"anil", anil},
-          std::pair{"metasgd", metasgd}, std::pair{"pretrain", pretrain}}) {
+          std::pair{"metasgd", metasgd}, std::pair{"pretrain", pretrain}, std::pair{"kernel", kernel},
+          std::pair{"metarkhs1", rkhs}}) {
       for (Rule rule : {Rule::softmax, Rule::normalised, Rule::agreement}) {
         INFO(std::string(name) << ", " << meta::task_weighting_name(rule));
         const meta::MetaConfig config = with_rule(base, rule);
@@ -333,7 +336,10 @@ TEST_SUITE("task-weighting") {
     const auto batch = sinusoid_batch(3, 4, 29);
     const meta::MetaConfig maml{.inner_steps = 1, .inner_lr = 0.05};
     const meta::MetaConfig pretrain{.algorithm = meta::Algorithm::pretrain};
-    for (const auto& [name, base] : {std::pair{"maml", maml}, std::pair{"pretrain", pretrain}}) {
+    const meta::MetaConfig kernel{.algorithm = meta::Algorithm::kernel, .kernel = {.form = meta::KernelForm::flow}};
+    const meta::MetaConfig rkhs{.algorithm = meta::Algorithm::metarkhs1, .rkhs_alpha = 0.05};
+    for (const auto& [name, base] : {std::pair{"maml", maml}, std::pair{"pretrain", pretrain},
+                                     std::pair{"kernel", kernel}, std::pair{"metarkhs1", rkhs}}) {
       for (Rule rule : {Rule::softmax, Rule::normalised, Rule::agreement}) {
         INFO(std::string(name) << ", " << meta::task_weighting_name(rule));
         const meta::MetaConfig exact = with_rule(base, rule, 0.5, true), detached = with_rule(base, rule, 0.5, false);
