@@ -319,6 +319,15 @@ TEST_SUITE("ntk") {
         },
         {"v", "[4, 2]", "[4, 3]"}));
     CHECK(throws_error<mt::ValueError>([&] { meta::empirical_ntk(model, params, Tensor()); }, {"undefined"}));
+    auto nan_params = params;
+    nan_params[1] = mt::full({4}, NAN, f64);
+    CHECK(throws_error<mt::ValueError>([&] { meta::empirical_ntk(model, nan_params, x); }, {"non-finite", "[4, 4]"}));
+    CHECK(throws_error<mt::ValueError>([&] { meta::jacobian_rows(model, nan_params, x); }, {"jacobian_rows"}));
+    CHECK(throws_error<mt::ValueError>(
+        [&] {
+          meta::ntk_vector_product(model, params, x, mt::full({4, 2}, INFINITY, f64));
+        },
+        {"non-finite"}));
   }
 
   TEST_CASE("the NTK parameterisation: unit-variance parameters, layers scaled by 1/√fan_in, linear kernel XXᵀ/d") {

@@ -3,6 +3,7 @@
 #include "metatape/meta/ntk.hpp"
 
 #include <array>
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -49,6 +50,27 @@ void check_params(const Model& model, const std::vector<Tensor>& params, const c
     if (params[i].dtype() != DType::f32 && params[i].dtype() != DType::f64)
       throw DTypeError(std::string(where) + ": parameter " + infos[i].name + " must be f32 or f64");
   }
+}
+
+// Returns t after checking (on the CPU; a device tensor would need a copy
+// to the host) that every entry is finite: NaN or inf in a kernel would
+// otherwise reach a meta-gradient silently. Throws ValueError naming the
+// entry.
+const Tensor& finite(const Tensor& t, const char* where) {
+  if (t.device() != Device::cpu) return t;
+  const auto report = [&](std::int64_t k) {
+    throw ValueError(std::string(where) + ": the result " + t.shape().str() + " has a non-finite entry at flat index " +
+                     std::to_string(k) + " (are the parameters and inputs finite?)");
+  };
+  const auto scan = [&](const auto* data) {
+    for (std::int64_t k = 0; k < t.numel(); ++k)
+      if (!std::isfinite(data[k])) report(k);
+  };
+  if (t.dtype() == DType::f64)
+    scan(t.data<double>());
+  else
+    scan(t.data<float>());
+  return t;
 }
 
 // Whether x is task-batched ([T, n] + input shape) rather than one task
@@ -195,9 +217,9 @@ Tensor jacobian_rows(const Model& model, const std::vector<Tensor>& params, cons
                      const NtkOptions& options) {
   check_params(model, params, "jacobian_rows");
   const bool batched = check_inputs(model, x, params, "jacobian_rows: inputs");
-  if (options.create_graph) return rows(model, params, x, batched, options);
+  if (options.create_graph) return finite(rows(model, params, x, batched, options), "jacobian_rows");
   TapeScope scope;
-  return rows(model, params, x, batched, options).detach();
+  return finite(rows(model, params, x, batched, options).detach(), "jacobian_rows");
 }
 
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& a, const Tensor& b,
@@ -215,9 +237,9 @@ Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, cons
     const Tensor ja = rows(model, params, a, batched, options);
     return contract(ja, same ? ja : rows(model, params, b, batched, options), options.mode);
   };
-  if (options.create_graph) return compute();
+  if (options.create_graph) return finite(compute(), "empirical_ntk");
   TapeScope scope;
-  return compute().detach();
+  return finite(compute().detach(), "empirical_ntk");
 }
 
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& x,
@@ -252,9 +274,9 @@ Tensor ntk_vector_product(const Model& model, const std::vector<Tensor>& params,
         vjp(f, primals, options.create_graph ? v : v.detach(), fo).vjp;  // Jᵀ v, shaped like the parameters
     return jvp(f, primals, jt_v, fo).jvp;                                // J (Jᵀ v)
   };
-  if (options.create_graph) return product();
+  if (options.create_graph) return finite(product(), "ntk_vector_product");
   TapeScope scope;
-  return product().detach();
+  return finite(product().detach(), "ntk_vector_product");
 }
 
 }  // namespace metatape::meta
