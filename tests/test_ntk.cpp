@@ -219,6 +219,37 @@ TEST_SUITE("ntk") {
     }
   }
 
+  TEST_CASE("the per-sample rows take one pass: the recorded graph does not grow with the number of examples") {
+    const meta::Mlp model({3, 5, 2}, meta::Activation::tanh);
+    const auto params = random_params(model, 41);
+    const auto nodes = [&](std::int64_t n) {
+      mt::TapeScope scope;
+      const std::size_t before = mt::tape_stats().nodes;
+      (void)meta::jacobian_rows(model, params, random_inputs(model, {n}, 42), {.create_graph = true});
+      return mt::tape_stats().nodes - before;
+    };
+    CHECK(nodes(2) > 0);
+    CHECK(nodes(2) == nodes(9));
+  }
+
+  TEST_CASE("Θv recorded with create_graph has the derivative of the recorded kernel times v") {
+    const meta::Mlp model({2, 4, 2}, meta::Activation::tanh);
+    const auto base = random_params(model, 43);
+    const Tensor x = random_inputs(model, {3}, 44);
+    mt::Generator gen(45);
+    const Tensor v = mt::normal({3, 2}, 0, 1, gen, f64), w = mt::normal({3, 2}, 0, 1, gen, f64);
+    mt::TapeScope scope;
+    std::vector<Tensor> leaves;
+    for (const Tensor& p : base) leaves.push_back(p.clone().requires_grad_());
+    const meta::NtkOptions recorded{.mode = meta::KernelMode::full, .create_graph = true};
+    const Tensor direct = mt::sum(meta::ntk_vector_product(model, leaves, x, v, recorded) * w);
+    const Tensor via_kernel = mt::sum(
+        mt::matmul(meta::empirical_ntk(model, leaves, x, recorded), mt::reshape(v, {6, 1})) * mt::reshape(w, {6, 1}));
+    const mt::GradOptions unused{.allow_unused = true};
+    CHECK(relative_error(mt::grad(direct, leaves, unused), mt::grad(via_kernel, leaves, unused)) < 1e-12);
+    CHECK_FALSE(meta::ntk_vector_product(model, leaves, x, v).requires_grad());
+  }
+
   TEST_CASE("Θv without forming Θ equals the full kernel times v") {
     const meta::Mlp model({3, 5, 2}, meta::Activation::tanh);
     const auto params = random_params(model, 20);
