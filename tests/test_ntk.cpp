@@ -350,6 +350,15 @@ TEST_SUITE("ntk") {
         },
         {"v", "[4, 2]", "[4, 3]"}));
     CHECK(throws_error<mt::ValueError>([&] { meta::empirical_ntk(model, params, Tensor()); }, {"undefined"}));
+    const Tensor ones = mt::ones({4, 2}, f64);
+    const Tensor theta_ones =
+        mt::reshape(mt::matmul(meta::empirical_ntk(model, params, x, kFull), mt::reshape(ones, {8, 1})), {4, 2});
+    {
+      mt::NoGradScope no_grad;
+      CHECK(throws_error<mt::GradError>([&] { meta::empirical_ntk(model, params, x); }, {"NoGradScope"}));
+      CHECK(throws_error<mt::GradError>([&] { meta::jacobian_rows(model, params, x); }, {"NoGradScope"}));
+      CHECK(relative_error(meta::ntk_vector_product(model, params, x, ones), theta_ones) < 1e-13);
+    }
     auto nan_params = params;
     nan_params[1] = mt::full({4}, NAN, f64);
     CHECK(throws_error<mt::ValueError>([&] { meta::empirical_ntk(model, nan_params, x); }, {"non-finite", "[4, 4]"}));

@@ -73,6 +73,14 @@ const Tensor& finite(const Tensor& t, const char* where) {
   return t;
 }
 
+// The rows come from backward passes over what the forward records, which
+// a caller's NoGradScope would stop: say so rather than fail inside grad().
+void check_grad_mode(const char* where) {
+  if (!grad_enabled())
+    throw GradError(std::string(where) +
+                    ": the Jacobian rows need grad mode (backward passes); call it outside NoGradScope");
+}
+
 // Whether x is task-batched ([T, n] + input shape) rather than one task
 // ([n] + input shape); throws ShapeError, DTypeError or ValueError (no
 // examples) naming `what`.
@@ -216,6 +224,7 @@ std::vector<std::size_t> subset_indices(const Model& model, ParamSubset subset) 
 Tensor jacobian_rows(const Model& model, const std::vector<Tensor>& params, const Tensor& x,
                      const NtkOptions& options) {
   check_params(model, params, "jacobian_rows");
+  check_grad_mode("jacobian_rows");
   const bool batched = check_inputs(model, x, params, "jacobian_rows: inputs");
   if (options.create_graph) return finite(rows(model, params, x, batched, options), "jacobian_rows");
   TapeScope scope;
@@ -225,6 +234,7 @@ Tensor jacobian_rows(const Model& model, const std::vector<Tensor>& params, cons
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& a, const Tensor& b,
                      const NtkOptions& options) {
   check_params(model, params, "empirical_ntk");
+  check_grad_mode("empirical_ntk");
   const bool batched = check_inputs(model, a, params, "empirical_ntk: first inputs");
   const bool same = a.defined() && b.defined() && a.raw_data() == b.raw_data() && a.shape() == b.shape();
   if (!same && check_inputs(model, b, params, "empirical_ntk: second inputs") != batched)

@@ -28,7 +28,9 @@
 // shapes, or inputs that do not fit the model or each other (both shapes
 // named); ValueError for an undefined or empty set, or a non-finite result
 // (checked for CPU tensors); DTypeError for non-floating parameters or inputs
-// of another dtype.
+// of another dtype; GradError under a NoGradScope for jacobian_rows and
+// empirical_ntk, whose rows are backward passes (ntk_vector_product, made of
+// functional transforms, switches grad mode on itself).
 #pragma once
 
 #include <vector>
