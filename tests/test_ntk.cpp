@@ -132,10 +132,14 @@ TEST_SUITE("ntk") {
     CHECK(relative_error(meta::empirical_ntk(model, params, b, a, kFull), mt::transpose(full)) < 1e-14);
   }
 
-  TEST_CASE("Θ(x, x) is symmetric positive semi-definite") {
+  TEST_CASE("Θ(x, x) is exactly symmetric and positive semi-definite") {
     const meta::Mlp model({2, 8, 3}, meta::Activation::relu);
     const auto params = random_params(model, 7);
-    const Tensor x = random_inputs(model, {6}, 8);
+    const Tensor x = random_inputs(model, {120}, 8);  // large enough that a GEMM of J with Jᵀ is not symmetric
+    const Tensor diagonal = meta::empirical_ntk(model, params, x, {.mode = meta::KernelMode::diagonal});
+    CHECK(relative_error(diagonal, mt::transpose(diagonal, 0, 1)) == 0);
+    const Tensor batched = meta::empirical_ntk(model, params, random_inputs(model, {2, 5}, 46), kFull);
+    CHECK(relative_error(batched, mt::transpose(batched)) == 0);
     for (meta::KernelMode mode : {meta::KernelMode::full, meta::KernelMode::trace}) {
       const Tensor theta = meta::empirical_ntk(model, params, x, {.mode = mode});
       CHECK(relative_error(theta, mt::transpose(theta)) == 0);

@@ -245,7 +245,12 @@ Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, cons
                      " have different task counts");
   const auto compute = [&] {
     const Tensor ja = rows(model, params, a, batched, options);
-    return contract(ja, same ? ja : rows(model, params, b, batched, options), options.mode);
+    if (!same) return contract(ja, rows(model, params, b, batched, options), options.mode);
+    // Θ(x, x) symmetric to the last bit (a GEMM of J with itself need not
+    // be), as the Cholesky factorisations and eigensolvers downstream assume.
+    const Tensor k = contract(ja, ja, options.mode);
+    const int i = options.mode == KernelMode::diagonal ? k.rank() - 3 : k.rank() - 2;
+    return scale(add(k, transpose(k, i, i + 1)), 0.5);
   };
   if (options.create_graph) return finite(compute(), "empirical_ntk");
   TapeScope scope;

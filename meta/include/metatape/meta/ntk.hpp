@@ -72,7 +72,7 @@ Tensor jacobian_rows(const Model& model, const std::vector<Tensor>& params, cons
 // inputs that do not fit the model or each other, ValueError for an empty set.
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& a, const Tensor& b,
                      const NtkOptions& options = {});
-// Θ(x, x).
+// Θ(x, x), exactly symmetric (also when a and b above are one tensor).
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& x,
                      const NtkOptions& options = {});
 
