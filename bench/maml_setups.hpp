@@ -65,15 +65,16 @@ inline MamlSetup conv4_setup(bool first_order, bool batched, metatape::DType dty
 }
 
 // The kernel-adaptation step on the same meta-batch as sinusoid_setup (same
-// parameters, same tasks): flow form with the trace kernel and the exact
-// meta-gradient (docs/methods.md §2), t = 1.
-inline MamlSetup kernel_setup(metatape::DType dtype) {
+// parameters, same tasks): flow form with the trace kernel, t = 1, and the
+// exact meta-gradient through the kernel or (`fixed`) the kernel held
+// constant (docs/methods.md §2).
+inline MamlSetup kernel_setup(metatape::DType dtype, bool fixed = false) {
   namespace meta = metatape::meta;
   MamlSetup s = sinusoid_setup(1, false, true, dtype);
   s.config.algorithm = meta::Algorithm::kernel;
   s.config.kernel = {.form = meta::KernelForm::flow,
                      .time = 1.0,
-                     .gradient = meta::KernelGradient::exact,
+                     .gradient = fixed ? meta::KernelGradient::fixed : meta::KernelGradient::exact,
                      .mode = meta::KernelMode::trace};
   return s;
 }
