@@ -14,21 +14,19 @@
 // error between the libtorch meta-gradient and metatape's, computed in
 // float64 so that it shows rounding, not kink flips.
 //
-//   build/bench/bench-maml-libtorch [--threads N] [--repeats R]
+// With --only ntk or hvp (or by default after the MAML table) it also
+// compares the kernel figures of bench_kernel_libtorch.cpp.
+//
+//   build/bench/bench-maml-libtorch [--threads N] [--repeats R] [--only maml|ntk|hvp]
 // (--memory CONFIG VARIANT is the internal child mode of the memory figure.)
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <torch/torch.h>
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <functional>
-#include <span>
 #include <string>
-#include <vector>
 
+#include "libtorch_common.hpp"
 #include "maml_setups.hpp"
 
 namespace mt = metatape;
@@ -36,49 +34,12 @@ namespace meta = metatape::meta;
 
 namespace {
 
-using TorchList = std::vector<torch::Tensor>;
-
-torch::Tensor to_torch(const mt::Tensor& t) {
-  std::vector<std::int64_t> sizes(t.shape().begin(), t.shape().end());
-  if (t.dtype() == mt::DType::i64)
-    return torch::from_blob(const_cast<std::int64_t*>(t.data<std::int64_t>()), sizes, torch::kInt64).clone();
-  if (t.dtype() == mt::DType::f64)
-    return torch::from_blob(const_cast<double*>(t.data<double>()), sizes, torch::kFloat64).clone();
-  return torch::from_blob(const_cast<float*>(t.data<float>()), sizes, torch::kFloat32).clone();
-}
-
-TorchList to_torch(const std::vector<mt::Tensor>& ts) {
-  TorchList out;
-  for (const mt::Tensor& t : ts) out.push_back(to_torch(t));
-  return out;
-}
-
-// libtorch's results as metatape tensors (float64), to be compared by the
-// tests' relative_error.
-std::vector<mt::Tensor> from_torch(const TorchList& ts) {
-  std::vector<mt::Tensor> out;
-  for (const torch::Tensor& t : ts) {
-    const torch::Tensor c = t.to(torch::kFloat64).contiguous();
-    const std::vector<std::int64_t> sizes(c.sizes().begin(), c.sizes().end());
-    out.push_back(mt::from_vector(std::span<const double>(c.data_ptr<double>(), static_cast<std::size_t>(c.numel())),
-                                  mt::Shape(sizes), mt::DType::f64));
-  }
-  return out;
-}
-
-// --- MLP 1-40-40-1 ReLU --------------------------------------------------------
-
-torch::Tensor mlp(const TorchList& p, const torch::Tensor& x) {  // x [n, 1]
-  auto h = torch::relu(torch::addmm(p[1], x, p[0]));
-  h = torch::relu(torch::addmm(p[3], h, p[2]));
-  return torch::addmm(p[5], h, p[4]);
-}
-
-torch::Tensor mlp_batched(const TorchList& p, const torch::Tensor& x) {  // x [T, n, 1]; p per task
-  auto h = torch::relu(torch::baddbmm(p[1], x, p[0]));
-  h = torch::relu(torch::baddbmm(p[3], h, p[2]));
-  return torch::baddbmm(p[5], h, p[4]);
-}
+using bench::from_torch;
+using bench::median_ms;
+using bench::mlp;
+using bench::mlp_batched;
+using bench::to_torch;
+using bench::TorchList;
 
 // --- Conv4 (64 channels, max-pool) ----------------------------------------------
 
@@ -171,18 +132,6 @@ TorchList libtorch_batched(const Problem& pr) {
 }
 
 // --- measurement -------------------------------------------------------------------
-
-double median_ms(const std::function<void()>& step, int repeats) {
-  step();  // warm-up: allocator caches, thread pools
-  std::vector<double> times;
-  for (int r = 0; r < repeats; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    step();
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 long resident_kib() {
   long pages = 0, resident = 0;
@@ -295,17 +244,20 @@ int measure_memory(int index, int variant) {
 
 int main(int argc, char** argv) {
   int threads = 1, repeats = 21, memory_config = -1, memory_variant = -1;
+  std::string only;  // empty: every comparison
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--threads" && i + 1 < argc) {
       threads = std::atoi(argv[++i]);
     } else if (arg == "--repeats" && i + 1 < argc) {
       repeats = std::atoi(argv[++i]);
+    } else if (arg == "--only" && i + 1 < argc) {
+      only = argv[++i];
     } else if (arg == "--memory" && i + 2 < argc) {
       memory_config = std::atoi(argv[++i]);
       memory_variant = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--repeats R]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--threads N] [--repeats R] [--only maml|ntk|hvp]\n", argv[0]);
       return 2;
     }
   }
@@ -313,17 +265,35 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: --threads and --repeats must be >= 1\n", argv[0]);
     return 2;
   }
+  if (!only.empty() && only != "maml" && only != "ntk" && only != "hvp") {
+    std::fprintf(stderr, "%s: --only takes maml, ntk or hvp, not '%s'\n", argv[0], only.c_str());
+    return 2;
+  }
   mt::set_num_threads(threads);
   torch::set_num_threads(threads);
   at::set_num_interop_threads(1);
   if (memory_config >= 0) return measure_memory(memory_config, memory_variant);
 
-  std::printf(
-      "float32, %d thread(s), median of %d steps (conv4: %d); memory: peak resident growth of a fresh "
-      "process over two steps\n",
-      threads, repeats, std::max(3, repeats / 4));
-  std::printf("%-52s %-17s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "peak MiB", "vs ours",
-              "f64 err");
-  for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i) compare(i, threads, repeats);
+  if (only.empty() || only == "maml") {
+    std::printf(
+        "float32, %d thread(s), median of %d steps (conv4: %d); memory: peak resident growth of a fresh "
+        "process over two steps\n",
+        threads, repeats, std::max(3, repeats / 4));
+    std::printf("%-52s %-17s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "peak MiB", "vs ours",
+                "f64 err");
+    for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i) compare(i, threads, repeats);
+  }
+  // A metatape error (an algorithm not built yet, say) ends that comparison
+  // with its message, not the run.
+  using Compare = void (*)(int);
+  const std::pair<std::string, Compare> kernel_figures[] = {{"ntk", bench::compare_ntk}, {"hvp", bench::compare_hvp}};
+  for (const auto& [name, compare_kernel] : kernel_figures) {
+    if (!only.empty() && only != name) continue;
+    try {
+      compare_kernel(repeats);
+    } catch (const mt::Error& e) {
+      std::printf("%s: not measured: %s\n", name.c_str(), e.what());
+    }
+  }
   return 0;
 }

@@ -1,8 +1,10 @@
 // The MAML benchmark configurations (the published few-shot setups of
-// docs/methods.md §1), shared by bench_maml.cpp, bench_cuda.cpp and the
-// libtorch comparison so that all time the same data.
+// docs/methods.md §1) and the kernel figures' problems, shared by
+// bench_maml.cpp, bench_kernel.cpp, bench_cuda.cpp and the libtorch
+// comparison so that all time the same data.
 #pragma once
 
+#include <cmath>
 #include <memory>
 
 #include "metatape/meta/maml.hpp"
@@ -60,6 +62,55 @@ inline MamlSetup conv4_setup(bool first_order, bool batched, metatape::DType dty
   s.batch = metatape::testing::RandomImageTasks({.ways = ways, .channels = channels, .size = size})
                 .sample(tasks, ways * shots, ways * queries, gen, dtype);
   return s;
+}
+
+// The kernel-adaptation step on the same meta-batch as sinusoid_setup (same
+// parameters, same tasks): flow form with the trace kernel, t = 1, and the
+// exact meta-gradient through the kernel or (`fixed`) the kernel held
+// constant (docs/methods.md §2).
+inline MamlSetup kernel_setup(metatape::DType dtype, bool fixed = false) {
+  namespace meta = metatape::meta;
+  MamlSetup s = sinusoid_setup(1, false, true, dtype);
+  s.config.algorithm = meta::Algorithm::kernel;
+  s.config.kernel = {.form = meta::KernelForm::flow,
+                     .time = 1.0,
+                     .gradient = fixed ? meta::KernelGradient::fixed : meta::KernelGradient::exact,
+                     .mode = meta::KernelMode::trace};
+  return s;
+}
+
+// The problem of the NTK and Hessian-vector-product figures: the sinusoid
+// MLP 1-40-40-1 ReLU, the n inputs x [n, 1] and targets y [n, 1] of one
+// sinusoid task, and a standard-normal direction v shaped like the
+// parameters. The parameters are He-initialised (weights N(0, 2/fan_in),
+// biases N(0, 0.01)), not the model's MAML initialisation: there the weights
+// have std 0.01, Θ is 1 + O(1e-3) everywhere (the output bias's share), and
+// the libtorch comparison's relative error could not see a wrong kernel.
+struct MlpPoints {
+  std::unique_ptr<metatape::meta::Model> model;
+  std::vector<metatape::Tensor> params, v;
+  metatape::Tensor x, y;
+};
+
+inline MlpPoints mlp_points(metatape::DType dtype, std::int64_t n = 100) {
+  namespace meta = metatape::meta;
+  MlpPoints s;
+  s.model = std::make_unique<meta::Mlp>(std::vector<std::int64_t>{1, 40, 40, 1});
+  metatape::Generator gen(3);
+  for (const metatape::meta::ParamInfo& p : s.model->parameters())
+    s.params.push_back(
+        metatape::normal(p.shape, 0.0, p.shape.rank() == 2 ? std::sqrt(2.0 / p.shape[0]) : 0.1, gen, dtype));
+  const meta::TaskBatch task = meta::SinusoidTasks().sample(1, n, 1, gen, dtype);
+  s.x = metatape::reshape(task.support_x, {n, 1});
+  s.y = metatape::reshape(task.support_y, {n, 1});
+  for (const metatape::Tensor& p : s.params) s.v.push_back(metatape::normal(p.shape(), 0.0, 1.0, gen, dtype));
+  return s;
+}
+
+// The MSE of `points`' model on its n points as a function of the
+// parameters: the function whose Hessian-vector product is timed.
+inline metatape::Tensor mlp_points_loss(const MlpPoints& points, const std::vector<metatape::Tensor>& params) {
+  return metatape::meta::per_task_loss(metatape::meta::Loss::mse, points.model->forward(params, points.x), points.y);
 }
 
 }  // namespace bench
