@@ -117,8 +117,15 @@ KernelAdapted closed_form(const Model& model, Loss loss, const MetaConfig& confi
   const NtkOptions options{.mode = kernel.mode,
                            .subset = ParamSubset::all,
                            .create_graph = record && kernel.gradient == KernelGradient::exact};
-  const Tensor ks = empirical_ntk(model, theta, batch.support_x, options);                 // [T, m, m]
-  const Tensor kq = empirical_ntk(model, theta, batch.query_x, batch.support_x, options);  // [T, mq, m]
+  // One kernel over support and query together: the support's Jacobian rows,
+  // the costly part, are computed once for both blocks. Examples are stacked
+  // support first, so in either mode the support's rows and columns come
+  // first (full mode orders them i·C + c).
+  const std::int64_t per_example = kernel.mode == KernelMode::full ? model.outputs() : 1;
+  const std::int64_t m = batch.support_x.dim(1) * per_example, total = m + batch.query_x.dim(1) * per_example;
+  const Tensor both = empirical_ntk(model, theta, concat({batch.support_x, batch.query_x}, 1), options);
+  const Tensor ks = slice(slice(both, 1, 0, m), 2, 0, m);      // [T, m, m]
+  const Tensor kq = slice(slice(both, 1, m, total), 2, 0, m);  // [T, mq, m]
   const Tensor fs = model.forward(theta, batch.support_x), fq = model.forward(theta, batch.query_x);
   const std::int64_t tasks = fs.dim(0), support = fs.dim(1), query = fq.dim(1), outputs = fs.dim(2);
   const Tensor ys = regression_targets(loss, batch.support_y, outputs, fs.dtype(), "batch.support_y");
