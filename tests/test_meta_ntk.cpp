@@ -91,6 +91,20 @@ TEST_SUITE("meta-ntk") {
     }
   }
 
+  TEST_CASE("the literal block formula cancels where Φ is small; ΨΨᵀ stays exactly symmetric") {
+    // Queries next to the supports at t = ∞: Φ is a small difference of large terms.
+    auto tasks = random_tasks(3, 4, 6, 12, 7);
+    mt::Generator gen(5);
+    for (auto& t : tasks) t.query = mt::slice(t.support, 0, 0, 4) + randn(4, 12, gen) * 1e-3;
+    const meta::MetaNtkOptions o = flow(INFINITY, 1e-6);
+    const meta::MetaNtkResult r = meta::meta_ntk(tasks, o);
+    const Tensor literal = meta::meta_ntk_block_formula(tasks, o);
+    CHECK(exactly_symmetric(r.phi));
+    CHECK_FALSE(exactly_symmetric(literal));  // off by rounding of the cancelled terms (~1e-10 relative)
+    CHECK(relative_error(literal, r.phi) < 1e-8);
+    CHECK(r.eigenvalues.front() > 0);
+  }
+
   TEST_CASE("τ = 0 gives Φ = Θ(X, X) over the stacked query sets") {
     const auto tasks = random_tasks(3, 3, 4, 8, 11);
     const meta::MetaNtkResult r = meta::meta_ntk(tasks, steps(0.1, 0));
@@ -176,6 +190,43 @@ TEST_SUITE("meta-ntk") {
     // The features from the model's Jacobian rows agree with [x, 1].
     const meta::MetaNtkResult m = meta::meta_ntk(model, params, batch, steps(lr, tau));
     CHECK(relative_error(m.phi, r.phi) < 1e-12);
+  }
+
+  TEST_CASE(
+      "two outputs: the meta-Jacobian is Ψ in full mode (c = 2/(n'·C)), and the trace kernel is its per-output "
+      "block") {
+    // f = xᵀW + b with W [d, 2]: J_c(x) J_c'(x')ᵀ = δ_cc' (xᵀx' + 1), so the full kernel is the trace kernel ⊗ I.
+    const std::int64_t d = 2, tasks = 2, n_support = 3, n_query = 2, tau = 2, outputs = 2;
+    const double lr = 0.3;
+    const meta::Mlp model({d, outputs});
+    mt::Generator gen(27);
+    const std::vector<Tensor> params = model.init(gen, f64);
+    meta::TaskBatch batch;
+    batch.support_x = mt::normal(mt::Shape{tasks, n_support, d}, 0, 1, gen, f64);
+    batch.support_y = mt::normal(mt::Shape{tasks, n_support, outputs}, 0, 1, gen, f64);
+    batch.query_x = mt::normal(mt::Shape{tasks, n_query, d}, 0, 1, gen, f64);
+    batch.query_y = mt::normal(mt::Shape{tasks, n_query, outputs}, 0, 1, gen, f64);
+    meta::MetaConfig config;
+    config.inner_steps = tau;
+    config.inner_lr = lr;
+    auto adapted_outputs = [&](const std::vector<Tensor>& theta) {
+      const meta::Adapted a =
+          meta::adapt(model, meta::Loss::mse, config, meta::MetaParams{theta, {}}, batch, tau, {.record = true});
+      return model.forward(a.params, batch.query_x);
+    };
+    const Tensor jac = mt::concat(mt::jacobian(adapted_outputs, params, {.flatten = true}), 1);  // rows (t, i, c)
+    meta::MetaNtkOptions o = steps(lr, tau);
+    o.mode = meta::KernelMode::full;
+    const meta::MetaNtkResult full = meta::meta_ntk(model, params, batch, o);
+    CHECK(relative_error(full.projections, jac) < 1e-12);
+    o.mode = meta::KernelMode::trace;
+    const meta::MetaNtkResult trace = meta::meta_ntk(model, params, batch, o);
+    const std::int64_t n = tasks * n_query;
+    for (std::int64_t c = 0; c < outputs; ++c) {
+      const Tensor rows = mt::squeeze(mt::slice(mt::reshape(full.phi, {n, outputs, n, outputs}), 1, c, c + 1), 1);
+      const Tensor per_output = mt::squeeze(mt::slice(rows, 2, c, c + 1), 2);
+      CHECK(relative_error(trace.phi, per_output) < 1e-12);
+    }
   }
 
   TEST_CASE("ANIL: K is the head kernel in T_i and K(X_i, X'_i); with the head = everything it is MAML") {
