@@ -33,12 +33,15 @@ std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfi
     throw DTypeError(std::string("evaluate: tasks of dtype ") + dtype_name(dtype) + " for parameters of dtype " +
                      dtype_name(params.model.front().dtype()));
   Generator gen(derive_seed(options.seed, 2));
-  std::vector<std::vector<double>> curve(static_cast<std::size_t>(options.steps + 1));
+  // Rows as adaptation_curve returns them: steps + 1, or 2 for the kernel
+  // algorithm (before and after its closed-form adaptation).
+  std::vector<std::vector<double>> curve;
   for (std::int64_t done = 0; done < options.tasks; done += options.chunk) {
     const std::int64_t n = std::min(options.chunk, options.tasks - done);
     const Device device = params.model.front().device();
     const TaskBatch batch = tasks.sample(n, options.shots, options.queries, gen, dtype).to(device);
     const auto part = adaptation_curve(model, loss, config, params, batch, options.steps);
+    curve.resize(part.size());
     for (std::size_t k = 0; k < part.size(); ++k) curve[k].insert(curve[k].end(), part[k].begin(), part[k].end());
   }
   return summarize(curve);

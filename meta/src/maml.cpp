@@ -6,6 +6,7 @@
 #include "metatape/meta/maml.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "algorithms.hpp"
 
@@ -51,6 +52,12 @@ void MetaConfig::validate() const {
   if (multi_step_loss && (algorithm == Algorithm::reptile || algorithm == Algorithm::pretrain))
     throw ValueError(std::string("the multi-step loss needs an outer loss through the inner loop; ") +
                      algorithm_name(algorithm) + " has none");
+  if (multi_step_loss && (algorithm == Algorithm::kernel || algorithm == Algorithm::metarkhs1))
+    throw ValueError(std::string("the multi-step loss weighs the query losses of the inner steps; ") +
+                     algorithm_name(algorithm) + " has no inner steps to weigh");
+  if (!std::isfinite(rkhs_alpha) || rkhs_alpha < 0)
+    throw ValueError("the Meta-RKHS-I α (rkhs_alpha) must be finite and >= 0, got " + std::to_string(rkhs_alpha));
+  if (algorithm == Algorithm::kernel) kernel.validate();
   if ((multi_step_loss || learned_layer_rates || algorithm == Algorithm::reptile) && inner_steps < 1)
     throw ValueError(std::string(algorithm_name(algorithm)) + (multi_step_loss ? " with a multi-step loss" : "") +
                      (learned_layer_rates ? " with learned per-layer rates" : "") + " needs at least one inner step");
@@ -362,6 +369,10 @@ MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const
 Adapted adapt(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params, const TaskBatch& batch,
               int steps, const AdaptOptions& options) {
   validate_inputs("adapt", model, loss, config, params, &batch);
+  if (config.algorithm == Algorithm::kernel)
+    throw ValueError(
+        "adapt: the kernel algorithm adapts in function space, in closed form: there are no adapted parameters; "
+        "kernel_adapt (kernel_adaptation.hpp) gives its adapted predictions");
   if (steps < 0) throw ValueError("adapt: steps must be >= 0, got " + std::to_string(steps));
   const std::int64_t tasks = batch.tasks();
   // The shared parameters (ANIL's body) as per-task views, so every result is [T, ...].
@@ -393,6 +404,10 @@ std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss,
                                                   const MetaParams& params, const TaskBatch& batch, int steps) {
   validate_inputs("adaptation_curve", model, loss, config, params, &batch);
   if (steps < 0) throw ValueError("adaptation_curve: steps must be >= 0, got " + std::to_string(steps));
+  if (config.algorithm == Algorithm::kernel) {
+    const KernelAdapted adapted = kernel_adapt(model, loss, config, params, batch);
+    return {adapted.query_loss_before.to_vector(), adapted.query_loss.to_vector()};
+  }
   std::vector<std::vector<double>> curve;
   const auto record_query_losses = [&](int, const std::vector<Tensor>& fast) {
     NoGradScope no_grad;

@@ -1,9 +1,44 @@
-// Placeholder of the base commit, replaced by the implementation before the
-// issue is resolved: refuses.
+// Meta-RKHS-I (Zhou et al. 2021; docs/methods.md §2): one loop, no
+// adaptation. Each task's term is L_t(θ) − α‖∇θ L_t(θ)‖², with L_t the loss
+// on the task's support and query points together: the objective has no
+// inner/outer split, so both sets are simply the task's data, in one forward
+// pass. The penalty's own gradient needs ∇θ L_t recorded (create_graph) and
+// a double backward. At meta-test the model is fine-tuned with ordinary SGD
+// steps at inner_lr (as Zhou et al. do), which the inner loop of maml.cpp
+// already does for every algorithm but ANIL.
 #include "algorithms.hpp"
 
 namespace metatape::meta::detail {
-MetaStepTensors metarkhs1_gradient(const Model&, Loss, const MetaConfig&, const MetaParams&, const TaskBatch&) {
-  throw ValueError("metarkhs1: not implemented yet");
+
+MetaStepTensors metarkhs1_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                                   const TaskBatch& batch) {
+  TapeScope scope;
+  std::vector<Tensor> leaves;
+  for (const Tensor& p : params.model) leaves.push_back(p.detach().requires_grad_());
+  // Per-task copies [T, ...]: task t's loss depends only on copy t, so one
+  // backward of Σ_t L_t gives every task's own gradient.
+  const std::vector<Tensor> copies = per_task(leaves, batch.tasks());
+  const Tensor x = concat({batch.support_x, batch.query_x}, 1), y = concat({batch.support_y, batch.query_y}, 1);
+  const Tensor losses = per_task_loss(loss, model.forward(copies, x), y);  // [T]
+  const std::vector<Tensor> g = grad(sum(losses), copies, {.create_graph = true});
+  Tensor squared_norms;  // [T]: ‖∇θ L_t‖² over all parameters
+  for (const Tensor& gi : g) {
+    std::vector<int> axes;
+    for (int a = 1; a < gi.rank(); ++a) axes.push_back(a);
+    const Tensor term = axes.empty() ? square(gi) : sum(square(gi), axes);
+    squared_norms = squared_norms.defined() ? add(squared_norms, term) : term;
+  }
+  const Tensor objectives = sub(losses, scale(squared_norms, config.rkhs_alpha));  // [T]
+  // TODO(weighting): detail::weighted_outer_loss(config, objectives) once task
+  // weighting lands (docs/methods.md §3); the mean is its uniform rule.
+  const Tensor outer = mean(objectives);
+  MetaStepTensors step;
+  // The per-task terms of the outer loss (what the weights weigh), so that
+  // meta_loss is their mean as for every other algorithm.
+  step.task_losses = objectives.detach();
+  step.meta_loss = outer.detach();
+  step.grads = grad(outer, leaves, {.retain_graph = false});
+  return step;
 }
+
 }  // namespace metatape::meta::detail

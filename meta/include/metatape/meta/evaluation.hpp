@@ -27,7 +27,9 @@ struct EvaluationOptions {
 };
 
 // Fresh tasks from `tasks`, adapted from `params` with the inner loop of
-// `config` (learned rates included).
+// `config` (learned rates included); one summary per row of
+// adaptation_curve: steps + 1 rows, or 2 for the kernel algorithm (before
+// and after its closed-form adaptation, no gradient steps).
 std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                   const TaskSampler& tasks, const EvaluationOptions& options, DType dtype);
 

@@ -3,18 +3,31 @@
 // r = Y' − f_θ(X'), Ks = Θ(X', X') and Kq = Θ(X, X'), every task's adapted
 // query prediction is
 //   ridge  f_θ(X) + Kq (Ks + λI)⁻¹ r                       (Cholesky solve)
-//   flow   f_θ(X) + Kq · t·φ₁(−c t Ks) · r                  (gradient flow for time t)
-//   steps  f_θ(X) + Kq · α Σ_{k<τ} (I − c α Ks)^k · r       (τ SGD steps of size α)
+//   flow   f_θ(X) + Kq · ct·φ₁(−c t Ks) · r                 (gradient flow for time t)
+//   steps  f_θ(X) + Kq · cα Σ_{k<τ} (I − c α Ks)^k · r      (τ SGD steps of size α)
 // where c scales the kernel to the inner loss metatape minimises: its MSE is
 // the mean over the n' points and C outputs, whose gradient in function space
-// is (2 / (n'·C)) (f − y), so c = 2 / (n'·C). On a model linear in θ, "flow"
-// and "steps" are exactly gradient flow and τ steps of SGD on that loss, so
-// τ and α mean what they mean for MAML. Classification regresses one-hot
-// targets with the same MSE and predicts by argmax. With C > 1 outputs the
-// trace kernel is shared by the outputs, or the full [n·C, n·C] kernel
-// couples them. The meta-gradient goes through f_θ(X), f_θ(X') and — when
-// `gradient` is exact — through Ks and Kq (recorded Jacobians); "fixed"
-// holds the kernel constant (the analogue of first-order MAML).
+// is (2 / (n'·C)) (f − y), so c = 2 / (n'·C). (Derivation: one SGD step moves
+// θ by α·c·J'ᵀ r, hence f(X) by α·c·Kq r, and the support residual by
+// (I − cα Ks); the flow is the limit α → 0, τα = t. The operators are
+// gradient_flow_operator(Ks, c·t) and sgd_steps_operator(Ks, c·α, τ).)
+// On a model linear in θ, "flow" and "steps" are exactly gradient flow and τ
+// steps of SGD on that loss, so τ (config.inner_steps) and α
+// (config.inner_lr) mean what they mean for MAML. At t = ∞ the flow is the
+// ridge form with λ = ridge (> 0 required). The ridge form does not see c:
+// λ is relative to the kernel's own scale.
+//
+// Classification (Loss::cross_entropy) regresses one-hot targets with the
+// same mean MSE, as Zhou et al. and Arora et al. do; query_loss is then the
+// MSE to the one-hot labels, and accuracy (argmax of query_prediction) is
+// the caller's to compute. With C > 1 outputs the trace kernel [n, n] is
+// shared by the outputs (the residual [n', C] is transformed column by
+// column), or the full [n·C, n·C] kernel couples them (the residual
+// flattened to [n'·C], row index i·C + c). The meta-gradient goes through
+// f_θ(X), f_θ(X') and — when `gradient` is exact — through Ks and Kq
+// (recorded Jacobians); "fixed" holds the kernel constant (the analogue of
+// first-order MAML). The result reads the query losses on the host to check
+// them, so a kernel step cannot be captured as a CUDA graph.
 #pragma once
 
 #include <cmath>
@@ -59,6 +72,9 @@ struct KernelAdapted {
   // [T]: the outer loss of each task on the adapted outputs (MSE against the
   // targets, or against one-hot labels for classification).
   Tensor query_loss;
+  // [T]: the same loss of the unadapted outputs f_θ(X) (row 0 of the kernel
+  // algorithm's adaptation curve).
+  Tensor query_loss_before;
 };
 
 // Every task of `batch` adapted in closed form with config.kernel (and
@@ -68,6 +84,15 @@ struct KernelAdapted {
 // without it the result is detached. Throws ValueError with the support
 // kernel's condition number and the remedy (a ridge) when a form that needs an
 // inverse meets a singular kernel, and never returns NaN silently.
+// Precisely: the ridge form (and flow at t = ∞) computes the eigenvalues of
+// Ks + λI (detached) and refuses a task whose condition number exceeds
+// 1/(m·ε) (m its size, ε the dtype's machine epsilon: the kernel is then
+// numerically singular, and a Cholesky solve would return noise); "flow" and
+// "steps" need no inverse and accept any Ks. A NaN or inf in the query
+// losses throws ValueError naming the task. Refused also: a config whose
+// `kernel` is invalid (KernelConfig::validate) and the inputs validate_inputs
+// refuses; config.algorithm need not be kernel (any model can be adapted this
+// way at meta-test).
 KernelAdapted kernel_adapt(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                            const TaskBatch& batch, bool record = false);
 

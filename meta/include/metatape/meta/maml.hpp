@@ -153,9 +153,11 @@ class CapturedMetaGradient {
 // The inner loop on its own: each task's parameters θ_t^k after k = `steps`
 // SGD steps on its support set from `params`, with the inner loop of
 // `config` (its α, or the learned Meta-SGD / LSLR rates, beyond the trained τ
-// LSLR's last step's; ANIL adapts only the head; Reptile and the pretrained
-// baseline adapt everything at α, as at evaluation). This is the inner loop
-// meta_gradient, Reptile and adaptation_curve run.
+// LSLR's last step's; ANIL adapts only the head; Reptile, Meta-RKHS-I and
+// the pretrained baseline adapt everything at α, as at evaluation). This is
+// the inner loop meta_gradient, Reptile and adaptation_curve run. The kernel
+// algorithm has no adapted parameters (it adapts in function space): adapt
+// throws ValueError pointing to kernel_adapt.
 struct AdaptOptions {
   // Record the inner loop, so that a loss of the result can be differentiated
   // with respect to `params` (mark them with requires_grad_ inside a
@@ -180,7 +182,12 @@ std::vector<Adapted> adapt(const Model& model, Loss loss, const MetaConfig& conf
 
 // Query loss of every task after 0, 1, ..., steps inner SGD steps from the
 // meta-parameters, with the configured (or learned) rates: [steps + 1][T].
-// Beyond the trained τ, LSLR uses its last step's rates.
+// Beyond the trained τ, LSLR uses its last step's rates. Meta-RKHS-I and the
+// pretrained baseline are fine-tuned by plain SGD at inner_lr. The kernel
+// algorithm takes no gradient steps at meta-test: its curve has two rows,
+// [0] the loss of f_θ and [1] that of the closed-form adapted outputs
+// (kernel_adapt; for classification both are the MSE to one-hot labels),
+// and `steps` is ignored (still checked >= 0).
 std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
                                                   const MetaParams& params, const TaskBatch& batch, int steps);
 // The same over a ragged batch: the groups' tasks one after another.
