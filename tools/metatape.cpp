@@ -61,9 +61,19 @@ int main(int argc, char** argv) {
                                       "Evaluate a checkpoint on fresh tasks after 0..steps inner steps; "
                                       "prints the table, writes eval.json and mse_vs_steps.svg");
   CLI::App* info = app.add_subcommand("info", "Print the build's backends and the devices this machine offers");
+  MetaNtkArgs meta_ntk_args;
+  RankArchsArgs rank_args;
+  CLI::App* meta_ntk = app.add_subcommand("meta-ntk",
+                                          "The meta-NTK Φ of a model on a seeded meta-batch; writes meta_ntk.json "
+                                          "(Φ, eigenvalues, κ with its ridge) and SVGs of Φ and its spectrum");
+  CLI::App* rank = app.add_subcommand("rank-archs",
+                                      "Rank candidate architectures without training by κ(Φ) and linear regions; "
+                                      "prints the table, writes ranking.json");
   try {
     const auto train_added = add_options(*train, train_options(), train_args);
     const auto eval_added = add_options(*eval, eval_options(), eval_args);
+    const auto meta_ntk_added = add_options(*meta_ntk, meta_ntk_options(), meta_ntk_args);
+    const auto rank_added = add_options(*rank, rank_archs_options(), rank_args);
     try {
       app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -77,6 +87,14 @@ int main(int argc, char** argv) {
       return run_train(train_args);
     }
     if (info->parsed()) return run_info();
+    if (meta_ntk->parsed()) {
+      apply(meta_ntk_options(), meta_ntk_added, meta_ntk_args);
+      return run_meta_ntk(meta_ntk_args);
+    }
+    if (rank->parsed()) {
+      apply(rank_archs_options(), rank_added, rank_args);
+      return run_rank_archs(rank_args);
+    }
     apply(eval_options(), eval_added, eval_args);
     return run_eval(eval_args);
   } catch (const CLI::ParseError& e) {
