@@ -303,6 +303,35 @@ TEST_SUITE("meta-ntk") {
     CHECK(relative_error(mt::slice(r.projections, 1, 15, 21), jac) < 1e-12);
   }
 
+  TEST_CASE("a model's Φ at τ = 0 is its empirical NTK over the stacked query sets: symmetric PSD") {
+    const meta::Mlp model({3, 6, 2}, meta::Activation::tanh);
+    mt::Generator gen(35);
+    const std::vector<Tensor> params = model.init(gen, f64);
+    meta::TaskBatch batch;
+    batch.support_x = mt::normal(mt::Shape{3, 2, 3}, 0, 1, gen, f64);
+    batch.query_x = mt::normal(mt::Shape{3, 4, 3}, 0, 1, gen, f64);
+    const meta::MetaNtkResult r = meta::meta_ntk(model, params, batch, steps(0.5, 0));
+    const Tensor theta = meta::empirical_ntk(model, params, mt::reshape(batch.query_x, {12, 3}));  // trace mode
+    CHECK(relative_error(r.phi, theta) < 1e-12);
+    CHECK(exactly_symmetric(r.phi));
+    CHECK(r.eigenvalues.front() >= -1e-12 * r.eigenvalues.back());
+  }
+
+  TEST_CASE("on the sinusoid's 1-D inputs Φ is numerically singular: κ means something only with a ridge") {
+    const meta::Mlp model({1, 40, 40, 1});
+    mt::Generator gen(39);
+    const std::vector<Tensor> params = model.init(gen, f64);
+    const meta::TaskBatch batch = meta::SinusoidTasks().sample(3, 5, 10, gen, f64);
+    meta::MetaNtkOptions o = steps(0.01, 1);
+    const meta::MetaNtkResult bare = meta::meta_ntk(model, params, batch, o);
+    CHECK(bare.condition_number > 1e10);  // 1e16 and beyond, or +inf: rounding decides
+    o.ridge = 1e-6;
+    const meta::MetaNtkResult ridged = meta::meta_ntk(model, params, batch, o);
+    CHECK(ridged.condition_number == meta::ridged_condition_number(bare.eigenvalues, 1e-6));
+    CHECK(ridged.condition_number < 1e10);
+    CHECK(ridged.condition_number > 1.0);
+  }
+
   TEST_CASE("trace and full modes agree for one output; κ is stated with its ridge") {
     const meta::Mlp model({3, 8, 1}, meta::Activation::tanh);
     mt::Generator gen(37);
