@@ -208,7 +208,11 @@ json_check "meta-ntk --time inf" "$work/mntk-inf/meta_ntk.json" \
 "$metatape" meta-ntk --checkpoint "$work/mntk-run/checkpoint.bin" --tasks 2 --shots 2 --queries 2 \
   --out "$work/mntk-ckpt" >/dev/null || fail "meta-ntk --checkpoint"
 json_check "meta-ntk --checkpoint" "$work/mntk-ckpt/meta_ntk.json" '"iteration 2" in j["settings"]["parameters_from"]'
-expect_error "meta-ntk: negative time" "--time" "$metatape" meta-ntk --time -1 --out "$work/bad-mntk"
+expect_error "meta-ntk: negative time" "--time: -1 is out of range" "$metatape" meta-ntk --time -1 --out "$work/bad-mntk"
+expect_error "meta-ntk: NaN time" "--time: 'nan' is not a finite number: expected a finite number >= 0, or inf" \
+  "$metatape" meta-ntk --time nan --out "$work/bad-mntk"
+expect_error "meta-ntk: a diverging inner loop" "lower --inner-lr" \
+  "$metatape" meta-ntk --inner-lr 1e6 --inner-steps 50 --out "$work/bad-mntk"
 expect_error "meta-ntk: zero tasks" "--tasks: 0 is out of range" "$metatape" meta-ntk --tasks 0 --out "$work/bad-mntk"
 expect_error "meta-ntk: a model beside a checkpoint" "--hidden picks the model" \
   "$metatape" meta-ntk --checkpoint "$work/mntk-run/checkpoint.bin" --hidden 4 --out "$work/bad-mntk"

@@ -26,7 +26,11 @@ struct Time {
   std::string show(double value) const { return std::isinf(value) ? "inf" : Reals{}.show(value); }
   double parse(const std::vector<std::string>& texts, const std::string& what) const {
     if (texts.size() == 1 && (texts[0] == "inf" || texts[0] == "infinity")) return INFINITY;
-    return Reals{0, false}.parse(texts, what);
+    try {
+      return Reals{0, false}.parse(texts, what);
+    } catch (const ValueError& e) {
+      throw ValueError(std::string(e.what()) + ", or inf");
+    }
   }
   void check(double value, const std::string& what) const {
     if (!(value >= 0)) throw ValueError(what + ": expected " + describe());

@@ -4,10 +4,18 @@
 #include "metatape/meta/meta_ntk.hpp"
 
 #include <cmath>
+#include <sstream>
 #include <string>
 
 namespace metatape::meta {
 namespace {
+
+// A double as %g prints it (std::to_string writes 1e-300 as 0.000000).
+std::string show(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
 
 Tensor identity(std::int64_t n) {
   std::vector<double> values(static_cast<std::size_t>(n * n), 0.0);
@@ -21,7 +29,7 @@ Tensor symmetrise(const Tensor& a) { return (a + transpose(a)) * 0.5; }
 // Throws ValueError naming `what` unless every entry of t is finite.
 void require_finite(const Tensor& t, const std::string& what) {
   for (double v : t.to_vector())
-    if (!std::isfinite(v)) throw ValueError(what + " has a non-finite entry (" + std::to_string(v) + ")");
+    if (!std::isfinite(v)) throw ValueError(what + " has a non-finite entry (" + show(v) + ")");
 }
 
 // A task's features: defined, float64, [rows >= 1, width].
@@ -48,8 +56,7 @@ void check_task(const MetaNtkTask& task, const MetaNtkOptions& options, const st
                        " / " + task.support.shape().str());
   }
   if (!(task.loss_scale > 0) || !std::isfinite(task.loss_scale))
-    throw ValueError("meta_ntk: " + where + ".loss_scale must be finite and > 0, got " +
-                     std::to_string(task.loss_scale));
+    throw ValueError("meta_ntk: " + where + ".loss_scale must be finite and > 0, got " + show(task.loss_scale));
 }
 
 void check_tasks(const std::vector<MetaNtkTask>& tasks, const MetaNtkOptions& options) {
@@ -89,20 +96,20 @@ void MetaNtkOptions::validate() const {
   if (mode == KernelMode::diagonal) throw ValueError("meta-NTK: kernel mode must be trace or full, not diagonal");
   if (form == KernelForm::steps) {
     if (!std::isfinite(inner_lr) || inner_lr < 0)
-      throw ValueError("meta-NTK: inner_lr must be finite and >= 0, got " + std::to_string(inner_lr));
+      throw ValueError("meta-NTK: inner_lr must be finite and >= 0, got " + show(inner_lr));
     if (inner_steps < 0) throw ValueError("meta-NTK: inner_steps must be >= 0, got " + std::to_string(inner_steps));
   } else {
-    if (std::isnan(time) || time < 0) throw ValueError("meta-NTK: time must be >= 0, got " + std::to_string(time));
+    if (std::isnan(time) || time < 0) throw ValueError("meta-NTK: time must be >= 0, got " + show(time));
     if (std::isinf(time) && !(inverse_ridge > 0 && std::isfinite(inverse_ridge)))
       throw ValueError(
           "meta-NTK: time = inf needs inverse_ridge ε > 0 for (K' + εI)⁻¹ (the support kernel is "
           "singular in general), got " +
-          std::to_string(inverse_ridge));
+          show(inverse_ridge));
   }
   if (!std::isfinite(inverse_ridge) || inverse_ridge < 0)
-    throw ValueError("meta-NTK: inverse_ridge must be finite and >= 0, got " + std::to_string(inverse_ridge));
+    throw ValueError("meta-NTK: inverse_ridge must be finite and >= 0, got " + show(inverse_ridge));
   if (!std::isfinite(ridge) || ridge < 0)
-    throw ValueError("meta-NTK: ridge must be finite and >= 0, got " + std::to_string(ridge));
+    throw ValueError("meta-NTK: ridge must be finite and >= 0, got " + show(ridge));
 }
 
 Tensor meta_ntk_inner_operator(const Tensor& support_kernel, double loss_scale, const MetaNtkOptions& options) {
@@ -113,7 +120,14 @@ Tensor meta_ntk_inner_operator(const Tensor& support_kernel, double loss_scale, 
   } else if (std::isinf(options.time)) {
     const std::int64_t n = support_kernel.dim(0);
     const Tensor eye = identity(n).to(support_kernel.dtype());
-    t = cholesky_solve(cholesky(support_kernel + eye * options.inverse_ridge), eye);
+    Tensor factor;
+    try {
+      factor = cholesky(support_kernel + eye * options.inverse_ridge);
+    } catch (const ValueError& e) {
+      throw ValueError("meta-NTK at t = inf: K' + εI with inverse_ridge ε = " + show(options.inverse_ridge) +
+                       " is not positive definite in float64: raise inverse_ridge (" + e.what() + ")");
+    }
+    t = cholesky_solve(factor, eye);
   } else {
     t = gradient_flow_operator(support_kernel, loss_scale * options.time);
   }
@@ -247,8 +261,8 @@ Tensor meta_ntk_cross(const std::vector<MetaNtkTask>& test_tasks, const Tensor& 
 Tensor meta_ntk_predict(const Tensor& phi, const Tensor& cross, const Tensor& f0_train, const Tensor& y_train,
                         const Tensor& f0_test, double eta, double time) {
   if (!std::isfinite(eta) || eta < 0 || !std::isfinite(time) || time < 0 || !std::isfinite(eta * time))
-    throw ValueError("meta_ntk_predict: eta and time must be finite and >= 0, got eta = " + std::to_string(eta) +
-                     ", time = " + std::to_string(time));
+    throw ValueError("meta_ntk_predict: eta and time must be finite and >= 0, got eta = " + show(eta) +
+                     ", time = " + show(time));
   for (const Tensor* t : {&phi, &cross, &f0_train, &y_train, &f0_test})
     if (!t->defined() || t->rank() != 2) throw ShapeError("meta_ntk_predict: every argument must be a defined matrix");
   const std::int64_t n = phi.dim(0);
