@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
     }
     if (train->parsed()) {
       apply(train_options(), train_added, train_args);
+      refuse_inapplicable(train_options(), train_added, train_args);
       return run_train(train_args);
     }
     if (info->parsed()) return run_info();

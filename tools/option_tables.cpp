@@ -34,6 +34,14 @@ Integers thread_counts() {
   return {1, 4 * cores, "at most 4 x the " + std::to_string(cores) + " hardware threads of this machine"};
 }
 
+// The names of an enumeration's values, from its list and name function.
+template <class E, std::size_t N>
+Choices names_of(const E (&values)[N], const char* (*name)(E)) {
+  Choices c;
+  for (E v : values) c.names.push_back(name(v));
+  return c;
+}
+
 std::string algorithm_help() {
   std::string help;
   for (const AlgorithmEntry& a : algorithms()) help += (help.empty() ? "" : ", ") + a.name + " (" + a.summary + ")";
@@ -44,6 +52,7 @@ std::string algorithm_help() {
 
 const std::vector<Option<TrainArgs>>& train_options() {
   using O = Options<TrainArgs>;
+  const std::string kernel = meta::algorithm_name(meta::Algorithm::kernel);
   static const std::vector<Option<TrainArgs>> table = {
       O::stored("--task", &RunConfig::task, "Task distribution", Choices{names(tasks())}),
       O::stored("--model", &RunConfig::model, "Model", Choices{names(models())}),
@@ -75,6 +84,44 @@ const std::vector<Option<TrainArgs>>& train_options() {
                 kNonNegative),
       O::stored("--seed", &RunConfig::seed, "Seed of parameters and tasks", kSeeds),
       O::stored("--dtype", &RunConfig::dtype, "Floating-point type", Choices{names(dtypes())}),
+      O::only_with(O::added("--kernel-form", &RunConfig::kernel_form,
+                            "Closed form of the inner loop: kernel ridge (--ridge), gradient flow for --kernel-time, "
+                            "or --inner-steps SGD steps of --inner-lr",
+                            names_of(meta::kKernelForms, meta::kernel_form_name)),
+                   "algorithm", {kernel}),
+      O::only_with(O::added("--kernel-time", &RunConfig::kernel_time,
+                            "Gradient-flow time t of the flow form (inf: the interpolating limit, needs --ridge > 0)",
+                            Reals{.min = 0, .infinity = true}),
+                   "algorithm", {kernel}),
+      O::only_with(O::added("--ridge", &RunConfig::ridge,
+                            "Ridge λ of the ridge form, and of the flow form at --kernel-time inf", kNonNegative),
+                   "algorithm", {kernel}),
+      O::only_with(O::added("--kernel-grad", &RunConfig::kernel_grad,
+                            "Meta-gradient through the kernel (exact) or with it held fixed (first-order analogue)",
+                            names_of(meta::kKernelGradients, meta::kernel_gradient_name)),
+                   "algorithm", {kernel}),
+      O::only_with(O::added("--kernel-mode", &RunConfig::kernel_mode,
+                            "NTK over outputs: trace (shared by the outputs) or full (couples them)",
+                            Choices{{meta::kernel_mode_name(meta::KernelMode::trace),
+                                     meta::kernel_mode_name(meta::KernelMode::full)}}),
+                   "algorithm", {kernel}),
+      O::only_with(
+          O::added("--rkhs-alpha", &RunConfig::rkhs_alpha, "α of the Meta-RKHS-I loss L - α‖∇θ L‖²", kNonNegative),
+          "algorithm", {meta::algorithm_name(meta::Algorithm::metarkhs1)}),
+      O::added("--task-weighting", &RunConfig::task_weighting,
+               "Weights w_t of the outer loss Σ w_t L_t: uniform, softmax of the task losses, losses normalised to "
+               "sum 1, or agreement of each task's meta-gradient with the mean",
+               names_of(meta::kTaskWeightings, meta::task_weighting_name)),
+      O::only_with(O::added("--weighting-temperature", &RunConfig::weighting_temperature,
+                            "Temperature of the softmax weights (small: the hardest tasks dominate)", kPositive),
+                   "task_weighting", {meta::task_weighting_name(meta::TaskWeighting::softmax)}),
+      O::only_with(
+          O::added("--differentiate-weights", &RunConfig::differentiate_weights,
+                   "Differentiate through the task weights (default: they are constants of the backward)", Flag{}),
+          "task_weighting",
+          {meta::task_weighting_name(meta::TaskWeighting::softmax),
+           meta::task_weighting_name(meta::TaskWeighting::normalised),
+           meta::task_weighting_name(meta::TaskWeighting::agreement)}),
       O::local("--threads", &TrainArgs::threads, "Threads for the matrix products", thread_counts()),
       O::local("--device", &TrainArgs::device, "Where to train", kDevices),
       O::local("--cuda-graph", &TrainArgs::cuda_graph,

@@ -9,7 +9,8 @@ namespace metatape::tools {
 namespace {
 
 // The config.json format: 1 since the first release. A later stored option
-// either has a key every format-1 file has, or needs a new format number.
+// either has a key every format-1 file has, or is optional with the default
+// older runs had (Options::added), or needs a new format number.
 constexpr int kConfigFormat = 1;
 
 }  // namespace
@@ -85,7 +86,16 @@ RunParts build(const RunConfig& c) {
             .learned_layer_rates = c.lslr,
             .multi_step_loss = c.multi_step_loss,
             .msl_anneal_iterations = c.msl_anneal,
-            .task_batched = c.task_batched};
+            .task_batched = c.task_batched,
+            .kernel = {.form = meta::parse_kernel_form(c.kernel_form),
+                       .time = c.kernel_time,
+                       .ridge = c.ridge,
+                       .gradient = meta::parse_kernel_gradient(c.kernel_grad),
+                       .mode = meta::parse_kernel_mode(c.kernel_mode)},
+            .rkhs_alpha = c.rkhs_alpha,
+            .weighting = {.rule = meta::parse_task_weighting(c.task_weighting),
+                          .temperature = c.weighting_temperature,
+                          .differentiate = c.differentiate_weights}};
   o.optimizer = c.optimizer;
   o.outer_lr = c.outer_lr;
   o.clip_grad_norm = c.clip_grad_norm;

@@ -36,8 +36,22 @@ struct RunConfig {
   double clip_grad_norm = 0;
   std::uint64_t seed = 1;
   std::string dtype = "f32";
+  // Added after the first release (optional in config.json, see
+  // Options::added): the kernel algorithm's closed form, Meta-RKHS-I's α and
+  // the outer loss's task weights. The defaults are meta::'s, and are what a
+  // run written before these fields did (uniform weights).
+  std::string kernel_form = meta::kernel_form_name(meta::KernelConfig{}.form);
+  double kernel_time = meta::KernelConfig{}.time;
+  double ridge = meta::KernelConfig{}.ridge;
+  std::string kernel_grad = meta::kernel_gradient_name(meta::KernelConfig{}.gradient);
+  std::string kernel_mode = meta::kernel_mode_name(meta::KernelConfig{}.mode);
+  double rkhs_alpha = meta::MetaConfig{}.rkhs_alpha;
+  std::string task_weighting = meta::task_weighting_name(meta::TaskWeightingConfig{}.rule);
+  double weighting_temperature = meta::TaskWeightingConfig{}.temperature;
+  bool differentiate_weights = meta::TaskWeightingConfig{}.differentiate;
 
-  // {"format": 1, one key per stored option}.
+  // {"format": 1, one key per stored option}. from_json requires every key
+  // of the first release and takes the later ones' defaults when missing.
   nlohmann::json to_json() const;
   // Throws ValueError naming the first missing, mistyped or out-of-range field.
   static RunConfig from_json(const nlohmann::json& j);
