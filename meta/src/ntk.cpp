@@ -1,3 +1,260 @@
-// Placeholder of the base commit, replaced by the implementation before the
-// issue is resolved.
+// The empirical NTK (docs/methods.md §5): per-sample Jacobian rows in one
+// batched pass, contracted into the kernel's three output modes.
 #include "metatape/meta/ntk.hpp"
+
+#include <array>
+#include <optional>
+#include <string>
+
+#include "metatape/functional.hpp"
+
+namespace metatape::meta {
+namespace {
+
+// The one table of names: the enums, their names and the choices an error lists.
+constexpr std::array<std::pair<KernelMode, const char*>, 3> kModes{
+    {{KernelMode::full, "full"}, {KernelMode::trace, "trace"}, {KernelMode::diagonal, "diagonal"}}};
+constexpr std::array<std::pair<ParamSubset, const char*>, 3> kSubsets{
+    {{ParamSubset::all, "all"}, {ParamSubset::head, "head"}, {ParamSubset::weights, "weights"}}};
+
+template <class Enum, std::size_t N>
+const char* name_of(const std::array<std::pair<Enum, const char*>, N>& table, Enum value) {
+  for (const auto& [v, name] : table)
+    if (v == value) return name;
+  return "?";
+}
+
+template <class Enum, std::size_t N>
+Enum parse(const std::array<std::pair<Enum, const char*>, N>& table, const std::string& name, const char* what) {
+  std::string choices;
+  for (const auto& [v, n] : table) {
+    if (name == n) return v;
+    choices += (choices.empty() ? "" : ", ") + std::string(n);
+  }
+  throw ValueError(std::string("unknown ") + what + " '" + name + "' (choices: " + choices + ")");
+}
+
+// Throws unless params are the model's parameters in their base shapes and
+// floating point.
+void check_params(const Model& model, const std::vector<Tensor>& params, const char* where) {
+  const auto& infos = model.parameters();
+  if (params.size() != infos.size())
+    throw ShapeError(std::string(where) + ": " + model.describe() + " has " + std::to_string(infos.size()) +
+                     " parameters, got " + std::to_string(params.size()));
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    if (!params[i].defined() || params[i].shape() != infos[i].shape)
+      throw ShapeError(std::string(where) + ": parameter " + infos[i].name + " has shape " +
+                       (params[i].defined() ? params[i].shape().str() : std::string("(undefined)")) +
+                       ", expected its shared shape " + infos[i].shape.str());
+    if (params[i].dtype() != DType::f32 && params[i].dtype() != DType::f64)
+      throw DTypeError(std::string(where) + ": parameter " + infos[i].name + " must be f32 or f64");
+  }
+}
+
+// Whether x is task-batched ([T, n] + input shape) rather than one task
+// ([n] + input shape); throws ShapeError, DTypeError or ValueError (no
+// examples) naming `what`.
+bool check_inputs(const Model& model, const Tensor& x, const std::vector<Tensor>& params, const std::string& what) {
+  if (!x.defined()) throw ValueError(what + " is undefined");
+  const Shape example = model.input_shape();
+  const int leading = x.rank() - example.rank();
+  bool fits = leading == 1 || leading == 2;
+  for (int a = 0; fits && a < example.rank(); ++a) fits = x.dim(leading + a) == example[a];
+  if (!fits)
+    throw ShapeError(what + " must be [points, " + example.str().substr(1) + " or [tasks, points, " +
+                     example.str().substr(1) + " for " + model.describe() + ", got " + x.shape().str());
+  if (x.dtype() != params.front().dtype()) throw DTypeError(what + " and the parameters must have one floating dtype");
+  for (int a = 0; a < leading; ++a)
+    if (x.dim(a) == 0) throw ValueError(what + " is empty: " + x.shape().str());
+  return leading == 2;
+}
+
+// The selected parameters as leaves the backward can stop at, one copy per
+// group ([G] + base shape), and the model's parameter list with them in place.
+// With `record` a live parameter is expanded on the tape, so gradients of the
+// rows reach it; otherwise every copy is a fresh constant leaf.
+struct Copies {
+  std::vector<Tensor> leaves;
+  std::vector<Tensor> mixed;
+};
+
+Copies make_copies(const std::vector<Tensor>& params, const std::vector<std::size_t>& selected, std::int64_t groups,
+                   bool record) {
+  Copies c;
+  for (const Tensor& p : params) c.mixed.push_back(record ? p : p.detach());
+  for (std::size_t i : selected) {
+    Tensor copy = per_task({c.mixed[i]}, groups).front();
+    if (!copy.requires_grad()) copy.requires_grad_();
+    c.leaves.push_back(copy);
+    c.mixed[i] = copy;
+  }
+  return c;
+}
+
+// A seed [G, n, C] that is 1 at output c of point `point` (every point when
+// nullopt) of every group, 0 elsewhere.
+Tensor seed(const Shape& shape, std::int64_t c, std::optional<std::int64_t> point, DType dtype, Device device) {
+  std::vector<double> values(static_cast<std::size_t>(shape.numel()), 0.0);
+  for (std::int64_t g = 0; g < shape[0]; ++g)
+    for (std::int64_t i = 0; i < shape[1]; ++i)
+      if (!point || *point == i) values[static_cast<std::size_t>((g * shape[1] + i) * shape[2] + c)] = 1.0;
+  return from_vector(values, shape, dtype).to(device);
+}
+
+// The gradients of one backward, one [G] + shape per leaf, as rows [G, P].
+Tensor flat_rows(const std::vector<Tensor>& grads) {
+  std::vector<Tensor> parts;
+  for (const Tensor& g : grads) parts.push_back(reshape(g, Shape{g.dim(0), g.numel() / g.dim(0)}));
+  return parts.size() == 1 ? parts.front() : concat(parts, 1);
+}
+
+// Jacobian rows of x [G, n, ...] run as G groups (tasks), each with its own
+// copy of the selected parameters: [C, G, P] when every group holds one
+// point (the per-sample pass: one backward per output), [C, G, n, P] with
+// `per_point` (the set Jacobian: one backward per output and point).
+Tensor grouped_rows(const Model& model, const std::vector<Tensor>& params, const std::vector<std::size_t>& selected,
+                    const Tensor& x, bool per_point, bool create_graph) {
+  const Copies copies = make_copies(params, selected, x.dim(0), create_graph);
+  const Tensor f = model.forward(copies.mixed, x);  // [G, n, C]
+  const GradOptions grad_options{.create_graph = create_graph, .allow_unused = true};
+  std::vector<Tensor> per_output;
+  for (std::int64_t c = 0; c < f.dim(2); ++c) {
+    if (!per_point) {
+      per_output.push_back(
+          flat_rows(grad({f}, copies.leaves, {seed(f.shape(), c, {}, f.dtype(), f.device())}, grad_options)));
+      continue;
+    }
+    std::vector<Tensor> points;
+    for (std::int64_t i = 0; i < f.dim(1); ++i)
+      points.push_back(
+          flat_rows(grad({f}, copies.leaves, {seed(f.shape(), c, i, f.dtype(), f.device())}, grad_options)));
+    per_output.push_back(stack(points, 1));
+  }
+  return stack(per_output, 0);
+}
+
+// jacobian_rows after validation: x [S, ...] -> [C, S, P], x [T, S, ...] ->
+// [T, C, S, P].
+Tensor rows(const Model& model, const std::vector<Tensor>& params, const Tensor& x, bool batched,
+            const NtkOptions& options) {
+  const std::vector<std::size_t> selected = subset_indices(model, options.subset);
+  const Tensor tasks = batched ? x : unsqueeze(x, 0);  // [T, S, ...]
+  const std::int64_t t = tasks.dim(0), s = tasks.dim(1);
+  Tensor j;
+  if (model.couples_examples()) {
+    j = permute(grouped_rows(model, params, selected, tasks, true, options.create_graph), {1, 0, 2, 3});
+  } else {  // every example its own one-point task
+    Shape points = tasks.shape();
+    points[0] = t * s;
+    points[1] = 1;
+    const Tensor r = grouped_rows(model, params, selected, reshape(tasks, points), false, options.create_graph);
+    j = permute(reshape(r, Shape{r.dim(0), t, s, r.dim(2)}), {1, 0, 2, 3});  // [T, C, S, P]
+  }
+  return batched ? j : squeeze(j, 0);
+}
+
+// Θ from rows a [..., C, nA, P] and b [..., C, nB, P] in `mode`.
+Tensor contract(const Tensor& a, const Tensor& b, KernelMode mode) {
+  const int r = a.rank();  // 3, or 4 with tasks
+  if (mode == KernelMode::full) {
+    // [..., n, C, P] flattened to rows i·C + c.
+    const auto by_point = [r](const Tensor& j) {
+      std::vector<int> perm;
+      for (int i = 0; i + 3 < r; ++i) perm.push_back(i);
+      perm.insert(perm.end(), {r - 2, r - 3, r - 1});
+      Tensor p = permute(j, perm);
+      Shape shape;
+      for (int i = 0; i + 3 < r; ++i) shape.push_back(j.dim(i));
+      shape.push_back(j.dim(r - 2) * j.dim(r - 3));
+      shape.push_back(j.dim(r - 1));
+      return reshape(p, shape);
+    };
+    return matmul(by_point(a), by_point(b), false, true);
+  }
+  const Tensor per_output = matmul(a, b, false, true);  // [..., C, nA, nB]
+  if (mode == KernelMode::trace) return mean(per_output, {r - 3});
+  return r == 3 ? permute(per_output, {1, 2, 0}) : permute(per_output, {0, 2, 3, 1});
+}
+
+}  // namespace
+
+const char* kernel_mode_name(KernelMode mode) { return name_of(kModes, mode); }
+KernelMode parse_kernel_mode(const std::string& name) { return parse(kModes, name, "kernel mode"); }
+const char* param_subset_name(ParamSubset subset) { return name_of(kSubsets, subset); }
+ParamSubset parse_param_subset(const std::string& name) { return parse(kSubsets, name, "parameter subset"); }
+
+std::vector<std::size_t> subset_indices(const Model& model, ParamSubset subset) {
+  if (subset == ParamSubset::head) return model.head();
+  std::vector<std::size_t> indices;
+  for (std::size_t i = 0; i < model.parameters().size(); ++i)
+    if (subset == ParamSubset::all || model.parameters()[i].shape.rank() >= 2) indices.push_back(i);
+  return indices;
+}
+
+Tensor jacobian_rows(const Model& model, const std::vector<Tensor>& params, const Tensor& x,
+                     const NtkOptions& options) {
+  check_params(model, params, "jacobian_rows");
+  const bool batched = check_inputs(model, x, params, "jacobian_rows: inputs");
+  if (options.create_graph) return rows(model, params, x, batched, options);
+  TapeScope scope;
+  return rows(model, params, x, batched, options).detach();
+}
+
+Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& a, const Tensor& b,
+                     const NtkOptions& options) {
+  check_params(model, params, "empirical_ntk");
+  const bool batched = check_inputs(model, a, params, "empirical_ntk: first inputs");
+  const bool same = a.defined() && b.defined() && a.raw_data() == b.raw_data() && a.shape() == b.shape();
+  if (!same && check_inputs(model, b, params, "empirical_ntk: second inputs") != batched)
+    throw ShapeError("empirical_ntk: inputs " + a.shape().str() + " and " + b.shape().str() +
+                     " must both be task-batched or both one task");
+  if (batched && a.dim(0) != b.dim(0))
+    throw ShapeError("empirical_ntk: inputs " + a.shape().str() + " and " + b.shape().str() +
+                     " have different task counts");
+  const auto compute = [&] {
+    const Tensor ja = rows(model, params, a, batched, options);
+    return contract(ja, same ? ja : rows(model, params, b, batched, options), options.mode);
+  };
+  if (options.create_graph) return compute();
+  TapeScope scope;
+  return compute().detach();
+}
+
+Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& x,
+                     const NtkOptions& options) {
+  return empirical_ntk(model, params, x, x, options);
+}
+
+Tensor ntk_vector_product(const Model& model, const std::vector<Tensor>& params, const Tensor& x, const Tensor& v,
+                          const NtkOptions& options) {
+  check_params(model, params, "ntk_vector_product");
+  const bool batched = check_inputs(model, x, params, "ntk_vector_product: inputs");
+  const Shape out_shape = batched ? Shape{x.dim(0), x.dim(1), model.outputs()} : Shape{x.dim(0), model.outputs()};
+  if (!v.defined() || v.shape() != out_shape)
+    throw ShapeError("ntk_vector_product: v must have the outputs' shape " + out_shape.str() + ", got " +
+                     (v.defined() ? v.shape().str() : std::string("(undefined)")));
+  if (v.dtype() != params.front().dtype()) throw DTypeError("ntk_vector_product: v and the parameters differ in dtype");
+  const std::vector<std::size_t> selected = subset_indices(model, options.subset);
+  const auto product = [&] {
+    // Per-task copies of the selected parameters make J block-diagonal over
+    // tasks: one kernel per task, as empirical_ntk's.
+    std::vector<Tensor> mixed;
+    for (const Tensor& p : params) mixed.push_back(options.create_graph ? p : p.detach());
+    std::vector<Tensor> primals;
+    for (std::size_t i : selected) primals.push_back(batched ? per_task({mixed[i]}, x.dim(0)).front() : mixed[i]);
+    const TensorListToTensorFn f = [&](const std::vector<Tensor>& sel) {
+      std::vector<Tensor> all = mixed;
+      for (std::size_t k = 0; k < selected.size(); ++k) all[selected[k]] = sel[k];
+      return model.forward(all, x);
+    };
+    const FunctionalOptions fo{.create_graph = options.create_graph};
+    const std::vector<Tensor> jt_v =
+        vjp(f, primals, options.create_graph ? v : v.detach(), fo).vjp;  // Jᵀ v, shaped like the parameters
+    return jvp(f, primals, jt_v, fo).jvp;                                // J (Jᵀ v)
+  };
+  if (options.create_graph) return product();
+  TapeScope scope;
+  return product().detach();
+}
+
+}  // namespace metatape::meta

@@ -8,7 +8,9 @@
 // pass per output gives every example's row. A model whose examples are
 // coupled (batch norm with the statistics of the set, Model::couples_examples)
 // has no per-sample gradient in that sense: its J is the Jacobian of the
-// whole set's outputs, one backward pass per output element.
+// whole set's outputs, one backward pass per output element (n·C passes per
+// set: fine for the small support and query sets of few-shot tasks, slow for
+// large ones).
 //
 // Output modes, for C outputs (as neural-tangents names them):
 //   full      Θ[(i, c), (j, c')] over examples and outputs: [nA·C, nB·C],
@@ -17,9 +19,12 @@
 //             outputs);
 //   diagonal  Θ[(i, c), (j, c)] per output: [nA, nB, C].
 // Task-batched inputs [T, n, ...] give one kernel per task, with a leading
-// [T] axis. With create_graph the kernel is recorded, so that a loss of it
-// can be differentiated with respect to the parameters (exact kernel
-// meta-gradients); without it the result is detached.
+// [T] axis. Errors: ShapeError for parameters that are not the model's in
+// their shared shapes or inputs that do not fit the model or each other
+// (naming both shapes), ValueError for an undefined or empty set, DTypeError
+// for non-floating parameters or inputs of another dtype. With create_graph the kernel is recorded, so that a loss of
+// it can be differentiated with respect to the parameters (exact kernel meta-gradients); without it the result is
+// detached.
 #pragma once
 
 #include <vector>
@@ -71,7 +76,10 @@ Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, cons
 // Θ(x, x) v without forming Θ: J (Jᵀ v), one backward pass and one
 // forward-mode product. v has the model's output shape for x ([n, C] or
 // [T, n, C]); the result too. The full kernel (mode is ignored); the
-// subset applies.
+// subset applies. For a model that couples examples J is the set's
+// Jacobian, as in empirical_ntk. Recorded with create_graph (derivatives
+// reach params and v), detached otherwise. ShapeError for a v of another
+// shape.
 Tensor ntk_vector_product(const Model& model, const std::vector<Tensor>& params, const Tensor& x, const Tensor& v,
                           const NtkOptions& options = {});
 

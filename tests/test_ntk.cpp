@@ -1,0 +1,305 @@
+// The empirical NTK (docs/methods.md §5) against one backward pass per
+// sample and output, its modes against each other, its symmetry and
+// positive semi-definiteness, the linear model's closed form, task batching,
+// derivatives through it, NTK-vector products and bad input.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "metatape/meta/ntk.hpp"
+#include "test_util.hpp"
+
+namespace mt = metatape;
+namespace meta = metatape::meta;
+using mt::DType;
+using mt::Tensor;
+using mt::testing::relative_error;
+using mt::testing::throws_error;
+
+namespace {
+
+constexpr DType f64 = DType::f64;
+
+// Parameters large enough that every layer matters (init's are 0.01).
+std::vector<Tensor> random_params(const meta::Model& model, std::uint64_t seed, double scale = 0.7) {
+  mt::Generator gen(seed);
+  std::vector<Tensor> params;
+  for (const meta::ParamInfo& p : model.parameters()) params.push_back(mt::normal(p.shape, 0.0, scale, gen, f64));
+  return params;
+}
+
+Tensor random_inputs(const meta::Model& model, std::vector<std::int64_t> leading, std::uint64_t seed) {
+  mt::Generator gen(seed);
+  for (std::int64_t d : model.input_shape()) leading.push_back(d);
+  return mt::normal(mt::Shape(leading), 0.0, 1.0, gen, f64);
+}
+
+// Jacobian rows [C, S, P] the slow way: one backward pass per example and
+// output, of f_c(x_i) on x_i alone, or, for a model that couples examples,
+// of f_c(x)_i on the whole set.
+Tensor reference_rows(const meta::Model& model, const std::vector<Tensor>& params, const Tensor& x,
+                      meta::ParamSubset subset) {
+  mt::TapeScope scope;
+  std::vector<Tensor> leaves;
+  for (const Tensor& p : params) leaves.push_back(p.detach().clone().requires_grad_());
+  std::vector<Tensor> selected;
+  for (std::size_t i : meta::subset_indices(model, subset)) selected.push_back(leaves[i]);
+  const std::int64_t n = x.dim(0), classes = model.outputs();
+  std::vector<Tensor> per_output;
+  for (std::int64_t c = 0; c < classes; ++c) {
+    std::vector<Tensor> rows;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const Tensor f = model.couples_examples() ? mt::slice(model.forward(leaves, x), 0, i, i + 1)
+                                                : model.forward(leaves, mt::slice(x, 0, i, i + 1));
+      std::vector<Tensor> parts;
+      for (const Tensor& g : mt::grad(mt::sum(mt::slice(f, 1, c, c + 1)), selected))
+        parts.push_back(mt::reshape(g, mt::Shape{g.numel()}));
+      rows.push_back(mt::concat(parts, 0).detach());
+    }
+    per_output.push_back(mt::stack(rows, 0));
+  }
+  return mt::stack(per_output, 0);
+}
+
+// The full kernel [nA·C, nB·C] from reference rows [C, n, P].
+Tensor full_from_rows(const Tensor& ja, const Tensor& jb) {
+  const auto by_point = [](const Tensor& j) {
+    return mt::reshape(mt::permute(j, {1, 0, 2}), mt::Shape{j.dim(0) * j.dim(1), j.dim(2)});
+  };
+  return mt::matmul(by_point(ja), by_point(jb), false, true);
+}
+
+const meta::NtkOptions kFull{.mode = meta::KernelMode::full};
+
+}  // namespace
+
+TEST_SUITE("ntk") {
+  TEST_CASE("the batched Jacobian rows and kernel equal one backward pass per sample, for every subset") {
+    const meta::Mlp model({3, 5, 4, 2}, meta::Activation::tanh);
+    const auto params = random_params(model, 1);
+    const Tensor a = random_inputs(model, {4}, 2), b = random_inputs(model, {3}, 3);
+    for (meta::ParamSubset subset : {meta::ParamSubset::all, meta::ParamSubset::head, meta::ParamSubset::weights}) {
+      CAPTURE(meta::param_subset_name(subset));
+      const Tensor ja = reference_rows(model, params, a, subset), jb = reference_rows(model, params, b, subset);
+      CHECK(relative_error(meta::jacobian_rows(model, params, a, {.subset = subset}), ja) < 1e-13);
+      const Tensor theta = meta::empirical_ntk(model, params, a, b, {.mode = meta::KernelMode::full, .subset = subset});
+      CHECK(relative_error(theta, full_from_rows(ja, jb)) < 1e-13);
+    }
+    CHECK(meta::jacobian_rows(model, params, a).shape() == mt::Shape{2, 4, 20 + 24 + 10});
+  }
+
+  TEST_CASE("full, trace and diagonal modes agree, and Θ(a, b) = Θ(b, a)ᵀ") {
+    const meta::Mlp model({3, 6, 3}, meta::Activation::tanh);
+    const auto params = random_params(model, 4);
+    const Tensor a = random_inputs(model, {4}, 5), b = random_inputs(model, {2}, 6);
+    const Tensor full = meta::empirical_ntk(model, params, a, b, kFull);
+    const Tensor diagonal = meta::empirical_ntk(model, params, a, b, {.mode = meta::KernelMode::diagonal});
+    const Tensor trace = meta::empirical_ntk(model, params, a, b, {.mode = meta::KernelMode::trace});
+    REQUIRE(full.shape() == mt::Shape{12, 6});
+    REQUIRE(diagonal.shape() == mt::Shape{4, 2, 3});
+    REQUIRE(trace.shape() == mt::Shape{4, 2});
+    const auto f = full.to_vector(), d = diagonal.to_vector(), t = trace.to_vector();
+    double worst = 0;
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 2; ++j) {
+        double mean_c = 0;
+        for (int c = 0; c < 3; ++c) {
+          worst = std::max(worst, std::abs(d[(i * 2 + j) * 3 + c] - f[(i * 3 + c) * 6 + j * 3 + c]));
+          mean_c += f[(i * 3 + c) * 6 + j * 3 + c] / 3;
+        }
+        worst = std::max(worst, std::abs(t[i * 2 + j] - mean_c));
+      }
+    CHECK(worst < 1e-13);
+    CHECK(relative_error(meta::empirical_ntk(model, params, b, a, kFull), mt::transpose(full)) < 1e-14);
+  }
+
+  TEST_CASE("Θ(x, x) is symmetric positive semi-definite") {
+    const meta::Mlp model({2, 8, 3}, meta::Activation::relu);
+    const auto params = random_params(model, 7);
+    const Tensor x = random_inputs(model, {6}, 8);
+    for (meta::KernelMode mode : {meta::KernelMode::full, meta::KernelMode::trace}) {
+      const Tensor theta = meta::empirical_ntk(model, params, x, {.mode = mode});
+      CHECK(relative_error(theta, mt::transpose(theta)) == 0);
+      const auto values = mt::eigh(theta).values.to_vector();
+      CHECK(values.front() >= -1e-12 * values.back());
+      CHECK(values.back() > 0);
+    }
+  }
+
+  TEST_CASE("a linear model's kernel is XXᵀ, plus 1 for the bias") {
+    const meta::Mlp model({4, 1});
+    const auto params = random_params(model, 9);
+    const Tensor x = random_inputs(model, {5}, 10);
+    const Tensor gram = mt::matmul(x, x, false, true);
+    CHECK(relative_error(meta::empirical_ntk(model, params, x), gram + 1.0) < 1e-14);
+    CHECK(relative_error(meta::empirical_ntk(model, params, x, {.subset = meta::ParamSubset::weights}), gram) < 1e-14);
+  }
+
+  TEST_CASE("the head subset is the kernel of the last layer: features hᵢ·hⱼ + 1 on each output") {
+    const meta::Mlp model({3, 5, 2}, meta::Activation::tanh);
+    const auto params = random_params(model, 11);
+    const Tensor x = random_inputs(model, {4}, 12);
+    const Tensor h = mt::tanh(mt::matmul(x, params[0]) + params[1]);
+    const Tensor features = mt::matmul(h, h, false, true) + 1.0;  // [4, 4]
+    const Tensor diagonal =
+        meta::empirical_ntk(model, params, x, {.mode = meta::KernelMode::diagonal, .subset = meta::ParamSubset::head});
+    CHECK(relative_error(mt::slice(diagonal, 2, 0, 1), mt::unsqueeze(features, 2)) < 1e-14);
+    CHECK(relative_error(mt::slice(diagonal, 2, 1, 2), mt::unsqueeze(features, 2)) < 1e-14);
+    // Across outputs the head kernel is zero: output c's weights touch only output c.
+    const Tensor full =
+        meta::empirical_ntk(model, params, x, {.mode = meta::KernelMode::full, .subset = meta::ParamSubset::head});
+    CHECK(std::abs(full.to_vector()[1]) == 0);
+  }
+
+  TEST_CASE("task-batched inputs give each task's kernel") {
+    const meta::Mlp model({2, 4, 2}, meta::Activation::tanh);
+    const auto params = random_params(model, 13);
+    const Tensor a = random_inputs(model, {3, 4}, 14), b = random_inputs(model, {3, 2}, 15);
+    for (meta::KernelMode mode : {meta::KernelMode::full, meta::KernelMode::trace, meta::KernelMode::diagonal}) {
+      const Tensor batched = meta::empirical_ntk(model, params, a, b, {.mode = mode});
+      const Tensor rows = meta::jacobian_rows(model, params, a);
+      REQUIRE(rows.shape() == mt::Shape{3, 2, 4, 22});
+      for (std::int64_t t = 0; t < 3; ++t) {
+        const Tensor at = mt::squeeze(mt::slice(a, 0, t, t + 1), 0), bt = mt::squeeze(mt::slice(b, 0, t, t + 1), 0);
+        CHECK(relative_error(mt::squeeze(mt::slice(batched, 0, t, t + 1), 0),
+                             meta::empirical_ntk(model, params, at, bt, {.mode = mode})) < 1e-14);
+        CHECK(relative_error(mt::squeeze(mt::slice(rows, 0, t, t + 1), 0), meta::jacobian_rows(model, params, at)) <
+              1e-14);
+      }
+    }
+  }
+
+  TEST_CASE("with create_graph the kernel's derivative matches finite differences; without, it is detached") {
+    const meta::Mlp model({2, 4, 2}, meta::Activation::tanh);
+    const auto base = random_params(model, 16);
+    const Tensor a = random_inputs(model, {3}, 17), b = random_inputs(model, {2}, 18);
+    mt::Generator gen(19);
+    const Tensor weights = mt::normal({6, 4}, 0, 1, gen, f64);  // a loss of the full kernel
+    const auto loss = [&](const std::vector<Tensor>& p, bool create_graph) {
+      return mt::sum(mt::square(meta::empirical_ntk(model, p, a, b,
+                                                    {.mode = meta::KernelMode::full, .create_graph = create_graph})) *
+                     weights);
+    };
+    mt::TapeScope scope;
+    std::vector<Tensor> leaves;
+    for (const Tensor& p : base) leaves.push_back(p.clone().requires_grad_());
+    // The kernel does not depend on the last bias: its derivative is 0.
+    const std::vector<Tensor> g = mt::grad(loss(leaves, true), leaves, {.allow_unused = true});
+    CHECK_FALSE(meta::empirical_ntk(model, leaves, a).requires_grad());
+    CHECK_FALSE(meta::jacobian_rows(model, leaves, a).requires_grad());
+    for (std::size_t i = 0; i < base.size(); ++i) {
+      const Tensor u = mt::normal(base[i].shape(), 0, 1, gen, f64);
+      const double h = 1e-5;
+      auto plus = base, minus = base;
+      plus[i] = base[i] + u * h;
+      minus[i] = base[i] - u * h;
+      const double fd = (loss(plus, false).item() - loss(minus, false).item()) / (2 * h);
+      const double exact = mt::sum(g[i] * u).item();
+      CAPTURE(i);
+      CHECK(std::abs(fd - exact) <= 1e-6 * std::max(1.0, std::abs(exact)));
+    }
+  }
+
+  TEST_CASE("Θv without forming Θ equals the full kernel times v") {
+    const meta::Mlp model({3, 5, 2}, meta::Activation::tanh);
+    const auto params = random_params(model, 20);
+    mt::Generator gen(21);
+    for (meta::ParamSubset subset : {meta::ParamSubset::all, meta::ParamSubset::head}) {
+      const Tensor x = random_inputs(model, {4}, 22);
+      const Tensor v = mt::normal({4, 2}, 0, 1, gen, f64);
+      const Tensor theta = meta::empirical_ntk(model, params, x, {.mode = meta::KernelMode::full, .subset = subset});
+      const Tensor expected = mt::reshape(mt::matmul(theta, mt::reshape(v, {8, 1})), {4, 2});
+      CHECK(relative_error(meta::ntk_vector_product(model, params, x, v, {.subset = subset}), expected) < 1e-13);
+      // Task-batched: one kernel per task, no coupling across tasks.
+      const Tensor xs = random_inputs(model, {2, 3}, 23);
+      const Tensor vs = mt::normal({2, 3, 2}, 0, 1, gen, f64);
+      const Tensor thetas = meta::empirical_ntk(model, params, xs, {.mode = meta::KernelMode::full, .subset = subset});
+      const Tensor batched = mt::reshape(mt::matmul(thetas, mt::reshape(vs, {2, 6, 1})), {2, 3, 2});
+      CHECK(relative_error(meta::ntk_vector_product(model, params, xs, vs, {.subset = subset}), batched) < 1e-13);
+    }
+  }
+
+  TEST_CASE("Conv4 with and without batch norm against one backward pass per sample (set Jacobian with batch norm)") {
+    for (bool batch_norm : {false, true}) {
+      CAPTURE(batch_norm);
+      const meta::Conv4 model(
+          {.in_channels = 1, .image_size = 8, .channels = 4, .classes = 3, .strided = true, .batch_norm = batch_norm});
+      const auto params = random_params(model, 24, 0.5);
+      const Tensor x = random_inputs(model, {2, 3}, 25);
+      const Tensor rows = meta::jacobian_rows(model, params, x);
+      const Tensor theta = meta::empirical_ntk(model, params, x, kFull);
+      for (std::int64_t t = 0; t < 2; ++t) {
+        const Tensor xt = mt::squeeze(mt::slice(x, 0, t, t + 1), 0);
+        const Tensor expected = reference_rows(model, params, xt, meta::ParamSubset::all);
+        CHECK(relative_error(mt::squeeze(mt::slice(rows, 0, t, t + 1), 0), expected) < 1e-12);
+        CHECK(relative_error(mt::squeeze(mt::slice(theta, 0, t, t + 1), 0), full_from_rows(expected, expected)) <
+              1e-12);
+      }
+    }
+  }
+
+  TEST_CASE("Conv4 pooled without batch norm, weights only") {
+    const meta::Conv4 model({.in_channels = 2, .image_size = 16, .channels = 2, .classes = 2, .batch_norm = false});
+    const auto params = random_params(model, 26, 0.5);
+    const Tensor x = random_inputs(model, {3}, 27);
+    const Tensor expected = reference_rows(model, params, x, meta::ParamSubset::weights);
+    CHECK(relative_error(meta::jacobian_rows(model, params, x, {.subset = meta::ParamSubset::weights}), expected) <
+          1e-12);
+  }
+
+  TEST_CASE("names parse back, and bad input throws typed errors naming what") {
+    for (meta::KernelMode m : {meta::KernelMode::full, meta::KernelMode::trace, meta::KernelMode::diagonal})
+      CHECK(meta::parse_kernel_mode(meta::kernel_mode_name(m)) == m);
+    for (meta::ParamSubset s : {meta::ParamSubset::all, meta::ParamSubset::head, meta::ParamSubset::weights})
+      CHECK(meta::parse_param_subset(meta::param_subset_name(s)) == s);
+    CHECK(throws_error<mt::ValueError>([] { meta::parse_kernel_mode("diag"); }, {"diag", "full, trace, diagonal"}));
+    CHECK(throws_error<mt::ValueError>([] { meta::parse_param_subset("bias"); }, {"bias", "all, head, weights"}));
+
+    const meta::Mlp model({3, 4, 2});
+    const auto params = random_params(model, 28);
+    const Tensor x = random_inputs(model, {4}, 29);
+    CHECK(throws_error<mt::ShapeError>([&] { meta::empirical_ntk(model, {params[0]}, x); }, {"4 parameters, got 1"}));
+    auto wrong = params;
+    wrong[2] = mt::zeros({5, 2}, f64);
+    CHECK(throws_error<mt::ShapeError>([&] { meta::empirical_ntk(model, wrong, x); }, {"w2", "[5, 2]", "[4, 2]"}));
+    wrong = params;
+    wrong[0] = mt::zeros({2, 3, 4}, f64);  // per-task parameters are refused: the kernel is of shared ones
+    CHECK(throws_error<mt::ShapeError>([&] { meta::jacobian_rows(model, wrong, x); }, {"w1", "[2, 3, 4]"}));
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          meta::empirical_ntk(model, params, mt::zeros({4, 5}, f64));
+        },
+        {"first inputs", "[4, 5]"}));
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          meta::empirical_ntk(model, params, x, mt::zeros({1, 4, 3}, f64));
+        },
+        {"[4, 3]", "[1, 4, 3]", "both"}));
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          meta::empirical_ntk(model, params, mt::zeros({2, 4, 3}, f64), mt::zeros({3, 4, 3}, f64));
+        },
+        {"task counts", "[2, 4, 3]", "[3, 4, 3]"}));
+    CHECK(throws_error<mt::ValueError>(
+        [&] {
+          meta::empirical_ntk(model, params, mt::zeros({0, 3}, f64));
+        },
+        {"empty", "[0, 3]"}));
+    CHECK(throws_error<mt::ValueError>(
+        [&] {
+          meta::empirical_ntk(model, params, x, mt::zeros({2, 0, 3}, f64));
+        },
+        {"second inputs", "empty"}));
+    CHECK(throws_error<mt::DTypeError>([&] { meta::empirical_ntk(model, params, x.to(DType::f32)); }, {"dtype"}));
+    std::vector<Tensor> ints;
+    for (const Tensor& p : params) ints.push_back(mt::zeros(p.shape(), DType::i64));
+    CHECK(throws_error<mt::DTypeError>([&] { meta::empirical_ntk(model, ints, x); }, {"w1", "f32 or f64"}));
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          meta::ntk_vector_product(model, params, x, mt::zeros({4, 3}, f64));
+        },
+        {"v", "[4, 2]", "[4, 3]"}));
+    CHECK(throws_error<mt::ValueError>([&] { meta::empirical_ntk(model, params, Tensor()); }, {"undefined"}));
+  }
+}
