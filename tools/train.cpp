@@ -180,6 +180,7 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
       metrics << nlohmann::json{{"iteration", r.iteration},
                                 {"meta_loss", r.meta_loss},
                                 {"task_losses", r.task_losses},
+                                {"task_weights", r.task_weights},
                                 {"grad_norm", r.grad_norm},
                                 {"time_s", elapsed()}}
                      .dump()
