@@ -36,14 +36,28 @@ struct EvalArgs {
   std::string device = "cpu";
 };
 
-// Every option of `train` and `eval`: option_tables.cpp. The stored rows of
-// the train table are the fields of config.json.
+struct NtkArgs {
+  RunConfig config;        // the model, task distribution, seed and dtype (unless --checkpoint)
+  std::string checkpoint;  // "": a fresh model
+  std::string mode = meta::kernel_mode_name(meta::NtkOptions{}.mode);
+  std::string subset = meta::param_subset_name(meta::NtkOptions{}.subset);
+  std::int64_t points = 10;
+  std::int64_t tasks = 1;
+  std::string out;  // "": the checkpoint's directory, or runs/ntk
+  std::int64_t threads = 1;
+};
+
+// Every option of `train`, `eval` and `ntk`: option_tables.cpp. The stored
+// rows of the train table are the fields of config.json.
 const std::vector<Option<TrainArgs>>& train_options();
 const std::vector<Option<EvalArgs>>& eval_options();
+const std::vector<Option<NtkArgs>>& ntk_options();
 
 // Each returns the process exit status; errors are thrown as metatape::Error.
 int run_train(const TrainArgs& args);
 int run_eval(const EvalArgs& args);
+// Writes the empirical NTK of a model on a task batch (ntk.json and SVGs).
+int run_ntk(const NtkArgs& args, bool model_options_given);
 // Prints the build's backends and the devices this machine offers.
 int run_info();
 

@@ -16,27 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct LoadedRun {
-  std::string path;
-  RunConfig config;
-  RunParts parts;
-  meta::MetaParams params;
-  std::int64_t iteration = 0;
-};
-
-LoadedRun load_run(const std::string& path, Device device) {
-  if (!fs::exists(path)) throw IoError("cannot open " + path + ": no such file");
-  const meta::Checkpoint checkpoint = meta::load_checkpoint(path);
-  LoadedRun run{path, RunConfig::from_checkpoint(checkpoint.config, path), {}, {}, checkpoint.iteration};
-  run.parts = build(run.config);
-  // A config edited to another model or algorithm must not be evaluated with these tensors.
-  meta::check_checkpoint_fits(checkpoint, *run.parts.model, run.parts.options, path);
-  const std::size_t model_params = run.parts.model->parameters().size();
-  run.params = meta::MetaParams::from_all(checkpoint.params, model_params).to(device);
-  run.parts.model->check(run.params.model, 1);
-  return run;
-}
-
 std::string label(const LoadedRun& run) {
   std::string l = run.config.algorithm;
   if (run.config.lslr) l += "+lslr";

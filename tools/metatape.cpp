@@ -60,10 +60,15 @@ int main(int argc, char** argv) {
   CLI::App* eval = app.add_subcommand("eval",
                                       "Evaluate a checkpoint on fresh tasks after 0..steps inner steps; "
                                       "prints the table, writes eval.json and mse_vs_steps.svg");
+  NtkArgs ntk_args;
+  CLI::App* ntk = app.add_subcommand("ntk",
+                                     "Write a model's empirical NTK on fresh tasks: ntk.json (kernels, eigenvalues, "
+                                     "condition numbers), ntk_heatmap.svg and ntk_spectrum.svg");
   CLI::App* info = app.add_subcommand("info", "Print the build's backends and the devices this machine offers");
   try {
     const auto train_added = add_options(*train, train_options(), train_args);
     const auto eval_added = add_options(*eval, eval_options(), eval_args);
+    const auto ntk_added = add_options(*ntk, ntk_options(), ntk_args);
     try {
       app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -78,6 +83,10 @@ int main(int argc, char** argv) {
       return run_train(train_args);
     }
     if (info->parsed()) return run_info();
+    if (ntk->parsed()) {
+      apply(ntk_options(), ntk_added, ntk_args);
+      return run_ntk(ntk_args, given_stored(ntk_options(), ntk_added));
+    }
     apply(eval_options(), eval_added, eval_args);
     return run_eval(eval_args);
   } catch (const CLI::ParseError& e) {

@@ -254,6 +254,14 @@ void apply(const std::vector<Option<Args>>& table, const std::vector<CLI::Option
     if (added[i]->count() > 0) table[i].set(*added[i], args);
 }
 
+// Whether any stored option (a field of the run's configuration) was given.
+template <class Args>
+bool given_stored(const std::vector<Option<Args>>& table, const std::vector<CLI::Option*>& added) {
+  for (std::size_t i = 0; i < table.size(); ++i)
+    if (!table[i].key.empty() && added[i]->count() > 0) return true;
+  return false;
+}
+
 // Refuses a stored option given on the command line whose needs_key field
 // (in config.json form) is not one of its needs_values, naming both options:
 // "--kernel-form applies only with --algorithm kernel, not maml".

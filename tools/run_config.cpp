@@ -1,5 +1,6 @@
 #include "run_config.hpp"
 
+#include <filesystem>
 #include <limits>
 
 #include "catalog.hpp"
@@ -71,6 +72,7 @@ RunParts build(const RunConfig& c) {
   double inputs = 1;
   for (std::int64_t d : task.input_shape) inputs *= static_cast<double>(d);
   parts.example_values = inputs + static_cast<double>(task.outputs);
+  parts.outputs = static_cast<double>(task.outputs);
   parts.tasks = std::move(task.sampler);
   parts.loss = task.loss;
 
@@ -107,6 +109,19 @@ RunParts build(const RunConfig& c) {
   if (c.iterations < 1) throw ValueError("iterations must be >= 1, got " + std::to_string(c.iterations));
   o.validate();
   return parts;
+}
+
+LoadedRun load_run(const std::string& path, Device device) {
+  if (!std::filesystem::exists(path)) throw IoError("cannot open " + path + ": no such file");
+  const meta::Checkpoint checkpoint = meta::load_checkpoint(path);
+  LoadedRun run{path, RunConfig::from_checkpoint(checkpoint.config, path), {}, {}, checkpoint.iteration};
+  run.parts = build(run.config);
+  // A config edited to another model or algorithm must not be evaluated with these tensors.
+  meta::check_checkpoint_fits(checkpoint, *run.parts.model, run.parts.options, path);
+  const std::size_t model_params = run.parts.model->parameters().size();
+  run.params = meta::MetaParams::from_all(checkpoint.params, model_params).to(device);
+  run.parts.model->check(run.params.model, 1);
+  return run;
 }
 
 }  // namespace metatape::tools

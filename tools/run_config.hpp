@@ -76,8 +76,23 @@ struct RunParts {
   meta::Loss loss;
   meta::TrainOptions options;
   double example_values = 0;           // inputs and targets of one example
+  double outputs = 1;                  // the model's outputs per example (C)
   double activations_per_example = 0;  // what one example leaves in a forward pass
 };
 RunParts build(const RunConfig& config);
+
+// A trained run, read back from its checkpoint.
+struct LoadedRun {
+  std::string path;
+  RunConfig config;
+  RunParts parts;
+  meta::MetaParams params;  // on the device asked for
+  std::int64_t iteration = 0;
+};
+// Reads the checkpoint at `path`, rebuilds its run from the stored
+// configuration and checks that the tensors fit it. IoError naming `path`
+// when it is missing, unreadable or does not fit; ValueError for a stored
+// configuration that is invalid (naming the field).
+LoadedRun load_run(const std::string& path, Device device);
 
 }  // namespace metatape::tools
