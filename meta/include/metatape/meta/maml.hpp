@@ -103,7 +103,7 @@ MetaParams init_meta_params(const Model& model, const MetaConfig& config, Genera
 
 struct MetaStep {
   double meta_loss = 0;              // the outer loss (for Reptile: the query loss after adaptation)
-  std::vector<double> task_losses;   // each task's query loss after τ steps
+  std::vector<double> task_losses;   // each task's query loss after τ steps (Meta-RKHS-I: L_t − α‖∇θ L_t‖²)
   std::vector<double> task_weights;  // w_t of the outer loss Σ_t w_t L_t (1/T when uniform)
   // d meta_loss / d MetaParams::all(), detached. Reptile: Σ_t w_t (θ − θ_t^τ)
   // (θ − mean_t θ_t^τ when uniform), the direction whose negative the outer
