@@ -251,6 +251,8 @@ bad_file "unknown activation" "field 'activation': unknown activation 'sigm'" \
   '{"candidates": [{"name": "a", "activation": "sigm"}]}'
 bad_file "conv4 on the sinusoid" "candidate 0 ('c') cannot be built: field 'model'" \
   '{"task": "sinusoid", "candidates": [{"name": "c", "model": "conv4"}]}'
+bad_file "time and steps" "fields 'time' (gradient flow) and 'inner_steps'" \
+  '{"time": 1, "inner_steps": 2, "candidates": [{"name": "a"}]}'
 bad_file "negative seed" "field 'seed' must be a whole number" '{"seed": -1, "candidates": [{"name": "a"}]}'
 [ -e "$work/bad-rank" ] && fail "a refused rank-archs created its directory"
 # ---------------------------------------------------------------------------

@@ -101,6 +101,46 @@ double fd_error(const meta::Model& model, meta::Loss loss, const meta::MetaConfi
   return std::sqrt(diff / ref);
 }
 
+// The worst relative error of ∇L·u against the central difference of the
+// meta-loss along random directions u, for models too large for a full
+// difference. ReLU and max-pool make the loss piecewise smooth, so the step
+// shrinks until the difference is stable under halving (docs/methods.md §1).
+double directional_fd_error(const meta::Model& model, meta::Loss loss, const meta::MetaConfig& config,
+                            const meta::MetaParams& p, const meta::TaskBatch& batch, int directions) {
+  const auto value = [&](const std::vector<Tensor>& all) {
+    return meta::meta_gradient(model, loss, config, meta::MetaParams{all, {}}, batch, 0).meta_loss;
+  };
+  const std::vector<Tensor> g = meta::meta_gradient(model, loss, config, p, batch, 0).grads;
+  mt::Generator gen(99);
+  double worst = 0;
+  for (int d = 0; d < directions; ++d) {
+    std::vector<Tensor> u;
+    double analytic = 0;
+    for (std::size_t i = 0; i < p.model.size(); ++i) {
+      u.push_back(mt::normal(p.model[i].shape(), 0, 1, gen, f64));
+      analytic += mt::sum(g[i] * u.back()).item();
+    }
+    const auto difference = [&](double eps) {
+      std::vector<Tensor> plus, minus;
+      for (std::size_t i = 0; i < p.model.size(); ++i) {
+        plus.push_back(p.model[i] + eps * u[i]);
+        minus.push_back(p.model[i] - eps * u[i]);
+      }
+      return (value(plus) - value(minus)) / (2 * eps);
+    };
+    double error = INFINITY;
+    for (double eps : {1e-6, 2e-7, 4e-8}) {
+      const double coarse = difference(eps), fine = difference(eps / 2);
+      if (std::abs(coarse - fine) <= 1e-7 * std::abs(fine)) {
+        error = std::abs(analytic - fine) / std::abs(fine);
+        break;
+      }
+    }
+    worst = std::max(worst, error);
+  }
+  return worst;
+}
+
 }  // namespace
 
 TEST_SUITE("kernel-adaptation") {
@@ -137,7 +177,7 @@ TEST_SUITE("kernel-adaptation") {
             maml.algorithm = meta::Algorithm::maml;
             const auto adapted = meta::adapt(wide, meta::Loss::mse, maml, q, tasks, tau);
             const Tensor expected = wide.forward(adapted.params, tasks.query_x);
-            INFO("outputs " << outputs << ", τ = " << tau << ", mode " << meta::kernel_mode_name(mode));
+            INFO("outputs " << outputs << ", τ = " << tau << ", mode " << std::string(meta::kernel_mode_name(mode)));
             CHECK(relative_error(predict(wide, config, q, tasks), expected) < 1e-12);
           }
         }
@@ -216,7 +256,8 @@ TEST_SUITE("kernel-adaptation") {
            {kernel_config(meta::KernelForm::ridge, 1, 0.1, mode), kernel_config(meta::KernelForm::flow, 2, 0, mode),
             kernel_config(meta::KernelForm::flow, INFINITY, 0.01, mode),
             kernel_config(meta::KernelForm::steps, 1, 0, mode)}) {
-        INFO(meta::kernel_form_name(config.kernel.form) << " " << meta::kernel_mode_name(mode));
+        INFO(std::string(meta::kernel_form_name(config.kernel.form))
+             << " " << std::string(meta::kernel_mode_name(mode)));
         const Tensor a = predict(model, config, p, batch), b = predict(model, config, p, permuted);
         CHECK(relative_error(a, b) < 1e-12);
         CHECK(relative_error(a, model.forward(p.model, batch.query_x)) > 1e-3);  // it did adapt
@@ -232,10 +273,44 @@ TEST_SUITE("kernel-adaptation") {
            {kernel_config(meta::KernelForm::ridge, 1, 0.1, mode), kernel_config(meta::KernelForm::flow, 0.7, 0, mode),
             kernel_config(meta::KernelForm::flow, INFINITY, 0.05, mode),
             kernel_config(meta::KernelForm::steps, 1, 0, mode)}) {
-        INFO(meta::kernel_form_name(config.kernel.form)
-             << " t = " << config.kernel.time << " " << meta::kernel_mode_name(mode));
+        INFO(std::string(meta::kernel_form_name(config.kernel.form))
+             << " t = " << config.kernel.time << " " << std::string(meta::kernel_mode_name(mode)));
         CHECK(fd_error(model, meta::Loss::mse, config, p, batch) < 1e-6);
       }
+  }
+
+  TEST_CASE("kernel_adapt with record differentiates like the meta-gradient; without it nothing is recorded") {
+    const meta::Mlp model({2, 5, 1}, meta::Activation::tanh);
+    const auto batch = random_batch(2, 4, 3, 2, 1, 28);
+    const auto p = random_params(model, 29);
+    const auto config = kernel_config(meta::KernelForm::steps);
+    const auto expected = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 0).grads;
+    mt::TapeScope scope;
+    meta::MetaParams leaves;
+    for (const Tensor& t : p.model) leaves.model.push_back(t.detach().requires_grad_());
+    const auto recorded = meta::kernel_adapt(model, meta::Loss::mse, config, leaves, batch, true);
+    CHECK(relative_error(mt::grad(mt::mean(recorded.query_loss), leaves.model), expected) < 1e-13);
+    const auto detached = meta::kernel_adapt(model, meta::Loss::mse, config, leaves, batch);
+    CHECK_FALSE(detached.query_prediction.requires_grad());
+    CHECK_FALSE(detached.query_loss.requires_grad());
+  }
+
+  TEST_CASE("few-shot classification with a small Conv4: the exact meta-gradient along random directions") {
+    for (bool batch_norm : {false, true}) {
+      const meta::Conv4 model(
+          {.in_channels = 1, .image_size = 8, .channels = 3, .classes = 3, .strided = true, .batch_norm = batch_norm});
+      mt::Generator gen(30);
+      const auto batch = mt::testing::RandomImageTasks({.ways = 3, .channels = 1, .size = 8}).sample(2, 3, 3, gen, f64);
+      // Finn et al.'s zero biases leave a dead unit's pre-activation at exactly
+      // 0, where ReLU's derivative, hence the kernel, jumps: move off it.
+      meta::MetaParams p{model.init(gen, f64), {}};
+      for (Tensor& t : p.model) t = t + mt::normal(t.shape(), 0, 0.1, gen, f64);
+      for (const auto& config : {kernel_config(meta::KernelForm::flow, 2, 0, meta::KernelMode::full),
+                                 kernel_config(meta::KernelForm::ridge, 1, 0.1, meta::KernelMode::trace)}) {
+        INFO("batch norm " << batch_norm << ", " << std::string(meta::kernel_form_name(config.kernel.form)));
+        CHECK(directional_fd_error(model, meta::Loss::cross_entropy, config, p, batch, 2) < 1e-6);
+      }
+    }
   }
 
   TEST_CASE("the fixed-kernel gradient equals the exact one when Θ does not depend on θ, and only then") {
@@ -299,12 +374,27 @@ TEST_SUITE("kernel-adaptation") {
       for (const Tensor& g : step.grads)
         for (double v : g.to_vector()) REQUIRE(std::isfinite(v));
     }
-    // NaN in the parameters is refused, not returned.
+    // Nearly coincident points (1e-9 apart) in task 0: Cholesky might factor
+    // Ks and solve to noise; the condition number refuses it first.
+    for (int d = 0; d < 2; ++d) xs[static_cast<std::size_t>(2 + d)] = xs[static_cast<std::size_t>(6 + d)] + 1e-9;
+    for (int d = 0; d < 2; ++d) xs[static_cast<std::size_t>(8 + 4 + d)] += 0.5;  // task 1 regular again
+    batch.support_x = mt::from_vector(xs, batch.support_x.shape(), f64);
+    CHECK(throws_error<mt::ValueError>([&] { predict(model, kernel_config(meta::KernelForm::ridge, 1, 0), p, batch); },
+                                       {"task 0", "condition number", "--ridge"}));
+    CHECK_NOTHROW(predict(model, kernel_config(meta::KernelForm::ridge, 1, 1e-6), p, batch));
+    // NaN in the targets or the parameters is refused, not returned, by every form.
+    auto nan_targets = batch;
+    nan_targets.support_y = mt::full(batch.support_y.shape(), NAN, f64);
+    CHECK(throws_error<mt::ValueError>(
+        [&] { predict(model, kernel_config(meta::KernelForm::flow, 1), p, nan_targets); }, {"task 0", "nan"}));
+    CHECK(throws_error<mt::ValueError>([&] { predict(model, kernel_config(meta::KernelForm::steps), p, nan_targets); },
+                                       {"task 0", "nan"}));
     auto bad = p;
     bad.model[2] = mt::full(bad.model[2].shape(), NAN, f64);
     CHECK(throws_error<mt::ValueError>([&] { predict(model, kernel_config(meta::KernelForm::flow, 1), bad, batch); }));
     CHECK(throws_error<mt::ValueError>(
         [&] { predict(model, kernel_config(meta::KernelForm::ridge, 1, 1), bad, batch); }));
+    CHECK(throws_error<mt::ValueError>([&] { predict(model, kernel_config(meta::KernelForm::steps), bad, batch); }));
   }
 
   TEST_CASE("kernel configurations: validation and names") {
@@ -330,7 +420,7 @@ TEST_SUITE("kernel-adaptation") {
     CHECK(refused(rkhs, {"rkhs_alpha"}));
     CHECK_NOTHROW(kernel_config(KernelForm::flow, INFINITY, 1e-3).validate());
     for (KernelForm form : {KernelForm::ridge, KernelForm::flow, KernelForm::steps})
-      CHECK(meta::parse_kernel_form(meta::kernel_form_name(form)) == form);
+      CHECK(meta::parse_kernel_form(std::string(meta::kernel_form_name(form))) == form);
     for (meta::KernelGradient g : {meta::KernelGradient::exact, meta::KernelGradient::fixed})
       CHECK(meta::parse_kernel_gradient(meta::kernel_gradient_name(g)) == g);
     CHECK(throws_error<mt::ValueError>([] { meta::parse_kernel_form("newton"); }, {"newton", "ridge, flow, steps"}));

@@ -18,25 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A gradient-flow time: a finite number >= 0, or "inf".
-struct Time {
-  using Value = double;
-  std::string describe() const { return "a number >= 0, or inf"; }
-  std::string type_name() const { return "T|inf"; }
-  std::string show(double value) const { return std::isinf(value) ? "inf" : Reals{}.show(value); }
-  double parse(const std::vector<std::string>& texts, const std::string& what) const {
-    if (texts.size() == 1 && (texts[0] == "inf" || texts[0] == "infinity")) return INFINITY;
-    try {
-      return Reals{0, false}.parse(texts, what);
-    } catch (const ValueError& e) {
-      throw ValueError(std::string(e.what()) + ", or inf");
-    }
-  }
-  void check(double value, const std::string& what) const {
-    if (!(value >= 0)) throw ValueError(what + ": expected " + describe());
-  }
-};
-
 // The row `name` of the train table, setting the same field of args.train and
 // recording that it was given (so that a checkpoint's value can yield to it).
 Option<MetaNtkArgs> train_row(const std::string& name) {
@@ -83,20 +64,17 @@ Subject load_subject(const MetaNtkArgs& args) {
   for (const std::string& name : kModelOptions)
     if (given(args, name))
       throw ValueError(name + " picks the model, which --checkpoint " + args.checkpoint + " already fixes");
-  if (!fs::exists(args.checkpoint)) throw IoError("cannot open " + args.checkpoint + ": no such file");
-  const meta::Checkpoint checkpoint = meta::load_checkpoint(args.checkpoint);
-  s.config = RunConfig::from_checkpoint(checkpoint.config, args.checkpoint);
-  s.parts = build(s.config);
-  meta::check_checkpoint_fits(checkpoint, *s.parts.model, s.parts.options, args.checkpoint);
-  const meta::MetaParams params = meta::MetaParams::from_all(checkpoint.params, s.parts.model->parameters().size());
-  s.params = params.model;
+  LoadedRun run = load_run(args.checkpoint, Device::cpu);
+  s.config = run.config;
+  s.parts = std::move(run.parts);
+  s.params = run.params.model;
   // The meta-batch and inner loop asked for on the command line win.
   for (auto [name, field] : {std::pair{"--shots", &RunConfig::shots}, std::pair{"--queries", &RunConfig::queries},
                              std::pair{"--inner-steps", &RunConfig::inner_steps}})
     if (given(args, name)) s.config.*field = args.train.config.*field;
   if (given(args, "--inner-lr")) s.config.inner_lr = args.train.config.inner_lr;
   if (given(args, "--seed")) s.config.seed = args.train.config.seed;
-  s.label = args.checkpoint + " (iteration " + std::to_string(checkpoint.iteration) + ")";
+  s.label = args.checkpoint + " (iteration " + std::to_string(run.iteration) + ")";
   return s;
 }
 
@@ -153,7 +131,8 @@ const std::vector<Option<MetaNtkArgs>>& meta_ntk_options() {
                "Take the model and its parameters from this checkpoint (default: fresh, from --seed)", Text{}),
       O::local("--tasks", &MetaNtkArgs::tasks, "Tasks in the meta-batch", Integers{1, 10'000}),
       O::local("--time", &MetaNtkArgs::time,
-               "Gradient-flow time of the inner loop instead of --inner-steps (inf: (K' + εI)⁻¹)", Time{}),
+               "Gradient-flow time of the inner loop instead of --inner-steps (inf: (K' + εI)⁻¹)",
+               Reals{.min = 0, .infinity = true}),
       O::local("--anil", &MetaNtkArgs::anil, "ANIL: the head kernel in the inner loop (default for an anil run)",
                Flag{}),
       O::local("--ridge", &MetaNtkArgs::ridge, "Ridge ρ added to Φ for its condition number", Reals{0, false}),

@@ -183,6 +183,8 @@ Setup read_setup(const std::string& path) {
       },
       "a list of candidate objects");
   f.finish();
+  if (j.contains("time") && j.contains("inner_steps"))
+    throw ValueError(path + ": fields 'time' (gradient flow) and 'inner_steps' (SGD steps) exclude each other");
   if (list == nullptr || list->empty())
     throw ValueError(path + ": no candidates (field 'candidates' is missing or empty)");
   for (std::size_t i = 0; i < list->size(); ++i) s.candidates.push_back(read_candidate((*list)[i], i, path));

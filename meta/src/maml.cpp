@@ -61,6 +61,7 @@ void MetaConfig::validate() const {
   if ((multi_step_loss || learned_layer_rates || algorithm == Algorithm::reptile) && inner_steps < 1)
     throw ValueError(std::string(algorithm_name(algorithm)) + (multi_step_loss ? " with a multi-step loss" : "") +
                      (learned_layer_rates ? " with learned per-layer rates" : "") + " needs at least one inner step");
+  weighting.validate();
 }
 
 std::vector<Tensor> MetaParams::all() const {
@@ -163,14 +164,15 @@ std::vector<Tensor> task_copies(const std::vector<Tensor>& params, const std::ve
 }  // namespace
 
 std::vector<Tensor> inner_loop(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
-                               const TaskBatch& batch, int steps, bool record, const AfterStep& after_step) {
+                               const TaskBatch& batch, int steps, bool record, const AfterStep& after_step,
+                               bool copy_all) {
   const std::vector<bool> adapting = adapting_mask(model, config);
   std::vector<Tensor> fast;
   if (record) {
-    fast = task_copies(params.model, adapting, batch.tasks());
+    fast = task_copies(params.model, copy_all ? std::vector<bool>(adapting.size(), true) : adapting, batch.tasks());
     // A copy of a constant θ is not on the tape; the inner gradient needs it there.
     for (std::size_t i = 0; i < fast.size(); ++i)
-      if (adapting[i] && !fast[i].requires_grad()) fast[i].requires_grad_();
+      if ((adapting[i] || copy_all) && !fast[i].requires_grad()) fast[i].requires_grad_();
     if (after_step) after_step(0, fast);
     for (int k = 0; k < steps; ++k) {
       inner_step(model, loss, config, params.rates, adapting, batch, k, !config.first_order(), fast);
@@ -203,29 +205,111 @@ std::vector<Tensor> inner_loop(const Model& model, Loss loss, const MetaConfig& 
 
 namespace {
 
-// The outer loss of the MAML family on `batch` (mean over its tasks), from
-// recorded meta-parameters; appends the tasks' final query losses ([T]).
-Tensor maml_outer_loss(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& leaves,
-                       const TaskBatch& batch, std::int64_t iteration, std::vector<Tensor>& task_losses) {
+// One batch's part of the MAML-family outer loss, recorded from the
+// meta-parameters: each task's query loss after the final inner step, after
+// the steps k = 1..τ-1 when the multi-step loss needs them, and for the
+// agreement weighting the step-0 copies θ_t^0 of every model parameter.
+struct OuterTerms {
+  Tensor final_losses;                      // [T]
+  std::vector<Tensor> step_losses;          // [τ - 1] of [T], multi-step loss only
+  std::vector<std::vector<Tensor>> copies;  // agreement only: per batch part, each [T_part] + shape
+};
+
+OuterTerms maml_outer_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& leaves,
+                            const TaskBatch& batch) {
   const auto query_losses = [&](const std::vector<Tensor>& fast) {
     return per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);
   };
   const int steps = config.inner_steps;
-  const std::vector<double> weights = config.multi_step_loss
-                                          ? multi_step_weights(steps, iteration, config.msl_anneal_iterations)
-                                          : std::vector<double>{};
-  Tensor outer;
-  const auto intermediate_terms = [&](int k, const std::vector<Tensor>& fast) {
-    if (!config.multi_step_loss || k < 1 || k >= steps) return;
-    const Tensor term = scale(mean(query_losses(fast)), weights[static_cast<std::size_t>(k - 1)]);
-    outer = outer.defined() ? add(outer, term) : term;
+  const bool agreement = config.weighting.rule == TaskWeighting::agreement;
+  OuterTerms terms;
+  const auto after_step = [&](int k, const std::vector<Tensor>& fast) {
+    if (k == 0 && agreement) terms.copies.push_back(fast);
+    if (config.multi_step_loss && k >= 1 && k < steps) terms.step_losses.push_back(query_losses(fast));
   };
-  const std::vector<Tensor> fast =
-      detail::inner_loop(model, loss, config, leaves, batch, steps, true, intermediate_terms);
-  const Tensor final_losses = query_losses(fast);
-  task_losses.push_back(final_losses.detach());
-  const Tensor final_term = config.multi_step_loss ? scale(mean(final_losses), weights.back()) : mean(final_losses);
-  return outer.defined() ? add(outer, final_term) : final_term;
+  terms.final_losses =
+      query_losses(detail::inner_loop(model, loss, config, leaves, batch, steps, true, after_step, agreement));
+  return terms;
+}
+
+// The terms of consecutive task slices as the terms of all their tasks.
+OuterTerms concat_terms(const std::vector<OuterTerms>& parts) {
+  OuterTerms out;
+  std::vector<Tensor> finals;
+  for (const OuterTerms& part : parts) {
+    finals.push_back(part.final_losses);
+    out.copies.insert(out.copies.end(), part.copies.begin(), part.copies.end());
+  }
+  out.final_losses = concat(finals);
+  for (std::size_t k = 0; k < parts[0].step_losses.size(); ++k) {
+    std::vector<Tensor> step;
+    for (const OuterTerms& part : parts) step.push_back(part.step_losses[k]);
+    out.step_losses.push_back(concat(step));
+  }
+  return out;
+}
+
+// g_t of the agreement rule: the gradient of Σ_t L_t with respect to the
+// step-0 copies, whose row t only task t's loss reaches; the graph is kept
+// for the outer backward. Each result is [T] + the parameter's shape.
+std::vector<Tensor> per_task_gradients(const MetaConfig& config, const OuterTerms& terms) {
+  std::vector<Tensor> wrt;
+  for (const std::vector<Tensor>& part : terms.copies) wrt.insert(wrt.end(), part.begin(), part.end());
+  const std::vector<Tensor> g =
+      grad(sum(terms.final_losses), wrt, {.create_graph = config.weighting.differentiate, .retain_graph = true});
+  const std::size_t count = terms.copies[0].size();
+  std::vector<Tensor> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::vector<Tensor> rows;
+    for (std::size_t p = 0; p < terms.copies.size(); ++p) rows.push_back(g[p * count + i]);
+    out.push_back(rows.size() == 1 ? rows[0] : concat(rows));
+  }
+  return out;
+}
+
+struct OuterLoss {
+  Tensor loss;     // rank 0, recorded
+  Tensor weights;  // [T], detached
+};
+
+// Σ_t w_t L_t^τ, with the multi-step loss Σ_k v_k Σ_t w_t L_t^k: every step's
+// losses weighted by the weights of the final ones (docs/methods.md §3).
+// Uniform is mean(L^k), so plain MAML keeps its bits.
+OuterLoss maml_outer_loss(const MetaConfig& config, const OuterTerms& terms, std::int64_t iteration) {
+  const detail::WeightedLoss final =
+      detail::weighted_outer_loss(config, terms.final_losses, [&] { return per_task_gradients(config, terms); });
+  if (!config.multi_step_loss) return {final.loss, final.weights};
+  const std::vector<double> v = multi_step_weights(config.inner_steps, iteration, config.msl_anneal_iterations);
+  Tensor outer;
+  for (std::size_t k = 0; k < terms.step_losses.size(); ++k) {
+    const Tensor term = scale(detail::weighted_task_sum(config.weighting, final.recorded, terms.step_losses[k]), v[k]);
+    outer = outer.defined() ? add(outer, term) : term;
+  }
+  const Tensor final_term = scale(final.loss, v.back());
+  return {outer.defined() ? add(outer, final_term) : final_term, final.weights};
+}
+
+// The looped meta-batch (task_batched = false): one graph per task, as a
+// framework user loops. Uniform sums the tasks' outer losses / T, as before
+// weighting; the other rules need all losses at once, so the tasks' terms
+// are gathered first and weighted together, as in the batched graph.
+OuterLoss looped_outer_loss(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& leaves,
+                            const TaskBatch& batch, std::int64_t iteration, Tensor& task_losses) {
+  const std::int64_t tasks = batch.tasks();
+  std::vector<OuterTerms> parts;
+  for (std::int64_t t = 0; t < tasks; ++t)
+    parts.push_back(maml_outer_terms(model, loss, config, leaves, batch.slice(t, t + 1)));
+  const OuterTerms all = concat_terms(parts);
+  task_losses = all.final_losses;
+  if (config.weighting.rule != TaskWeighting::uniform) return maml_outer_loss(config, all, iteration);
+  OuterLoss out;
+  for (const OuterTerms& part : parts) {
+    const OuterLoss one = maml_outer_loss(config, part, iteration);
+    const Tensor term = scale(one.loss, 1.0 / static_cast<double>(tasks));
+    out.loss = out.loss.defined() ? add(out.loss, term) : term;
+  }
+  out.weights = full({tasks}, 1.0 / static_cast<double>(tasks), task_losses.dtype(), task_losses.device());
+  return out;
 }
 
 MetaStepTensors maml_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
@@ -235,37 +319,29 @@ MetaStepTensors maml_gradient(const Model& model, Loss loss, const MetaConfig& c
   for (const Tensor& p : params.all()) leaves.push_back(p.detach().requires_grad_());
   const MetaParams recorded = MetaParams::from_all(leaves, params.model.size());
 
-  MetaStepTensors step;
-  std::vector<Tensor> task_losses;
-  Tensor outer;
+  Tensor task_losses;
+  OuterLoss outer;
   if (config.task_batched) {
-    outer = maml_outer_loss(model, loss, config, recorded, batch, iteration, task_losses);
-  } else {  // one task at a time, as a framework user loops: the same sum, T graphs
-    const std::int64_t tasks = batch.tasks();
-    for (std::int64_t t = 0; t < tasks; ++t) {
-      const Tensor term =
-          scale(maml_outer_loss(model, loss, config, recorded, batch.slice(t, t + 1), iteration, task_losses),
-                1.0 / static_cast<double>(tasks));
-      outer = outer.defined() ? add(outer, term) : term;
-    }
+    const OuterTerms terms = maml_outer_terms(model, loss, config, recorded, batch);
+    task_losses = terms.final_losses;
+    outer = maml_outer_loss(config, terms, iteration);
+  } else {
+    outer = looped_outer_loss(model, loss, config, recorded, batch, iteration, task_losses);
   }
-  step.task_losses = concat(task_losses);
-  step.meta_loss = outer.detach();
+  MetaStepTensors step;
+  step.task_losses = task_losses.detach();
+  step.task_weights = outer.weights;
+  step.meta_loss = outer.loss.detach();
   // With no inner step a learned rate never touches the loss: its gradient is
   // 0. Nothing walks this tape again, so its saved values can go as the walk
   // passes them: peak memory is then the forward's, not forward + gradients.
-  step.grads = grad(outer, leaves, {.allow_unused = config.inner_steps == 0, .retain_graph = false});
+  step.grads = grad(outer.loss, leaves, {.allow_unused = config.inner_steps == 0, .retain_graph = false});
   return step;
 }
 
 // The losses read on the host; the gradients stay where they are.
 MetaStep on_host(MetaStepTensors step) {
-  MetaStep out{step.meta_loss.item(), step.task_losses.to_vector(), {}, std::move(step.grads)};
-  out.task_weights =
-      step.task_weights.defined()
-          ? step.task_weights.to_vector()
-          : std::vector<double>(out.task_losses.size(), 1.0 / static_cast<double>(out.task_losses.size()));
-  return out;
+  return {step.meta_loss.item(), step.task_losses.to_vector(), step.task_weights.to_vector(), std::move(step.grads)};
 }
 
 // Throws ValueError for a ragged batch without tasks.
@@ -289,7 +365,7 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
                                       const TaskBatch& batch, std::int64_t iteration) {
   validate_inputs("meta_gradient", model, loss, config, params, &batch);
   if (config.algorithm == Algorithm::reptile) return detail::reptile_step(model, loss, config, params, batch);
-  if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, params, batch);
+  if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, config, params, batch);
   if (config.algorithm == Algorithm::kernel) return detail::kernel_gradient(model, loss, config, params, batch);
   if (config.algorithm == Algorithm::metarkhs1) return detail::metarkhs1_gradient(model, loss, config, params, batch);
   return maml_gradient(model, loss, config, params, batch, iteration);
@@ -298,6 +374,10 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
 MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                       const RaggedTaskBatch& batch, std::int64_t iteration) {
   check_groups("meta_gradient", batch);
+  if (config.weighting.rule != TaskWeighting::uniform)
+    throw ValueError(std::string("meta_gradient: task weighting '") + task_weighting_name(config.weighting.rule) +
+                     "' needs every task's loss at once, and a ragged batch is processed group by group: only "
+                     "uniform weighting is supported for ragged batches");
   // Every algorithm's meta-loss and gradient are means over tasks of per-task
   // terms, so the groups' results weighted by their task counts are the
   // result on all tasks. Each group's graph is released before the next.
@@ -318,6 +398,7 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
   }
   NoGradScope no_grad;
   out.task_losses = concat(task_losses);
+  out.task_weights = full({out.task_losses.dim(0)}, 1.0 / total, out.task_losses.dtype(), out.task_losses.device());
   return out;
 }
 
@@ -339,7 +420,7 @@ MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const
   // stays as cheap as before.
   validate_inputs("CapturedMetaGradient", model_, loss_, config_, params, &batch);
   // Inputs: MetaParams::all(), then the batch. Outputs: the gradients, the
-  // meta-loss, the task losses.
+  // meta-loss, the task losses, the task weights.
   std::vector<Tensor> inputs = params.all();
   const std::size_t count = inputs.size(), model_count = params.model.size();
   inputs.insert(inputs.end(), {batch.support_x, batch.support_y, batch.query_x, batch.query_y});
@@ -352,12 +433,15 @@ MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const
       std::vector<Tensor> out = std::move(meta.grads);
       out.push_back(meta.meta_loss);
       out.push_back(meta.task_losses);
+      out.push_back(meta.task_weights);
       return out;
     };
     step_ = std::make_unique<CapturedStep>(step, inputs);
   }
   std::vector<Tensor> out = (*step_)(inputs);
   MetaStepTensors meta;
+  meta.task_weights = out.back();
+  out.pop_back();
   meta.task_losses = out.back();
   out.pop_back();
   meta.meta_loss = out.back();

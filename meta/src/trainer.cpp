@@ -81,9 +81,15 @@ IterationRecord Trainer::step() {
   const TaskBatch batch =
       tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
   // A captured step copies the batch into its buffers straight from the host.
-  MetaStepTensors meta =
-      captured_ ? (*captured_)(params_, batch)
-                : meta_gradient_tensors(model_, loss_, options_.meta, params_, batch.to(options_.device), iteration_);
+  MetaStepTensors meta;
+  try {
+    meta = captured_
+               ? (*captured_)(params_, batch)
+               : meta_gradient_tensors(model_, loss_, options_.meta, params_, batch.to(options_.device), iteration_);
+  } catch (...) {  // e.g. task weights refused for a non-finite loss: leave the trainer as it was
+    task_rng_.set_position(rng_before);
+    throw;
+  }
   IterationRecord record;
   record.grad_norm =
       options_.clip_grad_norm > 0 ? clip_grad_norm(meta.grads, options_.clip_grad_norm) : global_norm(meta.grads);
@@ -112,6 +118,7 @@ IterationRecord Trainer::step() {
   params_ = MetaParams::from_all(all, params_.model.size());
   record.iteration = ++iteration_;
   record.task_losses = meta.task_losses.to_vector();
+  record.task_weights = meta.task_weights.to_vector();
   return record;
 }
 

@@ -7,6 +7,8 @@
 //   θ_t^0 = θ,  θ_t^{k+1} = θ_t^k − α_k ⊙ ∇ L(θ_t^k; support_t)
 //   L_meta(θ) = (1/T) Σ_t L(θ_t^τ; query_t)
 //
+// or, with MetaConfig::weighting, Σ_t w_t L(θ_t^τ; query_t) (task_weighting.hpp).
+//
 // The meta-batch is recorded as one graph with a leading task axis: θ is
 // expanded to [T, ...] copies, each task's inner gradient comes out of one
 // backward of Σ_t L_t (task t's loss depends only on copy t), and the outer
@@ -101,10 +103,11 @@ MetaParams init_meta_params(const Model& model, const MetaConfig& config, Genera
 
 struct MetaStep {
   double meta_loss = 0;              // the outer loss (for Reptile: the query loss after adaptation)
-  std::vector<double> task_losses;   // each task's query loss after τ steps
+  std::vector<double> task_losses;   // each task's query loss after τ steps (Meta-RKHS-I: L_t − α‖∇θ L_t‖²)
   std::vector<double> task_weights;  // w_t of the outer loss Σ_t w_t L_t (1/T when uniform)
-  // d meta_loss / d MetaParams::all(), detached. Reptile: θ − mean_t θ_t^τ,
-  // the direction whose negative the outer optimiser steps along.
+  // d meta_loss / d MetaParams::all(), detached. Reptile: Σ_t w_t (θ − θ_t^τ)
+  // (θ − mean_t θ_t^τ when uniform), the direction whose negative the outer
+  // optimiser steps along.
   std::vector<Tensor> grads;
 };
 
@@ -113,7 +116,9 @@ struct MetaStep {
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const TaskBatch& batch, std::int64_t iteration);
 // The same over tasks of different sizes (see RaggedTaskBatch): each group's
-// meta-gradient in turn, weighted by its share of the tasks.
+// meta-gradient in turn, weighted by its share of the tasks. Only the
+// uniform task weighting: the others need every task's loss at once, and
+// the groups are processed one after another (ValueError naming the rule).
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const RaggedTaskBatch& batch, std::int64_t iteration);
 

@@ -15,7 +15,8 @@
 // c = 2/(n'·C) (as kernel_adaptation.hpp). With that c, α, τ and t mean what
 // they mean for MAML: on a model linear in θ, τ SGD steps of metatape's inner
 // loop move the query outputs by exactly Θ(X_i, X'_i) T_i (Y' − f(X'_i)).
-// (MetaNTK-NAS passes its own K'-scaled time; set α accordingly to compare.)
+// MetaNTK-NAS's T_i = (K' + λI)⁺(I − e^{−tK'}) is the flow of the ½Σ loss
+// (c = 1): its time t is time = t·n'·C/2 here; its t = ∞ form is ours.
 //
 // The adapted query outputs' derivative with respect to θ is the projection
 //   P_i = G(X_i) − K(X_i, X'_i) T_i G(X'_i)                 [n_i, D]

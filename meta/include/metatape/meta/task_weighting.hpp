@@ -11,6 +11,12 @@
 // The weights are constants of the outer backward by default, so the
 // meta-gradient is exactly Σ_t w_t ∇L_t; with `differentiate` they are
 // recorded and the meta-gradient includes their own derivative.
+// In the outer loops (MetaConfig::weighting): L_t is task t's query loss
+// after adaptation; MAML++'s multi-step loss weights every step's losses by
+// the weights of the final ones; the agreement rule's g_t is ∇θ L_t over the
+// model's parameters (not learned inner rates); Reptile, which has no outer
+// backward, steps along Σ_t w_t (θ − θ_t^τ) with g_t = θ − θ_t^τ and ignores
+// `differentiate`; the pretrained baseline weights its per-task losses.
 #pragma once
 
 #include <functional>
@@ -36,12 +42,22 @@ struct TaskWeightingConfig {
   void validate() const;
 };
 
-// The weights [T] for the tasks' losses [T] (recorded or not). `task_gradients`
-// is called only by the agreement rule: each task's meta-gradient over the
-// model's parameters, one tensor per parameter, each [T] + its base shape.
-// Weights are detached unless config.differentiate. Throws ValueError for
-// non-finite losses (naming the task) and for normalised weights of losses
-// that do not sum to a positive number.
+// The weights [T] for the tasks' losses [T] (recorded or not), in their
+// dtype and on their device. `task_gradients` is called only by the
+// agreement rule: each task's meta-gradient over the model's parameters, one
+// tensor per parameter, each [T] + its base shape (recorded when
+// differentiating). Weights are detached unless config.differentiate; then
+// their derivative is the rule's (softmax's, L_t / Σ L_j's, or through the
+// per-task gradients). Uniform is 1/T whatever the losses.
+// Errors: ShapeError unless the losses are [T] with T >= 1; ValueError for
+// an invalid config, for agreement without `task_gradients` (or gradients
+// without the task axis: ShapeError), and, where the values can be read
+// without a device round trip (CPU tensors), for a non-finite loss (naming
+// the task) under softmax or normalised, a negative loss or losses summing
+// to 0 under normalised, and non-finite or all-orthogonal (Σ|g_t·ḡ| = 0)
+// gradients under agreement. On a GPU nothing is read back, so that a step
+// stays capturable as a CUDA graph: a non-finite loss there makes the
+// weights and the meta-loss NaN, which the trainer refuses.
 Tensor task_weights(const TaskWeightingConfig& config, const Tensor& task_losses,
                     const std::function<std::vector<Tensor>()>& task_gradients = {});
 

@@ -40,6 +40,10 @@ struct IterationRecord {
   std::int64_t iteration = 0;  // 1-based: the number of completed iterations
   double meta_loss = 0;
   std::vector<double> task_losses;
+  // w_t of the outer loss Σ_t w_t L_t (MetaConfig::weighting; 1/T when
+  // uniform). A function of the parameters and the batch, so a resumed run
+  // records the same weights.
+  std::vector<double> task_weights;
   double grad_norm = 0;  // before clipping
 };
 
