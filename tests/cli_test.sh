@@ -23,7 +23,8 @@ expect_error() {
 }
 
 "$metatape" --help >/dev/null || fail "--help"
-"$metatape" train --help | grep -q -- "--inner-steps" || fail "train --help lists --inner-steps"
+# grep without -q reads to the end: -q would stop early and the help writer would die of SIGPIPE (pipefail).
+"$metatape" train --help | grep -- "--inner-steps" >/dev/null || fail "train --help lists --inner-steps"
 
 expect_error "negative inner steps" "--inner-steps" "$metatape" train --inner-steps -1 --out "$work/bad"
 expect_error "unknown algorithm" "mamal" "$metatape" train --algorithm mamal --out "$work/bad"
@@ -199,7 +200,7 @@ for f in meta_ntk.json meta_ntk.svg meta_ntk_spectrum.svg; do [ -s "$work/mntk/$
 json_check "meta-ntk" "$work/mntk/meta_ntk.json" \
   'len(j["phi"]) == 8 and all(j["phi"][a][b] == j["phi"][b][a] for a in range(8) for b in range(8)) and
    j["ridge"] == 1e-6 and j["condition_number"] >= 1 and len(j["eigenvalues"]) == 8 and
-   j["settings"]["form"] == "steps" and j["task_offsets"] == [0, 4, 8]'
+   j["settings"]["form"] == "steps" and j["settings"]["time"] is None and j["task_offsets"] == [0, 4, 8]'
 "$metatape" meta-ntk --hidden 8 --tasks 2 --shots 3 --queries 3 --time inf --anil --out "$work/mntk-inf" >/dev/null ||
   fail "meta-ntk --time inf --anil"
 json_check "meta-ntk --time inf" "$work/mntk-inf/meta_ntk.json" \
@@ -213,6 +214,8 @@ expect_error "meta-ntk: NaN time" "--time: 'nan' is not a finite number: expecte
   "$metatape" meta-ntk --time nan --out "$work/bad-mntk"
 expect_error "meta-ntk: a diverging inner loop" "lower --inner-lr" \
   "$metatape" meta-ntk --inner-lr 1e6 --inner-steps 50 --out "$work/bad-mntk"
+expect_error "meta-ntk: time and steps" "--time (gradient flow) and --inner-steps" \
+  "$metatape" meta-ntk --time 1 --inner-steps 2 --out "$work/bad-mntk"
 expect_error "meta-ntk: zero tasks" "--tasks: 0 is out of range" "$metatape" meta-ntk --tasks 0 --out "$work/bad-mntk"
 expect_error "meta-ntk: a model beside a checkpoint" "--hidden picks the model" \
   "$metatape" meta-ntk --checkpoint "$work/mntk-run/checkpoint.bin" --hidden 4 --out "$work/bad-mntk"

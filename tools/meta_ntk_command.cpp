@@ -80,6 +80,8 @@ Subject load_subject(const MetaNtkArgs& args) {
 
 meta::MetaNtkOptions ntk_options(const MetaNtkArgs& args, const Subject& s) {
   meta::MetaNtkOptions o;
+  if (!std::isnan(args.time) && given(args, "--inner-steps"))
+    throw ValueError("--time (gradient flow) and --inner-steps (SGD steps) exclude each other: give one");
   o.form = std::isnan(args.time) ? meta::KernelForm::steps : meta::KernelForm::flow;
   o.inner_lr = s.config.inner_lr;
   o.inner_steps = s.config.inner_steps;
@@ -106,7 +108,7 @@ nlohmann::json settings_json(const MetaNtkArgs& args, const Subject& s, const me
           {"form", meta::kernel_form_name(o.form)},
           {"inner_lr", o.inner_lr},
           {"inner_steps", o.inner_steps},
-          {"time", number(o.time)},
+          {"time", o.form == meta::KernelForm::flow ? number(o.time) : nlohmann::json(nullptr)},
           {"inverse_ridge", o.inverse_ridge},
           {"anil", o.anil},
           {"kernel_mode", meta::kernel_mode_name(o.mode)},
