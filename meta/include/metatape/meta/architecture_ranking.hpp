@@ -14,7 +14,12 @@
 //   gaussian  x ~ N(0, I) of the model's input shape: [input_dim] for an
 //             MLP, [in_channels, image_size, image_size] for Conv4.
 // Every candidate sees the same seeded inputs (for its input shape) and
-// parameters initialised from the same seed.
+// parameters initialised from the same seed. A Conv4 with batch norm has no
+// per-example Jacobian: its Φ uses each set's Jacobian (ntk.hpp), where
+// MetaNTK-NAS swaps batch norm for GroupNorm instead. Regions are counted on
+// the candidate itself, not on TE-NAS's thin one-channel proxy, so a wide
+// network can put every sample in its own region (the count saturates:
+// rank-archs says so; more samples separate them).
 #pragma once
 
 #include <cstdint>
