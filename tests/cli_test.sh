@@ -23,7 +23,8 @@ expect_error() {
 }
 
 "$metatape" --help >/dev/null || fail "--help"
-"$metatape" train --help | grep -q -- "--inner-steps" || fail "train --help lists --inner-steps"
+# grep without -q reads to the end: -q would stop early and the help writer would die of SIGPIPE (pipefail).
+"$metatape" train --help | grep -- "--inner-steps" >/dev/null || fail "train --help lists --inner-steps"
 
 expect_error "negative inner steps" "--inner-steps" "$metatape" train --inner-steps -1 --out "$work/bad"
 expect_error "unknown algorithm" "mamal" "$metatape" train --algorithm mamal --out "$work/bad"
@@ -181,6 +182,83 @@ touch "$work/stale/.checkpoint.bin.tmp.$dead" "$work/stale/.metrics.jsonl.tmp.$d
 [ -e "$work/stale/.checkpoint.bin.tmp.$dead" ] && fail "a dead writer's checkpoint temporary was left"
 [ -e "$work/stale/.metrics.jsonl.tmp.$dead" ] && fail "a dead writer's metrics temporary was left"
 [ -e "$work/stale/.checkpoint.bin.tmp.$$" ] || fail "a live writer's temporary was removed"
+
+# ---------------------------------------------------------------------------
+# meta-ntk and rank-archs (docs/methods.md §4): valid JSON, a symmetric Φ with
+# its ridge and κ, bad options and bad candidate files refused by name.
+# (The JSON is checked with python3 where there is one.)
+json_check() {  # json_check "what" file python-expression-on-j
+  command -v python3 >/dev/null || return 0
+  python3 -c 'import json, math, sys
+j = json.load(open(sys.argv[1]))
+sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' "$2" "$3" || fail "$1: $3 does not hold for $2"
+}
+"$metatape" meta-ntk --hidden 8,8 --tasks 2 --shots 3 --queries 4 --ridge 1e-6 --out "$work/mntk" >"$work/mntk.out" ||
+  fail "meta-ntk"
+grep -q "ridge ρ = 1e-06" "$work/mntk.out" || fail "meta-ntk does not state its ridge: $(cat "$work/mntk.out")"
+for f in meta_ntk.json meta_ntk.svg meta_ntk_spectrum.svg; do [ -s "$work/mntk/$f" ] || fail "meta-ntk wrote no $f"; done
+json_check "meta-ntk" "$work/mntk/meta_ntk.json" \
+  'len(j["phi"]) == 8 and all(j["phi"][a][b] == j["phi"][b][a] for a in range(8) for b in range(8)) and
+   j["ridge"] == 1e-6 and j["condition_number"] >= 1 and len(j["eigenvalues"]) == 8 and
+   j["settings"]["form"] == "steps" and j["settings"]["time"] is None and j["task_offsets"] == [0, 4, 8]'
+"$metatape" meta-ntk --hidden 8 --tasks 2 --shots 3 --queries 3 --time inf --anil --out "$work/mntk-inf" >/dev/null ||
+  fail "meta-ntk --time inf --anil"
+json_check "meta-ntk --time inf" "$work/mntk-inf/meta_ntk.json" \
+  'j["settings"]["time"] == "inf" and j["settings"]["anil"] and j["settings"]["inverse_ridge"] == 1e-3'
+"$metatape" train --hidden 8 --meta-batch 2 --iterations 2 --quiet --out "$work/mntk-run" >/dev/null || fail "train for meta-ntk"
+"$metatape" meta-ntk --checkpoint "$work/mntk-run/checkpoint.bin" --tasks 2 --shots 2 --queries 2 \
+  --out "$work/mntk-ckpt" >/dev/null || fail "meta-ntk --checkpoint"
+json_check "meta-ntk --checkpoint" "$work/mntk-ckpt/meta_ntk.json" '"iteration 2" in j["settings"]["parameters_from"]'
+expect_error "meta-ntk: negative time" "--time: -1 is out of range" "$metatape" meta-ntk --time -1 --out "$work/bad-mntk"
+expect_error "meta-ntk: NaN time" "--time: 'nan' is not a finite number: expected a finite number >= 0, or inf" \
+  "$metatape" meta-ntk --time nan --out "$work/bad-mntk"
+expect_error "meta-ntk: a diverging inner loop" "lower --inner-lr" \
+  "$metatape" meta-ntk --inner-lr 1e6 --inner-steps 50 --out "$work/bad-mntk"
+expect_error "meta-ntk: time and steps" "--time (gradient flow) and --inner-steps" \
+  "$metatape" meta-ntk --time 1 --inner-steps 2 --out "$work/bad-mntk"
+expect_error "meta-ntk: zero tasks" "--tasks: 0 is out of range" "$metatape" meta-ntk --tasks 0 --out "$work/bad-mntk"
+expect_error "meta-ntk: a model beside a checkpoint" "--hidden picks the model" \
+  "$metatape" meta-ntk --checkpoint "$work/mntk-run/checkpoint.bin" --hidden 4 --out "$work/bad-mntk"
+expect_error "meta-ntk: missing checkpoint" "cannot open" "$metatape" meta-ntk --checkpoint "$work/none.bin"
+[ -e "$work/bad-mntk" ] && fail "a refused meta-ntk created its directory"
+
+cat >"$work/cands.json" <<'JSON'
+{"task": "gaussian", "input_dim": 4, "tasks": 2, "shots": 3, "queries": 3, "region_samples": 200, "ridge": 1e-8,
+ "candidates": [{"name": "narrow", "model": "mlp", "hidden": [2]},
+                {"name": "wide", "model": "mlp", "hidden": [16, 16], "activation": "relu"},
+                {"name": "smooth", "model": "mlp", "hidden": [16], "activation": "tanh"}]}
+JSON
+"$metatape" rank-archs --candidates "$work/cands.json" --out "$work/rank" >"$work/rank.out" || fail "rank-archs"
+grep -q "ridge ρ = 1e-08" "$work/rank.out" || fail "rank-archs does not state its ridge: $(cat "$work/rank.out")"
+grep -q "gaussian inputs" "$work/rank.out" || fail "rank-archs does not say which inputs"
+grep -q "wide" "$work/rank.out" || fail "rank-archs prints no table"
+json_check "rank-archs" "$work/rank/ranking.json" \
+  'len(j["ranking"]) == 3 and j["ridge"] == 1e-8 and
+   all(c["combined"] == c["rank_condition"] + c["rank_regions"] for c in j["ranking"]) and
+   [c["combined"] for c in j["ranking"]] == sorted(c["combined"] for c in j["ranking"])'
+bad_file() {  # bad_file "what" "part of the message" json-text
+  printf '%s\n' "$3" >"$work/bad-cands.json"
+  expect_error "rank-archs: $1" "$2" "$metatape" rank-archs --candidates "$work/bad-cands.json" --out "$work/bad-rank"
+}
+expect_error "rank-archs: missing file" "cannot open the candidates file" \
+  "$metatape" rank-archs --candidates "$work/none.json"
+bad_file "malformed JSON" "bad-cands.json is not valid JSON" '{"candidates": [}'
+bad_file "no candidates" "no candidates" '{"task": "gaussian"}'
+bad_file "misspelt field" "unknown field 'ridg'" '{"ridg": 1, "candidates": [{"name": "a"}]}'
+bad_file "unbuildable candidate" "candidate 1 ('b') cannot be built: field 'hidden'" \
+  '{"candidates": [{"name": "a"}, {"name": "b", "hidden": [4, 0]}]}'
+bad_file "a candidate field of the wrong type" "candidates[0] ('a'): field 'hidden' must be a list of whole numbers" \
+  '{"candidates": [{"name": "a", "hidden": "40"}]}'
+bad_file "a candidate without a name" "candidates[0]: field 'name' must be a string" '{"candidates": [{"model": "mlp"}]}'
+bad_file "unknown activation" "field 'activation': unknown activation 'sigm'" \
+  '{"candidates": [{"name": "a", "activation": "sigm"}]}'
+bad_file "conv4 on the sinusoid" "candidate 0 ('c') cannot be built: field 'model'" \
+  '{"task": "sinusoid", "candidates": [{"name": "c", "model": "conv4"}]}'
+bad_file "time and steps" "fields 'time' (gradient flow) and 'inner_steps'" \
+  '{"time": 1, "inner_steps": 2, "candidates": [{"name": "a"}]}'
+bad_file "negative seed" "field 'seed' must be a whole number" '{"seed": -1, "candidates": [{"name": "a"}]}'
+[ -e "$work/bad-rank" ] && fail "a refused rank-archs created its directory"
+# ---------------------------------------------------------------------------
 
 if ((failures)); then
   echo "$failures check(s) failed"

@@ -20,6 +20,8 @@ const std::vector<AlgorithmEntry>& algorithms() {
       algorithm(Algorithm::anil, "adapt the head only"),
       algorithm(Algorithm::reptile, "Reptile"),
       algorithm(Algorithm::pretrain, "the no-adaptation baseline"),
+      algorithm(Algorithm::kernel, "the inner loop in closed form through the NTK"),
+      algorithm(Algorithm::metarkhs1, "Meta-RKHS-I: loss - α‖∇loss‖², no inner loop"),
   };
   return table;
 }

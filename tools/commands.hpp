@@ -2,6 +2,7 @@
 // the tables of their options.
 #pragma once
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -36,14 +37,53 @@ struct EvalArgs {
   std::string device = "cpu";
 };
 
-// Every option of `train` and `eval`: option_tables.cpp. The stored rows of
-// the train table are the fields of config.json.
+struct NtkArgs {
+  RunConfig config;        // the model, task distribution, seed and dtype (unless --checkpoint)
+  std::string checkpoint;  // "": a fresh model
+  std::string mode = meta::kernel_mode_name(meta::NtkOptions{}.mode);
+  std::string subset = meta::param_subset_name(meta::NtkOptions{}.subset);
+  std::int64_t points = 10;
+  std::int64_t tasks = 1;
+  std::string out;  // "": the checkpoint's directory, or runs/ntk
+  std::int64_t threads = 1;
+};
+
+// metatape meta-ntk (meta_ntk_command.cpp): the model as `train` picks it
+// (the rows of the train table) or from --checkpoint.
+struct MetaNtkArgs {
+  TrainArgs train;                 // the train options it shares (model, task, shots, inner loop, seed)
+  std::vector<std::string> given;  // which of them were given
+  std::string checkpoint;
+  std::int64_t tasks = 3;
+  double time = std::numeric_limits<double>::quiet_NaN();  // NaN: the steps form (--inner-steps)
+  bool anil = false;
+  double ridge = 0;
+  double inverse_ridge = 1e-3;
+  std::string kernel_mode = "trace";
+  std::string out = "meta-ntk";
+};
+
+// metatape rank-archs (rank_archs.cpp).
+struct RankArchsArgs {
+  std::string candidates;  // the JSON file
+  std::string out;         // "": the candidates file's directory
+};
+
+// Every option of `train`, `eval` and `ntk`: option_tables.cpp. The stored
+// rows of the train table are the fields of config.json.
 const std::vector<Option<TrainArgs>>& train_options();
 const std::vector<Option<EvalArgs>>& eval_options();
+const std::vector<Option<NtkArgs>>& ntk_options();
+const std::vector<Option<MetaNtkArgs>>& meta_ntk_options();      // meta_ntk_command.cpp
+const std::vector<Option<RankArchsArgs>>& rank_archs_options();  // rank_archs.cpp
 
 // Each returns the process exit status; errors are thrown as metatape::Error.
 int run_train(const TrainArgs& args);
 int run_eval(const EvalArgs& args);
+// Writes the empirical NTK of a model on a task batch (ntk.json and SVGs).
+int run_ntk(const NtkArgs& args, bool model_options_given);
+int run_meta_ntk(const MetaNtkArgs& args);
+int run_rank_archs(const RankArchsArgs& args);
 // Prints the build's backends and the devices this machine offers.
 int run_info();
 

@@ -3,6 +3,7 @@
 // each — for a checkpoint and, beside it, a baseline checkpoint.
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "commands.hpp"
 #include "memory.hpp"
@@ -15,27 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct LoadedRun {
-  std::string path;
-  RunConfig config;
-  RunParts parts;
-  meta::MetaParams params;
-  std::int64_t iteration = 0;
-};
-
-LoadedRun load_run(const std::string& path, Device device) {
-  if (!fs::exists(path)) throw IoError("cannot open " + path + ": no such file");
-  const meta::Checkpoint checkpoint = meta::load_checkpoint(path);
-  LoadedRun run{path, RunConfig::from_checkpoint(checkpoint.config, path), {}, {}, checkpoint.iteration};
-  run.parts = build(run.config);
-  // A config edited to another model or algorithm must not be evaluated with these tensors.
-  meta::check_checkpoint_fits(checkpoint, *run.parts.model, run.parts.options, path);
-  const std::size_t model_params = run.parts.model->parameters().size();
-  run.params = meta::MetaParams::from_all(checkpoint.params, model_params).to(device);
-  run.parts.model->check(run.params.model, 1);
-  return run;
-}
-
 std::string label(const LoadedRun& run) {
   std::string l = run.config.algorithm;
   if (run.config.lslr) l += "+lslr";
@@ -43,10 +23,76 @@ std::string label(const LoadedRun& run) {
   return l;
 }
 
-nlohmann::json to_json(const std::vector<meta::StepSummary>& curve) {
+bool closed_form(const LoadedRun& run) { return run.parts.options.meta.algorithm == meta::Algorithm::kernel; }
+
+// What row `row` of a run's curve is: the number of inner steps, or for the
+// kernel algorithm (two rows, no gradient steps) "before" and "closed form".
+std::string row_name(const LoadedRun& run, const std::vector<meta::StepSummary>& curve, std::size_t row) {
+  if (row >= curve.size()) return "";
+  if (closed_form(run)) return row == 0 ? "before" : "closed form";
+  return std::to_string(curve[row].step);
+}
+
+nlohmann::json to_json(const LoadedRun& run, const std::vector<meta::StepSummary>& curve) {
   nlohmann::json steps = nlohmann::json::array();
-  for (const auto& s : curve) steps.push_back({{"step", s.step}, {"mean", s.mean}, {"ci95", s.ci95}});
+  for (std::size_t i = 0; i < curve.size(); ++i) {
+    const auto& s = curve[i];
+    nlohmann::json row{{"step", s.step}, {"mean", s.mean}, {"ci95", s.ci95}};
+    if (closed_form(run)) row["adaptation"] = row_name(run, curve, i);
+    steps.push_back(row);
+  }
   return steps;
+}
+
+// One cell of the table: mean ± CI, or blank past the end of a curve.
+void print_cell(const std::vector<meta::StepSummary>& curve, std::size_t row) {
+  if (row < curve.size())
+    std::printf(" %13.4f ± %-6.4f", curve[row].mean, curve[row].ci95);
+  else
+    std::printf(" %22s", "");
+}
+
+// The table of one K: a row per step (or "before" / "closed form"); a
+// kernel run beside a gradient-step baseline has fewer rows, so each row
+// is named by both when they differ ("1 / closed form").
+void print_table(std::int64_t k, const LoadedRun& run, const std::vector<meta::StepSummary>& ours,
+                 const std::optional<LoadedRun>& baseline, const std::vector<meta::StepSummary>& theirs) {
+  std::printf("\nK = %lld\n %18s %22s", static_cast<long long>(k), "steps", label(run).c_str());
+  if (baseline) std::printf(" %22s", label(*baseline).c_str());
+  std::printf("\n");
+  for (std::size_t r = 0; r < std::max(ours.size(), theirs.size()); ++r) {
+    std::string name = row_name(run, ours, r);
+    const std::string other = baseline ? row_name(*baseline, theirs, r) : "";
+    if (name.empty() || (!other.empty() && other != name)) name = name.empty() ? other : name + " / " + other;
+    std::printf(" %18s", name.c_str());
+    print_cell(ours, r);
+    if (baseline) print_cell(theirs, r);
+    std::printf("\n");
+  }
+}
+
+// A curve's series: MSE against inner steps with its CI. A closed-form
+// curve has no steps: its "before" is drawn at step 0 and its closed-form
+// MSE as a level line across the steps shown, so it reads against a
+// baseline's curve.
+void add_series(Chart& chart, const LoadedRun& run, const std::vector<meta::StepSummary>& curve, std::string name,
+                std::size_t color, bool dashed, double last_step) {
+  Series series{name, {}, {}, {}, palette(color), dashed, true};
+  if (closed_form(run) && curve.size() == 2) {
+    series.label += " (closed form)";
+    series.x = {0, std::max(1.0, last_step)};
+    series.y = {curve[1].mean, curve[1].mean};
+    series.error = {curve[1].ci95, curve[1].ci95};
+    Series before{name + " (before)", {0}, {curve[0].mean}, {curve[0].ci95}, palette(color), dashed, true};
+    chart.series.push_back(before);
+  } else {
+    for (const auto& s : curve) {
+      series.x.push_back(s.step);
+      series.y.push_back(s.mean);
+      series.error.push_back(s.ci95);
+    }
+  }
+  chart.series.push_back(series);
 }
 
 }  // namespace
@@ -78,18 +124,24 @@ int run_eval(const EvalArgs& args) {
   std::printf("%s (%s, iteration %lld)%s%s%s\n", label(run).c_str(), run.path.c_str(),
               static_cast<long long>(run.iteration), baseline ? " against " : "",
               baseline ? label(*baseline).c_str() : "", baseline ? (" (" + baseline->path + ")").c_str() : "");
-  std::printf("%lld fresh %s tasks per K; query MSE after each inner step (inner lr %g",
-              static_cast<long long>(args.tasks), run.config.task.c_str(), run.config.inner_lr);
+  if (closed_form(run))
+    std::printf("%lld fresh %s tasks per K; query MSE before and after the closed-form adaptation (%s",
+                static_cast<long long>(args.tasks), run.config.task.c_str(), run.config.kernel_form.c_str());
+  else
+    std::printf("%lld fresh %s tasks per K; query MSE after each inner step (inner lr %g",
+                static_cast<long long>(args.tasks), run.config.task.c_str(), run.config.inner_lr);
   if (baseline && baseline->config.inner_lr != run.config.inner_lr)
     std::printf(", baseline %g", baseline->config.inner_lr);
   std::printf("); mean ± 95%% CI\n");
 
   nlohmann::json results = nlohmann::json::array();
-  Chart chart{"query MSE after k inner steps (" + std::to_string(args.tasks) + " tasks, 95% CI)",
-              "inner gradient steps",
-              "mean squared error",
-              false,
-              {}};
+  const bool kernel = closed_form(run) || (baseline && closed_form(*baseline));
+  Chart chart{
+      "query MSE after k inner steps (" + std::to_string(args.tasks) + " tasks, 95% CI)",
+      kernel ? "inner gradient steps (closed form: no steps; its MSE drawn as a level line)" : "inner gradient steps",
+      "mean squared error",
+      false,
+      {}};
   for (std::size_t i = 0; i < shots.size(); ++i) {
     const meta::EvaluationOptions options{.tasks = args.tasks,
                                           .shots = shots[i],
@@ -103,29 +155,15 @@ int run_eval(const EvalArgs& args) {
     if (baseline)
       theirs = meta::evaluate(*baseline->parts.model, baseline->parts.loss, baseline->parts.options.meta,
                               baseline->params, *baseline->parts.tasks, options, parse_dtype(baseline->config.dtype));
-    std::printf("\nK = %lld\n %5s %22s", static_cast<long long>(shots[i]), "steps", label(run).c_str());
-    if (baseline) std::printf(" %22s", label(*baseline).c_str());
-    std::printf("\n");
-    for (std::size_t s = 0; s < ours.size(); ++s) {
-      std::printf(" %5d %13.4f ± %-6.4f", ours[s].step, ours[s].mean, ours[s].ci95);
-      if (baseline) std::printf(" %13.4f ± %-6.4f", theirs[s].mean, theirs[s].ci95);
-      std::printf("\n");
-    }
-    nlohmann::json entry{{"shots", shots[i]}, {"queries", options.queries}, {label(run), to_json(ours)}};
-    if (baseline) entry[label(*baseline)] = to_json(theirs);
+    print_table(shots[i], run, ours, baseline, theirs);
+    nlohmann::json entry{{"shots", shots[i]}, {"queries", options.queries}, {label(run), to_json(run, ours)}};
+    if (baseline) entry[label(*baseline)] = to_json(*baseline, theirs);
     results.push_back(entry);
 
-    const auto add_series = [&](const std::vector<meta::StepSummary>& curve, const std::string& name, bool dashed) {
-      Series series{name + ", K=" + std::to_string(shots[i]), {}, {}, {}, palette(i), dashed, true};
-      for (const auto& s : curve) {
-        series.x.push_back(s.step);
-        series.y.push_back(s.mean);
-        series.error.push_back(s.ci95);
-      }
-      chart.series.push_back(series);
-    };
-    add_series(ours, label(run), false);
-    if (baseline) add_series(theirs, label(*baseline), true);
+    const double last_step = std::max(ours.back().step, theirs.empty() ? 0 : theirs.back().step);
+    add_series(chart, run, ours, label(run) + ", K=" + std::to_string(shots[i]), i, false, last_step);
+    if (baseline)
+      add_series(chart, *baseline, theirs, label(*baseline) + ", K=" + std::to_string(shots[i]), i, true, last_step);
   }
 
   const fs::path out = args.out.empty() ? fs::path(args.checkpoint).parent_path() : fs::path(args.out);

@@ -87,7 +87,48 @@ std::optional<double> cgroup_headroom() {
   return std::nullopt;
 }
 
+// The kernel algorithm (kernel_adaptation.hpp), for `tasks` tasks recorded
+// together: each example's copy of θ and its Jacobian rows, [C, n, P] per
+// task for the support and query points (recorded with the exact gradient,
+// so kept for the outer backward), and the kernels Ks [T, nC, nC] and
+// Kq [T, n'C, nC] (C = 1 for the trace kernel), twice (value and gradient).
+double kernel_values(const RunConfig& c, const RunParts& parts, double params, double tasks) {
+  if (parts.options.meta.algorithm != Algorithm::kernel) return 0;
+  const double support = static_cast<double>(c.shots), query = static_cast<double>(c.queries);
+  const double outputs = parts.outputs, c_kernel = c.kernel_mode == "full" ? outputs : 1;
+  const double rows = tasks * (support + query) * (outputs + 1) * params;
+  const double kernels = tasks * (support + query) * support * c_kernel * c_kernel;
+  return rows + 2 * kernels;
+}
+
+// Meta-RKHS-I: each task's copy of θ and its recorded gradient (create_graph),
+// and the activations of support and query points together, kept for the
+// double backward.
+double rkhs_values(const RunConfig& c, const RunParts& parts, double params, double tasks) {
+  if (parts.options.meta.algorithm != Algorithm::metarkhs1) return 0;
+  return tasks * (2 * params + static_cast<double>(c.shots + c.queries) * parts.activations_per_example);
+}
+
 }  // namespace
+
+MemoryEstimate ntk_memory(const RunConfig& c, const RunParts& parts, const NtkArgs& ntk) {
+  const ParameterCounts p = parameter_counts(*parts.model, Algorithm::maml);
+  const double examples = static_cast<double>(ntk.tasks) * static_cast<double>(ntk.points);
+  const double n = static_cast<double>(ntk.points), outputs = parts.outputs;
+  // trace [n, n], full [nC, nC], diagonal [n, n, C] per task.
+  const double per_task = ntk.mode == "trace"  ? n * n
+                          : ntk.mode == "full" ? n * n * outputs * outputs
+                                               : n * n * outputs;
+  const double kernels = static_cast<double>(ntk.tasks) * per_task;
+  const double values =
+      examples * (2 * p.all + outputs * p.all + parts.activations_per_example + parts.example_values) + kernels;
+  MemoryEstimate e;
+  // The kernels again in float64, and as JSON text (about 20 bytes each).
+  e.bytes = values * dtype_bytes(c.dtype) + kernels * (8 + 20);
+  e.from = count(p.all) + " parameters; " + count(examples) + " examples x " + count(outputs) + " output(s); " +
+           count(kernels) + " kernel entries";
+  return e;
+}
 
 MemoryEstimate training_memory(const RunConfig& c, const RunParts& parts) {
   const Algorithm algorithm = parts.options.meta.algorithm;
@@ -111,7 +152,8 @@ MemoryEstimate training_memory(const RunConfig& c, const RunParts& parts) {
     per_step = at_once * (support * a + p.adapted);
   else if (algorithm == Algorithm::fomaml || algorithm == Algorithm::anil)
     per_step = at_once * p.adapted;
-  const double values = 2 * (base + live) + steps * per_step;
+  const double values = 2 * (base + live) + steps * per_step + kernel_values(c, parts, p.all, at_once) +
+                        rkhs_values(c, parts, p.all, at_once);
   MemoryEstimate e;
   e.bytes = values * dtype_bytes(c.dtype);
   e.from = count(p.all) + " parameters; " + count(at_once) + " task(s) at once x " + count(support + query) +

@@ -27,6 +27,11 @@ MemoryEstimate training_memory(const RunConfig& config, const RunParts& parts);
 // one chunk of tasks adapted at a time).
 MemoryEstimate evaluation_memory(const RunConfig& run, const RunParts& parts, const EvalArgs& args);
 
+// The empirical NTK of `ntk` (ntk.hpp): the per-sample parameter copies and
+// Jacobian rows [C, T·n, P], the kernels [T, n·C, n·C] (at most) and their
+// float64 copies.
+MemoryEstimate ntk_memory(const RunConfig& run, const RunParts& parts, const NtkArgs& ntk);
+
 // Bytes this process may still allocate: MemAvailable of /proc/meminfo, or
 // less where a cgroup limit is nearer; nothing when neither can be read.
 std::optional<double> available_memory();

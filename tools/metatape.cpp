@@ -60,10 +60,25 @@ int main(int argc, char** argv) {
   CLI::App* eval = app.add_subcommand("eval",
                                       "Evaluate a checkpoint on fresh tasks after 0..steps inner steps; "
                                       "prints the table, writes eval.json and mse_vs_steps.svg");
+  NtkArgs ntk_args;
+  CLI::App* ntk = app.add_subcommand("ntk",
+                                     "Write a model's empirical NTK on fresh tasks: ntk.json (kernels, eigenvalues, "
+                                     "condition numbers), ntk_heatmap.svg and ntk_spectrum.svg");
   CLI::App* info = app.add_subcommand("info", "Print the build's backends and the devices this machine offers");
+  MetaNtkArgs meta_ntk_args;
+  RankArchsArgs rank_args;
+  CLI::App* meta_ntk = app.add_subcommand("meta-ntk",
+                                          "The meta-NTK Φ of a model on a seeded meta-batch; writes meta_ntk.json "
+                                          "(Φ, eigenvalues, κ with its ridge) and SVGs of Φ and its spectrum");
+  CLI::App* rank = app.add_subcommand("rank-archs",
+                                      "Rank candidate architectures without training by κ(Φ) and linear regions; "
+                                      "prints the table, writes ranking.json");
   try {
     const auto train_added = add_options(*train, train_options(), train_args);
     const auto eval_added = add_options(*eval, eval_options(), eval_args);
+    const auto ntk_added = add_options(*ntk, ntk_options(), ntk_args);
+    const auto meta_ntk_added = add_options(*meta_ntk, meta_ntk_options(), meta_ntk_args);
+    const auto rank_added = add_options(*rank, rank_archs_options(), rank_args);
     try {
       app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -74,9 +89,22 @@ int main(int argc, char** argv) {
     }
     if (train->parsed()) {
       apply(train_options(), train_added, train_args);
+      refuse_inapplicable(train_options(), train_added, train_args);
       return run_train(train_args);
     }
     if (info->parsed()) return run_info();
+    if (ntk->parsed()) {
+      apply(ntk_options(), ntk_added, ntk_args);
+      return run_ntk(ntk_args, given_stored(ntk_options(), ntk_added));
+    }
+    if (meta_ntk->parsed()) {
+      apply(meta_ntk_options(), meta_ntk_added, meta_ntk_args);
+      return run_meta_ntk(meta_ntk_args);
+    }
+    if (rank->parsed()) {
+      apply(rank_archs_options(), rank_added, rank_args);
+      return run_rank_archs(rank_args);
+    }
     apply(eval_options(), eval_added, eval_args);
     return run_eval(eval_args);
   } catch (const CLI::ParseError& e) {

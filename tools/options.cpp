@@ -144,23 +144,35 @@ T Whole<T>::from_json(const nlohmann::json& j, const std::string& what) const {
 template struct Whole<std::int64_t>;
 template struct Whole<std::uint64_t>;
 
-std::string Reals::describe() const { return std::string("a finite number ") + (exclusive ? "> " : ">= ") + show(min); }
+std::string Reals::describe() const {
+  return std::string("a finite number ") + (exclusive ? "> " : ">= ") + show(min) + (infinity ? ", or inf" : "");
+}
 
-std::string Reals::type_name() const { return std::string("REAL:") + (exclusive ? ">" : ">=") + show(min); }
+std::string Reals::type_name() const {
+  return std::string("REAL:") + (exclusive ? ">" : ">=") + show(min) + (infinity ? "|inf" : "");
+}
+
+nlohmann::json Reals::to_json(double value) const {
+  if (std::isinf(value) && value > 0) return "inf";
+  return value;
+}
 
 std::string Reals::show(double value) const {
+  if (std::isinf(value) && value > 0) return "inf";
   std::ostringstream out;
   out << value;  // %g-like: 0.001, 1e-08, 70000
   return out.str();
 }
 
 void Reals::check(double value, const std::string& what) const {
+  if (infinity && std::isinf(value) && value > 0) return;
   if (!std::isfinite(value) || value < min || (exclusive && value == min))
     throw ValueError(what + ": " + show(value) + " is out of range: expected " + describe());
 }
 
 double Reals::parse(const std::vector<std::string>& texts, const std::string& what) const {
   const std::string& text = only(texts, what);
+  if (infinity && text == "inf") return std::numeric_limits<double>::infinity();
   const std::optional<double> value = finite_number(text);
   if (!value && underflows(text))
     throw ValueError(what + ": " + quoted(text) + " is too small for a double (it would become 0): expected " +
@@ -171,7 +183,9 @@ double Reals::parse(const std::vector<std::string>& texts, const std::string& wh
 }
 
 double Reals::from_json(const nlohmann::json& j, const std::string& what) const {
-  // NaN and infinity are written by nlohmann as null, so are refused here.
+  // NaN and infinity are written by nlohmann as null, so are refused here;
+  // an option that accepts infinity writes it as "inf" (to_json).
+  if (infinity && j == "inf") return std::numeric_limits<double>::infinity();
   if (!j.is_number()) throw ValueError(what + ": " + shown(j) + " is not a number: expected " + describe());
   const double value = j.get<double>();
   check(value, what);

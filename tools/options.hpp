@@ -44,11 +44,15 @@ struct Whole {
 using Integers = Whole<std::int64_t>;
 using Unsigned = Whole<std::uint64_t>;
 
-// Finite numbers >= min (> min when `exclusive`); no upper bound.
+// Finite numbers >= min (> min when `exclusive`); no upper bound. With
+// `infinity`, also +infinity, written "inf" on the command line and in
+// config.json (JSON has no infinity: nlohmann would write null).
 struct Reals {
   using Value = double;
   double min = 0;
   bool exclusive = false;
+  bool infinity = false;
+  nlohmann::json to_json(double value) const;
   std::string describe() const;
   std::string type_name() const;
   std::string show(double value) const;
@@ -114,6 +118,11 @@ struct Option {
   // Stored options only: write and read the field in config.json.
   std::function<void(const RunConfig&, nlohmann::json&)> write;
   std::function<void(const nlohmann::json&, RunConfig&)> read;
+  // Stored options meaningful only when another stored field (`needs_key`)
+  // has one of `needs_values` (--kernel-form with --algorithm kernel): given
+  // otherwise, the command refuses it (refuse_inapplicable).
+  std::string needs_key;
+  std::vector<std::string> needs_values;
 };
 
 namespace detail {
@@ -176,11 +185,46 @@ struct Options {
         if (c == '-') c = '_';
     }
     o.key = key;
-    o.write = [key, member](const RunConfig& config, nlohmann::json& j) { j[key] = config.*member; };
+    o.write = [key, member, accepts](const RunConfig& config, nlohmann::json& j) {
+      if constexpr (requires { accepts.to_json(config.*member); })
+        j[key] = accepts.to_json(config.*member);
+      else
+        j[key] = config.*member;
+    };
     o.read = [key, member, accepts](const nlohmann::json& j, RunConfig& config) {
       if (!j.contains(key)) throw ValueError("run configuration: missing field '" + key + "'");
       config.*member = accepts.from_json(j.at(key), "run configuration: field '" + key + "'");
     };
+    return o;
+  }
+
+  // A stored field added after the first release of config.json: a
+  // configuration or checkpoint written before it has no such key and gets
+  // RunConfig's default, which is what those runs did.
+  template <class T, class Accepts>
+  static Option<Args> added(std::string name, T RunConfig::*member, std::string help, Accepts accepts) {
+    Option<Args> o = stored(std::move(name), member, std::move(help), accepts);
+    o.read = [key = o.key, read = o.read](const nlohmann::json& j, RunConfig& config) {
+      if (j.contains(key)) read(j, config);
+    };
+    return o;
+  }
+
+  // `o`, meaningful only when the stored field `key` is one of `values`; the
+  // help says so: "(only with --algorithm kernel)".
+  static Option<Args> only_with(Option<Args> o, std::string key, std::vector<std::string> values) {
+    std::string note = " (only with --" + key + " ";
+    for (char& c : note)
+      if (c == '_') c = '-';
+    for (std::size_t i = 0; i < values.size(); ++i) note += (i ? "|" : "") + values[i];
+    note += ")";
+    o.add = [add = o.add, note](CLI::App& app, const Args& defaults) {
+      CLI::Option* option = add(app, defaults);
+      option->description(option->get_description() + note);
+      return option;
+    };
+    o.needs_key = std::move(key);
+    o.needs_values = std::move(values);
     return o;
   }
 
@@ -208,6 +252,38 @@ template <class Args>
 void apply(const std::vector<Option<Args>>& table, const std::vector<CLI::Option*>& added, Args& args) {
   for (std::size_t i = 0; i < table.size(); ++i)
     if (added[i]->count() > 0) table[i].set(*added[i], args);
+}
+
+// Whether any stored option (a field of the run's configuration) was given.
+template <class Args>
+bool given_stored(const std::vector<Option<Args>>& table, const std::vector<CLI::Option*>& added) {
+  for (std::size_t i = 0; i < table.size(); ++i)
+    if (!table[i].key.empty() && added[i]->count() > 0) return true;
+  return false;
+}
+
+// Refuses a stored option given on the command line whose needs_key field
+// (in config.json form) is not one of its needs_values, naming both options:
+// "--kernel-form applies only with --algorithm kernel, not maml".
+template <class Args>
+void refuse_inapplicable(const std::vector<Option<Args>>& table, const std::vector<CLI::Option*>& added,
+                         const Args& args) {
+  const nlohmann::json j = args.config.to_json();
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const Option<Args>& o = table[i];
+    if (o.needs_key.empty() || added[i]->count() == 0 || !j.contains(o.needs_key)) continue;
+    const nlohmann::json& value = j[o.needs_key];
+    bool ok = false;
+    for (const std::string& v : o.needs_values) ok = ok || value == v;
+    if (ok) continue;
+    std::string needs, option = "--" + o.needs_key;
+    for (char& c : option)
+      if (c == '_') c = '-';
+    for (std::size_t k = 0; k < o.needs_values.size(); ++k)
+      needs += (k ? (k + 1 == o.needs_values.size() ? " or " : ", ") : "") + o.needs_values[k];
+    throw ValueError(o.name + " applies only with " + option + " " + needs + ", not " +
+                     (value.is_string() ? value.get<std::string>() : value.dump()));
+  }
 }
 
 }  // namespace metatape::tools

@@ -1,5 +1,6 @@
 #include "run_config.hpp"
 
+#include <filesystem>
 #include <limits>
 
 #include "catalog.hpp"
@@ -9,7 +10,8 @@ namespace metatape::tools {
 namespace {
 
 // The config.json format: 1 since the first release. A later stored option
-// either has a key every format-1 file has, or needs a new format number.
+// either has a key every format-1 file has, or is optional with the default
+// older runs had (Options::added), or needs a new format number.
 constexpr int kConfigFormat = 1;
 
 }  // namespace
@@ -70,6 +72,7 @@ RunParts build(const RunConfig& c) {
   double inputs = 1;
   for (std::int64_t d : task.input_shape) inputs *= static_cast<double>(d);
   parts.example_values = inputs + static_cast<double>(task.outputs);
+  parts.outputs = static_cast<double>(task.outputs);
   parts.tasks = std::move(task.sampler);
   parts.loss = task.loss;
 
@@ -85,7 +88,16 @@ RunParts build(const RunConfig& c) {
             .learned_layer_rates = c.lslr,
             .multi_step_loss = c.multi_step_loss,
             .msl_anneal_iterations = c.msl_anneal,
-            .task_batched = c.task_batched};
+            .task_batched = c.task_batched,
+            .kernel = {.form = meta::parse_kernel_form(c.kernel_form),
+                       .time = c.kernel_time,
+                       .ridge = c.ridge,
+                       .gradient = meta::parse_kernel_gradient(c.kernel_grad),
+                       .mode = meta::parse_kernel_mode(c.kernel_mode)},
+            .rkhs_alpha = c.rkhs_alpha,
+            .weighting = {.rule = meta::parse_task_weighting(c.task_weighting),
+                          .temperature = c.weighting_temperature,
+                          .differentiate = c.differentiate_weights}};
   o.optimizer = c.optimizer;
   o.outer_lr = c.outer_lr;
   o.clip_grad_norm = c.clip_grad_norm;
@@ -97,6 +109,19 @@ RunParts build(const RunConfig& c) {
   if (c.iterations < 1) throw ValueError("iterations must be >= 1, got " + std::to_string(c.iterations));
   o.validate();
   return parts;
+}
+
+LoadedRun load_run(const std::string& path, Device device) {
+  if (!std::filesystem::exists(path)) throw IoError("cannot open " + path + ": no such file");
+  const meta::Checkpoint checkpoint = meta::load_checkpoint(path);
+  LoadedRun run{path, RunConfig::from_checkpoint(checkpoint.config, path), {}, {}, checkpoint.iteration};
+  run.parts = build(run.config);
+  // A config edited to another model or algorithm must not be evaluated with these tensors.
+  meta::check_checkpoint_fits(checkpoint, *run.parts.model, run.parts.options, path);
+  const std::size_t model_params = run.parts.model->parameters().size();
+  run.params = meta::MetaParams::from_all(checkpoint.params, model_params).to(device);
+  run.parts.model->check(run.params.model, 1);
+  return run;
 }
 
 }  // namespace metatape::tools

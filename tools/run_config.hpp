@@ -36,8 +36,22 @@ struct RunConfig {
   double clip_grad_norm = 0;
   std::uint64_t seed = 1;
   std::string dtype = "f32";
+  // Added after the first release (optional in config.json, see
+  // Options::added): the kernel algorithm's closed form, Meta-RKHS-I's α and
+  // the outer loss's task weights. The defaults are meta::'s, and are what a
+  // run written before these fields did (uniform weights).
+  std::string kernel_form = meta::kernel_form_name(meta::KernelConfig{}.form);
+  double kernel_time = meta::KernelConfig{}.time;
+  double ridge = meta::KernelConfig{}.ridge;
+  std::string kernel_grad = meta::kernel_gradient_name(meta::KernelConfig{}.gradient);
+  std::string kernel_mode = meta::kernel_mode_name(meta::KernelConfig{}.mode);
+  double rkhs_alpha = meta::MetaConfig{}.rkhs_alpha;
+  std::string task_weighting = meta::task_weighting_name(meta::TaskWeightingConfig{}.rule);
+  double weighting_temperature = meta::TaskWeightingConfig{}.temperature;
+  bool differentiate_weights = meta::TaskWeightingConfig{}.differentiate;
 
-  // {"format": 1, one key per stored option}.
+  // {"format": 1, one key per stored option}. from_json requires every key
+  // of the first release and takes the later ones' defaults when missing.
   nlohmann::json to_json() const;
   // Throws ValueError naming the first missing, mistyped or out-of-range field.
   static RunConfig from_json(const nlohmann::json& j);
@@ -62,8 +76,23 @@ struct RunParts {
   meta::Loss loss;
   meta::TrainOptions options;
   double example_values = 0;           // inputs and targets of one example
+  double outputs = 1;                  // the model's outputs per example (C)
   double activations_per_example = 0;  // what one example leaves in a forward pass
 };
 RunParts build(const RunConfig& config);
+
+// A trained run, read back from its checkpoint.
+struct LoadedRun {
+  std::string path;
+  RunConfig config;
+  RunParts parts;
+  meta::MetaParams params;  // on the device asked for
+  std::int64_t iteration = 0;
+};
+// Reads the checkpoint at `path`, rebuilds its run from the stored
+// configuration and checks that the tensors fit it. IoError naming `path`
+// when it is missing, unreadable or does not fit; ValueError for a stored
+// configuration that is invalid (naming the field).
+LoadedRun load_run(const std::string& path, Device device);
 
 }  // namespace metatape::tools

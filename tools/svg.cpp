@@ -2,8 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <functional>
 #include <limits>
 #include <sstream>
+
+#include "metatape/error.hpp"
+#include "metatape/meta/checkpoint.hpp"
 
 namespace metatape::tools {
 namespace {
@@ -68,6 +73,41 @@ std::vector<double> linear_ticks(double low, double high, int count) {
   for (double t = std::ceil(low / step) * step; t <= high + step * 1e-9; t += step)
     ticks.push_back(std::abs(t) < step * 1e-9 ? 0 : t);
   return ticks;
+}
+
+// Diverging blue-white-red: v in [-1, 1] to a colour, white at 0.
+std::string diverging(double v) {
+  v = std::clamp(v, -1.0, 1.0);
+  const auto mix = [](double from, double to, double t) {
+    return static_cast<int>(std::lround(from + (to - from) * t));
+  };
+  int r, g, b;
+  if (v >= 0) {  // white to #b2182b
+    r = mix(255, 178, v), g = mix(255, 24, v), b = mix(255, 43, v);
+  } else {  // white to #2166ac
+    r = mix(255, 33, -v), g = mix(255, 102, -v), b = mix(255, 172, -v);
+  }
+  char text[8];
+  std::snprintf(text, sizeof text, "#%02x%02x%02x", r, g, b);
+  return text;
+}
+
+// The matrix averaged over blocks so that neither side exceeds `limit`
+// cells: the shown grid is [shown_rows, shown_cols], row-major.
+std::vector<double> pooled(std::int64_t rows, std::int64_t cols, const std::vector<double>& values, std::int64_t limit,
+                           std::int64_t& shown_rows, std::int64_t& shown_cols) {
+  const std::int64_t br = (rows + limit - 1) / limit, bc = (cols + limit - 1) / limit;
+  shown_rows = (rows + br - 1) / br;
+  shown_cols = (cols + bc - 1) / bc;
+  std::vector<double> sum(static_cast<std::size_t>(shown_rows * shown_cols), 0.0), count(sum.size(), 0.0);
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      const auto k = static_cast<std::size_t>((i / br) * shown_cols + j / bc);
+      sum[k] += values[static_cast<std::size_t>(i * cols + j)];
+      count[k] += 1;
+    }
+  for (std::size_t k = 0; k < sum.size(); ++k) sum[k] /= count[k];
+  return sum;
 }
 
 }  // namespace
@@ -155,6 +195,84 @@ std::string render_svg(const Chart& chart, int width, int height) {
   }
   svg << "</svg>\n";
   return svg.str();
+}
+
+std::string render_heatmap_svg(std::int64_t rows, std::int64_t cols, const std::vector<double>& values,
+                               const std::string& title) {
+  if (rows < 1 || cols < 1 || values.size() != static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols))
+    throw ValueError("heat map '" + title + "': " + std::to_string(values.size()) + " values for a " +
+                     std::to_string(rows) + " x " + std::to_string(cols) + " matrix");
+  std::int64_t shown_rows = rows, shown_cols = cols;
+  const std::vector<double> shown = pooled(rows, cols, values, 200, shown_rows, shown_cols);
+  double scale = 0;
+  for (double v : shown)
+    if (std::isfinite(v)) scale = std::max(scale, std::abs(v));
+  if (scale == 0) scale = 1;
+
+  const double left = 60, top = 40, side = 520, bar = 24;
+  const double cell_w = side / static_cast<double>(shown_cols), cell_h = side / static_cast<double>(shown_rows);
+  const double width = left + side + 40 + bar + 90, height = top + side + 50;
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      << "<text x=\"" << left + side / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << escape(title)
+      << "</text>\n";
+  for (std::int64_t i = 0; i < shown_rows; ++i)
+    for (std::int64_t j = 0; j < shown_cols; ++j) {
+      const double v = shown[static_cast<std::size_t>(i * shown_cols + j)];
+      // The cells overlap by a hair so no white seams show between them.
+      svg << "<rect x=\"" << left + static_cast<double>(j) * cell_w << "\" y=\""
+          << top + static_cast<double>(i) * cell_h << "\" width=\"" << cell_w + 0.3 << "\" height=\"" << cell_h + 0.3
+          << "\" fill=\"" << (std::isfinite(v) ? diverging(v / scale) : std::string("#999999")) << "\"/>\n";
+    }
+  svg << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << side << "\" height=\"" << side
+      << "\" fill=\"none\" stroke=\"#333\"/>\n"
+      << "<text x=\"" << left + side / 2 << "\" y=\"" << top + side + 20 << "\" text-anchor=\"middle\">" << cols
+      << " columns" << (shown_cols < cols ? " (block means)" : "") << "</text>\n"
+      << "<text transform=\"translate(" << left - 12 << "," << top + side / 2
+      << ") rotate(-90)\" text-anchor=\"middle\">" << rows << " rows</text>\n";
+  // The colour bar: +scale at the top, -scale at the bottom.
+  const double bx = left + side + 40;
+  for (int k = 0; k < 100; ++k)
+    svg << "<rect x=\"" << bx << "\" y=\"" << top + side * k / 100.0 << "\" width=\"" << bar << "\" height=\""
+        << side / 100.0 + 0.3 << "\" fill=\"" << diverging(1 - 2 * (k + 0.5) / 100.0) << "\"/>\n";
+  svg << "<rect x=\"" << bx << "\" y=\"" << top << "\" width=\"" << bar << "\" height=\"" << side
+      << "\" fill=\"none\" stroke=\"#333\"/>\n";
+  for (double t : {1.0, 0.5, 0.0, -0.5, -1.0})
+    svg << "<text x=\"" << bx + bar + 6 << "\" y=\"" << top + side * (1 - t) / 2 + 4 << "\">" << number(t * scale)
+        << "</text>\n";
+  svg << "</svg>\n";
+  return svg.str();
+}
+
+void write_heatmap_svg(const std::string& path, std::int64_t rows, std::int64_t cols, const std::vector<double>& values,
+                       const std::string& title) {
+  meta::write_file_atomically(path, render_heatmap_svg(rows, cols, values, title));
+}
+
+std::string render_spectrum_svg(const std::vector<double>& eigenvalues, const std::string& title) {
+  std::vector<double> sorted = eigenvalues;
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  Series s;
+  s.label = "eigenvalue";
+  s.markers = true;
+  std::size_t left_out = 0;
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    if (!(sorted[i] > 0)) ++left_out;
+    s.x.push_back(static_cast<double>(i + 1));
+    s.y.push_back(sorted[i]);
+  }
+  Chart chart{.title = title + (left_out ? " (" + std::to_string(left_out) + " non-positive not shown)" : ""),
+              .x_label = "index (decreasing)",
+              .y_label = "eigenvalue",
+              .log_y = true,
+              .series = {s}};
+  return render_svg(chart);
+}
+
+void write_spectrum_svg(const std::string& path, const std::vector<double>& eigenvalues, const std::string& title) {
+  meta::write_file_atomically(path, render_spectrum_svg(eigenvalues, title));
 }
 
 }  // namespace metatape::tools

@@ -177,11 +177,9 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
     }
     const bool last = r.iteration == config.iterations;
     if (r.iteration % args.log_every == 0 || last) {
-      metrics << nlohmann::json{{"iteration", r.iteration},
-                                {"meta_loss", r.meta_loss},
-                                {"task_losses", r.task_losses},
-                                {"grad_norm", r.grad_norm},
-                                {"time_s", elapsed()}}
+      metrics << nlohmann::json{{"iteration", r.iteration},     {"meta_loss", r.meta_loss},
+                                {"task_losses", r.task_losses}, {"task_weights", r.task_weights},
+                                {"grad_norm", r.grad_norm},     {"time_s", elapsed()}}
                      .dump()
               << '\n'
               << std::flush;

@@ -43,6 +43,9 @@ const char* kernel_form_name(KernelForm form);
 KernelForm parse_kernel_form(const std::string& name);  // ValueError listing the choices
 const char* kernel_gradient_name(KernelGradient gradient);
 KernelGradient parse_kernel_gradient(const std::string& name);
+// Every form and gradient, in the order they are listed to users.
+inline constexpr KernelForm kKernelForms[] = {KernelForm::ridge, KernelForm::flow, KernelForm::steps};
+inline constexpr KernelGradient kKernelGradients[] = {KernelGradient::exact, KernelGradient::fixed};
 
 struct KernelConfig {
   KernelForm form = KernelForm::flow;

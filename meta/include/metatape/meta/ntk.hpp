@@ -50,6 +50,9 @@ const char* kernel_mode_name(KernelMode mode);
 KernelMode parse_kernel_mode(const std::string& name);  // ValueError listing the choices
 const char* param_subset_name(ParamSubset subset);
 ParamSubset parse_param_subset(const std::string& name);
+// Every mode and subset, in the order they are listed to users.
+inline constexpr KernelMode kKernelModes[] = {KernelMode::trace, KernelMode::full, KernelMode::diagonal};
+inline constexpr ParamSubset kParamSubsets[] = {ParamSubset::all, ParamSubset::head, ParamSubset::weights};
 
 struct NtkOptions {
   KernelMode mode = KernelMode::trace;
