@@ -279,8 +279,8 @@ metatape::Tensor adapted_queries(const meta::Model& model, const meta::MetaConfi
 }
 
 struct WidthResult {
-  double gap = 0;     // ‖F_net − F_pred‖ / ‖F_net − F_0‖ on the test tasks' queries
-  double moved = 0;   // ‖F_net − F_0‖ / ‖F_0 − Y‖: how far training moved the outputs
+  double gap = 0;    // ‖F_net − F_pred‖ / ‖F_net − F_0‖ on the test tasks' queries
+  double moved = 0;  // ‖F_net − F_0‖ / ‖F_0 − Y‖: how far training moved the outputs
   double train_loss = 0;
 };
 
@@ -288,17 +288,17 @@ struct WidthResult {
 // training tasks, in float64, against Φ's prediction at the same outer time.
 // L_meta is the mean query MSE over B tasks of n points, so one step of size
 // lr moves F by −lr·Φ·(2/(B·n))(F − Y): η·t = lr · steps · 2/(B·n).
-WidthResult width_point(std::int64_t width, std::uint64_t seed, int steps, double lr) {
+WidthResult width_point(std::int64_t width, std::uint64_t seed, int steps, double lr, double inner_lr) {
   const meta::Mlp model({1, width, 1}, meta::MlpOptions{.parameterization = meta::Parameterization::ntk});
   const meta::SinusoidTasks sampler;
   metatape::Generator task_gen(100 + seed), init_gen(seed);
   const std::int64_t tasks = 5, points = 5;
   const meta::TaskBatch train = sampler.sample(tasks, points, points, task_gen, DType::f64);
   const meta::TaskBatch test = sampler.sample(tasks, points, points, task_gen, DType::f64);
-  const meta::MetaConfig config{.inner_steps = 1, .inner_lr = 0.1};
+  const meta::MetaConfig config{.inner_steps = 1, .inner_lr = inner_lr};
   std::vector<metatape::Tensor> params = model.init(init_gen, DType::f64);
 
-  const meta::MetaNtkOptions options{.form = meta::KernelForm::steps, .inner_lr = 0.1, .inner_steps = 1};
+  const meta::MetaNtkOptions options{.form = meta::KernelForm::steps, .inner_lr = inner_lr, .inner_steps = 1};
   const std::vector<meta::MetaNtkTask> train_tasks = meta::meta_ntk_tasks(model, params, train, options);
   const meta::MetaNtkResult phi = meta::meta_ntk(train_tasks, options);
   const metatape::Tensor cross =
@@ -333,34 +333,40 @@ WidthResult width_point(std::int64_t width, std::uint64_t seed, int steps, doubl
 void width(int steps, const fs::path& out) {
   const std::vector<std::int64_t> widths = {256, 512, 1024, 2048, 4096, 8192};
   const int seeds = 3;
-  const double lr = 0.05;
-  std::printf("\nOne-hidden-layer ReLU MLP 1-m-1 in NTK parameterisation (with bias), float64; 5 fixed sinusoid "
-              "training tasks and 5 test tasks of 5 support + 5 query points; MAML exact, one inner step α = 0.1; "
-              "outer full-batch gradient descent, lr %g, %d steps. Gap: ‖F_net − F_Φ‖ / ‖F_net − F_0‖ over the test "
-              "tasks' adapted query outputs (F_Φ the Meta-NTK prediction at the same outer time); mean ± 95%% CI over "
-              "%d seeds.\n\n| width | gap | outputs moved (‖F_net − F_0‖/‖F_0 − Y‖) | final meta-loss |\n"
-              "| --- | --- | --- | --- |\n",
-              lr, steps, seeds);
+  const double lr = 2.5 / steps;  // the same outer time for every step count: more steps, closer to the flow
+  std::printf(
+      "\nOne-hidden-layer ReLU MLP 1-m-1 in NTK parameterisation (with bias), float64; 5 fixed sinusoid "
+      "training tasks and 5 test tasks of 5 support + 5 query points; MAML exact, one inner step of size α; "
+      "outer full-batch gradient descent, lr %g, %d steps. Gap: ‖F_net − F_Φ‖ / ‖F_net − F_0‖ over the test "
+      "tasks' adapted query outputs (F_Φ the Meta-NTK prediction at the same outer time); mean ± 95%% CI over "
+      "%d seeds.\n\n| α | width | gap | outputs moved (‖F_net − F_0‖/‖F_0 − Y‖) | final meta-loss |\n"
+      "| --- | --- | --- | --- | --- |\n",
+      lr, steps, seeds);
   tools::Chart chart{"Meta-NTK prediction against trained MAML, by width", "width", "relative gap", true, {}};
-  tools::Series series{"‖F_net − F_Φ‖ / ‖F_net − F_0‖", {}, {}, {}, tools::palette(0)};
-  series.markers = true;
   nlohmann::json report = nlohmann::json::array();
-  for (std::int64_t m : widths) {
-    std::vector<double> gaps, moved, losses;
-    for (int seed = 1; seed <= seeds; ++seed) {
-      const WidthResult r = width_point(m, static_cast<std::uint64_t>(seed), steps, lr);
-      gaps.push_back(r.gap);
-      moved.push_back(r.moved);
-      losses.push_back(r.train_loss);
+  const std::vector<double> inner_lrs = {0.1, 0.02};
+  for (std::size_t a = 0; a < inner_lrs.size(); ++a) {
+    tools::Series series{"α = " + std::to_string(inner_lrs[a]).substr(0, 4), {}, {}, {}, tools::palette(a)};
+    series.markers = true;
+    for (std::int64_t m : widths) {
+      std::vector<double> gaps, moved, losses;
+      for (int seed = 1; seed <= seeds; ++seed) {
+        const WidthResult r = width_point(m, static_cast<std::uint64_t>(seed), steps, lr, inner_lrs[a]);
+        gaps.push_back(r.gap);
+        moved.push_back(r.moved);
+        losses.push_back(r.train_loss);
+      }
+      const meta::StepSummary g = mean_ci(gaps), mv = mean_ci(moved), l = mean_ci(losses);
+      std::printf("| %g | %lld | %.4f ± %.4f | %.3f | %.4f |\n", inner_lrs[a], static_cast<long long>(m), g.mean,
+                  g.ci95, mv.mean, l.mean);
+      series.x.push_back(static_cast<double>(m));
+      series.y.push_back(g.mean);
+      series.error.push_back(g.ci95);
+      report.push_back(
+          {{"inner_lr", inner_lrs[a]}, {"width", m}, {"gaps", gaps}, {"moved", moved}, {"final_meta_loss", losses}});
     }
-    const meta::StepSummary g = mean_ci(gaps), mv = mean_ci(moved), l = mean_ci(losses);
-    std::printf("| %lld | %.4f ± %.4f | %.3f | %.4f |\n", static_cast<long long>(m), g.mean, g.ci95, mv.mean, l.mean);
-    series.x.push_back(static_cast<double>(m));
-    series.y.push_back(g.mean);
-    series.error.push_back(g.ci95);
-    report.push_back({{"width", m}, {"gaps", gaps}, {"moved", moved}, {"final_meta_loss", losses}});
+    chart.series.push_back(series);
   }
-  chart.series.push_back(series);
   write_text(out / "meta_ntk_width.svg", tools::render_svg(chart));
   write_text(out / "meta_ntk_width.json", report.dump(2) + "\n");
 }
@@ -424,13 +430,15 @@ void ranking(std::int64_t iterations, const fs::path& out) {
   config.ntk = {.form = meta::KernelForm::steps, .inner_lr = 0.01, .inner_steps = 1, .ridge = 1e-6};
   const meta::Ranking scores = meta::rank_architectures(candidates, config);
 
-  std::printf("\nTen MLP candidates for the sinusoid. Training-free scores (%s; ridge ρ = %g; regions over %lld "
-              "inputs); then each trained with exact MAML (α = 0.01, one step, meta-batch 25, K = 10, Adam 1e-3, %lld "
-              "iterations, float32) and evaluated on 600 tasks after 10 steps.\n\n",
-              scores.inputs.c_str(), config.ntk.ridge, static_cast<long long>(config.region_samples),
-              static_cast<long long>(iterations));
-  std::printf("| candidate | parameters | κ(Φ + ρI) | regions | combined rank | trained MSE |\n| --- | --- | --- | --- | "
-              "--- | --- |\n");
+  std::printf(
+      "\nTen MLP candidates for the sinusoid. Training-free scores (%s; ridge ρ = %g; regions over %lld "
+      "inputs); then each trained with exact MAML (α = 0.01, one step, meta-batch 25, K = 10, Adam 1e-3, %lld "
+      "iterations, float32) and evaluated on 600 tasks after 10 steps.\n\n",
+      scores.inputs.c_str(), config.ntk.ridge, static_cast<long long>(config.region_samples),
+      static_cast<long long>(iterations));
+  std::printf(
+      "| candidate | parameters | κ(Φ + ρI) | regions | combined rank | trained MSE |\n| --- | --- | --- | --- | "
+      "--- | --- |\n");
   std::vector<double> kappa, regions, combined, mse;
   nlohmann::json report = nlohmann::json::array();
   const meta::SinusoidTasks tasks;
@@ -457,16 +465,17 @@ void ranking(std::int64_t iterations, const fs::path& out) {
   }
   const double rho_combined = spearman(combined, mse), rho_kappa = spearman(kappa, mse),
                rho_regions = spearman(regions, mse);
-  std::printf("\nSpearman's ρ with the trained MSE (positive: the score ranks the better-trained networks first): "
-              "combined rank %.3f, κ alone %.3f, regions alone %.3f (n = %zu)\n",
-              rho_combined, rho_kappa, rho_regions, candidates.size());
+  std::printf(
+      "\nSpearman's ρ with the trained MSE (positive: the score ranks the better-trained networks first): "
+      "combined rank %.3f, κ alone %.3f, regions alone %.3f (n = %zu)\n",
+      rho_combined, rho_kappa, rho_regions, candidates.size());
   write_text(out / "ranking.json", nlohmann::json{{"candidates", report},
                                                   {"spearman_combined", rho_combined},
                                                   {"spearman_kappa", rho_kappa},
                                                   {"spearman_regions", rho_regions},
                                                   {"inputs", scores.inputs},
                                                   {"ridge", config.ntk.ridge}}
-                                                      .dump(2) +
+                                           .dump(2) +
                                        "\n");
 }
 
@@ -487,6 +496,14 @@ int main(int argc, char** argv) {
       const fs::path out = argc > 4 ? argv[4] : "runs/experiments";
       fs::create_directories(out);
       weighting(argument(argc, argv, 2, 10000), static_cast<int>(argument(argc, argv, 3, 5)), out);
+    } else if (which == "width") {
+      const fs::path out = argc > 3 ? argv[3] : "runs/experiments";
+      fs::create_directories(out);
+      width(static_cast<int>(argument(argc, argv, 2, 200)), out);
+    } else if (which == "ranking") {
+      const fs::path out = argc > 3 ? argv[3] : "runs/experiments";
+      fs::create_directories(out);
+      ranking(argument(argc, argv, 2, 10000), out);
     } else {
       std::fprintf(stderr,
                    "usage: experiments kernel-vs-maml [iterations] [out] | weighting [iterations] [seeds] [out] | "
