@@ -139,11 +139,6 @@ KernelAdapted closed_form(const Model& model, Loss loss, const MetaConfig& confi
   return out;
 }
 
-// The outer loss of the task losses [T]. TODO(weighting): becomes
-// detail::weighted_outer_loss(config, task_losses) once task weighting lands
-// (docs/methods.md §3); the mean is its uniform rule.
-Tensor outer_loss(const MetaConfig&, const Tensor& task_losses) { return mean(task_losses); }
-
 }  // namespace
 
 const char* kernel_form_name(KernelForm form) {
@@ -207,11 +202,14 @@ MetaStepTensors kernel_gradient(const Model& model, Loss loss, const MetaConfig&
   std::vector<Tensor> leaves;
   for (const Tensor& p : params.model) leaves.push_back(p.detach().requires_grad_());
   const KernelAdapted adapted = closed_form(model, loss, config, leaves, batch, true);
-  const Tensor outer = outer_loss(config, adapted.query_loss);
+  const WeightedLoss outer = weighted_outer_loss(config, adapted.query_loss, [&] {
+    return task_gradients_by_loop(adapted.query_loss, leaves, config.weighting.differentiate);
+  });
   MetaStepTensors step;
   step.task_losses = adapted.query_loss.detach();
-  step.meta_loss = outer.detach();
-  step.grads = grad(outer, leaves, {.retain_graph = false});
+  step.task_weights = outer.weights;
+  step.meta_loss = outer.loss.detach();
+  step.grads = grad(outer.loss, leaves, {.retain_graph = false});
   return step;
 }
 

@@ -29,15 +29,15 @@ MetaStepTensors metarkhs1_gradient(const Model& model, Loss loss, const MetaConf
     squared_norms = squared_norms.defined() ? add(squared_norms, term) : term;
   }
   const Tensor objectives = sub(losses, scale(squared_norms, config.rkhs_alpha));  // [T]
-  // TODO(weighting): detail::weighted_outer_loss(config, objectives) once task
-  // weighting lands (docs/methods.md §3); the mean is its uniform rule.
-  const Tensor outer = mean(objectives);
+  const WeightedLoss outer = weighted_outer_loss(config, objectives, [&] {
+    return task_gradients_by_loop(objectives, leaves, config.weighting.differentiate);
+  });
   MetaStepTensors step;
-  // The per-task terms of the outer loss (what the weights weigh), so that
-  // meta_loss is their mean as for every other algorithm.
+  // The per-task terms of the outer loss (what the weights weigh).
   step.task_losses = objectives.detach();
-  step.meta_loss = outer.detach();
-  step.grads = grad(outer, leaves, {.retain_graph = false});
+  step.task_weights = outer.weights;
+  step.meta_loss = outer.loss.detach();
+  step.grads = grad(outer.loss, leaves, {.retain_graph = false});
   return step;
 }
 
