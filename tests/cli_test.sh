@@ -276,7 +276,13 @@ expect_error "ntk: a missing checkpoint" "cannot open $work/none.bin" \
 expect_error "ntk: an unknown mode" "--mode: 'trace ' is not a choice" "$metatape" ntk --mode "trace " --out "$work/bad"
 expect_error "ntk: too many points" "--points: 1000000 is out of range" "$metatape" ntk --points 1000000 --out "$work/bad"
 expect_error "ntk: a corrupt checkpoint" "checksum" "$metatape" ntk --checkpoint "$work/b/checkpoint.bin" --out "$work/bad"
+expect_error "ntk: a kernel beyond memory" "this kernel needs at least about" \
+  "$metatape" ntk --hidden 100000,100000 --points 4096 --tasks 64 --out "$work/bad"
 [ -e "$work/bad" ] && fail "a refused ntk created its directory"
+# The kernel algorithm's Jacobian rows [C, n, P] per task count: sizes that
+# MAML runs in well under a GiB are refused for it.
+expect_error "a kernel run beyond memory" "needs at least about" \
+  "$metatape" train --algorithm kernel --hidden 1000,1000 --shots 500 --queries 500 --iterations 1 --out "$work/bad"
 
 # A checkpoint written before the kernel and weighting options (its stored
 # configuration without their keys) still loads, with today's defaults.

@@ -68,10 +68,16 @@ nlohmann::json to_json(const KernelMatrix& k) {
   return j;
 }
 
-// The model and θ: the checkpoint's, or fresh ones.
+// The model and θ: the checkpoint's, or fresh ones; the kernel's memory
+// checked before a fresh θ is allocated.
 LoadedRun model_of(const NtkArgs& args) {
-  if (!args.checkpoint.empty()) return load_run(args.checkpoint, Device::cpu);
+  if (!args.checkpoint.empty()) {
+    LoadedRun run = load_run(args.checkpoint, Device::cpu);
+    check_memory(ntk_memory(run.config, run.parts, args), "this kernel");
+    return run;
+  }
   LoadedRun run{"", args.config, build(args.config), {}, 0};
+  check_memory(ntk_memory(run.config, run.parts, args), "this kernel");
   Generator gen(meta::derive_seed(args.config.seed, 0));
   run.params = meta::init_meta_params(*run.parts.model, run.parts.options.meta, gen, parse_dtype(args.config.dtype));
   return run;
@@ -88,7 +94,6 @@ int run_ntk(const NtkArgs& args, bool model_options_given) {
   const meta::NtkOptions options{.mode = meta::parse_kernel_mode(args.mode),
                                  .subset = meta::parse_param_subset(args.subset)};
   LoadedRun run = model_of(args);
-  check_memory(ntk_memory(run.config, run.parts, args), "this kernel");
   // Fresh tasks from the evaluation stream of the seed: the inputs the
   // model is evaluated on, not those it was trained on.
   Generator gen(meta::derive_seed(run.config.seed, 2));
