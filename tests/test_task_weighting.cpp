@@ -245,24 +245,39 @@ TEST_SUITE("task-weighting") {
 
   TEST_CASE("uniform is plain MAML bit for bit: the mean of the adapted query losses") {
     const meta::Mlp model({1, 6, 6, 1}, meta::Activation::tanh);
-    const auto batch = sinusoid_batch(3, 5, 17);
-    for (bool msl : {false, true}) {
-      const meta::MetaConfig config{.inner_steps = 2, .inner_lr = 0.05, .multi_step_loss = msl};
+    const std::int64_t tasks = 7;
+    const auto batch = sinusoid_batch(tasks, 5, 17);
+    // The outer loss by hand from adapt(): per task slice when looped.
+    const auto by_hand = [&](const meta::MetaConfig& config, const std::vector<Tensor>& leaves) {
+      const std::int64_t parts = config.task_batched ? 1 : tasks;
+      Tensor outer;
+      for (std::int64_t t = 0; t < parts; ++t) {
+        const auto part = config.task_batched ? batch : batch.slice(t, t + 1);
+        const auto adapted = meta::adapt(model, meta::Loss::mse, config, {leaves, {}}, part, config.inner_steps,
+                                         {.record = true, .history = true});
+        std::vector<Tensor> losses;
+        for (const auto& fast : adapted.history)
+          losses.push_back(meta::per_task_loss(meta::Loss::mse, model.forward(fast, part.query_x), part.query_y));
+        const auto v = meta::multi_step_weights(config.inner_steps, 0, config.msl_anneal_iterations);
+        Tensor term = config.multi_step_loss
+                          ? mt::add(mt::scale(mt::mean(losses[1]), v[0]), mt::scale(mt::mean(losses[2]), v[1]))
+                          : mt::mean(losses.back());
+        if (!config.task_batched) term = mt::scale(term, 1.0 / static_cast<double>(tasks));
+        outer = outer.defined() ? mt::add(outer, term) : term;
+      }
+      return outer;
+    };
+    for (const auto& [msl, batched] : {std::pair{false, true}, std::pair{true, true}, std::pair{false, false}}) {
+      const meta::MetaConfig config{
+          .inner_steps = 2, .inner_lr = 0.05, .multi_step_loss = msl, .task_batched = batched};
       const auto p = random_params(model, config, 5);
       const auto step = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 0);
-      CHECK(step.task_weights == std::vector<double>(3, 1.0 / 3));
+      CHECK(step.task_weights == std::vector<double>(tasks, 1.0 / static_cast<double>(tasks)));
       mt::TapeScope scope;
       std::vector<Tensor> leaves;
       for (const Tensor& x : p.model) leaves.push_back(x.detach().requires_grad_());
-      std::vector<Tensor> losses;
-      const auto adapted =
-          meta::adapt(model, meta::Loss::mse, config, {leaves, {}}, batch, 2, {.record = true, .history = true});
-      for (const auto& fast : adapted.history)
-        losses.push_back(meta::per_task_loss(meta::Loss::mse, model.forward(fast, batch.query_x), batch.query_y));
-      const auto v = meta::multi_step_weights(2, 0, config.msl_anneal_iterations);
-      const Tensor outer = msl ? mt::add(mt::scale(mt::mean(losses[1]), v[0]), mt::scale(mt::mean(losses[2]), v[1]))
-                               : mt::mean(losses[2]);
-      INFO("multi-step loss " << msl);
+      const Tensor outer = by_hand(config, leaves);
+      INFO("multi-step loss " << msl << ", batched " << batched);
       CHECK(mt::testing::same_bits({outer.detach()}, {mt::scalar(step.meta_loss, f64)}));
       if (msl) {
         // The reference records θ^1's query loss after the second inner step,
@@ -425,5 +440,22 @@ TEST_SUITE("task-weighting") {
         CHECK(resumed.step().task_weights == records[static_cast<std::size_t>(i)].task_weights);
       CHECK(mt::testing::same_bits(straight.params().all(), resumed.params().all()));
     }
+  }
+
+  TEST_CASE("a loss the weights cannot use stops the trainer where it was") {
+    const meta::Mlp model({1, 8, 1}, meta::Activation::tanh);
+    const meta::SinusoidTasks tasks;
+    meta::TrainOptions o;
+    // An absurd inner rate: the adapted network's query losses overflow.
+    o.meta = with_rule({.inner_steps = 1, .inner_lr = 1e300}, Rule::softmax);
+    o.meta_batch = 3;
+    o.dtype = f64;
+    meta::Trainer trainer(model, meta::Loss::mse, tasks, o);
+    const auto before = trainer.checkpoint("");
+    CHECK(mt::testing::throws_error<mt::ValueError>([&] { (void)trainer.step(); }, {"softmax", "the loss of task"}));
+    const auto after = trainer.checkpoint("");
+    CHECK(trainer.iteration() == 0);
+    CHECK(after.task_rng_position == before.task_rng_position);
+    CHECK(mt::testing::same_bits(after.params, before.params));
   }
 }
