@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "metatape/meta/analytic_ntk.hpp"
 #include "metatape/meta/ntk.hpp"
 #include "test_util.hpp"
 
@@ -72,6 +73,23 @@ Tensor full_from_rows(const Tensor& ja, const Tensor& jb) {
 
 const meta::NtkOptions kFull{.mode = meta::KernelMode::full};
 
+constexpr meta::MlpOptions kNtkParam{.parameterization = meta::Parameterization::ntk};
+constexpr meta::MlpOptions kNtkParamNoBias{.parameterization = meta::Parameterization::ntk, .bias = false};
+
+// The empirical NTK of the NTK-parameterised ReLU network `widths` (one
+// output) at a fresh initialisation, relative to the analytic kernel, averaged
+// over three seeds.
+double mean_error_to_limit(const std::vector<std::int64_t>& widths, const meta::MlpOptions& options, const Tensor& x,
+                           const Tensor& limit) {
+  const meta::Mlp model(widths, options);
+  double total = 0;
+  for (std::uint64_t seed : {31, 32, 33}) {
+    mt::Generator gen(seed);
+    total += relative_error(meta::empirical_ntk(model, model.init(gen, f64), x), limit) / 3;
+  }
+  return total;
+}
+
 }  // namespace
 
 TEST_SUITE("ntk") {
@@ -114,10 +132,14 @@ TEST_SUITE("ntk") {
     CHECK(relative_error(meta::empirical_ntk(model, params, b, a, kFull), mt::transpose(full)) < 1e-14);
   }
 
-  TEST_CASE("Θ(x, x) is symmetric positive semi-definite") {
+  TEST_CASE("Θ(x, x) is exactly symmetric and positive semi-definite") {
     const meta::Mlp model({2, 8, 3}, meta::Activation::relu);
     const auto params = random_params(model, 7);
-    const Tensor x = random_inputs(model, {6}, 8);
+    const Tensor x = random_inputs(model, {120}, 8);  // large enough that a GEMM of J with Jᵀ is not symmetric
+    const Tensor diagonal = meta::empirical_ntk(model, params, x, {.mode = meta::KernelMode::diagonal});
+    CHECK(relative_error(diagonal, mt::transpose(diagonal, 0, 1)) == 0);
+    const Tensor batched = meta::empirical_ntk(model, params, random_inputs(model, {2, 5}, 46), kFull);
+    CHECK(relative_error(batched, mt::transpose(batched)) == 0);
     for (meta::KernelMode mode : {meta::KernelMode::full, meta::KernelMode::trace}) {
       const Tensor theta = meta::empirical_ntk(model, params, x, {.mode = mode});
       CHECK(relative_error(theta, mt::transpose(theta)) == 0);
@@ -199,6 +221,37 @@ TEST_SUITE("ntk") {
       CAPTURE(i);
       CHECK(std::abs(fd - exact) <= 1e-6 * std::max(1.0, std::abs(exact)));
     }
+  }
+
+  TEST_CASE("the per-sample rows take one pass: the recorded graph does not grow with the number of examples") {
+    const meta::Mlp model({3, 5, 2}, meta::Activation::tanh);
+    const auto params = random_params(model, 41);
+    const auto nodes = [&](std::int64_t n) {
+      mt::TapeScope scope;
+      const std::size_t before = mt::tape_stats().nodes;
+      (void)meta::jacobian_rows(model, params, random_inputs(model, {n}, 42), {.create_graph = true});
+      return mt::tape_stats().nodes - before;
+    };
+    CHECK(nodes(2) > 0);
+    CHECK(nodes(2) == nodes(9));
+  }
+
+  TEST_CASE("Θv recorded with create_graph has the derivative of the recorded kernel times v") {
+    const meta::Mlp model({2, 4, 2}, meta::Activation::tanh);
+    const auto base = random_params(model, 43);
+    const Tensor x = random_inputs(model, {3}, 44);
+    mt::Generator gen(45);
+    const Tensor v = mt::normal({3, 2}, 0, 1, gen, f64), w = mt::normal({3, 2}, 0, 1, gen, f64);
+    mt::TapeScope scope;
+    std::vector<Tensor> leaves;
+    for (const Tensor& p : base) leaves.push_back(p.clone().requires_grad_());
+    const meta::NtkOptions recorded{.mode = meta::KernelMode::full, .create_graph = true};
+    const Tensor direct = mt::sum(meta::ntk_vector_product(model, leaves, x, v, recorded) * w);
+    const Tensor via_kernel = mt::sum(
+        mt::matmul(meta::empirical_ntk(model, leaves, x, recorded), mt::reshape(v, {6, 1})) * mt::reshape(w, {6, 1}));
+    const mt::GradOptions unused{.allow_unused = true};
+    CHECK(relative_error(mt::grad(direct, leaves, unused), mt::grad(via_kernel, leaves, unused)) < 1e-12);
+    CHECK_FALSE(meta::ntk_vector_product(model, leaves, x, v).requires_grad());
   }
 
   TEST_CASE("Θv without forming Θ equals the full kernel times v") {
@@ -301,5 +354,95 @@ TEST_SUITE("ntk") {
         },
         {"v", "[4, 2]", "[4, 3]"}));
     CHECK(throws_error<mt::ValueError>([&] { meta::empirical_ntk(model, params, Tensor()); }, {"undefined"}));
+    const Tensor ones = mt::ones({4, 2}, f64);
+    const Tensor theta_ones =
+        mt::reshape(mt::matmul(meta::empirical_ntk(model, params, x, kFull), mt::reshape(ones, {8, 1})), {4, 2});
+    {
+      mt::NoGradScope no_grad;
+      CHECK(throws_error<mt::GradError>([&] { meta::empirical_ntk(model, params, x); }, {"NoGradScope"}));
+      CHECK(throws_error<mt::GradError>([&] { meta::jacobian_rows(model, params, x); }, {"NoGradScope"}));
+      CHECK(relative_error(meta::ntk_vector_product(model, params, x, ones), theta_ones) < 1e-13);
+    }
+    auto nan_params = params;
+    nan_params[1] = mt::full({4}, NAN, f64);
+    CHECK(throws_error<mt::ValueError>([&] { meta::empirical_ntk(model, nan_params, x); }, {"non-finite", "[4, 4]"}));
+    CHECK(throws_error<mt::ValueError>([&] { meta::jacobian_rows(model, nan_params, x); }, {"jacobian_rows"}));
+    CHECK(throws_error<mt::ValueError>(
+        [&] {
+          meta::ntk_vector_product(model, params, x, mt::full({4, 2}, INFINITY, f64));
+        },
+        {"non-finite"}));
+  }
+
+  TEST_CASE("the NTK parameterisation: unit-variance parameters, layers scaled by 1/√fan_in, linear kernel XXᵀ/d") {
+    const meta::Mlp ntk({4, 1}, kNtkParamNoBias), ntk_bias({4, 1}, kNtkParam);
+    CHECK(ntk.describe() == "mlp 4-1 relu ntk no bias");
+    CHECK(meta::Mlp({4, 1}).describe() == "mlp 4-1 relu");
+    CHECK(ntk.parameters().size() == 1);
+    const Tensor x = random_inputs(ntk, {5}, 34);
+    const Tensor gram = mt::matmul(x, x, false, true) / 4.0;
+    CHECK(relative_error(meta::empirical_ntk(ntk, random_params(ntk, 35), x), gram) < 1e-14);
+    CHECK(relative_error(meta::empirical_ntk(ntk_bias, random_params(ntk_bias, 36), x), gram + 1.0) < 1e-14);
+
+    const meta::Mlp wide({64, 128, 1}, kNtkParam);
+    mt::Generator gen(37);
+    const auto params = wide.init(gen, f64);
+    const auto w = params[0].to_vector(), b = params[1].to_vector();
+    double w2 = 0, b2 = 0;
+    for (double v : w) w2 += v * v / static_cast<double>(w.size());
+    for (double v : b) b2 += v * v / static_cast<double>(b.size());
+    CHECK(std::abs(w2 - 1) < 0.05);  // 8192 draws: the mean square is 1 ± 0.016
+    CHECK(std::abs(b2 - 1) < 0.4);   // 128 draws: 1 ± 0.125
+    const Tensor xs = random_inputs(wide, {3}, 38);
+    const Tensor pre = wide.relu_preactivations(params, xs).front();
+    CHECK(relative_error(pre, mt::matmul(xs, params[0]) / 8.0 + params[1]) < 1e-14);
+    CHECK(relative_error(wide.forward(params, xs),
+                         mt::matmul(mt::relu(pre), params[2]) / std::sqrt(128.0) + params[3]) < 1e-14);
+  }
+
+  TEST_CASE("the analytic ReLU kernels: the arc-cosine formula, the recursion, and where they coincide") {
+    const Tensor e = mt::from_vector({1, 0, 0, 1}, {2, 2}, f64);
+    // φ = 0: x·x/2 + ‖x‖²/2 = 1; φ = π/2: 0 + 1/(2π).
+    const Tensor one_hidden = meta::relu_ntk_one_hidden(e, e);
+    CHECK(relative_error(one_hidden, mt::from_vector({1, 0.5 / M_PI, 0.5 / M_PI, 1}, {2, 2}, f64)) < 1e-15);
+    // Σ and Θ on the diagonal for ‖x‖² = d, no bias: Σˡ = 2^{1-l}, Σ̇ = 1/2,
+    // so Θ after L hidden layers is (L + 1)/2^L.
+    const Tensor x = mt::from_vector({1, 1, -1}, {1, 3}, f64);
+    CHECK(std::abs(meta::relu_ntk(x, x, 3).item() - 0.5) < 1e-15);
+    CHECK(std::abs(meta::relu_ntk(x, x, 1, true).item() - (2 * 0.5 + 2)) < 1e-15);  // Σ¹ = Θ¹ = 2, Σ² = 2
+
+    mt::Generator gen(39);
+    const Tensor a = mt::normal({5, 3}, 0, 1, gen, f64), b = mt::normal({4, 3}, 0, 1, gen, f64);
+    CHECK(relative_error(meta::relu_ntk_one_hidden(a, b), meta::relu_ntk(a, b, 1) * 3.0) < 1e-14);
+    CHECK(relative_error(meta::relu_ntk(b, a, 2, true), mt::transpose(meta::relu_ntk(a, b, 2, true))) < 1e-15);
+
+    CHECK(throws_error<mt::ShapeError>([&] { meta::relu_ntk(a, mt::zeros({2, 4}, f64), 1); }, {"[5, 3]", "[2, 4]"}));
+    CHECK(throws_error<mt::ShapeError>([&] { meta::relu_ntk_one_hidden(mt::zeros({3}, f64), a); }, {"first", "[3]"}));
+    CHECK(throws_error<mt::ValueError>([&] { meta::relu_ntk(a, b, 0); }, {"hidden_layers", "0"}));
+    CHECK(throws_error<mt::ValueError>([&] { meta::relu_ntk(a, mt::zeros({0, 3}, f64), 1); }, {"second", "empty"}));
+    const Tensor bad = mt::from_vector({1, NAN, 0}, {1, 3}, f64);
+    CHECK(throws_error<mt::ValueError>([&] { meta::relu_ntk_one_hidden(a, bad); }, {"second", "[0, 1]"}));
+    CHECK(throws_error<mt::DTypeError>([&] { meta::relu_ntk(mt::from_indices({1, 2, 3}, {1, 3}), b, 1); }, {"f32"}));
+  }
+
+  TEST_CASE("the empirical NTK of wide NTK-parameterised ReLU networks approaches the analytic kernel") {
+    mt::Generator gen(40);
+    const Tensor x = mt::normal({5, 3}, 0, 1, gen, f64);
+    // One hidden layer, no bias: 16 times the width, about a quarter of the error.
+    const Tensor shallow = meta::relu_ntk(x, x, 1);
+    const double narrow = mean_error_to_limit({3, 256, 1}, kNtkParamNoBias, x, shallow);
+    const double wide = mean_error_to_limit({3, 4096, 1}, kNtkParamNoBias, x, shallow);
+    CAPTURE(narrow);
+    CAPTURE(wide);
+    CHECK(wide < 0.5 * narrow);
+    CHECK(wide < 0.05);
+    // Two hidden layers with biases.
+    const Tensor deep = meta::relu_ntk(x, x, 2, true);
+    const double deep_narrow = mean_error_to_limit({3, 64, 64, 1}, kNtkParam, x, deep);
+    const double deep_wide = mean_error_to_limit({3, 1024, 1024, 1}, kNtkParam, x, deep);
+    CAPTURE(deep_narrow);
+    CAPTURE(deep_wide);
+    CHECK(deep_wide < 0.5 * deep_narrow);
+    CHECK(deep_wide < 0.1);
   }
 }

@@ -96,14 +96,16 @@ std::vector<Tensor> per_task(const std::vector<Tensor>& params, std::int64_t tas
 // --- MLP --------------------------------------------------------------------
 
 Mlp::Mlp(std::vector<std::int64_t> widths, Activation activation)
-    : widths_(std::move(widths)), activation_(activation) {
+    : Mlp(std::move(widths), MlpOptions{.activation = activation}) {}
+
+Mlp::Mlp(std::vector<std::int64_t> widths, const MlpOptions& options) : widths_(std::move(widths)), options_(options) {
   if (widths_.size() < 2) throw ValueError("mlp: need at least an input and an output width");
   for (std::int64_t w : widths_)
     if (w < 1) throw ValueError("mlp: widths must be >= 1, got " + std::to_string(w));
   for (std::size_t l = 0; l + 1 < widths_.size(); ++l) {
     const int layer = static_cast<int>(l);
     params_.push_back({"w" + std::to_string(l + 1), Shape{widths_[l], widths_[l + 1]}, layer});
-    params_.push_back({"b" + std::to_string(l + 1), Shape{widths_[l + 1]}, layer});
+    if (options_.bias) params_.push_back({"b" + std::to_string(l + 1), Shape{widths_[l + 1]}, layer});
   }
 }
 
@@ -111,14 +113,21 @@ std::string Mlp::name() const {
   std::ostringstream out;
   out << "mlp ";
   for (std::size_t i = 0; i < widths_.size(); ++i) out << (i ? "-" : "") << widths_[i];
-  out << (activation_ == Activation::relu ? " relu" : " tanh");
+  out << (options_.activation == Activation::relu ? " relu" : " tanh");
+  if (options_.parameterization == Parameterization::ntk) out << " ntk";
+  if (!options_.bias) out << " no bias";
   return out.str();
 }
 
 std::vector<Tensor> Mlp::init(Generator& gen, DType dtype) const {
   std::vector<Tensor> params;
-  for (const ParamInfo& p : params_)
-    params.push_back(p.shape.rank() == 2 ? truncated_normal(p.shape, 0.0, 0.01, gen, dtype) : zeros(p.shape, dtype));
+  const bool ntk = options_.parameterization == Parameterization::ntk;
+  for (const ParamInfo& p : params_) {
+    if (ntk)
+      params.push_back(normal(p.shape, 0.0, 1.0, gen, dtype));
+    else
+      params.push_back(p.shape.rank() == 2 ? truncated_normal(p.shape, 0.0, 0.01, gen, dtype) : zeros(p.shape, dtype));
+  }
   return params;
 }
 
@@ -128,16 +137,25 @@ Tensor Mlp::forward(const std::vector<Tensor>& params, const Tensor& x) const {
   return forward_batched(params, x);
 }
 
+Tensor Mlp::layer(const std::vector<Tensor>& params, std::size_t l, const Tensor& h) const {
+  const std::size_t first = l * per_layer();
+  // A shared weight [in, out] multiplies every task's rows in one GEMM; a
+  // per-task weight [T, in, out] is a batched GEMM.
+  Tensor pre = matmul(h, params[first]);
+  if (options_.parameterization == Parameterization::ntk)
+    pre = scale(pre, 1.0 / std::sqrt(static_cast<double>(widths_[l])));
+  if (options_.bias) pre = add(pre, as_broadcast(params[first + 1], params_[first + 1], 0));
+  return pre;
+}
+
 Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x) const {
   check_input(x, true);
   check(params, x.dim(0));
   Tensor h = x;
   const std::size_t layers = widths_.size() - 1;
   for (std::size_t l = 0; l < layers; ++l) {
-    // A shared weight [in, out] multiplies every task's rows in one GEMM; a
-    // per-task weight [T, in, out] is a batched GEMM.
-    h = add(matmul(h, params[2 * l]), as_broadcast(params[2 * l + 1], params_[2 * l + 1], 0));
-    if (l + 1 < layers) h = activation_ == Activation::relu ? relu(h) : tanh(h);
+    h = layer(params, l, h);
+    if (l + 1 < layers) h = options_.activation == Activation::relu ? relu(h) : tanh(h);
   }
   return h;
 }
@@ -145,10 +163,10 @@ Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x) 
 std::vector<Tensor> Mlp::relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const {
   check_unbatched(params, x);
   std::vector<Tensor> out;
-  if (activation_ != Activation::relu) return out;
+  if (options_.activation != Activation::relu) return out;
   Tensor h = x;
   for (std::size_t l = 0; l + 2 < widths_.size(); ++l) {
-    const Tensor pre = add(matmul(h, params[2 * l]), params[2 * l + 1]);
+    const Tensor pre = layer(params, l, h);
     out.push_back(pre);
     h = relu(pre);
   }

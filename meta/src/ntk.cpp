@@ -3,6 +3,7 @@
 #include "metatape/meta/ntk.hpp"
 
 #include <array>
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -49,6 +50,35 @@ void check_params(const Model& model, const std::vector<Tensor>& params, const c
     if (params[i].dtype() != DType::f32 && params[i].dtype() != DType::f64)
       throw DTypeError(std::string(where) + ": parameter " + infos[i].name + " must be f32 or f64");
   }
+}
+
+// Returns t after checking (on the CPU; a device tensor would need a copy
+// to the host) that every entry is finite: NaN or inf in a kernel would
+// otherwise reach a meta-gradient silently. Throws ValueError naming the
+// entry.
+const Tensor& finite(const Tensor& t, const char* where) {
+  if (t.device() != Device::cpu) return t;
+  const auto report = [&](std::int64_t k) {
+    throw ValueError(std::string(where) + ": the result " + t.shape().str() + " has a non-finite entry at flat index " +
+                     std::to_string(k) + " (are the parameters and inputs finite?)");
+  };
+  const auto scan = [&](const auto* data) {
+    for (std::int64_t k = 0; k < t.numel(); ++k)
+      if (!std::isfinite(data[k])) report(k);
+  };
+  if (t.dtype() == DType::f64)
+    scan(t.data<double>());
+  else
+    scan(t.data<float>());
+  return t;
+}
+
+// The rows come from backward passes over what the forward records, which
+// a caller's NoGradScope would stop: say so rather than fail inside grad().
+void check_grad_mode(const char* where) {
+  if (!grad_enabled())
+    throw GradError(std::string(where) +
+                    ": the Jacobian rows need grad mode (backward passes); call it outside NoGradScope");
 }
 
 // Whether x is task-batched ([T, n] + input shape) rather than one task
@@ -194,15 +224,17 @@ std::vector<std::size_t> subset_indices(const Model& model, ParamSubset subset) 
 Tensor jacobian_rows(const Model& model, const std::vector<Tensor>& params, const Tensor& x,
                      const NtkOptions& options) {
   check_params(model, params, "jacobian_rows");
+  check_grad_mode("jacobian_rows");
   const bool batched = check_inputs(model, x, params, "jacobian_rows: inputs");
-  if (options.create_graph) return rows(model, params, x, batched, options);
+  if (options.create_graph) return finite(rows(model, params, x, batched, options), "jacobian_rows");
   TapeScope scope;
-  return rows(model, params, x, batched, options).detach();
+  return finite(rows(model, params, x, batched, options).detach(), "jacobian_rows");
 }
 
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& a, const Tensor& b,
                      const NtkOptions& options) {
   check_params(model, params, "empirical_ntk");
+  check_grad_mode("empirical_ntk");
   const bool batched = check_inputs(model, a, params, "empirical_ntk: first inputs");
   const bool same = a.defined() && b.defined() && a.raw_data() == b.raw_data() && a.shape() == b.shape();
   if (!same && check_inputs(model, b, params, "empirical_ntk: second inputs") != batched)
@@ -213,11 +245,16 @@ Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, cons
                      " have different task counts");
   const auto compute = [&] {
     const Tensor ja = rows(model, params, a, batched, options);
-    return contract(ja, same ? ja : rows(model, params, b, batched, options), options.mode);
+    if (!same) return contract(ja, rows(model, params, b, batched, options), options.mode);
+    // Θ(x, x) symmetric to the last bit (a GEMM of J with itself need not
+    // be), as the Cholesky factorisations and eigensolvers downstream assume.
+    const Tensor k = contract(ja, ja, options.mode);
+    const int i = options.mode == KernelMode::diagonal ? k.rank() - 3 : k.rank() - 2;
+    return scale(add(k, transpose(k, i, i + 1)), 0.5);
   };
-  if (options.create_graph) return compute();
+  if (options.create_graph) return finite(compute(), "empirical_ntk");
   TapeScope scope;
-  return compute().detach();
+  return finite(compute().detach(), "empirical_ntk");
 }
 
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& x,
@@ -252,9 +289,9 @@ Tensor ntk_vector_product(const Model& model, const std::vector<Tensor>& params,
         vjp(f, primals, options.create_graph ? v : v.detach(), fo).vjp;  // Jᵀ v, shaped like the parameters
     return jvp(f, primals, jt_v, fo).jvp;                                // J (Jᵀ v)
   };
-  if (options.create_graph) return product();
+  if (options.create_graph) return finite(product(), "ntk_vector_product");
   TapeScope scope;
-  return product().detach();
+  return finite(product().detach(), "ntk_vector_product");
 }
 
 }  // namespace metatape::meta

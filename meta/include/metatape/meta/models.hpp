@@ -75,14 +75,30 @@ class Model {
 
 enum class Activation { relu, tanh };
 
+// How a layer's pre-activation scales with its fan-in n:
+//   standard  h W + b, the weights' initial scale set by init (below);
+//   ntk       h W / √n + b with W and b drawn N(0, 1) (Jacot et al. 2018):
+//             the parameterisation in which the NTK of a network of width
+//             m → ∞ is deterministic and constant in training, the limit
+//             analytic_ntk.hpp computes (docs/methods.md §4).
+enum class Parameterization { standard, ntk };
+
+struct MlpOptions {
+  Activation activation = Activation::relu;
+  Parameterization parameterization = Parameterization::standard;
+  bool bias = true;  // without it the layers have no b_l (and no bias term in the kernel)
+};
+
 // A fully connected network: widths {in, hidden..., out}, the activation
-// after every layer but the last. Parameters w_l [in, out], b_l [out].
-// Initialisation as Finn et al.'s reference code (maml/maml.py,
-// construct_fc_weights): weights truncated normal with stddev 0.01 (±2σ),
-// biases 0.
+// after every layer but the last. Parameters w_l [in, out], b_l [out] (no
+// b_l without bias). Standard parameterisation: initialisation as Finn et
+// al.'s reference code (maml/maml.py, construct_fc_weights): weights
+// truncated normal with stddev 0.01 (±2σ), biases 0. NTK parameterisation:
+// see Parameterization; describe() then says "ntk" (and "no bias").
 class Mlp final : public Model {
  public:
   Mlp(std::vector<std::int64_t> widths, Activation activation = Activation::relu);
+  Mlp(std::vector<std::int64_t> widths, const MlpOptions& options);
   const std::vector<ParamInfo>& parameters() const override { return params_; }
   std::vector<Tensor> init(Generator& gen, DType dtype) const override;
   Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const override;
@@ -96,9 +112,12 @@ class Mlp final : public Model {
 
  private:
   Tensor forward_batched(const std::vector<Tensor>& params, const Tensor& x) const;
+  // Layer l's pre-activation for its input h ([T, n, in] or [n, in]).
+  Tensor layer(const std::vector<Tensor>& params, std::size_t l, const Tensor& h) const;
+  std::size_t per_layer() const { return options_.bias ? 2 : 1; }
 
   std::vector<std::int64_t> widths_;
-  Activation activation_;
+  MlpOptions options_;
   std::vector<ParamInfo> params_;
 };
 

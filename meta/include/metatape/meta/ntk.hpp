@@ -10,7 +10,8 @@
 // has no per-sample gradient in that sense: its J is the Jacobian of the
 // whole set's outputs, one backward pass per output element (n·C passes per
 // set: fine for the small support and query sets of few-shot tasks, slow for
-// large ones).
+// large ones). Θ(A, B) then pairs set A's Jacobian (with A's statistics)
+// with set B's.
 //
 // Output modes, for C outputs (as neural-tangents names them):
 //   full      Θ[(i, c), (j, c')] over examples and outputs: [nA·C, nB·C],
@@ -19,12 +20,17 @@
 //             outputs);
 //   diagonal  Θ[(i, c), (j, c)] per output: [nA, nB, C].
 // Task-batched inputs [T, n, ...] give one kernel per task, with a leading
-// [T] axis. Errors: ShapeError for parameters that are not the model's in
-// their shared shapes or inputs that do not fit the model or each other
-// (naming both shapes), ValueError for an undefined or empty set, DTypeError
-// for non-floating parameters or inputs of another dtype. With create_graph the kernel is recorded, so that a loss of
-// it can be differentiated with respect to the parameters (exact kernel meta-gradients); without it the result is
-// detached.
+// [T] axis. With create_graph the kernel is recorded, so that a loss of it
+// can be differentiated with respect to the parameters (exact kernel
+// meta-gradients); without it the result is detached.
+//
+// Errors: ShapeError for parameters that are not the model's in their shared
+// shapes, or inputs that do not fit the model or each other (both shapes
+// named); ValueError for an undefined or empty set, or a non-finite result
+// (checked for CPU tensors); DTypeError for non-floating parameters or inputs
+// of another dtype; GradError under a NoGradScope for jacobian_rows and
+// empirical_ntk, whose rows are backward passes (ntk_vector_product, made of
+// functional transforms, switches grad mode on itself).
 #pragma once
 
 #include <vector>
@@ -69,7 +75,7 @@ Tensor jacobian_rows(const Model& model, const std::vector<Tensor>& params, cons
 // inputs that do not fit the model or each other, ValueError for an empty set.
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& a, const Tensor& b,
                      const NtkOptions& options = {});
-// Θ(x, x).
+// Θ(x, x), exactly symmetric (also when a and b above are one tensor).
 Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& x,
                      const NtkOptions& options = {});
 
