@@ -24,9 +24,8 @@ expect_error() {
 }
 
 "$metatape" --help >/dev/null || fail "--help"
-# (grep reads all of it: with -q it could stop early and fail the pipe.)
+# grep without -q reads to the end: -q would stop early and the help writer would die of SIGPIPE (pipefail).
 "$metatape" train --help | grep -- "--inner-steps" >/dev/null || fail "train --help lists --inner-steps"
-"$metatape" ntk --help | grep -- "--subset" >/dev/null || fail "ntk --help lists --subset"
 
 expect_error "negative inner steps" "--inner-steps" "$metatape" train --inner-steps -1 --out "$work/bad"
 expect_error "unknown algorithm" "mamal" "$metatape" train --algorithm mamal --out "$work/bad"
@@ -137,54 +136,6 @@ expect_error "evaluating with huge sizes" "needs at least about" \
   "$metatape" eval --checkpoint "$work/a/checkpoint.bin" --steps 1000000 --tasks 1000000000 --out "$work/e2"
 [ -e "$work/e2" ] && fail "a refused evaluation created its directory"
 
-# A failed run leaves nothing it created: a NaN loss at the first iteration
-# removes the files and the directories the run made...
-expect_error "a NaN meta-loss" "removed what this run wrote" \
-  "$metatape" train "${tiny[@]}" --inner-lr 1e308 --iterations 3 --out "$work/nan/deep"
-[ -e "$work/nan" ] && fail "a run that failed at once left $(find "$work/nan")"
-mkdir "$work/mine"
-expect_error "a NaN meta-loss in an existing directory" "removed what this run wrote" \
-  "$metatape" train "${tiny[@]}" --inner-lr 1e308 --iterations 3 --out "$work/mine"
-[ -d "$work/mine" ] && [ -z "$(ls -A "$work/mine")" ] || fail "a failed run into an existing directory left files"
-# ...and one that fails after a checkpoint keeps it and the metrics up to it.
-expect_error "a NaN meta-loss after a checkpoint" "kept $work/late/checkpoint.bin at iteration 1" \
-  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e300 --dtype f64 --checkpoint-every 1 --log-every 1 --iterations 5 \
-  --out "$work/late"
-[ -s "$work/late/checkpoint.bin" ] || fail "the last good checkpoint was not kept"
-[ "$(wc -l <"$work/late/metrics.jsonl")" -eq 1 ] || fail "metrics after the last checkpoint were kept"
-# The kept checkpoint is a good one: --resume loads it (and stops again at the same place).
-expect_error "resuming after a NaN stop" "at iteration 2" \
-  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e300 --dtype f64 --checkpoint-every 1 --log-every 1 --iterations 5 \
-  --out "$work/late" --resume
-# An update that overflows the parameters is caught before they are saved.
-expect_error "an overflowing update" "made the parameters non-finite" \
-  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e308 --checkpoint-every 1 --iterations 5 \
-  --out "$work/overflow"
-[ -e "$work/overflow" ] && fail "a run whose first update overflowed left $(find "$work/overflow")"
-# Running out of memory mid-run (where a memory limit can be set: not under ASan).
-# (The probe runs in its own shell, so that a sanitizer's abort is not reported here.)
-if bash -c 'ulimit -v 1500000 && "$0" --help; exit $?' "$metatape" >/dev/null 2>&1; then
-  (ulimit -v 1500000 && exec "$metatape" train --hidden 3000,3000 --iterations 2 --quiet --out "$work/oom") \
-    >/dev/null 2>"$work/oom.err" && fail "a run over its memory limit succeeded"
-  grep -q "out of memory" "$work/oom.err" || fail "out of memory not said: $(cat "$work/oom.err")"
-  [ -e "$work/oom" ] && fail "a run out of memory left $(find "$work/oom")"
-fi
-# --resume on a missing directory creates nothing.
-expect_error "resume a missing run" "no checkpoint to resume" \
-  "$metatape" train "${tiny[@]}" --resume --out "$work/missing/run"
-[ -e "$work/missing" ] && fail "--resume of a missing run created its directory"
-# Resume removes the temporaries of writers killed mid-write (kill -9 during
-# a checkpoint), not those of a writer still alive.
-"$metatape" train "${tiny[@]}" --iterations 2 --out "$work/stale" >/dev/null || fail "run stale"
-sh -c 'exit 0' &
-dead=$!
-wait $dead
-touch "$work/stale/.checkpoint.bin.tmp.$dead" "$work/stale/.metrics.jsonl.tmp.$dead" "$work/stale/.checkpoint.bin.tmp.$$"
-"$metatape" train "${tiny[@]}" --iterations 3 --resume --out "$work/stale" >/dev/null || fail "resume run stale"
-[ -e "$work/stale/.checkpoint.bin.tmp.$dead" ] && fail "a dead writer's checkpoint temporary was left"
-[ -e "$work/stale/.metrics.jsonl.tmp.$dead" ] && fail "a dead writer's metrics temporary was left"
-[ -e "$work/stale/.checkpoint.bin.tmp.$$" ] || fail "a live writer's temporary was removed"
-
 # Kernel meta-learning: the closed-form inner loop in each form, Meta-RKHS-I
 # and task-weighted outer losses (a few iterations each).
 small=(--hidden 8 --meta-batch 3 --shots 4 --queries 4 --quiet --log-every 1)
@@ -244,6 +195,7 @@ head -c 4 "$work/ke/mse_vs_steps.svg" | grep -q "<svg" || fail "eval of a kernel
 
 # metatape ntk: the kernel as JSON (symmetric, eigenvalues and condition
 # number) and SVGs; a trained model's too.
+"$metatape" ntk --help | grep -- "--subset" >/dev/null || fail "ntk --help lists --subset"
 "$metatape" ntk --hidden 16 --points 6 --tasks 2 --dtype f64 --out "$work/ntk" >/dev/null || fail "ntk"
 "$metatape" ntk --checkpoint "$work/a/checkpoint.bin" --mode full --subset head --points 5 --out "$work/ntk2" \
   >/dev/null || fail "ntk of a checkpoint"
@@ -311,6 +263,54 @@ PY
   "$metatape" train "${small[@]}" --iterations 3 --resume --out "$work/old2" >/dev/null ||
     fail "resuming a checkpoint from before the kernel options"
 fi
+
+# A failed run leaves nothing it created: a NaN loss at the first iteration
+# removes the files and the directories the run made...
+expect_error "a NaN meta-loss" "removed what this run wrote" \
+  "$metatape" train "${tiny[@]}" --inner-lr 1e308 --iterations 3 --out "$work/nan/deep"
+[ -e "$work/nan" ] && fail "a run that failed at once left $(find "$work/nan")"
+mkdir "$work/mine"
+expect_error "a NaN meta-loss in an existing directory" "removed what this run wrote" \
+  "$metatape" train "${tiny[@]}" --inner-lr 1e308 --iterations 3 --out "$work/mine"
+[ -d "$work/mine" ] && [ -z "$(ls -A "$work/mine")" ] || fail "a failed run into an existing directory left files"
+# ...and one that fails after a checkpoint keeps it and the metrics up to it.
+expect_error "a NaN meta-loss after a checkpoint" "kept $work/late/checkpoint.bin at iteration 1" \
+  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e300 --dtype f64 --checkpoint-every 1 --log-every 1 --iterations 5 \
+  --out "$work/late"
+[ -s "$work/late/checkpoint.bin" ] || fail "the last good checkpoint was not kept"
+[ "$(wc -l <"$work/late/metrics.jsonl")" -eq 1 ] || fail "metrics after the last checkpoint were kept"
+# The kept checkpoint is a good one: --resume loads it (and stops again at the same place).
+expect_error "resuming after a NaN stop" "at iteration 2" \
+  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e300 --dtype f64 --checkpoint-every 1 --log-every 1 --iterations 5 \
+  --out "$work/late" --resume
+# An update that overflows the parameters is caught before they are saved.
+expect_error "an overflowing update" "made the parameters non-finite" \
+  "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e308 --checkpoint-every 1 --iterations 5 \
+  --out "$work/overflow"
+[ -e "$work/overflow" ] && fail "a run whose first update overflowed left $(find "$work/overflow")"
+# Running out of memory mid-run (where a memory limit can be set: not under ASan).
+# (The probe runs in its own shell, so that a sanitizer's abort is not reported here.)
+if bash -c 'ulimit -v 1500000 && "$0" --help; exit $?' "$metatape" >/dev/null 2>&1; then
+  (ulimit -v 1500000 && exec "$metatape" train --hidden 3000,3000 --iterations 2 --quiet --out "$work/oom") \
+    >/dev/null 2>"$work/oom.err" && fail "a run over its memory limit succeeded"
+  grep -q "out of memory" "$work/oom.err" || fail "out of memory not said: $(cat "$work/oom.err")"
+  [ -e "$work/oom" ] && fail "a run out of memory left $(find "$work/oom")"
+fi
+# --resume on a missing directory creates nothing.
+expect_error "resume a missing run" "no checkpoint to resume" \
+  "$metatape" train "${tiny[@]}" --resume --out "$work/missing/run"
+[ -e "$work/missing" ] && fail "--resume of a missing run created its directory"
+# Resume removes the temporaries of writers killed mid-write (kill -9 during
+# a checkpoint), not those of a writer still alive.
+"$metatape" train "${tiny[@]}" --iterations 2 --out "$work/stale" >/dev/null || fail "run stale"
+sh -c 'exit 0' &
+dead=$!
+wait $dead
+touch "$work/stale/.checkpoint.bin.tmp.$dead" "$work/stale/.metrics.jsonl.tmp.$dead" "$work/stale/.checkpoint.bin.tmp.$$"
+"$metatape" train "${tiny[@]}" --iterations 3 --resume --out "$work/stale" >/dev/null || fail "resume run stale"
+[ -e "$work/stale/.checkpoint.bin.tmp.$dead" ] && fail "a dead writer's checkpoint temporary was left"
+[ -e "$work/stale/.metrics.jsonl.tmp.$dead" ] && fail "a dead writer's metrics temporary was left"
+[ -e "$work/stale/.checkpoint.bin.tmp.$$" ] || fail "a live writer's temporary was removed"
 
 if ((failures)); then
   echo "$failures check(s) failed"
