@@ -192,6 +192,8 @@ expect_error "resume with other weights" "different run" \
 grep -q "closed form" "$work/ke.out" && grep -q "before" "$work/ke.out" || fail "eval does not name the closed form"
 grep -q '"adaptation": "closed form"' "$work/ke/eval.json" || fail "eval.json does not name the closed form"
 head -c 4 "$work/ke/mse_vs_steps.svg" | grep -q "<svg" || fail "eval of a kernel run wrote no SVG"
+expect_error "evaluating a kernel run beyond memory" "needs at least about" \
+  "$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --shots 1000000 --tasks 100 --out "$work/bad"
 
 # metatape ntk: the kernel as JSON (symmetric, eigenvalues and condition
 # number) and SVGs; a trained model's too.
