@@ -1,6 +1,15 @@
 // metatape ntk: a model's empirical NTK (docs/methods.md §5) on the support
 // inputs of a few fresh tasks, with its spectrum, as JSON and SVG. The model
 // is freshly initialised (--seed) or taken from a trained run's checkpoint.
+//
+// ntk.json: the model, task, checkpoint ("" for a fresh model), iteration,
+// seed, dtype, mode, subset, the number of parameters the kernel is over,
+// tasks, points, the kernel tensor's shape ([T, n, n], [T, nC, nC] or
+// [T, n, n, C]) and "kernels": one entry per task (per task and output in
+// diagonal mode) with the matrix ("kernel", rows of numbers), its
+// eigenvalues in ascending order (eigh in float64 of the kernel, whatever
+// --dtype), the condition number λmax/λmin ("inf" when λmin <= 0: singular,
+// or negative by rounding) and the trace. The SVGs show the first matrix.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
