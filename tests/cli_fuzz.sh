@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A command-line fuzzer: every numeric option of `train` and `eval` is given
+# A command-line fuzzer: every numeric option of `train`, `eval` and `ntk` is given
 # hostile values (negative, zero, huge, overflowing, NaN, infinities,
 # non-numbers, empty), every choice option unknown names, and the commands
 # unknown words. Each case must either succeed (a tiny run: one iteration) or
@@ -52,13 +52,22 @@ submit() {
 
 hostile=(-1 0 1e308 1e999 1e-400 nan inf -inf abc "" " 1" 0x10 1.5 2e9 "1,2" 9223372036854775808 99999999999999999999999 --)
 
-# The base arguments of a tiny run, less the fuzzed option.
+# What an option needs, from its help: "(only with --algorithm kernel)" gives
+# "--algorithm kernel" (the first value when several are listed).
+train_help=$("$metatape" train --help)
+needs_of() {
+  awk -v o="$1" '$1 == o {f = 1; print; next} f && /^ +-/ {exit} f {print}' <<<"$train_help" |
+    sed -nE 's/.*\(only with (--[a-z-]+) ([a-z0-9]+).*/\1 \2/p'
+}
+
+# The base arguments of a tiny run, less the fuzzed option, plus what the
+# fuzzed option needs to apply (so its values reach the run).
 train_base() {
   local skip=$1 id=$2
   local -A base=([--iterations]=1 [--hidden]=4 [--meta-batch]=2 [--shots]=2 [--queries]=2)
   local args=(train --quiet --out "$work/out-$id")
   for option in "${!base[@]}"; do [ "$option" = "$skip" ] || args+=("$option" "${base[$option]}"); done
-  echo "${args[@]}"
+  echo "${args[@]}" "$(needs_of "$skip")"
 }
 
 # The options come from the command's own help, so a new option is fuzzed
@@ -71,13 +80,23 @@ read -ra numeric_train <<<"$(options_of train 'INT|UINT|REAL' | tr '\n' ' ')"
 read -ra choice_train <<<"$(options_of train '\{' | tr '\n' ' ')"
 read -ra numeric_eval <<<"$(options_of eval 'INT|UINT|REAL' | tr '\n' ' ')"
 read -ra choice_eval <<<"$(options_of eval '\{' | tr '\n' ' ')"
-((${#numeric_train[@]} >= 10 && ${#choice_train[@]} >= 5 && ${#numeric_eval[@]} >= 5)) || {
+# ntk shares its model rows (and their parsing) with train: only its own are fuzzed.
+own_ntk_options() { options_of ntk "$1" | grep -vxF -f <(options_of train "$1") | tr '\n' ' '; }
+read -ra numeric_ntk <<<"$(own_ntk_options 'INT|UINT|REAL')"
+read -ra choice_ntk <<<"$(own_ntk_options '\{')"
+((${#numeric_train[@]} >= 14 && ${#choice_train[@]} >= 9 && ${#numeric_eval[@]} >= 5 && ${#numeric_ntk[@]} >= 2 && ${#choice_ntk[@]} >= 2)) || {
   echo "FAIL: could not read the options from --help (train: ${numeric_train[*]} / ${choice_train[*]})"
   exit 1
 }
 
+# An option that applies only with another (--kernel-time with --algorithm
+# kernel) parses its text as the options before it do: it gets the values
+# that parse, which reach the run it needs.
+reaching=(-1 0 1e308 1.5 2e9 inf nan)
 for option in "${numeric_train[@]}"; do
-  for value in "${hostile[@]}"; do
+  values=("${hostile[@]}")
+  [ -n "$(needs_of "$option")" ] && values=("${reaching[@]}")
+  for value in "${values[@]}"; do
     read -ra args <<<"$(train_base "$option" $((case_id + 1)))"
     submit "$option" "$metatape" "${args[@]}" "$option" "$value"
   done
@@ -104,9 +123,25 @@ for option in "${numeric_eval[@]}" "${choice_eval[@]}"; do
   done
 done
 
+# ntk: a fresh model's kernel on a few points, or a checkpoint's.
+ntk_case() {
+  local option=$1 value=$2
+  local base=(ntk --out "$work/out-$((case_id + 1))")
+  [ "$option" = --points ] || base+=(--points 3)
+  [ "$option" = --hidden ] || base+=(--hidden 4)
+  submit "$option" "$metatape" "${base[@]}" "$option" "$value"
+}
+for option in "${numeric_ntk[@]}"; do
+  for value in "${hostile[@]}"; do ntk_case "$option" "$value"; done
+done
+for option in "${choice_ntk[@]}"; do
+  for value in "" frobnicate TRACE "all " -1 nan; do ntk_case "$option" "$value"; done
+done
+for value in "" "$work" /dev/null "$work/none.bin" "$checkpoint.x"; do ntk_case --checkpoint "$value"; done
+
 # Unknown words, where a command or an option should be.
 for words in "frobnicate" "--frobnicate" "-x" "train frobnicate" "eval frobnicate" "info frobnicate" \
-  "train --frobnicate" "eval --frobnicate" "train -x"; do
+  "train --frobnicate" "eval --frobnicate" "train -x" "ntk frobnicate" "ntk --frobnicate"; do
   read -ra args <<<"$words"
   submit "${args[-1]}" "$metatape" "${args[@]}"
 done

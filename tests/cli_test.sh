@@ -2,7 +2,8 @@
 # The metatape command end to end: help, bad input (a message naming the
 # option and what it accepts, a non-zero exit, nothing written), sizes beyond
 # memory, a short run, bit-for-bit resume, refusal of a corrupt checkpoint,
-# evaluation against a baseline, and what failed runs leave behind.
+# evaluation against a baseline, and what failed runs leave behind; the
+# kernel algorithm, Meta-RKHS-I, task weighting and `metatape ntk`.
 #   tests/cli_test.sh path/to/metatape
 set -uo pipefail
 metatape=$1
@@ -134,6 +135,136 @@ grep -q "pretrain" "$work/e.out" || fail "eval names the baseline"
 expect_error "evaluating with huge sizes" "needs at least about" \
   "$metatape" eval --checkpoint "$work/a/checkpoint.bin" --steps 1000000 --tasks 1000000000 --out "$work/e2"
 [ -e "$work/e2" ] && fail "a refused evaluation created its directory"
+
+# Kernel meta-learning: the closed-form inner loop in each form, Meta-RKHS-I
+# and task-weighted outer losses (a few iterations each).
+small=(--hidden 8 --meta-batch 3 --shots 4 --queries 4 --quiet --log-every 1)
+for form in ridge flow steps; do
+  "$metatape" train "${small[@]}" --iterations 2 --algorithm kernel --kernel-form "$form" --ridge 0.1 \
+    --out "$work/kernel-$form" >/dev/null || fail "training the kernel algorithm, $form form"
+  [ -s "$work/kernel-$form/checkpoint.bin" ] || fail "the kernel run ($form) wrote no checkpoint"
+done
+grep -q '"kernel_form": "steps"' "$work/kernel-steps/config.json" || fail "config.json lacks the kernel form"
+"$metatape" train "${small[@]}" --iterations 2 --algorithm kernel --kernel-time inf --ridge 0.1 --kernel-grad fixed \
+  --out "$work/kernel-inf" >/dev/null || fail "training the kernel algorithm at t = inf"
+grep -q '"kernel_time": "inf"' "$work/kernel-inf/config.json" || fail "config.json does not keep t = inf as \"inf\""
+"$metatape" train "${small[@]}" --iterations 2 --algorithm metarkhs1 --rkhs-alpha 0.02 --out "$work/rkhs" >/dev/null ||
+  fail "training metarkhs1"
+grep -q '"task_weights":\[0.333' "$work/kernel-flow/metrics.jsonl" || fail "metrics lack the (uniform) task weights"
+expect_error "a kernel option with maml" "--kernel-form applies only with --algorithm kernel, not maml" \
+  "$metatape" train "${small[@]}" --kernel-form ridge --out "$work/bad"
+expect_error "the Meta-RKHS-I alpha with maml" "--rkhs-alpha applies only with --algorithm metarkhs1" \
+  "$metatape" train "${small[@]}" --rkhs-alpha 0.1 --out "$work/bad"
+expect_error "a temperature without softmax" "--weighting-temperature applies only with --task-weighting softmax" \
+  "$metatape" train "${small[@]}" --task-weighting normalised --weighting-temperature 2 --out "$work/bad"
+expect_error "unknown kernel form" "--kernel-form: 'exact' is not a choice: expected one of ridge, flow, steps" \
+  "$metatape" train "${small[@]}" --algorithm kernel --kernel-form exact --out "$work/bad"
+expect_error "a negative kernel time" "--kernel-time: -1 is out of range: expected a finite number >= 0, or inf" \
+  "$metatape" train "${small[@]}" --algorithm kernel --kernel-time -1 --out "$work/bad"
+expect_error "minus infinity for the kernel time" "--kernel-time: '-inf' is not a finite number" \
+  "$metatape" train "${small[@]}" --algorithm kernel --kernel-time -inf --out "$work/bad"
+expect_error "t = inf without a ridge" "ridge > 0" \
+  "$metatape" train "${small[@]}" --algorithm kernel --kernel-time inf --out "$work/bad"
+expect_error "the diagonal kernel for adaptation" "--kernel-mode: 'diagonal' is not a choice" \
+  "$metatape" train "${small[@]}" --algorithm kernel --kernel-mode diagonal --out "$work/bad"
+expect_error "a zero temperature" "--weighting-temperature: 0 is out of range" \
+  "$metatape" train "${small[@]}" --task-weighting softmax --weighting-temperature 0 --out "$work/bad"
+[ -e "$work/bad" ] && fail "a refused kernel or weighting run created its directory"
+
+# A weighted run resumed equals the uninterrupted one (same bits), and its
+# weights are logged and not uniform.
+weighted=("${small[@]}" --task-weighting softmax --weighting-temperature 0.5 --checkpoint-every 3)
+"$metatape" train "${weighted[@]}" --iterations 6 --out "$work/w6" >/dev/null || fail "weighted run of 6"
+"$metatape" train "${weighted[@]}" --iterations 3 --out "$work/w3" >/dev/null || fail "weighted run of 3"
+"$metatape" train "${weighted[@]}" --iterations 6 --resume --out "$work/w3" >/dev/null || fail "resuming the weighted run"
+cmp -s "$work/w6/checkpoint.bin" "$work/w3/checkpoint.bin" || fail "a resumed weighted run differs from uninterrupted"
+cmp -s "$work/w6/metrics.jsonl" "$work/w3/metrics.jsonl" ||
+  diff <(sed 's/"time_s":[^}]*//' "$work/w6/metrics.jsonl") <(sed 's/"time_s":[^}]*//' "$work/w3/metrics.jsonl") \
+    >/dev/null || fail "a resumed weighted run logged other task weights or losses"
+grep -q '"task_weights":\[0.333' "$work/w6/metrics.jsonl" && fail "softmax task weights logged as uniform"
+expect_error "resume with other weights" "different run" \
+  "$metatape" train "${small[@]}" --task-weighting softmax --checkpoint-every 3 --iterations 6 --resume --out "$work/w3"
+
+# eval of a kernel run: two rows, before and after the closed form, beside
+# a gradient-step baseline.
+"$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --baseline "$work/w6/checkpoint.bin" --tasks 20 \
+  --steps 2 --out "$work/ke" >"$work/ke.out" || fail "eval of a kernel run"
+grep -q "closed form" "$work/ke.out" && grep -q "before" "$work/ke.out" || fail "eval does not name the closed form"
+grep -q '"adaptation": "closed form"' "$work/ke/eval.json" || fail "eval.json does not name the closed form"
+head -c 4 "$work/ke/mse_vs_steps.svg" | grep -q "<svg" || fail "eval of a kernel run wrote no SVG"
+expect_error "evaluating a kernel run beyond memory" "needs at least about" \
+  "$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --shots 1000000 --tasks 100 --out "$work/bad"
+
+# metatape ntk: the kernel as JSON (symmetric, eigenvalues and condition
+# number) and SVGs; a trained model's too.
+"$metatape" ntk --help | grep -- "--subset" >/dev/null || fail "ntk --help lists --subset"
+"$metatape" ntk --hidden 16 --points 6 --tasks 2 --dtype f64 --out "$work/ntk" >/dev/null || fail "ntk"
+"$metatape" ntk --checkpoint "$work/a/checkpoint.bin" --mode full --subset head --points 5 --out "$work/ntk2" \
+  >/dev/null || fail "ntk of a checkpoint"
+for d in ntk ntk2; do
+  for f in ntk_heatmap.svg ntk_spectrum.svg; do
+    head -c 4 "$work/$d/$f" | grep -q "<svg" || fail "$d/$f is not SVG"
+  done
+done
+if command -v python3 >/dev/null; then
+  python3 - "$work/ntk/ntk.json" "$work/ntk2/ntk.json" <<'PY' || fail "ntk.json: see above"
+import json, sys
+for path, shape, subset in ((sys.argv[1], [2, 6, 6], "all"), (sys.argv[2], [1, 5, 5], "head")):
+    j = json.load(open(path))
+    assert j["shape"] == shape and j["subset"] == subset, (path, j["shape"], j["subset"])
+    assert len(j["kernels"]) == shape[0], path
+    for k in j["kernels"]:
+        K, ev = k["kernel"], k["eigenvalues"]
+        n = len(K)
+        assert all(abs(K[i][j] - K[j][i]) <= 1e-12 * abs(K[i][i] + K[j][j]) for i in range(n) for j in range(n)), path
+        assert abs(sum(ev) - k["trace"]) <= 1e-9 * abs(k["trace"]) and k["trace"] > 0, path
+        assert ev == sorted(ev) and ev[-1] > 0, path
+        c = k["condition_number"]
+        assert c == "inf" or abs(c - ev[-1] / ev[0]) <= 1e-9 * c, path
+PY
+fi
+expect_error "ntk: model options with a checkpoint" "--checkpoint: the model" \
+  "$metatape" ntk --checkpoint "$work/a/checkpoint.bin" --hidden 4 --out "$work/bad"
+expect_error "ntk: a missing checkpoint" "cannot open $work/none.bin" \
+  "$metatape" ntk --checkpoint "$work/none.bin" --out "$work/bad"
+expect_error "ntk: an unknown mode" "--mode: 'trace ' is not a choice" "$metatape" ntk --mode "trace " --out "$work/bad"
+expect_error "ntk: too many points" "--points: 1000000 is out of range" "$metatape" ntk --points 1000000 --out "$work/bad"
+expect_error "ntk: a corrupt checkpoint" "checksum" "$metatape" ntk --checkpoint "$work/b/checkpoint.bin" --out "$work/bad"
+expect_error "ntk: a kernel beyond memory" "this kernel needs at least about" \
+  "$metatape" ntk --hidden 100000,100000 --points 4096 --tasks 64 --out "$work/bad"
+[ -e "$work/bad" ] && fail "a refused ntk created its directory"
+# The kernel algorithm's Jacobian rows [C, n, P] per task count: sizes that
+# MAML runs in well under a GiB are refused for it.
+expect_error "a kernel run beyond memory" "needs at least about" \
+  "$metatape" train --algorithm kernel --hidden 1000,1000 --shots 500 --queries 500 --iterations 1 --out "$work/bad"
+
+# A checkpoint written before the kernel and weighting options (its stored
+# configuration without their keys) still loads, with today's defaults.
+if command -v python3 >/dev/null; then
+  "$metatape" train "${small[@]}" --iterations 2 --out "$work/old2" >/dev/null || fail "run old2"
+  python3 - "$work/old2/checkpoint.bin" <<'PY' || fail "rewriting a checkpoint as an old one"
+import json, struct, sys
+path = sys.argv[1]
+data = open(path, "rb").read()
+n = struct.unpack_from("<Q", data, 24)[0]
+config = json.loads(data[32:32 + n])
+for key in ("kernel_form", "kernel_time", "ridge", "kernel_grad", "kernel_mode", "rkhs_alpha", "task_weighting",
+            "weighting_temperature", "differentiate_weights"):
+    del config[key]
+text = json.dumps(config).encode()
+payload = struct.pack("<Q", len(text)) + text + data[32 + n:len(data) - 8]
+body = data[:16] + struct.pack("<Q", len(payload)) + payload
+h = 14695981039346656037
+for c in body:
+    h = ((h ^ c) * 1099511628211) % 2**64
+open(path, "wb").write(body + struct.pack("<Q", h))
+PY
+  grep -q kernel_form "$work/old2/checkpoint.bin" && fail "the rewritten checkpoint still has the new keys"
+  "$metatape" eval --checkpoint "$work/old2/checkpoint.bin" --tasks 5 --steps 1 --out "$work/old2e" >/dev/null ||
+    fail "eval of a checkpoint from before the kernel options"
+  "$metatape" train "${small[@]}" --iterations 3 --resume --out "$work/old2" >/dev/null ||
+    fail "resuming a checkpoint from before the kernel options"
+fi
 
 # A failed run leaves nothing it created: a NaN loss at the first iteration
 # removes the files and the directories the run made...

@@ -87,18 +87,19 @@ std::optional<double> cgroup_headroom() {
   return std::nullopt;
 }
 
-// The kernel algorithm (kernel_adaptation.hpp), for `tasks` tasks recorded
-// together: each example's copy of θ and its Jacobian rows, [C, n, P] per
-// task for the support and query points (recorded with the exact gradient,
-// so kept for the outer backward), and the kernels Ks [T, nC, nC] and
-// Kq [T, n'C, nC] (C = 1 for the trace kernel), twice (value and gradient).
-double kernel_values(const RunConfig& c, const RunParts& parts, double params, double tasks) {
+// The kernel algorithm (kernel_adaptation.hpp), for `tasks` tasks at once:
+// each example's Jacobian rows over the parameters (and its copy of θ), for
+// the support and query points, [C, n, P] per task, and the kernels
+// Ks [T, nC, nC] and Kq [T, n'C, nC] (C = 1 for the trace kernel); `copies`
+// of each: 2 in training (values and their gradients on the tape), 1 at
+// evaluation (detached).
+double kernel_values(const RunConfig& c, const RunParts& parts, double params, double tasks, double support,
+                     double query, double copies) {
   if (parts.options.meta.algorithm != Algorithm::kernel) return 0;
-  const double support = static_cast<double>(c.shots), query = static_cast<double>(c.queries);
   const double outputs = parts.outputs, c_kernel = c.kernel_mode == "full" ? outputs : 1;
   const double rows = tasks * (support + query) * (outputs + 1) * params;
   const double kernels = tasks * (support + query) * support * c_kernel * c_kernel;
-  return rows + 2 * kernels;
+  return copies * (rows + kernels);
 }
 
 // Meta-RKHS-I: each task's copy of θ and its recorded gradient (create_graph),
@@ -152,7 +153,8 @@ MemoryEstimate training_memory(const RunConfig& c, const RunParts& parts) {
     per_step = at_once * (support * a + p.adapted);
   else if (algorithm == Algorithm::fomaml || algorithm == Algorithm::anil)
     per_step = at_once * p.adapted;
-  const double values = 2 * (base + live) + steps * per_step + kernel_values(c, parts, p.all, at_once) +
+  const double values = 2 * (base + live) + steps * per_step +
+                        kernel_values(c, parts, p.all, at_once, support, query, 2) +
                         rkhs_values(c, parts, p.all, at_once);
   MemoryEstimate e;
   e.bytes = values * dtype_bytes(c.dtype);
@@ -172,8 +174,11 @@ MemoryEstimate evaluation_memory(const RunConfig& c, const RunParts& parts, cons
   // The query loss of every task after every step, as vectors of doubles.
   const double curve_bytes = (steps + 1) * (24 + 8 * tasks);
   // One chunk of tasks: its examples, their activations, adapted parameters.
+  // A kernel run adapts in closed form: no adapted parameters, but the
+  // Jacobian rows and kernels of the chunk.
+  const bool kernel = parts.options.meta.algorithm == Algorithm::kernel;
   const double values = p.all + chunk * (support + query) * (parts.activations_per_example + parts.example_values) +
-                        2 * chunk * p.adapted;
+                        (kernel ? kernel_values(c, parts, p.all, chunk, support, query, 1) : 2 * chunk * p.adapted);
   MemoryEstimate e;
   e.bytes = curve_bytes + values * dtype_bytes(c.dtype);
   e.from = count(tasks) + " tasks x " + count(steps + 1) + " steps of results; " + count(p.all) + " parameters; " +

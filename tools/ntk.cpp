@@ -1,6 +1,15 @@
 // metatape ntk: a model's empirical NTK (docs/methods.md §5) on the support
 // inputs of a few fresh tasks, with its spectrum, as JSON and SVG. The model
 // is freshly initialised (--seed) or taken from a trained run's checkpoint.
+//
+// ntk.json: the model, task, checkpoint ("" for a fresh model), iteration,
+// seed, dtype, mode, subset, the number of parameters the kernel is over,
+// tasks, points, the kernel tensor's shape ([T, n, n], [T, nC, nC] or
+// [T, n, n, C]) and "kernels": one entry per task (per task and output in
+// diagonal mode) with the matrix ("kernel", rows of numbers), its
+// eigenvalues in ascending order (eigh in float64 of the kernel, whatever
+// --dtype), the condition number λmax/λmin ("inf" when λmin <= 0: singular,
+// or negative by rounding) and the trace. The SVGs show the first matrix.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -68,10 +77,16 @@ nlohmann::json to_json(const KernelMatrix& k) {
   return j;
 }
 
-// The model and θ: the checkpoint's, or fresh ones.
+// The model and θ: the checkpoint's, or fresh ones; the kernel's memory
+// checked before a fresh θ is allocated.
 LoadedRun model_of(const NtkArgs& args) {
-  if (!args.checkpoint.empty()) return load_run(args.checkpoint, Device::cpu);
+  if (!args.checkpoint.empty()) {
+    LoadedRun run = load_run(args.checkpoint, Device::cpu);
+    check_memory(ntk_memory(run.config, run.parts, args), "this kernel");
+    return run;
+  }
   LoadedRun run{"", args.config, build(args.config), {}, 0};
+  check_memory(ntk_memory(run.config, run.parts, args), "this kernel");
   Generator gen(meta::derive_seed(args.config.seed, 0));
   run.params = meta::init_meta_params(*run.parts.model, run.parts.options.meta, gen, parse_dtype(args.config.dtype));
   return run;
@@ -88,7 +103,6 @@ int run_ntk(const NtkArgs& args, bool model_options_given) {
   const meta::NtkOptions options{.mode = meta::parse_kernel_mode(args.mode),
                                  .subset = meta::parse_param_subset(args.subset)};
   LoadedRun run = model_of(args);
-  check_memory(ntk_memory(run.config, run.parts, args), "this kernel");
   // Fresh tasks from the evaluation stream of the seed: the inputs the
   // model is evaluated on, not those it was trained on.
   Generator gen(meta::derive_seed(run.config.seed, 2));

@@ -1,6 +1,12 @@
-// The options of `metatape train` and `metatape eval`, one row each. A new
+// The options of `metatape train`, `eval` and `ntk`, one row each. A new
 // training option is a field (in RunConfig when it belongs to the run and so
-// to config.json and checkpoints, else in TrainArgs) and a row here.
+// to config.json and checkpoints, else in TrainArgs) and a row here: a
+// stored row added after config.json's first release is `added` (optional
+// in older files, which get its default), and one that only some algorithms
+// use is wrapped in `only_with` (refused for the others, said in its help).
+//
+// ntk writes every kernel entry as JSON text: --points <= 4096 (a full
+// kernel of 4096 points is ~300 MB of text per task), --tasks <= 64.
 //
 // Maxima: sizes are bounded by the memory a run needs (memory.hpp), counts
 // by what is meaningful; all keep products of sizes far from int64 overflow.
@@ -24,7 +30,6 @@ namespace {
 constexpr std::int64_t kMaxIterations = 1'000'000'000;
 constexpr std::int64_t kMaxSteps = 1'000'000;
 constexpr std::int64_t kMaxExamples = 1'000'000'000;
-// ntk writes every kernel entry as JSON text (about 20 bytes each).
 constexpr std::int64_t kMaxNtkPoints = 4096, kMaxNtkTasks = 64;
 
 const Unsigned kSeeds{0, std::numeric_limits<std::uint64_t>::max()};

@@ -1,5 +1,6 @@
 #include "run_config.hpp"
 
+#include <cmath>
 #include <filesystem>
 #include <limits>
 
@@ -106,6 +107,12 @@ RunParts build(const RunConfig& c) {
   o.queries = c.queries;
   o.seed = c.seed;
   o.dtype = parse_dtype(c.dtype);
+  // MetaConfig::validate refuses this too; here the message names the options.
+  if (o.meta.algorithm == meta::Algorithm::kernel && o.meta.kernel.form == meta::KernelForm::flow &&
+      std::isinf(c.kernel_time) && !(c.ridge > 0))
+    throw ValueError(
+        "--kernel-time inf is the interpolating limit Ks⁻¹ and needs --ridge > 0 (the support kernel "
+        "is singular or ill-conditioned in general)");
   if (c.iterations < 1) throw ValueError("iterations must be >= 1, got " + std::to_string(c.iterations));
   o.validate();
   return parts;

@@ -140,6 +140,16 @@ std::string with_note(const std::string& message, const std::string& note) {
   return note.empty() ? message : message + "; " + note;
 }
 
+// The options whose values a failing step points to, for its message.
+std::string value_options(const RunConfig& config) {
+  std::string options = "--inner-lr, --outer-lr, --clip-grad-norm";
+  if (config.algorithm == meta::algorithm_name(meta::Algorithm::kernel)) options += ", --kernel-time, --ridge";
+  if (config.algorithm == meta::algorithm_name(meta::Algorithm::metarkhs1)) options += ", --rkhs-alpha";
+  if (config.task_weighting == meta::task_weighting_name(meta::TaskWeighting::softmax))
+    options += ", --weighting-temperature";
+  return options;
+}
+
 // Restores `trainer` from the checkpoint in `checkpoint_path` after checking
 // that it belongs to this run; drops metrics logged after it (the resumed run
 // logs them again).
@@ -172,8 +182,10 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
     meta::IterationRecord r;
     try {
       r = trainer.step();
-    } catch (const meta::NonFiniteError& e) {
-      throw ValueError(std::string(e.what()) + "; the options for them: --inner-lr, --outer-lr, --clip-grad-norm");
+    } catch (const ValueError& e) {
+      // A step fails on values (a NaN loss, an overflowing kernel): name the
+      // options that set them.
+      throw ValueError(std::string(e.what()) + "; the options for them: " + value_options(config));
     }
     const bool last = r.iteration == config.iterations;
     if (r.iteration % args.log_every == 0 || last) {
