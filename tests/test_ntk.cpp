@@ -306,7 +306,7 @@ TEST_SUITE("ntk") {
       CHECK(meta::parse_kernel_mode(meta::kernel_mode_name(m)) == m);
     for (meta::ParamSubset s : {meta::ParamSubset::all, meta::ParamSubset::head, meta::ParamSubset::weights})
       CHECK(meta::parse_param_subset(meta::param_subset_name(s)) == s);
-    CHECK(throws_error<mt::ValueError>([] { meta::parse_kernel_mode("diag"); }, {"diag", "full, trace, diagonal"}));
+    CHECK(throws_error<mt::ValueError>([] { meta::parse_kernel_mode("diag"); }, {"diag", "trace, full, diagonal"}));
     CHECK(throws_error<mt::ValueError>([] { meta::parse_param_subset("bias"); }, {"bias", "all, head, weights"}));
 
     const meta::Mlp model({3, 4, 2});

@@ -10,24 +10,11 @@
 #include <vector>
 
 #include "algorithms.hpp"
+#include "choices.hpp"
 
 namespace metatape::meta {
 
 namespace {
-
-constexpr KernelForm kForms[] = {KernelForm::ridge, KernelForm::flow, KernelForm::steps};
-constexpr KernelGradient kGradients[] = {KernelGradient::exact, KernelGradient::fixed};
-
-// The value of `name` among `choices`, or ValueError listing them.
-template <class E, std::size_t N, class NameOf>
-E parse_choice(const std::string& name, const E (&choices)[N], NameOf name_of, const char* what) {
-  std::string listed;
-  for (E e : choices) {
-    if (name == name_of(e)) return e;
-    listed += (listed.empty() ? "" : ", ") + std::string(name_of(e));
-  }
-  throw ValueError("unknown " + std::string(what) + " '" + name + "': choose one of " + listed);
-}
 
 std::string number(double v) {
   char buffer[32];
@@ -161,7 +148,7 @@ const char* kernel_form_name(KernelForm form) {
 }
 
 KernelForm parse_kernel_form(const std::string& name) {
-  return parse_choice(name, kForms, kernel_form_name, "kernel form");
+  return detail::parse_choice(name, kKernelForms, kernel_form_name, "kernel form");
 }
 
 const char* kernel_gradient_name(KernelGradient gradient) {
@@ -169,7 +156,7 @@ const char* kernel_gradient_name(KernelGradient gradient) {
 }
 
 KernelGradient parse_kernel_gradient(const std::string& name) {
-  return parse_choice(name, kGradients, kernel_gradient_name, "kernel gradient");
+  return detail::parse_choice(name, kKernelGradients, kernel_gradient_name, "kernel gradient");
 }
 
 void KernelConfig::validate() const {

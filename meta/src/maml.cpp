@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "algorithms.hpp"
+#include "choices.hpp"
 
 namespace metatape::meta {
 
@@ -35,12 +36,7 @@ const char* algorithm_name(Algorithm algorithm) {
 }
 
 Algorithm parse_algorithm(const std::string& name) {
-  std::string choices;
-  for (Algorithm a : kAlgorithms) {
-    if (name == algorithm_name(a)) return a;
-    choices += (choices.empty() ? "" : ", ") + std::string(algorithm_name(a));
-  }
-  throw ValueError("unknown algorithm '" + name + "': choose one of " + choices);
+  return detail::parse_choice(name, kAlgorithms, algorithm_name, "algorithm");
 }
 
 void MetaConfig::validate() const {

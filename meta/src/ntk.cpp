@@ -7,33 +7,11 @@
 #include <optional>
 #include <string>
 
+#include "choices.hpp"
 #include "metatape/functional.hpp"
 
 namespace metatape::meta {
 namespace {
-
-// The one table of names: the enums, their names and the choices an error lists.
-constexpr std::array<std::pair<KernelMode, const char*>, 3> kModes{
-    {{KernelMode::full, "full"}, {KernelMode::trace, "trace"}, {KernelMode::diagonal, "diagonal"}}};
-constexpr std::array<std::pair<ParamSubset, const char*>, 3> kSubsets{
-    {{ParamSubset::all, "all"}, {ParamSubset::head, "head"}, {ParamSubset::weights, "weights"}}};
-
-template <class Enum, std::size_t N>
-const char* name_of(const std::array<std::pair<Enum, const char*>, N>& table, Enum value) {
-  for (const auto& [v, name] : table)
-    if (v == value) return name;
-  return "?";
-}
-
-template <class Enum, std::size_t N>
-Enum parse(const std::array<std::pair<Enum, const char*>, N>& table, const std::string& name, const char* what) {
-  std::string choices;
-  for (const auto& [v, n] : table) {
-    if (name == n) return v;
-    choices += (choices.empty() ? "" : ", ") + std::string(n);
-  }
-  throw ValueError(std::string("unknown ") + what + " '" + name + "' (choices: " + choices + ")");
-}
 
 // Throws unless params are the model's parameters in their base shapes and
 // floating point.
@@ -208,10 +186,37 @@ Tensor contract(const Tensor& a, const Tensor& b, KernelMode mode) {
 
 }  // namespace
 
-const char* kernel_mode_name(KernelMode mode) { return name_of(kModes, mode); }
-KernelMode parse_kernel_mode(const std::string& name) { return parse(kModes, name, "kernel mode"); }
-const char* param_subset_name(ParamSubset subset) { return name_of(kSubsets, subset); }
-ParamSubset parse_param_subset(const std::string& name) { return parse(kSubsets, name, "parameter subset"); }
+const char* kernel_mode_name(KernelMode mode) {
+  switch (mode) {
+    case KernelMode::full:
+      return "full";
+    case KernelMode::trace:
+      return "trace";
+    case KernelMode::diagonal:
+      return "diagonal";
+  }
+  return "?";
+}
+
+KernelMode parse_kernel_mode(const std::string& name) {
+  return detail::parse_choice(name, kKernelModes, kernel_mode_name, "kernel mode");
+}
+
+const char* param_subset_name(ParamSubset subset) {
+  switch (subset) {
+    case ParamSubset::all:
+      return "all";
+    case ParamSubset::head:
+      return "head";
+    case ParamSubset::weights:
+      return "weights";
+  }
+  return "?";
+}
+
+ParamSubset parse_param_subset(const std::string& name) {
+  return detail::parse_choice(name, kParamSubsets, param_subset_name, "parameter subset");
+}
 
 std::vector<std::size_t> subset_indices(const Model& model, ParamSubset subset) {
   if (subset == ParamSubset::head) return model.head();

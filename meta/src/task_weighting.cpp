@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "algorithms.hpp"
+#include "choices.hpp"
 
 namespace metatape::meta {
 
@@ -23,12 +24,7 @@ const char* task_weighting_name(TaskWeighting rule) {
 }
 
 TaskWeighting parse_task_weighting(const std::string& name) {
-  std::string choices;
-  for (TaskWeighting rule : kTaskWeightings) {
-    if (name == task_weighting_name(rule)) return rule;
-    choices += (choices.empty() ? "" : ", ") + std::string(task_weighting_name(rule));
-  }
-  throw ValueError("unknown task weighting '" + name + "': choose one of " + choices);
+  return detail::parse_choice(name, kTaskWeightings, task_weighting_name, "task weighting");
 }
 
 void TaskWeightingConfig::validate() const {
