@@ -201,10 +201,7 @@ void kernel_vs_maml(std::int64_t iterations, const fs::path& out) {
 
 void weighting(std::int64_t iterations, int seeds, const fs::path& out) {
   const meta::Mlp model({1, 40, 40, 1});
-  // 80% of tasks with amplitudes in [0.1, 1], 20% in [4, 5]: the rare tasks
-  // carry most of the squared error.
-  const meta::SinusoidTasks tasks(
-      {.amplitude_low = 0.1, .amplitude_high = 1.0, .mixture_probability = 0.2, .mixture_low = 4, .mixture_high = 5});
+  const meta::SinusoidTasks tasks(meta::kSinusoidMixture);
   struct Rule {
     std::string label;
     meta::TaskWeightingConfig config;

@@ -185,6 +185,14 @@ grep -q '"task_weights":\[0.333' "$work/w6/metrics.jsonl" && fail "softmax task 
 expect_error "resume with other weights" "different run" \
   "$metatape" train "${small[@]}" --task-weighting softmax --checkpoint-every 3 --iterations 6 --resume --out "$work/w3"
 
+# The heterogeneous sinusoid trains under a weighting rule, and its runs
+# evaluate on their own distribution only.
+"$metatape" train "${small[@]}" --task sinusoid-mixture --task-weighting normalised --iterations 2 \
+  --out "$work/mixture" >/dev/null || fail "training on sinusoid-mixture"
+expect_error "a baseline of another task" "trained on sinusoid-mixture" \
+  "$metatape" eval --checkpoint "$work/w6/checkpoint.bin" --baseline "$work/mixture/checkpoint.bin" --tasks 5 \
+  --out "$work/bad"
+
 # eval of a kernel run: two rows, before and after the closed form, beside
 # a gradient-step baseline.
 "$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --baseline "$work/w6/checkpoint.bin" --tasks 20 \

@@ -32,6 +32,10 @@ const std::vector<TaskEntry>& tasks() {
        [](const RunConfig&) {
          return TaskParts{std::make_unique<meta::SinusoidTasks>(), meta::Loss::mse, {1}, 1};
        }},
+      {"sinusoid-mixture", "the sinusoid with amplitudes in [0.1, 1] (80%) or [4, 5] (20%), for task weighting",
+       [](const RunConfig&) {
+         return TaskParts{std::make_unique<meta::SinusoidTasks>(meta::kSinusoidMixture), meta::Loss::mse, {1}, 1};
+       }},
   };
   return table;
 }

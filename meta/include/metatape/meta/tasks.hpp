@@ -62,6 +62,12 @@ struct SinusoidOptions {
   double mixture_low = 4.0, mixture_high = 5.0;
 };
 
+// The heterogeneous sinusoid of metatape's task-weighting figures: 80% of
+// tasks with amplitudes in [0.1, 1], 20% in [4, 5], so the rare tasks carry
+// most of the squared error (`--task sinusoid-mixture`).
+inline constexpr SinusoidOptions kSinusoidMixture{
+    .amplitude_low = 0.1, .amplitude_high = 1.0, .mixture_probability = 0.2, .mixture_low = 4.0, .mixture_high = 5.0};
+
 class SinusoidTasks final : public TaskSampler {
  public:
   explicit SinusoidTasks(const SinusoidOptions& options = {});
