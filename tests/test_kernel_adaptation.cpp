@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "meta_test_util.hpp"
 #include "metatape/meta/evaluation.hpp"
 #include "metatape/meta/maml.hpp"
 #include "metatape/meta/trainer.hpp"
@@ -101,44 +102,15 @@ double fd_error(const meta::Model& model, meta::Loss loss, const meta::MetaConfi
   return std::sqrt(diff / ref);
 }
 
-// The worst relative error of ∇L·u against the central difference of the
-// meta-loss along random directions u, for models too large for a full
-// difference. ReLU and max-pool make the loss piecewise smooth, so the step
-// shrinks until the difference is stable under halving (docs/methods.md §1).
+// The worst relative error of the meta-gradient along random directions
+// against the central difference of the meta-loss (meta_test_util.hpp).
 double directional_fd_error(const meta::Model& model, meta::Loss loss, const meta::MetaConfig& config,
                             const meta::MetaParams& p, const meta::TaskBatch& batch, int directions) {
   const auto value = [&](const std::vector<Tensor>& all) {
     return meta::meta_gradient(model, loss, config, meta::MetaParams{all, {}}, batch, 0).meta_loss;
   };
   const std::vector<Tensor> g = meta::meta_gradient(model, loss, config, p, batch, 0).grads;
-  mt::Generator gen(99);
-  double worst = 0;
-  for (int d = 0; d < directions; ++d) {
-    std::vector<Tensor> u;
-    double analytic = 0;
-    for (std::size_t i = 0; i < p.model.size(); ++i) {
-      u.push_back(mt::normal(p.model[i].shape(), 0, 1, gen, f64));
-      analytic += mt::sum(g[i] * u.back()).item();
-    }
-    const auto difference = [&](double eps) {
-      std::vector<Tensor> plus, minus;
-      for (std::size_t i = 0; i < p.model.size(); ++i) {
-        plus.push_back(p.model[i] + eps * u[i]);
-        minus.push_back(p.model[i] - eps * u[i]);
-      }
-      return (value(plus) - value(minus)) / (2 * eps);
-    };
-    double error = INFINITY;
-    for (double eps : {1e-6, 2e-7, 4e-8}) {
-      const double coarse = difference(eps), fine = difference(eps / 2);
-      if (std::abs(coarse - fine) <= 1e-7 * std::abs(fine)) {
-        error = std::abs(analytic - fine) / std::abs(fine);
-        break;
-      }
-    }
-    worst = std::max(worst, error);
-  }
-  return worst;
+  return mt::testing::directional_fd_error(value, p.model, g, directions);
 }
 
 }  // namespace

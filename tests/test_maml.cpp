@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "meta_test_util.hpp"
 #include "metatape/meta/maml.hpp"
 #include "metatape/meta/optim.hpp"
 #include "metatape/meta/trainer.hpp"
@@ -15,6 +16,9 @@ using mt::DType;
 using mt::Tensor;
 
 namespace {
+
+using mt::testing::random_meta_params;
+using mt::testing::sinusoid_batch;
 
 constexpr DType f64 = DType::f64;
 
@@ -57,57 +61,12 @@ double full_fd_error(const Setup& s, double eps = 1e-6) {
   return std::sqrt(diff / ref);
 }
 
-// The worst relative error of ∇L·u against (L(θ + εu) − L(θ − εu)) / 2ε over
-// random directions u: for models too large for a full difference. ReLU and
-// max-pool make the outer loss piecewise smooth (docs/methods.md §1), so for each
-// direction the step shrinks until the difference is stable under halving —
-// the stencil then stays inside the base point's activation pattern.
+// The worst relative error of the meta-gradient along random directions
+// against the central difference of the meta-loss (meta_test_util.hpp).
 double directional_fd_error(const Setup& s, int directions) {
-  const std::vector<Tensor> all = s.params.all();
   const std::vector<Tensor> g = meta::meta_gradient(s.model, s.loss, s.config, s.params, s.batch, 0).grads;
-  mt::Generator gen(99);
-  double worst = 0;
-  for (int d = 0; d < directions; ++d) {
-    std::vector<Tensor> u;
-    double analytic = 0;
-    for (std::size_t i = 0; i < all.size(); ++i) {
-      u.push_back(mt::normal(all[i].shape(), 0, 1, gen, f64));
-      analytic += mt::sum(g[i] * u.back()).item();
-    }
-    const auto difference = [&](double eps) {
-      std::vector<Tensor> plus, minus;
-      for (std::size_t i = 0; i < all.size(); ++i) {
-        plus.push_back(all[i] + eps * u[i]);
-        minus.push_back(all[i] - eps * u[i]);
-      }
-      return (meta_loss_at(s, plus) - meta_loss_at(s, minus)) / (2 * eps);
-    };
-    double error = INFINITY;
-    for (double eps : {1e-6, 2e-7, 4e-8}) {
-      const double coarse = difference(eps), fine = difference(eps / 2);
-      if (std::abs(coarse - fine) <= 1e-7 * std::abs(fine)) {
-        error = std::abs(analytic - fine) / std::abs(fine);
-        break;
-      }
-    }
-    worst = std::max(worst, error);
-  }
-  return worst;
-}
-
-meta::TaskBatch sinusoid_batch(std::int64_t tasks, std::int64_t points, std::uint64_t seed) {
-  mt::Generator gen(seed);
-  return meta::SinusoidTasks().sample(tasks, points, points, gen, f64);
-}
-
-// A small tanh MLP (smooth, so finite differences are exact to O(ε²)) with
-// non-trivial parameters.
-meta::MetaParams random_params(const meta::Model& model, const meta::MetaConfig& config, std::uint64_t seed) {
-  mt::Generator gen(seed);
-  meta::MetaParams p = meta::init_meta_params(model, config, gen, f64);
-  for (Tensor& t : p.model) t = mt::normal(t.shape(), 0, 0.6, gen, f64);
-  for (Tensor& r : p.rates) r = mt::uniform(r.shape(), 0.02, 0.08, gen, f64);
-  return p;
+  return mt::testing::directional_fd_error([&](const std::vector<Tensor>& all) { return meta_loss_at(s, all); },
+                                           s.params.all(), g, directions);
 }
 
 }  // namespace
@@ -138,7 +97,7 @@ TEST_SUITE("maml") {
     };
     for (const Case& c : cases) {
       INFO(c.name);
-      const Setup s{model, meta::Loss::mse, c.config, random_params(model, c.config, 5), batch};
+      const Setup s{model, meta::Loss::mse, c.config, random_meta_params(model, c.config, 5), batch};
       CHECK(full_fd_error(s) < 1e-6);
     }
   }
@@ -176,7 +135,7 @@ TEST_SUITE("maml") {
         looped.task_batched = false;
         INFO(std::string(meta::algorithm_name(a)) << (lslr ? " + lslr + msl" : ""));
         {
-          const auto p = random_params(mlp, batched, 3);
+          const auto p = random_meta_params(mlp, batched, 3);
           const auto batch = sinusoid_batch(4, 5, 41);
           const auto gb = meta::meta_gradient(mlp, meta::Loss::mse, batched, p, batch, 7);
           const auto gl = meta::meta_gradient(mlp, meta::Loss::mse, looped, p, batch, 7);
@@ -212,7 +171,7 @@ TEST_SUITE("maml") {
         mt::normal({1, support, dims}, 0, 1, gen, f64), mt::normal({1, support, 1}, 0, 1, gen, f64),
         mt::normal({1, query, dims}, 0, 1, gen, f64), mt::normal({1, query, 1}, 0, 1, gen, f64)};
     const meta::MetaConfig config{.algorithm = meta::Algorithm::maml, .inner_steps = 3, .inner_lr = alpha};
-    const meta::MetaParams p = random_params(model, config, 4);
+    const meta::MetaParams p = random_meta_params(model, config, 4);
     const auto curve = meta::adaptation_curve(model, meta::Loss::mse, config, p, batch, 3);
 
     // The closed form, by hand: Ks, Kq, and f = f0 + Kq Ks⁻¹ (I − (I − α'Ks)^τ) r.
@@ -285,7 +244,7 @@ TEST_SUITE("maml") {
   TEST_CASE("ANIL adapts only the head yet gives the body a meta-gradient") {
     const meta::Mlp model({1, 8, 8, 1}, meta::Activation::tanh);
     const meta::MetaConfig anil{.algorithm = meta::Algorithm::anil, .inner_steps = 1, .inner_lr = 0.1};
-    const auto p = random_params(model, anil, 6);
+    const auto p = random_meta_params(model, anil, 6);
     const auto batch = sinusoid_batch(3, 5, 7);
     const auto step = meta::meta_gradient(model, meta::Loss::mse, anil, p, batch, 0);
     CHECK(mt::sum(mt::abs(step.grads[0])).item() > 0);  // body weights
@@ -297,7 +256,7 @@ TEST_SUITE("maml") {
   TEST_CASE("Reptile's direction is θ − mean θ' = α · mean support gradient for one step") {
     const meta::Mlp model({1, 8, 1});
     const meta::MetaConfig reptile{.algorithm = meta::Algorithm::reptile, .inner_steps = 1, .inner_lr = 0.1};
-    const auto p = random_params(model, reptile, 8);
+    const auto p = random_meta_params(model, reptile, 8);
     const auto batch = sinusoid_batch(4, 5, 9);
     const auto step = meta::meta_gradient(model, meta::Loss::mse, reptile, p, batch, 0);
     // The same by hand: each task's support gradient, averaged.
@@ -319,7 +278,7 @@ TEST_SUITE("maml") {
   TEST_CASE("the adaptation curve starts at the unadapted loss and matches training's inner loop") {
     const meta::Mlp model({1, 8, 8, 1});
     const meta::MetaConfig config{.algorithm = meta::Algorithm::maml, .inner_steps = 1, .inner_lr = 0.05};
-    const auto p = random_params(model, config, 10);
+    const auto p = random_meta_params(model, config, 10);
     const auto batch = sinusoid_batch(5, 5, 11);
     const auto curve = meta::adaptation_curve(model, meta::Loss::mse, config, p, batch, 2);
     REQUIRE(curve.size() == 3);
@@ -333,7 +292,7 @@ TEST_SUITE("maml") {
   TEST_CASE("pretrain's gradient is the gradient of the mean loss over all points") {
     const meta::Mlp model({1, 8, 1});
     const meta::MetaConfig config{.algorithm = meta::Algorithm::pretrain};
-    const auto p = random_params(model, config, 12);
+    const auto p = random_meta_params(model, config, 12);
     const auto batch = sinusoid_batch(3, 4, 13);
     const auto step = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 0);
     mt::TapeScope scope;

@@ -9,6 +9,7 @@
 #include <functional>
 #include <string>
 
+#include "meta_test_util.hpp"
 #include "metatape/meta/evaluation.hpp"
 #include "metatape/meta/maml.hpp"
 #include "test_util.hpp"
@@ -19,6 +20,8 @@ using mt::DType;
 using mt::Tensor;
 
 namespace {
+
+using mt::testing::random_meta_params;
 
 constexpr DType f64 = DType::f64;
 
@@ -32,15 +35,6 @@ double max_abs_diff(const std::vector<Tensor>& a, const std::vector<Tensor>& b) 
   double worst = 0;
   for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, max_abs_diff(a[i], b[i]));
   return worst;
-}
-
-// Random non-trivial parameters (and rates) for `config`.
-meta::MetaParams random_params(const meta::Model& model, const meta::MetaConfig& config, std::uint64_t seed) {
-  mt::Generator gen(seed);
-  meta::MetaParams p = meta::init_meta_params(model, config, gen, f64);
-  for (Tensor& t : p.model) t = mt::normal(t.shape(), 0, 0.6, gen, f64);
-  for (Tensor& r : p.rates) r = mt::uniform(r.shape(), 0.02, 0.08, gen, f64);
-  return p;
 }
 
 meta::TaskBatch sinusoid(std::int64_t tasks, std::int64_t support, std::int64_t query, std::uint64_t seed) {
@@ -184,7 +178,7 @@ TEST_SUITE("meta-api") {
   TEST_CASE("every public meta:: function refuses malformed parameters and batches with a typed error") {
     const meta::Mlp model({1, 8, 1});
     for (const Malformed& m : malformed_cases()) {
-      meta::MetaParams p = random_params(model, m.config, 3);
+      meta::MetaParams p = random_meta_params(model, m.config, 3);
       meta::TaskBatch b = sinusoid(3, 5, 4, 4);
       m.spoil(p, b);
       for (const auto& [name, call] : entry_points(model, meta::Loss::mse, !m.batch_only)) {
@@ -205,7 +199,7 @@ TEST_SUITE("meta-api") {
   TEST_CASE("cross-entropy labels are checked against the predictions; empty ragged batches are refused") {
     const meta::Mlp model({2, 4, 3});
     const meta::MetaConfig config{.inner_steps = 1};
-    const meta::MetaParams p = random_params(model, config, 1);
+    const meta::MetaParams p = random_meta_params(model, config, 1);
     mt::Generator gen(2);
     const Tensor x = mt::normal({2, 3, 2}, 0, 1, gen, f64);
     const Tensor labels = mt::from_indices({0, 1, 2, 2, 1, 0}, {2, 3});
@@ -235,7 +229,7 @@ TEST_SUITE("meta-api") {
     for (meta::Algorithm a : {meta::Algorithm::maml, meta::Algorithm::metasgd, meta::Algorithm::anil}) {
       INFO(meta::algorithm_name(a));
       const meta::MetaConfig config{.algorithm = a, .inner_steps = 1, .inner_lr = 0.07};
-      const meta::MetaParams p = random_params(model, config, 11);
+      const meta::MetaParams p = random_meta_params(model, config, 11);
       const std::vector<std::size_t> head = model.head();
       const auto adapts = [&](std::size_t i) {
         return a != meta::Algorithm::anil || std::find(head.begin(), head.end(), i) != head.end();
@@ -281,7 +275,7 @@ TEST_SUITE("meta-api") {
     };
     for (const auto& [name, config] : configs) {
       INFO(name);
-      const meta::MetaParams p = random_params(model, config, 12);
+      const meta::MetaParams p = random_meta_params(model, config, 12);
       const meta::MetaStep reference = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 0);
       mt::TapeScope scope;
       std::vector<Tensor> leaves;
@@ -304,7 +298,7 @@ TEST_SUITE("meta-api") {
   TEST_CASE("adapt's history starts at θ, ends at the result and gives the adaptation curve") {
     const meta::Mlp model({1, 8, 1});
     const meta::MetaConfig config{.algorithm = meta::Algorithm::anil, .inner_steps = 1, .inner_lr = 0.1};
-    const meta::MetaParams p = random_params(model, config, 5);
+    const meta::MetaParams p = random_meta_params(model, config, 5);
     const meta::TaskBatch batch = sinusoid(3, 5, 4, 9);
     const meta::Adapted adapted = meta::adapt(model, meta::Loss::mse, config, p, batch, 3, {.history = true});
     REQUIRE(adapted.history.size() == 4);
@@ -336,7 +330,7 @@ TEST_SUITE("meta-api") {
     };
     for (const auto& [name, config] : configs) {
       INFO(name);
-      const meta::MetaParams p = random_params(model, config, 13);
+      const meta::MetaParams p = random_meta_params(model, config, 13);
       meta::RaggedTaskBatch ragged;
       for (const meta::TaskBatch& t : tasks)  // through add_task: tensors without the task axis
         ragged.add_task(mt::squeeze(t.support_x, 0), mt::squeeze(t.support_y, 0), mt::squeeze(t.query_x, 0),

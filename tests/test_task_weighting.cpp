@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "meta_test_util.hpp"
 #include "metatape/meta/maml.hpp"
 #include "metatape/meta/task_weighting.hpp"
 #include "metatape/meta/trainer.hpp"
@@ -19,22 +20,11 @@ using mt::Tensor;
 
 namespace {
 
+using mt::testing::random_meta_params;
+using mt::testing::sinusoid_batch;
+
 constexpr DType f64 = DType::f64;
 using Rule = meta::TaskWeighting;
-
-meta::TaskBatch sinusoid_batch(std::int64_t tasks, std::int64_t points, std::uint64_t seed) {
-  mt::Generator gen(seed);
-  return meta::SinusoidTasks().sample(tasks, points, points, gen, f64);
-}
-
-// Non-trivial float64 parameters of a smooth model.
-meta::MetaParams random_params(const meta::Model& model, const meta::MetaConfig& config, std::uint64_t seed) {
-  mt::Generator gen(seed);
-  meta::MetaParams p = meta::init_meta_params(model, config, gen, f64);
-  for (Tensor& t : p.model) t = mt::normal(t.shape(), 0, 0.6, gen, f64);
-  for (Tensor& r : p.rates) r = mt::uniform(r.shape(), 0.02, 0.08, gen, f64);
-  return p;
-}
 
 meta::MetaConfig with_rule(meta::MetaConfig config, Rule rule, double temperature = 0.5, bool differentiate = false) {
   config.weighting = {.rule = rule, .temperature = temperature, .differentiate = differentiate};
@@ -95,8 +85,8 @@ std::vector<Tensor> weighted_by_task(const meta::Model& model, const meta::MetaC
   return out;
 }
 
-// The worst relative error of the meta-gradient along random directions u
-// against the central difference of the meta-loss (smooth model, float64).
+// The worst relative error of the meta-gradient along random directions
+// against the central difference of the meta-loss (meta_test_util.hpp).
 double directional_fd_error(const meta::Model& model, const meta::MetaConfig& config, const meta::MetaParams& p,
                             const meta::TaskBatch& batch, int directions) {
   const auto at = [&](const std::vector<Tensor>& all) {
@@ -104,24 +94,8 @@ double directional_fd_error(const meta::Model& model, const meta::MetaConfig& co
                                0)
         .meta_loss;
   };
-  const std::vector<Tensor> all = p.all();
   const std::vector<Tensor> g = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 0).grads;
-  mt::Generator gen(77);
-  double worst = 0;
-  for (int d = 0; d < directions; ++d) {
-    const double eps = 1e-5;
-    std::vector<Tensor> plus, minus;
-    double analytic = 0;
-    for (std::size_t i = 0; i < all.size(); ++i) {
-      const Tensor u = mt::normal(all[i].shape(), 0, 1, gen, f64);
-      analytic += mt::sum(g[i] * u).item();
-      plus.push_back(all[i] + eps * u);
-      minus.push_back(all[i] - eps * u);
-    }
-    const double numeric = (at(plus) - at(minus)) / (2 * eps);
-    worst = std::max(worst, std::abs(analytic - numeric) / std::abs(numeric));
-  }
-  return worst;
+  return mt::testing::directional_fd_error(at, p.all(), g, directions, 77);
 }
 
 }  // namespace
@@ -270,7 +244,7 @@ TEST_SUITE("task-weighting") {
     for (const auto& [msl, batched] : {std::pair{false, true}, std::pair{true, true}, std::pair{false, false}}) {
       const meta::MetaConfig config{
           .inner_steps = 2, .inner_lr = 0.05, .multi_step_loss = msl, .task_batched = batched};
-      const auto p = random_params(model, config, 5);
+      const auto p = random_meta_params(model, config, 5);
       const auto step = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 0);
       CHECK(step.task_weights == std::vector<double>(tasks, 1.0 / static_cast<double>(tasks)));
       mt::TapeScope scope;
@@ -309,7 +283,7 @@ TEST_SUITE("task-weighting") {
       for (Rule rule : {Rule::softmax, Rule::normalised, Rule::agreement}) {
         INFO(std::string(name) << ", " << meta::task_weighting_name(rule));
         const meta::MetaConfig config = with_rule(base, rule);
-        const auto p = random_params(model, config, 23);
+        const auto p = random_meta_params(model, config, 23);
         const auto step = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 7);
         std::vector<std::vector<double>> per_task;
         const auto expected = weighted_by_task(model, config, p, batch, step.task_weights, per_task);
@@ -343,7 +317,7 @@ TEST_SUITE("task-weighting") {
       for (Rule rule : {Rule::softmax, Rule::normalised, Rule::agreement}) {
         INFO(std::string(name) << ", " << meta::task_weighting_name(rule));
         const meta::MetaConfig exact = with_rule(base, rule, 0.5, true), detached = with_rule(base, rule, 0.5, false);
-        const auto p = random_params(model, exact, 31);
+        const auto p = random_meta_params(model, exact, 31);
         const auto a = meta::meta_gradient(model, meta::Loss::mse, exact, p, batch, 0);
         const auto b = meta::meta_gradient(model, meta::Loss::mse, detached, p, batch, 0);
         CHECK(a.meta_loss == doctest::Approx(b.meta_loss).epsilon(1e-14));
@@ -365,7 +339,7 @@ TEST_SUITE("task-weighting") {
               with_rule({.inner_steps = 2, .inner_lr = 0.05, .multi_step_loss = msl}, rule, 0.5, differentiate);
           meta::MetaConfig looped = batched;
           looped.task_batched = false;
-          const auto p = random_params(model, batched, 41);
+          const auto p = random_meta_params(model, batched, 41);
           const auto gb = meta::meta_gradient(model, meta::Loss::mse, batched, p, batch, 3);
           const auto gl = meta::meta_gradient(model, meta::Loss::mse, looped, p, batch, 3);
           CHECK(gb.meta_loss == doctest::Approx(gl.meta_loss).epsilon(1e-13));
@@ -384,7 +358,7 @@ TEST_SUITE("task-weighting") {
       INFO(meta::task_weighting_name(rule));
       const meta::MetaConfig config =
           with_rule({.algorithm = meta::Algorithm::reptile, .inner_steps = 2, .inner_lr = 0.1}, rule);
-      const auto p = random_params(model, config, 47);
+      const auto p = random_meta_params(model, config, 47);
       const auto step = meta::meta_gradient(model, meta::Loss::mse, config, p, batch, 0);
       const auto adapted = meta::adapt(model, meta::Loss::mse, config, p, batch, 2);
       std::vector<std::vector<double>> directions(4);
@@ -410,7 +384,7 @@ TEST_SUITE("task-weighting") {
     meta::RaggedTaskBatch ragged;
     ragged.groups = {sinusoid_batch(2, 3, 51), sinusoid_batch(1, 5, 52)};
     const meta::MetaConfig config{.inner_steps = 1, .inner_lr = 0.05};
-    const auto p = random_params(model, config, 53);
+    const auto p = random_meta_params(model, config, 53);
     CHECK(meta::meta_gradient(model, meta::Loss::mse, config, p, ragged, 0).task_weights ==
           std::vector<double>(3, 1.0 / 3));
     CHECK(mt::testing::throws_error<mt::ValueError>(

@@ -1,0 +1,74 @@
+// Helpers the meta:: suites share: seeded float64 sinusoid batches and
+// parameters, and the directional finite-difference check of a
+// meta-gradient.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "metatape/meta/maml.hpp"
+
+namespace metatape::testing {
+
+// `tasks` sinusoid tasks of `points` support and `points` query points, float64.
+inline meta::TaskBatch sinusoid_batch(std::int64_t tasks, std::int64_t points, std::uint64_t seed) {
+  Generator gen(seed);
+  return meta::SinusoidTasks().sample(tasks, points, points, gen, DType::f64);
+}
+
+// Float64 meta-parameters away from the reference initialisation (whose
+// zero biases and tiny weights hide errors): weights N(0, 0.6²), learned
+// rates U[0.02, 0.08].
+inline meta::MetaParams random_meta_params(const meta::Model& model, const meta::MetaConfig& config,
+                                           std::uint64_t seed) {
+  Generator gen(seed);
+  meta::MetaParams p = meta::init_meta_params(model, config, gen, DType::f64);
+  for (Tensor& t : p.model) t = normal(t.shape(), 0, 0.6, gen, DType::f64);
+  for (Tensor& r : p.rates) r = uniform(r.shape(), 0.02, 0.08, gen, DType::f64);
+  return p;
+}
+
+// The worst relative error of gᵀu against the central difference
+// (f(x + εu) − f(x − εu)) / 2ε over `directions` seeded random directions u,
+// for a scalar function f of a tensor list at `point` whose gradient there
+// is `gradient`. ReLU and max-pool make meta-losses piecewise smooth
+// (docs/methods.md §1), so for each direction ε shrinks until the
+// difference is stable under halving: the stencil then stays inside the
+// base point's activation pattern. A direction that never stabilises counts
+// as an infinite error.
+inline double directional_fd_error(const std::function<double(const std::vector<Tensor>&)>& f,
+                                   const std::vector<Tensor>& point, const std::vector<Tensor>& gradient,
+                                   int directions, std::uint64_t seed = 99) {
+  Generator gen(seed);
+  double worst = 0;
+  for (int d = 0; d < directions; ++d) {
+    std::vector<Tensor> u;
+    double analytic = 0;
+    for (std::size_t i = 0; i < point.size(); ++i) {
+      u.push_back(normal(point[i].shape(), 0, 1, gen, DType::f64));
+      analytic += sum(gradient[i] * u.back()).item();
+    }
+    const auto difference = [&](double eps) {
+      std::vector<Tensor> plus, minus;
+      for (std::size_t i = 0; i < point.size(); ++i) {
+        plus.push_back(point[i] + eps * u[i]);
+        minus.push_back(point[i] - eps * u[i]);
+      }
+      return (f(plus) - f(minus)) / (2 * eps);
+    };
+    double error = INFINITY;
+    for (double eps : {1e-6, 2e-7, 4e-8}) {
+      const double coarse = difference(eps), fine = difference(eps / 2);
+      if (std::abs(coarse - fine) <= 1e-7 * std::abs(fine)) {
+        error = std::abs(analytic - fine) / std::abs(fine);
+        break;
+      }
+    }
+    worst = std::max(worst, error);
+  }
+  return worst;
+}
+
+}  // namespace metatape::testing
