@@ -19,7 +19,7 @@ std::string candidate_label(const CandidateSpec& candidate, std::size_t index) {
 Tensor draw_inputs(const Model& model, const RankingConfig& config, std::int64_t tasks, std::int64_t count,
                    Generator& gen) {
   Shape shape{tasks, count};
-  for (std::int64_t d : model.input_shape().dims()) shape.push_back(d);
+  for (std::int64_t d : model.input_shape()) shape.push_back(d);  // the temporary lives through the loop
   if (config.task == "sinusoid") return uniform(shape, -5.0, 5.0, gen, DType::f64);
   return normal(shape, 0.0, 1.0, gen, DType::f64);
 }
