@@ -2,8 +2,10 @@
 # Builds and runs the benchmarks, one thread, medians of repeated runs:
 #   bench-engine          per-op overhead, GEMM against raw OpenBLAS, an MLP gradient
 #   bench-maml            meta-gradient step time and memory, batched and looped
-#   bench-maml-libtorch   the same steps against libtorch (with --with-libtorch,
-#                         which installs Debian's libtorch-dev, about 1 GB)
+#   bench-kernel          the empirical NTK, a Hessian-vector product, and the
+#                         kernel-adaptation step beside the exact MAML step
+#   bench-maml-libtorch   the same steps, NTK and HVP against libtorch (with
+#                         --with-libtorch, which installs Debian's libtorch-dev, about 1 GB)
 # Full outputs go to build/bench-*.txt. Close other work first: the figures
 # are only as quiet as the machine.
 set -euo pipefail
@@ -13,7 +15,7 @@ with_libtorch=0
 for arg in "$@"; do
   case "$arg" in
     --with-libtorch) with_libtorch=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -33,9 +35,14 @@ build/bench/bench-engine --benchmark_repetitions=10 --benchmark_report_aggregate
 echo "== bench-maml (medians of 5)"
 build/bench/bench-maml --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
   | tee build/bench-maml.txt | grep -E "median"
+echo "== bench-kernel (medians of 10)"
+build/bench/bench-kernel --benchmark_repetitions=10 --benchmark_report_aggregates_only=true \
+  | tee build/bench-kernel.txt | grep -E "median"
 if [ -x build/bench/bench-maml-libtorch ]; then
   echo "== bench-maml-libtorch"
-  build/bench/bench-maml-libtorch --threads 1 --repeats 21 | tee build/bench-maml-libtorch.txt
+  build/bench/bench-maml-libtorch --threads 1 --repeats 21 --only maml | tee build/bench-maml-libtorch.txt
+  build/bench/bench-maml-libtorch --threads 1 --repeats 21 --only ntk | tee -a build/bench-maml-libtorch.txt
+  build/bench/bench-maml-libtorch --threads 1 --repeats 51 --only hvp | tee -a build/bench-maml-libtorch.txt
 elif ((with_libtorch)); then
   echo "bench.sh: libtorch-dev is installed but bench-maml-libtorch was not built" >&2
   exit 1
