@@ -76,6 +76,14 @@ Tensor weighted_task_sum(const TaskWeightingConfig& config, const Tensor& weight
 // retained: the general way to get the agreement rule's per-task gradients
 // when the parameters were not copied per task. Each result is [T] + shape
 // (0 where a task does not use a tensor); recorded with create_graph.
+// Fresh leaves of the tape for `params` (detached copies marked
+// requires_grad): what a meta-gradient differentiates with respect to.
+std::vector<Tensor> recorded_leaves(const std::vector<Tensor>& params);
+// The result of an outer loss over `leaves`: the task losses [T] and the
+// weights detached, the meta-loss, and its gradient with respect to the
+// leaves, walking the tape once with its saved values freed as it goes
+// (nothing walks it again).
+MetaStepTensors outer_step(const Tensor& task_losses, const WeightedLoss& outer, const std::vector<Tensor>& leaves);
 std::vector<Tensor> task_gradients_by_loop(const Tensor& task_losses, const std::vector<Tensor>& wrt,
                                            bool create_graph = false);
 

@@ -193,8 +193,7 @@ namespace detail {
 MetaStepTensors kernel_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                 const TaskBatch& batch) {
   TapeScope scope;
-  std::vector<Tensor> leaves;
-  for (const Tensor& p : params.model) leaves.push_back(p.detach().requires_grad_());
+  const std::vector<Tensor> leaves = recorded_leaves(params.model);
   const KernelAdapted adapted = closed_form(model, loss, config, leaves, batch, true);
   // The tasks share θ here (the kernel is taken at θ, not at per-task
   // copies), so the agreement rule's per-task gradients take one backward
@@ -202,12 +201,7 @@ MetaStepTensors kernel_gradient(const Model& model, Loss loss, const MetaConfig&
   const WeightedLoss outer = weighted_outer_loss(config, adapted.query_loss, [&] {
     return task_gradients_by_loop(adapted.query_loss, leaves, config.weighting.differentiate);
   });
-  MetaStepTensors step;
-  step.task_losses = adapted.query_loss.detach();
-  step.task_weights = outer.weights;
-  step.meta_loss = outer.loss.detach();
-  step.grads = grad(outer.loss, leaves, {.retain_graph = false});
-  return step;
+  return outer_step(adapted.query_loss, outer, leaves);
 }
 
 }  // namespace detail

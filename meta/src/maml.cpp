@@ -311,8 +311,7 @@ OuterLoss looped_outer_loss(const Model& model, Loss loss, const MetaConfig& con
 MetaStepTensors maml_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                               const TaskBatch& batch, std::int64_t iteration) {
   TapeScope scope;
-  std::vector<Tensor> leaves;
-  for (const Tensor& p : params.all()) leaves.push_back(p.detach().requires_grad_());
+  const std::vector<Tensor> leaves = detail::recorded_leaves(params.all());
   const MetaParams recorded = MetaParams::from_all(leaves, params.model.size());
 
   Tensor task_losses;

@@ -13,8 +13,7 @@ namespace metatape::meta::detail {
 MetaStepTensors metarkhs1_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                    const TaskBatch& batch) {
   TapeScope scope;
-  std::vector<Tensor> leaves;
-  for (const Tensor& p : params.model) leaves.push_back(p.detach().requires_grad_());
+  const std::vector<Tensor> leaves = recorded_leaves(params.model);
   // Per-task copies [T, ...]: task t's loss depends only on copy t, so one
   // backward of Σ_t L_t gives every task's own gradient.
   const std::vector<Tensor> copies = per_task(leaves, batch.tasks());
@@ -34,14 +33,10 @@ MetaStepTensors metarkhs1_gradient(const Model& model, Loss loss, const MetaConf
   const WeightedLoss outer = weighted_outer_loss(config, objectives, [&] {
     return grad(sum(objectives), copies, {.create_graph = config.weighting.differentiate});
   });
-  MetaStepTensors step;
-  // The per-task terms of the outer loss (what the weights weigh), so that
-  // meta_loss is their mean as for every other algorithm.
-  step.task_losses = objectives.detach();
-  step.task_weights = outer.weights;
-  step.meta_loss = outer.loss.detach();
-  step.grads = grad(outer.loss, leaves, {.retain_graph = false});
-  return step;
+  // The task losses reported are the outer loss's per-task terms (what the
+  // weights weigh), so that meta_loss is their weighted sum as for every
+  // other algorithm.
+  return outer_step(objectives, outer, leaves);
 }
 
 }  // namespace metatape::meta::detail

@@ -13,18 +13,12 @@ namespace metatape::meta::detail {
 MetaStepTensors pretrain_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                   const TaskBatch& batch) {
   TapeScope scope;
-  std::vector<Tensor> leaves;
-  for (const Tensor& p : params.model) leaves.push_back(p.detach().requires_grad_());
+  const std::vector<Tensor> leaves = recorded_leaves(params.model);
   const Tensor x = concat({batch.support_x, batch.query_x}, 1), y = concat({batch.support_y, batch.query_y}, 1);
   const Tensor losses = per_task_loss(loss, model.forward(leaves, x), y);
   const WeightedLoss objective = weighted_outer_loss(
       config, losses, [&] { return task_gradients_by_loop(losses, leaves, config.weighting.differentiate); });
-  MetaStepTensors step;
-  step.task_losses = losses.detach();
-  step.task_weights = objective.weights;
-  step.meta_loss = objective.loss.detach();
-  step.grads = grad(objective.loss, leaves, {.retain_graph = false});
-  return step;
+  return outer_step(losses, objective, leaves);
 }
 
 }  // namespace metatape::meta::detail

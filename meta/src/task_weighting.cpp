@@ -155,6 +155,22 @@ std::vector<Tensor> task_gradients_by_loop(const Tensor& task_losses, const std:
   return out;
 }
 
+std::vector<Tensor> recorded_leaves(const std::vector<Tensor>& params) {
+  std::vector<Tensor> leaves;
+  leaves.reserve(params.size());
+  for (const Tensor& p : params) leaves.push_back(p.detach().requires_grad_());
+  return leaves;
+}
+
+MetaStepTensors outer_step(const Tensor& task_losses, const WeightedLoss& outer, const std::vector<Tensor>& leaves) {
+  MetaStepTensors step;
+  step.task_losses = task_losses.detach();
+  step.task_weights = outer.weights;
+  step.meta_loss = outer.loss.detach();
+  step.grads = grad(outer.loss, leaves, {.retain_graph = false});
+  return step;
+}
+
 }  // namespace detail
 
 }  // namespace metatape::meta
