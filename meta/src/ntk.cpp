@@ -234,7 +234,8 @@ std::optional<DenseFactors> dense_factors(const Model& model, const std::vector<
     const std::vector<Tensor> d = grad({f}, z, {seed(f.shape(), c, {}, f.dtype(), f.device())}, grad_options);
     for (std::size_t l = 0; l < z.size(); ++l) per_output[l].push_back(d[l]);
   }
-  for (std::size_t l = 0; l < z.size(); ++l) factors.layers[l].deltas = stack(per_output[l], 1);
+  for (std::size_t l = 0; l < z.size(); ++l)  // a view for one output
+    factors.layers[l].deltas = per_output[l].size() == 1 ? unsqueeze(per_output[l][0], 1) : stack(per_output[l], 1);
   return factors;
 }
 
@@ -246,7 +247,8 @@ Tensor dense_kernel(const DenseFactors& a, const DenseFactors& b, KernelMode mod
     // What multiplies δᵢ·δⱼ: s² aᵢ·aⱼ for the weight, plus 1 for the bias.
     Tensor pair;  // [T, nA, nB], undefined for 1
     if (la.input.defined()) {
-      pair = scale(matmul(la.input, lb.input, false, true), la.scale * la.scale);
+      pair = matmul(la.input, lb.input, false, true);
+      if (la.scale != 1) pair = scale(pair, la.scale * la.scale);
       if (la.bias) pair = shift(pair, 1.0);
     }
     const std::int64_t t = la.deltas.dim(0), c = la.deltas.dim(1), na = la.deltas.dim(2), nb = lb.deltas.dim(2);
@@ -266,7 +268,7 @@ Tensor dense_kernel(const DenseFactors& a, const DenseFactors& b, KernelMode mod
     total = total.defined() ? add(total, term) : term;
   }
   if (mode == KernelMode::full) return total;
-  if (mode == KernelMode::trace) return mean(total, {1});
+  if (mode == KernelMode::trace) return total.dim(1) == 1 ? squeeze(total, 1) : mean(total, {1});
   return permute(total, {0, 2, 3, 1});
 }
 
