@@ -1,4 +1,5 @@
-// The empirical NTK (docs/methods.md §5): per-sample Jacobian rows in one
+// The empirical NTK (docs/methods.md §5): per-layer Gram matrices for models
+// made of dense layers, otherwise per-sample Jacobian rows in one
 // batched pass, contracted into the kernel's three output modes.
 #include "metatape/meta/ntk.hpp"
 
