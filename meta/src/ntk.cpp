@@ -42,8 +42,9 @@ const Tensor& finite(const Tensor& t, const char* where) {
     throw ValueError(std::string(where) + ": the result " + t.shape().str() + " has a non-finite entry at flat index " +
                      std::to_string(k) + " (are the parameters and inputs finite?)");
   };
+  const std::int64_t n = t.numel();  // once: Shape::numel is a product over the axes
   const auto scan = [&](const auto* data) {
-    for (std::int64_t k = 0; k < t.numel(); ++k)
+    for (std::int64_t k = 0; k < n; ++k)
       if (!std::isfinite(data[k])) report(k);
   };
   if (t.dtype() == DType::f64)
