@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "metatape/meta/analytic_ntk.hpp"
 #include "metatape/meta/ntk.hpp"
@@ -88,6 +89,55 @@ double mean_error_to_limit(const std::vector<std::int64_t>& widths, const meta::
     total += relative_error(meta::empirical_ntk(model, model.init(gen, f64), x), limit) / 3;
   }
   return total;
+}
+
+// An Mlp seen through the Model interface, with its dense tape hidden (so
+// empirical_ntk takes the generic per-sample path) or altered.
+class Wrapped final : public meta::Model {
+ public:
+  enum class Tape { hidden, doubled_first_scale, no_biases };
+  Wrapped(const meta::Mlp& inner, Tape tape) : inner_(inner), tape_(tape) {}
+  const std::vector<meta::ParamInfo>& parameters() const override { return inner_.parameters(); }
+  std::vector<Tensor> init(mt::Generator& gen, DType dtype) const override { return inner_.init(gen, dtype); }
+  Tensor forward(const std::vector<Tensor>& params, const Tensor& x) const override {
+    return inner_.forward(params, x);
+  }
+  mt::Shape input_shape() const override { return inner_.input_shape(); }
+  std::int64_t outputs() const override { return inner_.outputs(); }
+  bool couples_examples() const override { return false; }
+  std::vector<Tensor> relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const override {
+    return inner_.relu_preactivations(params, x);
+  }
+  std::optional<meta::DenseTape> dense_layers(const std::vector<Tensor>& params, const Tensor& x) const override {
+    if (tape_ == Tape::hidden) return std::nullopt;
+    std::optional<meta::DenseTape> tape = inner_.dense_layers(params, x);
+    if (tape_ == Tape::doubled_first_scale) tape->layers.front().scale *= 2;
+    if (tape_ == Tape::no_biases)
+      for (meta::DenseLayer& l : tape->layers) l.bias.reset();
+    return tape;
+  }
+
+ protected:
+  std::string name() const override { return inner_.describe() + " (wrapped)"; }
+
+ private:
+  const meta::Mlp& inner_;
+  Tape tape_;
+};
+
+// The MLPs the dense path serves: both parameterisations, with and without
+// biases, tanh and ReLU.
+std::vector<meta::Mlp> dense_models() {
+  std::vector<meta::Mlp> models;
+  models.emplace_back(std::vector<std::int64_t>{3, 5, 4, 2}, meta::Activation::tanh);
+  models.emplace_back(std::vector<std::int64_t>{3, 5, 4, 2},
+                      meta::MlpOptions{.activation = meta::Activation::relu, .bias = false});
+  models.emplace_back(std::vector<std::int64_t>{3, 6, 2}, kNtkParam);
+  models.emplace_back(
+      std::vector<std::int64_t>{3, 5, 4, 3},
+      meta::MlpOptions{
+          .activation = meta::Activation::tanh, .parameterization = meta::Parameterization::ntk, .bias = false});
+  return models;
 }
 
 }  // namespace
@@ -234,6 +284,106 @@ TEST_SUITE("ntk") {
     };
     CHECK(nodes(2) > 0);
     CHECK(nodes(2) == nodes(9));
+  }
+
+  TEST_CASE("the dense path equals the generic per-sample path in every mode, subset, cross and task-batched case") {
+    for (const meta::Mlp& model : dense_models()) {
+      CAPTURE(model.describe());
+      const Wrapped generic(model, Wrapped::Tape::hidden);
+      const auto params = random_params(model, 50);
+      const Tensor a = random_inputs(model, {4}, 51), b = random_inputs(model, {3}, 52);
+      const Tensor as = random_inputs(model, {2, 4}, 53), bs = random_inputs(model, {2, 3}, 54);
+      for (meta::KernelMode mode : meta::kKernelModes)
+        for (meta::ParamSubset subset : meta::kParamSubsets) {
+          CAPTURE(meta::kernel_mode_name(mode));
+          CAPTURE(meta::param_subset_name(subset));
+          const meta::NtkOptions options{.mode = mode, .subset = subset};
+          for (const auto& [x, y] : {std::pair{a, a}, std::pair{a, b}, std::pair{as, as}, std::pair{as, bs}}) {
+            CAPTURE(x.shape().str() + " " + y.shape().str());
+            const Tensor fast = meta::empirical_ntk(model, params, x, y, options);
+            CHECK(fast.shape() == meta::empirical_ntk(generic, params, x, y, options).shape());
+            CHECK(relative_error(fast, meta::empirical_ntk(generic, params, x, y, options)) < 1e-12);
+          }
+        }
+    }
+  }
+
+  TEST_CASE("with create_graph, first and second derivatives through the dense kernel equal the generic path's") {
+    for (const meta::Mlp& model : dense_models()) {
+      CAPTURE(model.describe());
+      const Wrapped generic(model, Wrapped::Tape::hidden);
+      const auto base = random_params(model, 55);
+      const Tensor a = random_inputs(model, {2, 3}, 56), b = random_inputs(model, {2, 2}, 57);
+      mt::Generator gen(58);
+      for (meta::KernelMode mode : meta::kKernelModes) {
+        CAPTURE(meta::kernel_mode_name(mode));
+        mt::TapeScope scope;
+        std::vector<Tensor> leaves, directions;
+        for (const Tensor& p : base) {
+          leaves.push_back(p.clone().requires_grad_());
+          directions.push_back(mt::normal(p.shape(), 0, 1, gen, f64));
+        }
+        const meta::NtkOptions options{.mode = mode, .create_graph = true};
+        Tensor weights;
+        // A loss of Θ(a, a) and Θ(a, b), its gradient, and the gradient of
+        // the gradient along `directions` (a Hessian-vector product).
+        const auto derivatives = [&](const meta::Model& m) {
+          const Tensor same = meta::empirical_ntk(m, leaves, a, options),
+                       cross = meta::empirical_ntk(m, leaves, a, b, options);
+          if (!weights.defined()) weights = mt::normal(cross.shape(), 0, 1, gen, f64);
+          const Tensor loss = mt::sum(mt::square(same)) + mt::sum(mt::tanh(cross) * weights);
+          const mt::GradOptions recorded{.create_graph = true, .allow_unused = true};
+          const std::vector<Tensor> g = mt::grad(loss, leaves, recorded);
+          Tensor along = mt::sum(g[0] * directions[0]);
+          for (std::size_t i = 1; i < g.size(); ++i) along = along + mt::sum(g[i] * directions[i]);
+          std::vector<Tensor> out = g;
+          for (const Tensor& h : mt::grad(along, leaves, {.allow_unused = true})) out.push_back(h);
+          return out;
+        };
+        const std::vector<Tensor> fast = derivatives(model), slow = derivatives(generic);
+        for (std::size_t i = 0; i < fast.size(); ++i) {
+          CAPTURE(i);
+          CHECK(relative_error(fast[i], slow[i]) < 1e-12);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("an MLP's dense tape: each layer's input and pre-activation, its scale, and the model's output") {
+    const meta::Mlp model({3, 5, 2}, kNtkParam);
+    const auto params = random_params(model, 59);
+    const Tensor x = random_inputs(model, {2, 4}, 60);
+    const std::optional<meta::DenseTape> tape = model.dense_layers(params, x);
+    REQUIRE(tape.has_value());
+    REQUIRE(tape->layers.size() == 2);
+    CHECK(relative_error(tape->output, model.forward(params, x)) == 0);
+    CHECK(tape->layers[0].input.shape() == mt::Shape{2, 4, 3});
+    CHECK(tape->layers[1].input.shape() == mt::Shape{2, 4, 5});
+    CHECK(tape->layers[1].preactivation.shape() == mt::Shape{2, 4, 2});
+    CHECK(std::abs(tape->layers[1].scale - 1 / std::sqrt(5.0)) < 1e-16);
+    CHECK(tape->layers[1].weight == 2);
+    CHECK(tape->layers[1].bias == std::optional<std::size_t>(3));
+    CHECK(relative_error(tape->layers[1].input, mt::relu(tape->layers[0].preactivation)) == 0);
+    const meta::Conv4 conv(
+        {.in_channels = 1, .image_size = 8, .channels = 2, .classes = 2, .strided = true, .batch_norm = false});
+    CHECK_FALSE(conv.dense_layers(random_params(conv, 61), random_inputs(conv, {1, 2}, 62)).has_value());
+    CHECK(throws_error<mt::ShapeError>([&] { model.dense_layers(params, random_inputs(model, {4}, 63)); }, {"[4, 3]"}));
+  }
+
+  TEST_CASE("the kernel comes from the dense tape when it covers the selected parameters, else per sample") {
+    const meta::Mlp model({3, 5, 2}, meta::Activation::tanh);
+    const auto params = random_params(model, 64);
+    const Tensor x = random_inputs(model, {4}, 65);
+    const Tensor generic = meta::empirical_ntk(Wrapped(model, Wrapped::Tape::hidden), params, x);
+    // A tape that misstates the first layer's scale changes the kernel: it is the one used.
+    const Tensor lied = meta::empirical_ntk(Wrapped(model, Wrapped::Tape::doubled_first_scale), params, x);
+    CHECK(relative_error(lied, generic) > 1e-3);
+    // A tape that omits the biases covers the weights only: the full kernel falls back.
+    const Wrapped no_biases(model, Wrapped::Tape::no_biases);
+    CHECK(relative_error(meta::empirical_ntk(no_biases, params, x), generic) < 1e-12);
+    const meta::NtkOptions weights{.subset = meta::ParamSubset::weights};
+    CHECK(relative_error(meta::empirical_ntk(no_biases, params, x, weights),
+                         meta::empirical_ntk(Wrapped(model, Wrapped::Tape::hidden), params, x, weights)) < 1e-12);
   }
 
   TEST_CASE("Θv recorded with create_graph has the derivative of the recorded kernel times v") {

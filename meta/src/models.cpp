@@ -42,6 +42,8 @@ int Model::num_layers() const { return parameters().empty() ? 0 : parameters().b
 
 std::string Model::describe() const { return name(); }
 
+std::optional<DenseTape> Model::dense_layers(const std::vector<Tensor>&, const Tensor&) const { return std::nullopt; }
+
 void Model::check(const std::vector<Tensor>& params, std::int64_t tasks) const {
   const auto& infos = parameters();
   if (params.size() != infos.size())
@@ -137,27 +139,51 @@ Tensor Mlp::forward(const std::vector<Tensor>& params, const Tensor& x) const {
   return forward_batched(params, x);
 }
 
+double Mlp::weight_scale(std::size_t l) const {
+  return options_.parameterization == Parameterization::ntk ? 1.0 / std::sqrt(static_cast<double>(widths_[l])) : 1.0;
+}
+
 Tensor Mlp::layer(const std::vector<Tensor>& params, std::size_t l, const Tensor& h) const {
   const std::size_t first = l * per_layer();
   // A shared weight [in, out] multiplies every task's rows in one GEMM; a
   // per-task weight [T, in, out] is a batched GEMM.
   Tensor pre = matmul(h, params[first]);
-  if (options_.parameterization == Parameterization::ntk)
-    pre = scale(pre, 1.0 / std::sqrt(static_cast<double>(widths_[l])));
+  if (options_.parameterization == Parameterization::ntk) pre = scale(pre, weight_scale(l));
   if (options_.bias) pre = add(pre, as_broadcast(params[first + 1], params_[first + 1], 0));
   return pre;
 }
 
-Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x) const {
+Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x, DenseTape* tape) const {
   check_input(x, true);
   check(params, x.dim(0));
   Tensor h = x;
   const std::size_t layers = widths_.size() - 1;
   for (std::size_t l = 0; l < layers; ++l) {
+    const Tensor input = h;
     h = layer(params, l, h);
+    if (tape) {
+      const std::size_t first = l * per_layer();
+      tape->layers.push_back({.input = input,
+                              .preactivation = h,
+                              .scale = weight_scale(l),
+                              .weight = first,
+                              .bias = options_.bias ? std::optional<std::size_t>(first + 1) : std::nullopt});
+    }
     if (l + 1 < layers) h = options_.activation == Activation::relu ? relu(h) : tanh(h);
   }
   return h;
+}
+
+std::optional<DenseTape> Mlp::dense_layers(const std::vector<Tensor>& params, const Tensor& x) const {
+  check_input(x, true);
+  check(params, x.dim(0));
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (params[i].shape() != params_[i].shape)
+      throw ShapeError(name() + ": dense_layers takes shared parameters, but " + params_[i].name + " has shape " +
+                       params[i].shape().str() + ", not " + params_[i].shape.str());
+  DenseTape tape;
+  tape.output = forward_batched(params, x, &tape);
+  return tape;
 }
 
 std::vector<Tensor> Mlp::relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const {

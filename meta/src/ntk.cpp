@@ -1,7 +1,9 @@
-// The empirical NTK (docs/methods.md §5): per-sample Jacobian rows in one
+// The empirical NTK (docs/methods.md §5): per-layer Gram matrices for models
+// made of dense layers, otherwise per-sample Jacobian rows in one
 // batched pass, contracted into the kernel's three output modes.
 #include "metatape/meta/ntk.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <optional>
@@ -40,8 +42,9 @@ const Tensor& finite(const Tensor& t, const char* where) {
     throw ValueError(std::string(where) + ": the result " + t.shape().str() + " has a non-finite entry at flat index " +
                      std::to_string(k) + " (are the parameters and inputs finite?)");
   };
+  const std::int64_t n = t.numel();  // once: Shape::numel is a product over the axes
   const auto scan = [&](const auto* data) {
-    for (std::int64_t k = 0; k < t.numel(); ++k)
+    for (std::int64_t k = 0; k < n; ++k)
       if (!std::isfinite(data[k])) report(k);
   };
   if (t.dtype() == DType::f64)
@@ -184,6 +187,115 @@ Tensor contract(const Tensor& a, const Tensor& b, KernelMode mode) {
   return r == 3 ? permute(per_output, {1, 2, 0}) : permute(per_output, {0, 2, 3, 1});
 }
 
+// The fast exact path for a model made of dense layers (Model::dense_layers).
+// Per example the gradient of output c with respect to a layer's W is
+// s · a δᵀ and with respect to its b is δ, δ = ∂f_c/∂z, so the layer adds
+// s² (aᵢ·aⱼ)(δᵢ·δⱼ) + δᵢ·δⱼ to Θ: Gram matrices of a and δ, never a
+// per-example weight gradient. Examples do not interact, so one backward of
+// Σᵢ f_c(xᵢ) to every z gives every example's δ for output c.
+struct DenseFactors {
+  struct Layer {
+    Tensor input;   // a [T, n, in]; undefined when the weight is not selected
+    Tensor deltas;  // δ [T, C, n, out]
+    double scale;   // s
+    bool bias;      // whether the bias is selected
+  };
+  std::vector<Layer> layers;
+};
+
+// The factors of x [T, n, ...] over the selected parameters, recorded with
+// create_graph (so the kernel's derivatives reach params); std::nullopt when
+// the model gives no dense tape or a selected parameter lies outside it.
+std::optional<DenseFactors> dense_factors(const Model& model, const std::vector<Tensor>& params,
+                                          const std::vector<std::size_t>& selected, const Tensor& x,
+                                          bool create_graph) {
+  if (model.couples_examples()) return std::nullopt;
+  // Every parameter live, so every z is a variable grad() can stop at.
+  std::vector<Tensor> live;
+  for (const Tensor& p : params) live.push_back(create_graph && p.requires_grad() ? p : p.detach().requires_grad_());
+  const std::optional<DenseTape> tape = model.dense_layers(live, x);
+  if (!tape) return std::nullopt;
+  const auto is_selected = [&](std::size_t i) {
+    return std::find(selected.begin(), selected.end(), i) != selected.end();
+  };
+  std::size_t covered = 0;
+  DenseFactors factors;
+  std::vector<Tensor> z;
+  for (const DenseLayer& l : tape->layers) {
+    const bool weight = is_selected(l.weight), bias = l.bias && is_selected(*l.bias);
+    covered += (weight ? 1 : 0) + (bias ? 1 : 0);
+    if (!weight && !bias) continue;
+    factors.layers.push_back({weight ? l.input : Tensor(), Tensor(), l.scale, bias});
+    z.push_back(l.preactivation);
+  }
+  if (covered != selected.size() || factors.layers.empty()) return std::nullopt;
+  const Tensor& f = tape->output;  // [T, n, C]
+  const GradOptions grad_options{.create_graph = create_graph, .allow_unused = true};
+  std::vector<std::vector<Tensor>> per_output(z.size());  // [layer][c] -> δ [T, n, out]
+  for (std::int64_t c = 0; c < f.dim(2); ++c) {
+    const std::vector<Tensor> d = grad({f}, z, {seed(f.shape(), c, {}, f.dtype(), f.device())}, grad_options);
+    for (std::size_t l = 0; l < z.size(); ++l) per_output[l].push_back(d[l]);
+  }
+  for (std::size_t l = 0; l < z.size(); ++l)  // a view for one output
+    factors.layers[l].deltas = per_output[l].size() == 1 ? unsqueeze(per_output[l][0], 1) : stack(per_output[l], 1);
+  return factors;
+}
+
+// Θ [T, ...] in `mode` from the factors of sets a and b.
+Tensor dense_kernel(const DenseFactors& a, const DenseFactors& b, KernelMode mode) {
+  Tensor total;
+  for (std::size_t l = 0; l < a.layers.size(); ++l) {
+    const DenseFactors::Layer &la = a.layers[l], &lb = b.layers[l];
+    // What multiplies δᵢ·δⱼ: s² aᵢ·aⱼ for the weight, plus 1 for the bias.
+    Tensor pair;  // [T, nA, nB], undefined for 1
+    if (la.input.defined()) {
+      pair = matmul(la.input, lb.input, false, true);
+      if (la.scale != 1) pair = scale(pair, la.scale * la.scale);
+      if (la.bias) pair = shift(pair, 1.0);
+    }
+    const std::int64_t t = la.deltas.dim(0), c = la.deltas.dim(1), na = la.deltas.dim(2), nb = lb.deltas.dim(2);
+    Tensor term;
+    if (mode == KernelMode::full) {  // rows i·C + c
+      const auto by_point = [](const Tensor& d) {
+        return reshape(permute(d, {0, 2, 1, 3}), Shape{d.dim(0), d.dim(2) * d.dim(1), d.dim(3)});
+      };
+      term = matmul(by_point(la.deltas), by_point(lb.deltas), false, true);  // [T, nA·C, nB·C]
+      if (pair.defined())
+        term = reshape(mul(reshape(term, Shape{t, na, c, nb, c}), reshape(pair, Shape{t, na, 1, nb, 1})),
+                       Shape{t, na * c, nb * c});
+    } else {
+      term = matmul(la.deltas, lb.deltas, false, true);  // [T, C, nA, nB]
+      if (pair.defined()) term = mul(term, unsqueeze(pair, 1));
+    }
+    total = total.defined() ? add(total, term) : term;
+  }
+  if (mode == KernelMode::full) return total;
+  if (mode == KernelMode::trace) return total.dim(1) == 1 ? squeeze(total, 1) : mean(total, {1});
+  return permute(total, {0, 2, 3, 1});
+}
+
+// Θ(x, x) symmetric to the last bit (a GEMM of J with itself need not be),
+// as the Cholesky factorisations and eigensolvers downstream assume.
+Tensor symmetric(const Tensor& k, KernelMode mode) {
+  const int i = mode == KernelMode::diagonal ? k.rank() - 3 : k.rank() - 2;
+  return scale(add(k, transpose(k, i, i + 1)), 0.5);
+}
+
+// empirical_ntk after validation by the dense path (a and b one set when
+// `same`); std::nullopt where it does not apply.
+std::optional<Tensor> dense_ntk(const Model& model, const std::vector<Tensor>& params, const Tensor& a, const Tensor& b,
+                                bool same, bool batched, const NtkOptions& options) {
+  const std::vector<std::size_t> selected = subset_indices(model, options.subset);
+  const auto factors = [&](const Tensor& x) {
+    return dense_factors(model, params, selected, batched ? x : unsqueeze(x, 0), options.create_graph);
+  };
+  const std::optional<DenseFactors> fa = factors(a);
+  if (!fa) return std::nullopt;
+  const Tensor k = same ? symmetric(dense_kernel(*fa, *fa, options.mode), options.mode)
+                        : dense_kernel(*fa, *factors(b), options.mode);
+  return batched ? k : squeeze(k, 0);
+}
+
 }  // namespace
 
 const char* kernel_mode_name(KernelMode mode) {
@@ -249,13 +361,10 @@ Tensor empirical_ntk(const Model& model, const std::vector<Tensor>& params, cons
     throw ShapeError("empirical_ntk: inputs " + a.shape().str() + " and " + b.shape().str() +
                      " have different task counts");
   const auto compute = [&] {
+    if (std::optional<Tensor> k = dense_ntk(model, params, a, b, same, batched, options)) return *k;
     const Tensor ja = rows(model, params, a, batched, options);
     if (!same) return contract(ja, rows(model, params, b, batched, options), options.mode);
-    // Θ(x, x) symmetric to the last bit (a GEMM of J with itself need not
-    // be), as the Cholesky factorisations and eigensolvers downstream assume.
-    const Tensor k = contract(ja, ja, options.mode);
-    const int i = options.mode == KernelMode::diagonal ? k.rank() - 3 : k.rank() - 2;
-    return scale(add(k, transpose(k, i, i + 1)), 0.5);
+    return symmetric(contract(ja, ja, options.mode), options.mode);
   };
   if (options.create_graph) return finite(compute(), "empirical_ntk");
   TapeScope scope;

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,24 @@ struct ParamInfo {
   std::string name;  // "w1", "b1", ...
   Shape shape;       // the shared (base) shape
   int layer;         // 0-based; parameters of one layer share a learned rate (LSLR)
+};
+
+// A forward pass recorded layer by layer, for a model whose parameters all
+// sit in dense layers z = s · a W + b (per example: a [in], W [in, out],
+// b [out], z [out]) and whose examples do not interact. It lets the
+// empirical NTK use Θ_W(i, j) = s² (aᵢ·aⱼ)(δᵢ·δⱼ) and Θ_b(i, j) = δᵢ·δⱼ with
+// δ = ∂f_c/∂z, one backward per output, never forming a per-example weight
+// gradient (ntk.hpp, docs/methods.md §5).
+struct DenseLayer {
+  Tensor input;            // a [T, n, in], as recorded
+  Tensor preactivation;    // z [T, n, out], as recorded: the output depends on the layer's parameters only through it
+  double scale = 1;        // s (1/√in in the NTK parameterisation)
+  std::size_t weight = 0;  // index of W in parameters()
+  std::optional<std::size_t> bias;  // index of b, if the layer has one
+};
+struct DenseTape {
+  std::vector<DenseLayer> layers;  // in forward order
+  Tensor output;                   // [T, n, outputs], what forward() returns
 };
 
 class Model {
@@ -48,6 +67,11 @@ class Model {
   // activation pattern, whose distinct values count the linear regions.
   // Empty for a model without ReLUs.
   virtual std::vector<Tensor> relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const = 0;
+  // The forward pass for x [T, n, ...] with shared parameters (base shapes),
+  // recorded layer by layer when every parameter of the model sits in a
+  // dense layer (DenseTape); std::nullopt (the default) otherwise, and then
+  // the empirical NTK takes per-example gradients. Same errors as forward().
+  virtual std::optional<DenseTape> dense_layers(const std::vector<Tensor>& params, const Tensor& x) const;
   // Indices of the head (last layer) parameters: what ANIL adapts.
   std::vector<std::size_t> head() const;
   int num_layers() const;
@@ -106,14 +130,18 @@ class Mlp final : public Model {
   std::int64_t outputs() const override { return widths_.back(); }
   bool couples_examples() const override { return false; }
   std::vector<Tensor> relu_preactivations(const std::vector<Tensor>& params, const Tensor& x) const override;
+  std::optional<DenseTape> dense_layers(const std::vector<Tensor>& params, const Tensor& x) const override;
 
  protected:
   std::string name() const override;
 
  private:
-  Tensor forward_batched(const std::vector<Tensor>& params, const Tensor& x) const;
+  // The forward pass on x [T, n, in]; with `tape`, each layer is appended to it.
+  Tensor forward_batched(const std::vector<Tensor>& params, const Tensor& x, DenseTape* tape = nullptr) const;
   // Layer l's pre-activation for its input h ([T, n, in] or [n, in]).
   Tensor layer(const std::vector<Tensor>& params, std::size_t l, const Tensor& h) const;
+  // s in layer l's s · h W + b: 1/√fan_in in the NTK parameterisation, else 1.
+  double weight_scale(std::size_t l) const;
   std::size_t per_layer() const { return options_.bias ? 2 : 1; }
 
   std::vector<std::int64_t> widths_;

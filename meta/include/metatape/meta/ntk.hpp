@@ -13,6 +13,11 @@
 // large ones). Θ(A, B) then pairs set A's Jacobian (with A's statistics)
 // with set B's.
 //
+// A model made of dense layers (Model::dense_layers, the MLP) skips the rows
+// in empirical_ntk: each layer adds s²(aᵢ·aⱼ)(δᵢ·δⱼ) + δᵢ·δⱼ, from its inputs
+// a and δ = ∂f_c/∂z of one backward per output; the same kernel, exactly,
+// without per-example weight gradients.
+//
 // Output modes, for C outputs (as neural-tangents names them):
 //   full      Θ[(i, c), (j, c')] over examples and outputs: [nA·C, nB·C],
 //             row index i·C + c;
