@@ -171,6 +171,18 @@ TEST_SUITE("task-weighting") {
     CHECK(swapped[0] == doctest::Approx(against[2]).epsilon(1e-15));
   }
 
+  TEST_CASE("softmax at a temperature whose inverse overflows the dtype gives the one-hot limit, not NaN") {
+    for (DType dtype : {DType::f32, f64}) {
+      const Tensor losses = mt::from_vector({0.5, 2.0, 1.0}, {3}, dtype);
+      for (double temperature : {1e-30, 1e-300}) {
+        INFO(mt::dtype_name(dtype) << ", T° = " << temperature);
+        const std::vector<double> w =
+            meta::task_weights({.rule = Rule::softmax, .temperature = temperature}, losses).to_vector();
+        CHECK(w == std::vector<double>{0.0, 1.0, 0.0});
+      }
+    }
+  }
+
   TEST_CASE("detached weights record nothing; differentiated ones are on the tape") {
     mt::TapeScope scope;
     const Tensor losses = mt::from_vector({0.5, 1.5, 1.0}, {3}, f64).requires_grad_();

@@ -2,7 +2,9 @@
 // Σ_t w_t L_t every outer loop builds from them.
 #include "metatape/meta/task_weighting.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "algorithms.hpp"
 #include "choices.hpp"
@@ -55,6 +57,18 @@ void check_finite_losses(TaskWeighting rule, const Tensor& task_losses, bool non
       throw ValueError(where(rule) + ": the loss of task " + std::to_string(t) + " is negative (" +
                        std::to_string(losses[t]) + "); normalised weights need losses >= 0");
   }
+}
+
+// softmax(L/T°) for losses [T]. The losses are shifted by their maximum
+// before the scaling (softmax is invariant to the shift), and 1/T° is capped
+// at the dtype's largest finite value: a tiny temperature then gives the
+// one-hot limit instead of inf − inf = NaN (1/T° overflows float32 below
+// T° ≈ 3e-39).
+Tensor softmax_weights(const Tensor& losses, double temperature) {
+  const double largest = losses.dtype() == DType::f32 ? static_cast<double>(std::numeric_limits<float>::max())
+                                                      : std::numeric_limits<double>::max();
+  const Tensor shifted = sub(losses, max(losses, 0, true));  // <= 0, exactly 0 at the maximum
+  return softmax(scale(shifted, std::min(1.0 / temperature, largest)), 0);
 }
 
 // w_t = L_t / Σ_j L_j, L [T].
@@ -115,7 +129,7 @@ Tensor task_weights(const TaskWeightingConfig& config, const Tensor& task_losses
   check_finite_losses(config.rule, task_losses, config.rule == TaskWeighting::normalised);
   // Detached: computed from the values alone, recording nothing.
   const auto from_losses = [&](const Tensor& losses) {
-    return config.rule == TaskWeighting::softmax ? softmax(scale(losses, 1.0 / config.temperature))
+    return config.rule == TaskWeighting::softmax ? softmax_weights(losses, config.temperature)
                                                  : normalised_weights(losses);
   };
   if (config.differentiate) return from_losses(task_losses);
