@@ -193,6 +193,12 @@ expect_error "a baseline of another task" "trained on sinusoid-mixture" \
   "$metatape" eval --checkpoint "$work/w6/checkpoint.bin" --baseline "$work/mixture/checkpoint.bin" --tasks 5 \
   --out "$work/bad"
 
+# Conv4 needs image tasks; its options need it.
+expect_error "conv4 on the sinusoid" "model conv4 takes square images" \
+  "$metatape" train --model conv4 --iterations 1 --out "$work/bad"
+expect_error "conv4 options with the MLP" "--channels applies only with --model conv4" \
+  "$metatape" train --channels 8 --iterations 1 --out "$work/bad"
+
 # eval of a kernel run: two rows, before and after the closed form, beside
 # a gradient-step baseline.
 "$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --baseline "$work/w6/checkpoint.bin" --tasks 20 \

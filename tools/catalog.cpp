@@ -1,5 +1,7 @@
 #include "catalog.hpp"
 
+#include <cmath>
+
 #include "run_config.hpp"
 
 namespace metatape::tools {
@@ -7,6 +9,19 @@ namespace {
 
 AlgorithmEntry algorithm(meta::Algorithm a, std::string summary) {
   return {meta::algorithm_name(a), a, std::move(summary)};
+}
+
+// Values one Conv4 example leaves per block: the convolution's output, the
+// normalised output (with batch norm), the ReLU's and the pool's.
+double conv4_activations(const RunConfig& c, const TaskParts& task) {
+  double size = static_cast<double>(task.input_shape.back()), values = 0;
+  for (int block = 0; block < 4; ++block) {
+    const double out = c.strided ? std::floor((size - 1) / 2) + 1 : size;
+    values += static_cast<double>(c.channels) * out * out * (c.batch_norm ? 3 : 2);
+    size = c.strided ? out : std::floor(out / 2);
+    if (!c.strided) values += static_cast<double>(c.channels) * size * size;
+  }
+  return values + static_cast<double>(task.outputs);
 }
 
 }  // namespace
@@ -57,6 +72,19 @@ const std::vector<ModelEntry>& models() {
          for (std::int64_t w : c.hidden) values += static_cast<double>(w);
          return values;
        }},
+      {"conv4", "4 blocks of 3x3 conv, batch norm, ReLU and 2x2 max-pool (or stride 2), then a linear head",
+       [](const RunConfig& c, const TaskParts& task) -> std::unique_ptr<meta::Model> {
+         if (task.input_shape.size() != 3 || task.input_shape[1] != task.input_shape[2])
+           throw ValueError("model conv4 takes square images [channels, size, size]; task " + c.task + " gives " +
+                            std::to_string(task.input_shape.size()) + "-axis examples (use --model mlp)");
+         return std::make_unique<meta::Conv4>(meta::Conv4Options{.in_channels = task.input_shape[0],
+                                                                 .image_size = task.input_shape[1],
+                                                                 .channels = c.channels,
+                                                                 .classes = task.outputs,
+                                                                 .strided = c.strided,
+                                                                 .batch_norm = c.batch_norm});
+       },
+       conv4_activations},
   };
   return table;
 }

@@ -66,6 +66,14 @@ std::vector<Option<Args>> model_rows() {
       O::stored("--hidden", &RunConfig::hidden, "Hidden widths of the MLP, comma-separated",
                 IntegerList{{1, 1'000'000}, 1000}),
       O::stored("--activation", &RunConfig::activation, "MLP activation", Choices{names(activations())}),
+      O::only_with(O::added("--channels", &RunConfig::channels, "Channels of each Conv4 block", Integers{1, 100'000}),
+                   "model", {"conv4"}),
+      O::only_with(O::added("--strided", &RunConfig::strided,
+                            "Conv4 with stride-2 convolutions and a spatial mean instead of 2x2 max-pooling", Flag{}),
+                   "model", {"conv4"}),
+      O::only_with(O::added("--no-batch-norm", &RunConfig::batch_norm,
+                            "Conv4 without batch norm (conv + bias + ReLU per block)", Flag{false}, "batch_norm"),
+                   "model", {"conv4"}),
   };
 }
 

@@ -202,8 +202,9 @@ struct Options {
   // configuration or checkpoint written before it has no such key and gets
   // RunConfig's default, which is what those runs did.
   template <class T, class Accepts>
-  static Option<Args> added(std::string name, T RunConfig::*member, std::string help, Accepts accepts) {
-    Option<Args> o = stored(std::move(name), member, std::move(help), accepts);
+  static Option<Args> added(std::string name, T RunConfig::*member, std::string help, Accepts accepts,
+                            std::string key = "") {
+    Option<Args> o = stored(std::move(name), member, std::move(help), accepts, std::move(key));
     o.read = [key = o.key, read = o.read](const nlohmann::json& j, RunConfig& config) {
       if (j.contains(key)) read(j, config);
     };

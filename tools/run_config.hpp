@@ -20,6 +20,11 @@ struct RunConfig {
   std::string model = "mlp";
   std::vector<std::int64_t> hidden = {40, 40};
   std::string activation = "relu";
+  // Conv4 (--model conv4): channels per block, stride-2 convolutions instead
+  // of max-pooling, batch norm with the set's statistics.
+  std::int64_t channels = meta::Conv4Options{}.channels;
+  bool strided = meta::Conv4Options{}.strided;
+  bool batch_norm = meta::Conv4Options{}.batch_norm;
   std::string algorithm = "maml";
   bool lslr = false;
   bool multi_step_loss = false;
