@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "metatape/meta/datasets.hpp"
-#include "tests/test_util.hpp"
+#include "test_util.hpp"
 
 using namespace metatape;
 using namespace metatape::meta;
@@ -357,6 +357,13 @@ TEST_SUITE("datasets") {
     CHECK(throws_error<ValueError>([&] { sampler.sample(1, 2, 3, gen, DType::f32); }, {"exceed the 4 images"}));
     CHECK(throws_error<ValueError>([&] { sampler.sample(1, 0, 3, gen, DType::f32); }, {"at least one"}));
     CHECK(throws_error<DTypeError>([&] { sampler.sample(1, 1, 1, gen, DType::i64); }, {"f32 or f64"}));
+    ImageDataset short_labels = make_dataset(3, 4, 4);
+    short_labels.labels.pop_back();
+    CHECK(throws_error<ValueError>(
+        [&] {
+          RotatedImageTasks(std::make_shared<const ImageDataset>(short_labels), {.ways = 2, .base_classes = {0}});
+        },
+        {"11 labels"}));
     ImageDataset wide = make_dataset(3, 4, 4);
     wide.cols = 2;
     wide.rows = 8;

@@ -42,6 +42,12 @@ RotatedImageTasks::RotatedImageTasks(std::shared_ptr<const ImageDataset> data, c
   if (data_->rows != data_->cols || data_->rows < 1)
     throw ValueError(who + "rotations need square images, got " + std::to_string(data_->rows) + "x" +
                      std::to_string(data_->cols));
+  if (data_->count < 0 || data_->labels.size() != static_cast<std::size_t>(data_->count) ||
+      data_->pixels.size() != static_cast<std::size_t>(data_->count * data_->rows * data_->cols))
+    throw ValueError(who + "the data set's buffers do not match its " + std::to_string(data_->count) + " images of " +
+                     std::to_string(data_->rows) + "x" + std::to_string(data_->cols) + " (" +
+                     std::to_string(data_->labels.size()) + " labels, " + std::to_string(data_->pixels.size()) +
+                     " pixels)");
   std::set<std::int64_t> seen;
   for (std::int64_t b : options_.base_classes) {
     if (!seen.insert(b).second) throw ValueError(who + "base class " + std::to_string(b) + " is listed twice");
@@ -52,7 +58,7 @@ RotatedImageTasks::RotatedImageTasks(std::shared_ptr<const ImageDataset> data, c
     const auto it = std::find(options_.base_classes.begin(), options_.base_classes.end(),
                               std::int64_t{data_->labels[static_cast<std::size_t>(i)]});
     if (it != options_.base_classes.end())
-      members_[static_cast<std::size_t>(it - options_.base_classes.begin())].push_back(static_cast<std::int32_t>(i));
+      members_[static_cast<std::size_t>(it - options_.base_classes.begin())].push_back(i);
   }
   smallest_class_ = data_->count;
   for (std::size_t b = 0; b < members_.size(); ++b) {
@@ -110,7 +116,7 @@ TaskBatch RotatedImageTasks::sample(std::int64_t tasks, std::int64_t support, st
     const std::vector<std::int64_t> chosen = draw_distinct(classes(), n, gen);
     for (std::int64_t j = 0; j < n; ++j) {
       const RotatedClass& c = classes_[static_cast<std::size_t>(chosen[static_cast<std::size_t>(j)])];
-      const std::vector<std::int32_t>& pool =
+      const std::vector<std::int64_t>& pool =
           members_[static_cast<std::size_t>(chosen[static_cast<std::size_t>(j)] / 4)];
       const std::vector<std::int64_t> picks =
           draw_distinct(static_cast<std::int64_t>(pool.size()), support + query, gen);

@@ -85,7 +85,8 @@ struct RotatedImageTaskOptions {
 class RotatedImageTasks final : public TaskSampler {
  public:
   // ValueError: ways < 1 or above the number of classes, a base class listed
-  // twice or with no image, non-square images.
+  // twice or with no image, non-square images, buffers whose sizes do not
+  // match count, rows and cols.
   RotatedImageTasks(std::shared_ptr<const ImageDataset> data, const RotatedImageTaskOptions& options);
   // ValueError: tasks, support or query < 1, or support + query above the
   // images of the smallest class; DTypeError unless dtype is f32 or f64.
@@ -100,7 +101,7 @@ class RotatedImageTasks final : public TaskSampler {
   std::shared_ptr<const ImageDataset> data_;
   RotatedImageTaskOptions options_;
   std::vector<RotatedClass> classes_;
-  std::vector<std::vector<std::int32_t>> members_;  // per base class (in base_classes order): image indices
+  std::vector<std::vector<std::int64_t>> members_;  // per base class (in base_classes order): image indices
   std::int64_t smallest_class_ = 0;
 };
 
