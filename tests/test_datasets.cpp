@@ -355,6 +355,7 @@ TEST_SUITE("datasets") {
     const RotatedImageTasks sampler(data, {.ways = 2, .base_classes = {0, 1, 2}});
     Generator gen(1);
     CHECK(throws_error<ValueError>([&] { sampler.sample(1, 2, 3, gen, DType::f32); }, {"exceed the 4 images"}));
+    CHECK(throws_error<ValueError>([&] { sampler.sample(1, 2, INT64_MAX, gen, DType::f32); }, {"exceed"}));
     CHECK(throws_error<ValueError>([&] { sampler.sample(1, 0, 3, gen, DType::f32); }, {"at least one"}));
     CHECK(throws_error<DTypeError>([&] { sampler.sample(1, 1, 1, gen, DType::i64); }, {"f32 or f64"}));
     ImageDataset short_labels = make_dataset(3, 4, 4);

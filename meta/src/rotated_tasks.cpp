@@ -102,7 +102,7 @@ TaskBatch RotatedImageTasks::sample(std::int64_t tasks, std::int64_t support, st
   if (tasks < 1 || support < 1 || query < 1)
     throw ValueError(who + "need at least one task, one shot and one query per class, got " + std::to_string(tasks) +
                      " tasks, " + std::to_string(support) + " shots, " + std::to_string(query) + " queries");
-  if (support + query > smallest_class_)
+  if (support > smallest_class_ || query > smallest_class_ - support)  // no overflow for huge counts
     throw ValueError(who + std::to_string(support) + " shots + " + std::to_string(query) +
                      " queries per class exceed the " + std::to_string(smallest_class_) +
                      " images of the smallest class");
