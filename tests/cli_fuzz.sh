@@ -57,7 +57,7 @@ hostile=(-1 0 1e308 1e999 1e-400 nan inf -inf abc "" " 1" 0x10 1.5 2e9 "1,2" 922
 train_help=$("$metatape" train --help)
 needs_of() {
   awk -v o="$1" '$1 == o {f = 1; print; next} f && /^ +-/ {exit} f {print}' <<<"$train_help" |
-    sed -nE 's/.*\(only with (--[a-z-]+) ([a-z0-9]+).*/\1 \2/p'
+    sed -nE 's/.*\(only with (--[a-z-]+) ([a-z0-9-]+).*/\1 \2/p'
 }
 
 # The base arguments of a tiny run, less the fuzzed option, plus what the

@@ -199,6 +199,29 @@ expect_error "conv4 on the sinusoid" "model conv4 takes square images" \
 expect_error "conv4 options with the MLP" "--channels applies only with --model conv4" \
   "$metatape" train --channels 8 --iterations 1 --out "$work/bad"
 
+# Few-shot images: a tiny Fashion-MNIST directory written here (IDX, gzip'd):
+# 40 images of noise per file pair, 4 per class, labels 0..9 in turn.
+fmnist="$work/fashion-mnist"
+mkdir -p "$fmnist"
+write_fashion_mnist() {  # prefix
+  local labels=""
+  for i in $(seq 0 39); do labels+=$(printf '\\x%02x' $((i % 10))); done
+  { printf '\x00\x00\x08\x03\x00\x00\x00\x28\x00\x00\x00\x1c\x00\x00\x00\x1c'
+    head -c $((40 * 784)) /dev/urandom; } | gzip > "$fmnist/$1-images-idx3-ubyte.gz"
+  { printf '\x00\x00\x08\x01\x00\x00\x00\x28'; printf "$labels"; } | gzip > "$fmnist/$1-labels-idx1-ubyte.gz"
+}
+write_fashion_mnist train
+write_fashion_mnist t10k
+images=(--task fashion-mnist --model conv4 --channels 4 --ways 3 --shots 1 --queries 2 --meta-batch 2
+  --inner-lr 0.4 --quiet)
+"$metatape" train "${images[@]}" --data "$fmnist" --iterations 2 --out "$work/fm" >/dev/null || fail "training conv4 on fashion-mnist"
+"$metatape" eval --checkpoint "$work/fm/checkpoint.bin" --tasks 4 --steps 1 --out "$work/fm-eval" >/dev/null ||
+  fail "evaluating a fashion-mnist run"
+expect_error "a missing data directory" "dataset-fashion-mnist" \
+  "$metatape" train "${images[@]}" --data "$work/nowhere" --iterations 1 --out "$work/bad"
+expect_error "--ways without an image task" "--ways applies only with --task fashion-mnist" \
+  "$metatape" train --ways 3 --iterations 1 --out "$work/bad"
+
 # eval of a kernel run: two rows, before and after the closed form, beside
 # a gradient-step baseline.
 "$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --baseline "$work/w6/checkpoint.bin" --tasks 20 \

@@ -31,6 +31,8 @@ struct TaskParts {
   meta::Loss loss = meta::Loss::mse;
   std::vector<std::int64_t> input_shape;  // of one example: {1} for sinusoid, {C, H, W} for images
   std::int64_t outputs = 1;               // per example: output values or classes
+  // The meta-test distribution where it differs (held-out classes); else null.
+  std::unique_ptr<meta::TaskSampler> evaluation_sampler{};
 };
 
 struct TaskEntry {

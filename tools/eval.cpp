@@ -124,12 +124,15 @@ int run_eval(const EvalArgs& args) {
   std::printf("%s (%s, iteration %lld)%s%s%s\n", label(run).c_str(), run.path.c_str(),
               static_cast<long long>(run.iteration), baseline ? " against " : "",
               baseline ? label(*baseline).c_str() : "", baseline ? (" (" + baseline->path + ")").c_str() : "");
+  // Classification runs report their cross-entropy (accuracy is not computed yet).
+  const std::string loss_name = run.parts.loss == meta::Loss::mse ? "MSE" : "cross-entropy";
   if (closed_form(run))
-    std::printf("%lld fresh %s tasks per K; query MSE before and after the closed-form adaptation (%s",
-                static_cast<long long>(args.tasks), run.config.task.c_str(), run.config.kernel_form.c_str());
+    std::printf("%lld fresh %s tasks per K; query %s before and after the closed-form adaptation (%s",
+                static_cast<long long>(args.tasks), run.config.task.c_str(), loss_name.c_str(),
+                run.config.kernel_form.c_str());
   else
-    std::printf("%lld fresh %s tasks per K; query MSE after each inner step (inner lr %g",
-                static_cast<long long>(args.tasks), run.config.task.c_str(), run.config.inner_lr);
+    std::printf("%lld fresh %s tasks per K; query %s after each inner step (inner lr %g",
+                static_cast<long long>(args.tasks), run.config.task.c_str(), loss_name.c_str(), run.config.inner_lr);
   if (baseline && baseline->config.inner_lr != run.config.inner_lr)
     std::printf(", baseline %g", baseline->config.inner_lr);
   std::printf("); mean ± 95%% CI\n");
@@ -137,9 +140,9 @@ int run_eval(const EvalArgs& args) {
   nlohmann::json results = nlohmann::json::array();
   const bool kernel = closed_form(run) || (baseline && closed_form(*baseline));
   Chart chart{
-      "query MSE after k inner steps (" + std::to_string(args.tasks) + " tasks, 95% CI)",
+      "query " + loss_name + " after k inner steps (" + std::to_string(args.tasks) + " tasks, 95% CI)",
       kernel ? "inner gradient steps (closed form: no steps; its MSE drawn as a level line)" : "inner gradient steps",
-      "mean squared error",
+      run.parts.loss == meta::Loss::mse ? "mean squared error" : "cross-entropy",
       false,
       {}};
   for (std::size_t i = 0; i < shots.size(); ++i) {
@@ -150,11 +153,12 @@ int run_eval(const EvalArgs& args) {
                                           .seed = args.seed};
     const DType dtype = parse_dtype(run.config.dtype);
     const auto ours = meta::evaluate(*run.parts.model, run.parts.loss, run.parts.options.meta, run.params,
-                                     *run.parts.tasks, options, dtype);
+                                     run.parts.evaluation_sampler(), options, dtype);
     std::vector<meta::StepSummary> theirs;
     if (baseline)
-      theirs = meta::evaluate(*baseline->parts.model, baseline->parts.loss, baseline->parts.options.meta,
-                              baseline->params, *baseline->parts.tasks, options, parse_dtype(baseline->config.dtype));
+      theirs =
+          meta::evaluate(*baseline->parts.model, baseline->parts.loss, baseline->parts.options.meta, baseline->params,
+                         baseline->parts.evaluation_sampler(), options, parse_dtype(baseline->config.dtype));
     print_table(shots[i], run, ours, baseline, theirs);
     nlohmann::json entry{{"shots", shots[i]}, {"queries", options.queries}, {label(run), to_json(run, ours)}};
     if (baseline) entry[label(*baseline)] = to_json(*baseline, theirs);

@@ -75,6 +75,7 @@ RunParts build(const RunConfig& c) {
   parts.example_values = inputs + static_cast<double>(task.outputs);
   parts.outputs = static_cast<double>(task.outputs);
   parts.tasks = std::move(task.sampler);
+  parts.evaluation_tasks = std::move(task.evaluation_sampler);
   parts.loss = task.loss;
 
   meta::TrainOptions& o = parts.options;

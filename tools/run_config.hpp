@@ -11,12 +11,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "metatape/meta/datasets.hpp"
 #include "metatape/meta/trainer.hpp"
 
 namespace metatape::tools {
 
 struct RunConfig {
   std::string task = "sinusoid";
+  // Few-shot image tasks (--task fashion-mnist): classes per episode, and the
+  // directory of the IDX files.
+  std::int64_t ways = meta::FashionMnistOptions{}.ways;
+  std::string data = meta::kFashionMnistDirectory;
   std::string model = "mlp";
   std::vector<std::int64_t> hidden = {40, 40};
   std::string activation = "relu";
@@ -77,6 +82,10 @@ Device parse_device(const std::string& name);
 // combinations. Allocates no tensors.
 struct RunParts {
   std::unique_ptr<meta::TaskSampler> tasks;
+  // What `eval` draws from: the meta-test classes where the task has its own
+  // (few-shot images), else null and `tasks`.
+  std::unique_ptr<meta::TaskSampler> evaluation_tasks;
+  const meta::TaskSampler& evaluation_sampler() const { return evaluation_tasks ? *evaluation_tasks : *tasks; }
   std::unique_ptr<meta::Model> model;
   meta::Loss loss;
   meta::TrainOptions options;
