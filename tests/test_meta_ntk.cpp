@@ -28,6 +28,19 @@ Tensor randn(std::int64_t rows, std::int64_t cols, mt::Generator& gen) {
   return mt::normal(mt::Shape{rows, cols}, 0.0, 1.0, gen, f64);
 }
 
+// A meta-batch of standard normal inputs x [tasks, n', d] and [tasks, n, d],
+// drawn support first; with outputs > 0 also normal targets [.., outputs],
+// each drawn right after its inputs.
+meta::TaskBatch gaussian_batch(std::int64_t tasks, std::int64_t n_support, std::int64_t n_query, std::int64_t d,
+                               std::int64_t outputs, mt::Generator& gen) {
+  meta::TaskBatch batch;
+  batch.support_x = mt::normal(mt::Shape{tasks, n_support, d}, 0, 1, gen, f64);
+  if (outputs > 0) batch.support_y = mt::normal(mt::Shape{tasks, n_support, outputs}, 0, 1, gen, f64);
+  batch.query_x = mt::normal(mt::Shape{tasks, n_query, d}, 0, 1, gen, f64);
+  if (outputs > 0) batch.query_y = mt::normal(mt::Shape{tasks, n_query, outputs}, 0, 1, gen, f64);
+  return batch;
+}
+
 // A task of random features: n query rows, n' support rows, width d.
 meta::MetaNtkTask random_task(std::int64_t n, std::int64_t n_support, std::int64_t d, mt::Generator& gen) {
   meta::MetaNtkTask task;
@@ -158,11 +171,7 @@ TEST_SUITE("meta-ntk") {
     const meta::Mlp model({d, 1});
     mt::Generator gen(23);
     const std::vector<Tensor> params = model.init(gen, f64);
-    meta::TaskBatch batch;
-    batch.support_x = mt::normal(mt::Shape{tasks, n_support, d}, 0, 1, gen, f64);
-    batch.support_y = mt::normal(mt::Shape{tasks, n_support, 1}, 0, 1, gen, f64);
-    batch.query_x = mt::normal(mt::Shape{tasks, n_query, d}, 0, 1, gen, f64);
-    batch.query_y = mt::normal(mt::Shape{tasks, n_query, 1}, 0, 1, gen, f64);
+    const meta::TaskBatch batch = gaussian_batch(tasks, n_support, n_query, d, 1, gen);
     meta::MetaConfig config;
     config.algorithm = meta::Algorithm::maml;
     config.inner_steps = tau;
@@ -201,11 +210,7 @@ TEST_SUITE("meta-ntk") {
     const meta::Mlp model({d, outputs});
     mt::Generator gen(27);
     const std::vector<Tensor> params = model.init(gen, f64);
-    meta::TaskBatch batch;
-    batch.support_x = mt::normal(mt::Shape{tasks, n_support, d}, 0, 1, gen, f64);
-    batch.support_y = mt::normal(mt::Shape{tasks, n_support, outputs}, 0, 1, gen, f64);
-    batch.query_x = mt::normal(mt::Shape{tasks, n_query, d}, 0, 1, gen, f64);
-    batch.query_y = mt::normal(mt::Shape{tasks, n_query, outputs}, 0, 1, gen, f64);
+    const meta::TaskBatch batch = gaussian_batch(tasks, n_support, n_query, d, outputs, gen);
     meta::MetaConfig config;
     config.inner_steps = tau;
     config.inner_lr = lr;
@@ -259,9 +264,7 @@ TEST_SUITE("meta-ntk") {
     const meta::Mlp model({2, 5, 1}, meta::Activation::tanh);
     mt::Generator gen(31);
     const std::vector<Tensor> params = model.init(gen, f64);
-    meta::TaskBatch batch;
-    batch.support_x = mt::normal(mt::Shape{2, 3, 2}, 0, 1, gen, f64);
-    batch.query_x = mt::normal(mt::Shape{2, 2, 2}, 0, 1, gen, f64);
+    const meta::TaskBatch batch = gaussian_batch(2, 3, 2, 2, 0, gen);
     meta::MetaNtkOptions o = steps(0.3, 1);
     o.anil = true;
     const auto tasks = meta::meta_ntk_tasks(model, params, batch, o);
@@ -281,11 +284,7 @@ TEST_SUITE("meta-ntk") {
     mt::Generator gen(33);
     std::vector<Tensor> params = model.init(gen, f64);
     params[0] = mt::normal(mt::Shape{2, 5}, 0, 1, gen, f64);  // a body far from linear
-    meta::TaskBatch batch;
-    batch.support_x = mt::normal(mt::Shape{2, 4, 2}, 0, 1, gen, f64);
-    batch.support_y = mt::normal(mt::Shape{2, 4, 1}, 0, 1, gen, f64);
-    batch.query_x = mt::normal(mt::Shape{2, 3, 2}, 0, 1, gen, f64);
-    batch.query_y = mt::normal(mt::Shape{2, 3, 1}, 0, 1, gen, f64);
+    const meta::TaskBatch batch = gaussian_batch(2, 4, 3, 2, 1, gen);
     meta::MetaConfig config;
     config.algorithm = meta::Algorithm::anil;
     config.inner_steps = 2;
@@ -307,9 +306,7 @@ TEST_SUITE("meta-ntk") {
     const meta::Mlp model({3, 6, 2}, meta::Activation::tanh);
     mt::Generator gen(35);
     const std::vector<Tensor> params = model.init(gen, f64);
-    meta::TaskBatch batch;
-    batch.support_x = mt::normal(mt::Shape{3, 2, 3}, 0, 1, gen, f64);
-    batch.query_x = mt::normal(mt::Shape{3, 4, 3}, 0, 1, gen, f64);
+    const meta::TaskBatch batch = gaussian_batch(3, 2, 4, 3, 0, gen);
     const meta::MetaNtkResult r = meta::meta_ntk(model, params, batch, steps(0.5, 0));
     const Tensor theta = meta::empirical_ntk(model, params, mt::reshape(batch.query_x, {12, 3}));  // trace mode
     CHECK(relative_error(r.phi, theta) < 1e-12);
@@ -336,9 +333,7 @@ TEST_SUITE("meta-ntk") {
     const meta::Mlp model({3, 8, 1}, meta::Activation::tanh);
     mt::Generator gen(37);
     const std::vector<Tensor> params = model.init(gen, f64);
-    meta::TaskBatch batch;
-    batch.support_x = mt::normal(mt::Shape{2, 3, 3}, 0, 1, gen, f64);
-    batch.query_x = mt::normal(mt::Shape{2, 4, 3}, 0, 1, gen, f64);
+    const meta::TaskBatch batch = gaussian_batch(2, 3, 4, 3, 0, gen);
     meta::MetaNtkOptions o = steps(0.5, 2);
     const meta::MetaNtkResult trace = meta::meta_ntk(model, params, batch, o);
     o.mode = meta::KernelMode::full;
