@@ -5,7 +5,9 @@
 // scaling c = 2/(n'·C) of the mean MSE is derived in kernel_adaptation.hpp.
 #include "metatape/meta/kernel_adaptation.hpp"
 
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -22,7 +24,10 @@ std::string number(double v) {
   return buffer;
 }
 
-double machine_epsilon(DType dtype) { return dtype == DType::f32 ? 1.1920928955078125e-7 : 2.220446049250313e-16; }
+double machine_epsilon(DType dtype) {
+  return dtype == DType::f32 ? static_cast<double>(std::numeric_limits<float>::epsilon())
+                             : std::numeric_limits<double>::epsilon();
+}
 
 // I [m, m] in the dtype and on the device of `like`.
 Tensor identity(std::int64_t m, const Tensor& like) {
