@@ -25,8 +25,8 @@ namespace metatape::meta {
 using SymmetricOperator = std::function<std::vector<double>(const std::vector<double>& v)>;
 
 struct LanczosOptions {
-  int eigenvalues = 5;   // k: how many of the largest (algebraic) eigenvalues
-  int iterations = 30;   // Krylov dimension m, k <= m; capped at n
+  int eigenvalues = 5;     // k: how many of the largest (algebraic) eigenvalues
+  int iterations = 30;     // Krylov dimension m, k <= m; capped at n
   std::uint64_t seed = 1;  // of the random unit start vector
 };
 
