@@ -229,6 +229,15 @@ for row in result["maml"]:
     assert 0 <= row["accuracy"] <= 1 and row["accuracy_ci95"] >= 0, row
 PY
 fi
+# The real files, where Debian's dataset-fashion-mnist is installed.
+if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  "$metatape" train "${images[@]}" --iterations 2 --out "$work/fm-real" >/dev/null ||
+    fail "training on the installed Fashion-MNIST"
+  "$metatape" eval --checkpoint "$work/fm-real/checkpoint.bin" --tasks 4 --steps 1 --out "$work/fm-real" >/dev/null ||
+    fail "evaluating on the installed Fashion-MNIST"
+else
+  echo "skipped: the check on the installed Fashion-MNIST (dataset-fashion-mnist is not installed)"
+fi
 expect_error "a missing data directory" "dataset-fashion-mnist" \
   "$metatape" train "${images[@]}" --data "$work/nowhere" --iterations 1 --out "$work/bad"
 expect_error "--ways without an image task" "--ways applies only with --task fashion-mnist" \
