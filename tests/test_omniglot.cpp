@@ -248,6 +248,7 @@ TEST_SUITE("omniglot") {
       CHECK(out[static_cast<std::size_t>(o * 28 + 2)] == 255);
     }
     CHECK(throws_error<ValueError>([&] { resize_area(in.data(), 105, 105, 0, out.data()); }, {"resize_area"}));
+    CHECK(throws_error<ValueError>([&] { load_omniglot("/nowhere", 0); }, {"image_size must be in 1..4096"}));
   }
 
   TEST_CASE("load_omniglot: sorted order, a label per character, inverted pixels, other files ignored") {

@@ -162,7 +162,7 @@ inline constexpr std::int64_t kOmniglotTrainCharacters = 1200;
 // The largest width or height a PNG may declare (Omniglot's are 105): checked
 // in the header, before anything is allocated for the pixels.
 inline constexpr std::int64_t kPngMaxSide = 4096;
-// The largest PNG file read (Omniglot's are about 300 bytes).
+// The largest PNG file read (Omniglot's are a few hundred bytes each).
 inline constexpr std::uint64_t kPngMaxFileBytes = std::uint64_t{1} << 26;
 
 struct GreyImage {
@@ -209,6 +209,7 @@ std::vector<std::string> omniglot_characters(const std::string& directory);
 // above), label = character index. IoError naming the path: anything
 // omniglot_characters or read_png_grey refuses, a character folder with no
 // .png file, a drawing that is not square. Other files are ignored.
+// ValueError unless image_size is in 1..kPngMaxSide.
 std::shared_ptr<const ImageDataset> load_omniglot(const std::string& directory, std::int64_t image_size = 28);
 
 // The base classes of a split for a data set of `characters` characters:
