@@ -14,7 +14,7 @@ fi
 
 # Debian packages the build, the tests and the benchmarks need.
 metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev liblapacke-dev doctest-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev zlib1g-dev)
+  libcli11-dev nlohmann-json3-dev zlib1g-dev libpng-dev)
 
 # Data sets: the image benchmark's Fashion-MNIST (the tests generate their
 # own files and use these only where they are installed).

@@ -243,6 +243,44 @@ expect_error "a missing data directory" "dataset-fashion-mnist" \
 expect_error "--ways without an image task" "--ways applies only with --task fashion-mnist" \
   "$metatape" train --ways 3 --iterations 1 --out "$work/bad"
 
+# Omniglot: a tree of 1201 characters (the split meta-trains on the first
+# 1200, so the one in images_evaluation meta-tests), each with two copies of
+# one 105x105 1-bit drawing (a diagonal stroke), written by tee in a few calls.
+omni="$work/omniglot"
+omni_png='iVBORw0KGgoAAAANSUhEUgAAAGkAAABpAQAAAAAR+TCXAAABCklEQVR42lXNuxWCABBEUTgGhJRgKZbmlkYplEBo4BH3vzMvu9Fb9huSZWM+mCtTmMebeL6I15P42Ynfjfh7EO+VKUwcK3GsxLESx0ocK3GsxLFRmDA2wtgIYyOMjTA2wtgIY6cwZ+ycsXPGzhk7Z+ycsXPGQWH2ONjjYI+DPQ72ONjjYI+TwqxxssbJGidrnKxxssbJGheFmeNijos5Lua4mONijos5bgozxs0YN2PcjHEzxs0YN2M8FKaPhz4e+njo46GPhz4e+hgoTBsDbQy0MdDGQBsDbQy0MVKYOkbqGKljpI6ROkbqGKljojCPN/F8Ea8n8bMTvxvx9yDeK1OYx0I8mRfzs/wBVzMp9quW4IYAAAAASUVORK5CYII='
+for a in 1 2 3; do mkdir -p "$omni/images_background/alphabet$a/character"{001..400}; done
+mkdir -p "$omni/images_evaluation/last/character01"
+for k in 01 02; do
+  for a in 1 2 3; do  # 400 files a tee, within any limit on open files
+    files=()
+    for d in "$omni/images_background/alphabet$a/character"*; do files+=("$d/0_$k.png"); done
+    base64 -d <<<"$omni_png" | tee "${files[@]}" >/dev/null
+  done
+  base64 -d <<<"$omni_png" >"$omni/images_evaluation/last/character01/0_$k.png"
+done
+omniglot=(--task omniglot --model conv4 --channels 4 --ways 3 --shots 1 --queries 1 --meta-batch 2 --inner-lr 0.4
+  --quiet)
+"$metatape" train "${omniglot[@]}" --data "$omni" --iterations 2 --out "$work/om" >/dev/null || fail "training conv4 on omniglot"
+"$metatape" eval --checkpoint "$work/om/checkpoint.bin" --tasks 4 --steps 1 --out "$work/om-eval" >/dev/null ||
+  fail "evaluating an omniglot run"
+grep -q '"omniglot"' "$work/om/config.json" || fail "config.json does not name the omniglot task"
+expect_error "omniglot without --data" "--task omniglot needs --data DIR" \
+  "$metatape" train "${omniglot[@]}" --iterations 1 --out "$work/bad"
+expect_error "a missing Omniglot directory" "$work/nowhere: no such directory" \
+  "$metatape" train "${omniglot[@]}" --data "$work/nowhere" --iterations 1 --out "$work/bad"
+rm "$omni/images_evaluation/last/character01/0_02.png"
+head -c 100 "$omni/images_evaluation/last/character01/0_01.png" >"$omni/images_evaluation/last/character01/0_02.png"
+expect_error "a truncated PNG" "$omni/images_evaluation/last/character01/0_02.png: libpng" \
+  "$metatape" train "${omniglot[@]}" --data "$omni" --iterations 1 --out "$work/bad"
+rm -r "$omni/images_evaluation/last"
+mkdir "$omni/images_evaluation/last"
+expect_error "an alphabet with no character" "$omni/images_evaluation/last: an alphabet folder with no character" \
+  "$metatape" train "${omniglot[@]}" --data "$omni" --iterations 1 --out "$work/bad"
+rm -r "$omni/images_evaluation/last"
+mv "$omni/images_background/alphabet3" "$omni/images_evaluation/alphabet3"
+expect_error "a partial tree (1200 characters)" "needs more than 1200 characters" \
+  "$metatape" train "${omniglot[@]}" --data "$omni" --iterations 1 --out "$work/bad"
+
 # eval of a kernel run: two rows, before and after the closed form, beside
 # a gradient-step baseline.
 "$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --baseline "$work/w6/checkpoint.bin" --tasks 20 \

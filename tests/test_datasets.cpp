@@ -92,7 +92,7 @@ ImageDataset make_dataset(int labels, int per_class, std::int64_t s) {
   for (int k = 0; k < per_class; ++k)
     for (int b = 0; b < labels; ++b) {
       const std::int64_t i = k * labels + b;  // classes interleaved, as in real files
-      d.labels.push_back(static_cast<std::uint8_t>(b));
+      d.labels.push_back(b);
       draw_image(d.pixels.data() + i * s * s, s, b * 20 + k);
     }
   return d;
@@ -136,7 +136,7 @@ TEST_SUITE("datasets") {
     CHECK(d.count == 3);
     CHECK(d.rows == 4);
     CHECK(d.cols == 5);
-    CHECK(d.labels == Bytes{7, 0, 255});
+    CHECK(d.labels == std::vector<std::int32_t>{7, 0, 255});
     CHECK(d.pixels == data);
     CHECK(d.image(2)[0] == data[40]);
   }
@@ -216,7 +216,8 @@ TEST_SUITE("datasets") {
       const ImageDataset d = make_dataset(10, 2, 28);
       std::vector<std::uint32_t> dims = {static_cast<std::uint32_t>(d.count), 28, 28};
       write_gz(dir.file(std::string(prefix) + "-images-idx3-ubyte.gz"), idx_bytes(dims, d.pixels));
-      write_gz(dir.file(std::string(prefix) + "-labels-idx1-ubyte.gz"), idx_bytes({dims[0]}, d.labels));
+      write_gz(dir.file(std::string(prefix) + "-labels-idx1-ubyte.gz"),
+               idx_bytes({dims[0]}, Bytes(d.labels.begin(), d.labels.end())));
     }
     const auto data = load_fashion_mnist(dir.path.string());
     CHECK(data->count == 40);
@@ -328,7 +329,8 @@ TEST_SUITE("datasets") {
     d.labels[3] = 12;
     for (const char* prefix : {"train", "t10k"}) {
       write_gz(dir.file(std::string(prefix) + "-images-idx3-ubyte.gz"), idx_bytes({10, 28, 28}, d.pixels));
-      write_gz(dir.file(std::string(prefix) + "-labels-idx1-ubyte.gz"), idx_bytes({10}, d.labels));
+      write_gz(dir.file(std::string(prefix) + "-labels-idx1-ubyte.gz"),
+               idx_bytes({10}, Bytes(d.labels.begin(), d.labels.end())));
     }
     CHECK(throws_error<IoError>([&] { load_fashion_mnist(dir.path.string()); }, {"label 12 at index 3"}));
     write_gz(dir.file("train-images-idx3-ubyte.gz"), idx_bytes({10, 28, 7}, Bytes(10 * 28 * 7)));

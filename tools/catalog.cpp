@@ -56,6 +56,25 @@ TaskParts fashion_mnist(const RunConfig& c) {
   return parts;
 }
 
+// Omniglot's standard split: meta-training on the rotations of the first
+// 1,200 characters, evaluation on those of the other 423, from one loading.
+// --data has Fashion-MNIST's directory as its default; Omniglot has no
+// installed location, so it must be given.
+TaskParts omniglot(const RunConfig& c) {
+  if (c.data == meta::kFashionMnistDirectory)
+    throw ValueError(
+        "--task omniglot needs --data DIR: the directory holding Omniglot's images_background and "
+        "images_evaluation folders");
+  const std::shared_ptr<const meta::ImageDataset> data = meta::load_omniglot(c.data);
+  const auto split = [&](meta::FewShotSplit which) {
+    return std::make_unique<meta::RotatedImageTasks>(
+        meta::omniglot_tasks(data, {.ways = c.ways, .split = which, .directory = c.data}));
+  };
+  TaskParts parts{split(meta::FewShotSplit::train), meta::Loss::cross_entropy, {1, 28, 28}, c.ways};
+  parts.evaluation_sampler = split(meta::FewShotSplit::test);
+  return parts;
+}
+
 }  // namespace
 
 const std::vector<TaskEntry>& tasks() {
@@ -72,6 +91,10 @@ const std::vector<TaskEntry>& tasks() {
        "N-way (--ways) few-shot classification of Fashion-MNIST's 10 classes at 4 rotations: the 24 of classes 0-5 "
        "meta-train, the 16 of 6-9 are for eval; --shots and --queries count per class",
        fashion_mnist},
+      {"omniglot",
+       "N-way (--ways) few-shot classification of Omniglot's characters (--data DIR) at 4 rotations, 28x28: the "
+       "first 1200 characters meta-train, the other 423 are for eval; --shots and --queries count per class",
+       omniglot},
   };
   return table;
 }

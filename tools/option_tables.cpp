@@ -63,11 +63,12 @@ std::vector<Option<Args>> model_rows() {
   return {
       O::stored("--task", &RunConfig::task, "Task distribution", Choices{names(tasks())}),
       O::only_with(O::added("--ways", &RunConfig::ways, "Classes per episode (N-way)", Integers{2, 1000}), "task",
-                   {"fashion-mnist"}),
-      O::only_with(
-          O::added("--data", &RunConfig::data,
-                   "Directory of the Fashion-MNIST IDX files (Debian's dataset-fashion-mnist installs them)", Text{}),
-          "task", {"fashion-mnist"}),
+                   {"fashion-mnist", "omniglot"}),
+      O::only_with(O::added("--data", &RunConfig::data,
+                            "Directory of the Fashion-MNIST IDX files (Debian's dataset-fashion-mnist installs them), "
+                            "or of Omniglot's images_background and images_evaluation folders",
+                            Text{}),
+                   "task", {"fashion-mnist", "omniglot"}),
       O::stored("--model", &RunConfig::model, "Model", Choices{names(models())}),
       O::stored("--hidden", &RunConfig::hidden, "Hidden widths of the MLP, comma-separated",
                 IntegerList{{1, 1'000'000}, 1000}),

@@ -18,8 +18,8 @@ namespace metatape::tools {
 
 struct RunConfig {
   std::string task = "sinusoid";
-  // Few-shot image tasks (--task fashion-mnist): classes per episode, and the
-  // directory of the IDX files.
+  // Few-shot image tasks (--task fashion-mnist or omniglot): classes per
+  // episode, and the directory of the IDX files or of Omniglot's PNG tree.
   std::int64_t ways = meta::FashionMnistOptions{}.ways;
   std::string data = meta::kFashionMnistDirectory;
   std::string model = "mlp";

@@ -143,7 +143,7 @@ ImageDataset read_idx_images(const std::string& images_path, const std::string& 
   out.rows = images.dims[1];
   out.cols = images.dims[2];
   out.pixels = std::move(images.data);
-  out.labels = std::move(labels.data);
+  out.labels.assign(labels.data.begin(), labels.data.end());
   return out;
 }
 

@@ -1,7 +1,7 @@
 // Few-shot episodes over rotated image classes, and the Fashion-MNIST split.
 #include <algorithm>
 #include <filesystem>
-#include <set>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -48,17 +48,17 @@ RotatedImageTasks::RotatedImageTasks(std::shared_ptr<const ImageDataset> data, c
                      std::to_string(data_->rows) + "x" + std::to_string(data_->cols) + " (" +
                      std::to_string(data_->labels.size()) + " labels, " + std::to_string(data_->pixels.size()) +
                      " pixels)");
-  std::set<std::int64_t> seen;
+  std::map<std::int64_t, std::size_t> slot;  // base class -> its position in base_classes
   for (std::int64_t b : options_.base_classes) {
-    if (!seen.insert(b).second) throw ValueError(who + "base class " + std::to_string(b) + " is listed twice");
+    if (!slot.emplace(b, members_.size()).second)
+      throw ValueError(who + "base class " + std::to_string(b) + " is listed twice");
     members_.emplace_back();
   }
-  // The index, built once: per base class, the images that carry its label.
+  // The index, built once: per base class, the images that carry its label
+  // (a map lookup per image: Omniglot has 32,460 images and 1,200 classes).
   for (std::int64_t i = 0; i < data_->count; ++i) {
-    const auto it = std::find(options_.base_classes.begin(), options_.base_classes.end(),
-                              std::int64_t{data_->labels[static_cast<std::size_t>(i)]});
-    if (it != options_.base_classes.end())
-      members_[static_cast<std::size_t>(it - options_.base_classes.begin())].push_back(i);
+    const auto it = slot.find(data_->labels[static_cast<std::size_t>(i)]);
+    if (it != slot.end()) members_[it->second].push_back(i);
   }
   smallest_class_ = data_->count;
   for (std::size_t b = 0; b < members_.size(); ++b) {
