@@ -428,6 +428,45 @@ bad_file "negative seed" "field 'seed' must be a whole number" '{"seed": -1, "ca
 [ -e "$work/bad-rank" ] && fail "a refused rank-archs created its directory"
 # ---------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------
+# train --keep-checkpoints: a copy of every checkpoint, names that sort by
+# iteration, the same bits after a resume, and failed runs that remove only
+# the copies they wrote past their last checkpoint.
+keep=(--hidden 8 --meta-batch 2 --shots 4 --queries 4 --checkpoint-every 2 --keep-checkpoints --quiet)
+"$metatape" train "${keep[@]}" --iterations 6 --out "$work/k" >/dev/null || fail "training with --keep-checkpoints"
+[ "$(ls "$work/k/checkpoints")" = "$(printf 'iteration-%010d.bin\n' 2 4 6)" ] ||
+  fail "kept checkpoints: $(ls "$work/k/checkpoints")"
+cmp -s "$work/k/checkpoint.bin" "$work/k/checkpoints/iteration-0000000006.bin" ||
+  fail "the last kept checkpoint is not checkpoint.bin"
+grep -q keep_checkpoints "$work/k/config.json" && fail "--keep-checkpoints is stored in config.json"
+"$metatape" train "${keep[@]}" --iterations 3 --out "$work/k2" >/dev/null || fail "training k2 to 3"
+"$metatape" train "${keep[@]}" --iterations 6 --resume --out "$work/k2" >/dev/null || fail "resuming k2 to 6"
+# (Those of the first part hold its --iterations 3 in their configuration.)
+for i in 4 6; do
+  cmp -s "$work/k/checkpoints/iteration-000000000$i.bin" "$work/k2/checkpoints/iteration-000000000$i.bin" ||
+    fail "kept checkpoint $i of a resumed run differs from the uninterrupted run's"
+done
+[ "$(ls "$work/k2/checkpoints" | wc -l)" -eq 4 ] || fail "a resumed run kept $(ls "$work/k2/checkpoints")"
+mkdir -p "$work/k3/checkpoints" && cp "$work/k/checkpoints/iteration-0000000002.bin" "$work/k3/checkpoints/"
+expect_error "a fresh run beside another run's kept checkpoints" "already holds a run (checkpoints/iteration-0000000002.bin)" \
+  "$metatape" train "${keep[@]}" --iterations 2 --out "$work/k3"
+expect_error "a NaN at once with --keep-checkpoints" "removed what this run wrote" \
+  "$metatape" train "${keep[@]}" --inner-lr 1e308 --iterations 3 --out "$work/knan"
+[ -e "$work/knan" ] && fail "a failed run with --keep-checkpoints left $(find "$work/knan")"
+late=(--keep-checkpoints --hidden 8 --meta-batch 2 --quiet --optimizer sgd --outer-lr 1e300 --dtype f64
+  --checkpoint-every 1 --log-every 1 --iterations 5)
+expect_error "a NaN after a kept checkpoint" "at iteration 1" "$metatape" train "${late[@]}" --out "$work/klate"
+[ "$(ls "$work/klate/checkpoints")" = "iteration-0000000001.bin" ] ||
+  fail "a run failing after a checkpoint kept $(ls "$work/klate/checkpoints")"
+expect_error "a resumed run failing again" "at iteration 1" "$metatape" train "${late[@]}" --resume --out "$work/klate"
+[ -s "$work/klate/checkpoints/iteration-0000000001.bin" ] || fail "a failed resume removed an earlier run's kept checkpoint"
+sh -c 'exit 0' &
+dead=$!
+wait $dead
+touch "$work/k2/checkpoints/.iteration-0000000008.bin.tmp.$dead"
+"$metatape" train "${keep[@]}" --iterations 8 --resume --out "$work/k2" >/dev/null || fail "resuming k2 to 8"
+[ -e "$work/k2/checkpoints/.iteration-0000000008.bin.tmp.$dead" ] && fail "a dead writer's kept-checkpoint temporary was left"
+
 if ((failures)); then
   echo "$failures check(s) failed"
   exit 1

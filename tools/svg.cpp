@@ -171,27 +171,32 @@ std::string render_svg(const Chart& chart, int width, int height) {
   // Series.
   for (std::size_t k = 0; k < chart.series.size(); ++k) {
     const Series& s = chart.series[k];
-    svg << "<polyline fill=\"none\" stroke=\"" << s.color << "\" stroke-width=\"1.8\""
-        << (s.dashed ? " stroke-dasharray=\"6,4\"" : "") << " points=\"";
-    for (std::size_t i = 0; i < s.x.size(); ++i)
-      if (std::isfinite(s.y[i]) && !(chart.log_y && s.y[i] <= 0)) svg << px(s.x[i]) << ',' << py(s.y[i]) << ' ';
-    svg << "\"/>\n";
+    if (s.line) {
+      svg << "<polyline fill=\"none\" stroke=\"" << s.color << "\" stroke-width=\"1.8\""
+          << (s.dashed ? " stroke-dasharray=\"6,4\"" : "") << " points=\"";
+      for (std::size_t i = 0; i < s.x.size(); ++i)
+        if (std::isfinite(s.y[i]) && !(chart.log_y && s.y[i] <= 0)) svg << px(s.x[i]) << ',' << py(s.y[i]) << ' ';
+      svg << "\"/>\n";
+    }
     for (std::size_t i = 0; i < s.x.size() && i < s.error.size(); ++i) {
       const double lo = s.y[i] - s.error[i], hi = s.y[i] + s.error[i];
       if (!std::isfinite(lo) || !std::isfinite(hi) || (chart.log_y && lo <= 0)) continue;
       svg << "<line x1=\"" << px(s.x[i]) << "\" y1=\"" << py(lo) << "\" x2=\"" << px(s.x[i]) << "\" y2=\"" << py(hi)
           << "\" stroke=\"" << s.color << "\"/>\n";
     }
-    if (s.markers)
+    if (s.markers || !s.line)
       for (std::size_t i = 0; i < s.x.size(); ++i)
         if (std::isfinite(s.y[i]) && !(chart.log_y && s.y[i] <= 0))
           svg << "<circle cx=\"" << px(s.x[i]) << "\" cy=\"" << py(s.y[i]) << "\" r=\"2.5\" fill=\"" << s.color
               << "\"/>\n";
     // Legend entry.
     const double ly = top + 12 + 20.0 * static_cast<double>(k), lx = left + plot_w + 14;
-    svg << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 26 << "\" y2=\"" << ly << "\" stroke=\""
-        << s.color << "\" stroke-width=\"2\"" << (s.dashed ? " stroke-dasharray=\"6,4\"" : "") << "/>\n"
-        << "<text x=\"" << lx + 32 << "\" y=\"" << ly + 4 << "\">" << escape(s.label) << "</text>\n";
+    if (s.line)
+      svg << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 26 << "\" y2=\"" << ly << "\" stroke=\""
+          << s.color << "\" stroke-width=\"2\"" << (s.dashed ? " stroke-dasharray=\"6,4\"" : "") << "/>\n";
+    else
+      svg << "<circle cx=\"" << lx + 13 << "\" cy=\"" << ly << "\" r=\"3\" fill=\"" << s.color << "\"/>\n";
+    svg << "<text x=\"" << lx + 32 << "\" y=\"" << ly + 4 << "\">" << escape(s.label) << "</text>\n";
   }
   svg << "</svg>\n";
   return svg.str();
