@@ -25,8 +25,8 @@ namespace metatape::meta {
 using SymmetricOperator = std::function<std::vector<double>(const std::vector<double>& v)>;
 
 struct LanczosOptions {
-  int eigenvalues = 5;   // k: how many of the largest (algebraic) eigenvalues
-  int iterations = 30;   // Krylov dimension m, k <= m; capped at n
+  int eigenvalues = 5;     // k: how many of the largest (algebraic) eigenvalues
+  int iterations = 30;     // Krylov dimension m, k <= m; capped at n
   std::uint64_t seed = 1;  // of the random unit start vector
 };
 
@@ -49,7 +49,12 @@ LanczosResult lanczos_top_eigenvalues(const SymmetricOperator& apply, std::int64
 
 // --- Hessians of the inner and the meta-loss, as operators ---
 // Vectors are the model parameters flattened in Model::parameter order, in
-// float64 whatever the parameters' dtype (converted on the way in and out).
+// float64 whatever the parameters' dtype (converted on the way in and out);
+// the products are computed in the parameters' dtype. The operators keep a
+// reference to the model (which must outlive them) and copies of the
+// parameters and the batch. Building one checks the inputs as
+// validate_inputs does (and inner_lr, inner_steps as compare_meta_gradients);
+// applying one to a vector of the wrong length throws ValueError.
 
 // The number of values in params (Σ numel).
 std::int64_t flat_size(const std::vector<Tensor>& params);
@@ -82,11 +87,28 @@ struct MetaGradientComparison {
   double exact_snr = 0, first_order_snr = 0;
 };
 
-// Every task's exact and first-order meta-gradient (one task at a time).
-// ValueError for inner_steps < 0, inner_lr not finite or negative, and
-// whatever validate_inputs refuses.
+// Every task's exact and first-order meta-gradient (task_meta_gradients),
+// summarised (summarize_meta_gradients). ValueError for inner_steps < 0,
+// inner_lr not finite or negative, a non-finite gradient (naming the task),
+// and whatever validate_inputs refuses.
 MetaGradientComparison compare_meta_gradients(const Model& model, Loss loss, const std::vector<Tensor>& params,
                                               const TaskBatch& batch, double inner_lr, int inner_steps);
+
+// Per task t, the gradient of its own query loss after the inner loop (the
+// exact meta-gradient g_t, or with first_order f_t = ∇L(θ_t^τ; query_t)),
+// with respect to the model parameters: [T] rows of flat_size(params) values
+// in float64. The tasks' mean is the meta-gradient of the batch. One graph for
+// the whole batch. Errors as compare_meta_gradients.
+std::vector<std::vector<double>> task_meta_gradients(const Model& model, Loss loss, const std::vector<Tensor>& params,
+                                                     const TaskBatch& batch, double inner_lr, int inner_steps,
+                                                     bool first_order);
+
+// The statistics above from the per-task gradients g_t (exact) and f_t
+// (first_order), [T] rows of one length each. A cosine with a zero vector is
+// NaN, as is 0/0 in a norm ratio (x/0 is +inf). ValueError for no tasks or
+// rows of different lengths.
+MetaGradientComparison summarize_meta_gradients(const std::vector<std::vector<double>>& exact,
+                                                const std::vector<std::vector<double>>& first_order);
 
 // --- everything at one checkpoint ---
 
