@@ -525,6 +525,13 @@ json_check "analyze --checkpoint a,b --checkpoint c" "$work/k/analysis/analysis.
 for f in cosine_over_training per_task_scatter; do
   [ -s "$work/k4/$f.svg" ] || fail "analyze of one checkpoint wrote no $f.svg"
 done
+# No inner step: the exact meta-gradient is the first-order one (plots of
+# values equal up to rounding must still render; they once looped forever).
+timeout -s KILL 60 "$metatape" analyze --run "$work/k" "${study[@]}" --inner-steps 0 --out "$work/k0" >/dev/null ||
+  fail "analyze --inner-steps 0"
+json_check "analyze --inner-steps 0" "$work/k0/analysis.json" \
+  'all(abs(g["cosine"][t] - 1) < 1e-12 and abs(g["norm_ratio"][t] - 1) < 1e-12
+       for g in (c["gradients"] for c in j["checkpoints"]) for t in range(3))'
 # A progress line on a terminal (where `script` gives one), none with --quiet.
 if command -v script >/dev/null; then
   script -qec "$metatape analyze --run $work/k ${study[*]} --out $work/k-tty" /dev/null >"$work/k-tty.out" 2>&1
@@ -565,6 +572,8 @@ expect_error "analyze: a run without checkpoints" "holds no checkpoint" \
   "$metatape" analyze --run "$work/no-run" --out "$work/bad-an"
 expect_error "analyze: a diverging inner loop" "analysing $work/k/checkpoint.bin" \
   "$metatape" analyze --checkpoint "$work/k/checkpoint.bin" --inner-lr 1e300 --tasks 2 --out "$work/bad-an"
+expect_error "analyze: beyond memory" "this analysis needs at least about" \
+  "$metatape" analyze --run "$work/k" --tasks 10000 --inner-steps 1000000 --out "$work/bad-an"
 expect_error "analyze: zero tasks" "--tasks: 0 is out of range" "$metatape" analyze --run "$work/k" --tasks 0 --out "$work/bad-an"
 [ -e "$work/bad-an" ] && fail "a refused analysis created its directory"
 

@@ -22,6 +22,7 @@
 #include <tuple>
 
 #include "commands.hpp"
+#include "memory.hpp"
 #include "metatape/meta/analysis.hpp"
 #include "metatape/meta/checkpoint.hpp"
 #include "progress.hpp"
@@ -98,8 +99,7 @@ std::vector<std::string> run_checkpoints(const fs::path& dir) {
 // Loads every checkpoint, each checked to belong to the first one's run
 // (ValueError naming both files and the first difference) and to fit its
 // model; the run's parts are built once.
-Loaded load_series(const std::vector<std::string>& paths, const std::string& run_directory) {
-  const bool from_run_directory = !run_directory.empty();
+Loaded read_series(const std::vector<std::string>& paths) {
   Loaded s{load_run(paths.front(), Device::cpu), {}};
   s.subjects.push_back({paths.front(), s.run.iteration, in_f64(s.run.params.model)});
   for (std::size_t i = 1; i < paths.size(); ++i) {
@@ -107,8 +107,7 @@ Loaded load_series(const std::vector<std::string>& paths, const std::string& run
     const RunConfig config = RunConfig::from_checkpoint(checkpoint.config, paths[i]);
     std::string difference;
     if (!s.run.config.same_run_as(config, &difference))
-      throw ValueError((from_run_directory ? "--run " + run_directory : std::string("--checkpoint")) + ": " + paths[i] +
-                       " belongs to a different run than " + paths.front() + " (" + difference +
+      throw ValueError(paths[i] + " belongs to a different run than " + paths.front() + " (" + difference +
                        "); analyse the checkpoints of one run at a time");
     meta::check_checkpoint_fits(checkpoint, *s.run.parts.model, s.run.parts.options, paths[i]);
     const std::size_t count = s.run.parts.model->parameters().size();
@@ -117,12 +116,25 @@ Loaded load_series(const std::vector<std::string>& paths, const std::string& run
   }
   std::stable_sort(s.subjects.begin(), s.subjects.end(),
                    [](const Subject& a, const Subject& b) { return a.iteration < b.iteration; });
-  // A run directory's checkpoint.bin is usually a copy of its last kept checkpoint.
-  if (from_run_directory && s.subjects.size() > 1) {
-    const auto repeats = [](const Subject& a, const Subject& b) { return a.iteration == b.iteration; };
-    s.subjects.erase(std::unique(s.subjects.begin(), s.subjects.end(), repeats), s.subjects.end());
-  }
   return s;
+}
+
+// read_series, its errors prefixed with the option that named the files.
+Loaded load_series(const std::vector<std::string>& paths, const std::string& run_directory) {
+  const std::string where = run_directory.empty() ? "--checkpoint" : "--run " + run_directory;
+  try {
+    Loaded s = read_series(paths);
+    // A run directory's checkpoint.bin is usually a copy of its last kept checkpoint.
+    if (!run_directory.empty()) {
+      const auto repeats = [](const Subject& a, const Subject& b) { return a.iteration == b.iteration; };
+      s.subjects.erase(std::unique(s.subjects.begin(), s.subjects.end(), repeats), s.subjects.end());
+    }
+    return s;
+  } catch (const IoError& e) {
+    throw IoError(where + ": " + e.what());
+  } catch (const ValueError& e) {
+    throw ValueError(where + ": " + e.what());
+  }
 }
 
 // Where the outputs go: --out, else <run directory>/analysis, the run
@@ -405,6 +417,7 @@ int run_analyze(const AnalyzeArgs& args) {
   const std::vector<std::string> paths = args.run.empty() ? args.checkpoints : run_checkpoints(args.run);
   const Loaded s = load_series(paths, args.run);
   const meta::AnalysisOptions base = analysis_options(args, s.run.config);
+  check_memory(analysis_memory(s.run.config, s.run.parts, args, base.inner_steps), "this analysis");
 
   const meta::TaskSampler& sampler = args.split == "test" ? s.run.parts.evaluation_sampler() : *s.run.parts.tasks;
   Generator gen(meta::derive_seed(args.seed, 2));
@@ -428,8 +441,9 @@ int run_analyze(const AnalyzeArgs& args) {
       results.push_back({&subject, meta::analyze(*s.run.parts.model, s.run.parts.loss, subject.params, batch, o)});
     } catch (const ValueError& e) {
       progress.finish();
+      // The checkpoint's values are finite (checked at loading): the inner loop made these.
       throw ValueError("analysing " + subject.path + " (iteration " + std::to_string(subject.iteration) +
-                       "): " + e.what());
+                       "): " + e.what() + "; the options for the inner loop: --inner-lr, --inner-steps");
     } catch (...) {
       progress.finish();
       throw;
