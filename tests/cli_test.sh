@@ -432,13 +432,17 @@ bad_file "negative seed" "field 'seed' must be a whole number" '{"seed": -1, "ca
 # train --keep-checkpoints: a copy of every checkpoint, names that sort by
 # iteration, the same bits after a resume, and failed runs that remove only
 # the copies they wrote past their last checkpoint.
-keep=(--hidden 8 --meta-batch 2 --shots 4 --queries 4 --checkpoint-every 2 --keep-checkpoints --quiet)
+plain=(--hidden 8 --meta-batch 2 --shots 4 --queries 4 --checkpoint-every 2 --quiet)
+keep=("${plain[@]}" --keep-checkpoints)
 "$metatape" train "${keep[@]}" --iterations 6 --out "$work/k" >/dev/null || fail "training with --keep-checkpoints"
-[ "$(ls "$work/k/checkpoints")" = "$(printf 'iteration-%010d.bin\n' 2 4 6)" ] ||
+[ "$(ls "$work/k/checkpoints")" = "$(printf 'iteration-%010d.bin\n' 0 2 4 6)" ] ||
   fail "kept checkpoints: $(ls "$work/k/checkpoints")"
 cmp -s "$work/k/checkpoint.bin" "$work/k/checkpoints/iteration-0000000006.bin" ||
   fail "the last kept checkpoint is not checkpoint.bin"
 grep -q keep_checkpoints "$work/k/config.json" && fail "--keep-checkpoints is stored in config.json"
+"$metatape" train "${plain[@]}" --iterations 6 --out "$work/k-plain" >/dev/null ||
+  fail "training without --keep-checkpoints"
+cmp -s "$work/k/checkpoint.bin" "$work/k-plain/checkpoint.bin" || fail "keeping checkpoints changed the run"
 "$metatape" train "${keep[@]}" --iterations 3 --out "$work/k2" >/dev/null || fail "training k2 to 3"
 "$metatape" train "${keep[@]}" --iterations 6 --resume --out "$work/k2" >/dev/null || fail "resuming k2 to 6"
 # (Those of the first part hold its --iterations 3 in their configuration.)
@@ -446,7 +450,7 @@ for i in 4 6; do
   cmp -s "$work/k/checkpoints/iteration-000000000$i.bin" "$work/k2/checkpoints/iteration-000000000$i.bin" ||
     fail "kept checkpoint $i of a resumed run differs from the uninterrupted run's"
 done
-[ "$(ls "$work/k2/checkpoints" | wc -l)" -eq 4 ] || fail "a resumed run kept $(ls "$work/k2/checkpoints")"
+[ "$(ls "$work/k2/checkpoints" | wc -l)" -eq 5 ] || fail "a resumed run kept $(ls "$work/k2/checkpoints")"
 mkdir -p "$work/k3/checkpoints" && cp "$work/k/checkpoints/iteration-0000000002.bin" "$work/k3/checkpoints/"
 expect_error "a fresh run beside another run's kept checkpoints" "already holds a run (checkpoints/iteration-0000000002.bin)" \
   "$metatape" train "${keep[@]}" --iterations 2 --out "$work/k3"
@@ -456,7 +460,7 @@ expect_error "a NaN at once with --keep-checkpoints" "removed what this run wrot
 late=(--keep-checkpoints --hidden 8 --meta-batch 2 --quiet --optimizer sgd --outer-lr 1e300 --dtype f64
   --checkpoint-every 1 --log-every 1 --iterations 5)
 expect_error "a NaN after a kept checkpoint" "at iteration 1" "$metatape" train "${late[@]}" --out "$work/klate"
-[ "$(ls "$work/klate/checkpoints")" = "iteration-0000000001.bin" ] ||
+[ "$(ls "$work/klate/checkpoints" | tr '\n' ' ')" = "iteration-0000000000.bin iteration-0000000001.bin " ] ||
   fail "a run failing after a checkpoint kept $(ls "$work/klate/checkpoints")"
 expect_error "a resumed run failing again" "at iteration 1" "$metatape" train "${late[@]}" --resume --out "$work/klate"
 [ -s "$work/klate/checkpoints/iteration-0000000001.bin" ] || fail "a failed resume removed an earlier run's kept checkpoint"
@@ -474,10 +478,10 @@ touch "$work/k2/checkpoints/.iteration-0000000008.bin.tmp.$dead"
 study=(--tasks 3 --eigenvalues 2 --lanczos-iterations 4)
 "$metatape" analyze --run "$work/k" "${study[@]}" >"$work/k.analyze" 2>"$work/k.analyze.err" || fail "analyze --run"
 grep -q "κ(Φ+ρI)" "$work/k.analyze" || fail "analyze prints no table: $(cat "$work/k.analyze")"
-[ "$(grep -cE '^ +[246] ' "$work/k.analyze")" -eq 3 ] || fail "analyze prints a row per checkpoint: $(cat "$work/k.analyze")"
+[ "$(grep -cE '^ +[0246] ' "$work/k.analyze")" -eq 4 ] || fail "analyze prints a row per checkpoint: $(cat "$work/k.analyze")"
 grep -q $'\r' "$work/k.analyze.err" && fail "analyze drew a progress line to a non-terminal"
 json_check "analyze" "$work/k/analysis/analysis.json" \
-  '[c["iteration"] for c in j["checkpoints"]] == [2, 4, 6] and
+  '[c["iteration"] for c in j["checkpoints"]] == [0, 2, 4, 6] and
    j["settings"]["tasks"] == 3 and j["settings"]["inner_lr"] == 0.01 and j["settings"]["inner_steps"] == 1 and
    j["settings"]["parameters"] == 25 and j["settings"]["split"] == "train" and
    all(len(c["gradients"][f]) == 3 for c in j["checkpoints"]
@@ -509,8 +513,8 @@ if command -v python3 >/dev/null; then
 import json, sys
 series, alone = (json.load(open(p)) for p in sys.argv[1:])
 assert len(alone["checkpoints"]) == 1
-assert alone["checkpoints"][0]["gradients"] == series["checkpoints"][1]["gradients"]
-assert alone["checkpoints"][0]["meta_hessian"] == series["checkpoints"][1]["meta_hessian"]
+assert alone["checkpoints"][0]["gradients"] == series["checkpoints"][2]["gradients"]
+assert alone["checkpoints"][0]["meta_hessian"] == series["checkpoints"][2]["meta_hessian"]
 PY
 fi
 "$metatape" analyze --checkpoint "$work/k/checkpoints/iteration-0000000006.bin,$work/k/checkpoints/iteration-0000000002.bin" \
@@ -535,9 +539,9 @@ json_check "analyze --inner-steps 0" "$work/k0/analysis.json" \
 # A progress line on a terminal (where `script` gives one), none with --quiet.
 if command -v script >/dev/null; then
   script -qec "$metatape analyze --run $work/k ${study[*]} --out $work/k-tty" /dev/null >"$work/k-tty.out" 2>&1
-  grep -q "checkpoint 3/3 (iteration 6): meta Hessian" "$work/k-tty.out" || fail "analyze draws no progress line on a terminal"
+  grep -q "checkpoint 4/4 (iteration 6): meta Hessian" "$work/k-tty.out" || fail "analyze draws no progress line on a terminal"
   script -qec "$metatape analyze --run $work/k ${study[*]} --quiet --out $work/k-tty" /dev/null >"$work/k-tty.out" 2>&1
-  grep -q "checkpoint 1/3" "$work/k-tty.out" && fail "analyze --quiet draws a progress line"
+  grep -q "checkpoint 1/4" "$work/k-tty.out" && fail "analyze --quiet draws a progress line"
 fi
 # Few-shot images: the meta-training and the held-out classes give other tasks.
 "$metatape" analyze --run "$work/fm" --tasks 2 --no-hessians --out "$work/fm-train" >/dev/null || fail "analyze conv4"
@@ -563,7 +567,7 @@ expect_error "analyze: checkpoints of two runs" \
   "$metatape" analyze --checkpoint "$work/k/checkpoint.bin,$work/k5/checkpoint.bin" --out "$work/bad-an"
 cp "$work/k5/checkpoints/iteration-0000000002.bin" "$work/k2/checkpoints/iteration-0000000001.bin"
 expect_error "analyze: a run directory holding another run's checkpoint" \
-  "--run $work/k2: $work/k2/checkpoints/iteration-0000000002.bin belongs to a different run than" \
+  "--run $work/k2: $work/k2/checkpoints/iteration-0000000001.bin belongs to a different run than $work/k2/checkpoints/iteration-0000000000.bin" \
   "$metatape" analyze --run "$work/k2" --out "$work/bad-an"
 expect_error "analyze: more eigenvalues than iterations" "--eigenvalues 5 exceeds --lanczos-iterations 4" \
   "$metatape" analyze --run "$work/k" --eigenvalues 5 --lanczos-iterations 4 --out "$work/bad-an"

@@ -251,7 +251,8 @@ bool all_positive(const std::vector<Series>& series) {
   return true;
 }
 
-// λ1 and λk of both Hessians against iteration.
+// λ1 and λk of both Hessians against iteration (k as many as the last
+// checkpoint's Lanczos found).
 std::string hessian_over_training(const std::vector<Result>& results, const std::string& title) {
   std::vector<Series> series;
   for (const auto& [name, member, color] :
@@ -268,7 +269,7 @@ std::string hessian_over_training(const std::vector<Result>& results, const std:
     }
     last.label = std::string(name) + " λ" + std::to_string((results.back().analysis.*member).eigenvalues.size());
     series.push_back(first);
-    series.push_back(last);
+    if (last.label != first.label) series.push_back(last);  // k = 1: one series
   }
   const bool log_y = all_positive(series);
   return render_svg(

@@ -21,8 +21,9 @@ struct TrainArgs {
   std::string device = "cpu";  // "cpu" or "cuda"
   bool cuda_graph = false;     // replay the meta-gradient step as a CUDA graph
   bool quiet = false;          // no progress line even on a terminal
-  // Also keep every checkpoint as checkpoints/iteration-<N>.bin (kept_checkpoint_name),
-  // a series over training for `metatape analyze`.
+  // Also keep every checkpoint as checkpoints/iteration-<N>.bin
+  // (kept_checkpoint_name), and a fresh run's initial parameters as
+  // iteration 0: a series over training for `metatape analyze`.
   bool keep_checkpoints = false;
 };
 

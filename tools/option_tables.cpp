@@ -185,9 +185,11 @@ const std::vector<Option<TrainArgs>>& train_options() {
            O::local("--out", &TrainArgs::out, "Run directory (default runs/<algorithm>)", Text{}),
            O::local("--checkpoint-every", &TrainArgs::checkpoint_every,
                     "Write a checkpoint every N iterations (0: only at the end)", Integers{0, kMaxIterations}),
-           O::local("--keep-checkpoints", &TrainArgs::keep_checkpoints,
-                    "Also keep every checkpoint as checkpoints/iteration-<N>.bin (a series for metatape analyze)",
-                    Flag{}),
+           O::local(
+               "--keep-checkpoints", &TrainArgs::keep_checkpoints,
+               "Also keep every checkpoint, and a fresh run's initial parameters, as checkpoints/iteration-<N>.bin (a "
+               "series for metatape analyze)",
+               Flag{}),
            O::local("--log-every", &TrainArgs::log_every, "Write a metrics line every N iterations",
                     Integers{1, kMaxIterations}),
            O::local("--resume", &TrainArgs::resume, "Continue the run in --out from its checkpoint, bit for bit",

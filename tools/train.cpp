@@ -222,6 +222,8 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
   const auto start = std::chrono::steady_clock::now();
   const std::int64_t first = trainer.iteration();
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  // The series over training starts at the initial parameters.
+  if (args.keep_checkpoints && first == 0) output.keep(trainer.checkpoint(config_text));
   while (trainer.iteration() < config.iterations) {
     meta::IterationRecord r;
     try {
