@@ -162,6 +162,7 @@ struct Config {
   const char* name;
   bool conv, first_order;
   int steps;
+  std::int64_t tasks = 4;  // the Conv4 meta-batch (the sinusoid's is 25)
 };
 
 const Config kConfigs[] = {
@@ -171,10 +172,12 @@ const Config kConfigs[] = {
     {"sinusoid MLP, 25 tasks, K=10, 5 steps, first-order", false, true, 5},
     {"conv4 28x28 5-way 1-shot, 4 tasks, 1 step, exact", true, false, 1},
     {"conv4 28x28 5-way 1-shot, 4 tasks, 1 step, first-order", true, true, 1},
+    {"conv4 28x28 5-way 1-shot, 32 tasks, 1 step, exact", true, false, 1, 32},
+    {"conv4 28x28 5-way 1-shot, 32 tasks, 1 step, first-order", true, true, 1, 32},
 };
 
 bench::MamlSetup make_setup(const Config& c, mt::DType dtype = mt::DType::f32) {
-  return c.conv ? bench::conv4_setup(c.first_order, true, dtype)
+  return c.conv ? bench::conv4_setup(c.first_order, true, dtype, c.tasks)
                 : bench::sinusoid_setup(c.steps, c.first_order, true, dtype);
 }
 

@@ -4,6 +4,8 @@
 #   bench-maml            meta-gradient step time and memory, batched and looped
 #   bench-kernel          the empirical NTK, a Hessian-vector product, and the
 #                         kernel-adaptation step beside the exact MAML step
+#   bench-data            reading Fashion-MNIST and drawing episodes (installs
+#                         Debian's dataset-fashion-mnist)
 #   bench-maml-libtorch   the same steps, NTK and HVP against libtorch (with
 #                         --with-libtorch, which installs Debian's libtorch-dev, about 1 GB)
 # Full outputs go to build/bench-*.txt. Close other work first: the figures
@@ -15,12 +17,13 @@ with_libtorch=0
 for arg in "$@"; do
   case "$arg" in
     --with-libtorch) with_libtorch=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
 if ((with_libtorch)); then metatape_packages+=(libtorch-dev); fi
 install_missing_packages
+install_dataset_packages
 # Reconfigure so that meson notices a newly installed libtorch.
 configure_and_build build -Dbuildtype=release -Dbenchmarks=enabled >/dev/null
 if ((with_libtorch)) && [ ! -x build/bench/bench-maml-libtorch ]; then
@@ -38,6 +41,9 @@ build/bench/bench-maml --benchmark_repetitions=5 --benchmark_report_aggregates_o
 echo "== bench-kernel (medians of 10)"
 build/bench/bench-kernel --benchmark_repetitions=10 --benchmark_report_aggregates_only=true \
   | tee build/bench-kernel.txt | grep -E "median"
+echo "== bench-data (medians of 5)"
+build/bench/bench-data --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+  | tee build/bench-data.txt | grep -E "median"
 if [ -x build/bench/bench-maml-libtorch ]; then
   echo "== bench-maml-libtorch"
   build/bench/bench-maml-libtorch --threads 1 --repeats 21 --only maml | tee build/bench-maml-libtorch.txt

@@ -16,9 +16,17 @@ fi
 metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev liblapacke-dev doctest-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev zlib1g-dev)
 
+# Data sets: the image benchmark's Fashion-MNIST (the tests generate their
+# own files and use these only where they are installed).
+metatape_dataset_packages=(dataset-fashion-mnist)
+
+install_dataset_packages() { install_missing_packages "${metatape_dataset_packages[@]}"; }
+
+# install_missing_packages [PACKAGES...]: those given, else the build's.
 install_missing_packages() {
-  local missing=() p
-  for p in "${metatape_packages[@]}"; do
+  local missing=() p wanted=("$@")
+  ((${#wanted[@]} > 0)) || wanted=("${metatape_packages[@]}")
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   ((${#missing[@]} == 0)) && return 0

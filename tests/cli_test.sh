@@ -215,8 +215,29 @@ write_fashion_mnist t10k
 images=(--task fashion-mnist --model conv4 --channels 4 --ways 3 --shots 1 --queries 2 --meta-batch 2
   --inner-lr 0.4 --quiet)
 "$metatape" train "${images[@]}" --data "$fmnist" --iterations 2 --out "$work/fm" >/dev/null || fail "training conv4 on fashion-mnist"
-"$metatape" eval --checkpoint "$work/fm/checkpoint.bin" --tasks 4 --steps 1 --out "$work/fm-eval" >/dev/null ||
+"$metatape" eval --checkpoint "$work/fm/checkpoint.bin" --tasks 4 --steps 1 --out "$work/fm-eval" >"$work/fm-eval.txt" ||
   fail "evaluating a fashion-mnist run"
+grep -q "cross-entropy and accuracy" "$work/fm-eval.txt" || fail "eval of a classification run names its accuracy"
+[ -s "$work/fm-eval/accuracy_vs_steps.svg" ] || fail "eval of a classification run draws accuracy_vs_steps.svg"
+# Accuracy per step with its CI, a fraction, and the run's 2 queries per class.
+if command -v python3 >/dev/null; then
+  python3 - "$work/fm-eval/eval.json" <<'PY' || fail "eval.json of a classification run: see above"
+import json, sys
+result = json.load(open(sys.argv[1]))["results"][0]
+assert result["queries"] == 2, result["queries"]
+for row in result["maml"]:
+    assert 0 <= row["accuracy"] <= 1 and row["accuracy_ci95"] >= 0, row
+PY
+fi
+# The real files, where Debian's dataset-fashion-mnist is installed.
+if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  "$metatape" train "${images[@]}" --iterations 2 --out "$work/fm-real" >/dev/null ||
+    fail "training on the installed Fashion-MNIST"
+  "$metatape" eval --checkpoint "$work/fm-real/checkpoint.bin" --tasks 4 --steps 1 --out "$work/fm-real" >/dev/null ||
+    fail "evaluating on the installed Fashion-MNIST"
+else
+  echo "skipped: the check on the installed Fashion-MNIST (dataset-fashion-mnist is not installed)"
+fi
 expect_error "a missing data directory" "dataset-fashion-mnist" \
   "$metatape" train "${images[@]}" --data "$work/nowhere" --iterations 1 --out "$work/bad"
 expect_error "--ways without an image task" "--ways applies only with --task fashion-mnist" \

@@ -599,12 +599,17 @@ TEST_SUITE("analysis") {
     CHECK(all_finite(a.meta_ntk_eigenvalues));
     CHECK(std::isfinite(a.meta_ntk_condition));
     // The per-task gradients against a one-task meta_gradient each (float32).
-    const Rows rows = meta::task_meta_gradients(model, meta::Loss::cross_entropy, params, batch, 0.1, 1, false);
-    const meta::MetaConfig maml{.algorithm = meta::Algorithm::maml, .inner_steps = 1, .inner_lr = 0.1};
-    for (std::int64_t t = 0; t < 2; ++t) {
-      const auto step =
-          meta::meta_gradient(model, meta::Loss::cross_entropy, maml, {params, {}}, batch.slice(t, t + 1), 0);
-      CHECK(relative(rows[t], flat(step.grads)) < 1e-5);
+    for (const bool first_order : {false, true}) {
+      const Rows rows = meta::task_meta_gradients(model, meta::Loss::cross_entropy, params, batch, 0.1, 1, first_order);
+      const meta::MetaConfig config{.algorithm = first_order ? meta::Algorithm::fomaml : meta::Algorithm::maml,
+                                    .inner_steps = 1,
+                                    .inner_lr = 0.1};
+      for (std::int64_t t = 0; t < 2; ++t) {
+        INFO("first order " << first_order << ", task " << t);
+        const auto step =
+            meta::meta_gradient(model, meta::Loss::cross_entropy, config, {params, {}}, batch.slice(t, t + 1), 0);
+        CHECK(relative(rows[t], flat(step.grads)) < 1e-5);
+      }
     }
   }
 }

@@ -11,6 +11,7 @@
 
 #include "meta_test_util.hpp"
 #include "metatape/meta/evaluation.hpp"
+#include "metatape/meta/kernel_adaptation.hpp"
 #include "metatape/meta/maml.hpp"
 #include "test_util.hpp"
 
@@ -433,6 +434,60 @@ TEST_SUITE("meta-api") {
     CHECK(mt::testing::throws_error<mt::ShapeError>([&] {
             (void)meta::per_task_loss(meta::Loss::cross_entropy, prediction, mt::unsqueeze(labels, 0));
           }).message.find("labels must be i64 [5] for predictions [5, 3], got i64 [1, 5]") != std::string::npos);
+  }
+
+  TEST_CASE("per_task_accuracy counts the points whose first largest output is the label") {
+    // Task 0: rows predict 2, 0 (a tie between 0 and 1: the first wins), 1;
+    // task 1: 1, 1, 2.
+    const Tensor logits = mt::from_vector({0, 1, 5, 3, 3, 0, -1, 2, 1,  //
+                                           0, 4, 1, 2, 3, 3, 0, 0, 1},
+                                          {2, 3, 3}, f64);
+    const std::vector<double> accuracy =
+        meta::per_task_accuracy(logits, mt::from_indices({2, 0, 0, /**/ 1, 2, 2}, {2, 3}));
+    REQUIRE(accuracy.size() == 2);
+    CHECK(accuracy[0] == doctest::Approx(2.0 / 3));
+    CHECK(accuracy[1] == doctest::Approx(2.0 / 3));
+    CHECK(mt::testing::throws_error<mt::ShapeError>([&] {
+            (void)meta::per_task_accuracy(mt::zeros({3, 3}, f64), mt::from_indices({0, 1, 2}, {3}));
+          }).message.find("logits must be [tasks, points, classes], got [3, 3]") != std::string::npos);
+    CHECK(mt::testing::throws_error<mt::DTypeError>([&] {
+            (void)meta::per_task_accuracy(logits, mt::zeros({2, 3}, f64));
+          }).message.find("labels must be i64") != std::string::npos);
+  }
+
+  TEST_CASE("query_curve: accuracy rows are those of the adapted parameters' outputs; evaluate summarises them") {
+    const meta::Mlp model({2, 6, 3}, meta::Activation::tanh);
+    for (const meta::Algorithm algorithm : {meta::Algorithm::maml, meta::Algorithm::kernel}) {
+      CAPTURE(meta::algorithm_name(algorithm));
+      meta::MetaConfig config{.algorithm = algorithm, .inner_steps = 2, .inner_lr = 0.3};
+      config.kernel.form = meta::KernelForm::steps;
+      const meta::MetaParams p = random_meta_params(model, config, 4);
+      mt::Generator gen(5);
+      const Tensor labels = mt::from_indices({0, 1, 2, 2, 1, 0, 0, 0, 1, 2, 1, 2}, {3, 4});
+      const meta::TaskBatch batch{mt::normal({3, 4, 2}, 0, 1, gen, f64), labels, mt::normal({3, 4, 2}, 0, 1, gen, f64),
+                                  labels};
+      const meta::QueryCurve curve = meta::query_curve(model, meta::Loss::cross_entropy, config, p, batch, 2);
+      CHECK(curve.loss == meta::adaptation_curve(model, meta::Loss::cross_entropy, config, p, batch, 2));
+      REQUIRE(curve.accuracy.size() == curve.loss.size());
+      CHECK(curve.accuracy.front() == meta::per_task_accuracy(model.forward(p.model, batch.query_x), labels));
+      if (algorithm == meta::Algorithm::kernel) {
+        const meta::KernelAdapted adapted = meta::kernel_adapt(model, meta::Loss::cross_entropy, config, p, batch);
+        CHECK(curve.accuracy.back() == meta::per_task_accuracy(adapted.query_prediction, labels));
+      } else {
+        const meta::Adapted adapted = meta::adapt(model, meta::Loss::cross_entropy, config, p, batch, 2);
+        CHECK(curve.accuracy.back() == meta::per_task_accuracy(model.forward(adapted.params, batch.query_x), labels));
+      }
+      CHECK(meta::query_curve(
+                model, meta::Loss::mse, config, p,
+                meta::TaskBatch{batch.support_x, mt::zeros({3, 4, 3}, f64), batch.query_x, mt::zeros({3, 4, 3}, f64)},
+                2)
+                .accuracy.empty());
+    }
+    const std::vector<meta::StepSummary> summary = meta::summarize(meta::QueryCurve{{{1.0, 3.0}}, {{0.5, 1.0}}});
+    REQUIRE(summary.front().accuracy.has_value());
+    CHECK(summary.front().accuracy->mean == doctest::Approx(0.75));
+    CHECK(summary.front().accuracy->ci95 == doctest::Approx(1.96 * std::sqrt(0.125) / std::sqrt(2.0)));
+    CHECK_FALSE(meta::summarize({{1.0, 3.0}}).front().accuracy.has_value());
   }
 
   TEST_CASE(

@@ -1,6 +1,7 @@
 // metatape eval: the evaluation protocol of docs/methods.md §1 — fresh tasks,
-// 0..steps inner steps, mean query MSE with a 95% confidence interval after
-// each — for a checkpoint and, beside it, a baseline checkpoint.
+// 0..steps inner steps, mean query loss (and, for classification, accuracy)
+// with a 95% confidence interval after each — for a checkpoint and, beside
+// it, a baseline checkpoint.
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -38,18 +39,32 @@ nlohmann::json to_json(const LoadedRun& run, const std::vector<meta::StepSummary
   for (std::size_t i = 0; i < curve.size(); ++i) {
     const auto& s = curve[i];
     nlohmann::json row{{"step", s.step}, {"mean", s.mean}, {"ci95", s.ci95}};
+    if (s.accuracy) {
+      row["accuracy"] = s.accuracy->mean;
+      row["accuracy_ci95"] = s.accuracy->ci95;
+    }
     if (closed_form(run)) row["adaptation"] = row_name(run, curve, i);
     steps.push_back(row);
   }
   return steps;
 }
 
-// One cell of the table: mean ± CI, or blank past the end of a curve.
-void print_cell(const std::vector<meta::StepSummary>& curve, std::size_t row) {
-  if (row < curve.size())
-    std::printf(" %13.4f ± %-6.4f", curve[row].mean, curve[row].ci95);
-  else
-    std::printf(" %22s", "");
+// Columns of a cell: the loss, and for classification the accuracy in %.
+constexpr int kLossWidth = 22, kAccuracyWidth = 17;
+int cell_width(const LoadedRun& run) {
+  return kLossWidth + (run.parts.loss == meta::Loss::cross_entropy ? kAccuracyWidth : 0);
+}
+
+// One cell of the table: mean ± CI (and accuracy % ± CI), or blank past the
+// end of a curve.
+void print_cell(const LoadedRun& run, const std::vector<meta::StepSummary>& curve, std::size_t row) {
+  if (row >= curve.size()) {
+    std::printf(" %*s", cell_width(run) - 1, "");
+    return;
+  }
+  std::printf(" %13.4f ± %-6.4f", curve[row].mean, curve[row].ci95);
+  if (curve[row].accuracy)
+    std::printf(" %7.2f%% ± %5.2f", 100 * curve[row].accuracy->mean, 100 * curve[row].accuracy->ci95);
 }
 
 // The table of one K: a row per step (or "before" / "closed form"); a
@@ -57,39 +72,45 @@ void print_cell(const std::vector<meta::StepSummary>& curve, std::size_t row) {
 // is named by both when they differ ("1 / closed form").
 void print_table(std::int64_t k, const LoadedRun& run, const std::vector<meta::StepSummary>& ours,
                  const std::optional<LoadedRun>& baseline, const std::vector<meta::StepSummary>& theirs) {
-  std::printf("\nK = %lld\n %18s %22s", static_cast<long long>(k), "steps", label(run).c_str());
-  if (baseline) std::printf(" %22s", label(*baseline).c_str());
+  std::printf("\nK = %lld\n %18s %*s", static_cast<long long>(k), "steps", cell_width(run), label(run).c_str());
+  if (baseline) std::printf(" %*s", cell_width(*baseline), label(*baseline).c_str());
   std::printf("\n");
   for (std::size_t r = 0; r < std::max(ours.size(), theirs.size()); ++r) {
     std::string name = row_name(run, ours, r);
     const std::string other = baseline ? row_name(*baseline, theirs, r) : "";
     if (name.empty() || (!other.empty() && other != name)) name = name.empty() ? other : name + " / " + other;
     std::printf(" %18s", name.c_str());
-    print_cell(ours, r);
-    if (baseline) print_cell(theirs, r);
+    print_cell(run, ours, r);
+    if (baseline) print_cell(*baseline, theirs, r);
     std::printf("\n");
   }
 }
 
-// A curve's series: MSE against inner steps with its CI. A closed-form
-// curve has no steps: its "before" is drawn at step 0 and its closed-form
-// MSE as a level line across the steps shown, so it reads against a
-// baseline's curve.
+// What a chart shows of a step: the accuracy in % for classification, else
+// the loss.
+meta::MeanCI shown(const meta::StepSummary& s) {
+  return s.accuracy ? meta::MeanCI{100 * s.accuracy->mean, 100 * s.accuracy->ci95} : meta::MeanCI{s.mean, s.ci95};
+}
+
+// A curve's series: the loss (or accuracy) against inner steps with its CI.
+// A closed-form curve has no steps: its "before" is drawn at step 0 and its
+// closed-form value as a level line across the steps shown, so it reads
+// against a baseline's curve.
 void add_series(Chart& chart, const LoadedRun& run, const std::vector<meta::StepSummary>& curve, std::string name,
                 std::size_t color, bool dashed, double last_step) {
   Series series{name, {}, {}, {}, palette(color), dashed, true};
   if (closed_form(run) && curve.size() == 2) {
+    const meta::MeanCI before = shown(curve[0]), after = shown(curve[1]);
     series.label += " (closed form)";
     series.x = {0, std::max(1.0, last_step)};
-    series.y = {curve[1].mean, curve[1].mean};
-    series.error = {curve[1].ci95, curve[1].ci95};
-    Series before{name + " (before)", {0}, {curve[0].mean}, {curve[0].ci95}, palette(color), dashed, true};
-    chart.series.push_back(before);
+    series.y = {after.mean, after.mean};
+    series.error = {after.ci95, after.ci95};
+    chart.series.push_back({name + " (before)", {0}, {before.mean}, {before.ci95}, palette(color), dashed, true});
   } else {
     for (const auto& s : curve) {
       series.x.push_back(s.step);
-      series.y.push_back(s.mean);
-      series.error.push_back(s.ci95);
+      series.y.push_back(shown(s).mean);
+      series.error.push_back(shown(s).ci95);
     }
   }
   chart.series.push_back(series);
@@ -124,8 +145,8 @@ int run_eval(const EvalArgs& args) {
   std::printf("%s (%s, iteration %lld)%s%s%s\n", label(run).c_str(), run.path.c_str(),
               static_cast<long long>(run.iteration), baseline ? " against " : "",
               baseline ? label(*baseline).c_str() : "", baseline ? (" (" + baseline->path + ")").c_str() : "");
-  // Classification runs report their cross-entropy (accuracy is not computed yet).
-  const std::string loss_name = run.parts.loss == meta::Loss::mse ? "MSE" : "cross-entropy";
+  const bool classification = run.parts.loss == meta::Loss::cross_entropy;
+  const std::string loss_name = classification ? "cross-entropy and accuracy" : "MSE";
   if (closed_form(run))
     std::printf("%lld fresh %s tasks per K; query %s before and after the closed-form adaptation (%s",
                 static_cast<long long>(args.tasks), run.config.task.c_str(), loss_name.c_str(),
@@ -139,16 +160,19 @@ int run_eval(const EvalArgs& args) {
 
   nlohmann::json results = nlohmann::json::array();
   const bool kernel = closed_form(run) || (baseline && closed_form(*baseline));
-  Chart chart{
-      "query " + loss_name + " after k inner steps (" + std::to_string(args.tasks) + " tasks, 95% CI)",
-      kernel ? "inner gradient steps (closed form: no steps; its MSE drawn as a level line)" : "inner gradient steps",
-      run.parts.loss == meta::Loss::mse ? "mean squared error" : "cross-entropy",
-      false,
-      {}};
+  const std::string shown_name = classification ? "accuracy" : "MSE";
+  Chart chart{"query " + shown_name + " after k inner steps (" + std::to_string(args.tasks) + " tasks, 95% CI)",
+              kernel ? "inner gradient steps (closed form: no steps; its " + shown_name + " drawn as a level line)"
+                     : "inner gradient steps",
+              classification ? "query accuracy (%)" : "mean squared error",
+              false,
+              {}};
   for (std::size_t i = 0; i < shots.size(); ++i) {
     const meta::EvaluationOptions options{.tasks = args.tasks,
                                           .shots = shots[i],
-                                          .queries = args.queries > 0 ? args.queries : shots[i],
+                                          .queries = args.queries > 0 ? args.queries
+                                                     : classification ? run.config.queries
+                                                                      : shots[i],
                                           .steps = static_cast<int>(args.steps),
                                           .seed = args.seed};
     const DType dtype = parse_dtype(run.config.dtype);
@@ -182,7 +206,8 @@ int run_eval(const EvalArgs& args) {
                               {"inner_lr", run.config.inner_lr},
                               {"baseline_inner_lr", baseline ? baseline->config.inner_lr : 0.0},
                               {"results", results}};
-  const fs::path json_path = out / "eval.json", svg_path = out / "mse_vs_steps.svg";
+  const fs::path json_path = out / "eval.json",
+                 svg_path = out / (classification ? "accuracy_vs_steps.svg" : "mse_vs_steps.svg");
   meta::write_file_atomically(json_path.string(), report.dump(2) + "\n");
   meta::write_file_atomically(svg_path.string(), render_svg(chart));
   std::printf("\nwrote %s and %s\n", json_path.c_str(), svg_path.c_str());

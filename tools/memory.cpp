@@ -93,22 +93,36 @@ std::optional<double> cgroup_headroom() {
 // Ks [T, nC, nC] and Kq [T, n'C, nC] (C = 1 for the trace kernel); `copies`
 // of each: 2 in training (values and their gradients on the tape), 1 at
 // evaluation (detached).
+//
+// A model that couples a set's examples (batch norm) has its kernel from the
+// Jacobian of the whole set, one backward pass per output row; recorded for
+// the exact meta-gradient (training), each of those passes keeps a cotangent
+// of every activation of the set on the tape, and the product that made it.
 double kernel_values(const RunConfig& c, const RunParts& parts, double params, double tasks, double support,
                      double query, double copies) {
   if (parts.options.meta.algorithm != Algorithm::kernel) return 0;
   const double outputs = parts.outputs, c_kernel = c.kernel_mode == "full" ? outputs : 1;
   const double rows = tasks * (support + query) * (outputs + 1) * params;
   const double kernels = tasks * (support + query) * support * c_kernel * c_kernel;
-  return copies * (rows + kernels);
+  const bool recorded = copies > 1 && c.kernel_grad == "exact";
+  const double coupled =
+      parts.model->couples_examples() && recorded
+          ? 2 * tasks * (support + query) * outputs * (support + query) * parts.activations_per_example
+          : 0;
+  return copies * (rows + kernels) + coupled;
 }
 
 // Meta-RKHS-I: each task's copy of θ and its recorded gradient (create_graph),
 // and the activations of support and query points together, kept for the
 // double backward.
-double rkhs_values(const RunConfig& c, const RunParts& parts, double params, double tasks) {
+double rkhs_values(const RunParts& parts, double params, double tasks, double examples) {
   if (parts.options.meta.algorithm != Algorithm::metarkhs1) return 0;
-  return tasks * (2 * params + static_cast<double>(c.shots + c.queries) * parts.activations_per_example);
+  return tasks * (2 * params + examples * parts.activations_per_example);
 }
+
+// Examples a set holds per unit of --shots / --queries: one, or for
+// classification one per class (the counts are per class there).
+double examples_per_count(const RunParts& parts) { return parts.loss == meta::Loss::cross_entropy ? parts.outputs : 1; }
 
 }  // namespace
 
@@ -154,7 +168,8 @@ MemoryEstimate training_memory(const RunConfig& c, const RunParts& parts) {
   const Algorithm algorithm = parts.options.meta.algorithm;
   const ParameterCounts p = parameter_counts(*parts.model, algorithm);
   const double tasks = static_cast<double>(c.meta_batch), at_once = c.task_batched ? tasks : 1;
-  const double support = static_cast<double>(c.shots), query = static_cast<double>(c.queries);
+  const double support = static_cast<double>(c.shots) * examples_per_count(parts),
+               query = static_cast<double>(c.queries) * examples_per_count(parts);
   const double steps = static_cast<double>(c.inner_steps), a = parts.activations_per_example;
   // Parameters and their meta-gradient (Meta-SGD's rates are as many again),
   // and the meta-batch itself.
@@ -174,7 +189,7 @@ MemoryEstimate training_memory(const RunConfig& c, const RunParts& parts) {
     per_step = at_once * p.adapted;
   const double values = 2 * (base + live) + steps * per_step +
                         kernel_values(c, parts, p.all, at_once, support, query, 2) +
-                        rkhs_values(c, parts, p.all, at_once);
+                        rkhs_values(parts, p.all, at_once, support + query);
   MemoryEstimate e;
   e.bytes = values * dtype_bytes(c.dtype);
   e.from = count(p.all) + " parameters; " + count(at_once) + " task(s) at once x " + count(support + query) +
@@ -186,8 +201,10 @@ MemoryEstimate evaluation_memory(const RunConfig& c, const RunParts& parts, cons
   const ParameterCounts p = parameter_counts(*parts.model, parts.options.meta.algorithm);
   std::int64_t largest_k = c.shots;
   if (!args.shots.empty()) largest_k = *std::max_element(args.shots.begin(), args.shots.end());
-  const double support = static_cast<double>(largest_k);
-  const double query = args.queries > 0 ? static_cast<double>(args.queries) : support;
+  const double per_count = examples_per_count(parts), support = static_cast<double>(largest_k) * per_count;
+  const double query = args.queries > 0                          ? static_cast<double>(args.queries) * per_count
+                       : parts.loss == meta::Loss::cross_entropy ? static_cast<double>(c.queries) * per_count
+                                                                 : support;
   const double tasks = static_cast<double>(args.tasks), steps = static_cast<double>(args.steps);
   const double chunk = std::min(tasks, static_cast<double>(meta::EvaluationOptions{}.chunk));
   // The query loss of every task after every step, as vectors of doubles.

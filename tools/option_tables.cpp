@@ -209,7 +209,10 @@ const std::vector<Option<EvalArgs>>& eval_options() {
                "Fine-tuning step of the baseline (default: its run's --inner-lr; Finn et al. tuned theirs)", kPositive),
       O::local("--shots", &EvalArgs::shots, "Support sizes K to evaluate, comma-separated (default: the run's K)",
                IntegerList{{1, kMaxExamples}, 100}),
-      O::local("--queries", &EvalArgs::queries, "Query points per task (0: as many as K)", Integers{0, kMaxExamples}),
+      O::local("--queries", &EvalArgs::queries,
+               "Query points per task, per class for classification (0: as many as K for regression, the run's "
+               "--queries for classification)",
+               Integers{0, kMaxExamples}),
       O::local("--tasks", &EvalArgs::tasks, "Fresh tasks per K", Integers{1, kMaxExamples}),
       O::local("--steps", &EvalArgs::steps, "Inner steps to evaluate after (0..steps)", Integers{0, kMaxSteps}),
       O::local("--seed", &EvalArgs::seed, "Seed of the evaluation tasks", kSeeds),

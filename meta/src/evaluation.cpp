@@ -6,17 +6,26 @@
 
 namespace metatape::meta {
 
+MeanCI mean_ci95(const std::vector<double>& per_task) {
+  const double n = static_cast<double>(per_task.size());
+  double mean = 0;
+  for (double l : per_task) mean += l / n;
+  double squares = 0;
+  for (double l : per_task) squares += (l - mean) * (l - mean);
+  const double sd = per_task.size() > 1 ? std::sqrt(squares / (n - 1)) : 0.0;
+  return {mean, 1.96 * sd / std::sqrt(n)};
+}
+
 std::vector<StepSummary> summarize(const std::vector<std::vector<double>>& curve) {
+  return summarize(QueryCurve{curve, {}});
+}
+
+std::vector<StepSummary> summarize(const QueryCurve& curve) {
   std::vector<StepSummary> out;
-  for (std::size_t k = 0; k < curve.size(); ++k) {
-    const std::vector<double>& losses = curve[k];
-    const double n = static_cast<double>(losses.size());
-    double mean = 0;
-    for (double l : losses) mean += l / n;
-    double squares = 0;
-    for (double l : losses) squares += (l - mean) * (l - mean);
-    const double sd = losses.size() > 1 ? std::sqrt(squares / (n - 1)) : 0.0;
-    out.push_back({static_cast<int>(k), mean, 1.96 * sd / std::sqrt(n)});
+  for (std::size_t k = 0; k < curve.loss.size(); ++k) {
+    const MeanCI loss = mean_ci95(curve.loss[k]);
+    out.push_back({static_cast<int>(k), loss.mean, loss.ci95});
+    if (k < curve.accuracy.size()) out.back().accuracy = mean_ci95(curve.accuracy[k]);
   }
   return out;
 }
@@ -33,16 +42,14 @@ std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfi
     throw DTypeError(std::string("evaluate: tasks of dtype ") + dtype_name(dtype) + " for parameters of dtype " +
                      dtype_name(params.model.front().dtype()));
   Generator gen(derive_seed(options.seed, 2));
-  // Rows as adaptation_curve returns them: steps + 1, or 2 for the kernel
+  // Rows as query_curve returns them: steps + 1, or 2 for the kernel
   // algorithm (before and after its closed-form adaptation).
-  std::vector<std::vector<double>> curve;
+  QueryCurve curve;
   for (std::int64_t done = 0; done < options.tasks; done += options.chunk) {
     const std::int64_t n = std::min(options.chunk, options.tasks - done);
     const Device device = params.model.front().device();
     const TaskBatch batch = tasks.sample(n, options.shots, options.queries, gen, dtype).to(device);
-    const auto part = adaptation_curve(model, loss, config, params, batch, options.steps);
-    curve.resize(part.size());
-    for (std::size_t k = 0; k < part.size(); ++k) curve[k].insert(curve[k].end(), part[k].begin(), part[k].end());
+    curve.append(query_curve(model, loss, config, params, batch, options.steps));
   }
   return summarize(curve);
 }

@@ -1,5 +1,7 @@
 #include "metatape/meta/losses.hpp"
 
+#include <algorithm>
+
 namespace metatape::meta {
 namespace {
 
@@ -41,6 +43,26 @@ Tensor per_task_loss(Loss loss, const Tensor& prediction, const Tensor& target) 
     return reshape(per_task_loss(loss, unsqueeze(prediction, 0), unsqueeze(target, 0)), Shape{});
   if (loss == Loss::mse) return mean(square(sub(prediction, target)), {1, 2});
   return neg(mean(take_along_last(log_softmax(prediction, 2), target), {1}));
+}
+
+std::vector<double> per_task_accuracy(const Tensor& logits, const Tensor& labels) {
+  if (!logits.defined() || !labels.defined()) throw ValueError("per_task_accuracy: an input is undefined");
+  if (logits.rank() != 3)
+    throw ShapeError("per_task_accuracy: logits must be [tasks, points, classes], got " + logits.shape().str());
+  check_target(Loss::cross_entropy, logits, labels);
+  const std::int64_t tasks = logits.dim(0), points = logits.dim(1), classes = logits.dim(2);
+  const std::vector<double> scores = logits.to_vector(), truth = labels.to_vector();
+  std::vector<double> accuracy(static_cast<std::size_t>(tasks), 0.0);
+  for (std::int64_t t = 0; t < tasks; ++t) {
+    std::int64_t correct = 0;
+    for (std::int64_t i = 0; i < points; ++i) {
+      const double* row = scores.data() + (t * points + i) * classes;
+      const std::int64_t predicted = std::max_element(row, row + classes) - row;
+      correct += predicted == static_cast<std::int64_t>(truth[static_cast<std::size_t>(t * points + i)]);
+    }
+    accuracy[static_cast<std::size_t>(t)] = static_cast<double>(correct) / static_cast<double>(points);
+  }
+  return accuracy;
 }
 
 }  // namespace metatape::meta

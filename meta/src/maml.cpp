@@ -479,33 +479,57 @@ std::vector<Adapted> adapt(const Model& model, Loss loss, const MetaConfig& conf
   return out;
 }
 
-std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
-                                                  const MetaParams& params, const TaskBatch& batch, int steps) {
+void QueryCurve::append(const QueryCurve& part) {
+  const auto append_rows = [](std::vector<std::vector<double>>& into, const std::vector<std::vector<double>>& rows) {
+    into.resize(rows.size());
+    for (std::size_t k = 0; k < rows.size(); ++k) into[k].insert(into[k].end(), rows[k].begin(), rows[k].end());
+  };
+  append_rows(loss, part.loss);
+  append_rows(accuracy, part.accuracy);
+}
+
+QueryCurve query_curve(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const TaskBatch& batch, int steps) {
   validate_inputs("adaptation_curve", model, loss, config, params, &batch);
   if (steps < 0) throw ValueError("adaptation_curve: steps must be >= 0, got " + std::to_string(steps));
+  const bool classification = loss == Loss::cross_entropy;
+  QueryCurve curve;
+  const auto record_row = [&](const Tensor& query_loss, const Tensor& query_output) {
+    curve.loss.push_back(query_loss.to_vector());
+    if (classification) curve.accuracy.push_back(per_task_accuracy(query_output, batch.query_y));
+  };
   if (config.algorithm == Algorithm::kernel) {
     const KernelAdapted adapted = kernel_adapt(model, loss, config, params, batch);
-    return {adapted.query_loss_before.to_vector(), adapted.query_loss.to_vector()};
+    NoGradScope no_grad;
+    record_row(adapted.query_loss_before, classification ? model.forward(params.model, batch.query_x) : Tensor{});
+    record_row(adapted.query_loss, adapted.query_prediction);
+    return curve;
   }
-  std::vector<std::vector<double>> curve;
   const auto record_query_losses = [&](int, const std::vector<Tensor>& fast) {
     NoGradScope no_grad;
-    curve.push_back(per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y).to_vector());
+    const Tensor output = model.forward(fast, batch.query_x);
+    record_row(per_task_loss(loss, output, batch.query_y), output);
   };
   (void)detail::inner_loop(model, loss, config, params, batch, steps, false, record_query_losses);
   return curve;
 }
 
+QueryCurve query_curve(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const RaggedTaskBatch& batch, int steps) {
+  check_groups("adaptation_curve", batch);
+  QueryCurve curve;
+  for (const TaskBatch& group : batch.groups) curve.append(query_curve(model, loss, config, params, group, steps));
+  return curve;
+}
+
+std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
+                                                  const MetaParams& params, const TaskBatch& batch, int steps) {
+  return query_curve(model, loss, config, params, batch, steps).loss;
+}
+
 std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
                                                   const MetaParams& params, const RaggedTaskBatch& batch, int steps) {
-  check_groups("adaptation_curve", batch);
-  std::vector<std::vector<double>> curve;
-  for (const TaskBatch& group : batch.groups) {
-    const auto part = adaptation_curve(model, loss, config, params, group, steps);
-    curve.resize(part.size());
-    for (std::size_t k = 0; k < part.size(); ++k) curve[k].insert(curve[k].end(), part[k].begin(), part[k].end());
-  }
-  return curve;
+  return query_curve(model, loss, config, params, batch, steps).loss;
 }
 
 }  // namespace metatape::meta

@@ -43,8 +43,8 @@ struct LanczosResult {
 // twice against all earlier ones, so no spurious copies of converged values
 // appear), then the eigenvalues of the tridiagonal matrix (LAPACK dstev).
 // Stops early when β falls below 1e-12·‖T‖ (an invariant subspace). Throws
-// ValueError for n < 1, k < 1, m < k, or an operator that returns the wrong
-// size or a non-finite value (naming the iteration).
+// ValueError for n < 1, k < 1, m < k, an empty operator, or an operator that
+// returns the wrong size or a non-finite value (naming the iteration).
 LanczosResult lanczos_top_eigenvalues(const SymmetricOperator& apply, std::int64_t n, const LanczosOptions& options);
 
 // --- Hessians of the inner and the meta-loss, as operators ---

@@ -1,21 +1,35 @@
 // The evaluation protocol of docs/methods.md §1: fresh tasks, 0..steps inner
-// steps, mean query loss with a 95% confidence interval after each step.
+// steps, mean query loss (and, for classification, mean query accuracy) with
+// a 95% confidence interval after each step.
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "metatape/meta/maml.hpp"
 
 namespace metatape::meta {
 
+struct MeanCI {
+  double mean = 0;
+  double ci95 = 0;  // 1.96 · sample standard deviation / √tasks (0 for one task)
+};
+MeanCI mean_ci95(const std::vector<double>& per_task);
+
 struct StepSummary {
   int step = 0;
-  double mean = 0;
-  double ci95 = 0;  // 1.96 · sample standard deviation / √tasks
+  double mean = 0;  // of the query loss
+  double ci95 = 0;
+  // Classification only: the mean over tasks of each task's query accuracy
+  // (a fraction in [0, 1]) with its 95% half-width, the few-shot literature's
+  // "accuracy ± CI over 600 episodes".
+  std::optional<MeanCI> accuracy{};
 };
 
 // One summary per row of an adaptation curve ([steps + 1][tasks]).
 std::vector<StepSummary> summarize(const std::vector<std::vector<double>>& curve);
+// The same with each row's accuracy where the curve has one.
+std::vector<StepSummary> summarize(const QueryCurve& curve);
 
 struct EvaluationOptions {
   std::int64_t tasks = 600;

@@ -199,6 +199,22 @@ std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss,
 std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
                                                   const MetaParams& params, const RaggedTaskBatch& batch, int steps);
 
+// adaptation_curve's query losses and, for classification (cross-entropy),
+// each task's query accuracy at the same rows (per_task_accuracy: the
+// fraction of query points whose largest output is the label; the kernel
+// algorithm's adapted outputs are its closed-form predictions). For MSE
+// `accuracy` is empty.
+struct QueryCurve {
+  std::vector<std::vector<double>> loss;      // [rows][T]
+  std::vector<std::vector<double>> accuracy;  // [rows][T], or empty
+  // Appends the tasks of `part` (a curve of the same rows) to each row.
+  void append(const QueryCurve& part);
+};
+QueryCurve query_curve(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const TaskBatch& batch, int steps);
+QueryCurve query_curve(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const RaggedTaskBatch& batch, int steps);
+
 // MAML++ step weights v_1..v_τ at `iteration`: uniform at first, annealed
 // linearly so that by `anneal_iterations` every non-final weight has fallen to
 // its floor 0.03/τ (MAML++'s minimum) and the last step has the rest.
