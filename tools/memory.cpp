@@ -149,7 +149,8 @@ MemoryEstimate analysis_memory(const RunConfig& c, const RunParts& parts, const 
                                std::int64_t inner_steps) {
   const ParameterCounts p = parameter_counts(*parts.model, Algorithm::maml);
   const double tasks = static_cast<double>(args.tasks), steps = static_cast<double>(inner_steps);
-  const double support = static_cast<double>(c.shots), query = static_cast<double>(c.queries);
+  const double support = static_cast<double>(c.shots) * examples_per_count(parts),
+               query = static_cast<double>(c.queries) * examples_per_count(parts);
   const double a = parts.activations_per_example;
   const double batch = tasks * (support + query) * parts.example_values;
   // As training's exact second order (training_memory), for the whole batch at once.
