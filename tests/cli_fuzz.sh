@@ -139,9 +139,29 @@ for option in "${choice_ntk[@]}"; do
 done
 for value in "" "$work" /dev/null "$work/none.bin" "$checkpoint.x"; do ntk_case --checkpoint "$value"; done
 
+# analyze: a small study of the tiny run's checkpoint.
+read -ra numeric_analyze <<<"$(options_of analyze 'INT|UINT|REAL' | tr '\n' ' ')"
+read -ra choice_analyze <<<"$(options_of analyze '\{' | tr '\n' ' ')"
+((${#numeric_analyze[@]} >= 8 && ${#choice_analyze[@]} >= 1)) || {
+  echo "FAIL: could not read the options of analyze from --help (${numeric_analyze[*]} / ${choice_analyze[*]})"
+  exit 1
+}
+for option in "${numeric_analyze[@]}" "${choice_analyze[@]}"; do
+  for value in "${hostile[@]}"; do
+    base=(analyze --checkpoint "$checkpoint" --quiet --out "$work/out-$((case_id + 1))")
+    [ "$option" = --tasks ] || base+=(--tasks 2)
+    [ "$option" = --eigenvalues ] || [ "$option" = --lanczos-iterations ] || base+=(--eigenvalues 2 --lanczos-iterations 3)
+    submit "$option" "$metatape" "${base[@]}" "$option" "$value"
+  done
+done
+for value in "" "$work" /dev/null "$work/none.bin" "$checkpoint,"; do
+  submit --checkpoint "$metatape" analyze --checkpoint "$value" --quiet --out "$work/out-$((case_id + 1))"
+done
+
 # Unknown words, where a command or an option should be.
 for words in "frobnicate" "--frobnicate" "-x" "train frobnicate" "eval frobnicate" "info frobnicate" \
-  "train --frobnicate" "eval --frobnicate" "train -x" "ntk frobnicate" "ntk --frobnicate"; do
+  "train --frobnicate" "eval --frobnicate" "train -x" "ntk frobnicate" "ntk --frobnicate" \
+  "analyze frobnicate" "analyze --frobnicate"; do
   read -ra args <<<"$words"
   submit "${args[-1]}" "$metatape" "${args[@]}"
 done

@@ -487,6 +487,159 @@ bad_file "negative seed" "field 'seed' must be a whole number" '{"seed": -1, "ca
 [ -e "$work/bad-rank" ] && fail "a refused rank-archs created its directory"
 # ---------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------
+# train --keep-checkpoints: a copy of every checkpoint, names that sort by
+# iteration, the same bits after a resume, and failed runs that remove only
+# the copies they wrote past their last checkpoint.
+plain=(--hidden 8 --meta-batch 2 --shots 4 --queries 4 --checkpoint-every 2 --quiet)
+keep=("${plain[@]}" --keep-checkpoints)
+"$metatape" train "${keep[@]}" --iterations 6 --out "$work/k" >/dev/null || fail "training with --keep-checkpoints"
+[ "$(ls "$work/k/checkpoints")" = "$(printf 'iteration-%010d.bin\n' 0 2 4 6)" ] ||
+  fail "kept checkpoints: $(ls "$work/k/checkpoints")"
+cmp -s "$work/k/checkpoint.bin" "$work/k/checkpoints/iteration-0000000006.bin" ||
+  fail "the last kept checkpoint is not checkpoint.bin"
+grep -q keep_checkpoints "$work/k/config.json" && fail "--keep-checkpoints is stored in config.json"
+"$metatape" train "${plain[@]}" --iterations 6 --out "$work/k-plain" >/dev/null ||
+  fail "training without --keep-checkpoints"
+cmp -s "$work/k/checkpoint.bin" "$work/k-plain/checkpoint.bin" || fail "keeping checkpoints changed the run"
+"$metatape" train "${keep[@]}" --iterations 3 --out "$work/k2" >/dev/null || fail "training k2 to 3"
+"$metatape" train "${keep[@]}" --iterations 6 --resume --out "$work/k2" >/dev/null || fail "resuming k2 to 6"
+# (Those of the first part hold its --iterations 3 in their configuration.)
+for i in 4 6; do
+  cmp -s "$work/k/checkpoints/iteration-000000000$i.bin" "$work/k2/checkpoints/iteration-000000000$i.bin" ||
+    fail "kept checkpoint $i of a resumed run differs from the uninterrupted run's"
+done
+[ "$(ls "$work/k2/checkpoints" | wc -l)" -eq 5 ] || fail "a resumed run kept $(ls "$work/k2/checkpoints")"
+mkdir -p "$work/k3/checkpoints" && cp "$work/k/checkpoints/iteration-0000000002.bin" "$work/k3/checkpoints/"
+expect_error "a fresh run beside another run's kept checkpoints" "already holds a run (checkpoints/iteration-0000000002.bin)" \
+  "$metatape" train "${keep[@]}" --iterations 2 --out "$work/k3"
+expect_error "a NaN at once with --keep-checkpoints" "removed what this run wrote" \
+  "$metatape" train "${keep[@]}" --inner-lr 1e308 --iterations 3 --out "$work/knan"
+[ -e "$work/knan" ] && fail "a failed run with --keep-checkpoints left $(find "$work/knan")"
+late=(--keep-checkpoints --hidden 8 --meta-batch 2 --quiet --optimizer sgd --outer-lr 1e300 --dtype f64
+  --checkpoint-every 1 --log-every 1 --iterations 5)
+expect_error "a NaN after a kept checkpoint" "at iteration 1" "$metatape" train "${late[@]}" --out "$work/klate"
+[ "$(ls "$work/klate/checkpoints" | tr '\n' ' ')" = "iteration-0000000000.bin iteration-0000000001.bin " ] ||
+  fail "a run failing after a checkpoint kept $(ls "$work/klate/checkpoints")"
+expect_error "a resumed run failing again" "at iteration 1" "$metatape" train "${late[@]}" --resume --out "$work/klate"
+[ -s "$work/klate/checkpoints/iteration-0000000001.bin" ] || fail "a failed resume removed an earlier run's kept checkpoint"
+sh -c 'exit 0' &
+dead=$!
+wait $dead
+touch "$work/k2/checkpoints/.iteration-0000000008.bin.tmp.$dead"
+"$metatape" train "${keep[@]}" --iterations 8 --resume --out "$work/k2" >/dev/null || fail "resuming k2 to 8"
+[ -e "$work/k2/checkpoints/.iteration-0000000008.bin.tmp.$dead" ] && fail "a dead writer's kept-checkpoint temporary was left"
+
+# metatape analyze over the kept series: analysis.json with every field and
+# count, one seeded task batch for every checkpoint (a checkpoint analysed
+# alone gives the same values as in the series), well-formed SVGs, and bad
+# input refused by name with nothing written.
+study=(--tasks 3 --eigenvalues 2 --lanczos-iterations 4)
+"$metatape" analyze --run "$work/k" "${study[@]}" >"$work/k.analyze" 2>"$work/k.analyze.err" || fail "analyze --run"
+grep -q "κ(Φ+ρI)" "$work/k.analyze" || fail "analyze prints no table: $(cat "$work/k.analyze")"
+[ "$(grep -cE '^ +[0246] ' "$work/k.analyze")" -eq 4 ] || fail "analyze prints a row per checkpoint: $(cat "$work/k.analyze")"
+grep -q $'\r' "$work/k.analyze.err" && fail "analyze drew a progress line to a non-terminal"
+json_check "analyze" "$work/k/analysis/analysis.json" \
+  '[c["iteration"] for c in j["checkpoints"]] == [0, 2, 4, 6] and
+   j["settings"]["tasks"] == 3 and j["settings"]["inner_lr"] == 0.01 and j["settings"]["inner_steps"] == 1 and
+   j["settings"]["parameters"] == 25 and j["settings"]["split"] == "train" and
+   all(len(c["gradients"][f]) == 3 for c in j["checkpoints"]
+       for f in ("cosine", "norm_ratio", "exact_norm", "first_order_norm")) and
+   all(abs(g["norm_ratio"][t] - g["first_order_norm"][t] / g["exact_norm"][t]) < 1e-12 * g["norm_ratio"][t] and
+       -1 <= g["cosine"][t] <= 1 for g in (c["gradients"] for c in j["checkpoints"]) for t in range(3)) and
+   all(abs(c["gradients"]["cosine_task_mean"] - sum(c["gradients"]["cosine"]) / 3) < 1e-12 for c in j["checkpoints"]) and
+   all(k in c["gradients"] for c in j["checkpoints"] for k in ("mean_gradient_cosine", "mean_gradient_norm_ratio",
+       "exact_variance", "first_order_variance", "exact_snr", "first_order_snr", "cosine_task_sd")) and
+   all(len(c[h]["eigenvalues"]) == 2 and len(c[h]["residuals"]) == 2 and c[h]["iterations"] == 4 and
+       c[h]["eigenvalues"][0] >= c[h]["eigenvalues"][1] for c in j["checkpoints"] for h in ("inner_hessian", "meta_hessian")) and
+   all(c["meta_ntk"]["ridge"] == 1e-3 and c["meta_ntk"]["condition_number"] >= 1 and len(c["meta_ntk"]["eigenvalues"]) == 12
+       for c in j["checkpoints"])'
+for f in cosine_over_training norm_ratio_over_training hessian_over_training spectrum per_task_scatter; do
+  head -c 4 "$work/k/analysis/$f.svg" | grep -q "<svg" || fail "analyze: $f.svg is not SVG"
+  if command -v python3 >/dev/null; then
+    python3 -c 'import sys, xml.etree.ElementTree as e; e.parse(sys.argv[1])' "$work/k/analysis/$f.svg" ||
+      fail "analyze: $f.svg is not well-formed"
+  fi
+done
+grep -q "<polyline" "$work/k/analysis/per_task_scatter.svg" && fail "the per-task scatter joins its points with lines"
+[ "$(grep -c "<circle" "$work/k/analysis/per_task_scatter.svg")" -eq 4 ] ||
+  fail "the per-task scatter does not show 3 tasks (and a legend marker)"
+# One checkpoint alone: the same batch, so the same values as in the series.
+"$metatape" analyze --checkpoint "$work/k/checkpoints/iteration-0000000004.bin" "${study[@]}" --out "$work/k4" \
+  >/dev/null || fail "analyze one checkpoint"
+if command -v python3 >/dev/null; then
+  python3 - "$work/k/analysis/analysis.json" "$work/k4/analysis.json" <<'PY' || fail "analyze: the series and one checkpoint differ"
+import json, sys
+series, alone = (json.load(open(p)) for p in sys.argv[1:])
+assert len(alone["checkpoints"]) == 1
+assert alone["checkpoints"][0]["gradients"] == series["checkpoints"][2]["gradients"]
+assert alone["checkpoints"][0]["meta_hessian"] == series["checkpoints"][2]["meta_hessian"]
+PY
+fi
+"$metatape" analyze --checkpoint "$work/k/checkpoints/iteration-0000000006.bin,$work/k/checkpoints/iteration-0000000002.bin" \
+  --checkpoint "$work/k/checkpoint.bin" "${study[@]}" --no-hessians --no-meta-ntk --inner-steps 2 --inner-lr 0.05 \
+  --split test --quiet >/dev/null || fail "analyze a list of checkpoints"
+# Checkpoints named repeatedly and comma-separated, out of order; the settings overridden.
+json_check "analyze --checkpoint a,b --checkpoint c" "$work/k/analysis/analysis.json" \
+  '[c["iteration"] for c in j["checkpoints"]] == [2, 6, 6] and j["settings"]["inner_steps"] == 2 and
+   j["settings"]["inner_lr"] == 0.05 and j["settings"]["split"] == "test" and not j["settings"]["hessians"] and
+   all("inner_hessian" not in c and "meta_ntk" not in c for c in j["checkpoints"])'
+[ -e "$work/k/analysis/spectrum.svg" ] && fail "analyze --no-hessians left an earlier analysis's spectrum"
+for f in cosine_over_training per_task_scatter; do
+  [ -s "$work/k4/$f.svg" ] || fail "analyze of one checkpoint wrote no $f.svg"
+done
+# No inner step: the exact meta-gradient is the first-order one (plots of
+# values equal up to rounding must still render; they once looped forever).
+timeout -s KILL 60 "$metatape" analyze --run "$work/k" "${study[@]}" --inner-steps 0 --out "$work/k0" >/dev/null ||
+  fail "analyze --inner-steps 0"
+json_check "analyze --inner-steps 0" "$work/k0/analysis.json" \
+  'all(abs(g["cosine"][t] - 1) < 1e-12 and abs(g["norm_ratio"][t] - 1) < 1e-12
+       for g in (c["gradients"] for c in j["checkpoints"]) for t in range(3))'
+# A progress line on a terminal (where `script` gives one), none with --quiet.
+if command -v script >/dev/null; then
+  script -qec "$metatape analyze --run $work/k ${study[*]} --out $work/k-tty" /dev/null >"$work/k-tty.out" 2>&1
+  grep -q "checkpoint 4/4 (iteration 6): meta Hessian" "$work/k-tty.out" || fail "analyze draws no progress line on a terminal"
+  script -qec "$metatape analyze --run $work/k ${study[*]} --quiet --out $work/k-tty" /dev/null >"$work/k-tty.out" 2>&1
+  grep -q "checkpoint 1/4" "$work/k-tty.out" && fail "analyze --quiet draws a progress line"
+fi
+# Few-shot images: the meta-training and the held-out classes give other tasks.
+"$metatape" analyze --run "$work/fm" --tasks 2 --no-hessians --out "$work/fm-train" >/dev/null || fail "analyze conv4"
+"$metatape" analyze --run "$work/fm" --tasks 2 --no-hessians --split test --out "$work/fm-test" >/dev/null ||
+  fail "analyze conv4 on the held-out classes"
+if command -v python3 >/dev/null; then
+  python3 - "$work/fm-train/analysis.json" "$work/fm-test/analysis.json" <<'PY' || fail "analyze: --split test drew the same tasks"
+import json, sys
+train, test = (json.load(open(p))["checkpoints"][0]["gradients"]["exact_norm"] for p in sys.argv[1:])
+assert train != test
+PY
+fi
+expect_error "analyze: nothing to analyse" "--checkpoint FILE" "$metatape" analyze --out "$work/bad-an"
+expect_error "analyze: both inputs" "--checkpoint and --run exclude each other" \
+  "$metatape" analyze --run "$work/k" --checkpoint "$work/k/checkpoint.bin" --out "$work/bad-an"
+expect_error "analyze: a missing checkpoint" "cannot open $work/none.bin" \
+  "$metatape" analyze --checkpoint "$work/k/checkpoint.bin,$work/none.bin" --out "$work/bad-an"
+expect_error "analyze: a corrupt checkpoint" "$work/b/checkpoint.bin" \
+  "$metatape" analyze --checkpoint "$work/b/checkpoint.bin" --out "$work/bad-an"
+"$metatape" train "${keep[@]}" --activation tanh --iterations 2 --out "$work/k5" >/dev/null || fail "training k5"
+expect_error "analyze: checkpoints of two runs" \
+  "--checkpoint: $work/k5/checkpoint.bin belongs to a different run than $work/k/checkpoint.bin (activation is \"tanh\"" \
+  "$metatape" analyze --checkpoint "$work/k/checkpoint.bin,$work/k5/checkpoint.bin" --out "$work/bad-an"
+cp "$work/k5/checkpoints/iteration-0000000002.bin" "$work/k2/checkpoints/iteration-0000000001.bin"
+expect_error "analyze: a run directory holding another run's checkpoint" \
+  "--run $work/k2: $work/k2/checkpoints/iteration-0000000001.bin belongs to a different run than $work/k2/checkpoints/iteration-0000000000.bin" \
+  "$metatape" analyze --run "$work/k2" --out "$work/bad-an"
+expect_error "analyze: more eigenvalues than iterations" "--eigenvalues 5 exceeds --lanczos-iterations 4" \
+  "$metatape" analyze --run "$work/k" --eigenvalues 5 --lanczos-iterations 4 --out "$work/bad-an"
+mkdir -p "$work/no-run"
+expect_error "analyze: a run without checkpoints" "holds no checkpoint" \
+  "$metatape" analyze --run "$work/no-run" --out "$work/bad-an"
+expect_error "analyze: a diverging inner loop" "analysing $work/k/checkpoint.bin" \
+  "$metatape" analyze --checkpoint "$work/k/checkpoint.bin" --inner-lr 1e300 --tasks 2 --out "$work/bad-an"
+expect_error "analyze: beyond memory" "this analysis needs at least about" \
+  "$metatape" analyze --run "$work/k" --tasks 10000 --inner-steps 1000000 --out "$work/bad-an"
+expect_error "analyze: zero tasks" "--tasks: 0 is out of range" "$metatape" analyze --run "$work/k" --tasks 0 --out "$work/bad-an"
+[ -e "$work/bad-an" ] && fail "a refused analysis created its directory"
+
 if ((failures)); then
   echo "$failures check(s) failed"
   exit 1

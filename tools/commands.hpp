@@ -21,6 +21,10 @@ struct TrainArgs {
   std::string device = "cpu";  // "cpu" or "cuda"
   bool cuda_graph = false;     // replay the meta-gradient step as a CUDA graph
   bool quiet = false;          // no progress line even on a terminal
+  // Also keep every checkpoint as checkpoints/iteration-<N>.bin
+  // (kept_checkpoint_name), and a fresh run's initial parameters as
+  // iteration 0: a series over training for `metatape analyze`.
+  bool keep_checkpoints = false;
 };
 
 struct EvalArgs {
@@ -69,6 +73,35 @@ struct RankArchsArgs {
   std::string out;         // "": the candidates file's directory
 };
 
+// metatape analyze (analyze.cpp): the study of exact against first-order
+// meta-gradients and of the Hessians' spectra (docs/methods.md §7) over a
+// series of checkpoints of one run, on one seeded task batch.
+struct AnalyzeArgs {
+  std::vector<std::string> checkpoints;  // --checkpoint, as given
+  std::string run;                       // --run: its kept checkpoints (or checkpoint.bin)
+  std::string split = "train";           // the meta-training or the meta-test distribution
+  std::int64_t tasks = 8;
+  std::uint64_t seed = 1;
+  std::int64_t eigenvalues = 5;
+  std::int64_t lanczos_iterations = 20;
+  bool hessians = true;
+  bool meta_ntk = true;
+  double meta_ntk_ridge = 1e-3;
+  std::int64_t inner_steps = -1;                               // < 0: the run's
+  double inner_lr = std::numeric_limits<double>::quiet_NaN();  // NaN: the run's
+  std::string out;                                             // "": <run directory>/analysis
+  bool quiet = false;
+  std::int64_t threads = 1;
+};
+
+// train --keep-checkpoints keeps each checkpoint as
+// <run>/checkpoints/iteration-<N>.bin, N zero-padded to 10 digits (the
+// width of the largest --iterations) so that the names sort by iteration.
+inline constexpr const char* kKeptCheckpointDirectory = "checkpoints";
+std::string kept_checkpoint_name(std::int64_t iteration);  // "iteration-0000000100.bin"
+// Whether `name` (a file name, no directory) is one kept_checkpoint_name makes.
+bool is_kept_checkpoint_name(const std::string& name);
+
 // Every option of `train`, `eval` and `ntk`: option_tables.cpp. The stored
 // rows of the train table are the fields of config.json.
 const std::vector<Option<TrainArgs>>& train_options();
@@ -76,6 +109,10 @@ const std::vector<Option<EvalArgs>>& eval_options();
 const std::vector<Option<NtkArgs>>& ntk_options();
 const std::vector<Option<MetaNtkArgs>>& meta_ntk_options();      // meta_ntk_command.cpp
 const std::vector<Option<RankArchsArgs>>& rank_archs_options();  // rank_archs.cpp
+const std::vector<Option<AnalyzeArgs>>& analyze_options();       // analyze.cpp
+
+// What --threads accepts: 1 to 4 x the hardware threads (option_tables.cpp).
+Integers thread_counts();
 
 // Each returns the process exit status; errors are thrown as metatape::Error.
 int run_train(const TrainArgs& args);
@@ -84,6 +121,8 @@ int run_eval(const EvalArgs& args);
 int run_ntk(const NtkArgs& args, bool model_options_given);
 int run_meta_ntk(const MetaNtkArgs& args);
 int run_rank_archs(const RankArchsArgs& args);
+// Writes analysis.json and the SVG plots; prints a table per checkpoint.
+int run_analyze(const AnalyzeArgs& args);
 // Prints the build's backends and the devices this machine offers.
 int run_info();
 

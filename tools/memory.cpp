@@ -145,6 +145,26 @@ MemoryEstimate ntk_memory(const RunConfig& c, const RunParts& parts, const NtkAr
   return e;
 }
 
+MemoryEstimate analysis_memory(const RunConfig& c, const RunParts& parts, const AnalyzeArgs& args,
+                               std::int64_t inner_steps) {
+  const ParameterCounts p = parameter_counts(*parts.model, Algorithm::maml);
+  const double tasks = static_cast<double>(args.tasks), steps = static_cast<double>(inner_steps);
+  const double support = static_cast<double>(c.shots) * examples_per_count(parts),
+               query = static_cast<double>(c.queries) * examples_per_count(parts);
+  const double a = parts.activations_per_example;
+  const double batch = tasks * (support + query) * parts.example_values;
+  // As training's exact second order (training_memory), for the whole batch at once.
+  const double tape = tasks * ((support + query) * a + p.all) + steps * tasks * (support * a + p.all);
+  const double lanczos = args.hessians ? static_cast<double>(args.lanczos_iterations + 2) * p.all : 0;
+  const double rows = tasks * query * parts.outputs;
+  const double meta_ntk = args.meta_ntk ? rows * p.all + rows * rows : 0;
+  MemoryEstimate e;
+  e.bytes = 8 * (batch + (args.hessians ? 2 : 1) * tape + 2 * tasks * p.all + lanczos + meta_ntk);
+  e.from = count(p.all) + " parameters; " + count(tasks) + " tasks x " + count(support + query) + " examples x " +
+           count(a) + " activation values; " + count(steps) + " inner step(s); f64";
+  return e;
+}
+
 MemoryEstimate training_memory(const RunConfig& c, const RunParts& parts) {
   const Algorithm algorithm = parts.options.meta.algorithm;
   const ParameterCounts p = parameter_counts(*parts.model, algorithm);

@@ -32,6 +32,14 @@ MemoryEstimate evaluation_memory(const RunConfig& run, const RunParts& parts, co
 // float64 copies.
 MemoryEstimate ntk_memory(const RunConfig& run, const RunParts& parts, const NtkArgs& ntk);
 
+// Analysing a run (analyze.cpp) with `args` and an inner loop of
+// `inner_steps`, in float64: the batch, the exact meta-gradient's tape of the
+// whole batch (recorded again under the meta-loss Hessian's products), every
+// task's two meta-gradients, the Lanczos basis and the Meta-NTK's Jacobian
+// rows [T·Q·C, P] and Φ.
+MemoryEstimate analysis_memory(const RunConfig& run, const RunParts& parts, const AnalyzeArgs& args,
+                               std::int64_t inner_steps);
+
 // Bytes this process may still allocate: MemAvailable of /proc/meminfo, or
 // less where a cgroup limit is nearer; nothing when neither can be read.
 std::optional<double> available_memory();

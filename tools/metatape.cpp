@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
   CLI::App* meta_ntk = app.add_subcommand("meta-ntk",
                                           "The meta-NTK Φ of a model on a seeded meta-batch; writes meta_ntk.json "
                                           "(Φ, eigenvalues, κ with its ridge) and SVGs of Φ and its spectrum");
+  AnalyzeArgs analyze_args;
+  CLI::App* analyze = app.add_subcommand("analyze",
+                                         "Exact against first-order meta-gradients and the Hessians' top eigenvalues "
+                                         "over a run's checkpoints; writes analysis.json and SVG plots");
   CLI::App* rank = app.add_subcommand("rank-archs",
                                       "Rank candidate architectures without training by κ(Φ) and linear regions; "
                                       "prints the table, writes ranking.json");
@@ -79,6 +83,7 @@ int main(int argc, char** argv) {
     const auto ntk_added = add_options(*ntk, ntk_options(), ntk_args);
     const auto meta_ntk_added = add_options(*meta_ntk, meta_ntk_options(), meta_ntk_args);
     const auto rank_added = add_options(*rank, rank_archs_options(), rank_args);
+    const auto analyze_added = add_options(*analyze, analyze_options(), analyze_args);
     try {
       app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -100,6 +105,10 @@ int main(int argc, char** argv) {
     if (meta_ntk->parsed()) {
       apply(meta_ntk_options(), meta_ntk_added, meta_ntk_args);
       return run_meta_ntk(meta_ntk_args);
+    }
+    if (analyze->parsed()) {
+      apply(analyze_options(), analyze_added, analyze_args);
+      return run_analyze(analyze_args);
     }
     if (rank->parsed()) {
       apply(rank_archs_options(), rank_added, rank_args);

@@ -36,11 +36,6 @@ const Unsigned kSeeds{0, std::numeric_limits<std::uint64_t>::max()};
 const Reals kNonNegative{0, false}, kPositive{0, true};
 const Choices kDevices{{"cpu", "cuda"}};
 
-Integers thread_counts() {
-  const std::int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  return {1, 4 * cores, "at most 4 x the " + std::to_string(cores) + " hardware threads of this machine"};
-}
-
 // The names of an enumeration's values, from its list and name function.
 template <class E, std::size_t N>
 Choices names_of(const E (&values)[N], const char* (*name)(E)) {
@@ -102,6 +97,11 @@ std::vector<Option<Args>> rows(std::initializer_list<std::vector<Option<Args>>> 
 }
 
 }  // namespace
+
+Integers thread_counts() {
+  const std::int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  return {1, 4 * cores, "at most 4 x the " + std::to_string(cores) + " hardware threads of this machine"};
+}
 
 const std::vector<Option<TrainArgs>>& train_options() {
   using O = Options<TrainArgs>;
@@ -186,6 +186,11 @@ const std::vector<Option<TrainArgs>>& train_options() {
            O::local("--out", &TrainArgs::out, "Run directory (default runs/<algorithm>)", Text{}),
            O::local("--checkpoint-every", &TrainArgs::checkpoint_every,
                     "Write a checkpoint every N iterations (0: only at the end)", Integers{0, kMaxIterations}),
+           O::local(
+               "--keep-checkpoints", &TrainArgs::keep_checkpoints,
+               "Also keep every checkpoint, and a fresh run's initial parameters, as checkpoints/iteration-<N>.bin (a "
+               "series for metatape analyze)",
+               Flag{}),
            O::local("--log-every", &TrainArgs::log_every, "Write a metrics line every N iterations",
                     Integers{1, kMaxIterations}),
            O::local("--resume", &TrainArgs::resume, "Continue the run in --out from its checkpoint, bit for bit",

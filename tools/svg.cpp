@@ -59,7 +59,9 @@ std::vector<double> log_ticks(double low, double high) {
   return ticks;
 }
 
-// About `count` round tick values covering [low, high].
+// About `count` round tick values covering [low, high] (a finite range,
+// widened by `widen`). Each tick is an integer times the step, not a running
+// sum: adding a step below the rounding unit of the values would not advance.
 std::vector<double> linear_ticks(double low, double high, int count) {
   const double span = high - low, raw = span / count;
   const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
@@ -70,9 +72,27 @@ std::vector<double> linear_ticks(double low, double high, int count) {
       break;
     }
   std::vector<double> ticks;
-  for (double t = std::ceil(low / step) * step; t <= high + step * 1e-9; t += step)
+  const double last = std::floor(high / step + 1e-9);
+  for (double k = std::ceil(low / step); k <= last && ticks.size() <= static_cast<std::size_t>(4 * count); ++k) {
+    const double t = k * step;
     ticks.push_back(std::abs(t) < step * 1e-9 ? 0 : t);
+  }
   return ticks;
+}
+
+// A range too narrow to divide into ticks (one value, or values equal up to
+// rounding) widened about its middle.
+void widen(double& low, double& high) {
+  const double scale = std::max(std::abs(low), std::abs(high));
+  if (high - low > 1e-9 * scale && high > low) return;
+  const double middle = 0.5 * (low + high), half = scale > 0 ? 0.5 * scale : 0.5;
+  low = middle - half;
+  high = middle + half;
+}
+
+// Whether point i of a series is drawn: finite, and positive on a log axis.
+bool drawn(const Series& s, std::size_t i, bool log_y) {
+  return i < s.y.size() && std::isfinite(s.x[i]) && std::isfinite(s.y[i]) && !(log_y && s.y[i] <= 0);
 }
 
 // Diverging blue-white-red: v in [-1, 1] to a colour, white at 0.
@@ -126,17 +146,17 @@ std::string render_svg(const Chart& chart, int width, int height) {
   double x_min = std::numeric_limits<double>::infinity(), x_max = -x_min, y_min = x_min, y_max = -x_min;
   for (const Series& s : chart.series)
     for (std::size_t i = 0; i < s.x.size(); ++i) {
-      const double e = i < s.error.size() ? s.error[i] : 0;
+      if (!drawn(s, i, chart.log_y)) continue;
+      const double e = i < s.error.size() && std::isfinite(s.error[i]) ? s.error[i] : 0;
       const double lo = s.y[i] - e, hi = s.y[i] + e;
-      if (!std::isfinite(s.y[i]) || (chart.log_y && s.y[i] <= 0)) continue;
       x_min = std::min(x_min, s.x[i]);
       x_max = std::max(x_max, s.x[i]);
       y_min = std::min(y_min, transform_y(chart.log_y && lo <= 0 ? s.y[i] : lo));
       y_max = std::max(y_max, transform_y(hi));
     }
   if (!std::isfinite(x_min)) x_min = 0, x_max = 1, y_min = 0, y_max = 1;
-  if (x_max == x_min) x_max = x_min + 1;
-  if (y_max == y_min) y_max = y_min + 1;
+  widen(x_min, x_max);
+  widen(y_min, y_max);
   const double pad = 0.05 * (y_max - y_min);
   y_min -= pad;
   y_max += pad;
@@ -171,27 +191,32 @@ std::string render_svg(const Chart& chart, int width, int height) {
   // Series.
   for (std::size_t k = 0; k < chart.series.size(); ++k) {
     const Series& s = chart.series[k];
-    svg << "<polyline fill=\"none\" stroke=\"" << s.color << "\" stroke-width=\"1.8\""
-        << (s.dashed ? " stroke-dasharray=\"6,4\"" : "") << " points=\"";
-    for (std::size_t i = 0; i < s.x.size(); ++i)
-      if (std::isfinite(s.y[i]) && !(chart.log_y && s.y[i] <= 0)) svg << px(s.x[i]) << ',' << py(s.y[i]) << ' ';
-    svg << "\"/>\n";
+    if (s.line) {
+      svg << "<polyline fill=\"none\" stroke=\"" << s.color << "\" stroke-width=\"1.8\""
+          << (s.dashed ? " stroke-dasharray=\"6,4\"" : "") << " points=\"";
+      for (std::size_t i = 0; i < s.x.size(); ++i)
+        if (drawn(s, i, chart.log_y)) svg << px(s.x[i]) << ',' << py(s.y[i]) << ' ';
+      svg << "\"/>\n";
+    }
     for (std::size_t i = 0; i < s.x.size() && i < s.error.size(); ++i) {
       const double lo = s.y[i] - s.error[i], hi = s.y[i] + s.error[i];
-      if (!std::isfinite(lo) || !std::isfinite(hi) || (chart.log_y && lo <= 0)) continue;
+      if (!drawn(s, i, chart.log_y) || !std::isfinite(lo) || !std::isfinite(hi) || (chart.log_y && lo <= 0)) continue;
       svg << "<line x1=\"" << px(s.x[i]) << "\" y1=\"" << py(lo) << "\" x2=\"" << px(s.x[i]) << "\" y2=\"" << py(hi)
           << "\" stroke=\"" << s.color << "\"/>\n";
     }
-    if (s.markers)
+    if (s.markers || !s.line)
       for (std::size_t i = 0; i < s.x.size(); ++i)
-        if (std::isfinite(s.y[i]) && !(chart.log_y && s.y[i] <= 0))
+        if (drawn(s, i, chart.log_y))
           svg << "<circle cx=\"" << px(s.x[i]) << "\" cy=\"" << py(s.y[i]) << "\" r=\"2.5\" fill=\"" << s.color
               << "\"/>\n";
     // Legend entry.
     const double ly = top + 12 + 20.0 * static_cast<double>(k), lx = left + plot_w + 14;
-    svg << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 26 << "\" y2=\"" << ly << "\" stroke=\""
-        << s.color << "\" stroke-width=\"2\"" << (s.dashed ? " stroke-dasharray=\"6,4\"" : "") << "/>\n"
-        << "<text x=\"" << lx + 32 << "\" y=\"" << ly + 4 << "\">" << escape(s.label) << "</text>\n";
+    if (s.line)
+      svg << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 26 << "\" y2=\"" << ly << "\" stroke=\""
+          << s.color << "\" stroke-width=\"2\"" << (s.dashed ? " stroke-dasharray=\"6,4\"" : "") << "/>\n";
+    else
+      svg << "<circle cx=\"" << lx + 13 << "\" cy=\"" << ly << "\" r=\"3\" fill=\"" << s.color << "\"/>\n";
+    svg << "<text x=\"" << lx + 32 << "\" y=\"" << ly + 4 << "\">" << escape(s.label) << "</text>\n";
   }
   svg << "</svg>\n";
   return svg.str();

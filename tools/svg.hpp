@@ -16,6 +16,7 @@ struct Series {
   std::string color = "#1f77b4";
   bool dashed = false;
   bool markers = false;
+  bool line = true;  // false: markers only (a scatter plot)
 };
 
 struct Chart {

@@ -2,6 +2,7 @@
 // a progress line and a learning curve.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -44,17 +45,39 @@ std::string join_lines(const std::vector<nlohmann::json>& lines) {
   return out;
 }
 
+// The checkpoints of dir/checkpoints that --keep-checkpoints wrote, in name
+// (so iteration) order.
+std::vector<fs::path> kept_checkpoints(const fs::path& dir) {
+  std::vector<fs::path> kept;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir / kKeptCheckpointDirectory, ec))
+    if (is_kept_checkpoint_name(entry.path().filename().string())) kept.push_back(entry.path());
+  std::sort(kept.begin(), kept.end());
+  return kept;
+}
+
 // Temporaries of this run's files that writers killed mid-write left
-// behind (see meta::remove_stale_temporaries).
+// behind (see meta::remove_stale_temporaries), kept checkpoints' included.
 void remove_stale_run_temporaries(const fs::path& dir) {
   for (const char* file : kRunFiles) meta::remove_stale_temporaries((dir / file).string());
+  // A kept checkpoint's temporary is ".iteration-<N>.bin.tmp.<pid>".
+  const fs::path kept_dir = dir / kKeptCheckpointDirectory;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(kept_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::size_t tmp = name.find(".tmp.");
+    if (name.size() > 1 && name[0] == '.' && tmp != std::string::npos &&
+        is_kept_checkpoint_name(name.substr(1, tmp - 1)))
+      meta::remove_stale_temporaries((kept_dir / name.substr(1, tmp - 1)).string());
+  }
 }
 
 // What a run leaves when it fails. A fresh run that fails before its first
 // checkpoint removes the files it wrote and the directories it created; a
-// run with a checkpoint (resumed, or written since) keeps it and the metrics
-// up to it, so that --resume continues from there; a resume that fails
-// before restoring leaves the run as it was.
+// run with a checkpoint (resumed, or written since) keeps it, the metrics
+// and the kept checkpoints (--keep-checkpoints) up to it, so that --resume
+// continues from there; a resume that fails before restoring leaves the run
+// as it was. Kept checkpoints of earlier runs are never removed.
 class RunOutput {
  public:
   // Creates `dir` (and missing parents) for a fresh run.
@@ -76,21 +99,40 @@ class RunOutput {
 
   void checkpointed(std::int64_t iteration) { checkpoint_ = iteration; }
 
+  // Keeps `checkpoint` as checkpoints/iteration-<N>.bin (--keep-checkpoints),
+  // remembering what it wrote so that a failure removes only that.
+  void keep(const meta::Checkpoint& checkpoint) {
+    const fs::path kept_dir = dir_ / kKeptCheckpointDirectory;
+    if (!fs::exists(kept_dir)) {
+      std::error_code ec;
+      fs::create_directory(kept_dir, ec);
+      if (ec) throw IoError("cannot create " + kept_dir.string() + ": " + ec.message());
+      created_kept_dir_ = true;
+    }
+    const fs::path path = kept_dir / kept_checkpoint_name(checkpoint.iteration);
+    meta::save_checkpoint(path.string(), checkpoint);
+    kept_.emplace_back(path, checkpoint.iteration);
+  }
+
   // Cleans up after a failure; says what it kept or removed ("" when it
   // touched nothing).
   std::string abandon() noexcept {
     try {
       const fs::path metrics = dir_ / "metrics.jsonl";
+      std::error_code ignored;
+      // Kept copies past the checkpoint --resume continues from are written again.
+      for (const auto& [path, iteration] : kept_)
+        if (!checkpoint_ || iteration > *checkpoint_) fs::remove(path, ignored);
       if (checkpoint_) {
         meta::write_file_atomically(metrics.string(), join_lines(read_metrics(metrics, *checkpoint_)));
         return "kept " + (dir_ / "checkpoint.bin").string() + " at iteration " + std::to_string(*checkpoint_) +
                " and the metrics up to it; --resume continues from there";
       }
       if (!fresh_) return "";
-      std::error_code ignored;
       for (const char* file : kRunFiles) fs::remove(dir_ / file, ignored);
       remove_stale_run_temporaries(dir_);
-      for (const fs::path& d : created_dirs_) fs::remove(d, ignored);  // innermost first; only if empty
+      if (created_kept_dir_) fs::remove(dir_ / kKeptCheckpointDirectory, ignored);  // only if empty
+      for (const fs::path& d : created_dirs_) fs::remove(d, ignored);               // innermost first; only if empty
       return "no checkpoint was written; removed what this run wrote";
     } catch (...) {
       return "cleaning up " + dir_.string() + " failed too";
@@ -101,8 +143,10 @@ class RunOutput {
   RunOutput(fs::path dir, bool fresh) : dir_(std::move(dir)), fresh_(fresh) {}
   fs::path dir_;
   bool fresh_;
-  std::vector<fs::path> created_dirs_;      // innermost first
-  std::optional<std::int64_t> checkpoint_;  // the last one this run can continue from
+  std::vector<fs::path> created_dirs_;                   // innermost first
+  std::optional<std::int64_t> checkpoint_;               // the last one this run can continue from
+  std::vector<std::pair<fs::path, std::int64_t>> kept_;  // kept checkpoints this run wrote, with their iterations
+  bool created_kept_dir_ = false;
 };
 
 // Meta-loss against iteration, smoothed by a running mean over about 1% of
@@ -178,6 +222,8 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
   const auto start = std::chrono::steady_clock::now();
   const std::int64_t first = trainer.iteration();
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  // The series over training starts at the initial parameters.
+  if (args.keep_checkpoints && first == 0) output.keep(trainer.checkpoint(config_text));
   while (trainer.iteration() < config.iterations) {
     meta::IterationRecord r;
     try {
@@ -198,7 +244,11 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
       if (!metrics) throw IoError("cannot write to " + metrics_path.string());
     }
     if ((args.checkpoint_every > 0 && r.iteration % args.checkpoint_every == 0) || last) {
-      meta::save_checkpoint(checkpoint_path.string(), trainer.checkpoint(config_text));
+      // The kept copy first: a failure between the two leaves checkpoint.bin
+      // and the metrics at the previous checkpoint, and abandon() removes the copy.
+      const meta::Checkpoint checkpoint = trainer.checkpoint(config_text);
+      if (args.keep_checkpoints) output.keep(checkpoint);
+      meta::save_checkpoint(checkpoint_path.string(), checkpoint);
       output.checkpointed(r.iteration);
     }
     const double rate = static_cast<double>(r.iteration - first) / std::max(elapsed(), 1e-9);
@@ -210,6 +260,23 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
 }
 
 }  // namespace
+
+std::string kept_checkpoint_name(std::int64_t iteration) {
+  char name[64];
+  std::snprintf(name, sizeof name, "iteration-%010lld.bin", static_cast<long long>(iteration));
+  return name;
+}
+
+bool is_kept_checkpoint_name(const std::string& name) {
+  const std::string prefix = "iteration-", suffix = ".bin";
+  constexpr std::size_t digits = 10;
+  if (name.size() != prefix.size() + digits + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return false;
+  for (std::size_t i = prefix.size(); i < prefix.size() + digits; ++i)
+    if (name[i] < '0' || name[i] > '9') return false;
+  return true;
+}
 
 int run_train(const TrainArgs& args) {
   const RunConfig& config = args.config;
@@ -235,6 +302,10 @@ int run_train(const TrainArgs& args) {
       if (fs::exists(out / file))
         throw ValueError(out.string() + " already holds a run (" + file +
                          "): pass --resume to continue it, or choose another --out");
+    // Kept checkpoints of another run would join this run's series.
+    if (const std::vector<fs::path> kept = kept_checkpoints(out); !kept.empty())
+      throw ValueError(out.string() + " already holds a run (" + kept.front().lexically_relative(out).string() +
+                       "): pass --resume to continue it, or choose another --out");
   }
 
   RunOutput output = args.resume ? RunOutput::existing(out) : RunOutput::fresh(out);
@@ -265,6 +336,9 @@ int run_train(const TrainArgs& args) {
               duration(seconds).c_str(), static_cast<double>(config.iterations - first) / std::max(seconds, 1e-9));
   std::printf("wrote %s, %s, %s and %s\n", checkpoint_path.c_str(), metrics_path.c_str(), (out / "config.json").c_str(),
               (out / "learning_curve.svg").c_str());
+  if (args.keep_checkpoints)
+    std::printf("%s holds %zu kept checkpoints\n", (out / kKeptCheckpointDirectory).c_str(),
+                kept_checkpoints(out).size());
   return 0;
 }
 
