@@ -163,6 +163,11 @@ entry_points(const meta::Model& model, meta::Loss loss, bool with_evaluate) {
        [&model, loss](auto& c, auto& p, auto& b) {
          (void)meta::adaptation_curve(model, loss, c, p, meta::RaggedTaskBatch{{b}}, 2);
        }},
+      {"query_curve", [&model, loss](auto& c, auto& p, auto& b) { (void)meta::query_curve(model, loss, c, p, b, 2); }},
+      {"query_curve (ragged)",
+       [&model, loss](auto& c, auto& p, auto& b) {
+         (void)meta::query_curve(model, loss, c, p, meta::RaggedTaskBatch{{b}}, 2);
+       }},
       {"CapturedMetaGradient",
        [&model, loss](auto& c, auto& p, auto& b) { (void)meta::CapturedMetaGradient(model, loss, c)(p, b); }},
   };
@@ -447,6 +452,13 @@ TEST_SUITE("meta-api") {
     REQUIRE(accuracy.size() == 2);
     CHECK(accuracy[0] == doctest::Approx(2.0 / 3));
     CHECK(accuracy[1] == doctest::Approx(2.0 / 3));
+    const Tensor poisoned = mt::from_vector({0, 1, 5, 3, 3, 0, -1, 2, 1,  //
+                                             0, 4, 1, 2, 3, 3, 0, NAN, 1},
+                                            {2, 3, 3}, f64);
+    const std::vector<double> with_nan =
+        meta::per_task_accuracy(poisoned, mt::from_indices({2, 0, 0, /**/ 1, 2, 2}, {2, 3}));
+    CHECK(with_nan[0] == doctest::Approx(2.0 / 3));
+    CHECK(std::isnan(with_nan[1]));
     CHECK(mt::testing::throws_error<mt::ShapeError>([&] {
             (void)meta::per_task_accuracy(mt::zeros({3, 3}, f64), mt::from_indices({0, 1, 2}, {3}));
           }).message.find("logits must be [tasks, points, classes], got [3, 3]") != std::string::npos);

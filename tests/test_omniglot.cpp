@@ -204,6 +204,8 @@ TEST_SUITE("omniglot") {
     g = read_png_grey(path);
     REQUIRE(g.pixels.size() == grey.size());
     for (std::size_t i = 0; i < grey.size(); ++i) CHECK(g.pixels[i] == (grey[i] >= 128 ? 255 : 0));
+    for (const std::int64_t bad : {std::int64_t{0}, std::int64_t{-1}, kPngLargestSide + 1})
+      CHECK(throws_error<ValueError>([&] { read_png_grey(path, bad); }, {"max_side must be in 1..16384", path}));
   }
 
   TEST_CASE("resize_area: constant, identity, integer factor, 105 to 28 against the area integral") {

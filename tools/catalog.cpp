@@ -63,8 +63,9 @@ TaskParts fashion_mnist(const RunConfig& c) {
 TaskParts omniglot(const RunConfig& c) {
   if (c.data == meta::kFashionMnistDirectory)
     throw ValueError(
-        "--task omniglot needs --data DIR: the directory holding Omniglot's images_background and "
-        "images_evaluation folders");
+        "--task omniglot needs --data DIR, the directory holding Omniglot's images_background and "
+        "images_evaluation folders (--data is Fashion-MNIST's " +
+        std::string(meta::kFashionMnistDirectory) + " unless given)");
   const std::shared_ptr<const meta::ImageDataset> data = meta::load_omniglot(c.data);
   const auto split = [&](meta::FewShotSplit which) {
     return std::make_unique<meta::RotatedImageTasks>(

@@ -59,7 +59,7 @@ int cell_width(const LoadedRun& run) {
 // end of a curve.
 void print_cell(const LoadedRun& run, const std::vector<meta::StepSummary>& curve, std::size_t row) {
   if (row >= curve.size()) {
-    std::printf(" %*s", cell_width(run) - 1, "");
+    std::printf(" %*s", cell_width(run), "");
     return;
   }
   std::printf(" %13.4f ± %-6.4f", curve[row].mean, curve[row].ci95);

@@ -228,7 +228,12 @@ Spread spread(const std::vector<std::vector<double>>& rows) {
     }
     s.variance /= tasks - 1;
   }
-  s.snr = s.variance > 0 ? dot(s.mean, s.mean) / (s.variance / tasks) : std::numeric_limits<double>::infinity();
+  // No spread: a mean that is not zero is all signal (+inf); a zero mean
+  // over no spread is 0/0, NaN.
+  const double signal = dot(s.mean, s.mean);
+  s.snr = s.variance > 0 ? signal / (s.variance / tasks)
+          : signal > 0   ? std::numeric_limits<double>::infinity()
+                         : std::numeric_limits<double>::quiet_NaN();
   return s;
 }
 

@@ -1,6 +1,8 @@
 #include "metatape/meta/losses.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 namespace metatape::meta {
 namespace {
@@ -55,12 +57,17 @@ std::vector<double> per_task_accuracy(const Tensor& logits, const Tensor& labels
   std::vector<double> accuracy(static_cast<std::size_t>(tasks), 0.0);
   for (std::int64_t t = 0; t < tasks; ++t) {
     std::int64_t correct = 0;
+    bool finite = true;
     for (std::int64_t i = 0; i < points; ++i) {
       const double* row = scores.data() + (t * points + i) * classes;
+      finite = finite && std::all_of(row, row + classes, [](double v) { return std::isfinite(v); });
       const std::int64_t predicted = std::max_element(row, row + classes) - row;
       correct += predicted == static_cast<std::int64_t>(truth[static_cast<std::size_t>(t * points + i)]);
     }
-    accuracy[static_cast<std::size_t>(t)] = static_cast<double>(correct) / static_cast<double>(points);
+    // A NaN or infinite output has no arg-max: the task's accuracy is NaN,
+    // so the failure shows instead of passing for a guess.
+    accuracy[static_cast<std::size_t>(t)] =
+        finite ? static_cast<double>(correct) / static_cast<double>(points) : std::numeric_limits<double>::quiet_NaN();
   }
   return accuracy;
 }

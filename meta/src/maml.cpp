@@ -488,10 +488,13 @@ void QueryCurve::append(const QueryCurve& part) {
   append_rows(accuracy, part.accuracy);
 }
 
-QueryCurve query_curve(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
-                       const TaskBatch& batch, int steps) {
-  validate_inputs("adaptation_curve", model, loss, config, params, &batch);
-  if (steps < 0) throw ValueError("adaptation_curve: steps must be >= 0, got " + std::to_string(steps));
+namespace {
+
+// query_curve, its errors naming `caller` (query_curve or adaptation_curve).
+QueryCurve curve_of(const char* caller, const Model& model, Loss loss, const MetaConfig& config,
+                    const MetaParams& params, const TaskBatch& batch, int steps) {
+  validate_inputs(caller, model, loss, config, params, &batch);
+  if (steps < 0) throw ValueError(std::string(caller) + ": steps must be >= 0, got " + std::to_string(steps));
   const bool classification = loss == Loss::cross_entropy;
   QueryCurve curve;
   const auto record_row = [&](const Tensor& query_loss, const Tensor& query_output) {
@@ -514,22 +517,34 @@ QueryCurve query_curve(const Model& model, Loss loss, const MetaConfig& config, 
   return curve;
 }
 
+QueryCurve curve_of(const char* caller, const Model& model, Loss loss, const MetaConfig& config,
+                    const MetaParams& params, const RaggedTaskBatch& batch, int steps) {
+  check_groups(caller, batch);
+  QueryCurve curve;
+  for (const TaskBatch& group : batch.groups) curve.append(curve_of(caller, model, loss, config, params, group, steps));
+  return curve;
+}
+
+}  // namespace
+
+QueryCurve query_curve(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const TaskBatch& batch, int steps) {
+  return curve_of("query_curve", model, loss, config, params, batch, steps);
+}
+
 QueryCurve query_curve(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const RaggedTaskBatch& batch, int steps) {
-  check_groups("adaptation_curve", batch);
-  QueryCurve curve;
-  for (const TaskBatch& group : batch.groups) curve.append(query_curve(model, loss, config, params, group, steps));
-  return curve;
+  return curve_of("query_curve", model, loss, config, params, batch, steps);
 }
 
 std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
                                                   const MetaParams& params, const TaskBatch& batch, int steps) {
-  return query_curve(model, loss, config, params, batch, steps).loss;
+  return curve_of("adaptation_curve", model, loss, config, params, batch, steps).loss;
 }
 
 std::vector<std::vector<double>> adaptation_curve(const Model& model, Loss loss, const MetaConfig& config,
                                                   const MetaParams& params, const RaggedTaskBatch& batch, int steps) {
-  return query_curve(model, loss, config, params, batch, steps).loss;
+  return curve_of("adaptation_curve", model, loss, config, params, batch, steps).loss;
 }
 
 }  // namespace metatape::meta

@@ -36,7 +36,7 @@ struct FileCloser {
 // The whole file, refused before reading if it is larger than max_bytes.
 std::vector<unsigned char> read_bytes(const std::string& path, std::uint64_t max_bytes) {
   std::error_code ec;
-  if (!fs::exists(path, ec)) fail(path, "no such file");
+  if (!fs::exists(path, ec)) fail(path, ec ? "cannot be examined (" + ec.message() + ")" : "no such file");
   if (!fs::is_regular_file(path, ec)) fail(path, "not a regular file");
   const std::uint64_t size = fs::file_size(path, ec);
   if (ec) fail(path, "cannot read its size (" + ec.message() + ")");
@@ -104,6 +104,9 @@ constexpr const char* kOmniglotSets[] = {"images_background", "images_evaluation
 }  // namespace
 
 GreyImage read_png_grey(const std::string& path, std::int64_t max_side) {
+  if (max_side < 1 || max_side > kPngLargestSide)
+    throw ValueError("read_png_grey: max_side must be in 1.." + std::to_string(kPngLargestSide) + ", got " +
+                     std::to_string(max_side) + " (for " + path + ")");
   const std::vector<unsigned char> bytes = read_bytes(path, kPngMaxFileBytes);
   PngImageGuard guard;
   png_image& image = guard.image;

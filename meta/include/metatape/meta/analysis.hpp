@@ -82,7 +82,8 @@ struct MetaGradientComparison {
   double mean_cosine = 0, mean_norm_ratio = 0;
   // Spread across tasks: the trace of the sample covariance,
   // (1/(T−1)) Σ_t ‖g_t − ḡ‖² (0 for T = 1), and the signal-to-noise ratio of
-  // the mean, ‖ḡ‖² / (variance / T) (+inf when the variance is 0).
+  // the mean, ‖ḡ‖² / (variance / T) (+inf when the variance is 0 and ḡ is
+  // not, NaN when both are).
   double exact_variance = 0, first_order_variance = 0;
   double exact_snr = 0, first_order_snr = 0;
 };

@@ -162,6 +162,8 @@ inline constexpr std::int64_t kOmniglotTrainCharacters = 1200;
 // The largest width or height a PNG may declare (Omniglot's are 105): checked
 // in the header, before anything is allocated for the pixels.
 inline constexpr std::int64_t kPngMaxSide = 4096;
+// The largest max_side a caller may ask for: a 16384² grey image is 256 MiB.
+inline constexpr std::int64_t kPngLargestSide = 16384;
 // The largest PNG file read (Omniglot's are a few hundred bytes each).
 inline constexpr std::uint64_t kPngMaxFileBytes = std::uint64_t{1} << 26;
 
@@ -177,7 +179,7 @@ struct GreyImage {
 // whatever libpng refuses (bad signature, CRC error in a critical chunk,
 // truncated or corrupt image data), with libpng's message, and a file that
 // does not end with the IEND chunk (cut short after the image data, or
-// followed by other bytes).
+// followed by other bytes). ValueError for max_side outside 1..kPngLargestSide.
 GreyImage read_png_grey(const std::string& path, std::int64_t max_side = kPngMaxSide);
 
 // Area-average resize of a rows×cols image to size×size: output pixel (o, p)

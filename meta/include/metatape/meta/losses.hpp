@@ -21,7 +21,8 @@ Tensor per_task_loss(Loss loss, const Tensor& prediction, const Tensor& target);
 // The accuracy of each task: the fraction of its points whose largest output
 // is the label (the first of equal largest outputs, as argmax picks it), for
 // logits [T, n, C] and i64 labels [T, n]; computed on the host, not recorded
-// (it has no gradient). ShapeError or DTypeError naming the shapes as passed.
+// (it has no gradient). A task with a NaN or infinite output has accuracy
+// NaN. ShapeError or DTypeError naming the shapes as passed.
 std::vector<double> per_task_accuracy(const Tensor& logits, const Tensor& labels);
 
 }  // namespace metatape::meta
