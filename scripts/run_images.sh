@@ -23,7 +23,8 @@
 # building this checkout's).
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
-install_dataset_packages
+# The data set, unless DATA points to a copy of it elsewhere.
+if [ -z "${DATA:-}" ]; then install_dataset_packages; fi
 if [ -z "${METATAPE:-}" ]; then
   install_missing_packages
   configure_and_build build -Dbuildtype=release >/dev/null
@@ -83,9 +84,12 @@ train_and_evaluate() {
   "$metatape" eval --checkpoint "$run_dir/$name/checkpoint.bin" --tasks "$eval_tasks" --steps 10 \
     --threads "$threads" --out "$run_dir/$name" >"$run_dir/$name.eval.txt"
   # The last row of eval's table: after 10 steps, or the closed form.
-  eval_row=$(grep -E '^ +(10|closed form) ' "$run_dir/$name.eval.txt" | tail -1)
   local accuracy
-  accuracy=$(echo "$eval_row" | grep -oE '[0-9.]+% ± +[0-9.]+' | sed 's/ \+/ /g')
+  eval_row=$(grep -E '^ +(10|closed form) ' "$run_dir/$name.eval.txt" | tail -1) || true
+  accuracy=$(echo "$eval_row" | grep -oE '[0-9.]+% ± +[0-9.]+' | sed 's/ \+/ /g') || {
+    echo "run_images.sh: no accuracy after 10 steps in $run_dir/$name.eval.txt" >&2
+    exit 1
+  }
   printf '| %s | %s | %s | %s | %s | %.0f |\n' "$name" "$shots" "$its" "$(algorithm_options "$algorithm")" \
     "$accuracy" "$train_s" >>"$run_dir/table.md"
   echo "   accuracy $accuracy, trained in $(printf %.0f "$train_s") s"

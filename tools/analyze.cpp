@@ -25,6 +25,7 @@
 #include "memory.hpp"
 #include "metatape/meta/analysis.hpp"
 #include "metatape/meta/checkpoint.hpp"
+#include "metatape/meta/evaluation.hpp"
 #include "progress.hpp"
 #include "svg.hpp"
 
@@ -57,19 +58,31 @@ Option<AnalyzeArgs> checkpoint_row() {
   return o;
 }
 
-// One checkpoint of the series: its parameters in float64.
+// One checkpoint of the series. Its parameters are read when it is
+// analysed, so that a long series holds one checkpoint at a time.
 struct Subject {
   std::string path;
   std::int64_t iteration = 0;
-  std::vector<Tensor> params;
 };
 
 // The series: the first checkpoint's run (model, tasks, loss, settings) and
-// every checkpoint's parameters, sorted by iteration.
+// every checkpoint, sorted by iteration.
 struct Loaded {
   LoadedRun run;
   std::vector<Subject> subjects;
 };
+
+// Rethrows `e` as its own type, `prefix` before its message and `suffix`
+// after it.
+[[noreturn]] void rethrow_prefixed(const Error& e, const std::string& prefix, const std::string& suffix = "") {
+  const std::string message = prefix + e.what() + suffix;
+  if (dynamic_cast<const IoError*>(&e)) throw IoError(message);
+  if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(message);
+  if (dynamic_cast<const DTypeError*>(&e)) throw DTypeError(message);
+  if (dynamic_cast<const DeviceError*>(&e)) throw DeviceError(message);
+  if (dynamic_cast<const GradError*>(&e)) throw GradError(message);
+  throw ValueError(message);
+}
 
 std::vector<Tensor> in_f64(const std::vector<Tensor>& params) {
   std::vector<Tensor> out;
@@ -81,14 +94,15 @@ std::vector<Tensor> in_f64(const std::vector<Tensor>& params) {
 // then checkpoint.bin unless its iteration is that of the last kept one (a
 // run resumed without --keep-checkpoints goes on past its kept series).
 std::vector<std::string> run_checkpoints(const fs::path& dir) {
-  if (!fs::is_directory(dir)) throw IoError("--run: " + dir.string() + " is not a directory");
-  std::vector<std::string> paths;
   std::error_code ec;
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir / kKeptCheckpointDirectory, ec))
-    if (is_kept_checkpoint_name(entry.path().filename().string())) paths.push_back(entry.path().string());
-  std::sort(paths.begin(), paths.end());
+  if (!fs::is_directory(dir, ec))
+    throw IoError("--run: " + dir.string() +
+                  (ec ? " cannot be examined (" + ec.message() + ")" : " is not a directory"));
+  std::vector<std::string> paths;
+  for (const fs::path& kept : kept_checkpoints(dir)) paths.push_back(kept.string());
   const fs::path last = dir / "checkpoint.bin";
-  if (fs::exists(last)) paths.push_back(last.string());  // dropped at loading if it repeats the last kept one
+  // Dropped at loading if it repeats the last kept one.
+  if (fs::exists(last, ec)) paths.push_back(last.string());
   if (paths.empty())
     throw ValueError("--run: " + dir.string() + " holds no checkpoint (neither " +
                      (dir / kKeptCheckpointDirectory / "iteration-*.bin").string() + " nor " + last.string() +
@@ -96,23 +110,32 @@ std::vector<std::string> run_checkpoints(const fs::path& dir) {
   return paths;
 }
 
-// Loads every checkpoint, each checked to belong to the first one's run
+// The model parameters of checkpoint `path` in float64, checked to fit the
+// run's model.
+std::vector<Tensor> checkpoint_params(const LoadedRun& run, const std::string& path, meta::Checkpoint* read = nullptr) {
+  meta::Checkpoint checkpoint = meta::load_checkpoint(path);
+  meta::check_checkpoint_fits(checkpoint, *run.parts.model, run.parts.options, path);
+  const std::size_t count = run.parts.model->parameters().size();
+  std::vector<Tensor> params = in_f64(meta::MetaParams::from_all(checkpoint.params, count).model);
+  if (read) *read = std::move(checkpoint);
+  return params;
+}
+
+// Reads every checkpoint, each checked to belong to the first one's run
 // (ValueError naming both files and the first difference) and to fit its
-// model; the run's parts are built once.
+// model; the run's parts are built once. Only their iterations are kept.
 Loaded read_series(const std::vector<std::string>& paths) {
   Loaded s{load_run(paths.front(), Device::cpu), {}};
-  s.subjects.push_back({paths.front(), s.run.iteration, in_f64(s.run.params.model)});
+  s.subjects.push_back({paths.front(), s.run.iteration});
   for (std::size_t i = 1; i < paths.size(); ++i) {
-    const meta::Checkpoint checkpoint = meta::load_checkpoint(paths[i]);
+    meta::Checkpoint checkpoint;
+    (void)checkpoint_params(s.run, paths[i], &checkpoint);
     const RunConfig config = RunConfig::from_checkpoint(checkpoint.config, paths[i]);
     std::string difference;
     if (!s.run.config.same_run_as(config, &difference))
       throw ValueError(paths[i] + " belongs to a different run than " + paths.front() + " (" + difference +
                        "); analyse the checkpoints of one run at a time");
-    meta::check_checkpoint_fits(checkpoint, *s.run.parts.model, s.run.parts.options, paths[i]);
-    const std::size_t count = s.run.parts.model->parameters().size();
-    s.subjects.push_back(
-        {paths[i], checkpoint.iteration, in_f64(meta::MetaParams::from_all(checkpoint.params, count).model)});
+    s.subjects.push_back({paths[i], checkpoint.iteration});
   }
   std::stable_sort(s.subjects.begin(), s.subjects.end(),
                    [](const Subject& a, const Subject& b) { return a.iteration < b.iteration; });
@@ -130,10 +153,8 @@ Loaded load_series(const std::vector<std::string>& paths, const std::string& run
       s.subjects.erase(std::unique(s.subjects.begin(), s.subjects.end(), repeats), s.subjects.end());
     }
     return s;
-  } catch (const IoError& e) {
-    throw IoError(where + ": " + e.what());
-  } catch (const ValueError& e) {
-    throw ValueError(where + ": " + e.what());
+  } catch (const Error& e) {
+    rethrow_prefixed(e, where + ": ");
   }
 }
 
@@ -149,22 +170,6 @@ fs::path output_directory(const AnalyzeArgs& args, const std::string& first) {
 }
 
 // --- summaries ---
-
-struct Spread {
-  double mean = 0, sd = 0;  // sd: the sample standard deviation (0 for one value)
-};
-
-Spread spread(const std::vector<double>& v) {
-  Spread s;
-  if (v.empty()) return s;
-  for (double x : v) s.mean += x;
-  s.mean /= static_cast<double>(v.size());
-  if (v.size() < 2) return s;
-  double sum = 0;
-  for (double x : v) sum += (x - s.mean) * (x - s.mean);
-  s.sd = std::sqrt(sum / static_cast<double>(v.size() - 1));
-  return s;
-}
 
 // JSON has no infinity or NaN: "inf", "-inf" and null.
 nlohmann::json number(double v) {
@@ -185,7 +190,7 @@ nlohmann::json lanczos_json(const meta::LanczosResult& r) {
 
 nlohmann::json checkpoint_json(const Subject& s, const meta::Analysis& a, const meta::AnalysisOptions& o) {
   const meta::MetaGradientComparison& g = a.gradients;
-  const Spread cosine = spread(g.cosine), ratio = spread(g.norm_ratio);
+  const meta::MeanSd cosine = meta::mean_sd(g.cosine), ratio = meta::mean_sd(g.norm_ratio);
   nlohmann::json j{{"checkpoint", s.path},
                    {"iteration", s.iteration},
                    {"gradients",
@@ -234,7 +239,7 @@ std::string over_training(const std::vector<Result>& results, const std::string&
   Series means{"of the mean gradients", {}, {}, {}, palette(1), true, true};
   for (const Result& r : results) {
     const auto x = static_cast<double>(r.subject->iteration);
-    const Spread s = spread(r.analysis.gradients.*per_task);
+    const meta::MeanSd s = meta::mean_sd(r.analysis.gradients.*per_task);
     tasks.x.push_back(x);
     tasks.y.push_back(s.mean);
     tasks.error.push_back(s.sd);
@@ -251,25 +256,22 @@ bool all_positive(const std::vector<Series>& series) {
   return true;
 }
 
-// λ1 and λk of both Hessians against iteration (k as many as the last
-// checkpoint's Lanczos found).
-std::string hessian_over_training(const std::vector<Result>& results, const std::string& title) {
+// λ1 and λk of both Hessians against iteration (k as asked; a checkpoint
+// whose Lanczos found fewer, in an invariant subspace, has no λk point).
+std::string hessian_over_training(const std::vector<Result>& results, std::size_t k, const std::string& title) {
   std::vector<Series> series;
   for (const auto& [name, member, color] :
        {std::tuple{"inner", &meta::Analysis::inner_hessian, 0}, std::tuple{"meta", &meta::Analysis::meta_hessian, 3}}) {
     Series first{std::string(name) + " λ1", {}, {}, {}, palette(color), false, true};
-    Series last{std::string(name) + " λk", {}, {}, {}, palette(color), true, true};
+    Series last{std::string(name) + " λ" + std::to_string(k), {}, {}, {}, palette(color), true, true};
     for (const Result& r : results) {
       const std::vector<double>& ev = (r.analysis.*member).eigenvalues;
-      if (ev.empty()) continue;
-      first.x.push_back(static_cast<double>(r.subject->iteration));
-      first.y.push_back(ev.front());
-      last.x.push_back(first.x.back());
-      last.y.push_back(ev.back());
+      const auto x = static_cast<double>(r.subject->iteration);
+      if (!ev.empty()) first.x.push_back(x), first.y.push_back(ev.front());
+      if (ev.size() == k) last.x.push_back(x), last.y.push_back(ev.back());
     }
-    last.label = std::string(name) + " λ" + std::to_string((results.back().analysis.*member).eigenvalues.size());
     series.push_back(first);
-    if (last.label != first.label) series.push_back(last);  // k = 1: one series
+    if (k > 1) series.push_back(last);
   }
   const bool log_y = all_positive(series);
   return render_svg(
@@ -308,7 +310,7 @@ void check(const AnalyzeArgs& args) {
   if (args.checkpoints.empty() == args.run.empty())
     throw ValueError(args.run.empty() ? "give the checkpoints to analyse: --checkpoint FILE[,FILE...] or --run DIR"
                                       : "--checkpoint and --run exclude each other: give one");
-  if (args.eigenvalues > args.lanczos_iterations)
+  if (args.hessians && args.eigenvalues > args.lanczos_iterations)
     throw ValueError("--eigenvalues " + std::to_string(args.eigenvalues) + " exceeds --lanczos-iterations " +
                      std::to_string(args.lanczos_iterations) +
                      ": Lanczos finds at most as many eigenvalues as its iterations");
@@ -364,7 +366,7 @@ void print_table(const std::vector<Result>& results, const meta::AnalysisOptions
               "SNR exact", "SNR FO", "λ1 inner", "λ1 meta", "κ(Φ+ρI)");
   for (const Result& r : results) {
     const meta::MetaGradientComparison& g = r.analysis.gradients;
-    const Spread cosine = spread(g.cosine);
+    const meta::MeanSd cosine = meta::mean_sd(g.cosine);
     const std::string tasks = cell(cosine.mean) + " ± " + cell(cosine.sd);
     std::printf("%10lld %19s %10s %10s %10s %10s %11s %11s %11s\n", static_cast<long long>(r.subject->iteration),
                 tasks.c_str(), cell(g.mean_cosine).c_str(), cell(g.mean_norm_ratio).c_str(), cell(g.exact_snr).c_str(),
@@ -412,39 +414,40 @@ const std::vector<Option<AnalyzeArgs>>& analyze_options() {
   return table;
 }
 
-int run_analyze(const AnalyzeArgs& args) {
-  check(args);
-  set_num_threads(static_cast<int>(args.threads));
-  const std::vector<std::string> paths = args.run.empty() ? args.checkpoints : run_checkpoints(args.run);
-  const Loaded s = load_series(paths, args.run);
-  const meta::AnalysisOptions base = analysis_options(args, s.run.config);
-  check_memory(analysis_memory(s.run.config, s.run.parts, args, base.inner_steps), "this analysis");
+namespace {
 
-  const meta::TaskSampler& sampler = args.split == "test" ? s.run.parts.evaluation_sampler() : *s.run.parts.tasks;
-  Generator gen(meta::derive_seed(args.seed, 2));
-  const meta::TaskBatch batch = sampler.sample(args.tasks, s.run.config.shots, s.run.config.queries, gen, DType::f64);
-  const std::int64_t parameters = meta::flat_size(s.subjects.front().params);
-
-  Progress progress(!args.quiet && isatty(STDERR_FILENO));
+// Every checkpoint of the series analysed on `batch`, one at a time, with a
+// progress line. An error names the checkpoint and the stage it came from;
+// the inner loop's options are suggested where the inner loop runs.
+std::vector<Result> analyse_series(const Loaded& s, const meta::TaskBatch& batch, const meta::AnalysisOptions& base,
+                                   bool show_progress) {
+  Progress progress(show_progress);
   std::vector<Result> results;
   const auto n = static_cast<std::int64_t>(s.subjects.size());
   std::int64_t stages = 0;  // per checkpoint, as the analysis reports them
   for (std::int64_t i = 0; i < n; ++i) {
     const Subject& subject = s.subjects[static_cast<std::size_t>(i)];
+    const std::string which = "analysing " + subject.path + " (iteration " + std::to_string(subject.iteration) + ")";
+    std::string stage = "loading";
     meta::AnalysisOptions o = base;
-    o.progress = [&](const char* stage, int index, int count) {
+    o.progress = [&](const char* name, int index, int count) {
       stages = count;
+      stage = name;
       progress.stage(i * count + index, n * count,
                      "checkpoint " + std::to_string(i + 1) + "/" + std::to_string(n) + " (iteration " +
-                         std::to_string(subject.iteration) + "): " + stage);
+                         std::to_string(subject.iteration) + "): " + name);
     };
     try {
-      results.push_back({&subject, meta::analyze(*s.run.parts.model, s.run.parts.loss, subject.params, batch, o)});
-    } catch (const ValueError& e) {
+      const std::vector<Tensor> params = i == 0 ? in_f64(s.run.params.model) : checkpoint_params(s.run, subject.path);
+      results.push_back({&subject, meta::analyze(*s.run.parts.model, s.run.parts.loss, params, batch, o)});
+    } catch (const Error& e) {
       progress.finish();
-      // The checkpoint's values are finite (checked at loading): the inner loop made these.
-      throw ValueError("analysing " + subject.path + " (iteration " + std::to_string(subject.iteration) +
-                       "): " + e.what() + "; the options for the inner loop: --inner-lr, --inner-steps");
+      // The checkpoint's values are finite (checked at loading): a
+      // non-finite gradient or product comes from the inner loop.
+      const bool inner_loop = stage == "meta-gradients" || stage == "meta Hessian";
+      const bool not_finite = std::string(e.what()).find("finite") != std::string::npos;
+      rethrow_prefixed(e, which + ", " + stage + ": ",
+                       inner_loop && not_finite ? "; the options for the inner loop: --inner-lr, --inner-steps" : "");
     } catch (...) {
       progress.finish();
       throw;
@@ -452,8 +455,13 @@ int run_analyze(const AnalyzeArgs& args) {
   }
   progress.stage(n * stages, n * stages, "analysed " + std::to_string(n) + " checkpoint(s)");
   progress.finish();
+  return results;
+}
 
-  // Everything is rendered before the directory is touched.
+// The output files by name: analysis.json and the SVGs.
+std::map<std::string, std::string> render_files(const AnalyzeArgs& args, const Loaded& s,
+                                                const std::vector<Result>& results, const meta::AnalysisOptions& base,
+                                                std::int64_t parameters) {
   nlohmann::json report{{"settings", settings_json(args, s, base, parameters)},
                         {"checkpoints", nlohmann::json::array()}};
   for (const Result& r : results) report["checkpoints"].push_back(checkpoint_json(*r.subject, r.analysis, base));
@@ -471,18 +479,43 @@ int run_analyze(const AnalyzeArgs& args) {
       {"per_task_scatter.svg", scatter(results.back(), "per task: " + what + last)}};
   if (base.hessians) {
     files["hessian_over_training.svg"] =
-        hessian_over_training(results, "top Hessian eigenvalues (inner loss, meta-loss): " + what);
+        hessian_over_training(results, static_cast<std::size_t>(base.lanczos.eigenvalues),
+                              "top Hessian eigenvalues (inner loss, meta-loss): " + what);
     files["spectrum.svg"] = spectrum(results.back(), "top Hessian eigenvalues" + last);
   }
+  return files;
+}
 
-  const fs::path out = output_directory(args, paths.front());
+void write_files(const fs::path& out, const std::map<std::string, std::string>& files, bool hessians) {
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) throw IoError("cannot create " + out.string() + ": " + ec.message());
   for (const auto& [name, contents] : files) meta::write_file_atomically((out / name).string(), contents);
   // Plots of an earlier analysis with Hessians would no longer match analysis.json.
-  if (!base.hessians)
+  if (!hessians)
     for (const char* name : {"hessian_over_training.svg", "spectrum.svg"}) fs::remove(out / name, ec);
+}
+
+}  // namespace
+
+int run_analyze(const AnalyzeArgs& args) {
+  check(args);
+  set_num_threads(static_cast<int>(args.threads));
+  const std::vector<std::string> paths = args.run.empty() ? args.checkpoints : run_checkpoints(args.run);
+  const Loaded s = load_series(paths, args.run);
+  const meta::AnalysisOptions base = analysis_options(args, s.run.config);
+  check_memory(analysis_memory(s.run.config, s.run.parts, args, base.inner_steps), "this analysis");
+
+  const meta::TaskSampler& sampler = args.split == "test" ? s.run.parts.evaluation_sampler() : *s.run.parts.tasks;
+  Generator gen(meta::derive_seed(args.seed, 2));
+  const meta::TaskBatch batch = sampler.sample(args.tasks, s.run.config.shots, s.run.config.queries, gen, DType::f64);
+  const std::int64_t parameters = meta::flat_size(s.run.params.model);
+
+  const std::vector<Result> results = analyse_series(s, batch, base, !args.quiet && isatty(STDERR_FILENO));
+  // Everything is rendered before the directory is touched.
+  const std::map<std::string, std::string> files = render_files(args, s, results, base, parameters);
+  const fs::path out = output_directory(args, paths.front());
+  write_files(out, files, base.hessians);
 
   std::printf(
       "%zu checkpoint(s) of %s on %s (%s, %lld parameters): %lld tasks of the %s split (seed %llu), inner loop "

@@ -2,6 +2,7 @@
 // the tables of their options.
 #pragma once
 
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -101,6 +102,9 @@ inline constexpr const char* kKeptCheckpointDirectory = "checkpoints";
 std::string kept_checkpoint_name(std::int64_t iteration);  // "iteration-0000000100.bin"
 // Whether `name` (a file name, no directory) is one kept_checkpoint_name makes.
 bool is_kept_checkpoint_name(const std::string& name);
+// The kept checkpoints of the run in `run_directory`, in name (so iteration)
+// order; none when it has no checkpoints/ directory.
+std::vector<std::filesystem::path> kept_checkpoints(const std::filesystem::path& run_directory);
 
 // Every option of `train`, `eval` and `ntk`: option_tables.cpp. The stored
 // rows of the train table are the fields of config.json.

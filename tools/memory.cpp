@@ -155,7 +155,9 @@ MemoryEstimate analysis_memory(const RunConfig& c, const RunParts& parts, const 
   const double batch = tasks * (support + query) * parts.example_values;
   // As training's exact second order (training_memory), for the whole batch at once.
   const double tape = tasks * ((support + query) * a + p.all) + steps * tasks * (support * a + p.all);
-  const double lanczos = args.hessians ? static_cast<double>(args.lanczos_iterations + 2) * p.all : 0;
+  // Lanczos: its m + 2 vectors, and the m × m eigenvectors of the tridiagonal matrix.
+  const double m = static_cast<double>(args.lanczos_iterations);
+  const double lanczos = args.hessians ? (m + 2) * p.all + m * m : 0;
   const double rows = tasks * query * parts.outputs;
   const double meta_ntk = args.meta_ntk ? rows * p.all + rows * rows : 0;
   MemoryEstimate e;

@@ -45,17 +45,6 @@ std::string join_lines(const std::vector<nlohmann::json>& lines) {
   return out;
 }
 
-// The checkpoints of dir/checkpoints that --keep-checkpoints wrote, in name
-// (so iteration) order.
-std::vector<fs::path> kept_checkpoints(const fs::path& dir) {
-  std::vector<fs::path> kept;
-  std::error_code ec;
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir / kKeptCheckpointDirectory, ec))
-    if (is_kept_checkpoint_name(entry.path().filename().string())) kept.push_back(entry.path());
-  std::sort(kept.begin(), kept.end());
-  return kept;
-}
-
 // Temporaries of this run's files that writers killed mid-write left
 // behind (see meta::remove_stale_temporaries), kept checkpoints' included.
 void remove_stale_run_temporaries(const fs::path& dir) {
@@ -276,6 +265,15 @@ bool is_kept_checkpoint_name(const std::string& name) {
   for (std::size_t i = prefix.size(); i < prefix.size() + digits; ++i)
     if (name[i] < '0' || name[i] > '9') return false;
   return true;
+}
+
+std::vector<fs::path> kept_checkpoints(const fs::path& run_directory) {
+  std::vector<fs::path> kept;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(run_directory / kKeptCheckpointDirectory, ec))
+    if (is_kept_checkpoint_name(entry.path().filename().string())) kept.push_back(entry.path());
+  std::sort(kept.begin(), kept.end());
+  return kept;
 }
 
 int run_train(const TrainArgs& args) {

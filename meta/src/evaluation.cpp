@@ -6,14 +6,18 @@
 
 namespace metatape::meta {
 
-MeanCI mean_ci95(const std::vector<double>& per_task) {
-  const double n = static_cast<double>(per_task.size());
+MeanSd mean_sd(const std::vector<double>& values) {
+  const double n = static_cast<double>(values.size());
   double mean = 0;
-  for (double l : per_task) mean += l / n;
+  for (double v : values) mean += v / n;
   double squares = 0;
-  for (double l : per_task) squares += (l - mean) * (l - mean);
-  const double sd = per_task.size() > 1 ? std::sqrt(squares / (n - 1)) : 0.0;
-  return {mean, 1.96 * sd / std::sqrt(n)};
+  for (double v : values) squares += (v - mean) * (v - mean);
+  return {values.empty() ? std::nan("") : mean, values.size() > 1 ? std::sqrt(squares / (n - 1)) : 0.0};
+}
+
+MeanCI mean_ci95(const std::vector<double>& per_task) {
+  const MeanSd s = mean_sd(per_task);
+  return {s.mean, 1.96 * s.sd / std::sqrt(static_cast<double>(per_task.size()))};
 }
 
 std::vector<StepSummary> summarize(const std::vector<std::vector<double>>& curve) {

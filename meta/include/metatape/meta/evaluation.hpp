@@ -10,6 +10,13 @@
 
 namespace metatape::meta {
 
+struct MeanSd {
+  double mean = 0;
+  double sd = 0;  // the sample standard deviation (0 for one value)
+};
+// NaN mean for no values.
+MeanSd mean_sd(const std::vector<double>& values);
+
 struct MeanCI {
   double mean = 0;
   double ci95 = 0;  // 1.96 · sample standard deviation / √tasks (0 for one task)
