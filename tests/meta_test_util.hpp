@@ -71,4 +71,22 @@ inline double directional_fd_error(const std::function<double(const std::vector<
   return worst;
 }
 
+// Pixel (r, c), as a byte, of the s×s image at `offset` of an episode's
+// inputs x (pixels/255).
+inline int episode_pixel(const std::vector<double>& x, std::size_t offset, std::int64_t s, std::int64_t r,
+                         std::int64_t c) {
+  return static_cast<int>(std::lround(x[offset + static_cast<std::size_t>(r * s + c)] * 255));
+}
+
+// The counterclockwise quarter turns (np.rot90's) that took an image's
+// top-left corner, marked with the byte `marker`, to where it is in that
+// episode image; -1 when no corner holds the marker.
+inline int marker_turns(const std::vector<double>& x, std::size_t offset, std::int64_t s, int marker) {
+  const std::int64_t l = s - 1;
+  const std::int64_t corners[4][2] = {{0, 0}, {l, 0}, {l, l}, {0, l}};
+  for (int turns = 0; turns < 4; ++turns)
+    if (episode_pixel(x, offset, s, corners[turns][0], corners[turns][1]) == marker) return turns;
+  return -1;
+}
+
 }  // namespace metatape::testing

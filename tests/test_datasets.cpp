@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "meta_test_util.hpp"
 #include "metatape/meta/datasets.hpp"
 #include "test_util.hpp"
 
@@ -104,18 +105,8 @@ struct Decoded {
 
 // Reads back an image the sampler wrote (pixels/255) drawn by draw_image.
 Decoded decode(const std::vector<double>& x, std::size_t offset, std::int64_t s) {
-  const auto px = [&](std::int64_t r, std::int64_t c) {
-    return static_cast<int>(std::lround(x[offset + static_cast<std::size_t>(r * s + c)] * 255));
-  };
-  const std::int64_t l = s - 1;
-  // Where one counterclockwise quarter turn (np.rot90) takes the corner.
-  int turns = -1;
-  if (px(0, 0) == kMarker) turns = 0;
-  if (px(l, 0) == kMarker) turns = 1;
-  if (px(l, l) == kMarker) turns = 2;
-  if (px(0, l) == kMarker) turns = 3;
-  const int id = px(1, 1);
-  return {id / 20, turns, id};
+  const int id = metatape::testing::episode_pixel(x, offset, s, 1, 1);
+  return {id / 20, metatape::testing::marker_turns(x, offset, s, kMarker), id};
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "meta_test_util.hpp"
 #include "metatape/meta/datasets.hpp"
 #include "test_util.hpp"
 
@@ -123,16 +124,9 @@ struct Decoded {
 
 // Reads back a drawing from an episode (pixels/255) by where the corner went.
 Decoded decode(const std::vector<double>& x, std::size_t offset, std::int64_t s) {
-  const auto px = [&](std::int64_t r, std::int64_t c) {
-    return static_cast<int>(std::lround(x[offset + static_cast<std::size_t>(r * s + c)] * 255));
-  };
-  const std::int64_t l = s - 1;
-  int turns = -1;
-  if (px(0, 0) == kMarker) turns = 0;
-  if (px(l, 0) == kMarker) turns = 1;
-  if (px(l, l) == kMarker) turns = 2;
-  if (px(0, l) == kMarker) turns = 3;
-  return {px(1, 1), turns, px(s / 2, s / 2)};
+  using metatape::testing::episode_pixel;
+  return {episode_pixel(x, offset, s, 1, 1), metatape::testing::marker_turns(x, offset, s, kMarker),
+          episode_pixel(x, offset, s, s / 2, s / 2)};
 }
 
 // The tree of the tests: 7 characters, in the order the loader must give

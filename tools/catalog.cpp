@@ -43,17 +43,26 @@ const std::vector<AlgorithmEntry>& algorithms() {
 
 namespace {
 
+// A rotated-image task: 28×28 greyscale episodes of --ways classes,
+// meta-training on one split and evaluation on the other; `split` makes the
+// sampler of a split from one loading of the images.
+template <class MakeSplit>
+TaskParts rotated_images(const RunConfig& c, MakeSplit split) {
+  const auto sampler = [&](meta::FewShotSplit which) {
+    return std::make_unique<meta::RotatedImageTasks>(split(which));
+  };
+  TaskParts parts{sampler(meta::FewShotSplit::train), meta::Loss::cross_entropy, {1, 28, 28}, c.ways};
+  parts.evaluation_sampler = sampler(meta::FewShotSplit::test);
+  return parts;
+}
+
 // Fashion-MNIST's split: meta-training on the rotations of classes 0–5,
-// evaluation on those of 6–9, from one loading of the images.
+// evaluation on those of 6–9.
 TaskParts fashion_mnist(const RunConfig& c) {
   const std::shared_ptr<const meta::ImageDataset> data = meta::load_fashion_mnist(c.data);
-  const auto split = [&](meta::FewShotSplit which) {
-    return std::make_unique<meta::RotatedImageTasks>(
-        meta::fashion_mnist_tasks(data, {.ways = c.ways, .split = which, .directory = c.data}));
-  };
-  TaskParts parts{split(meta::FewShotSplit::train), meta::Loss::cross_entropy, {1, 28, 28}, c.ways};
-  parts.evaluation_sampler = split(meta::FewShotSplit::test);
-  return parts;
+  return rotated_images(c, [&](meta::FewShotSplit which) {
+    return meta::fashion_mnist_tasks(data, {.ways = c.ways, .split = which, .directory = c.data});
+  });
 }
 
 // Omniglot's standard split: meta-training on the rotations of the first
@@ -67,13 +76,9 @@ TaskParts omniglot(const RunConfig& c) {
         "images_evaluation folders (--data is Fashion-MNIST's " +
         std::string(meta::kFashionMnistDirectory) + " unless given)");
   const std::shared_ptr<const meta::ImageDataset> data = meta::load_omniglot(c.data);
-  const auto split = [&](meta::FewShotSplit which) {
-    return std::make_unique<meta::RotatedImageTasks>(
-        meta::omniglot_tasks(data, {.ways = c.ways, .split = which, .directory = c.data}));
-  };
-  TaskParts parts{split(meta::FewShotSplit::train), meta::Loss::cross_entropy, {1, 28, 28}, c.ways};
-  parts.evaluation_sampler = split(meta::FewShotSplit::test);
-  return parts;
+  return rotated_images(c, [&](meta::FewShotSplit which) {
+    return meta::omniglot_tasks(data, {.ways = c.ways, .split = which, .directory = c.data});
+  });
 }
 
 }  // namespace
