@@ -70,30 +70,39 @@ algorithm_options() {
 seconds_since() { awk -v now="$(date +%s.%N)" -v then="$1" 'BEGIN { print now - then }'; }
 
 # train_and_evaluate NAME ALGORITHM SHOTS ITERATIONS: trains into
-# $run_dir/NAME, evaluates it, and appends a row to the table.
+# $run_dir/NAME, evaluates it, and appends a row to the table. A run that an
+# interrupted invocation finished in the same RUN_DIR is not trained again,
+# nor evaluated again if its evaluation finished too.
 train_and_evaluate() {
-  local name=$1 algorithm=$2 shots=$3 its=$4 start train_s eval_row
+  local name=$1 algorithm=$2 shots=$3 its=$4 start
   # shellcheck disable=SC2046
   local options=(--task fashion-mnist --data "$data" --ways 5 --shots "$shots" --queries "$queries"
     --meta-batch "$meta_batch" --inner-lr "$inner_lr" --algorithm "$algorithm" "${model[@]}"
     $(algorithm_options "$algorithm") --iterations "$its" --threads "$threads" --quiet --out "$run_dir/$name")
-  echo "== $name: metatape train ${options[*]}"
-  start=$(date +%s.%N)
-  "$metatape" train "${options[@]}" >"$run_dir/$name.train.txt"
-  train_s=$(seconds_since "$start")
-  "$metatape" eval --checkpoint "$run_dir/$name/checkpoint.bin" --tasks "$eval_tasks" --steps 10 \
-    --threads "$threads" --out "$run_dir/$name" >"$run_dir/$name.eval.txt"
+  if [ ! -f "$run_dir/$name.seconds" ]; then
+    echo "== $name: metatape train ${options[*]}"
+    rm -rf "${run_dir:?}/$name"
+    start=$(date +%s.%N)
+    "$metatape" train "${options[@]}" >"$run_dir/$name.train.txt"
+    seconds_since "$start" >"$run_dir/$name.seconds"
+  fi
   # The last row of eval's table: after 10 steps, or the closed form.
-  local accuracy
-  eval_row=$(grep -E '^ +(10|closed form) ' "$run_dir/$name.eval.txt" | tail -1) || true
+  local eval_row accuracy
+  eval_row=$(grep -E '^ +(10|closed form) ' "$run_dir/$name.eval.txt" 2>/dev/null | tail -1) || true
+  if [ -z "$eval_row" ]; then
+    "$metatape" eval --checkpoint "$run_dir/$name/checkpoint.bin" --tasks "$eval_tasks" --steps 10 \
+      --threads "$threads" --out "$run_dir/$name" >"$run_dir/$name.eval.txt"
+    eval_row=$(grep -E '^ +(10|closed form) ' "$run_dir/$name.eval.txt" | tail -1) || true
+  fi
   accuracy=$(echo "$eval_row" | grep -oE '[0-9.]+% ± +[0-9.]+' | sed 's/ \+/ /g') || {
     echo "run_images.sh: no accuracy after 10 steps in $run_dir/$name.eval.txt" >&2
     exit 1
   }
+  local train_s
+  train_s=$(cat "$run_dir/$name.seconds")
   printf '| %s | %s | %s | %s | %s | %.0f |\n' "$name" "$shots" "$its" "$(algorithm_options "$algorithm")" \
     "$accuracy" "$train_s" >>"$run_dir/table.md"
-  echo "   accuracy $accuracy, trained in $(printf %.0f "$train_s") s"
-  echo "$train_s" >"$run_dir/$name.seconds"
+  echo "   $name: accuracy $accuracy, trained in $(printf %.0f "$train_s") s"
 }
 
 {

@@ -126,11 +126,15 @@ int run_eval(const EvalArgs& args) {
   set_num_threads(static_cast<int>(args.threads));
   const Device device = parse_device(args.device);
   const LoadedRun run = load_run(args.checkpoint, device);
-  check_memory(evaluation_memory(run.config, run.parts, args), "evaluating " + run.path);
+  const std::int64_t chunk = evaluation_chunk(run.config, run.parts, args);
+  check_memory(evaluation_memory(run.config, run.parts, args, chunk), "evaluating " + run.path);
+  std::int64_t baseline_chunk = 0;
   std::optional<LoadedRun> baseline;
   if (!args.baseline.empty()) {
     baseline = load_run(args.baseline, device);
-    check_memory(evaluation_memory(baseline->config, baseline->parts, args), "evaluating " + baseline->path);
+    baseline_chunk = evaluation_chunk(baseline->config, baseline->parts, args);
+    check_memory(evaluation_memory(baseline->config, baseline->parts, args, baseline_chunk),
+                 "evaluating " + baseline->path);
     if (args.baseline_inner_lr > 0) {
       baseline->config.inner_lr = args.baseline_inner_lr;
       baseline->parts.options.meta.inner_lr = args.baseline_inner_lr;
@@ -168,21 +172,24 @@ int run_eval(const EvalArgs& args) {
               false,
               {}};
   for (std::size_t i = 0; i < shots.size(); ++i) {
-    const meta::EvaluationOptions options{.tasks = args.tasks,
-                                          .shots = shots[i],
-                                          .queries = args.queries > 0 ? args.queries
-                                                     : classification ? run.config.queries
-                                                                      : shots[i],
-                                          .steps = static_cast<int>(args.steps),
-                                          .seed = args.seed};
+    meta::EvaluationOptions options{.tasks = args.tasks,
+                                    .shots = shots[i],
+                                    .queries = args.queries > 0 ? args.queries
+                                               : classification ? run.config.queries
+                                                                : shots[i],
+                                    .steps = static_cast<int>(args.steps),
+                                    .seed = args.seed,
+                                    .chunk = chunk};
     const DType dtype = parse_dtype(run.config.dtype);
     const auto ours = meta::evaluate(*run.parts.model, run.parts.loss, run.parts.options.meta, run.params,
                                      run.parts.evaluation_sampler(), options, dtype);
     std::vector<meta::StepSummary> theirs;
-    if (baseline)
+    if (baseline) {
+      options.chunk = baseline_chunk;
       theirs =
           meta::evaluate(*baseline->parts.model, baseline->parts.loss, baseline->parts.options.meta, baseline->params,
                          baseline->parts.evaluation_sampler(), options, parse_dtype(baseline->config.dtype));
+    }
     print_table(shots[i], run, ours, baseline, theirs);
     nlohmann::json entry{{"shots", shots[i]}, {"queries", options.queries}, {label(run), to_json(run, ours)}};
     if (baseline) entry[label(*baseline)] = to_json(*baseline, theirs);

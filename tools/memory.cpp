@@ -200,7 +200,8 @@ MemoryEstimate training_memory(const RunConfig& c, const RunParts& parts) {
   return e;
 }
 
-MemoryEstimate evaluation_memory(const RunConfig& c, const RunParts& parts, const EvalArgs& args) {
+MemoryEstimate evaluation_memory(const RunConfig& c, const RunParts& parts, const EvalArgs& args,
+                                 std::int64_t chunk_tasks) {
   const ParameterCounts p = parameter_counts(*parts.model, parts.options.meta.algorithm);
   std::int64_t largest_k = c.shots;
   if (!args.shots.empty()) largest_k = *std::max_element(args.shots.begin(), args.shots.end());
@@ -209,7 +210,7 @@ MemoryEstimate evaluation_memory(const RunConfig& c, const RunParts& parts, cons
                        : parts.loss == meta::Loss::cross_entropy ? static_cast<double>(c.queries) * per_count
                                                                  : support;
   const double tasks = static_cast<double>(args.tasks), steps = static_cast<double>(args.steps);
-  const double chunk = std::min(tasks, static_cast<double>(meta::EvaluationOptions{}.chunk));
+  const double chunk = std::min(tasks, static_cast<double>(chunk_tasks));
   // The query loss of every task after every step, as vectors of doubles.
   const double curve_bytes = (steps + 1) * (24 + 8 * tasks);
   // One chunk of tasks: its examples, their activations, adapted parameters.
@@ -223,6 +224,13 @@ MemoryEstimate evaluation_memory(const RunConfig& c, const RunParts& parts, cons
   e.from = count(tasks) + " tasks x " + count(steps + 1) + " steps of results; " + count(p.all) + " parameters; " +
            count(chunk) + " tasks at once x " + count(support + query) + " examples";
   return e;
+}
+
+std::int64_t evaluation_chunk(const RunConfig& c, const RunParts& parts, const EvalArgs& args) {
+  std::int64_t chunk = std::min(args.tasks, meta::EvaluationOptions{}.chunk);
+  const std::optional<double> available = available_memory();
+  while (available && chunk > 1 && 4 * evaluation_memory(c, parts, args, chunk).bytes > *available) chunk /= 2;
+  return chunk;
 }
 
 std::optional<double> available_memory() {

@@ -24,8 +24,14 @@ struct MemoryEstimate {
 // them).
 MemoryEstimate training_memory(const RunConfig& config, const RunParts& parts);
 // Evaluating `run` with `args` (the adaptation curves of every task and step,
-// one chunk of tasks adapted at a time).
-MemoryEstimate evaluation_memory(const RunConfig& run, const RunParts& parts, const EvalArgs& args);
+// `chunk` tasks adapted at a time).
+MemoryEstimate evaluation_memory(const RunConfig& run, const RunParts& parts, const EvalArgs& args, std::int64_t chunk);
+// The tasks to adapt at a time: evaluate()'s default, halved while four
+// times the estimate (a lower bound; measured runs use up to four times as
+// much) exceeds the memory available. A kernel run on images needs the
+// Jacobians of every example of the chunk, gigabytes for 200 tasks. The
+// result does not depend on it (each task is adapted on its own).
+std::int64_t evaluation_chunk(const RunConfig& run, const RunParts& parts, const EvalArgs& args);
 
 // The empirical NTK of `ntk` (ntk.hpp): the per-sample parameter copies and
 // Jacobian rows [C, T·n, P], the kernels [T, n·C, n·C] (at most) and their
