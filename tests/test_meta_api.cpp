@@ -502,6 +502,26 @@ TEST_SUITE("meta-api") {
     CHECK_FALSE(meta::summarize({{1.0, 3.0}}).front().accuracy.has_value());
   }
 
+  TEST_CASE("evaluate: adapting fewer tasks at a time draws the same tasks and gives the same summaries") {
+    // The samplers draw task by task, and each task adapts on its own.
+    const meta::Mlp model({1, 8, 1}, meta::Activation::tanh);
+    const meta::MetaConfig maml{.inner_steps = 1, .inner_lr = 0.3};
+    const meta::MetaParams p = random_meta_params(model, maml, 6);
+    const auto evaluated = [&](std::int64_t chunk) {
+      return meta::evaluate(model, meta::Loss::mse, maml, p, meta::SinusoidTasks(),
+                            {.tasks = 7, .shots = 3, .queries = 4, .steps = 2, .chunk = chunk}, f64);
+    };
+    const std::vector<meta::StepSummary> whole = evaluated(200);
+    for (const std::int64_t chunk : {1, 3}) {
+      const std::vector<meta::StepSummary> parts = evaluated(chunk);
+      REQUIRE(parts.size() == whole.size());
+      for (std::size_t k = 0; k < whole.size(); ++k) {
+        CHECK(parts[k].mean == doctest::Approx(whole[k].mean).epsilon(1e-12));
+        CHECK(parts[k].ci95 == doctest::Approx(whole[k].ci95).epsilon(1e-12));
+      }
+    }
+  }
+
   TEST_CASE(
       "the sinusoid mixture: its amplitudes come from both components; at probability 0 the stream is unchanged") {
     mt::Generator a(7), b(7);

@@ -161,6 +161,8 @@ int run_eval(const EvalArgs& args) {
   if (baseline && baseline->config.inner_lr != run.config.inner_lr)
     std::printf(", baseline %g", baseline->config.inner_lr);
   std::printf("); mean ± 95%% CI\n");
+  if (chunk < std::min(args.tasks, meta::EvaluationOptions{}.chunk))
+    std::printf("adapting %lld tasks at a time, as many as the memory allows\n", static_cast<long long>(chunk));
 
   nlohmann::json results = nlohmann::json::array();
   const bool kernel = closed_form(run) || (baseline && closed_form(*baseline));

@@ -30,7 +30,8 @@ MemoryEstimate evaluation_memory(const RunConfig& run, const RunParts& parts, co
 // times the estimate (a lower bound; measured runs use up to four times as
 // much) exceeds the memory available. A kernel run on images needs the
 // Jacobians of every example of the chunk, gigabytes for 200 tasks. The
-// result does not depend on it (each task is adapted on its own).
+// samplers draw task by task and each task adapts on its own, so neither the
+// tasks nor (up to rounding) the results depend on it.
 std::int64_t evaluation_chunk(const RunConfig& run, const RunParts& parts, const EvalArgs& args);
 
 // The empirical NTK of `ntk` (ntk.hpp): the per-sample parameter copies and
