@@ -82,6 +82,25 @@ meta::MetaNtkOptions steps(double lr, std::int64_t tau) {
   return o;
 }
 
+// The unrolled meta-Jacobian [T·n·C, D]: the query outputs after the inner
+// loop of `config` (config.inner_steps steps, recorded) differentiated with
+// respect to the parameters params[i], i in `wrt` (flattened, concatenated
+// in that order); the others are held at their values.
+Tensor unrolled_meta_jacobian(const meta::Model& model, const meta::MetaConfig& config,
+                              const std::vector<Tensor>& params, const meta::TaskBatch& batch,
+                              const std::vector<std::size_t>& wrt) {
+  auto adapted_outputs = [&](const std::vector<Tensor>& varied) {
+    std::vector<Tensor> theta = params;
+    for (std::size_t k = 0; k < wrt.size(); ++k) theta[wrt[k]] = varied[k];
+    const meta::Adapted a = meta::adapt(model, meta::Loss::mse, config, meta::MetaParams{theta, {}}, batch,
+                                        config.inner_steps, {.record = true});
+    return model.forward(a.params, batch.query_x);
+  };
+  std::vector<Tensor> primals;
+  for (std::size_t i : wrt) primals.push_back(params[i]);
+  return mt::concat(mt::jacobian(adapted_outputs, primals, {.flatten = true}), 1);
+}
+
 meta::MetaNtkOptions flow(double time, double inverse_ridge = 1e-3) {
   meta::MetaNtkOptions o;
   o.form = meta::KernelForm::flow;
@@ -177,13 +196,7 @@ TEST_SUITE("meta-ntk") {
     config.inner_steps = tau;
     config.inner_lr = lr;
     // The adapted query outputs as a function of θ, τ SGD steps of metatape's inner loop.
-    auto adapted_outputs = [&](const std::vector<Tensor>& theta) {
-      const meta::Adapted a =
-          meta::adapt(model, meta::Loss::mse, config, meta::MetaParams{theta, {}}, batch, tau, {.record = true});
-      return model.forward(a.params, batch.query_x);
-    };
-    const std::vector<Tensor> blocks = mt::jacobian(adapted_outputs, params, {.flatten = true});
-    const Tensor jac = mt::concat(blocks, 1);  // [T·n, d + 1]
+    const Tensor jac = unrolled_meta_jacobian(model, config, params, batch, {0, 1});  // [T·n, d + 1]
     std::vector<meta::MetaNtkTask> features;
     auto with_ones = [](const Tensor& x) { return mt::concat({x, mt::ones(mt::Shape{x.dim(0), 1}, f64)}, 1); };
     for (std::int64_t i = 0; i < tasks; ++i) {
@@ -214,12 +227,7 @@ TEST_SUITE("meta-ntk") {
     meta::MetaConfig config;
     config.inner_steps = tau;
     config.inner_lr = lr;
-    auto adapted_outputs = [&](const std::vector<Tensor>& theta) {
-      const meta::Adapted a =
-          meta::adapt(model, meta::Loss::mse, config, meta::MetaParams{theta, {}}, batch, tau, {.record = true});
-      return model.forward(a.params, batch.query_x);
-    };
-    const Tensor jac = mt::concat(mt::jacobian(adapted_outputs, params, {.flatten = true}), 1);  // rows (t, i, c)
+    const Tensor jac = unrolled_meta_jacobian(model, config, params, batch, {0, 1});  // rows (t, i, c)
     meta::MetaNtkOptions o = steps(lr, tau);
     o.mode = meta::KernelMode::full;
     const meta::MetaNtkResult full = meta::meta_ntk(model, params, batch, o);
@@ -289,13 +297,7 @@ TEST_SUITE("meta-ntk") {
     config.algorithm = meta::Algorithm::anil;
     config.inner_steps = 2;
     config.inner_lr = 0.4;
-    auto adapted_outputs = [&](const std::vector<Tensor>& head) {
-      const std::vector<Tensor> theta = {params[0], params[1], head[0], head[1]};
-      const meta::Adapted a =
-          meta::adapt(model, meta::Loss::mse, config, meta::MetaParams{theta, {}}, batch, 2, {.record = true});
-      return model.forward(a.params, batch.query_x);
-    };
-    const Tensor jac = mt::concat(mt::jacobian(adapted_outputs, {params[2], params[3]}, {.flatten = true}), 1);
+    const Tensor jac = unrolled_meta_jacobian(model, config, params, batch, {2, 3});  // the head's columns
     meta::MetaNtkOptions o = steps(0.4, 2);
     o.anil = true;
     const meta::MetaNtkResult r = meta::meta_ntk(model, params, batch, o);
