@@ -134,6 +134,7 @@ KernelAdapted closed_form(const Model& model, Loss loss, const MetaConfig& confi
   out.query_prediction = add(fq, update);
   out.query_loss = per_task_loss(Loss::mse, out.query_prediction, yq);
   out.query_loss_before = per_task_loss(Loss::mse, fq, yq).detach();
+  out.query_prediction_before = fq.detach();
   check_finite(out.query_loss, "adapted query loss");
   return out;
 }

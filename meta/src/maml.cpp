@@ -503,8 +503,7 @@ QueryCurve curve_of(const char* caller, const Model& model, Loss loss, const Met
   };
   if (config.algorithm == Algorithm::kernel) {
     const KernelAdapted adapted = kernel_adapt(model, loss, config, params, batch);
-    NoGradScope no_grad;
-    record_row(adapted.query_loss_before, classification ? model.forward(params.model, batch.query_x) : Tensor{});
+    record_row(adapted.query_loss_before, adapted.query_prediction_before);
     record_row(adapted.query_loss, adapted.query_prediction);
     return curve;
   }

@@ -78,6 +78,7 @@ struct KernelAdapted {
   // [T]: the same loss of the unadapted outputs f_θ(X) (row 0 of the kernel
   // algorithm's adaptation curve).
   Tensor query_loss_before;
+  Tensor query_prediction_before;  // [T, n, C]: f_θ(X), detached
 };
 
 // Every task of `batch` adapted in closed form with config.kernel (and
