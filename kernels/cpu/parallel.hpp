@@ -1,0 +1,55 @@
+// The CPU kernels' one thread pool. Every kernel that runs on more than one
+// core goes through parallel_for; OpenBLAS itself is kept at one thread, so
+// the pool is the only source of threads and `set_threads` (the engine's
+// set_num_threads, the CLI's --threads) decides them all.
+//
+// Determinism: how [0, n) is cut into chunks depends only on n, the grain
+// and the thread count, never on timing, and each chunk is computed by one
+// thread in a fixed order. A kernel whose chunks write disjoint outputs is
+// therefore bit-identical across thread counts; one that sums chunk results
+// differs only by that summation order, and is bit-identical at a fixed
+// thread count.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+namespace metatape::kernels::cpu {
+
+// Threads the CPU kernels use (>= 1), the calling thread included.
+void set_threads(int threads);
+int threads();
+
+// Whether this thread is running a chunk of a parallel_for now: a nested
+// parallel_for runs serially on it.
+bool in_parallel_region();
+
+// A borrowed callable: body(begin, end). Not owning, so no allocation per
+// call; valid for the duration of the parallel_for that receives it.
+class RangeBody {
+ public:
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, RangeBody>)
+  RangeBody(F&& f)  // NOLINT: implicit on purpose, like std::function_ref
+      : object_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* o, std::int64_t b, std::int64_t e) { (*static_cast<std::remove_reference_t<F>*>(o))(b, e); }) {}
+  void operator()(std::int64_t begin, std::int64_t end) const { call_(object_, begin, end); }
+
+ private:
+  void* object_;
+  void (*call_)(void*, std::int64_t, std::int64_t);
+};
+
+// The number of chunks parallel_for(n, grain, ...) cuts [0, n) into: at most
+// threads(), and none smaller than `grain` items (so small work stays on the
+// calling thread, which costs no more than a plain loop).
+std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain);
+
+// Runs body(begin, end) over contiguous chunks covering [0, n): chunk i is
+// [n·i/c, n·(i+1)/c) for c = parallel_chunks(n, grain). Chunk 0 runs on the
+// calling thread. Returns when every chunk is done; the first exception a
+// chunk throws is rethrown here (after the others have finished).
+void parallel_for(std::int64_t n, std::int64_t grain, RangeBody body);
+
+}  // namespace metatape::kernels::cpu
