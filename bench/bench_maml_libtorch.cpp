@@ -17,7 +17,8 @@
 // With --only ntk or hvp (or by default after the MAML table) it also
 // compares the kernel figures of bench_kernel_libtorch.cpp.
 //
-//   build/bench/bench-maml-libtorch [--threads N] [--repeats R] [--only maml|ntk|hvp]
+//   build/bench/bench-maml-libtorch [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT]
+// (--match: only the MAML configurations whose name contains TEXT.)
 // (--memory CONFIG VARIANT is the internal child mode of the memory figure.)
 #include <sys/resource.h>
 #include <unistd.h>
@@ -41,38 +42,60 @@ using bench::mlp_batched;
 using bench::to_torch;
 using bench::TorchList;
 
-// --- Conv4 (64 channels, max-pool) ----------------------------------------------
+// --- Conv4 (64 channels): max-pool with batch norm, or strided without -------------
 
-torch::Tensor conv4(const TorchList& p, const torch::Tensor& x) {  // x [n, 1, 28, 28]
+// Pooled: 4 x [conv 3x3 pad 1 + bias, batch norm, ReLU, 2x2 max-pool], then
+// the flattened map into the head. Strided: 4 x [conv 3x3 stride 2 pad 1 +
+// bias, ReLU], then the map averaged over space into the head. Parameters in
+// metatape's order: per block w, b (and gamma, beta when pooled), head w
+// [features, classes], head b.
+torch::Tensor conv4(const TorchList& p, const torch::Tensor& x, bool strided) {  // x [n, 1, 28, 28]
   auto h = x;
+  const int per_block = strided ? 2 : 4;
   for (int b = 0; b < 4; ++b) {
-    h = torch::conv2d(h, p[4 * b], p[4 * b + 1], 1, 1);
-    h = torch::batch_norm(h, p[4 * b + 2], p[4 * b + 3], {}, {}, true, 0.0, 1e-3, false);
+    const int first = per_block * b;
+    h = torch::conv2d(h, p[first], p[first + 1], strided ? 2 : 1, 1);
+    if (strided) {
+      h = torch::relu(h);
+      continue;
+    }
+    h = torch::batch_norm(h, p[first + 2], p[first + 3], {}, {}, true, 0.0, 1e-3, false);
     h = torch::max_pool2d(torch::relu(h), 2);
   }
-  return torch::addmm(p[17], h.flatten(1), p[16]);
+  const int head = 4 * per_block;
+  return torch::addmm(p[head + 1], strided ? h.mean({2, 3}) : h.flatten(1), p[head]);
 }
 
 // Per-task weights via grouped convolution: tasks become channel groups, and
 // batch norm over [n, T·C, H, W] keeps per-task statistics.
-torch::Tensor conv4_batched(const TorchList& p, const torch::Tensor& x) {  // x [T, n, 1, 28, 28]
+torch::Tensor conv4_batched(const TorchList& p, const torch::Tensor& x, bool strided) {  // x [T, n, 1, 28, 28]
   const std::int64_t tasks = x.size(0), n = x.size(1);
   auto h = x.transpose(0, 1).reshape({n, tasks * x.size(2), x.size(3), x.size(4)});
+  const int per_block = strided ? 2 : 4;
   for (int b = 0; b < 4; ++b) {
-    const auto& w = p[4 * b];  // [T, O, C, 3, 3]
-    h = torch::conv2d(h, w.reshape({tasks * w.size(1), w.size(2), 3, 3}), p[4 * b + 1].reshape({-1}), 1, 1, 1, tasks);
-    h = torch::batch_norm(h, p[4 * b + 2].reshape({-1}), p[4 * b + 3].reshape({-1}), {}, {}, true, 0.0, 1e-3, false);
+    const int first = per_block * b;
+    const auto& w = p[first];  // [T, O, C, 3, 3]
+    h = torch::conv2d(h, w.reshape({tasks * w.size(1), w.size(2), 3, 3}), p[first + 1].reshape({-1}), strided ? 2 : 1,
+                      1, 1, tasks);
+    if (strided) {
+      h = torch::relu(h);
+      continue;
+    }
+    h = torch::batch_norm(h, p[first + 2].reshape({-1}), p[first + 3].reshape({-1}), {}, {}, true, 0.0, 1e-3, false);
     h = torch::max_pool2d(torch::relu(h), 2);
   }
-  // [n, T·C, s, s] -> [T, n, C·s·s]
+  // [n, T·C, s, s] -> [T, n, C·s·s] (pooled) or [T, n, C] (strided: spatial mean)
+  if (strided) h = h.mean({2, 3});
   h = h.reshape({n, tasks, -1}).transpose(0, 1);
-  return torch::baddbmm(p[17], h, p[16]);
+  const int head = 4 * per_block;
+  return torch::baddbmm(p[head + 1], h, p[head]);
 }
 
 // --- the meta-gradient, three ways ----------------------------------------------
 
 struct Problem {
   bool conv;
+  bool strided;  // the strided Conv4 without batch norm (conv only)
   bool first_order;
   int steps;
   double alpha;
@@ -91,7 +114,7 @@ TorchList libtorch_loop(const Problem& pr) {
   torch::Tensor meta_loss;
   for (std::int64_t t = 0; t < tasks; ++t) {
     TorchList fast = params;
-    const auto forward = [&](const torch::Tensor& x) { return pr.conv ? conv4(fast, x) : mlp(fast, x); };
+    const auto forward = [&](const torch::Tensor& x) { return pr.conv ? conv4(fast, x, pr.strided) : mlp(fast, x); };
     for (int k = 0; k < pr.steps; ++k) {
       const auto loss = task_loss(pr, forward(pr.sx[t]), pr.sy[t]);
       const auto g = torch::autograd::grad({loss}, fast, {}, true, !pr.first_order);
@@ -122,7 +145,8 @@ TorchList libtorch_batched(const Problem& pr) {
     const auto logp = torch::log_softmax(pred, 2);
     return -logp.gather(2, y.unsqueeze(2)).squeeze(2).mean(1);
   };
-  const auto forward = [&](const torch::Tensor& x) { return pr.conv ? conv4_batched(fast, x) : mlp_batched(fast, x); };
+  const auto forward = [&](const torch::Tensor& x) { return pr.conv ? conv4_batched(fast, x, pr.strided) : mlp_batched(fast, x);
+  };
   for (int k = 0; k < pr.steps; ++k) {
     const auto loss = per_task_losses(forward(pr.sx), pr.sy).sum();
     const auto g = torch::autograd::grad({loss}, fast, {}, true, !pr.first_order);
@@ -163,6 +187,7 @@ struct Config {
   bool conv, first_order;
   int steps;
   std::int64_t tasks = 4;  // the Conv4 meta-batch (the sinusoid's is 25)
+  bool strided = false;    // the strided Conv4 without batch norm
 };
 
 const Config kConfigs[] = {
@@ -174,15 +199,21 @@ const Config kConfigs[] = {
     {"conv4 28x28 5-way 1-shot, 4 tasks, 1 step, first-order", true, true, 1},
     {"conv4 28x28 5-way 1-shot, 32 tasks, 1 step, exact", true, false, 1, 32},
     {"conv4 28x28 5-way 1-shot, 32 tasks, 1 step, first-order", true, true, 1, 32},
+    {"strided conv4, no BN, 4 tasks, 1 step, exact", true, false, 1, 4, true},
+    {"strided conv4, no BN, 4 tasks, 1 step, first-order", true, true, 1, 4, true},
+    {"strided conv4, no BN, 32 tasks, 1 step, exact", true, false, 1, 32, true},
+    {"strided conv4, no BN, 32 tasks, 1 step, first-order", true, true, 1, 32, true},
 };
 
 bench::MamlSetup make_setup(const Config& c, mt::DType dtype = mt::DType::f32) {
-  return c.conv ? bench::conv4_setup(c.first_order, true, dtype, c.tasks)
-                : bench::sinusoid_setup(c.steps, c.first_order, true, dtype);
+  if (!c.conv) return bench::sinusoid_setup(c.steps, c.first_order, true, dtype);
+  return c.strided ? bench::strided_conv4_setup(c.first_order, true, dtype, c.tasks)
+                   : bench::conv4_setup(c.first_order, true, dtype, c.tasks);
 }
 
 Problem make_problem(const Config& c, const bench::MamlSetup& setup) {
   return {c.conv,
+          c.strided,
           c.first_order,
           setup.config.inner_steps,
           setup.config.inner_lr,
@@ -247,7 +278,8 @@ int measure_memory(int index, int variant) {
 
 int main(int argc, char** argv) {
   int threads = 1, repeats = 21, memory_config = -1, memory_variant = -1;
-  std::string only;  // empty: every comparison
+  std::string only;   // empty: every comparison
+  std::string match;  // empty: every MAML configuration
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--threads" && i + 1 < argc) {
@@ -256,11 +288,13 @@ int main(int argc, char** argv) {
       repeats = std::atoi(argv[++i]);
     } else if (arg == "--only" && i + 1 < argc) {
       only = argv[++i];
+    } else if (arg == "--match" && i + 1 < argc) {
+      match = argv[++i];
     } else if (arg == "--memory" && i + 2 < argc) {
       memory_config = std::atoi(argv[++i]);
       memory_variant = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--repeats R] [--only maml|ntk|hvp]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT]\n", argv[0]);
       return 2;
     }
   }
@@ -284,7 +318,8 @@ int main(int argc, char** argv) {
         threads, repeats, std::max(3, repeats / 4));
     std::printf("%-52s %-17s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "peak MiB", "vs ours",
                 "f64 err");
-    for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i) compare(i, threads, repeats);
+    for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i)
+      if (std::string(kConfigs[i].name).find(match) != std::string::npos) compare(i, threads, repeats);
   }
   // A metatape error (an algorithm not built yet, say) ends that comparison
   // with its message, not the run.

@@ -64,6 +64,15 @@ inline MamlSetup conv4_setup(bool first_order, bool batched, metatape::DType dty
   return s;
 }
 
+// The strided Conv4 without batch norm on the same tasks as conv4_setup:
+// 4 × [3×3 conv at stride 2, padding 1, + bias, ReLU] (28 → 14 → 7 → 4 → 2),
+// the map averaged over space into the head; α = 0.4.
+inline MamlSetup strided_conv4_setup(bool first_order, bool batched, metatape::DType dtype, std::int64_t tasks = 4,
+                                     int steps = 1) {
+  return conv4_setup(first_order, batched, dtype, tasks, steps,
+                     {.in_channels = 1, .image_size = 28, .channels = 64, .strided = true, .batch_norm = false});
+}
+
 // The kernel-adaptation step on the same meta-batch as sinusoid_setup (same
 // parameters, same tasks): flow form with the trace kernel, t = 1, and the
 // exact meta-gradient through the kernel or (`fixed`) the kernel held

@@ -2,12 +2,27 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
+#ifdef __SSE2__
+#include <xmmintrin.h>
+#endif
 
 #include "gemm.hpp"
+#include "parallel.hpp"
 #include "window_ops.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
+
+// Input channels from which the channels-last columns pay for the transposes
+// around them (below, the per-channel rows are few and long enough).
+constexpr std::int64_t kChannelsLastFrom = 8;
+// Columns of a chunk's GEMM that OpenBLAS needs to come near its peak with
+// 64 output channels, and the most scratch elements one chunk may take.
+constexpr std::int64_t kTargetColumns = 512;
+constexpr std::int64_t kMaxChunkScratch = std::int64_t{1} << 20;
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 // [images, channels, pixels] <-> [channels, images · pixels]: the layout
 // change between NCHW planes and one GEMM over a chunk of images.
@@ -36,71 +51,225 @@ const T* rows_of(const T* planes, std::int64_t images, std::int64_t channels, st
   return block;
 }
 
+// a [rows, cols] (leading dimension lda) -> b [cols, rows] (ldb) for the
+// block [r0, r1) × [c0, c1).
+template <class T>
+void transpose_block(const T* a, std::int64_t lda, T* b, std::int64_t ldb, std::int64_t r0, std::int64_t r1,
+                     std::int64_t c0, std::int64_t c1) {
+  for (std::int64_t r = r0; r < r1; ++r)
+    for (std::int64_t c = c0; c < c1; ++c) b[c * ldb + r] = a[r * lda + c];
+}
+
+// Each image [rows, cols] -> [cols, rows]: NCHW <-> NHWC. Floats go four by
+// four through SSE registers (x86-64's baseline), the ragged edges and
+// doubles element by element.
+template <class T>
+void transpose_images(const T* in, std::int64_t images, std::int64_t rows, std::int64_t cols, T* out) {
+  for (std::int64_t n = 0; n < images; ++n) {
+    const T* a = in + n * rows * cols;
+    T* b = out + n * rows * cols;
+    std::int64_t r4 = 0, c4 = 0;
+#ifdef __SSE2__
+    if constexpr (std::is_same_v<T, float>) {
+      r4 = rows / 4 * 4;
+      c4 = cols / 4 * 4;
+      for (std::int64_t r = 0; r < r4; r += 4)
+        for (std::int64_t c = 0; c < c4; c += 4) {
+          __m128 x0 = _mm_loadu_ps(a + r * cols + c), x1 = _mm_loadu_ps(a + (r + 1) * cols + c),
+                 x2 = _mm_loadu_ps(a + (r + 2) * cols + c), x3 = _mm_loadu_ps(a + (r + 3) * cols + c);
+          _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+          _mm_storeu_ps(b + c * rows + r, x0);
+          _mm_storeu_ps(b + (c + 1) * rows + r, x1);
+          _mm_storeu_ps(b + (c + 2) * rows + r, x2);
+          _mm_storeu_ps(b + (c + 3) * rows + r, x3);
+        }
+    }
+#endif
+    transpose_block(a, cols, b, rows, 0, r4, c4, cols);    // right edge of the SIMD blocks
+    transpose_block(a, cols, b, rows, r4, rows, 0, cols);  // bottom rows (all, without SIMD)
+  }
+}
+
+// Weights [count, C, K] <-> [count, K, C] (K = kh·kw): the column order of
+// the channels-last im2col.
+template <class T>
+void weights_to_channels_last(const T* w, std::int64_t count, std::int64_t channels, std::int64_t k, T* out) {
+  for (std::int64_t i = 0; i < count; ++i)
+    for (std::int64_t c = 0; c < channels; ++c)
+      for (std::int64_t j = 0; j < k; ++j) out[(i * k + j) * channels + c] = w[(i * channels + c) * k + j];
+}
+
+template <class T>
+void weights_from_channels_last(const T* in, std::int64_t count, std::int64_t channels, std::int64_t k, T* w) {
+  for (std::int64_t i = 0; i < count; ++i)
+    for (std::int64_t c = 0; c < channels; ++c)
+      for (std::int64_t j = 0; j < k; ++j) w[(i * channels + c) * k + j] = in[(i * k + j) * channels + c];
+}
+
+// One worker's scratch: a chunk's columns, its output rows, its images
+// transposed (channels-last) and a weight-gradient accumulator.
+template <class T>
+struct Work {
+  T *cols, *block, *images, *acc;
+};
+
+template <class T>
+Work<T> work_of(const ConvShape& s, const ConvPlan& p, T* slot) {
+  const std::int64_t columns = p.chunk * p.pixels;
+  Work<T> w{};
+  w.cols = slot;
+  w.block = w.cols + p.patch * columns;
+  w.images = w.block + s.out_channels * columns;
+  w.acc = w.images + (p.channels_last ? p.chunk * s.in_channels * s.h * s.w : 0);
+  return w;
+}
+
+// body(item, work) for item in [0, items), the items cut into contiguous
+// runs, one per worker; each worker has its own scratch slot.
+template <class T, class F>
+void for_each_item(const ConvShape& s, const ConvPlan& p, std::int64_t items, T* slots, F&& body) {
+  const std::int64_t workers = std::min(p.workers, parallel_chunks(items, 1));
+  parallel_for(workers, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t k = begin; k < end; ++k) {
+      const Work<T> work = work_of(s, p, slots + k * p.per_worker);
+      for (std::int64_t i = items * k / workers; i < items * (k + 1) / workers; ++i) body(i, work);
+    }
+  });
+}
+
+// The weights in the plan's column order: w itself, or its channels-last
+// permutation written to the front of the scratch.
+template <class T>
+const T* plan_weights(const ConvShape& s, const ConvPlan& p, const T* w, T* scratch) {
+  if (!p.channels_last) return w;
+  weights_to_channels_last(w, s.groups * s.out_channels, s.in_channels, s.window.kernel_h * s.window.kernel_w, scratch);
+  return scratch;
+}
+
+// The first image and the image count of chunk `c`.
+std::pair<std::int64_t, std::int64_t> chunk_images(const ConvShape& s, const ConvPlan& p, std::int64_t c) {
+  const std::int64_t n0 = c * p.chunk;
+  return {n0, std::min(p.chunk, s.images - n0)};
+}
+
+// dst [O, P] (the plan's column order) = beta · dst + g colsᵀ over chunk c of
+// group grp.
+template <class T>
+void weight_grad_chunk(const ConvShape& s, const ConvPlan& p, const T* x, const T* g, std::int64_t grp, std::int64_t c,
+                       const Work<T>& work, T* dst, T beta) {
+  const std::int64_t L = p.pixels, P = p.patch, O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
+  const auto [n0, nb] = chunk_images(s, p, c);
+  const T* xs = x + (grp * s.images + n0) * plane_in;
+  const T* rows = rows_of(g + (grp * s.images + n0) * O * L, nb, O, L, work.block);
+  if (p.channels_last) {
+    transpose_images(xs, nb, s.in_channels, s.h * s.w, work.images);
+    im2col_channels_last<T>(work.images, nb, s.in_channels, s.h, s.w, s.window, work.cols);  // [nb·L, P]
+    gemm<T>(false, false, O, P, nb * L, T(1), rows, nb * L, work.cols, P, beta, dst, P);
+  } else {
+    im2col<T>(xs, 1, nb, s.in_channels, s.h, s.w, s.window, work.cols);  // [P, nb·L]
+    gemm<T>(false, true, O, P, nb * L, T(1), rows, nb * L, work.cols, nb * L, beta, dst, P);
+  }
+}
+
 }  // namespace
 
-std::int64_t conv_chunk(const ConvShape& s) {
-  // With many pixels per image, one GEMM per image is already large, and its
-  // [O, pixels] result is the image's NCHW planes: no transposition at all.
-  if (s.pixels() >= 128) return 1;
-  const std::int64_t per_image = (s.patch() + s.out_channels) * s.pixels();
-  return std::clamp<std::int64_t>((std::int64_t{1} << 22) / std::max<std::int64_t>(per_image, 1), 1,
-                                  std::max<std::int64_t>(s.images, 1));
+ConvPlan conv_plan(const ConvShape& s) {
+  ConvPlan p{};
+  p.channels_last = s.in_channels >= kChannelsLastFrom;
+  p.pixels = s.pixels();
+  p.patch = s.patch();
+  const std::int64_t L = std::max<std::int64_t>(p.pixels, 1), O = s.out_channels;
+  const std::int64_t cap = std::max<std::int64_t>(kMaxChunkScratch / ((p.patch + O) * L), 1);
+  p.chunk =
+      std::clamp<std::int64_t>(std::min(ceil_div(kTargetColumns, L), cap), 1, std::max<std::int64_t>(s.images, 1));
+  p.chunks = ceil_div(s.images, p.chunk);
+  p.workers = std::clamp<std::int64_t>(threads(), 1, std::max<std::int64_t>(s.groups * p.chunks, 1));
+  p.per_worker =
+      p.chunk * L * (p.patch + O) + (p.channels_last ? p.chunk * s.in_channels * s.h * s.w + O * p.patch : 0);
+  p.weights = p.channels_last ? s.groups * O * p.patch : 0;
+  p.partials = s.groups == 1 ? p.chunks * O * p.patch : 0;
+  return p;
 }
 
-std::int64_t conv_scratch_size(const ConvShape& s) { return (s.patch() + s.out_channels) * s.pixels() * conv_chunk(s); }
+std::int64_t conv_scratch_size(const ConvShape& s) {
+  const ConvPlan p = conv_plan(s);
+  return p.weights + p.workers * p.per_worker + p.partials;
+}
 
+// y [G, N, O, L] = w ⋆ x, chunk by chunk: y's rows [O, nb·L] = W cols.
 template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch) {
-  const std::int64_t L = s.pixels(), P = s.patch(), O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
-  const std::int64_t chunk = conv_chunk(s);
-  T* cols = scratch;                       // [P, nb · L]
-  T* block = scratch + P * chunk * L;  // [O, nb · L]
-  for (std::int64_t g = 0; g < s.groups; ++g) {
-    const T* wg = w + g * O * P;
-    for (std::int64_t n0 = 0; n0 < s.images; n0 += chunk) {
-      const std::int64_t nb = std::min(chunk, s.images - n0);
-      im2col<T>(x + (g * s.images + n0) * plane_in, 1, nb, s.in_channels, s.h, s.w, s.window, cols);
-      T* planes = y + (g * s.images + n0) * O * L;
-      gemm<T>(false, false, O, nb * L, P, T(1), wg, P, cols, nb * L, T(0), nb == 1 ? planes : block, nb * L);
-      if (nb > 1) rows_to_planes(block, nb, O, L, planes);
+  const ConvPlan p = conv_plan(s);
+  const std::int64_t L = p.pixels, P = p.patch, O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
+  const T* wk = plan_weights(s, p, w, scratch);
+  for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
+    const std::int64_t grp = item / p.chunks;
+    const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
+    const T* xs = x + (grp * s.images + n0) * plane_in;
+    T* planes = y + (grp * s.images + n0) * O * L;
+    T* out = nb == 1 ? planes : work.block;  // one image's rows are its planes
+    if (p.channels_last) {
+      transpose_images(xs, nb, s.in_channels, s.h * s.w, work.images);
+      im2col_channels_last<T>(work.images, nb, s.in_channels, s.h, s.w, s.window, work.cols);  // [nb·L, P]
+      gemm<T>(false, true, O, nb * L, P, T(1), wk + grp * O * P, P, work.cols, P, T(0), out, nb * L);
+    } else {
+      im2col<T>(xs, 1, nb, s.in_channels, s.h, s.w, s.window, work.cols);  // [P, nb·L]
+      gemm<T>(false, false, O, nb * L, P, T(1), wk + grp * O * P, P, work.cols, nb * L, T(0), out, nb * L);
     }
-  }
+    if (nb > 1) rows_to_planes(work.block, nb, O, L, planes);
+  });
 }
 
+// dx = D(g, w): cols = Wᵀ g's rows, then col2im.
 template <class T>
 void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scratch) {
-  const std::int64_t L = s.pixels(), P = s.patch(), O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
-  const std::int64_t chunk = conv_chunk(s);
-  T* cols = scratch;
-  T* block = scratch + P * chunk * L;
-  for (std::int64_t grp = 0; grp < s.groups; ++grp) {
-    const T* wg = w + grp * O * P;
-    for (std::int64_t n0 = 0; n0 < s.images; n0 += chunk) {
-      const std::int64_t nb = std::min(chunk, s.images - n0);
-      const T* rows = rows_of(g + (grp * s.images + n0) * O * L, nb, O, L, block);
-      gemm<T>(true, false, P, nb * L, O, T(1), wg, P, rows, nb * L, T(0), cols, nb * L);  // wᵀ g
-      col2im<T>(cols, 1, nb, s.in_channels, s.h, s.w, s.window, dx + (grp * s.images + n0) * plane_in);
+  const ConvPlan p = conv_plan(s);
+  const std::int64_t L = p.pixels, P = p.patch, O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
+  const T* wk = plan_weights(s, p, w, scratch);
+  for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
+    const std::int64_t grp = item / p.chunks;
+    const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
+    const T* rows = rows_of(g + (grp * s.images + n0) * O * L, nb, O, L, work.block);
+    T* dxs = dx + (grp * s.images + n0) * plane_in;
+    if (p.channels_last) {
+      gemm<T>(true, false, nb * L, P, O, T(1), rows, nb * L, wk + grp * O * P, P, T(0), work.cols, P);
+      col2im_channels_last<T>(work.cols, nb, s.in_channels, s.h, s.w, s.window, work.images);
+      transpose_images(work.images, nb, s.h * s.w, s.in_channels, dxs);
+    } else {
+      gemm<T>(true, false, P, nb * L, O, T(1), wk + grp * O * P, P, rows, nb * L, T(0), work.cols, nb * L);
+      col2im<T>(work.cols, 1, nb, s.in_channels, s.h, s.w, s.window, dxs);
     }
-  }
+  });
 }
 
+// dw = E(x, g) = Σ over images of g colsᵀ. Grouped: one item per group, its
+// chunks summed in order. Ungrouped: one item per chunk into its own partial
+// sum, then the partials added in chunk order. Either way the sums' order
+// does not depend on the thread count.
 template <class T>
 void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* scratch) {
-  const std::int64_t L = s.pixels(), P = s.patch(), O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
-  const std::int64_t chunk = conv_chunk(s);
-  T* cols = scratch;
-  T* block = scratch + P * chunk * L;
-  for (std::int64_t grp = 0; grp < s.groups; ++grp) {
-    T* dwg = dw + grp * O * P;
-    if (s.images == 0) std::fill(dwg, dwg + O * P, T(0));
-    for (std::int64_t n0 = 0; n0 < s.images; n0 += chunk) {
-      const std::int64_t nb = std::min(chunk, s.images - n0);
-      im2col<T>(x + (grp * s.images + n0) * plane_in, 1, nb, s.in_channels, s.h, s.w, s.window, cols);
-      const T* rows = rows_of(g + (grp * s.images + n0) * O * L, nb, O, L, block);
-      // dw += g colsᵀ, the first chunk overwriting.
-      gemm<T>(false, true, O, P, nb * L, T(1), rows, nb * L, cols, nb * L, n0 == 0 ? T(0) : T(1), dwg, P);
-    }
+  const ConvPlan p = conv_plan(s);
+  const std::int64_t O = s.out_channels, P = p.patch, K = s.window.kernel_h * s.window.kernel_w;
+  T* partials = scratch + p.weights + p.workers * p.per_worker;
+  if (s.groups > 1) {
+    for_each_item(s, p, s.groups, scratch + p.weights, [&](std::int64_t grp, const Work<T>& work) {
+      T* dst = p.channels_last ? work.acc : dw + grp * O * P;
+      if (p.chunks == 0) std::fill(dst, dst + O * P, T(0));
+      for (std::int64_t c = 0; c < p.chunks; ++c) weight_grad_chunk(s, p, x, g, grp, c, work, dst, T(c == 0 ? 0 : 1));
+      if (p.channels_last) weights_from_channels_last(work.acc, O, s.in_channels, K, dw + grp * O * P);
+    });
+    return;
   }
+  for_each_item(s, p, p.chunks, scratch + p.weights, [&](std::int64_t c, const Work<T>& work) {
+    weight_grad_chunk(s, p, x, g, 0, c, work, partials + c * O * P, T(0));
+  });
+  T* sum = p.channels_last ? scratch : dw;  // the permuted weights' slot is free now
+  std::fill(sum, sum + O * P, T(0));
+  for (std::int64_t c = 0; c < p.chunks; ++c) {
+    const T* part = partials + c * O * P;
+    for (std::int64_t i = 0; i < O * P; ++i) sum[i] += part[i];
+  }
+  if (p.channels_last) weights_from_channels_last(sum, O, s.in_channels, K, dw);
 }
 
 #define METATAPE_CONV_INSTANTIATE(T)                                                \

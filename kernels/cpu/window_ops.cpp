@@ -90,6 +90,66 @@ void col2im(const T* cols, std::int64_t groups, std::int64_t images, std::int64_
   }
 }
 
+namespace {
+
+// For channels-last windows: output pixel (oh, ow), window row ki reads
+// input row ih and columns iw0 + kj for kj in [0, kernel_w); `f(kj0, kj1,
+// offset)` is called once per maximal run [kj0, kj1) of columns inside the
+// image, with offset the input pixel index of kj0 within the image.
+template <class F>
+inline void window_runs(const Window2d& win, std::int64_t h, std::int64_t w, std::int64_t oh, std::int64_t ow,
+                        std::int64_t ki, F&& f) {
+  const std::int64_t ih = oh * win.stride_h - win.pad_h + ki;
+  if (ih < 0 || ih >= h) return;
+  const std::int64_t iw0 = ow * win.stride_w - win.pad_w;
+  const std::int64_t kj0 = std::max<std::int64_t>(0, -iw0), kj1 = std::min(win.kernel_w, w - iw0);
+  if (kj1 > kj0) f(kj0, kj1, ih * w + iw0 + kj0);
+}
+
+}  // namespace
+
+template <class T>
+void im2col_channels_last(const T* x, std::int64_t images, std::int64_t channels, std::int64_t h, std::int64_t w,
+                          const Window2d& win, T* cols) {
+  const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w);
+  const std::int64_t row_len = win.kernel_w * channels, patch = win.kernel_h * row_len;
+  for (std::int64_t n = 0; n < images; ++n) {
+    const T* image = x + n * h * w * channels;
+    for (std::int64_t oh = 0; oh < oh_n; ++oh)
+      for (std::int64_t ow = 0; ow < ow_n; ++ow) {
+        T* row = cols + ((n * oh_n + oh) * ow_n + ow) * patch;
+        std::fill(row, row + patch, T(0));
+        for (std::int64_t ki = 0; ki < win.kernel_h; ++ki)
+          window_runs(win, h, w, oh, ow, ki, [&](std::int64_t kj0, std::int64_t kj1, std::int64_t at) {
+            std::copy(image + at * channels, image + (at + kj1 - kj0) * channels, row + ki * row_len + kj0 * channels);
+          });
+      }
+  }
+}
+
+template <class T>
+void col2im_channels_last(const T* cols, std::int64_t images, std::int64_t channels, std::int64_t h, std::int64_t w,
+                          const Window2d& win, T* x) {
+  const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w);
+  const std::int64_t row_len = win.kernel_w * channels, patch = win.kernel_h * row_len;
+  std::fill(x, x + images * h * w * channels, T(0));
+  for (std::int64_t n = 0; n < images; ++n) {
+    T* image = x + n * h * w * channels;
+    for (std::int64_t oh = 0; oh < oh_n; ++oh)
+      for (std::int64_t ow = 0; ow < ow_n; ++ow) {
+        const T* row = cols + ((n * oh_n + oh) * ow_n + ow) * patch;
+        for (std::int64_t ki = 0; ki < win.kernel_h; ++ki)
+          window_runs(win, h, w, oh, ow, ki, [&](std::int64_t kj0, std::int64_t kj1, std::int64_t at) {
+            T* out = image + at * channels;
+            const T* in = row + ki * row_len + kj0 * channels;
+            const std::int64_t len = (kj1 - kj0) * channels;
+#pragma omp simd
+            for (std::int64_t i = 0; i < len; ++i) out[i] += in[i];
+          });
+      }
+  }
+}
+
 template <class T>
 bool contains_nan(const T* x, std::int64_t n) {
   int any = 0;
@@ -165,7 +225,12 @@ void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64
                           const Window2d&, T*);                                                           \
   template void col2im<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
                           const Window2d&, T*);                                                           \
-  template void max_pool_argmax<T>(const T*, std::int64_t, std::int64_t, std::int64_t, const Window2d&, std::int64_t*);
+  template void max_pool_argmax<T>(const T*, std::int64_t, std::int64_t, std::int64_t, const Window2d&,   \
+                                   std::int64_t*);                                                        \
+  template void im2col_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
+                                        const Window2d&, T*);                                             \
+  template void col2im_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
+                                        const Window2d&, T*);
 
 METATAPE_WINDOW_INSTANTIATE(float)
 METATAPE_WINDOW_INSTANTIATE(double)

@@ -22,4 +22,18 @@ template <class T>
 void col2im(const T* cols, std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t h,
             std::int64_t w, const Window2d& win, T* x);
 
+// The same in channels-last order: x is [images, h, w, channels] and cols
+// [images * out_h * out_w, kernel_h * kernel_w * channels]: row (image, oh,
+// ow), column (ki, kj, c). A window row inside the image is one contiguous
+// run of kernel_w · channels values.
+template <class T>
+void im2col_channels_last(const T* x, std::int64_t images, std::int64_t channels, std::int64_t h, std::int64_t w,
+                          const Window2d& win, T* cols);
+
+// Its adjoint: x ([images, h, w, channels], zeroed here) accumulates every
+// entry of cols where im2col_channels_last read it from, in a fixed order.
+template <class T>
+void col2im_channels_last(const T* cols, std::int64_t images, std::int64_t channels, std::int64_t h, std::int64_t w,
+                          const Window2d& win, T* x);
+
 }  // namespace metatape::kernels::cpu
