@@ -9,13 +9,24 @@
 //                 same sizes, same run
 //                 (the counter "GFLOP=x/s" reads as x GFLOP/s)
 //   mlp           the full gradient of a 1-40-40-1 MLP's MSE on 10 points
+//   conv          each distinct convolution of a Conv4 exact meta-gradient
+//                 step (meta-batch 4, 5 support and 75 query images per task,
+//                 the strided and the pooled variant): forward, input
+//                 gradient and weight gradient, the CPU kernel alone, next
+//                 to raw cblas_sgemm at the (m, n, k) of the same product as
+//                 one GEMM per task; "MFLOP" is one call's count, "GFLOP"
+//                 the rate. Filter with --benchmark_filter=Conv
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <array>
 #include <optional>
+#include <string>
 #include <type_traits>
 
 #include "kernels/cpu/backend.hpp"
+#include "kernels/cpu/conv.hpp"
+#include "kernels/cpu/parallel.hpp"
 #include "metatape/engine.hpp"
 
 namespace mt = metatape;
@@ -184,6 +195,124 @@ void BM_MlpGradient(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_MlpGradient);
+
+// --- convolutions of a Conv4 step: kernel against raw sgemm -------------------
+
+// One distinct convolution call of the exact MAML step: tasks × images of
+// in_channels × size², 64 output channels, 3×3, padding 1.
+struct ConvCase {
+  const char* name;
+  std::int64_t images, in_channels, size, stride;
+};
+
+// The strided Conv4 (28 → 14 → 7 → 4 → 2) and the pooled one (28, 14, 7, 3:
+// each conv at stride 1 keeps the size, the pool halves it), on the support
+// (5 images per task) and the query (75) of 4 tasks.
+constexpr ConvCase kConvCases[] = {
+    {"strided_q_28", 75, 1, 28, 2}, {"strided_q_14", 75, 64, 14, 2}, {"strided_q_7", 75, 64, 7, 2},
+    {"strided_q_4", 75, 64, 4, 2},  {"strided_s_28", 5, 1, 28, 2},   {"strided_s_14", 5, 64, 14, 2},
+    {"strided_s_7", 5, 64, 7, 2},   {"strided_s_4", 5, 64, 4, 2},    {"pooled_q_28", 75, 1, 28, 1},
+    {"pooled_q_14", 75, 64, 14, 1}, {"pooled_q_7", 75, 64, 7, 1},    {"pooled_q_3", 75, 64, 3, 1},
+    {"pooled_s_28", 5, 1, 28, 1},   {"pooled_s_14", 5, 64, 14, 1},   {"pooled_s_7", 5, 64, 7, 1},
+    {"pooled_s_3", 5, 64, 3, 1},
+};
+constexpr std::int64_t kConvTasks = 4, kConvOut = 64;
+
+mt::kernels::ConvShape conv_shape_of(const ConvCase& c) {
+  const mt::kernels::Window2d window{3, 3, c.stride, c.stride, 1, 1};
+  return {kConvTasks, c.images, c.in_channels, c.size, c.size, kConvOut, window};
+}
+
+using mt::kernels::cpu::ConvKind;
+
+// The product each kind is, per task, as one GEMM (m, n, k): forward
+// W [O, P] · cols [P, N·L]; input gradient Wᵀ [P, O] · g [O, N·L]; weight
+// gradient g [O, N·L] · colsᵀ [N·L, P].
+std::array<std::int64_t, 3> conv_gemm_dims(const mt::kernels::ConvShape& s, ConvKind kind) {
+  const std::int64_t columns = s.images * s.pixels();
+  if (kind == ConvKind::forward) return {s.out_channels, columns, s.patch()};
+  if (kind == ConvKind::input_grad) return {s.patch(), columns, s.out_channels};
+  return {s.out_channels, s.patch(), columns};
+}
+
+void set_conv_counters(benchmark::State& state, const mt::kernels::ConvShape& s, ConvKind kind) {
+  const auto [m, n, k] = conv_gemm_dims(s, kind);
+  const double flops = 2.0 * static_cast<double>(s.groups * m * n * k);
+  state.counters["MFLOP"] = flops * 1e-6;
+  state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) + " x" +
+                 std::to_string(s.groups));
+}
+
+// state.range(0) threads: the kernels' pool and OpenBLAS's.
+void set_conv_threads(benchmark::State& state) {
+  mt::set_num_threads(static_cast<int>(state.range(0)));
+  mt::kernels::cpu::set_threads(static_cast<int>(state.range(0)));
+}
+
+void BM_Conv_Kernel(benchmark::State& state, ConvCase c, ConvKind kind) {
+  using K = mt::kernels::cpu::CpuKernels;
+  set_conv_threads(state);
+  const mt::kernels::ConvShape s = conv_shape_of(c);
+  mt::Generator gen(1);
+  const mt::Tensor x = mt::normal({s.groups, s.images, s.in_channels, s.h, s.w}, 0, 1, gen);
+  const mt::Tensor w = mt::normal({s.groups, s.out_channels, s.in_channels, 3, 3}, 0, 1, gen);
+  const mt::Tensor g = mt::normal({s.groups, s.images, s.out_channels, s.out_h(), s.out_w()}, 0, 1, gen);
+  mt::Tensor out = mt::zeros({kind == ConvKind::forward      ? g.numel()
+                              : kind == ConvKind::input_grad ? x.numel()
+                                                             : w.numel()});
+  mt::Tensor scratch = mt::zeros({K::conv_scratch_size(s)});
+  for (auto _ : state) {
+    if (kind == ConvKind::forward)
+      K::conv2d_forward<float>(s, x.data<float>(), w.data<float>(), out.data<float>(), scratch.data<float>());
+    else if (kind == ConvKind::input_grad)
+      K::conv2d_input_grad<float>(s, g.data<float>(), w.data<float>(), out.data<float>(), scratch.data<float>());
+    else
+      K::conv2d_weight_grad<float>(s, x.data<float>(), g.data<float>(), out.data<float>(), scratch.data<float>());
+    benchmark::DoNotOptimize(out.raw_data());
+  }
+  set_conv_counters(state, s, kind);
+}
+
+// Raw cblas_sgemm, once per task, at the sizes conv_gemm_dims gives: what
+// the convolution would cost if its columns came for free.
+void BM_Conv_RawSgemm(benchmark::State& state, ConvCase c, ConvKind kind) {
+  set_conv_threads(state);
+  const mt::kernels::ConvShape s = conv_shape_of(c);
+  const auto [m, n, k] = conv_gemm_dims(s, kind);
+  mt::Generator gen(1);
+  const mt::Tensor a = mt::normal({m, k}, 0, 1, gen), b = mt::normal({k, n}, 0, 1, gen);
+  mt::Tensor out = mt::zeros({m, n});
+  const auto i = [](std::int64_t v) { return static_cast<int>(v); };
+  for (auto _ : state) {
+    for (std::int64_t t = 0; t < s.groups; ++t)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(m), i(n), i(k), 1.0f, a.data<float>(), i(k),
+                  b.data<float>(), i(n), 0.0f, out.data<float>(), i(n));
+    benchmark::DoNotOptimize(out.raw_data());
+  }
+  set_conv_counters(state, s, kind);
+}
+
+// Registered from the table: BM_Conv_<kind>_<case>_{Kernel,RawSgemm}/threads;
+// the first layer (one input channel) has no input gradient in the step.
+const bool conv_benchmarks_registered = [] {
+  const std::pair<const char*, ConvKind> kinds[] = {
+      {"Forward", ConvKind::forward}, {"InputGrad", ConvKind::input_grad}, {"WeightGrad", ConvKind::weight_grad}};
+  for (const ConvCase& c : kConvCases)
+    for (const auto& [kind_name, kind] : kinds) {
+      if (kind == ConvKind::input_grad && c.in_channels == 1) continue;
+      const std::string base = std::string("BM_Conv_") + kind_name + "_" + c.name;
+      benchmark::RegisterBenchmark((base + "_Kernel").c_str(), BM_Conv_Kernel, c, kind)
+          ->Unit(benchmark::kMillisecond)
+          ->Arg(1)
+          ->Arg(2);
+      benchmark::RegisterBenchmark((base + "_RawSgemm").c_str(), BM_Conv_RawSgemm, c, kind)
+          ->Unit(benchmark::kMillisecond)
+          ->Arg(1)
+          ->Arg(2);
+    }
+  return true;
+}();
 
 }  // namespace
 

@@ -173,15 +173,20 @@ void weight_grad_chunk(const ConvShape& s, const ConvPlan& p, const T* x, const 
 
 }  // namespace
 
-ConvPlan conv_plan(const ConvShape& s) {
+ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   ConvPlan p{};
   p.channels_last = s.in_channels >= kChannelsLastFrom;
   p.pixels = s.pixels();
   p.patch = s.patch();
   const std::int64_t L = std::max<std::int64_t>(p.pixels, 1), O = s.out_channels;
   const std::int64_t cap = std::max<std::int64_t>(kMaxChunkScratch / ((p.patch + O) * L), 1);
-  p.chunk =
-      std::clamp<std::int64_t>(std::min(ceil_div(kTargetColumns, L), cap), 1, std::max<std::int64_t>(s.images, 1));
+  // An image with >= 128 output pixels is a large enough GEMM on its own, and
+  // the forward's and input gradient's GEMM then writes or reads the NCHW
+  // planes directly: a larger chunk would add a copy of y (or g) through
+  // memory, which costs more than the larger GEMM gains.
+  const bool alone = kind != ConvKind::weight_grad && L >= 128;
+  p.chunk = alone ? 1 : std::min(ceil_div(kTargetColumns, L), cap);
+  p.chunk = std::clamp<std::int64_t>(p.chunk, 1, std::max<std::int64_t>(s.images, 1));
   p.chunks = ceil_div(s.images, p.chunk);
   p.workers = std::clamp<std::int64_t>(threads(), 1, std::max<std::int64_t>(s.groups * p.chunks, 1));
   p.per_worker =
@@ -192,14 +197,18 @@ ConvPlan conv_plan(const ConvShape& s) {
 }
 
 std::int64_t conv_scratch_size(const ConvShape& s) {
-  const ConvPlan p = conv_plan(s);
-  return p.weights + p.workers * p.per_worker + p.partials;
+  std::int64_t size = 0;
+  for (const ConvKind kind : {ConvKind::forward, ConvKind::input_grad, ConvKind::weight_grad}) {
+    const ConvPlan p = conv_plan(s, kind);
+    size = std::max(size, p.weights + p.workers * p.per_worker + p.partials);
+  }
+  return size;
 }
 
 // y [G, N, O, L] = w ⋆ x, chunk by chunk: y's rows [O, nb·L] = W cols.
 template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch) {
-  const ConvPlan p = conv_plan(s);
+  const ConvPlan p = conv_plan(s, ConvKind::forward);
   const std::int64_t L = p.pixels, P = p.patch, O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
   const T* wk = plan_weights(s, p, w, scratch);
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
@@ -223,7 +232,7 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch
 // dx = D(g, w): cols = Wᵀ g's rows, then col2im.
 template <class T>
 void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scratch) {
-  const ConvPlan p = conv_plan(s);
+  const ConvPlan p = conv_plan(s, ConvKind::input_grad);
   const std::int64_t L = p.pixels, P = p.patch, O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
   const T* wk = plan_weights(s, p, w, scratch);
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
@@ -248,7 +257,7 @@ void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scr
 // does not depend on the thread count.
 template <class T>
 void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* scratch) {
-  const ConvPlan p = conv_plan(s);
+  const ConvPlan p = conv_plan(s, ConvKind::weight_grad);
   const std::int64_t O = s.out_channels, P = p.patch, K = s.window.kernel_h * s.window.kernel_w;
   T* partials = scratch + p.weights + p.workers * p.per_worker;
   if (s.groups > 1) {

@@ -34,7 +34,10 @@ struct ConvPlan {
   std::int64_t partials;       // per-chunk weight-gradient partial sums (ungrouped only)
 };
 
-// The plan of shape `s` at the current thread count.
-ConvPlan conv_plan(const ConvShape& s);
+enum class ConvKind { forward, input_grad, weight_grad };
+
+// The plan of shape `s` for one of the three kernels at the current thread
+// count.
+ConvPlan conv_plan(const ConvShape& s, ConvKind kind);
 
 }  // namespace metatape::kernels::cpu
