@@ -1,0 +1,183 @@
+// The CPU convolution kernels (forward, input gradient, weight gradient)
+// against a direct float64 convolution, on every path the plan chooses:
+// channels-first columns (few input channels) and channels-last (many),
+// stride 1 and 2, padding, small spatial sizes, task groups, one chunk or
+// several, and the thread count (the kernels' results do not depend on it).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/backend.hpp"
+#include "kernels/cpu/conv.hpp"
+#include "kernels/cpu/parallel.hpp"
+
+namespace {
+
+using K = metatape::kernels::cpu::CpuKernels;
+using metatape::kernels::ConvShape;
+using metatape::kernels::cpu::ConvKind;
+
+ConvShape shape(std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t size,
+                std::int64_t out_channels, std::int64_t stride, std::int64_t pad, std::int64_t kernel = 3) {
+  return {groups, images, channels, size, size, out_channels, {kernel, kernel, stride, stride, pad, pad}};
+}
+
+std::vector<double> random_values(std::int64_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (double& x : v) x = u(gen);
+  return v;
+}
+
+// Visits every (group, image, out channel, oh, ow, in channel, ki, kj) term
+// of the convolution that reads an input pixel inside the image, with the
+// flat indices of x [G, N, C, H, W], w [G, O, C, kh, kw] and y [G, N, O, oh, ow].
+template <class F>
+void for_each_term(const ConvShape& s, F&& f) {
+  const auto& win = s.window;
+  for (std::int64_t g = 0; g < s.groups; ++g)
+    for (std::int64_t n = 0; n < s.images; ++n)
+      for (std::int64_t o = 0; o < s.out_channels; ++o)
+        for (std::int64_t oh = 0; oh < s.out_h(); ++oh)
+          for (std::int64_t ow = 0; ow < s.out_w(); ++ow)
+            for (std::int64_t c = 0; c < s.in_channels; ++c)
+              for (std::int64_t ki = 0; ki < win.kernel_h; ++ki)
+                for (std::int64_t kj = 0; kj < win.kernel_w; ++kj) {
+                  const std::int64_t ih = oh * win.stride_h - win.pad_h + ki, iw = ow * win.stride_w - win.pad_w + kj;
+                  if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+                  const std::int64_t xi = (((g * s.images + n) * s.in_channels + c) * s.h + ih) * s.w + iw;
+                  const std::int64_t wi =
+                      (((g * s.out_channels + o) * s.in_channels + c) * win.kernel_h + ki) * win.kernel_w + kj;
+                  const std::int64_t yi = (((g * s.images + n) * s.out_channels + o) * s.out_h() + oh) * s.out_w() + ow;
+                  f(xi, wi, yi);
+                }
+}
+
+struct Operands {
+  std::vector<double> x, w, g;  // g shaped like y
+};
+
+Operands operands(const ConvShape& s, unsigned seed) {
+  const auto& win = s.window;
+  return {random_values(s.groups * s.images * s.in_channels * s.h * s.w, seed),
+          random_values(s.groups * s.out_channels * s.in_channels * win.kernel_h * win.kernel_w, seed + 1),
+          random_values(s.groups * s.images * s.out_channels * s.pixels(), seed + 2)};
+}
+
+// The direct float64 results of the three kernels.
+std::vector<double> reference(const ConvShape& s, const Operands& in, ConvKind kind) {
+  std::vector<double> out(kind == ConvKind::forward      ? in.g.size()
+                          : kind == ConvKind::input_grad ? in.x.size()
+                                                         : in.w.size());
+  for_each_term(s, [&](std::int64_t xi, std::int64_t wi, std::int64_t yi) {
+    if (kind == ConvKind::forward)
+      out[static_cast<std::size_t>(yi)] += in.w[wi] * in.x[xi];
+    else if (kind == ConvKind::input_grad)
+      out[static_cast<std::size_t>(xi)] += in.w[wi] * in.g[yi];
+    else
+      out[static_cast<std::size_t>(wi)] += in.g[yi] * in.x[xi];
+  });
+  return out;
+}
+
+template <class T>
+std::vector<T> cast(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+// One kernel of the CPU table in precision T at `threads` threads.
+template <class T>
+std::vector<T> run(const ConvShape& s, const Operands& in, ConvKind kind, int threads) {
+  metatape::kernels::cpu::set_threads(threads);
+  const std::vector<T> x = cast<T>(in.x), w = cast<T>(in.w), g = cast<T>(in.g);
+  std::vector<T> out(kind == ConvKind::forward      ? g.size()
+                     : kind == ConvKind::input_grad ? x.size()
+                                                    : w.size(),
+                     T(-7));  // garbage the kernel must overwrite
+  std::vector<T> scratch(static_cast<std::size_t>(K::conv_scratch_size(s)), T(-7));
+  if (kind == ConvKind::forward)
+    K::conv2d_forward<T>(s, x.data(), w.data(), out.data(), scratch.data());
+  else if (kind == ConvKind::input_grad)
+    K::conv2d_input_grad<T>(s, g.data(), w.data(), out.data(), scratch.data());
+  else
+    K::conv2d_weight_grad<T>(s, x.data(), g.data(), out.data(), scratch.data());
+  metatape::kernels::cpu::set_threads(1);
+  return out;
+}
+
+// max |a − b| / max |b|.
+template <class T>
+double relative_error(const std::vector<T>& a, const std::vector<double>& b) {
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(b[i]));
+  }
+  return scale == 0 ? diff : diff / scale;
+}
+
+const ConvKind kKinds[] = {ConvKind::forward, ConvKind::input_grad, ConvKind::weight_grad};
+const char* kind_name(ConvKind k) {
+  return k == ConvKind::forward ? "forward" : k == ConvKind::input_grad ? "input gradient" : "weight gradient";
+}
+
+// Every kernel of shape s in float64 (to rounding) and float32 against the
+// reference, and at 2 threads bit-identical to 1.
+void check_all(const char* what, const ConvShape& s) {
+  const Operands in = operands(s, 11);
+  for (const ConvKind kind : kKinds) {
+    CAPTURE(what);
+    CAPTURE(kind_name(kind));
+    const std::vector<double> expected = reference(s, in, kind);
+    const std::vector<double> f64 = run<double>(s, in, kind, 1);
+    CHECK(relative_error(f64, expected) < 1e-13);
+    const std::vector<float> f32 = run<float>(s, in, kind, 1);
+    CHECK(relative_error(f32, expected) < 1e-5);
+    const std::vector<float> f32_two = run<float>(s, in, kind, 2);
+    CHECK(std::memcmp(f32.data(), f32_two.data(), f32.size() * sizeof(float)) == 0);
+  }
+}
+
+TEST_SUITE("conv") {
+  TEST_CASE("one input channel (channels-first columns): stride 1 and 2, with and without padding") {
+    REQUIRE_FALSE(metatape::kernels::cpu::conv_plan(shape(1, 3, 1, 9, 4, 1, 1), ConvKind::forward).channels_last);
+    check_all("28x28-like, stride 2, padding 1", shape(1, 3, 1, 9, 4, 2, 1));
+    check_all("stride 1, padding 1", shape(2, 2, 1, 7, 5, 1, 1));
+    check_all("stride 1, no padding", shape(1, 2, 3, 6, 4, 1, 0));
+    check_all(">= 128 output pixels, one image per GEMM", shape(1, 3, 1, 12, 3, 1, 1));
+  }
+
+  TEST_CASE("many input channels (channels-last columns): strided, padded, down to 2x2 and 1x1 outputs") {
+    REQUIRE(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 7, 8, 2, 1), ConvKind::forward).channels_last);
+    check_all("7x7 -> 4x4, stride 2", shape(1, 2, 16, 7, 8, 2, 1));
+    check_all("4x4 -> 2x2, stride 2", shape(2, 3, 16, 4, 8, 2, 1));
+    check_all("2x2 -> 1x1, stride 2", shape(1, 3, 8, 2, 8, 2, 1));
+    check_all("3x3 stride 1, padding 1", shape(2, 2, 8, 3, 8, 1, 1));
+    check_all("no padding, 5x5 window", shape(1, 2, 8, 6, 4, 1, 0, 5));
+    check_all("padding 2, 5x5 window wider than the 4x4 image", shape(1, 2, 8, 4, 4, 1, 2, 5));
+    check_all(">= 128 output pixels, one image per GEMM", shape(1, 2, 8, 12, 4, 1, 1));
+  }
+
+  TEST_CASE("several chunks per group: grouped (summed in order) and ungrouped (partial sums)") {
+    // 4x4 -> 2x2 outputs: a chunk holds 128 images, so 130 make two.
+    const ConvShape ungrouped = shape(1, 130, 8, 4, 4, 2, 1), grouped = shape(2, 130, 8, 4, 4, 2, 1);
+    REQUIRE(metatape::kernels::cpu::conv_plan(ungrouped, ConvKind::weight_grad).chunks == 2);
+    check_all("ungrouped, channels-last", ungrouped);
+    check_all("grouped, channels-last", grouped);
+    check_all("ungrouped, channels-first", shape(1, 130, 2, 4, 4, 2, 1));
+  }
+
+  TEST_CASE("no images: the outputs are written, the weight gradient is zero") {
+    const ConvShape s = shape(2, 0, 8, 4, 4, 2, 1);
+    const Operands in = operands(s, 3);
+    const std::vector<float> dw = run<float>(s, in, ConvKind::weight_grad, 2);
+    for (float v : dw) CHECK(v == 0.0f);
+  }
+}
+
+}  // namespace
