@@ -9,7 +9,8 @@
 //                      or grouped convolutions (Conv4), per-task weights
 //                      expanded from the shared ones
 //
-// For each it reports the median step time over repeated runs (float32), the
+// For each it reports the median step time over repeated runs (float32; wall
+// clock, and the process's CPU time over all threads beside it), the
 // peak resident memory of two steps in a fresh process, and the relative
 // error between the libtorch meta-gradient and metatape's, computed in
 // float64 so that it shows rounding, not kink flips.
@@ -37,6 +38,7 @@ namespace {
 
 using bench::from_torch;
 using bench::median_ms;
+using bench::median_times;
 using bench::mlp;
 using bench::mlp_batched;
 using bench::to_torch;
@@ -145,7 +147,8 @@ TorchList libtorch_batched(const Problem& pr) {
     const auto logp = torch::log_softmax(pred, 2);
     return -logp.gather(2, y.unsqueeze(2)).squeeze(2).mean(1);
   };
-  const auto forward = [&](const torch::Tensor& x) { return pr.conv ? conv4_batched(fast, x, pr.strided) : mlp_batched(fast, x);
+  const auto forward = [&](const torch::Tensor& x) {
+    return pr.conv ? conv4_batched(fast, x, pr.strided) : mlp_batched(fast, x);
   };
   for (int k = 0; k < pr.steps; ++k) {
     const auto loss = per_task_losses(forward(pr.sx), pr.sy).sum();
@@ -248,13 +251,15 @@ void compare(int index, int threads, int repeats) {
   const char* names[3] = {"metatape", "libtorch loop", "libtorch batched"};
   double ours = 0;
   for (int v = 0; v < 3; ++v) {
-    const double ms = median_ms(step_of(v, setup, pr), c.conv ? std::max(3, repeats / 4) : repeats);
+    const bench::Timing t = median_times(step_of(v, setup, pr), c.conv ? std::max(3, repeats / 4) : repeats);
+    const double ms = t.wall_ms;
     if (v == 0) ours = ms;
     const double mib = peak_mib(index, v, threads);
     if (v == 0)
-      std::printf("%-52s %-17s %10.3f %9.1f %8s %10s\n", c.name, names[v], ms, mib, "", "");
+      std::printf("%-52s %-17s %10.3f %10.3f %9.1f %8s %10s\n", c.name, names[v], ms, t.cpu_ms, mib, "", "");
     else
-      std::printf("%-52s %-17s %10.3f %9.1f %7.1fx %10.1e\n", "", names[v], ms, mib, ms / ours, errors[v]);
+      std::printf("%-52s %-17s %10.3f %10.3f %9.1f %7.1fx %10.1e\n", "", names[v], ms, t.cpu_ms, mib, ms / ours,
+                  errors[v]);
     std::fflush(stdout);
   }
 }
@@ -316,8 +321,8 @@ int main(int argc, char** argv) {
         "float32, %d thread(s), median of %d steps (conv4: %d); memory: peak resident growth of a fresh "
         "process over two steps\n",
         threads, repeats, std::max(3, repeats / 4));
-    std::printf("%-52s %-17s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "peak MiB", "vs ours",
-                "f64 err");
+    std::printf("%-52s %-17s %10s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "cpu ms",
+                "peak MiB", "vs ours", "f64 err");
     for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i)
       if (std::string(kConfigs[i].name).find(match) != std::string::npos) compare(i, threads, repeats);
   }

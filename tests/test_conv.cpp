@@ -161,6 +161,7 @@ TEST_SUITE("conv") {
     check_all("no padding, 5x5 window", shape(1, 2, 8, 6, 4, 1, 0, 5));
     check_all("padding 2, 5x5 window wider than the 4x4 image", shape(1, 2, 8, 4, 4, 1, 2, 5));
     check_all(">= 128 output pixels, one image per GEMM", shape(1, 2, 8, 12, 4, 1, 1));
+    check_all("padding 4 around a 3x3 window: windows wholly in the padding", shape(1, 2, 8, 3, 4, 2, 4));
   }
 
   TEST_CASE("several chunks per group: grouped (summed in order) and ungrouped (partial sums)") {

@@ -93,17 +93,23 @@ void col2im(const T* cols, std::int64_t groups, std::int64_t images, std::int64_
 namespace {
 
 // For channels-last windows: output pixel (oh, ow), window row ki reads
-// input row ih and columns iw0 + kj for kj in [0, kernel_w); `f(kj0, kj1,
-// offset)` is called once per maximal run [kj0, kj1) of columns inside the
-// image, with offset the input pixel index of kj0 within the image.
-template <class F>
-inline void window_runs(const Window2d& win, std::int64_t h, std::int64_t w, std::int64_t oh, std::int64_t ow,
-                        std::int64_t ki, F&& f) {
+// input row ih and columns iw0 + kj for kj in [0, kernel_w). The columns
+// inside the image are the run [kj0, kj1) (empty if ih is outside), which
+// starts at input pixel `at` of the image.
+struct WindowRun {
+  std::int64_t kj0, kj1, at;
+};
+
+inline WindowRun window_run(const Window2d& win, std::int64_t h, std::int64_t w, std::int64_t oh, std::int64_t ow,
+                            std::int64_t ki) {
   const std::int64_t ih = oh * win.stride_h - win.pad_h + ki;
-  if (ih < 0 || ih >= h) return;
+  if (ih < 0 || ih >= h) return {0, 0, 0};
   const std::int64_t iw0 = ow * win.stride_w - win.pad_w;
-  const std::int64_t kj0 = std::max<std::int64_t>(0, -iw0), kj1 = std::min(win.kernel_w, w - iw0);
-  if (kj1 > kj0) f(kj0, kj1, ih * w + iw0 + kj0);
+  // Clamped to [0, kernel_w]: with padding wider than the window, a window
+  // can lie wholly left or right of the image.
+  const std::int64_t kj0 = std::clamp<std::int64_t>(-iw0, 0, win.kernel_w);
+  const std::int64_t kj1 = std::max(kj0, std::min(win.kernel_w, w - iw0));
+  return kj1 > kj0 ? WindowRun{kj0, kj1, ih * w + iw0 + kj0} : WindowRun{0, 0, 0};
 }
 
 }  // namespace
@@ -118,11 +124,14 @@ void im2col_channels_last(const T* x, std::int64_t images, std::int64_t channels
     for (std::int64_t oh = 0; oh < oh_n; ++oh)
       for (std::int64_t ow = 0; ow < ow_n; ++ow) {
         T* row = cols + ((n * oh_n + oh) * ow_n + ow) * patch;
-        std::fill(row, row + patch, T(0));
-        for (std::int64_t ki = 0; ki < win.kernel_h; ++ki)
-          window_runs(win, h, w, oh, ow, ki, [&](std::int64_t kj0, std::int64_t kj1, std::int64_t at) {
-            std::copy(image + at * channels, image + (at + kj1 - kj0) * channels, row + ki * row_len + kj0 * channels);
-          });
+        for (std::int64_t ki = 0; ki < win.kernel_h; ++ki) {
+          // Each value written once: padding as zeros, the run copied.
+          const WindowRun r = window_run(win, h, w, oh, ow, ki);
+          T* out = row + ki * row_len;
+          std::fill(out, out + r.kj0 * channels, T(0));
+          std::copy(image + r.at * channels, image + (r.at + r.kj1 - r.kj0) * channels, out + r.kj0 * channels);
+          std::fill(out + r.kj1 * channels, out + row_len, T(0));
+        }
       }
   }
 }
@@ -138,14 +147,14 @@ void col2im_channels_last(const T* cols, std::int64_t images, std::int64_t chann
     for (std::int64_t oh = 0; oh < oh_n; ++oh)
       for (std::int64_t ow = 0; ow < ow_n; ++ow) {
         const T* row = cols + ((n * oh_n + oh) * ow_n + ow) * patch;
-        for (std::int64_t ki = 0; ki < win.kernel_h; ++ki)
-          window_runs(win, h, w, oh, ow, ki, [&](std::int64_t kj0, std::int64_t kj1, std::int64_t at) {
-            T* out = image + at * channels;
-            const T* in = row + ki * row_len + kj0 * channels;
-            const std::int64_t len = (kj1 - kj0) * channels;
+        for (std::int64_t ki = 0; ki < win.kernel_h; ++ki) {
+          const WindowRun r = window_run(win, h, w, oh, ow, ki);
+          T* out = image + r.at * channels;
+          const T* in = row + ki * row_len + r.kj0 * channels;
+          const std::int64_t len = (r.kj1 - r.kj0) * channels;
 #pragma omp simd
-            for (std::int64_t i = 0; i < len; ++i) out[i] += in[i];
-          });
+          for (std::int64_t i = 0; i < len; ++i) out[i] += in[i];
+        }
       }
   }
 }
