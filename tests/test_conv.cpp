@@ -173,6 +173,42 @@ TEST_SUITE("conv") {
     check_all("ungrouped, channels-first", shape(1, 130, 2, 4, 4, 2, 1));
   }
 
+  TEST_CASE("batch norm and max-pool spread over threads: bit-identical to one thread") {
+    using metatape::kernels::NormShape;
+    // 2 groups × 8 channels of 16 × 256 values: several slices per chunk, several chunks.
+    for (const bool per_group : {false, true}) {
+      const NormShape s{2, 16, 8, 256, per_group, 1e-3, true};
+      const std::int64_t n = s.groups * s.batch * s.channels * s.spatial, affine = per_group ? 16 : 8;
+      const std::vector<float> x = cast<float>(random_values(n, 5)), g = cast<float>(random_values(n, 6));
+      const std::vector<float> gamma = cast<float>(random_values(affine, 7)),
+                               beta = cast<float>(random_values(affine, 8));
+      std::vector<float> out[2][4];
+      for (int t = 0; t < 2; ++t) {
+        metatape::kernels::cpu::set_threads(t + 1);
+        for (auto& v : out[t]) v.assign(static_cast<std::size_t>(n), -7.0f);
+        K::batch_norm_forward<float>(s, x.data(), gamma.data(), beta.data(), out[t][0].data());
+        K::batch_norm_backward<float>(s, x.data(), gamma.data(), beta.data(), g.data(), out[t][1].data(),
+                                      out[t][2].data(), out[t][3].data());
+      }
+      metatape::kernels::cpu::set_threads(1);
+      for (int k = 0; k < 4; ++k) CHECK(out[0][k] == out[1][k]);
+    }
+    // 600 planes of 8 × 8, a NaN in the first: one thread takes the general
+    // path everywhere, two take the 2×2 fast path on the second half.
+    std::vector<float> x = cast<float>(random_values(600 * 64, 9));
+    x[5] = std::nanf("");
+    const metatape::kernels::Window2d pool{2, 2, 2, 2, 0, 0};
+    std::vector<std::int64_t> index[2];
+    for (int t = 0; t < 2; ++t) {
+      metatape::kernels::cpu::set_threads(t + 1);
+      index[t].assign(600 * 16, -1);
+      K::max_pool_argmax<float>(x.data(), 600, 8, 8, pool, index[t].data());
+    }
+    metatape::kernels::cpu::set_threads(1);
+    CHECK(index[0] == index[1]);
+    CHECK(index[0][2] == 5);  // the NaN (row 0, column 5) wins its window (0, 2)
+  }
+
   TEST_CASE("no images: the outputs are written, the weight gradient is zero") {
     const ConvShape s = shape(2, 0, 8, 4, 4, 2, 1);
     const Operands in = operands(s, 3);

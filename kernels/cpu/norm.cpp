@@ -1,8 +1,15 @@
 // Batch normalisation with batch statistics (NormShape, types.hpp), fused.
-// Statistics accumulate in double.
+// Statistics accumulate in double. The (group, channel) slices are spread
+// over the thread pool; each is computed whole by one thread, and what is
+// summed across slices (a shared gamma's and beta's gradients) is summed
+// afterwards in slice order, so results do not depend on the thread count.
 #include "kernels.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
+
+#include "parallel.hpp"
 
 #include "../scalar_math.hpp"
 
@@ -39,39 +46,45 @@ void moments(const T* x, std::int64_t batch, std::int64_t spatial, std::int64_t 
 
 }  // namespace
 
-// Calls f(offset, affine, mean, rstd, scale, shift) for every (group,
-// channel) slice: where it starts in x, its index in gamma and beta, its
-// statistics, and the forward's affine map y = x · scale + shift.
+// Calls f(slice, offset, affine, mean, rstd, scale, shift) for every
+// (group, channel) slice, slice = group · channels + channel, in parallel:
+// where it starts in x, its index in gamma and beta, its statistics, and the
+// forward's affine map y = x · scale + shift.
 template <class T, class F>
 void for_each_slice(const NormShape& s, const T* x, const T* gamma, const T* beta, F&& f) {
   const std::int64_t stride = s.channels * s.spatial;  // between batch entries
-  for (std::int64_t g = 0; g < s.groups; ++g) {
-    for (std::int64_t c = 0; c < s.channels; ++c) {
+  // Slices of at least ~16 Ki values per chunk: less is not worth a thread.
+  const std::int64_t grain =
+      std::max<std::int64_t>(1, (std::int64_t{1} << 14) / std::max<std::int64_t>(s.batch * s.spatial, 1));
+  parallel_for(s.groups * s.channels, grain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t slice = begin; slice < end; ++slice) {
+      const std::int64_t g = slice / s.channels, c = slice % s.channels;
       const std::int64_t offset = g * s.batch * stride + c * s.spatial;
       const std::int64_t affine = s.per_group_affine ? g * s.channels + c : c;
       double mean, rstd;
       moments(x + offset, s.batch, s.spatial, stride, s.eps, mean, rstd);
       T scale, shift;
       norm_affine(mean, rstd, gamma[affine], beta[affine], scale, shift);
-      f(offset, affine, mean, rstd, scale, shift);
+      f(slice, offset, affine, mean, rstd, scale, shift);
     }
-  }
+  });
 }
 
 template <class T>
 void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, T* y) {
   const std::int64_t stride = s.channels * s.spatial;
-  for_each_slice(s, x, gamma, beta, [&](std::int64_t offset, std::int64_t, double, double, T scale, T shift) {
-    for (std::int64_t n = 0; n < s.batch; ++n) {
-      const T* xr = x + offset + n * stride;
-      T* yr = y + offset + n * stride;
-      if (s.relu) {
-        for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = relu(xr[i] * scale + shift);
-      } else {
-        for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = xr[i] * scale + shift;
-      }
-    }
-  });
+  for_each_slice(s, x, gamma, beta,
+                 [&](std::int64_t, std::int64_t offset, std::int64_t, double, double, T scale, T shift) {
+                   for (std::int64_t n = 0; n < s.batch; ++n) {
+                     const T* xr = x + offset + n * stride;
+                     T* yr = y + offset + n * stride;
+                     if (s.relu) {
+                       for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = relu(xr[i] * scale + shift);
+                     } else {
+                       for (std::int64_t i = 0; i < s.spatial; ++i) yr[i] = xr[i] * scale + shift;
+                     }
+                   }
+                 });
 }
 
 // One (group, channel) of batch_norm_backward; Relu masks g by the fused
@@ -126,18 +139,23 @@ template <class T>
 void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T* beta, const T* g, T* dx, T* dgamma,
                          T* dbeta) {
   const std::int64_t affine_size = s.per_group_affine ? s.groups * s.channels : s.channels;
-  for (std::int64_t a = 0; a < affine_size; ++a) dgamma[a] = dbeta[a] = T(0);
+  std::vector<double> totals(static_cast<std::size_t>(2 * s.groups * s.channels));  // Σ g, Σ g x̂ per slice
   for_each_slice(
-      s, x, gamma, beta, [&](std::int64_t offset, std::int64_t affine, double mean, double rstd, T scale, T shift) {
-        double total_g, total_g_xhat;
+      s, x, gamma, beta,
+      [&](std::int64_t slice, std::int64_t offset, std::int64_t affine, double mean, double rstd, T scale, T shift) {
+        double* total = totals.data() + 2 * slice;
         const double k = static_cast<double>(gamma[affine]);
         if (s.relu)
-          backward_channel<T, true>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
+          backward_channel<T, true>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total[0], total[1]);
         else
-          backward_channel<T, false>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total_g, total_g_xhat);
-        dbeta[affine] += static_cast<T>(total_g);
-        dgamma[affine] += static_cast<T>(total_g_xhat);
+          backward_channel<T, false>(s, offset, x, g, dx, mean, rstd, scale, shift, k, total[0], total[1]);
       });
+  for (std::int64_t a = 0; a < affine_size; ++a) dgamma[a] = dbeta[a] = T(0);
+  for (std::int64_t slice = 0; slice < s.groups * s.channels; ++slice) {
+    const std::int64_t affine = s.per_group_affine ? slice : slice % s.channels;
+    dbeta[affine] += static_cast<T>(totals[static_cast<std::size_t>(2 * slice)]);
+    dgamma[affine] += static_cast<T>(totals[static_cast<std::size_t>(2 * slice + 1)]);
+  }
 }
 
 template void batch_norm_forward<float>(const NormShape&, const float*, const float*, const float*, float*);

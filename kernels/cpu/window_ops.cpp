@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../scalar_math.hpp"
+#include "parallel.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
@@ -177,15 +178,16 @@ inline void challenge(const T* x, std::int64_t at, std::int64_t& best, T& best_v
   best_value = take ? v : best_value;
 }
 
+// max_pool_argmax over planes [p0, p1): indices stay relative to x.
 template <class T>
-void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win,
+void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
                      std::int64_t* index) {
   const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w);
   if (win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 && win.pad_h == 0 &&
-      win.pad_w == 0 && !contains_nan(x, planes * h * w)) {
+      win.pad_w == 0 && !contains_nan(x + p0 * h * w, (p1 - p0) * h * w)) {
     // The Conv4 case, without NaN: four candidates, selects instead of
     // branches (the data are random, a branch would mispredict half the time).
-    for (std::int64_t p = 0; p < planes; ++p)
+    for (std::int64_t p = p0; p < p1; ++p)
       for (std::int64_t oh = 0; oh < oh_n; ++oh) {
         const T* r0 = x + p * h * w + 2 * oh * w;
         const T* r1 = r0 + w;
@@ -207,7 +209,7 @@ void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64
       }
     return;
   }
-  for (std::int64_t p = 0; p < planes; ++p) {
+  for (std::int64_t p = p0; p < p1; ++p) {
     const std::int64_t base = p * h * w;
     for (std::int64_t oh = 0; oh < oh_n; ++oh) {
       // The window's rows and columns inside the image: padding never wins.
@@ -227,6 +229,16 @@ void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64
       }
     }
   }
+}
+
+// The planes are independent: spread over the thread pool, each chunk
+// checking its own planes for NaN.
+template <class T>
+void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win,
+                     std::int64_t* index) {
+  const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 14) / std::max<std::int64_t>(h * w, 1));
+  parallel_for(planes, grain,
+               [&](std::int64_t begin, std::int64_t end) { max_pool_planes(x, begin, end, h, w, win, index); });
 }
 
 #define METATAPE_WINDOW_INSTANTIATE(T)                                                                    \
