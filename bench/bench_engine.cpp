@@ -13,9 +13,10 @@
 //                 step (meta-batch 4, 5 support and 75 query images per task,
 //                 the strided and the pooled variant): forward, input
 //                 gradient and weight gradient, the CPU kernel alone, next
-//                 to raw cblas_sgemm at the (m, n, k) of the same product as
-//                 one GEMM per task; "MFLOP" is one call's count, "GFLOP"
-//                 the rate. Filter with --benchmark_filter=Conv
+//                 to raw cblas_sgemm at the (m, n, k) of the GEMMs the
+//                 kernel runs (its chunks of images), operands in cache;
+//                 "MFLOP" is one call's count, "GFLOP" the rate; /1 and /2
+//                 are the threads. Filter with --benchmark_filter=Conv
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -225,23 +226,21 @@ mt::kernels::ConvShape conv_shape_of(const ConvCase& c) {
 
 using mt::kernels::cpu::ConvKind;
 
-// The product each kind is, per task, as one GEMM (m, n, k): forward
-// W [O, P] · cols [P, N·L]; input gradient Wᵀ [P, O] · g [O, N·L]; weight
-// gradient g [O, N·L] · colsᵀ [N·L, P].
-std::array<std::int64_t, 3> conv_gemm_dims(const mt::kernels::ConvShape& s, ConvKind kind) {
-  const std::int64_t columns = s.images * s.pixels();
+// The (m, n, k) of the GEMM a kernel runs on `images` images of one task:
+// forward W [O, P] · cols [P, N·L]; input gradient Wᵀ [P, O] · g [O, N·L];
+// weight gradient g [O, N·L] · colsᵀ [N·L, P].
+std::array<std::int64_t, 3> conv_gemm_dims(const mt::kernels::ConvShape& s, ConvKind kind, std::int64_t images) {
+  const std::int64_t columns = images * s.pixels();
   if (kind == ConvKind::forward) return {s.out_channels, columns, s.patch()};
   if (kind == ConvKind::input_grad) return {s.patch(), columns, s.out_channels};
   return {s.out_channels, s.patch(), columns};
 }
 
 void set_conv_counters(benchmark::State& state, const mt::kernels::ConvShape& s, ConvKind kind) {
-  const auto [m, n, k] = conv_gemm_dims(s, kind);
+  const auto [m, n, k] = conv_gemm_dims(s, kind, s.images);
   const double flops = 2.0 * static_cast<double>(s.groups * m * n * k);
   state.counters["MFLOP"] = flops * 1e-6;
   state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) + " x" +
-                 std::to_string(s.groups));
 }
 
 // state.range(0) threads: the kernels' pool and OpenBLAS's.
@@ -274,23 +273,30 @@ void BM_Conv_Kernel(benchmark::State& state, ConvCase c, ConvKind kind) {
   set_conv_counters(state, s, kind);
 }
 
-// Raw cblas_sgemm, once per task, at the sizes conv_gemm_dims gives: what
-// the convolution would cost if its columns came for free.
+// Raw cblas_sgemm at the sizes of the GEMMs the kernel runs (one per chunk
+// of images of each task, conv_plan), on operands that stay in cache: the
+// kernel's time with its im2col, transposes and memory traffic taken away.
 void BM_Conv_RawSgemm(benchmark::State& state, ConvCase c, ConvKind kind) {
   set_conv_threads(state);
   const mt::kernels::ConvShape s = conv_shape_of(c);
-  const auto [m, n, k] = conv_gemm_dims(s, kind);
+  const mt::kernels::cpu::ConvPlan plan = mt::kernels::cpu::conv_plan(s, kind);
+  const auto [m, n, k] = conv_gemm_dims(s, kind, plan.chunk);
   mt::Generator gen(1);
   const mt::Tensor a = mt::normal({m, k}, 0, 1, gen), b = mt::normal({k, n}, 0, 1, gen);
   mt::Tensor out = mt::zeros({m, n});
   const auto i = [](std::int64_t v) { return static_cast<int>(v); };
   for (auto _ : state) {
     for (std::int64_t t = 0; t < s.groups; ++t)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(m), i(n), i(k), 1.0f, a.data<float>(), i(k),
-                  b.data<float>(), i(n), 0.0f, out.data<float>(), i(n));
+      for (std::int64_t first = 0; first < s.images; first += plan.chunk) {
+        const auto [cm, cn, ck] = conv_gemm_dims(s, kind, std::min(plan.chunk, s.images - first));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i(cm), i(cn), i(ck), 1.0f, a.data<float>(), i(ck),
+                    b.data<float>(), i(cn), 0.0f, out.data<float>(), i(cn));
+      }
     benchmark::DoNotOptimize(out.raw_data());
   }
   set_conv_counters(state, s, kind);
+  state.SetLabel("chunk GEMM m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) + " x" +
+                 std::to_string(s.groups * plan.chunks));
 }
 
 // Registered from the table: BM_Conv_<kind>_<case>_{Kernel,RawSgemm}/threads;
