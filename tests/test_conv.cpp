@@ -175,6 +175,11 @@ TEST_SUITE("conv") {
     check_all("ungrouped, channels-last", ungrouped);
     check_all("grouped, channels-last", grouped);
     check_all("ungrouped, channels-first", shape(1, 130, 2, 4, 4, 2, 1));
+    // More chunks than the weight gradient's partial sums: runs of chunks.
+    const ConvShape many = shape(1, 600, 8, 4, 4, 2, 1);
+    const auto plan = metatape::kernels::cpu::conv_plan(many, ConvKind::weight_grad);
+    REQUIRE(plan.chunks > plan.segments);
+    check_all("ungrouped, chunks summed in runs", many);
   }
 
   TEST_CASE("batch norm and max-pool spread over threads: bit-identical to one thread") {

@@ -21,6 +21,9 @@ constexpr std::int64_t kChannelsLastFrom = 8;
 // 64 output channels, and the most scratch elements one chunk may take.
 constexpr std::int64_t kTargetColumns = 256;
 constexpr std::int64_t kMaxChunkScratch = std::int64_t{1} << 20;
+// Partial sums of an ungrouped weight gradient: a fixed number (never the
+// thread count), each over a contiguous run of chunks.
+constexpr std::int64_t kWeightGradSegments = 8;
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
@@ -195,7 +198,8 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   p.per_worker =
       p.chunk * L * (p.patch + O) + (p.channels_last ? p.chunk * s.in_channels * s.h * s.w + O * p.patch : 0);
   p.weights = p.channels_last ? s.groups * O * p.patch : 0;
-  p.partials = s.groups == 1 ? p.chunks * O * p.patch : 0;
+  p.segments = s.groups == 1 ? std::min(p.chunks, kWeightGradSegments) : 0;
+  p.partials = p.segments * O * p.patch;
   return p;
 }
 
@@ -255,9 +259,10 @@ void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scr
 }
 
 // dw = E(x, g) = Σ over images of g colsᵀ. Grouped: one item per group, its
-// chunks summed in order. Ungrouped: one item per chunk into its own partial
-// sum, then the partials added in chunk order. Either way the sums' order
-// does not depend on the thread count.
+// chunks summed in order. Ungrouped: one item per segment (a run of chunks
+// summed in order) into its own partial sum, then the partials added in
+// segment order. Either way the sums' order does not depend on the thread
+// count.
 template <class T>
 void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* scratch) {
   const ConvPlan p = conv_plan(s, ConvKind::weight_grad);
@@ -272,13 +277,15 @@ void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* sc
     });
     return;
   }
-  for_each_item(s, p, p.chunks, scratch + p.weights, [&](std::int64_t c, const Work<T>& work) {
-    weight_grad_chunk(s, p, x, g, 0, c, work, partials + c * O * P, T(0));
+  for_each_item(s, p, p.segments, scratch + p.weights, [&](std::int64_t seg, const Work<T>& work) {
+    T* part = partials + seg * O * P;
+    const std::int64_t c0 = p.chunks * seg / p.segments, c1 = p.chunks * (seg + 1) / p.segments;
+    for (std::int64_t c = c0; c < c1; ++c) weight_grad_chunk(s, p, x, g, 0, c, work, part, T(c == c0 ? 0 : 1));
   });
   T* sum = p.channels_last ? scratch : dw;  // the permuted weights' slot is free now
   std::fill(sum, sum + O * P, T(0));
-  for (std::int64_t c = 0; c < p.chunks; ++c) {
-    const T* part = partials + c * O * P;
+  for (std::int64_t seg = 0; seg < p.segments; ++seg) {
+    const T* part = partials + seg * O * P;
     for (std::int64_t i = 0; i < O * P; ++i) sum[i] += part[i];
   }
   if (p.channels_last) weights_from_channels_last(sum, O, s.in_channels, K, dw);
