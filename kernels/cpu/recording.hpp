@@ -1,0 +1,93 @@
+// A list of CPU kernel calls recorded while a static step runs once, to be
+// run again on the same buffers: the CPU's counterpart of a CUDA graph
+// (engine/src/captured_step.cpp). While a recording is active on a thread,
+// every call through the CPU kernel table (backend.hpp) runs as usual and is
+// also appended to it with its arguments copied.
+//
+// What a recording cannot represent makes the call throw KernelError instead,
+// before it runs, so that a capture fails rather than replay wrongly:
+//   - a kernel that returns a value computed from memory (cholesky_batched's
+//     status): the host would act on the capture's value in every replay;
+//     one that returns a value of its arguments only (conv_scratch_size) is
+//     pure host arithmetic and just runs;
+//   - a pointer argument outside every tensor storage the engine registered
+//     (add_buffer) during the capture, such as a host array of shapes that
+//     would be gone at replay: kernels with such arrays copy them explicitly
+//     (CpuKernels' binary, sum_to, strided_copy).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../error.hpp"
+
+namespace metatape::kernels::cpu {
+
+class KernelRecording {
+ public:
+  // [data, data + bytes) is tensor storage that stays allocated as long as
+  // the recording may be replayed (the engine holds a reference).
+  void add_buffer(const void* data, std::size_t bytes) {
+    const auto begin = reinterpret_cast<std::uintptr_t>(data);
+    auto [it, inserted] = buffers_.try_emplace(begin, begin + bytes);
+    if (!inserted && it->second < begin + bytes) it->second = begin + bytes;
+  }
+
+  // Throws KernelError unless every pointer among `args` is null or inside
+  // a registered buffer.
+  template <class... Args>
+  void check_pointers(const char* kernel, const Args&... args) const {
+    int position = 0;
+    (check_pointer(kernel, position++, args), ...);
+  }
+
+  void add(std::function<void()> call) { calls_.push_back(std::move(call)); }
+
+  void replay() const {
+    for (const auto& call : calls_) call();
+  }
+  std::size_t size() const { return calls_.size(); }
+
+ private:
+  template <class A>
+  void check_pointer(const char* kernel, int position, const A& arg) const {
+    if constexpr (std::is_pointer_v<A>) {
+      if (!arg) return;
+      const auto p = reinterpret_cast<std::uintptr_t>(arg);
+      auto it = buffers_.upper_bound(p);
+      if (it != buffers_.begin() && p < std::prev(it)->second) return;
+      throw KernelError(std::string("CPU kernel ") + kernel + ": argument " + std::to_string(position + 1) +
+                        " points to host memory outside every tensor of the step, which a replay could not reach");
+    }
+  }
+
+  std::vector<std::function<void()>> calls_;
+  std::map<std::uintptr_t, std::uintptr_t> buffers_;  // begin -> end
+};
+
+namespace detail {
+// The recording of this thread's CPU kernel calls, or null (the usual case).
+inline thread_local KernelRecording* active_recording = nullptr;
+
+// Records `call` into `recording`, then runs it. `Ret` is the kernel's
+// return type; see the header comment for what is refused.
+template <class Ret, class Call, class... Args>
+Ret record_kernel(KernelRecording* recording, const char* kernel, Call&& call, const Args&... args) {
+  if constexpr (!std::is_void_v<Ret>) {
+    if constexpr ((std::is_pointer_v<Args> || ...))
+      throw KernelError(std::string("CPU kernel ") + kernel +
+                        " returns a value read from memory, which a replay would not update");
+    return call();
+  } else {
+    recording->check_pointers(kernel, args...);
+    recording->add(call);
+    call();
+  }
+}
+}  // namespace detail
+
+}  // namespace metatape::kernels::cpu
