@@ -120,8 +120,8 @@ class ActiveCapture {
 
 struct CapturedStep::State {
   Device device = Device::cpu;
-  std::vector<Tensor> inputs;   // the step reads these buffers
-  std::vector<Tensor> outputs;  // and writes these
+  std::vector<Tensor> inputs;               // the step reads these buffers
+  std::vector<Tensor> outputs;              // and writes these
   std::unique_ptr<detail::CpuCapture> cpu;  // the CPU's recorded kernel calls and the buffers they use
 #ifdef METATAPE_CUDA
   kernels::cuda::StreamGraph graph;
@@ -143,8 +143,7 @@ struct CapturedStep::State {
     } catch (const std::exception& e) {
       outputs.clear();
       cpu.reset();
-      throw DeviceError(std::string("CapturedStep: the step could not be captured for replay on the CPU: ") +
-                        e.what());
+      throw DeviceError(std::string("CapturedStep: the step could not be captured for replay on the CPU: ") + e.what());
     }
   }
 

@@ -15,13 +15,13 @@
 
 // The recording forwarder: the call with its arguments copied (a reference
 // parameter such as ConvShape is captured by value).
-#define METATAPE_RECORDING_KERNEL_CPU(head, ret, name, params, args)                                             \
-  METATAPE_KERNEL_UNPAREN head static ret name params {                                                          \
+#define METATAPE_RECORDING_KERNEL_CPU(head, ret, name, params, args)                                               \
+  METATAPE_KERNEL_UNPAREN head static ret name params {                                                            \
     if (::metatape::kernels::cpu::KernelRecording* recording = ::metatape::kernels::cpu::detail::active_recording) \
-      [[unlikely]]                                                                                               \
-    return ::metatape::kernels::cpu::detail::record_kernel<ret>(                                                 \
-        recording, #name, [=] { return ::metatape::kernels::cpu::name args; } METATAPE_KERNEL_COMMA_ARGS args);   \
-    return ::metatape::kernels::cpu::name args;                                                                  \
+        [[unlikely]]                                                                                               \
+      return ::metatape::kernels::cpu::detail::record_kernel<ret>(                                                 \
+          recording, #name, [=] { return ::metatape::kernels::cpu::name args; } METATAPE_KERNEL_COMMA_ARGS args);  \
+    return ::metatape::kernels::cpu::name args;                                                                    \
   }
 // (a, b) -> , a, b
 #define METATAPE_KERNEL_COMMA_ARGS(...) , __VA_ARGS__

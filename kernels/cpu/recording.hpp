@@ -45,12 +45,20 @@ class KernelRecording {
     (check_pointer(kernel, position++, args), ...);
   }
 
-  void add(std::function<void()> call) { calls_.push_back(std::move(call)); }
+  // `kernel` is a string literal (the kernel's name).
+  void add(const char* kernel, std::function<void()> call) {
+    calls_.push_back(std::move(call));
+    names_.push_back(kernel);
+  }
 
   void replay() const {
     for (const auto& call : calls_) call();
   }
   std::size_t size() const { return calls_.size(); }
+  // The recorded kernels' names, in call order (for diagnostics and tests).
+  const std::vector<const char*>& kernel_names() const { return names_; }
+  // Runs the i-th recorded call alone (for per-kernel timing).
+  void replay_call(std::size_t i) const { calls_.at(i)(); }
 
  private:
   template <class A>
@@ -66,6 +74,7 @@ class KernelRecording {
   }
 
   std::vector<std::function<void()>> calls_;
+  std::vector<const char*> names_;
   std::map<std::uintptr_t, std::uintptr_t> buffers_;  // begin -> end
 };
 
@@ -84,7 +93,7 @@ Ret record_kernel(KernelRecording* recording, const char* kernel, Call&& call, c
     return call();
   } else {
     recording->check_pointers(kernel, args...);
-    recording->add(call);
+    recording->add(kernel, call);
     call();
   }
 }
