@@ -192,6 +192,41 @@ TEST_SUITE("replay") {
     CHECK(step.replays() == 2);
   }
 
+  TEST_CASE("a capture reuses the blocks of its dead intermediates, except under a constant written on the host") {
+    // A chain of 40 ops on 4000 doubles: each intermediate dies at the next
+    // op, so the capture needs a few blocks, not 40.
+    const auto chain = [](const std::vector<Tensor>& in) {
+      Tensor x = in[0];
+      for (int i = 0; i < 40; ++i) x = mt::tanh(x);
+      return std::vector<Tensor>{x};
+    };
+    const Tensor x0 = mt::full({4000}, 0.5, DType::f64);
+    const std::size_t before = mt::pool_stats().bytes_in_use;
+    {
+      mt::CapturedStep step(chain, {x0}, Device::cpu);
+      const std::size_t block = 4000 * sizeof(double);
+      CHECK(mt::pool_stats().bytes_in_use - before < 8 * block);
+      CHECK(same_bits(step({x0}), chain({x0})));
+    }
+    CHECK(mt::pool_stats().bytes_in_use == before);
+    // The square's block goes to the host-written constant c; a replay that
+    // kept that would overwrite c with the next input's square.
+    const auto with_constant = [](const std::vector<Tensor>& in) {
+      Tensor total;
+      {
+        const Tensor square = mt::mul(in[0], in[0]);
+        total = mt::sum(square);
+      }
+      const Tensor c = mt::from_vector({1, 2, 3, 4}, {4}, DType::f64);
+      return std::vector<Tensor>{mt::add(mt::mul(in[0], c), total)};
+    };
+    mt::CapturedStep step(with_constant, {mt::ones({4}, DType::f64)}, Device::cpu);
+    for (double v : {2.0, -3.0, 0.25}) {
+      const std::vector<Tensor> input{mt::full({4}, v, DType::f64)};
+      CHECK(same_bits(step(input), with_constant(input)));
+    }
+  }
+
   TEST_CASE("training with a replayed step follows eager training bit for bit (float32, 4 iterations)") {
     const meta::Mlp mlp({1, 16, 16, 1});
     const meta::SinusoidTasks tasks;

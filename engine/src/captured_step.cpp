@@ -28,6 +28,24 @@ void CpuCapture::access(Storage* storage) {
   recording.add_buffer(storage->data, storage->capacity);
 }
 
+void CpuCapture::adopt(Storage* storage) {
+  held_.insert(storage);
+  storage->refs.fetch_add(1, std::memory_order_relaxed);
+  recording.add_buffer(storage->data, storage->capacity);
+  owned_.push_back(storage);
+}
+
+Storage* CpuCapture::reuse(std::size_t bytes) {
+  if (!reuse_) return nullptr;
+  for (Storage* s : owned_) {
+    if (s->refs.load(std::memory_order_relaxed) != 1 || s->capacity < bytes || s->capacity > 2 * bytes + 64) continue;
+    s->refs.fetch_add(1, std::memory_order_relaxed);
+    recording.new_life(s->data);
+    return s;
+  }
+  return nullptr;
+}
+
 void refuse_in_cpu_capture(const char* what) {
   if (active_cpu_capture)
     throw DeviceError(std::string(what) +
@@ -133,17 +151,24 @@ struct CapturedStep::State {
     outputs.clear();
   }
 
-  // f run once eagerly with every CPU kernel call recorded.
+  // f run once eagerly with every CPU kernel call recorded, with the
+  // capture's blocks reused; again without reuse where that was unsound (a
+  // constant written on the host into a reused block).
   void capture_on_cpu(const Function& f) {
-    cpu = std::make_unique<detail::CpuCapture>();
-    try {
-      ActiveCapture active(*cpu);
-      outputs = f(inputs);
-      check_outputs(outputs, Device::cpu);
-    } catch (const std::exception& e) {
+    for (bool reuse : {true, false}) {
+      cpu = std::make_unique<detail::CpuCapture>(reuse);
+      try {
+        ActiveCapture active(*cpu);
+        outputs = f(inputs);
+        check_outputs(outputs, Device::cpu);
+      } catch (const std::exception& e) {
+        outputs.clear();
+        cpu.reset();
+        throw DeviceError(std::string("CapturedStep: the step could not be captured for replay on the CPU: ") +
+                          e.what());
+      }
+      if (cpu->recording.reuse_valid()) return;
       outputs.clear();
-      cpu.reset();
-      throw DeviceError(std::string("CapturedStep: the step could not be captured for replay on the CPU: ") + e.what());
     }
   }
 

@@ -14,12 +14,22 @@
 //     (add_buffer) during the capture, such as a host array of shapes that
 //     would be gone at replay: kernels with such arrays copy them explicitly
 //     (CpuKernels' binary, sum_to, strided_copy).
+//
+// A buffer may hold several tensors one after another (the engine reuses a
+// block whose tensor is gone: new_life). That is sound only if each of them
+// is first written by a recorded kernel, so that a replay rewrites it before
+// reading it; a tensor whose values were written on the host (a constant)
+// would be overwritten by the buffer's other tensors. The recording tracks,
+// per buffer, whether a life's first kernel access is a write (a non-const
+// pointer argument) and reports any that is not (reuse_valid).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -33,14 +43,34 @@ class KernelRecording {
   // the recording may be replayed (the engine holds a reference).
   void add_buffer(const void* data, std::size_t bytes) {
     const auto begin = reinterpret_cast<std::uintptr_t>(data);
-    auto [it, inserted] = buffers_.try_emplace(begin, begin + bytes);
-    if (!inserted && it->second < begin + bytes) it->second = begin + bytes;
+    auto [it, inserted] = buffers_.try_emplace(begin, Buffer{begin + bytes});
+    if (!inserted && it->second.end < begin + bytes) it->second.end = begin + bytes;
+  }
+
+  // The buffer registered at `data` starts holding a new tensor; from now on
+  // each of its tensors must be first accessed by a kernel's write.
+  void new_life(const void* data) {
+    auto it = buffers_.find(reinterpret_cast<std::uintptr_t>(data));
+    if (it == buffers_.end()) throw KernelError("CPU kernel recording: new_life of an unregistered buffer");
+    Buffer& b = it->second;
+    if (b.first_access == Access::read) reuse_valid_ = false;
+    b.shared = true;
+    b.first_access = Access::none;
+  }
+
+  // False if a shared buffer's tensor was first read by a kernel (its
+  // values came from the host): replays would then read another tensor's.
+  bool reuse_valid() const {
+    if (!reuse_valid_) return false;
+    for (const auto& [begin, b] : buffers_)
+      if (b.shared && b.first_access == Access::read) return false;
+    return true;
   }
 
   // Throws KernelError unless every pointer among `args` is null or inside
   // a registered buffer.
   template <class... Args>
-  void check_pointers(const char* kernel, const Args&... args) const {
+  void check_pointers(const char* kernel, const Args&... args) {
     int position = 0;
     (check_pointer(kernel, position++, args), ...);
   }
@@ -61,13 +91,25 @@ class KernelRecording {
   void replay_call(std::size_t i) const { calls_.at(i)(); }
 
  private:
+  enum class Access { none, read, write };
+  struct Buffer {
+    std::uintptr_t end = 0;
+    Access first_access = Access::none;  // by a kernel, in this buffer's current life
+    bool shared = false;                 // has held more than one tensor
+  };
+
   template <class A>
-  void check_pointer(const char* kernel, int position, const A& arg) const {
+  void check_pointer(const char* kernel, int position, const A& arg) {
     if constexpr (std::is_pointer_v<A>) {
       if (!arg) return;
       const auto p = reinterpret_cast<std::uintptr_t>(arg);
       auto it = buffers_.upper_bound(p);
-      if (it != buffers_.begin() && p < std::prev(it)->second) return;
+      if (it != buffers_.begin() && p < std::prev(it)->second.end) {
+        Buffer& b = std::prev(it)->second;
+        if (b.first_access == Access::none)
+          b.first_access = std::is_const_v<std::remove_pointer_t<A>> ? Access::read : Access::write;
+        return;
+      }
       throw KernelError(std::string("CPU kernel ") + kernel + ": argument " + std::to_string(position + 1) +
                         " points to host memory outside every tensor of the step, which a replay could not reach");
     }
@@ -75,7 +117,8 @@ class KernelRecording {
 
   std::vector<std::function<void()>> calls_;
   std::vector<const char*> names_;
-  std::map<std::uintptr_t, std::uintptr_t> buffers_;  // begin -> end
+  std::map<std::uintptr_t, Buffer> buffers_;  // by first byte
+  bool reuse_valid_ = true;
 };
 
 namespace detail {
