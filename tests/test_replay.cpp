@@ -160,6 +160,11 @@ TEST_SUITE("replay") {
           });
         },
         {"a CPU step is already being captured on this thread"}));
+    mt::CapturedStep inner([](const std::vector<Tensor>& in) { return std::vector<Tensor>{mt::exp(in[0])}; }, example,
+                           Device::cpu);
+    CHECK(mt::testing::throws_error<DeviceError>(
+        [&] { capture([&](const std::vector<Tensor>& in) { return inner(in); }); },
+        {prefix + "replaying a CapturedStep cannot be captured"}));
     CHECK(mt::testing::throws_error<DeviceError>(
         [&] { capture([](const std::vector<Tensor>&) { return std::vector<Tensor>{Tensor()}; }); },
         {"output 0 is undefined"}));

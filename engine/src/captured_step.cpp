@@ -230,6 +230,9 @@ CapturedStep::~CapturedStep() = default;
 
 std::vector<Tensor> CapturedStep::operator()(const std::vector<Tensor>& inputs) {
   State& s = *state_;
+  // The copies and the replayed calls bypass the kernel table: a capture
+  // around this call would not record them.
+  detail::refuse_in_cpu_capture("replaying a CapturedStep");
   check_inputs(inputs, s.inputs);
   for (std::size_t i = 0; i < inputs.size(); ++i) copy_values(inputs[i], s.inputs[i]);
   if (s.device == Device::cpu) {

@@ -17,9 +17,9 @@
 // scalar arguments such as learning rates) is fixed at capture and replayed
 // as it was; only the input values change. f must not read tensor values on
 // the host to act on them (item(), to_vector(), str(), to(another device)),
-// draw random numbers, or use an op that acts on a status read back from its
-// kernel (cholesky): the capture then fails with a DeviceError naming the
-// call. Checks that ops make on values (label ranges in cross_entropy,
+// draw random numbers, use an op that acts on a status read back from its
+// kernel (cholesky), or, on the CPU, replay another CapturedStep: the
+// capture then fails with a DeviceError naming the call. Checks that ops make on values (label ranges in cross_entropy,
 // take_along_last, index ranges) run on the example (or, on the GPU,
 // warm-up) inputs and not in replays: a replay trusts its inputs. On the CPU,
 // f must run its ops on this thread (the kernels' own threads are fine).
