@@ -1,5 +1,7 @@
 // Meta-gradient step time: the configurations of maml_setups.hpp, exact and
-// first-order, task-batched (the default) and looped over tasks.
+// first-order, task-batched (the default) and looped over tasks; for the
+// sinusoid also the step captured once and replayed on the CPU
+// (CapturedMetaGradient: the recorded kernel calls on the same buffers).
 //   sinusoid   MLP 1-40-40-1 ReLU, 25 tasks, K = 10 support + 10 query, τ = 1 and 5
 //   conv4      28×28×1, 64 channels, 5-way 1-shot, 15 queries per class,
 //              meta-batch 4, τ = 1
@@ -32,6 +34,21 @@ void BM_Sinusoid(benchmark::State& state) {
   run(state, bench::sinusoid_setup(steps, first_order, batched, mt::DType::f32));
 }
 
+// The same step captured on the first call and replayed: no tape, no shape
+// checks, no allocation inside the step; the parameters and the batch are
+// copied in and the results copied out, as the trainer does.
+void BM_SinusoidReplayed(benchmark::State& state) {
+  const int steps = static_cast<int>(state.range(0));
+  const bool first_order = state.range(1) != 0;
+  const bench::MamlSetup setup = bench::sinusoid_setup(steps, first_order, true, mt::DType::f32);
+  meta::CapturedMetaGradient step(*setup.model, setup.loss, setup.config);
+  (void)step(setup.params, setup.batch);
+  for (auto _ : state) {
+    meta::MetaStepTensors out = step(setup.params, setup.batch);
+    benchmark::DoNotOptimize(out.meta_loss);
+  }
+}
+
 void BM_Conv4(benchmark::State& state) {
   const bool first_order = state.range(0) != 0, batched = state.range(1) != 0;
   run(state, bench::conv4_setup(first_order, batched, mt::DType::f32));
@@ -48,6 +65,14 @@ BENCHMARK(BM_Sinusoid)
     ->Args({5, 1, 1})
     ->Args({1, 0, 0})
     ->Args({5, 0, 0})
+    ->Unit(benchmark::kMicrosecond);
+// Args: inner steps, first-order?
+BENCHMARK(BM_SinusoidReplayed)
+    ->ArgNames({"steps", "first_order"})
+    ->Args({1, 0})
+    ->Args({1, 1})
+    ->Args({5, 0})
+    ->Args({5, 1})
     ->Unit(benchmark::kMicrosecond);
 // Args: first-order?, task-batched?
 BENCHMARK(BM_Conv4)

@@ -34,9 +34,9 @@ expect_error "no subcommand" "subcommand" "$metatape"
 expect_error "lslr with anil" "LSLR" "$metatape" train --algorithm anil --lslr --out "$work/bad"
 expect_error "missing checkpoint" "cannot open" "$metatape" eval --checkpoint "$work/none.bin"
 expect_error "resume without a run" "no checkpoint to resume" "$metatape" train --resume --out "$work/empty"
-expect_error "a CUDA graph on the CPU" "a CUDA graph step needs device cuda" \
-  "$metatape" train --cuda-graph --out "$work/graph"
-[ -e "$work/graph" ] && fail "a run refused for --cuda-graph created its directory"
+expect_error "a replayed step with the multi-step loss" "cannot use the multi-step loss" \
+  "$metatape" train --replay --multi-step-loss --inner-steps 2 --out "$work/graph"
+[ -e "$work/graph" ] && fail "a run refused for --replay created its directory"
 [ -e "$work/bad/checkpoint.bin" ] && fail "a refused run wrote a checkpoint"
 
 tiny=(--hidden 8 --meta-batch 2 --quiet)
@@ -109,6 +109,11 @@ expect_error "a directory with another run's config" "already holds a run (confi
 "$metatape" train "${common[@]}" --iterations 30 --resume --out "$work/b" >/dev/null || fail "resuming run b"
 cmp -s "$work/a/checkpoint.bin" "$work/b/checkpoint.bin" || fail "resumed checkpoint differs from uninterrupted"
 [ "$(wc -l <"$work/b/metrics.jsonl")" -eq 3 ] || fail "resumed metrics.jsonl should hold 3 lines"
+# The replayed step (--replay), interrupted and resumed, equals eager training.
+"$metatape" train "${common[@]}" --iterations 20 --replay --out "$work/r" >/dev/null || fail "training with --replay"
+"$metatape" train "${common[@]}" --iterations 30 --replay --resume --out "$work/r" >/dev/null ||
+  fail "resuming with --replay"
+cmp -s "$work/a/checkpoint.bin" "$work/r/checkpoint.bin" || fail "a replayed run differs from eager training"
 
 # A corrupt checkpoint is refused, and left as it was.
 cp "$work/b/checkpoint.bin" "$work/saved.bin"

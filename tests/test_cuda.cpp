@@ -242,7 +242,7 @@ TEST_SUITE("cuda") {
     options.dtype = DType::f64;
     options.device = Device::cuda;
     meta::Trainer eager(mlp, meta::Loss::mse, tasks, options);
-    options.cuda_graph = true;
+    options.replay = true;
     meta::Trainer graphed(mlp, meta::Loss::mse, tasks, options);
     for (int i = 0; i < 3; ++i) {
       const meta::IterationRecord a = eager.step(), b = graphed.step();

@@ -20,7 +20,7 @@ struct TrainArgs {
   bool resume = false;
   std::int64_t threads = 1;
   std::string device = "cpu";  // "cpu" or "cuda"
-  bool cuda_graph = false;     // replay the meta-gradient step as a CUDA graph
+  bool replay = false;         // capture the meta-gradient step once, then replay it
   bool quiet = false;          // no progress line even on a terminal
   // Also keep every checkpoint as checkpoints/iteration-<N>.bin
   // (kept_checkpoint_name), and a fresh run's initial parameters as

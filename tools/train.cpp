@@ -282,7 +282,7 @@ int run_train(const TrainArgs& args) {
   check_memory(training_memory(config, parts), "this run");
   set_num_threads(static_cast<int>(args.threads));
   parts.options.device = parse_device(args.device);
-  parts.options.cuda_graph = args.cuda_graph;
+  parts.options.replay = args.replay;
   parts.options.validate();  // before anything is written
 
   const fs::path out = args.out.empty() ? fs::path("runs") / config.algorithm : fs::path(args.out);

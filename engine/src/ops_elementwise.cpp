@@ -37,7 +37,7 @@ void binary_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
   kernels::cpu::broadcast_strides(b.rank(), b.shape().begin(), y.rank(), y.shape().begin(), b_strides);
   dispatch(y.device(), y.dtype(), [&]<class Kernels, class T>() {
     Kernels::template binary<T>(K, y.rank(), y.shape().begin(), a.data<T>(), a_strides, b.data<T>(), b_strides,
-                            y.data<T>());
+                                y.data<T>());
   });
 }
 
@@ -57,9 +57,8 @@ void unary_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
 // abs multiply gradients by. Their derivative is zero almost everywhere.
 Tensor constant_map(UnaryOp k, const Tensor& x) {
   Tensor y = empty(x.shape(), x.dtype(), x.device());
-  dispatch(x.device(), x.dtype(), [&]<class Kernels, class T>() {
-    Kernels::template unary<T>(k, x.data<T>(), y.data<T>(), x.numel(), 0.0);
-  });
+  dispatch(x.device(), x.dtype(),
+           [&]<class Kernels, class T>() { Kernels::template unary<T>(k, x.data<T>(), y.data<T>(), x.numel(), 0.0); });
   return y;
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "cpu_capture.hpp"
 #include "metatape/error.hpp"
 
 namespace metatape {
@@ -27,6 +28,7 @@ std::array<std::uint32_t, 4> philox(std::array<std::uint32_t, 4> c, std::array<s
 template <class T, class Draw>
 Tensor fill_with(const Shape& shape, DType dtype, Draw draw) {
   if (!is_floating(dtype)) throw DTypeError(std::string("random tensors are f32 or f64, not ") + dtype_name(dtype));
+  detail::refuse_in_cpu_capture("random number generation");
   Tensor out = empty(shape, dtype);
   T* p = out.data<T>();
   const std::int64_t n = out.numel();
@@ -113,6 +115,7 @@ Tensor truncated_normal(const Shape& shape, double mean, double stddev, Generato
 
 Tensor permutation(std::int64_t n, Generator& gen) {
   if (n < 0) throw ValueError("permutation: n must be >= 0, got " + std::to_string(n));
+  detail::refuse_in_cpu_capture("random number generation");
   Tensor out = empty(Shape{n}, DType::i64);
   std::int64_t* p = out.data<std::int64_t>();
   for (std::int64_t i = 0; i < n; ++i) p[i] = i;

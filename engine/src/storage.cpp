@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "cpu_capture.hpp"
 #include "kernels/size_classes.hpp"
 #include "metatape/error.hpp"
 #include "metatape/tensor.hpp"
@@ -284,6 +285,9 @@ Storage* allocate_storage(std::size_t bytes, DType dtype, Device device) {
   if (bytes > (std::size_t{1} << 52))
     throw ValueError("allocation of " + std::to_string(bytes) + " bytes is too large");
   if (device != Device::cpu) return allocate_device(bytes, dtype, device);
+  CpuCapture* capture = active_cpu_capture;
+  if (capture) [[unlikely]]
+    if (Storage* s = capture->reuse(bytes)) return s;
   Pool* pool = this_thread_pool();
   Storage* s = bytes >= kLargeBytes ? allocate_large(bytes) : allocate_small(bytes, pool);
   s->device = Device::cpu;
@@ -293,6 +297,8 @@ Storage* allocate_storage(std::size_t bytes, DType dtype, Device device) {
     pool->note_peak();
     if (pool->poison) poison_bytes(s->data, bytes, dtype);
   }
+  if (capture) [[unlikely]]
+    capture->adopt(s);
   return s;
 }
 

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "backend.hpp"
+#include "cpu_capture.hpp"
 #include "metatape/error.hpp"
 #include "op.hpp"
 #include "storage_pool.hpp"
@@ -40,7 +41,8 @@ constexpr DType dtype_of() {
 // Calls f(value as double) for every element, in order; a device tensor is
 // copied to the host first.
 template <class F>
-void for_each_value(const Tensor& tensor, F f) {
+void for_each_value(const char* caller, const Tensor& tensor, F f) {
+  detail::refuse_in_cpu_capture(caller);
   const Tensor t = tensor.device() == Device::cpu ? tensor : tensor.to(Device::cpu);
   const std::int64_t n = t.numel();
   switch (t.dtype()) {
@@ -80,6 +82,8 @@ const T* Tensor::data() const {
   if (!storage_) throw ValueError("data: the tensor is undefined");
   if (dtype_ != dtype_of<T>())
     throw DTypeError(std::string("data: the tensor is ") + dtype_name(dtype_) + ", not " + dtype_name(dtype_of<T>()));
+  if (detail::active_cpu_capture) [[unlikely]]
+    detail::active_cpu_capture->access(storage_);
   return static_cast<const T*>(storage_->data) + offset_;
 }
 
@@ -94,6 +98,8 @@ void* Tensor::raw_data() { return const_cast<void*>(std::as_const(*this).raw_dat
 
 const void* Tensor::raw_data() const {
   if (!storage_) throw ValueError("raw_data: the tensor is undefined");
+  if (detail::active_cpu_capture) [[unlikely]]
+    detail::active_cpu_capture->access(storage_);
   return static_cast<const char*>(storage_->data) + offset_ * static_cast<std::int64_t>(dtype_size(dtype_));
 }
 
@@ -101,7 +107,7 @@ double Tensor::item() const {
   if (!defined()) throw ValueError("item: the tensor is undefined");
   if (numel() != 1) throw ShapeError("item: the tensor has shape " + shape_.str() + ", not a single element");
   double value = 0;
-  for_each_value(*this, [&](double v) { value = v; });
+  for_each_value("item()", *this, [&](double v) { value = v; });
   return value;
 }
 
@@ -109,7 +115,7 @@ std::vector<double> Tensor::to_vector() const {
   if (!defined()) throw ValueError("to_vector: the tensor is undefined");
   std::vector<double> values;
   values.reserve(static_cast<std::size_t>(numel()));
-  for_each_value(*this, [&](double v) { values.push_back(v); });
+  for_each_value("to_vector()", *this, [&](double v) { values.push_back(v); });
   return values;
 }
 
@@ -120,7 +126,7 @@ std::string Tensor::str() const {
   out << "Tensor(" << dtype_name(dtype_) << ", " << shape_.str() << ") {";
   constexpr std::int64_t kShown = 64;
   std::int64_t i = 0;
-  for_each_value(*this, [&](double v) {
+  for_each_value("str()", *this, [&](double v) {
     if (i < kShown) out << (i ? ", " : "") << v;
     ++i;
   });
@@ -154,6 +160,7 @@ Tensor Tensor::detach() const {
 Tensor Tensor::to(Device device) const {
   if (!defined()) throw ValueError("to: the tensor is undefined");
   if (device == this->device()) return *this;
+  detail::refuse_in_cpu_capture("a copy between devices (Tensor::to)");
   // A copy: values only, like detach() (moving devices is not recorded).
   Tensor out = empty(shape_, dtype_, device);
 #ifdef METATAPE_CUDA

@@ -2,16 +2,87 @@
 // member, so that an op's forward is written once against a table and runs on
 // the CPU (this struct) or the GPU (kernels/cuda/backend.hpp's CudaKernels,
 // expanded from the same list).
+//
+// Each member also feeds the thread's KernelRecording when one is active
+// (recording.hpp): the one test of a thread-local pointer per call otherwise.
 #pragma once
 
+#include <algorithm>
+#include <array>
+
 #include "kernels.hpp"
+#include "recording.hpp"
+
+// The recording forwarder: the call with its arguments copied (a reference
+// parameter such as ConvShape is captured by value).
+#define METATAPE_RECORDING_KERNEL_CPU(head, ret, name, params, args)                                               \
+  METATAPE_KERNEL_UNPAREN head static ret name params {                                                            \
+    if (::metatape::kernels::cpu::KernelRecording* recording = ::metatape::kernels::cpu::detail::active_recording) \
+        [[unlikely]]                                                                                               \
+      return ::metatape::kernels::cpu::detail::record_kernel<ret>(                                                 \
+          recording, #name, [=] { return ::metatape::kernels::cpu::name args; } METATAPE_KERNEL_COMMA_ARGS args);  \
+    return ::metatape::kernels::cpu::name args;                                                                    \
+  }
+// (a, b) -> , a, b
+#define METATAPE_KERNEL_COMMA_ARGS(...) , __VA_ARGS__
 
 namespace metatape::kernels::cpu {
 
-struct CpuKernels {
-#define METATAPE_KERNEL METATAPE_FORWARD_KERNEL_CPU
+namespace detail {
+
+struct CpuKernelList {
+#define METATAPE_KERNEL METATAPE_RECORDING_KERNEL_CPU
 #include "../kernel_list.def"
 #undef METATAPE_KERNEL
+};
+
+// A host array of `rank` dimensions or strides, kept by value in a recorded
+// call (rank <= 8; the engine's limit is lower).
+struct HostArray {
+  std::array<std::int64_t, 8> values{};
+  HostArray(int rank, const std::int64_t* p) {
+    if (rank < 0 || rank > 8) throw KernelError("CPU kernel recording: rank " + std::to_string(rank) + " > 8");
+    std::copy(p, p + rank, values.begin());
+  }
+};
+
+}  // namespace detail
+
+// The kernels that take host arrays (shapes, strides) hide the list's
+// forwarders with ones that copy the arrays into the recorded call.
+struct CpuKernels : detail::CpuKernelList {
+  template <class T>
+  static void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides,
+                     const T* b, const std::int64_t* b_strides, T* out) {
+    if (KernelRecording* recording = detail::active_recording) [[unlikely]] {
+      const detail::HostArray s(rank, shape), sa(rank, a_strides), sb(rank, b_strides);
+      return detail::record_kernel<void>(
+          recording, "binary",
+          [=] { cpu::binary(op, rank, s.values.data(), a, sa.values.data(), b, sb.values.data(), out); }, a, b, out);
+    }
+    cpu::binary(op, rank, shape, a, a_strides, b, b_strides, out);
+  }
+
+  template <class T>
+  static void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64_t* out_shape, T* out) {
+    if (KernelRecording* recording = detail::active_recording) [[unlikely]] {
+      const detail::HostArray si(rank, in_shape), so(rank, out_shape);
+      return detail::record_kernel<void>(
+          recording, "sum_to", [=] { cpu::sum_to(rank, si.values.data(), x, so.values.data(), out); }, x, out);
+    }
+    cpu::sum_to(rank, in_shape, x, out_shape, out);
+  }
+
+  template <class T>
+  static void strided_copy(int rank, const std::int64_t* shape, const T* x, const std::int64_t* x_strides, T* out) {
+    if (KernelRecording* recording = detail::active_recording) [[unlikely]] {
+      const detail::HostArray s(rank, shape), sx(rank, x_strides);
+      return detail::record_kernel<void>(
+          recording, "strided_copy", [=] { cpu::strided_copy(rank, s.values.data(), x, sx.values.data(), out); }, x,
+          out);
+    }
+    cpu::strided_copy(rank, shape, x, x_strides, out);
+  }
 };
 
 }  // namespace metatape::kernels::cpu

@@ -406,8 +406,8 @@ void CapturedMetaGradient::validate(const MetaConfig& config) {
   config.validate();
   if (config.multi_step_loss)
     throw ValueError(
-        "a CUDA graph step cannot use the multi-step loss: its weights change every iteration, a graph "
-        "replays the first");
+        "a captured (replayed) step cannot use the multi-step loss: its weights change every iteration, a replay "
+        "repeats the first");
 }
 
 MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const TaskBatch& batch) {
@@ -431,7 +431,7 @@ MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const
       out.push_back(meta.task_weights);
       return out;
     };
-    step_ = std::make_unique<CapturedStep>(step, inputs);
+    step_ = std::make_unique<CapturedStep>(step, inputs, inputs.front().device());
   }
   std::vector<Tensor> out = (*step_)(inputs);
   MetaStepTensors meta;

@@ -61,9 +61,7 @@ void TrainOptions::validate() const {
   if (!(outer_lr > 0)) throw ValueError("the outer learning rate must be > 0, got " + std::to_string(outer_lr));
   if (!(clip_grad_norm >= 0)) throw ValueError("the clipping norm must be >= 0, got " + std::to_string(clip_grad_norm));
   if (!is_floating(dtype)) throw ValueError("training needs dtype f32 or f64");
-  if (cuda_graph && device != Device::cuda)
-    throw ValueError(std::string("a CUDA graph step needs device cuda, not ") + device_name(device));
-  if (cuda_graph) CapturedMetaGradient::validate(meta);
+  if (replay) CapturedMetaGradient::validate(meta);
   (void)make_optimizer(optimizer, outer_lr);  // throws for an unknown name
 }
 
@@ -73,7 +71,7 @@ Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const 
   Generator init(derive_seed(options.seed, 0));
   params_ = init_meta_params(model, options.meta, init, options.dtype, options.device);
   optimizer_ = make_optimizer(options.optimizer, options.outer_lr);
-  if (options_.cuda_graph) captured_ = std::make_unique<CapturedMetaGradient>(model, loss, options_.meta);
+  if (options_.replay) captured_ = std::make_unique<CapturedMetaGradient>(model, loss, options_.meta);
 }
 
 IterationRecord Trainer::step() {

@@ -62,14 +62,31 @@ class Tensor {
     other.storage_ = nullptr;
     other.var_ = {};
   }
+  // Field by field, not copy-and-swap: assignments are the engine's most
+  // frequent handle operation, and a swap through a fresh temporary reads
+  // back what was just stored (a store-forwarding stall on every call).
   Tensor& operator=(const Tensor& other) noexcept {
-    Tensor copy(other);
-    swap(copy);
+    if (other.storage_) other.storage_->refs.fetch_add(1, std::memory_order_relaxed);
+    detail::Storage* old = storage_;
+    storage_ = other.storage_;
+    offset_ = other.offset_;
+    shape_ = other.shape_;
+    dtype_ = other.dtype_;
+    var_ = other.var_;
+    if (old && old->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) detail::release_storage(old);
     return *this;
   }
   Tensor& operator=(Tensor&& other) noexcept {
-    Tensor moved(std::move(other));
-    swap(moved);
+    if (this == &other) return *this;
+    detail::Storage* old = storage_;
+    storage_ = other.storage_;
+    offset_ = other.offset_;
+    shape_ = other.shape_;
+    dtype_ = other.dtype_;
+    var_ = other.var_;
+    other.storage_ = nullptr;
+    other.var_ = {};
+    if (old && old->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) detail::release_storage(old);
     return *this;
   }
   ~Tensor() {

@@ -135,12 +135,15 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
 MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                       const RaggedTaskBatch& batch, std::int64_t iteration);
 
-// meta_gradient_tensors captured as a CUDA graph on the first call (a
-// CapturedStep) and replayed on every later one: the parameters and the
-// batch are copied in, the result copied out. Every call must bring the
-// shapes of the first. The multi-step loss is refused (ValueError): its
-// weights change with the iteration, and a graph would replay the first.
-// The model must outlive this object's first call.
+// meta_gradient_tensors captured on the first call (a CapturedStep on the
+// parameters' device: a CUDA graph, or the CPU's list of kernel calls) and
+// replayed on every later one: the parameters and the batch are copied in,
+// the result copied out, equal bit for bit to meta_gradient_tensors on the
+// CPU. Every call must bring the shapes of the first. The multi-step loss is
+// refused (ValueError): its weights change with the iteration, and a replay
+// would repeat the first. A step that cannot be captured (one that reads
+// values on the host or draws random numbers) throws DeviceError on the
+// first call. The model must outlive this object's first call.
 class CapturedMetaGradient {
  public:
   CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config);

@@ -27,11 +27,14 @@ struct TrainOptions {
   // Where parameters live and steps run; tasks and initial parameters are
   // drawn on the CPU (the same bits on every device) and moved there.
   Device device = Device::cpu;
-  // Capture the meta-gradient step as a CUDA graph on the first iteration and
-  // replay it after (CapturedStep): the same kernels and values, far fewer
-  // launches. Needs device cuda; not with the multi-step loss, whose weights
-  // change every iteration.
-  bool cuda_graph = false;
+  // Capture the meta-gradient step on the first iteration and replay it
+  // after (CapturedMetaGradient): a CUDA graph on cuda, the recorded CPU
+  // kernel calls on the CPU. The same kernels and values (on the CPU the
+  // same bits as without), without the launches, tape, checks and
+  // allocations of each step. Not with the multi-step loss, whose weights
+  // change every iteration; a step that cannot be captured (one that reads
+  // values on the host) fails at the first iteration with a DeviceError.
+  bool replay = false;
 
   void validate() const;  // throws ValueError naming the bad option
 };
@@ -85,7 +88,7 @@ class Trainer {
   TrainOptions options_;
   MetaParams params_;
   std::unique_ptr<Optimizer> optimizer_;
-  std::unique_ptr<CapturedMetaGradient> captured_;  // with options.cuda_graph
+  std::unique_ptr<CapturedMetaGradient> captured_;  // with options.replay
   Generator task_rng_;
   std::int64_t iteration_ = 0;
 };
