@@ -4,6 +4,7 @@
 #include <string>
 
 #include "backend.hpp"
+#include "kernels/cpu/parallel.hpp"
 #include "cpu_capture.hpp"
 #include "metatape/error.hpp"
 #ifdef METATAPE_CUDA
@@ -145,6 +146,10 @@ struct CapturedStep::State {
   kernels::cuda::StreamGraph graph;
 #endif
   std::int64_t replays = 0;
+  // The CPU kernels' thread count when the step was captured: scratch sizes
+  // (a convolution's per-worker buffers) depend on it, so a replay must see
+  // the same count.
+  int cpu_threads = 1;
 
   ~State() {
     // The outputs go back to the graph's pool before the graph goes.
@@ -220,6 +225,7 @@ CapturedStep::CapturedStep(Function f, const std::vector<Tensor>& example_inputs
     if (!x.defined()) throw ValueError("CapturedStep: example input " + std::to_string(i) + " is undefined");
     state_->inputs.push_back(copy_on(x, device));
   }
+  state_->cpu_threads = kernels::cpu::threads();
   if (device == Device::cpu)
     state_->capture_on_cpu(f);
   else
@@ -236,6 +242,10 @@ std::vector<Tensor> CapturedStep::operator()(const std::vector<Tensor>& inputs) 
   check_inputs(inputs, s.inputs);
   for (std::size_t i = 0; i < inputs.size(); ++i) copy_values(inputs[i], s.inputs[i]);
   if (s.device == Device::cpu) {
+    if (kernels::cpu::threads() != s.cpu_threads)
+      throw ValueError("CapturedStep: captured with " + std::to_string(s.cpu_threads) +
+                       " CPU thread(s), replayed with " + std::to_string(kernels::cpu::threads()) +
+                       " (set_num_threads changed in between): capture the step again at this thread count");
     s.cpu->recording.replay();
   } else {
 #ifdef METATAPE_CUDA
