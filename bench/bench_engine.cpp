@@ -17,6 +17,7 @@
 
 #include "kernels/cpu/backend.hpp"
 #include "metatape/engine.hpp"
+#include "resident.hpp"
 
 namespace mt = metatape;
 
@@ -187,4 +188,4 @@ BENCHMARK(BM_MlpGradient);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+METATAPE_BENCHMARK_MAIN();

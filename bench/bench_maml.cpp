@@ -8,6 +8,7 @@
 #include <benchmark/benchmark.h>
 
 #include "maml_setups.hpp"
+#include "resident.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -57,4 +58,4 @@ BENCHMARK(BM_Conv4)
     ->Args({0, 0})
     ->Unit(benchmark::kMillisecond);
 
-BENCHMARK_MAIN();
+METATAPE_BENCHMARK_MAIN();

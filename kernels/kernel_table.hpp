@@ -35,11 +35,11 @@
 #define METATAPE_KERNEL_INSTANCES(kind) METATAPE_KERNEL_INSTANCES_##kind
 #define METATAPE_KERNEL_INSTANCES_plain ::metatape::kernels::TypeList<>
 #define METATAPE_KERNEL_INSTANCES_floating ::metatape::kernels::TypeList<float>, ::metatape::kernels::TypeList<double>
-#define METATAPE_KERNEL_INSTANCES_any                                                  \
+#define METATAPE_KERNEL_INSTANCES_any                                          \
   ::metatape::kernels::TypeList<float>, ::metatape::kernels::TypeList<double>, \
       ::metatape::kernels::TypeList<std::int64_t>
-#define METATAPE_KERNEL_INSTANCES_conversions                                                              \
-  ::metatape::kernels::TypeList<float, double>, ::metatape::kernels::TypeList<double, float>,      \
+#define METATAPE_KERNEL_INSTANCES_conversions                                                 \
+  ::metatape::kernels::TypeList<float, double>, ::metatape::kernels::TypeList<double, float>, \
       ::metatape::kernels::TypeList<float, float>, ::metatape::kernels::TypeList<double, double>
 
 // template <class T> void unary(UnaryOp op, const T* x, ...);

@@ -19,9 +19,9 @@ using integer = blasint;
 extern "C" {
 void spotrf_(const char* uplo, const integer* n, float* a, const integer* lda, integer* info, std::size_t uplo_len);
 void dpotrf_(const char* uplo, const integer* n, double* a, const integer* lda, integer* info, std::size_t uplo_len);
-void ssyevd_(const char* jobz, const char* uplo, const integer* n, float* a, const integer* lda, float* w,
-             float* work, const integer* lwork, integer* iwork, const integer* liwork, integer* info,
-             std::size_t jobz_len, std::size_t uplo_len);
+void ssyevd_(const char* jobz, const char* uplo, const integer* n, float* a, const integer* lda, float* w, float* work,
+             const integer* lwork, integer* iwork, const integer* liwork, integer* info, std::size_t jobz_len,
+             std::size_t uplo_len);
 void dsyevd_(const char* jobz, const char* uplo, const integer* n, double* a, const integer* lda, double* w,
              double* work, const integer* lwork, integer* iwork, const integer* liwork, integer* info,
              std::size_t jobz_len, std::size_t uplo_len);

@@ -17,7 +17,7 @@ const CudaBackendTable& backend_table();
 
 struct CudaKernels {
 #define METATAPE_KERNEL(kind, ret, name, params, args)                                   \
-  METATAPE_KERNEL_HEAD(kind) static ret name params {                                     \
+  METATAPE_KERNEL_HEAD(kind) static ret name params {                                    \
     return backend_table().kernels.name.template get<METATAPE_KERNEL_ARGS(kind)>() args; \
   }
 #include "../kernel_list.def"

@@ -56,7 +56,7 @@ struct KernelPointers {
 #define METATAPE_KERNEL_ALIAS_HEAD_floating template <class T>
 #define METATAPE_KERNEL_ALIAS_HEAD_any template <class T>
 #define METATAPE_KERNEL_ALIAS_HEAD_conversions template <class From, class To>
-#define METATAPE_KERNEL(kind, ret, name, params, args)           \
+#define METATAPE_KERNEL(kind, ret, name, params, args)                   \
   METATAPE_KERNEL_ALIAS_HEAD(kind) using name##_pointer = ret(*) params; \
   KernelSlots<name##_pointer, METATAPE_KERNEL_INSTANCES(kind)> name;
 #include "../kernel_list.def"
