@@ -44,22 +44,23 @@ TEST_SUITE("cuda-backend") {
   }
 
   TEST_CASE("without a CUDA driver, no CUDA library is mapped, even after CUDA was asked for") {
-    const mt::CudaBackendStatus status = mt::cuda_backend_status();
-    if (status.driver_found) {
-      MESSAGE("a CUDA driver here: its libraries may be mapped");
-      return;
-    }
-    CHECK(!status.library_loaded);
     (void)mt::cuda_available();
+    (void)mt::cuda_backend_status();
+    // Judged by what is mapped, not by what the status claims.
     std::ifstream maps("/proc/self/maps");
     REQUIRE(maps.good());
-    std::string line;
-    int lines = 0;
-    while (std::getline(maps, line)) {
-      ++lines;
-      for (const char* name : {"libcuda.so", "libcudart", "libcublas", "libcusolver", "libmetatape-cuda"})
-        CHECK_MESSAGE(line.find(name) == std::string::npos, "mapped without a driver: ", line);
+    std::string mapped;  // the CUDA lines of the map, printed if the check fails
+    bool driver = false;
+    for (std::string line; std::getline(maps, line);) {
+      driver = driver || line.find("/libcuda.so") != std::string::npos;
+      for (const char* name : {"libcudart", "libcublas", "libcusolver", "libmetatape-cuda"})
+        if (line.find(name) != std::string::npos) mapped += line + "\n";
     }
-    CHECK(lines > 0);
+    if (driver) {
+      MESSAGE("a CUDA driver is mapped here: its libraries may be too");
+      return;
+    }
+    CHECK(mapped == "");
+    CHECK(!mt::cuda_backend_status().library_loaded);
   }
 }
