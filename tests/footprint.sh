@@ -15,7 +15,7 @@ lib=$1
 metatape=$2
 fake_driver_dir=${3:-}
 fake_backend=${4:-}
-real_backend=${5:-}
+real_backend=${5:+$(readlink -f "$5")}
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 

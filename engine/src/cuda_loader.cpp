@@ -61,7 +61,10 @@ std::vector<std::string> candidates() {
   std::vector<std::string> out;
   Dl_info self{};
   if (dladdr(reinterpret_cast<const void*>(&cuda_backend_status), &self) && self.dli_fname) {
-    const std::string path = self.dli_fname;
+    // Resolved, so that info names the file plainly (not tools/../engine/...).
+    char* resolved = realpath(self.dli_fname, nullptr);
+    const std::string path = resolved ? resolved : self.dli_fname;
+    std::free(resolved);
     const auto slash = path.rfind('/');
     out.push_back((slash == std::string::npos ? std::string(".") : path.substr(0, slash)) + "/" + kLibraryName);
   }
@@ -73,15 +76,21 @@ std::vector<std::string> candidates() {
 // finds); null with `why` set if none loads.
 void* open_library(std::string* path, std::string* why) {
   const std::vector<std::string> paths = candidates();
+  std::string missing;  // the places looked in that had no file
   for (std::size_t i = 0; i < paths.size(); ++i) {
     const bool bare = paths[i].find('/') == std::string::npos;
-    if (!bare && !file_exists(paths[i]) && i + 1 < paths.size()) continue;
+    if (!bare && !file_exists(paths[i]) && i + 1 < paths.size()) {
+      missing += "not at " + paths[i] + "; ";
+      continue;
+    }
     *path = paths[i];
     if (void* handle = dlopen(paths[i].c_str(), RTLD_NOW | RTLD_LOCAL)) return handle;
-    *why = "cannot load the CUDA backend library " + paths[i] + ": " + last_dl_error();
+    *why = bare ? "cannot load the CUDA backend library (" + missing +
+                      "by the loader's search path: " + last_dl_error() + ")"
+                : "cannot load the CUDA backend library " + paths[i] + ": " + last_dl_error();
     // A file that is there but does not load (a missing CUDA runtime) is the
     // reason to report; only a missing file sends us on to the next place.
-    if (!bare && file_exists(paths[i])) return nullptr;
+    if (!bare) return nullptr;
   }
   return nullptr;
 }
