@@ -6,6 +6,7 @@
 // includes it without nvcc, in builds with the CUDA backend.
 #pragma once
 
+#include "../error.hpp"
 #include "table.hpp"
 
 namespace metatape::kernels::cuda {
