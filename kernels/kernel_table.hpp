@@ -25,6 +25,14 @@
 #define METATAPE_KERNEL_HEAD_floating template <class T>
 #define METATAPE_KERNEL_HEAD_any template <class T>
 #define METATAPE_KERNEL_HEAD_conversions template <class From, class To>
+// The head of an alias template for the entry's function pointer type: as
+// above, and a pack that nothing uses for a plain function (so that every
+// kind's pointer type is a template over its instantiation's types).
+#define METATAPE_KERNEL_ALIAS_HEAD(kind) METATAPE_KERNEL_ALIAS_HEAD_##kind
+#define METATAPE_KERNEL_ALIAS_HEAD_plain template <class...>
+#define METATAPE_KERNEL_ALIAS_HEAD_floating template <class T>
+#define METATAPE_KERNEL_ALIAS_HEAD_any template <class T>
+#define METATAPE_KERNEL_ALIAS_HEAD_conversions template <class From, class To>
 // The same parameters as a template's arguments: name<METATAPE_KERNEL_ARGS(kind)>.
 #define METATAPE_KERNEL_ARGS(kind) METATAPE_KERNEL_ARGS_##kind
 #define METATAPE_KERNEL_ARGS_plain

@@ -51,11 +51,6 @@ struct KernelSlots {
 // Every kernel of the list, as slots: `unary.get<float>()` is the float
 // instantiation of kernels::cuda::unary.
 struct KernelPointers {
-#define METATAPE_KERNEL_ALIAS_HEAD(kind) METATAPE_KERNEL_ALIAS_HEAD_##kind
-#define METATAPE_KERNEL_ALIAS_HEAD_plain template <class...>
-#define METATAPE_KERNEL_ALIAS_HEAD_floating template <class T>
-#define METATAPE_KERNEL_ALIAS_HEAD_any template <class T>
-#define METATAPE_KERNEL_ALIAS_HEAD_conversions template <class From, class To>
 #define METATAPE_KERNEL(kind, ret, name, params, args)                   \
   METATAPE_KERNEL_ALIAS_HEAD(kind) using name##_pointer = ret(*) params; \
   KernelSlots<name##_pointer, METATAPE_KERNEL_INSTANCES(kind)> name;
