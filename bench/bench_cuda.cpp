@@ -4,7 +4,8 @@
 //   maml   exact meta-gradient steps of the configurations the peers also
 //          run (bench/peers/maml_torch.py, maml_jax.py): eager, and
 //          captured once as a CUDA graph and replayed (CapturedStep)
-// Times are medians over repeated runs, each synchronised with the GPU.
+// Times are medians over repeated runs, each synchronised with the GPU; each
+// line carries the process's resident MiB then and its peak so far.
 // Without a usable GPU it says so and exits 77.
 //
 //   build/bench/bench-cuda [--repeats R]
@@ -21,6 +22,7 @@
 
 #include "kernels/cuda/runtime.hpp"
 #include "maml_setups.hpp"
+#include "resident.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -45,7 +47,8 @@ void emit(const std::string& group, const std::string& config, const std::string
   std::printf("{\"group\": \"%s\", \"config\": \"%s\", \"impl\": \"%s\", \"ms\": %.6f", group.c_str(), config.c_str(),
               impl.c_str(), ms);
   if (extra >= 0) std::printf(", \"gflops\": %.3f", extra);
-  std::printf("}\n");
+  const bench::Resident r = bench::resident();
+  std::printf(", \"rss_mib\": %.1f, \"peak_rss_mib\": %.1f}\n", r.mib, r.peak_mib);
   std::fflush(stdout);
 }
 
@@ -108,6 +111,7 @@ int main(int argc, char** argv) {
   int repeats = 50;
   for (int i = 1; i + 1 < argc; i += 2)
     if (std::strcmp(argv[i], "--repeats") == 0) repeats = std::atoi(argv[i + 1]);
+  std::fprintf(stderr, "bench-cuda: at start, %s\n", bench::resident_text().c_str());
   std::string reason;
   if (!mt::cuda_available(&reason)) {
     std::fprintf(stderr, "bench-cuda: SKIP: %s\n", reason.c_str());

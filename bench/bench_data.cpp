@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "metatape/meta/datasets.hpp"
+#include "resident.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -41,4 +42,4 @@ void BM_Episodes(benchmark::State& state) {
 BENCHMARK(BM_LoadFashionMnist)->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(BM_Episodes)->ArgName("tasks")->Arg(4)->Arg(32)->Unit(benchmark::kMicrosecond);
 
-BENCHMARK_MAIN();
+METATAPE_BENCHMARK_MAIN();

@@ -29,6 +29,7 @@
 #include "kernels/cpu/conv.hpp"
 #include "kernels/cpu/parallel.hpp"
 #include "metatape/engine.hpp"
+#include "resident.hpp"
 
 namespace mt = metatape;
 
@@ -322,4 +323,4 @@ const bool conv_benchmarks_registered = [] {
 
 }  // namespace
 
-BENCHMARK_MAIN();
+METATAPE_BENCHMARK_MAIN();

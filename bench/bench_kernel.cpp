@@ -18,6 +18,7 @@
 #include "maml_setups.hpp"
 #include "metatape/functional.hpp"
 #include "metatape/meta/ntk.hpp"
+#include "resident.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -78,4 +79,4 @@ BENCHMARK(BM_Hvp)->ArgName("bits")->Arg(32)->Arg(64)->Unit(benchmark::kMicroseco
 // figure), 2 = kernel adaptation with the kernel held fixed (for scale).
 BENCHMARK(BM_MetaStep)->ArgName("kernel")->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 
-BENCHMARK_MAIN();
+METATAPE_BENCHMARK_MAIN();

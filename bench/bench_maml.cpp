@@ -10,6 +10,7 @@
 #include <benchmark/benchmark.h>
 
 #include "maml_setups.hpp"
+#include "resident.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -82,4 +83,4 @@ BENCHMARK(BM_Conv4)
     ->Args({0, 0})
     ->Unit(benchmark::kMillisecond);
 
-BENCHMARK_MAIN();
+METATAPE_BENCHMARK_MAIN();

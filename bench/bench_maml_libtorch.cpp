@@ -30,6 +30,7 @@
 
 #include "libtorch_common.hpp"
 #include "maml_setups.hpp"
+#include "resident.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -315,6 +316,7 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
   at::set_num_interop_threads(1);
   if (memory_config >= 0) return measure_memory(memory_config, memory_variant);
+  std::printf("resident at start: %s\n", bench::resident_text().c_str());
 
   if (only.empty() || only == "maml") {
     std::printf(

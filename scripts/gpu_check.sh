@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the CUDA backend needs a GPU for, in one run on a GPU machine:
-# build with the CUDA backend, run the whole suite (the cuda suite included),
+# build with the CUDA backend (libmetatape-cuda.so, loaded by libmetatape on
+# first use), run the whole suite (the cuda suite included),
 # compute-sanitizer memcheck and racecheck on the CUDA suite, then the GPU
 # benchmarks of metatape, PyTorch and JAX on the same GPU, and a report.
 #
@@ -35,6 +36,16 @@ if ! { meson setup build-gpu -Dbuildtype=release -Dcuda=enabled -Dwerror=false >
   exit 1
 fi
 build-gpu/tools/metatape info | tee -a "$out/summary.txt"
+
+# libmetatape.so links no CUDA library; the backend (libmetatape-cuda.so,
+# beside it) is loaded by `metatape info` above, which pays for it here.
+step "footprint" | tee -a "$out/summary.txt"
+readelf -d build-gpu/engine/libmetatape.so | sed -n 's/.*(NEEDED).*\[\(.*\)\]/libmetatape.so needs \1/p' |
+  tee -a "$out/summary.txt"
+if [ -x /usr/bin/time ]; then
+  /usr/bin/time -f "metatape info (CUDA loaded): peak %M KiB resident" build-gpu/tools/metatape info 2>&1 >/dev/null |
+    tee -a "$out/summary.txt"
+fi
 
 step "tests (the whole suite, cuda included)"
 meson test -C build-gpu --print-errorlogs --num-processes 4 >"$out/tests.log" 2>&1 || status=1

@@ -1,20 +1,48 @@
 // metatape info: what this build can run on, so that scripts (run.sh) can
-// choose the device and users can see why the GPU is not used.
+// choose the device and users can see why the GPU is not used: the CPU with
+// its thread count, then what was found of CUDA, step by step (the driver,
+// the backend library beside libmetatape, the runtime and its devices), and
+// a last line "cuda: usable" or "cuda: not usable: <reason>".
 #include <cstdio>
 #include <string>
 
 #include "commands.hpp"
+#include "metatape/cuda_backend.hpp"
 
 namespace metatape::tools {
+namespace {
+
+void print_cuda(const CudaBackendStatus& s) {
+  if (!s.built) {
+    std::printf("cuda backend library: not built\n");
+  } else {
+    std::printf("cuda driver: %s\n", s.driver_found ? "found (libcuda.so.1)" : "not found");
+    if (s.library_loaded)
+      std::printf("cuda backend library: loaded (%s)\n", s.library.c_str());
+    else if (!s.library.empty())
+      std::printf("cuda backend library: not loaded (%s)\n", s.library.c_str());
+    else
+      std::printf("cuda backend library: not loaded (not looked for without a driver)\n");
+    // One line per device after the versions, indented under them.
+    if (!s.runtime.empty()) {
+      std::string text = s.runtime;
+      for (std::size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 3))
+        text.replace(at, 1, "\n  ");
+      std::printf("cuda runtime: %s\n", text.c_str());
+    }
+  }
+  if (s.devices > 0)
+    std::printf("cuda: usable (%d device(s))\n", s.devices);
+  else
+    std::printf("cuda: not usable: %s\n", s.reason.c_str());
+}
+
+}  // namespace
 
 int run_info() {
   std::printf("metatape %s\n", METATAPE_VERSION);
   std::printf("cpu: usable (OpenBLAS, %d thread(s))\n", num_threads());
-  std::string reason;
-  if (cuda_available(&reason))
-    std::printf("cuda: usable\n");
-  else
-    std::printf("cuda: not usable: %s\n", reason.c_str());
+  print_cuda(cuda_backend_status());
   return 0;
 }
 

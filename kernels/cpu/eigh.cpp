@@ -1,34 +1,75 @@
-// Symmetric eigendecomposition through LAPACKE's ?syevd, one matrix at a
-// time (LAPACK has no batched driver; the batch is the caller's loop).
-#include <lapacke.h>
-
+// Symmetric eigendecomposition through LAPACK's ?syevd (OpenBLAS's), one
+// matrix at a time (LAPACK has no batched driver; the batch is the caller's
+// loop).
+//
+// The symmetric part S is formed in v, row-major; S is its own transpose, so
+// its column-major view is S too and ?syevd reads it in place (lower
+// triangle). The eigenvectors come back in the columns of the column-major
+// result, which one in-place transposition turns into the columns of the
+// row-major v.
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "kernels.hpp"
+#include "lapack.hpp"
 
 namespace metatape::kernels::cpu {
+namespace {
+
+// LAPACKE's NaN check reported its argument 5 (the matrix).
+constexpr std::int64_t kNanInfo = -5;
+
+// ?syevd's workspace for n x n matrices, asked of LAPACK once per batch.
+template <class T>
+struct SyevdWorkspace {
+  std::vector<T> work;
+  std::vector<lapack::integer> iwork;
+
+  explicit SyevdWorkspace(lapack::integer n) {
+    T work_size = 0;
+    lapack::integer iwork_size = 0;
+    T dummy_a = 0, dummy_w = 0;
+    lapack::syevd('L', n, &dummy_a, n, &dummy_w, &work_size, -1, &iwork_size, -1);
+    work.resize(static_cast<std::size_t>(std::max<T>(work_size, 1)));
+    iwork.resize(static_cast<std::size_t>(std::max<lapack::integer>(iwork_size, 1)));
+  }
+};
+
+template <class T>
+void transpose_in_place(T* m, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = i + 1; j < n; ++j) std::swap(m[i * n + j], m[j * n + i]);
+}
+
+}  // namespace
 
 std::int64_t eigh_scratch_size(std::int64_t, std::int64_t, bool) { return 0; }
 
 template <class T>
 void eigh_batched(const T* a, std::int64_t n, std::int64_t count, T* w, T* v, T*, std::int64_t* info) {
   if (n == 0) return;
-  const auto dim = static_cast<lapack_int>(n);
+  const auto dim = static_cast<lapack::integer>(n);
+  SyevdWorkspace<T> ws(dim);
   for (std::int64_t b = 0; b < count; ++b) {
     const T* ab = a + b * n * n;
     T* vb = v + b * n * n;
     // The symmetric part, halves added: exact (no rounding, no overflow) for
-    // an input that is already symmetric.
+    // an input that is already symmetric; and exactly symmetric itself.
+    bool nan = false;
     for (std::int64_t i = 0; i < n; ++i)
-      for (std::int64_t j = 0; j < n; ++j) vb[i * n + j] = T(0.5) * ab[i * n + j] + T(0.5) * ab[j * n + i];
-    lapack_int status;
-    if constexpr (std::is_same_v<T, float>)
-      status = LAPACKE_ssyevd(LAPACK_ROW_MAJOR, 'V', 'L', dim, vb, dim, w + b * n);
-    else
-      status = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'L', dim, vb, dim, w + b * n);
-    info[b] = status;
+      for (std::int64_t j = 0; j < n; ++j) {
+        vb[i * n + j] = T(0.5) * ab[i * n + j] + T(0.5) * ab[j * n + i];
+        nan = nan || std::isnan(vb[i * n + j]);
+      }
+    if (nan) {
+      info[b] = kNanInfo;
+      continue;
+    }
+    info[b] = lapack::syevd('L', dim, vb, dim, w + b * n, ws.work.data(), static_cast<lapack::integer>(ws.work.size()),
+                            ws.iwork.data(), static_cast<lapack::integer>(ws.iwork.size()));
+    transpose_in_place(vb, n);
   }
 }
 

@@ -1,8 +1,10 @@
-// The CUDA kernels, declared in plain C++ from kernels/kernel_list.def for
-// the kernel table (backend.hpp); what each computes is documented there.
-// Pointers are device memory; every call is queued on this thread's stream
-// (runtime.hpp) and returns without waiting. A failure throws KernelError
-// (kernels/error.hpp) naming the CUDA or cuBLAS call.
+// The CUDA kernels, declared in plain C++ from kernels/kernel_list.def; what
+// each computes is documented there. Defined in this folder's .cu files and
+// handed to the engine as function pointers (export.cpp, table.hpp): the
+// engine never links them. Pointers are device memory; every call is queued
+// on this thread's stream (runtime.hpp) and returns without waiting. A
+// failure throws KernelError (kernels/error.hpp) naming the CUDA or cuBLAS
+// call.
 //
 // Where the results may differ from the CPU's in the last bits:
 //   reduce.cu  sums accumulate in double, in a fixed tree order: they may

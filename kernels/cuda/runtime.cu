@@ -2,6 +2,7 @@
 // cuBLAS handle per thread (an engine context), the caching device
 // allocator, copies.
 #include <atomic>
+#include <cstdio>
 #include <cstdint>
 #include <mutex>
 #include <thread>
@@ -226,6 +227,27 @@ int usable_devices(std::string* reason) {
   }();
   if (reason && count == 0) *reason = why;
   return count;
+}
+
+std::string describe_devices() {
+  // Versions are encoded as 1000 * major + 10 * minor.
+  const auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  int runtime = 0, driver = 0;
+  check(cudaRuntimeGetVersion(&runtime), "cudaRuntimeGetVersion");
+  check(cudaDriverGetVersion(&driver), "cudaDriverGetVersion");
+  std::string out = "runtime " + version(runtime) + ", driver supports " + version(driver);
+  std::string reason;
+  const int count = usable_devices(&reason);
+  if (count == 0) return out + "; " + reason;
+  for (int d = 0; d < count; ++d) {
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, d), "cudaGetDeviceProperties");
+    char line[320];
+    std::snprintf(line, sizeof line, "\ndevice %d: %s, %.1f GiB, compute capability %d.%d", d, prop.name,
+                  static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0), prop.major, prop.minor);
+    out += line;
+  }
+  return out;
 }
 
 cudaStream_t stream() {

@@ -4,6 +4,14 @@
 // is checked; a failure throws KernelError (kernels/error.hpp) naming the
 // call, which the engine turns into its DeviceError.
 //
+// Two definitions: the real ones in runtime.cu, inside the CUDA backend
+// library (libmetatape-cuda.so), and, in libmetatape, a facade that loads
+// that library on first use and forwards through its table (table.hpp;
+// engine/src/cuda_loader.cpp). Through the facade, a process that never
+// asks for a CUDA device never maps a CUDA library, and where the library,
+// the driver or the runtime is missing, usable_devices says why and every
+// other call throws KernelError with that reason.
+//
 // Threads: each thread has its own stream, and device memory released on a
 // thread is reused by that thread's stream only. Nothing orders one thread's
 // stream after another's, so a device tensor made on one thread may be used
@@ -18,6 +26,10 @@ namespace metatape::kernels::cuda {
 // The number of devices this process can use: 0, with the reason, when
 // there is no driver, no device, or the runtime refuses. Never throws.
 int usable_devices(std::string* reason);
+// The runtime and driver versions and one line per device (name, memory,
+// compute capability), for `metatape info`. Throws KernelError if the
+// runtime refuses.
+std::string describe_devices();
 
 // Device memory from this thread's caching pool: blocks are rounded up to
 // size classes and kept when released, so a training loop's steady state
