@@ -30,8 +30,8 @@ bool in_parallel_region();
 class RangeBody {
  public:
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, RangeBody>)
-  RangeBody(F&& f)  // NOLINT: implicit on purpose, like std::function_ref
+  requires(!std::is_same_v<std::remove_cvref_t<F>, RangeBody>)
+      RangeBody(F&& f)  // NOLINT: implicit on purpose, like std::function_ref
       : object_(const_cast<void*>(static_cast<const void*>(&f))),
         call_([](void* o, std::int64_t b, std::int64_t e) { (*static_cast<std::remove_reference_t<F>*>(o))(b, e); }) {}
   void operator()(std::int64_t begin, std::int64_t end) const { call_(object_, begin, end); }
@@ -40,6 +40,13 @@ class RangeBody {
   void* object_;
   void (*call_)(void*, std::int64_t, std::int64_t);
 };
+
+// Elements per chunk below which an elementwise loop is not worth a second
+// thread (about 10 us of work, a few times what handing a chunk over costs):
+// loops that stream memory (copies, adds), and loops that evaluate exp,
+// tanh or a division per element.
+inline constexpr std::int64_t kStreamGrain = std::int64_t{1} << 15;
+inline constexpr std::int64_t kMathGrain = std::int64_t{1} << 12;
 
 // The number of chunks parallel_for(n, grain, ...) cuts [0, n) into: at most
 // threads(), and none smaller than `grain` items (so small work stays on the
