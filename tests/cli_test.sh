@@ -110,6 +110,24 @@ expect_error "a directory with another run's config" "already holds a run (confi
 cmp -s "$work/a/checkpoint.bin" "$work/b/checkpoint.bin" || fail "resumed checkpoint differs from uninterrupted"
 [ "$(wc -l <"$work/b/metrics.jsonl")" -eq 3 ] || fail "resumed metrics.jsonl should hold 3 lines"
 
+# Two threads: a run interrupted and resumed at --threads 2 equals the
+# uninterrupted one (checkpoint and metrics, but for the timings), and both
+# equal --threads 1, since every kernel this model runs keeps its bits at any
+# thread count. Wide enough that the kernels really are split.
+threaded=(--hidden 256,256 --meta-batch 8 --shots 64 --queries 64 --inner-steps 2 --checkpoint-every 3 --log-every 1
+  --quiet)
+"$metatape" train "${threaded[@]}" --iterations 6 --threads 1 --out "$work/t1" >/dev/null || fail "run t1"
+"$metatape" train "${threaded[@]}" --iterations 6 --threads 2 --out "$work/t2" >/dev/null || fail "run t2"
+"$metatape" train "${threaded[@]}" --iterations 3 --threads 2 --out "$work/t2r" >/dev/null || fail "run t2r"
+"$metatape" train "${threaded[@]}" --iterations 6 --threads 2 --resume --out "$work/t2r" >/dev/null ||
+  fail "resuming run t2r"
+cmp -s "$work/t2/checkpoint.bin" "$work/t2r/checkpoint.bin" || fail "a resumed --threads 2 run differs from uninterrupted"
+untimed() { sed 's/,"time_s":[0-9.e+-]*//' "$1"; }
+[ "$(untimed "$work/t2/metrics.jsonl")" = "$(untimed "$work/t2r/metrics.jsonl")" ] ||
+  fail "a resumed --threads 2 run logged other metrics"
+[ "$(wc -l <"$work/t2r/metrics.jsonl")" -eq 6 ] || fail "the resumed --threads 2 run should log 6 lines"
+cmp -s "$work/t1/checkpoint.bin" "$work/t2/checkpoint.bin" || fail "--threads 2 changed the bits of --threads 1"
+
 # A corrupt checkpoint is refused, and left as it was.
 cp "$work/b/checkpoint.bin" "$work/saved.bin"
 size=$(stat -c %s "$work/b/checkpoint.bin")
