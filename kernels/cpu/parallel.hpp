@@ -54,9 +54,12 @@ inline constexpr std::int64_t kMathGrain = std::int64_t{1} << 12;
 std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain);
 
 // Runs body(begin, end) over contiguous chunks covering [0, n): chunk i is
-// [n·i/c, n·(i+1)/c) for c = parallel_chunks(n, grain). Chunk 0 runs on the
-// calling thread. Returns when every chunk is done; the first exception a
-// chunk throws is rethrown here (after the others have finished).
+// [n·i/c, n·(i+1)/c) for c = parallel_chunks(n, grain). The calling thread
+// takes chunks too, and which thread takes which is left to timing (only
+// the chunks themselves are fixed). While another thread's parallel_for
+// holds the pool, this one runs its chunks itself, in order, rather than
+// wait. Returns when every chunk is done; the first exception a chunk
+// throws is rethrown here (after the others have finished).
 void parallel_for(std::int64_t n, std::int64_t grain, RangeBody body);
 
 }  // namespace metatape::kernels::cpu
