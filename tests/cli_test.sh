@@ -81,6 +81,11 @@ expect_error "huge inner loop" "needs at least about" \
 [ -e "$work/bad" ] && fail "a refused run created its directory"
 
 "$metatape" info | grep -q "^cpu: usable" || fail "info names the CPU"
+# METATAPE_NUM_THREADS sets the pool when the library loads; a bad value is
+# reported and ignored, never fatal.
+METATAPE_NUM_THREADS=2 "$metatape" info | grep -q "2 thread" || fail "METATAPE_NUM_THREADS=2 is not the thread count"
+err=$(METATAPE_NUM_THREADS=two "$metatape" info 2>&1 >/dev/null) || fail "a bad METATAPE_NUM_THREADS is fatal"
+grep -qF "ignoring METATAPE_NUM_THREADS=two" <<<"$err" || fail "a bad METATAPE_NUM_THREADS is not reported: $err"
 if ! "$metatape" info | grep -q "^cuda: usable"; then
   # No GPU here: asking for one is a clear error, before anything is written.
   expect_error "--device cuda without a GPU" "--device cuda: " "$metatape" train --device cuda --out "$work/gpu"
