@@ -1,8 +1,9 @@
 // The CPU kernels' thread pool: how parallel_for cuts its range, nesting,
 // errors, a pool busy with another thread's job; the kernels that use it
-// give the same bits at 1, 2 and 3 threads (sizes chosen so that every one
-// of them is really split); a float64 MAML meta-gradient at 1 and 2 threads;
-// set_num_threads and OpenBLAS kept at one thread.
+// give the same bits at 1, 2 and 3 threads (gemm: close), at sizes the pool
+// really splits (pool_jobs counts it); a float64 MAML meta-gradient at 1
+// and 2 threads; the sinusoid step never uses the pool; set_num_threads and
+// OpenBLAS kept at one thread.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -71,7 +72,9 @@ void check_same_bits_at_1_2_3(const std::function<std::vector<Tensor>()>& comput
   for (int t : {2, 3}) {
     ThreadsFor threads(t);
     INFO("threads = " << t);
+    const std::uint64_t jobs = cpu::pool_jobs();
     CHECK(mt::testing::same_bits(compute(), one));
+    CHECK(cpu::pool_jobs() > jobs);  // the sizes really are split
   }
 }
 
@@ -86,7 +89,9 @@ void check_close_at_1_2_3(const std::function<std::vector<Tensor>()>& compute, d
   for (int t : {2, 3}) {
     ThreadsFor threads(t);
     INFO("threads = " << t);
+    const std::uint64_t jobs = cpu::pool_jobs();
     const std::vector<Tensor> first = compute();
+    CHECK(cpu::pool_jobs() > jobs);
     CHECK(mt::testing::relative_error(first, one) < tolerance);
     CHECK(mt::testing::same_bits(compute(), first));
   }
@@ -391,10 +396,26 @@ TEST_SUITE("threads") {
     }
     {
       ThreadsFor threads(2);
+      const std::uint64_t jobs = cpu::pool_jobs();
       two = meta::meta_gradient(model, meta::Loss::mse, config, params, batch, 0);
+      CHECK(cpu::pool_jobs() > jobs);
     }
     CHECK(two.meta_loss == doctest::Approx(one.meta_loss).epsilon(1e-12));
     CHECK(mt::testing::relative_error(two.grads, one.grads) < 1e-12);
     CHECK(mt::testing::same_bits(two.grads, one.grads));
+  }
+
+  TEST_CASE("the sinusoid step (25 tasks, K = 10, MLP 1-40-40-1) never waits on the pool") {
+    // Its kernels are far below every grain: at 2 threads it runs exactly as
+    // at 1, so it cannot be slower.
+    const meta::Mlp model({1, 40, 40, 1});
+    const meta::MetaConfig config{.algorithm = meta::Algorithm::maml, .inner_steps = 5, .inner_lr = 0.01};
+    mt::Generator gen(1);
+    const auto params = meta::init_meta_params(model, config, gen, DType::f32);
+    const auto batch = meta::SinusoidTasks().sample(25, 10, 10, gen, DType::f32);
+    ThreadsFor threads(2);
+    const std::uint64_t jobs = cpu::pool_jobs();
+    (void)meta::meta_gradient(model, meta::Loss::mse, config, params, batch, 0);
+    CHECK(cpu::pool_jobs() == jobs);
   }
 }

@@ -25,6 +25,10 @@ int threads();
 // parallel_for runs serially on it.
 bool in_parallel_region();
 
+// How many parallel_for calls have been handed to the pool's threads since
+// the program started (for tests that check which work is split).
+std::uint64_t pool_jobs();
+
 // A borrowed callable: body(begin, end). Not owning, so no allocation per
 // call; valid for the duration of the parallel_for that receives it.
 class RangeBody {
