@@ -81,10 +81,11 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
   });
 }
 
-// Over the batch when the matrices are many and small (the task axis of a
-// task-batched graph); one by one, each split by gemm, when they are few and
-// large. Every matrix is one gemm call either way, so the bits do not depend
-// on the thread count.
+// Over the batch when the matrices are many (the task axis of a
+// task-batched graph): each matrix is then one unsplit OpenBLAS call, the
+// same bits at any thread count. When they are fewer than two per thread,
+// one by one, each split by gemm if large (then equal up to summation
+// order, as gemm).
 template <class T>
 void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
                   std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
