@@ -81,6 +81,11 @@ expect_error "huge inner loop" "needs at least about" \
 [ -e "$work/bad" ] && fail "a refused run created its directory"
 
 "$metatape" info | grep -q "^cpu: usable" || fail "info names the CPU"
+# METATAPE_NUM_THREADS sets the pool when the library loads; a bad value is
+# reported and ignored, never fatal.
+METATAPE_NUM_THREADS=2 "$metatape" info | grep -q "2 thread" || fail "METATAPE_NUM_THREADS=2 is not the thread count"
+err=$(METATAPE_NUM_THREADS=two "$metatape" info 2>&1 >/dev/null) || fail "a bad METATAPE_NUM_THREADS is fatal"
+grep -qF "ignoring METATAPE_NUM_THREADS=two" <<<"$err" || fail "a bad METATAPE_NUM_THREADS is not reported: $err"
 if ! "$metatape" info | grep -q "^cuda: usable"; then
   # No GPU here: asking for one is a clear error, before anything is written.
   expect_error "--device cuda without a GPU" "--device cuda: " "$metatape" train --device cuda --out "$work/gpu"
@@ -114,6 +119,24 @@ cmp -s "$work/a/checkpoint.bin" "$work/b/checkpoint.bin" || fail "resumed checkp
 "$metatape" train "${common[@]}" --iterations 30 --replay --resume --out "$work/r" >/dev/null ||
   fail "resuming with --replay"
 cmp -s "$work/a/checkpoint.bin" "$work/r/checkpoint.bin" || fail "a replayed run differs from eager training"
+
+# Two threads: a run interrupted and resumed at --threads 2 equals the
+# uninterrupted one (checkpoint and metrics, but for the timings), and both
+# equal --threads 1, since every kernel this model runs keeps its bits at any
+# thread count. Wide enough that the kernels really are split.
+threaded=(--hidden 256,256 --meta-batch 8 --shots 64 --queries 64 --inner-steps 2 --checkpoint-every 3 --log-every 1
+  --quiet)
+"$metatape" train "${threaded[@]}" --iterations 6 --threads 1 --out "$work/t1" >/dev/null || fail "run t1"
+"$metatape" train "${threaded[@]}" --iterations 6 --threads 2 --out "$work/t2" >/dev/null || fail "run t2"
+"$metatape" train "${threaded[@]}" --iterations 3 --threads 2 --out "$work/t2r" >/dev/null || fail "run t2r"
+"$metatape" train "${threaded[@]}" --iterations 6 --threads 2 --resume --out "$work/t2r" >/dev/null ||
+  fail "resuming run t2r"
+cmp -s "$work/t2/checkpoint.bin" "$work/t2r/checkpoint.bin" || fail "a resumed --threads 2 run differs from uninterrupted"
+untimed() { sed 's/,"time_s":[0-9.e+-]*//' "$1"; }
+[ "$(untimed "$work/t2/metrics.jsonl")" = "$(untimed "$work/t2r/metrics.jsonl")" ] ||
+  fail "a resumed --threads 2 run logged other metrics"
+[ "$(wc -l <"$work/t2r/metrics.jsonl")" -eq 6 ] || fail "the resumed --threads 2 run should log 6 lines"
+cmp -s "$work/t1/checkpoint.bin" "$work/t2/checkpoint.bin" || fail "--threads 2 changed the bits of --threads 1"
 
 # A corrupt checkpoint is refused, and left as it was.
 cp "$work/b/checkpoint.bin" "$work/saved.bin"

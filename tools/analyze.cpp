@@ -409,7 +409,7 @@ const std::vector<Option<AnalyzeArgs>>& analyze_options() {
       O::local("--out", &AnalyzeArgs::out, "Directory for analysis.json and the SVGs (default: <run>/analysis)",
                Text{}),
       O::local("--quiet", &AnalyzeArgs::quiet, "No progress line, even on a terminal", Flag{}),
-      O::local("--threads", &AnalyzeArgs::threads, "Threads for the matrix products", thread_counts()),
+      O::local("--threads", &AnalyzeArgs::threads, kThreadsHelp, thread_counts()),
   };
   return table;
 }

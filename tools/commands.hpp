@@ -115,8 +115,9 @@ const std::vector<Option<MetaNtkArgs>>& meta_ntk_options();      // meta_ntk_com
 const std::vector<Option<RankArchsArgs>>& rank_archs_options();  // rank_archs.cpp
 const std::vector<Option<AnalyzeArgs>>& analyze_options();       // analyze.cpp
 
-// What --threads accepts: 1 to 4 x the hardware threads (option_tables.cpp).
+// What --threads accepts: 1 to metatape::max_num_threads() (option_tables.cpp).
 Integers thread_counts();
+inline constexpr const char* kThreadsHelp = "Threads for the CPU kernels and matrix products";
 
 // Each returns the process exit status; errors are thrown as metatape::Error.
 int run_train(const TrainArgs& args);

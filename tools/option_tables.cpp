@@ -16,8 +16,8 @@
 //   --inner-steps, eval --steps: <= 1e6, far past the 1 to 10 of the
 //     literature, and within an int.
 //   --hidden: up to 1000 layers of up to 1e6 units (one such layer is 4 TB).
-//   --threads: <= 4 x the hardware threads; more only contend, and many
-//     OpenBLAS threads spin in its allocator when memory is capped.
+//   --threads: <= metatape::max_num_threads(), 4 x the hardware threads;
+//     more only contend.
 #include <limits>
 #include <thread>
 
@@ -100,7 +100,7 @@ std::vector<Option<Args>> rows(std::initializer_list<std::vector<Option<Args>>> 
 
 Integers thread_counts() {
   const std::int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  return {1, 4 * cores, "at most 4 x the " + std::to_string(cores) + " hardware threads of this machine"};
+  return {1, max_num_threads(), "at most 4 x the " + std::to_string(cores) + " hardware threads of this machine"};
 }
 
 const std::vector<Option<TrainArgs>>& train_options() {
@@ -179,7 +179,7 @@ const std::vector<Option<TrainArgs>>& train_options() {
                {meta::task_weighting_name(meta::TaskWeighting::softmax),
                 meta::task_weighting_name(meta::TaskWeighting::normalised),
                 meta::task_weighting_name(meta::TaskWeighting::agreement)}),
-           O::local("--threads", &TrainArgs::threads, "Threads for the matrix products", thread_counts()),
+           O::local("--threads", &TrainArgs::threads, kThreadsHelp, thread_counts()),
            O::local("--device", &TrainArgs::device, "Where to train", kDevices),
            O::local("--replay,--cuda-graph", &TrainArgs::replay,
                     "Capture the meta-gradient step on the first iteration and replay it after (a CUDA graph on "
@@ -222,7 +222,7 @@ const std::vector<Option<EvalArgs>>& eval_options() {
       O::local("--out", &EvalArgs::out,
                "Where to write eval.json and mse_vs_steps.svg (default: the checkpoint's directory)", Text{}),
       O::local("--device", &EvalArgs::device, "Where to evaluate", kDevices),
-      O::local("--threads", &EvalArgs::threads, "Threads for the matrix products", thread_counts()),
+      O::local("--threads", &EvalArgs::threads, kThreadsHelp, thread_counts()),
   };
   return table;
 }
@@ -250,7 +250,7 @@ const std::vector<Option<NtkArgs>>& ntk_options() {
                     "Where to write ntk.json, ntk_heatmap.svg and ntk_spectrum.svg (default: the checkpoint's "
                     "directory, or runs/ntk)",
                     Text{}),
-           O::local("--threads", &NtkArgs::threads, "Threads for the matrix products", thread_counts()),
+           O::local("--threads", &NtkArgs::threads, kThreadsHelp, thread_counts()),
        }});
   return table;
 }

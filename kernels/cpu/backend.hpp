@@ -15,8 +15,8 @@
 
 // The recording forwarder: the call with its arguments copied (a reference
 // parameter such as ConvShape is captured by value).
-#define METATAPE_RECORDING_KERNEL_CPU(head, ret, name, params, args)                                               \
-  METATAPE_KERNEL_UNPAREN head static ret name params {                                                            \
+#define METATAPE_RECORDING_KERNEL_CPU(kind, ret, name, params, args)                                               \
+  METATAPE_KERNEL_HEAD(kind) static ret name params {                                                            \
     if (::metatape::kernels::cpu::KernelRecording* recording = ::metatape::kernels::cpu::detail::active_recording) \
         [[unlikely]]                                                                                               \
       return ::metatape::kernels::cpu::detail::record_kernel<ret>(                                                 \

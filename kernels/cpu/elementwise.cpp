@@ -6,14 +6,35 @@
 #include <cstring>
 
 #include "../scalar_math.hpp"
+#include "parallel.hpp"
+#include "parallel_loop.hpp"
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
 
+// y[i] = f(x[i]), over the pool when n is large: chunks of at least
+// `grain` elements, each a plain loop the compiler vectorises.
 template <class T, class F>
-void map(const T* x, T* y, std::int64_t n, F f) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+void map(const T* x, T* y, std::int64_t n, std::int64_t grain, F f) {
+  parallel_for(n, grain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) y[i] = f(x[i]);
+  });
+}
+
+// What one element of a unary op costs, as a chunk size.
+std::int64_t unary_grain(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::exp:
+    case UnaryOp::log:
+    case UnaryOp::sqrt:
+    case UnaryOp::tanh:
+    case UnaryOp::sigmoid:
+    case UnaryOp::pow:
+      return kMathGrain;
+    default:
+      return kStreamGrain;
+  }
 }
 
 // One innermost row of a broadcasting binary op. The branches give the
@@ -35,15 +56,17 @@ void binary_row(T* out, const T* a, const T* b, std::int64_t n, std::int64_t sa,
 
 template <class T, class F>
 void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
-                 const std::int64_t* b_strides, T* out, F f) {
+                 const std::int64_t* b_strides, T* out, std::int64_t grain, F f) {
   std::int64_t out_strides[kMaxLoopRank];
   contiguous_strides(rank, shape, out_strides);
   const std::int64_t* strides[3] = {out_strides, a_strides, b_strides};
   const StridedLoop loop = make_loop(rank, shape, 3, strides);
-  for_each_row(loop, [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
-    // The output is contiguous and never broadcast, so its inner stride is 1.
-    binary_row(out + off[0], a + off[1], b + off[2], n, s[1], s[2], f);
-  });
+  // Every output element is written once, so any dimension may be cut.
+  parallel_for_each_row(loop, widest_dimension(loop, 0), grain,
+                        [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
+                          // The output is contiguous and never broadcast, so its inner stride is 1.
+                          binary_row(out + off[0], a + off[1], b + off[2], n, s[1], s[2], f);
+                        });
 }
 
 }  // namespace
@@ -54,45 +77,54 @@ void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {
   // power()'s exact fast paths, chosen once per call so that their loops
   // vectorise (backward rules produce these exponents).
   if (op == UnaryOp::pow && (p == T(1) || p == T(2) || p == T(-1))) {
-    if (p == T(1)) return map(x, y, n, [](T v) { return power(v, T(1)); });
-    if (p == T(2)) return map(x, y, n, [](T v) { return power(v, T(2)); });
-    return map(x, y, n, [](T v) { return power(v, T(-1)); });
+    if (p == T(1)) return map(x, y, n, kStreamGrain, [](T v) { return power(v, T(1)); });
+    if (p == T(2)) return map(x, y, n, kStreamGrain, [](T v) { return power(v, T(2)); });
+    return map(x, y, n, kMathGrain, [](T v) { return power(v, T(-1)); });
   }
   with_unary_op(op, [&]<UnaryOp Op>(std::integral_constant<UnaryOp, Op>) {
-    map(x, y, n, [p](T v) { return unary_value<Op>(v, p); });
+    map(x, y, n, unary_grain(op), [p](T v) { return unary_value<Op>(v, p); });
   });
 }
 
 template <class T>
 void multiply_by_mask(UnaryOp op, const T* g, const T* x, T* out, std::int64_t n) {
-  if (op == UnaryOp::step) {
-    for (std::int64_t i = 0; i < n; ++i) out[i] = g[i] * step(x[i]);
-  } else {  // sign
-    for (std::int64_t i = 0; i < n; ++i) out[i] = g[i] * sign(x[i]);
-  }
+  parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
+    if (op == UnaryOp::step) {
+      for (std::int64_t i = begin; i < end; ++i) out[i] = g[i] * step(x[i]);
+    } else {  // sign
+      for (std::int64_t i = begin; i < end; ++i) out[i] = g[i] * sign(x[i]);
+    }
+  });
 }
 
 template <class T>
 void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
             const std::int64_t* b_strides, T* out) {
   with_binary_op(op, [&]<BinaryOp Op>(std::integral_constant<BinaryOp, Op>) {
-    binary_loop(rank, shape, a, a_strides, b, b_strides, out, [](T u, T v) { return binary_value<Op>(u, v); });
+    binary_loop(rank, shape, a, a_strides, b, b_strides, out, Op == BinaryOp::div ? kMathGrain : kStreamGrain,
+                [](T u, T v) { return binary_value<Op>(u, v); });
   });
 }
 
 template <class From, class To>
 void convert(const From* x, To* y, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] = static_cast<To>(x[i]);
+  parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) y[i] = static_cast<To>(x[i]);
+  });
 }
 
 template <class T>
 void fill(T* y, std::int64_t n, T value) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] = value;
+  parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) y[i] = value;
+  });
 }
 
 template <class T>
 void copy(const T* x, T* y, std::int64_t n) {
-  if (n > 0) std::memcpy(y, x, static_cast<std::size_t>(n) * sizeof(T));
+  parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
+    std::memcpy(y + begin, x + begin, static_cast<std::size_t>(end - begin) * sizeof(T));
+  });
 }
 
 template void unary<float>(UnaryOp, const float*, float*, std::int64_t, double);

@@ -1,13 +1,31 @@
+// Matrix products: one OpenBLAS call per block of C, the blocks spread over
+// the CPU kernels' pool when a product is large enough to pay for it.
+//
+// Small products go straight to OpenBLAS. We measured a register-blocked
+// kernel of our own against it on the sinusoid MLP's products ([10 x 40] x
+// [40 x 40] and their adjoints, float and double): OpenBLAS 0.3.21's
+// small-matrix path already takes 0.05 us (k = 1) to 0.5 us (k = 40) a call,
+// and ours was no faster even compiled for AVX-512 (0.7x to 1.7x by shape)
+// and ten times slower for the baseline x86-64 this library is built for.
 #include "gemm.hpp"
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels.hpp"
+#include "parallel.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
+
+// Multiply-adds (m·n·k) of the smallest block handed to a thread: about
+// 40 us of one core's work, many times the cost of waking a pool thread.
+constexpr std::int64_t kMinBlockWork = std::int64_t{1} << 21;
+// Rows of C per unit of a split: a multiple of every OpenBLAS kernel's
+// register tile, so each block's tiles line up with the whole's.
+constexpr std::int64_t kSplitUnit = 16;
 
 // Scales C by beta where a product with k = 0 contributes nothing; BLAS
 // implementations differ on whether they touch C then.
@@ -17,13 +35,9 @@ void scale_rows(std::int64_t m, std::int64_t n, T beta, T* c, std::int64_t ldc) 
     for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
 }
 
-}  // namespace
-
 template <class T>
-void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) return scale_rows(m, n, beta, c, ldc);
+void blas_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+               std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
   const auto dims = [](std::int64_t v) { return static_cast<blasint>(v); };
   if constexpr (std::is_same_v<T, float>)
@@ -34,13 +48,63 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
                 dims(ldc));
 }
 
+// How many units of kSplitUnit rows make a block worth a thread when a row
+// costs `row_work` multiply-adds.
+std::int64_t grain(std::int64_t row_work) {
+  return std::max<std::int64_t>(1, (kMinBlockWork + row_work * kSplitUnit - 1) / (row_work * kSplitUnit));
+}
+
+}  // namespace
+
+// C is cut into blocks of whole units of rows (rows of op(A)), each a
+// plain sub-product with offset pointers. Not bit-identical to the unsplit
+// call: OpenBLAS 0.3.21 picks its kernels and blockings by the shape of
+// each call (a small-matrix path below m·n·k = 100³, other tile orders for
+// some heights), and we measured last-bit differences in some rows for many
+// cuts, float and double. So a split product equals the serial one up to
+// the order of its sums (tests/test_threads.cpp bounds the difference),
+// and is bit-identical at a fixed thread count.
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) return scale_rows(m, n, beta, c, ldc);
+  // Whole units only; the last block takes the rows left over, so that no
+  // block is smaller than the grain.
+  const std::int64_t units = m / kSplitUnit, rows_grain = grain(n * k);
+  if (parallel_chunks(units, rows_grain) == 1)
+    return blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  parallel_for(units, rows_grain, [&](std::int64_t begin, std::int64_t end) {
+    const std::int64_t first = begin * kSplitUnit, count = (end == units ? m : end * kSplitUnit) - first;
+    blas_gemm(trans_a, trans_b, count, n, k, alpha, a + first * (trans_a ? 1 : lda), lda, b, ldb, beta, c + first * ldc,
+              ldc);
+  });
+}
+
+// Over the batch when the matrices are many (the task axis of a
+// task-batched graph): each matrix is then one unsplit OpenBLAS call, the
+// same bits at any thread count. When they are fewer than two per thread,
+// one by one, each split by gemm if large (then equal up to summation
+// order, as gemm).
 template <class T>
 void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
                   std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
                   std::int64_t count) {
   const std::int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
-  for (std::int64_t i = 0; i < count; ++i)
+  const auto one = [&](std::int64_t i) {
     gemm<T>(trans_a, trans_b, m, n, k, T(1), a + i * stride_a, lda, b + i * stride_b, ldb, T(0), c + i * stride_c, n);
+  };
+  const std::int64_t work = m * n * k,
+                     per_chunk = std::max<std::int64_t>(1, kMinBlockWork / std::max<std::int64_t>(1, work));
+  // Outputs that overlap (stride 0) must be written in order.
+  const bool over_batch = stride_c != 0 && count >= 2 * threads();
+  if (!over_batch) {
+    for (std::int64_t i = 0; i < count; ++i) one(i);
+    return;
+  }
+  parallel_for(count, per_chunk, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) one(i);
+  });
 }
 
 template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
@@ -53,7 +117,7 @@ template void gemm_batched<float>(bool, bool, std::int64_t, std::int64_t, std::i
 template void gemm_batched<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const double*, std::int64_t,
                                    const double*, std::int64_t, double*, std::int64_t, std::int64_t);
 
-void set_blas_threads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }
+void set_blas_single_threaded() { openblas_set_num_threads(1); }
 int blas_threads() { return openblas_get_num_threads(); }
 
 }  // namespace metatape::kernels::cpu

@@ -1,5 +1,12 @@
 // Matrix products through OpenBLAS. Row-major; a transpose is a flag, never
 // a copy. T is float or double.
+//
+// Threads: OpenBLAS runs single-threaded (set_blas_single_threaded), and a
+// large product is split over the CPU kernels' pool (parallel.hpp) into
+// blocks of rows of C, one OpenBLAS call each. OpenBLAS chooses its kernels
+// by the shape of a call, so a split product may differ from the unsplit
+// one in the last bits (summation order); at a fixed thread count it is
+// bit-reproducible. gemm_batched computes each matrix in one gemm call.
 #pragma once
 
 #include <cstdint>
@@ -13,8 +20,10 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
 
-// Threads OpenBLAS may use (>= 1).
-void set_blas_threads(int threads);
+// Sets OpenBLAS to run each call on the calling thread only (its own
+// threads, if its build started any, stay asleep).
+void set_blas_single_threaded();
+// The thread count OpenBLAS would use for one call (1 once set above).
 int blas_threads();
 
 }  // namespace metatape::kernels::cpu

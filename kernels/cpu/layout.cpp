@@ -1,13 +1,29 @@
 // Data movement: strided copies (expand, permute), axis slices, row and
 // element gathers with their scattering adjoints. T is float, double or int64.
+//
+// Threads: every kernel but scatter_add is spread over the pool when large,
+// each output written by one thread in the serial order, so the results are
+// bit-identical at any thread count. scatter_add (indices in any order, any
+// of them repeated) stays on one thread.
 #include "kernels.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "../scalar_math.hpp"
+#include "parallel.hpp"
+#include "parallel_loop.hpp"
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu {
+namespace {
+
+// Chunk size, in items of `item_size` elements each, for a streaming loop.
+std::int64_t items_grain(std::int64_t item_size) {
+  return std::max<std::int64_t>(1, kStreamGrain / std::max<std::int64_t>(item_size, 1));
+}
+
+}  // namespace
 
 template <class T>
 void strided_copy(int rank, const std::int64_t* shape, const T* x, const std::int64_t* x_strides, T* out) {
@@ -15,65 +31,80 @@ void strided_copy(int rank, const std::int64_t* shape, const T* x, const std::in
   contiguous_strides(rank, shape, out_strides);
   const std::int64_t* strides[2] = {out_strides, x_strides};
   const StridedLoop loop = make_loop(rank, shape, 2, strides);
-  for_each_row(loop, [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
-    T* o = out + off[0];
-    const T* xr = x + off[1];
-    if (s[1] == 1) {
-      std::memcpy(o, xr, static_cast<std::size_t>(n) * sizeof(T));
-    } else if (s[1] == 0) {
-      const T v = *xr;
-      for (std::int64_t i = 0; i < n; ++i) o[i] = v;
-    } else {
-      for (std::int64_t i = 0; i < n; ++i) o[i] = xr[i * s[1]];
-    }
-  });
+  parallel_for_each_row(loop, widest_dimension(loop, 0), kStreamGrain,
+                        [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
+                          T* o = out + off[0];
+                          const T* xr = x + off[1];
+                          if (s[1] == 1) {
+                            std::memcpy(o, xr, static_cast<std::size_t>(n) * sizeof(T));
+                          } else if (s[1] == 0) {
+                            const T v = *xr;
+                            for (std::int64_t i = 0; i < n; ++i) o[i] = v;
+                          } else {
+                            for (std::int64_t i = 0; i < n; ++i) o[i] = xr[i * s[1]];
+                          }
+                        });
 }
 
 template <class T>
 void copy_into_axis(const T* src, std::int64_t outer, std::int64_t count, std::int64_t inner, T* dst,
                     std::int64_t length, std::int64_t start) {
   const std::size_t block = static_cast<std::size_t>(count * inner) * sizeof(T);
-  for (std::int64_t o = 0; o < outer; ++o)
-    std::memcpy(dst + (o * length + start) * inner, src + o * count * inner, block);
+  parallel_for(outer, items_grain(count * inner), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t o = begin; o < end; ++o)
+      std::memcpy(dst + (o * length + start) * inner, src + o * count * inner, block);
+  });
 }
 
 template <class T>
 void copy_from_axis(const T* src, std::int64_t outer, std::int64_t length, std::int64_t inner, std::int64_t start,
                     std::int64_t count, T* dst) {
   const std::size_t block = static_cast<std::size_t>(count * inner) * sizeof(T);
-  for (std::int64_t o = 0; o < outer; ++o)
-    std::memcpy(dst + o * count * inner, src + (o * length + start) * inner, block);
+  parallel_for(outer, items_grain(count * inner), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t o = begin; o < end; ++o)
+      std::memcpy(dst + o * count * inner, src + (o * length + start) * inner, block);
+  });
 }
 
 template <class T>
 void gather_rows(const T* x, std::int64_t row_size, const std::int64_t* index, std::int64_t n, T* out) {
   const std::size_t bytes = static_cast<std::size_t>(row_size) * sizeof(T);
-  for (std::int64_t r = 0; r < n; ++r) std::memcpy(out + r * row_size, x + index[r] * row_size, bytes);
+  parallel_for(n, items_grain(row_size), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) std::memcpy(out + r * row_size, x + index[r] * row_size, bytes);
+  });
 }
 
 template <class T>
 void scatter_rows_add(const T* g, std::int64_t row_size, const std::int64_t* index, std::int64_t n, T* out,
                       std::int64_t out_rows) {
-  for (std::int64_t i = 0; i < out_rows * row_size; ++i) out[i] = T(0);
-  for (std::int64_t r = 0; r < n; ++r) {
-    T* o = out + index[r] * row_size;
-    const T* gr = g + r * row_size;
-    for (std::int64_t i = 0; i < row_size; ++i) o[i] += gr[i];
-  }
+  fill(out, out_rows * row_size, T(0));
+  // Rows may repeat an index, so the pool splits the columns instead: each
+  // thread adds all rows, in order, into its own columns.
+  parallel_for(row_size, items_grain(n), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = 0; r < n; ++r) {
+      T* o = out + index[r] * row_size;
+      const T* gr = g + r * row_size;
+      for (std::int64_t i = begin; i < end; ++i) o[i] += gr[i];
+    }
+  });
 }
 
 template <class T>
 void take(const T* x, const std::int64_t* index, std::int64_t n, T* out) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = x[index[i]];
+  parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) out[i] = x[index[i]];
+  });
 }
 
 void label_positions(const std::int64_t* labels, std::int64_t n, std::int64_t classes, std::int64_t* out) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = label_position(i, labels[i], classes);
+  parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) out[i] = label_position(i, labels[i], classes);
+  });
 }
 
 template <class T>
 void scatter_add(const T* g, const std::int64_t* index, std::int64_t n, T* out, std::int64_t out_numel) {
-  for (std::int64_t i = 0; i < out_numel; ++i) out[i] = T(0);
+  fill(out, out_numel, T(0));
   for (std::int64_t i = 0; i < n; ++i) out[index[i]] += g[i];
 }
 

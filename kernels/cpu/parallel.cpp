@@ -123,6 +123,7 @@ Pool& pool() {
 }
 
 std::atomic<int> thread_count{1};
+std::atomic<std::uint64_t> jobs_run{0};
 
 }  // namespace
 
@@ -137,6 +138,8 @@ int threads() { return thread_count.load(); }
 
 bool in_parallel_region() { return inside_chunk; }
 
+std::uint64_t pool_jobs() { return jobs_run.load(); }
+
 std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain) {
   if (inside_chunk || n <= 0) return 1;
   const std::int64_t by_grain = n / std::max<std::int64_t>(grain, 1);
@@ -146,7 +149,10 @@ std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain) {
 void parallel_for(std::int64_t n, std::int64_t grain, RangeBody body) {
   if (n <= 0) return;
   const std::int64_t chunks = parallel_chunks(n, grain);
-  if (chunks > 1 && pool().run(n, chunks, body)) return;
+  if (chunks > 1 && pool().run(n, chunks, body)) {
+    jobs_run.fetch_add(1);
+    return;
+  }
   // Serially, the same chunks in order: a kernel that sums per chunk gives
   // the same bits whether or not the pool was free.
   for (std::int64_t i = 0; i < chunks; ++i) body(n * i / chunks, n * (i + 1) / chunks);

@@ -25,13 +25,17 @@ int threads();
 // parallel_for runs serially on it.
 bool in_parallel_region();
 
+// How many parallel_for calls have been handed to the pool's threads since
+// the program started (for tests that check which work is split).
+std::uint64_t pool_jobs();
+
 // A borrowed callable: body(begin, end). Not owning, so no allocation per
 // call; valid for the duration of the parallel_for that receives it.
 class RangeBody {
  public:
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, RangeBody>)
-  RangeBody(F&& f)  // NOLINT: implicit on purpose, like std::function_ref
+  requires(!std::is_same_v<std::remove_cvref_t<F>, RangeBody>)
+      RangeBody(F&& f)  // NOLINT: implicit on purpose, like std::function_ref
       : object_(const_cast<void*>(static_cast<const void*>(&f))),
         call_([](void* o, std::int64_t b, std::int64_t e) { (*static_cast<std::remove_reference_t<F>*>(o))(b, e); }) {}
   void operator()(std::int64_t begin, std::int64_t end) const { call_(object_, begin, end); }
@@ -41,15 +45,25 @@ class RangeBody {
   void (*call_)(void*, std::int64_t, std::int64_t);
 };
 
+// Elements per chunk below which an elementwise loop is not worth a second
+// thread (about 10 us of work, a few times what handing a chunk over costs):
+// loops that stream memory (copies, adds), and loops that evaluate exp,
+// tanh or a division per element.
+inline constexpr std::int64_t kStreamGrain = std::int64_t{1} << 15;
+inline constexpr std::int64_t kMathGrain = std::int64_t{1} << 12;
+
 // The number of chunks parallel_for(n, grain, ...) cuts [0, n) into: at most
 // threads(), and none smaller than `grain` items (so small work stays on the
 // calling thread, which costs no more than a plain loop).
 std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain);
 
 // Runs body(begin, end) over contiguous chunks covering [0, n): chunk i is
-// [n·i/c, n·(i+1)/c) for c = parallel_chunks(n, grain). Chunk 0 runs on the
-// calling thread. Returns when every chunk is done; the first exception a
-// chunk throws is rethrown here (after the others have finished).
+// [n·i/c, n·(i+1)/c) for c = parallel_chunks(n, grain). The calling thread
+// takes chunks too, and which thread takes which is left to timing (only
+// the chunks themselves are fixed). While another thread's parallel_for
+// holds the pool, this one runs its chunks itself, in order, rather than
+// wait. Returns when every chunk is done; the first exception a chunk
+// throws is rethrown here (after the others have finished).
 void parallel_for(std::int64_t n, std::int64_t grain, RangeBody body);
 
 }  // namespace metatape::kernels::cpu

@@ -12,10 +12,23 @@
 
 namespace metatape {
 
-// Threads the CPU matrix products may use (OpenBLAS); the rest of the engine
-// is single-threaded per tape.
+// Threads the CPU kernels use, the calling thread included: one pool for
+// the elementwise, reduction and data-movement kernels, convolutions and
+// matrix products (OpenBLAS itself is kept at one thread, so the pool is the
+// only source of threads). Ops are still recorded and run one at a time per
+// tape; a kernel spreads its own work. Results do not depend on the count,
+// except where a kernel's header says its summation order does; at a fixed
+// count they are bit-reproducible.
+//
+// The count is set_num_threads's argument, else METATAPE_NUM_THREADS from
+// the environment when the library loads, else 1; OPENBLAS_NUM_THREADS does
+// not change it. Throws ValueError unless 1 <= threads <= max_num_threads(),
+// or when called from inside a kernel's parallel region; DeviceError if the
+// threads cannot be started.
 void set_num_threads(int threads);
 int num_threads();
+// 4 x the hardware threads: more only contend.
+int max_num_threads();
 
 // Let float32 matrix products on the GPU use TF32 (faster on Ampere and
 // later; about 1e-3 relative error). Off by default; no effect on the CPU or
