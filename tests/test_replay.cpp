@@ -10,6 +10,7 @@
 #include "../kernels/cpu/backend.hpp"  // the CPU kernel table, from the project root
 #include "meta_test_util.hpp"
 #include "metatape/captured_step.hpp"
+#include "metatape/engine.hpp"
 #include "metatape/meta/maml.hpp"
 #include "metatape/meta/trainer.hpp"
 #include "metatape/ops.hpp"
@@ -195,6 +196,19 @@ TEST_SUITE("replay") {
     CHECK(first.to_vector() == std::vector<double>{1, 20, 300, 4, 50, 600});
     CHECK(second.to_vector() == std::vector<double>{2, 0, -3, 8, 0, -6});
     CHECK(step.replays() == 2);
+  }
+
+  TEST_CASE("a replay at another CPU thread count than the capture's is refused, and runs again at the same count") {
+    const int before = mt::num_threads();
+    mt::set_num_threads(1);
+    mt::CapturedStep step([](const std::vector<Tensor>& in) { return std::vector<Tensor>{mt::exp(in[0])}; },
+                          {mt::ones({4}, DType::f64)}, Device::cpu);
+    mt::set_num_threads(2);
+    CHECK(mt::testing::throws_error<mt::ValueError>([&] { (void)step({mt::ones({4}, DType::f64)}); },
+                                                    {"captured with 1 CPU thread(s), replayed with 2"}));
+    mt::set_num_threads(1);
+    CHECK(step({mt::zeros({4}, DType::f64)})[0].to_vector() == std::vector<double>{1, 1, 1, 1});
+    mt::set_num_threads(before);
   }
 
   TEST_CASE("a capture reuses the blocks of its dead intermediates, except under a constant written on the host") {

@@ -4,8 +4,8 @@
 #include <string>
 
 #include "backend.hpp"
-#include "kernels/cpu/parallel.hpp"
 #include "cpu_capture.hpp"
+#include "kernels/cpu/parallel.hpp"
 #include "metatape/error.hpp"
 #ifdef METATAPE_CUDA
 #include "kernels/cuda/runtime.hpp"

@@ -125,6 +125,9 @@ const OpDef matmul_op = {.name = "matmul", .arity = 2, .num_outputs = 1, .saves 
       samples.push_back(make_sample("shared 2-D b: [2, 3, 4] @ [4, 2]",
           {sample_uniform({2, 3, 4}, g, d), sample_uniform({4, 2}, g, d)},
           [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }));
+      samples.push_back(make_sample("broadcast batch of b: [3, 2, 4] @ [1, 4, 2]",
+          {sample_uniform({3, 2, 4}, g, d), sample_uniform({1, 4, 2}, g, d)},
+          [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }));
       samples.push_back(make_sample("broadcast batch: [3, 4] @ [2, 1, 4, 2], bᵀ",
           {sample_uniform({3, 4}, g, d), sample_uniform({2, 1, 2, 4}, g, d)},
           [](const std::vector<Tensor>& in) { return matmul(in[0], in[1], false, true); }));

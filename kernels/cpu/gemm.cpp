@@ -91,6 +91,12 @@ void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
                   std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
                   std::int64_t count) {
   const std::int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
+  // A matrix B shared by every entry (a broadcast weight) with the A's and
+  // C's stacked row after row: the batch is one product of count·m rows,
+  // [count·m, k] op(B) -> [count·m, n], which runs at GEMM speed where
+  // `count` small products are dominated by per-call overhead.
+  if (stride_b == 0 && !trans_a && stride_a == m * k && stride_c == m * n && count > 1)
+    return gemm<T>(false, trans_b, count * m, n, k, T(1), a, k, b, ldb, T(0), c, n);
   const auto one = [&](std::int64_t i) {
     gemm<T>(trans_a, trans_b, m, n, k, T(1), a + i * stride_a, lda, b + i * stride_b, ldb, T(0), c + i * stride_c, n);
   };
