@@ -21,6 +21,7 @@
 //   build/bench/bench-maml-libtorch [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT]
 // (--match: only the MAML configurations whose name contains TEXT.)
 // (--memory CONFIG VARIANT is the internal child mode of the memory figure.)
+#include <cblas.h>  // openblas_set_num_threads
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -228,12 +229,30 @@ Problem make_problem(const Config& c, const bench::MamlSetup& setup) {
           to_torch(setup.batch.query_y)};
 }
 
+// libtorch's matrix products go through the same OpenBLAS that metatape
+// keeps at one thread (its own pool is its parallelism): libtorch's steps get
+// `threads` OpenBLAS threads while they run, as they would on their own.
+class LibtorchBlasThreads {
+ public:
+  explicit LibtorchBlasThreads(int threads) { openblas_set_num_threads(threads); }
+  ~LibtorchBlasThreads() { openblas_set_num_threads(1); }
+  LibtorchBlasThreads(const LibtorchBlasThreads&) = delete;
+  LibtorchBlasThreads& operator=(const LibtorchBlasThreads&) = delete;
+};
+
 // The step of variant 0 (metatape), 1 (libtorch loop) or 2 (libtorch batched).
-std::function<void()> step_of(int variant, const bench::MamlSetup& setup, const Problem& pr) {
+std::function<void()> step_of(int variant, const bench::MamlSetup& setup, const Problem& pr, int threads) {
   if (variant == 0)
     return [&] { (void)meta::meta_gradient(*setup.model, setup.loss, setup.config, setup.params, setup.batch, 0); };
-  if (variant == 1) return [&] { (void)libtorch_loop(pr); };
-  return [&] { (void)libtorch_batched(pr); };
+  if (variant == 1)
+    return [&pr, threads] {
+      const LibtorchBlasThreads blas(threads);
+      (void)libtorch_loop(pr);
+    };
+  return [&pr, threads] {
+    const LibtorchBlasThreads blas(threads);
+    (void)libtorch_batched(pr);
+  };
 }
 
 void compare(int index, int threads, int repeats) {
@@ -252,7 +271,7 @@ void compare(int index, int threads, int repeats) {
   const char* names[3] = {"metatape", "libtorch loop", "libtorch batched"};
   double ours = 0;
   for (int v = 0; v < 3; ++v) {
-    const bench::Timing t = median_times(step_of(v, setup, pr), c.conv ? std::max(3, repeats / 4) : repeats);
+    const bench::Timing t = median_times(step_of(v, setup, pr, threads), c.conv ? std::max(3, repeats / 4) : repeats);
     const double ms = t.wall_ms;
     if (v == 0) ours = ms;
     const double mib = peak_mib(index, v, threads);
@@ -266,11 +285,11 @@ void compare(int index, int threads, int repeats) {
 }
 
 // The child of peak_mib(): set up, note the resident size, run two steps.
-int measure_memory(int index, int variant) {
+int measure_memory(int index, int variant, int threads) {
   const Config& c = kConfigs[index];
   const bench::MamlSetup setup = make_setup(c);
   const Problem pr = make_problem(c, setup);
-  const auto step = step_of(variant, setup, pr);
+  const auto step = step_of(variant, setup, pr, threads);
   const long before = resident_kib();
   step();
   step();
@@ -315,7 +334,7 @@ int main(int argc, char** argv) {
   mt::set_num_threads(threads);
   torch::set_num_threads(threads);
   at::set_num_interop_threads(1);
-  if (memory_config >= 0) return measure_memory(memory_config, memory_variant);
+  if (memory_config >= 0) return measure_memory(memory_config, memory_variant, threads);
   std::printf("resident at start: %s\n", bench::resident_text().c_str());
 
   if (only.empty() || only == "maml") {
