@@ -240,10 +240,15 @@ class LibtorchBlasThreads {
   LibtorchBlasThreads& operator=(const LibtorchBlasThreads&) = delete;
 };
 
-// The step of variant 0 (metatape), 1 (libtorch loop) or 2 (libtorch batched).
+// The step of variant 0 (metatape), 1 (libtorch loop), 2 (libtorch batched)
+// or 3 (metatape's step captured once and replayed).
 std::function<void()> step_of(int variant, const bench::MamlSetup& setup, const Problem& pr, int threads) {
   if (variant == 0)
     return [&] { (void)meta::meta_gradient(*setup.model, setup.loss, setup.config, setup.params, setup.batch, 0); };
+  if (variant == 3) {
+    auto captured = std::make_shared<meta::CapturedMetaGradient>(*setup.model, setup.loss, setup.config);
+    return [&setup, captured] { (void)(*captured)(setup.params, setup.batch); };
+  }
   if (variant == 1)
     return [&pr, threads] {
       const LibtorchBlasThreads blas(threads);
@@ -266,11 +271,19 @@ void compare(int index, int threads, int repeats) {
   const Problem pr64 = make_problem(c, setup64);
   const std::vector<mt::Tensor> reference =
       meta::meta_gradient(*setup64.model, setup64.loss, setup64.config, setup64.params, setup64.batch, 0).grads;
-  const double errors[3] = {0, mt::testing::relative_error(from_torch(libtorch_loop(pr64)), reference),
-                            mt::testing::relative_error(from_torch(libtorch_batched(pr64)), reference)};
-  const char* names[3] = {"metatape", "libtorch loop", "libtorch batched"};
+  const auto replayed_error = [&] {
+    meta::CapturedMetaGradient replayed(*setup64.model, setup64.loss, setup64.config);
+    return mt::testing::relative_error(replayed(setup64.params, setup64.batch).grads, reference);
+  };
+  const double errors[4] = {0, mt::testing::relative_error(from_torch(libtorch_loop(pr64)), reference),
+                            mt::testing::relative_error(from_torch(libtorch_batched(pr64)), reference),
+                            c.conv ? 0.0 : replayed_error()};
+  const char* names[4] = {"metatape", "libtorch loop", "libtorch batched", "metatape replayed"};
   double ours = 0;
-  for (int v = 0; v < 3; ++v) {
+  // The replayed step is measured where per-op overhead matters (the MLP);
+  // Conv4's time is in its convolutions, which a replay runs just the same.
+  const int variants = c.conv ? 3 : 4;
+  for (int v = 0; v < variants; ++v) {
     const bench::Timing t = median_times(step_of(v, setup, pr, threads), c.conv ? std::max(3, repeats / 4) : repeats);
     const double ms = t.wall_ms;
     if (v == 0) ours = ms;
