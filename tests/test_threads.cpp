@@ -62,13 +62,15 @@ std::vector<std::pair<std::int64_t, std::int64_t>> chunks_of(std::int64_t n, std
   return chunks;
 }
 
+// compute() on one thread.
+std::vector<Tensor> at_one_thread(const std::function<std::vector<Tensor>()>& compute) {
+  ThreadsFor threads(1);
+  return compute();
+}
+
 // compute() at 1, 2 and 3 threads: the same bits each time.
 void check_same_bits_at_1_2_3(const std::function<std::vector<Tensor>()>& compute) {
-  std::vector<Tensor> one;
-  {
-    ThreadsFor threads(1);
-    one = compute();
-  }
+  const std::vector<Tensor> one = at_one_thread(compute);
   for (int t : {2, 3}) {
     ThreadsFor threads(t);
     INFO("threads = " << t);
@@ -81,11 +83,7 @@ void check_same_bits_at_1_2_3(const std::function<std::vector<Tensor>()>& comput
 // compute() at 2 and 3 threads within `tolerance` (relative) of 1 thread,
 // and the same bits when run twice at one count.
 void check_close_at_1_2_3(const std::function<std::vector<Tensor>()>& compute, double tolerance) {
-  std::vector<Tensor> one;
-  {
-    ThreadsFor threads(1);
-    one = compute();
-  }
+  const std::vector<Tensor> one = at_one_thread(compute);
   for (int t : {2, 3}) {
     ThreadsFor threads(t);
     INFO("threads = " << t);

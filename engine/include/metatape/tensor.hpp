@@ -67,26 +67,13 @@ class Tensor {
   // back what was just stored (a store-forwarding stall on every call).
   Tensor& operator=(const Tensor& other) noexcept {
     if (other.storage_) other.storage_->refs.fetch_add(1, std::memory_order_relaxed);
-    detail::Storage* old = storage_;
-    storage_ = other.storage_;
-    offset_ = other.offset_;
-    shape_ = other.shape_;
-    dtype_ = other.dtype_;
-    var_ = other.var_;
-    if (old && old->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) detail::release_storage(old);
-    return *this;
+    return take_fields(other);
   }
   Tensor& operator=(Tensor&& other) noexcept {
     if (this == &other) return *this;
-    detail::Storage* old = storage_;
-    storage_ = other.storage_;
-    offset_ = other.offset_;
-    shape_ = other.shape_;
-    dtype_ = other.dtype_;
-    var_ = other.var_;
+    take_fields(other);
     other.storage_ = nullptr;
     other.var_ = {};
-    if (old && old->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) detail::release_storage(old);
     return *this;
   }
   ~Tensor() {
@@ -142,6 +129,19 @@ class Tensor {
   const detail::VarRef& var() const { return var_; }
 
  private:
+  // This handle becomes other's (whose storage reference the caller has
+  // already counted for it), dropping the storage it held.
+  Tensor& take_fields(const Tensor& other) noexcept {
+    detail::Storage* old = storage_;
+    storage_ = other.storage_;
+    offset_ = other.offset_;
+    shape_ = other.shape_;
+    dtype_ = other.dtype_;
+    var_ = other.var_;
+    if (old && old->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) detail::release_storage(old);
+    return *this;
+  }
+
   detail::Storage* storage_ = nullptr;
   std::int64_t offset_ = 0;  // in elements
   Shape shape_;
