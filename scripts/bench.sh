@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds and runs the benchmarks, one thread, medians of repeated runs:
-#   bench-engine          per-op overhead, GEMM against raw OpenBLAS, an MLP gradient
+#   bench-engine          per-op overhead, GEMM against raw OpenBLAS, an MLP gradient,
+#                         each Conv4 convolution against raw sgemm at its GEMM sizes
 #   bench-maml            meta-gradient step time and memory, batched and looped
 #   bench-kernel          the empirical NTK, a Hessian-vector product, and the
 #                         kernel-adaptation step beside the exact MAML step
 #   bench-data            reading Fashion-MNIST and drawing episodes (installs
 #                         Debian's dataset-fashion-mnist)
-#   bench-maml-libtorch   the same steps, NTK and HVP against libtorch (with
+#   bench-maml-libtorch   the same steps (1 and 2 threads), NTK and HVP against libtorch (with
 #                         --with-libtorch, which installs Debian's libtorch-dev, about 1 GB)
 # Full outputs go to build/bench-*.txt. Close other work first: the figures
 # are only as quiet as the machine.
@@ -17,7 +18,7 @@ with_libtorch=0
 for arg in "$@"; do
   case "$arg" in
     --with-libtorch) with_libtorch=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +48,8 @@ build/bench/bench-data --benchmark_repetitions=5 --benchmark_report_aggregates_o
 if [ -x build/bench/bench-maml-libtorch ]; then
   echo "== bench-maml-libtorch"
   build/bench/bench-maml-libtorch --threads 1 --repeats 21 --only maml | tee build/bench-maml-libtorch.txt
+  # Two threads: metatape's pool, and as many OpenBLAS threads for libtorch.
+  build/bench/bench-maml-libtorch --threads 2 --repeats 21 --only maml | tee -a build/bench-maml-libtorch.txt
   build/bench/bench-maml-libtorch --threads 1 --repeats 21 --only ntk | tee -a build/bench-maml-libtorch.txt
   build/bench/bench-maml-libtorch --threads 1 --repeats 51 --only hvp | tee -a build/bench-maml-libtorch.txt
 elif ((with_libtorch)); then
