@@ -51,6 +51,11 @@ struct Window2d {
 struct ConvShape {
   std::int64_t groups, images, in_channels, h, w, out_channels;
   Window2d window;
+  // The CPU kernels: how many threads' scratch the caller sized (0: the
+  // pool's count when called). The engine sets it when it sizes the scratch,
+  // so that a set_num_threads between sizing and the call (another thread,
+  // or a replay) cannot make a kernel use more scratch than there is.
+  std::int64_t cpu_workers = 0;
 
   METATAPE_HOST_DEVICE std::int64_t out_h() const { return window.out_h(h); }
   METATAPE_HOST_DEVICE std::int64_t out_w() const { return window.out_w(w); }

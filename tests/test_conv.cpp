@@ -164,6 +164,32 @@ TEST_SUITE("conv") {
     check_all("padding 4 around a 3x3 window: windows wholly in the padding", shape(1, 2, 8, 3, 4, 2, 4));
   }
 
+  TEST_CASE("scratch sized for the shape's worker count holds when the pool grows before the call") {
+    ConvShape s = shape(2, 130, 8, 4, 4, 2, 1);  // several chunks per group: work for 3 threads
+    s.cpu_workers = 1;
+    const Operands in = operands(s, 5);
+    const std::vector<float> x = cast<float>(in.x), w = cast<float>(in.w), g = cast<float>(in.g);
+    constexpr std::size_t kGuard = 4096;
+    for (const ConvKind kind : kKinds) {
+      CAPTURE(kind_name(kind));
+      const std::vector<float> one = run<float>(s, in, kind, 1);
+      metatape::kernels::cpu::set_threads(1);
+      const auto size = static_cast<std::size_t>(K::conv_scratch_size(s));
+      std::vector<float> scratch(size + kGuard, -7.0f), out(one.size(), -7.0f);
+      metatape::kernels::cpu::set_threads(3);
+      if (kind == ConvKind::forward)
+        K::conv2d_forward<float>(s, x.data(), w.data(), out.data(), scratch.data());
+      else if (kind == ConvKind::input_grad)
+        K::conv2d_input_grad<float>(s, g.data(), w.data(), out.data(), scratch.data());
+      else
+        K::conv2d_weight_grad<float>(s, x.data(), g.data(), out.data(), scratch.data());
+      metatape::kernels::cpu::set_threads(1);
+      CHECK(std::all_of(scratch.begin() + static_cast<std::ptrdiff_t>(size), scratch.end(),
+                        [](float v) { return v == -7.0f; }));
+      CHECK(out == one);
+    }
+  }
+
   TEST_CASE("several chunks per group: grouped (summed in order) and ungrouped (partial sums)") {
     // 4x4 -> 2x2 outputs: 130 images make several chunks (the last one short).
     const ConvShape ungrouped = shape(1, 130, 8, 4, 4, 2, 1), grouped = shape(2, 130, 8, 4, 4, 2, 1);

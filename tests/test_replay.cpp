@@ -198,6 +198,16 @@ TEST_SUITE("replay") {
     CHECK(step.replays() == 2);
   }
 
+  TEST_CASE("indices a replay would not check again (take with the step's own index input) fail the capture") {
+    const mt::CapturedStep::Function f = [](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{mt::take(in[0], in[1])};
+    };
+    const std::vector<Tensor> inputs = {mt::ones({4}, DType::f64),
+                                        mt::from_indices(std::vector<std::int64_t>{0, 3}, {2})};
+    CHECK(mt::testing::throws_error<DeviceError>([&] { mt::CapturedStep step(f, inputs, Device::cpu); },
+                                                 {"could not be captured", "checking index values on the host"}));
+  }
+
   TEST_CASE("a replay at another CPU thread count than the capture's is refused, and runs again at the same count") {
     const int before = mt::num_threads();
     mt::set_num_threads(1);

@@ -256,16 +256,20 @@ TEST_SUITE("threads") {
     const std::thread::id self = std::this_thread::get_id();
     std::mutex lock;
     std::vector<std::pair<std::int64_t, std::int64_t>> chunks;
-    bool all_here = true;
+    bool all_here = true, all_inside = true;
     cpu::parallel_for(10, 1, [&](std::int64_t begin, std::int64_t end) {
       std::lock_guard guard(lock);
       chunks.emplace_back(begin, end);
       all_here = all_here && std::this_thread::get_id() == self;
+      // As on the pool: a nested call (a GEMM inside) does not split.
+      all_inside = all_inside && cpu::in_parallel_region();
     });
     release = true;
     other.join();
     CHECK_FALSE(waited_out.load());
     CHECK(all_here);
+    CHECK(all_inside);
+    CHECK_FALSE(cpu::in_parallel_region());
     // The same chunks as with a free pool, in order.
     CHECK(chunks == std::vector<std::pair<std::int64_t, std::int64_t>>{{0, 5}, {5, 10}});
   }

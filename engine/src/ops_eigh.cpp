@@ -9,6 +9,7 @@
 #include <string>
 
 #include "backend.hpp"
+#include "cpu_capture.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
 #include "op_defs.hpp"
@@ -88,6 +89,9 @@ void eigh_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
   const std::int64_t n = a.dim(-1), count = matrix_count(a.shape());
   if (n == 0 || count == 0) return;  // nothing to decompose, nothing for a solver to refuse
   const bool check = host_reads_allowed(a.device());
+  // A CPU replay reruns the kernels, not these checks: a non-finite input or
+  // a failed decomposition in a replay would go unreported.
+  if (check) refuse_in_cpu_capture("checking eigh's input and convergence on the host");
   if (check) with_float_type(a.dtype(), [&]<class T>(T) { require_finite<T>(a); });
   Tensor info = empty(Shape{count}, DType::i64, a.device());
   dispatch(a.device(), a.dtype(), [&]<class K, class T>() {

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "backend.hpp"
+#include "cpu_capture.hpp"
 #include "kernels/cpu/strided.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
@@ -34,6 +35,9 @@ void require_index(const char* op, const Tensor& index, int input) {
 void require_indices_below(const char* op, const Tensor& index_tensor, std::int64_t limit, const char* what,
                            const Attrs& attrs) {
   if (attrs.indices_checked) return;
+  // A CPU replay reruns the kernels, not this check: indices that change
+  // between replays would go unchecked into the kernels.
+  refuse_in_cpu_capture("checking index values on the host (take, gather or scatter with caller's indices)");
   const Tensor index = index_tensor.to(Device::cpu);
   const std::int64_t* p = index.data<std::int64_t>();
   const std::int64_t n = index.numel();

@@ -3,6 +3,7 @@
 // Compositions, differentiated through their parts: max_pool2d is a take at
 // the windows' arg-max, softmax and the losses are reductions.
 #include "backend.hpp"
+#include "kernels/cpu/parallel.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
 #include "metatape/tape.hpp"
@@ -67,7 +68,9 @@ kernels::ConvShape conv_shape(const char* op, const Shape& x, const Shape& w, Wi
   window.kernel_h = w[o + 2];
   window.kernel_w = w[o + 3];
   require_window(op, window, x[o + 2], x[o + 3]);
-  return {grouped ? x[0] : 1, x[o], x[o + 1], x[o + 2], x[o + 3], w[o], window};
+  // The CPU kernels' scratch is sized for, and used by, this many workers.
+  const std::int64_t workers = kernels::cpu::threads();
+  return {grouped ? x[0] : 1, x[o], x[o + 1], x[o + 2], x[o + 3], w[o], window, workers};
 }
 
 Shape conv_output_shape(const Shape& x, const kernels::ConvShape& s) {

@@ -194,7 +194,8 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   p.chunk = alone ? 1 : std::min(ceil_div(kTargetColumns, L), cap);
   p.chunk = std::clamp<std::int64_t>(p.chunk, 1, std::max<std::int64_t>(s.images, 1));
   p.chunks = ceil_div(s.images, p.chunk);
-  p.workers = std::clamp<std::int64_t>(threads(), 1, std::max<std::int64_t>(s.groups * p.chunks, 1));
+  const std::int64_t workers = s.cpu_workers > 0 ? s.cpu_workers : threads();
+  p.workers = std::clamp<std::int64_t>(workers, 1, std::max<std::int64_t>(s.groups * p.chunks, 1));
   p.per_worker =
       p.chunk * L * (p.patch + O) + (p.channels_last ? p.chunk * s.in_channels * s.h * s.w + O * p.patch : 0);
   p.weights = p.channels_last ? s.groups * O * p.patch : 0;

@@ -32,8 +32,13 @@ struct SyevdWorkspace {
     lapack::integer iwork_size = 0;
     T dummy_a = 0, dummy_w = 0;
     lapack::syevd('L', n, &dummy_a, n, &dummy_w, &work_size, -1, &iwork_size, -1);
-    work.resize(static_cast<std::size_t>(std::max<T>(work_size, 1)));
-    iwork.resize(static_cast<std::size_t>(std::max<lapack::integer>(iwork_size, 1)));
+    // The query answers in T, which rounds above 2^24 in float: never ask
+    // for less than the documented minimum for eigenvectors,
+    // 1 + 6n + 2n² (work) and 3 + 5n (iwork).
+    const auto minimum_work = static_cast<std::size_t>(1 + 6 * std::int64_t{n} + 2 * std::int64_t{n} * n);
+    const auto minimum_iwork = static_cast<std::size_t>(3 + 5 * std::int64_t{n});
+    work.resize(std::max(static_cast<std::size_t>(std::max<T>(work_size, 1)), minimum_work));
+    iwork.resize(std::max(static_cast<std::size_t>(std::max<lapack::integer>(iwork_size, 1)), minimum_iwork));
   }
 };
 

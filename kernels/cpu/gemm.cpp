@@ -81,9 +81,10 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
   });
 }
 
-// Over the batch when the matrices are many (the task axis of a
-// task-batched graph): each matrix is then one unsplit OpenBLAS call, the
-// same bits at any thread count. When they are fewer than two per thread,
+// A batch sharing one B: one product of all its rows (see gemm for its
+// bits). Otherwise over the batch when the matrices are many (the task axis
+// of a task-batched graph): each matrix is then one unsplit OpenBLAS call,
+// the same bits at any thread count. When they are fewer than two per thread,
 // one by one, each split by gemm if large (then equal up to summation
 // order, as gemm).
 template <class T>

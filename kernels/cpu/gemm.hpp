@@ -6,7 +6,9 @@
 // blocks of rows of C, one OpenBLAS call each. OpenBLAS chooses its kernels
 // by the shape of a call, so a split product may differ from the unsplit
 // one in the last bits (summation order); at a fixed thread count it is
-// bit-reproducible. gemm_batched computes each matrix in one gemm call.
+// bit-reproducible. gemm_batched computes each matrix in one gemm call,
+// except a batch sharing one B, which is one product of all the rows (split
+// like any large product).
 #pragma once
 
 #include <cstdint>

@@ -154,8 +154,18 @@ void parallel_for(std::int64_t n, std::int64_t grain, RangeBody body) {
     return;
   }
   // Serially, the same chunks in order: a kernel that sums per chunk gives
-  // the same bits whether or not the pool was free.
-  for (std::int64_t i = 0; i < chunks; ++i) body(n * i / chunks, n * (i + 1) / chunks);
+  // the same bits whether or not the pool was free. Several chunks count as
+  // inside the parallel region, as on the pool, so that what they call (a
+  // GEMM) does not split where a pool thread's chunk would not.
+  const bool outer = inside_chunk;
+  inside_chunk = outer || chunks > 1;
+  try {
+    for (std::int64_t i = 0; i < chunks; ++i) body(n * i / chunks, n * (i + 1) / chunks);
+  } catch (...) {
+    inside_chunk = outer;
+    throw;
+  }
+  inside_chunk = outer;
 }
 
 }  // namespace metatape::kernels::cpu

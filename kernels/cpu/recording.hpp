@@ -8,8 +8,9 @@
 // before it runs, so that a capture fails rather than replay wrongly:
 //   - a kernel that returns a value computed from memory (cholesky_batched's
 //     status): the host would act on the capture's value in every replay;
-//     one that returns a value of its arguments only (conv_scratch_size) is
-//     pure host arithmetic and just runs;
+//     one that returns a value of its arguments only (conv_scratch_size,
+//     whose ConvShape carries the worker count the engine fixed) is pure
+//     host arithmetic and just runs;
 //   - a pointer argument outside every tensor storage the engine registered
 //     (add_buffer) during the capture, such as a host array of shapes that
 //     would be gone at replay: kernels with such arrays copy them explicitly
