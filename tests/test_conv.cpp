@@ -90,6 +90,19 @@ std::vector<T> cast(const std::vector<double>& v) {
   return std::vector<T>(v.begin(), v.end());
 }
 
+// The kernel of `kind` of the CPU table on x, w, g (each kernel reads two of
+// them) into out, with the scratch given.
+template <class T>
+void call_kernel(const ConvShape& s, ConvKind kind, const std::vector<T>& x, const std::vector<T>& w,
+                 const std::vector<T>& g, std::vector<T>& out, std::vector<T>& scratch) {
+  if (kind == ConvKind::forward)
+    K::conv2d_forward<T>(s, x.data(), w.data(), out.data(), scratch.data());
+  else if (kind == ConvKind::input_grad)
+    K::conv2d_input_grad<T>(s, g.data(), w.data(), out.data(), scratch.data());
+  else
+    K::conv2d_weight_grad<T>(s, x.data(), g.data(), out.data(), scratch.data());
+}
+
 // One kernel of the CPU table in precision T at `threads` threads.
 template <class T>
 std::vector<T> run(const ConvShape& s, const Operands& in, ConvKind kind, int threads) {
@@ -100,12 +113,7 @@ std::vector<T> run(const ConvShape& s, const Operands& in, ConvKind kind, int th
                                                     : w.size(),
                      T(-7));  // garbage the kernel must overwrite
   std::vector<T> scratch(static_cast<std::size_t>(K::conv_scratch_size(s)), T(-7));
-  if (kind == ConvKind::forward)
-    K::conv2d_forward<T>(s, x.data(), w.data(), out.data(), scratch.data());
-  else if (kind == ConvKind::input_grad)
-    K::conv2d_input_grad<T>(s, g.data(), w.data(), out.data(), scratch.data());
-  else
-    K::conv2d_weight_grad<T>(s, x.data(), g.data(), out.data(), scratch.data());
+  call_kernel(s, kind, x, w, g, out, scratch);
   metatape::kernels::cpu::set_threads(1);
   return out;
 }
@@ -177,12 +185,7 @@ TEST_SUITE("conv") {
       const auto size = static_cast<std::size_t>(K::conv_scratch_size(s));
       std::vector<float> scratch(size + kGuard, -7.0f), out(one.size(), -7.0f);
       metatape::kernels::cpu::set_threads(3);
-      if (kind == ConvKind::forward)
-        K::conv2d_forward<float>(s, x.data(), w.data(), out.data(), scratch.data());
-      else if (kind == ConvKind::input_grad)
-        K::conv2d_input_grad<float>(s, g.data(), w.data(), out.data(), scratch.data());
-      else
-        K::conv2d_weight_grad<float>(s, x.data(), g.data(), out.data(), scratch.data());
+      call_kernel(s, kind, x, w, g, out, scratch);
       metatape::kernels::cpu::set_threads(1);
       CHECK(std::all_of(scratch.begin() + static_cast<std::ptrdiff_t>(size), scratch.end(),
                         [](float v) { return v == -7.0f; }));

@@ -209,16 +209,15 @@ TEST_SUITE("replay") {
   }
 
   TEST_CASE("a replay at another CPU thread count than the capture's is refused, and runs again at the same count") {
-    const int before = mt::num_threads();
-    mt::set_num_threads(1);
+    const mt::testing::ThreadsFor one(1);
     mt::CapturedStep step([](const std::vector<Tensor>& in) { return std::vector<Tensor>{mt::exp(in[0])}; },
                           {mt::ones({4}, DType::f64)}, Device::cpu);
-    mt::set_num_threads(2);
-    CHECK(mt::testing::throws_error<mt::ValueError>([&] { (void)step({mt::ones({4}, DType::f64)}); },
-                                                    {"captured with 1 CPU thread(s), replayed with 2"}));
-    mt::set_num_threads(1);
+    {
+      const mt::testing::ThreadsFor two(2);
+      CHECK(mt::testing::throws_error<mt::ValueError>([&] { (void)step({mt::ones({4}, DType::f64)}); },
+                                                      {"captured with 1 CPU thread(s), replayed with 2"}));
+    }
     CHECK(step({mt::zeros({4}, DType::f64)})[0].to_vector() == std::vector<double>{1, 1, 1, 1});
-    mt::set_num_threads(before);
   }
 
   TEST_CASE("a capture reuses the blocks of its dead intermediates, except under a constant written on the host") {

@@ -35,20 +35,9 @@ using mt::DType;
 using mt::Tensor;
 using mt::kernels::BinaryOp;
 using mt::kernels::UnaryOp;
+using mt::testing::ThreadsFor;
 
 namespace {
-
-// Sets the pool for a scope and restores the previous count after it.
-class ThreadsFor {
- public:
-  explicit ThreadsFor(int threads) : saved_(mt::num_threads()) { mt::set_num_threads(threads); }
-  ~ThreadsFor() { mt::set_num_threads(saved_); }
-  ThreadsFor(const ThreadsFor&) = delete;
-  ThreadsFor& operator=(const ThreadsFor&) = delete;
-
- private:
-  int saved_;
-};
 
 // The chunks parallel_for(n, grain) ran, sorted by their start.
 std::vector<std::pair<std::int64_t, std::int64_t>> chunks_of(std::int64_t n, std::int64_t grain) {

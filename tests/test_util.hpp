@@ -24,6 +24,19 @@
 
 namespace metatape::testing {
 
+// Sets the CPU thread count for a scope and restores the previous count
+// after it.
+class ThreadsFor {
+ public:
+  explicit ThreadsFor(int threads) : saved_(num_threads()) { set_num_threads(threads); }
+  ~ThreadsFor() { set_num_threads(saved_); }
+  ThreadsFor(const ThreadsFor&) = delete;
+  ThreadsFor& operator=(const ThreadsFor&) = delete;
+
+ private:
+  int saved_;
+};
+
 // True when the lists hold the same tensors bit for bit: same count, shapes,
 // dtypes and bytes (so NaNs compare by their bits, and -0 differs from 0).
 // For results that must not move at all: resume, shift invariance. CPU

@@ -146,9 +146,11 @@ struct CapturedStep::State {
   kernels::cuda::StreamGraph graph;
 #endif
   std::int64_t replays = 0;
-  // The CPU kernels' thread count when the step was captured: scratch sizes
-  // (a convolution's per-worker buffers) depend on it, so a replay must see
-  // the same count.
+  // The CPU kernels' thread count when the step was captured. The recorded
+  // calls carry it (a convolution's scratch is sized, and its ConvShape
+  // fixed, for that many workers), while a large matrix product splits by
+  // the count at the call: a replay at another count would mix the two, so
+  // it is refused and the step's bits stay those of eager runs at this count.
   int cpu_threads = 1;
 
   ~State() {
