@@ -22,7 +22,6 @@
 // (--match: only the MAML configurations whose name contains TEXT.)
 // (--memory CONFIG VARIANT is the internal child mode of the memory figure.)
 #include <cblas.h>  // openblas_set_num_threads
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -162,15 +161,6 @@ TorchList libtorch_batched(const Problem& pr) {
 
 // --- measurement -------------------------------------------------------------------
 
-long resident_kib() {
-  long pages = 0, resident = 0;
-  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 // Peak resident memory that two steps add to a fresh process, in MiB: the
 // program runs itself again with --memory, so that no allocator cache of an
 // earlier measurement is inherited.
@@ -303,12 +293,10 @@ int measure_memory(int index, int variant, int threads) {
   const bench::MamlSetup setup = make_setup(c);
   const Problem pr = make_problem(c, setup);
   const auto step = step_of(variant, setup, pr, threads);
-  const long before = resident_kib();
+  const double before = bench::resident().mib;
   step();
   step();
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  std::printf("%.1f\n", static_cast<double>(usage.ru_maxrss - before) / 1024.0);
+  std::printf("%.1f\n", bench::resident().peak_mib - before);
   return 0;
 }
 
