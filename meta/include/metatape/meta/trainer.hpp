@@ -9,10 +9,25 @@
 #include <vector>
 
 #include "metatape/meta/checkpoint.hpp"
+#include "metatape/meta/communicator.hpp"
 #include "metatape/meta/maml.hpp"
 #include "metatape/meta/optim.hpp"
 
 namespace metatape::meta {
+
+// How a group of processes adds its tasks' meta-gradients.
+enum class Reduction {
+  // Every task's gradient is gathered and the tasks are added in task
+  // order on every rank: the same bits for any number of processes.
+  deterministic,
+  // Each rank adds its own tasks and the communicator sums the ranks'
+  // totals (MPI_Allreduce): less traffic, equal up to rounding.
+  fast,
+};
+inline constexpr Reduction kReductions[] = {Reduction::deterministic, Reduction::fast};
+const char* reduction_name(Reduction reduction);
+// Throws ValueError listing the choices.
+Reduction parse_reduction(const std::string& name);
 
 struct TrainOptions {
   MetaConfig meta;
@@ -35,6 +50,16 @@ struct TrainOptions {
   // change every iteration; a step that cannot be captured (one that reads
   // values on the host) fails at the first iteration with a DeviceError.
   bool replay = false;
+  // Train as one rank of a group (Communicator): every rank samples the
+  // whole meta-batch from the same seeded stream, computes the task terms
+  // (task_terms) of its task_range, and the group combines them with
+  // `reduction`; every rank then takes the same optimiser step. With a
+  // communicator, even a SelfCommunicator, the meta-gradient is computed
+  // task by task and summed in task order, so one process and N processes
+  // give the same bits (deterministic). Null: the whole batch as one graph
+  // (meta_gradient_tensors), as before. Not with `replay`.
+  std::shared_ptr<Communicator> communicator;
+  Reduction reduction = Reduction::deterministic;
 
   void validate() const;  // throws ValueError naming the bad option
 };
