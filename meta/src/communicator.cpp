@@ -1,0 +1,78 @@
+#include "metatape/meta/communicator.hpp"
+
+#include <cstdio>
+
+namespace metatape::meta {
+namespace {
+
+// FNV-1a: a fixed, portable 64-bit hash (the same on every host, unlike
+// std::hash), enough to tell configurations apart.
+std::uint64_t fnv1a(const std::string& bytes) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+std::string hex(std::uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
+  return text;
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string out = ranks.size() == 1 ? "rank " : "ranks ";
+  for (std::size_t i = 0; i < ranks.size(); ++i) out += (i ? ", " : "") + std::to_string(ranks[i]);
+  return out;
+}
+
+}  // namespace
+
+std::vector<Tensor> SelfCommunicator::all_reduce_sum(const std::vector<Tensor>& tensors) { return tensors; }
+
+std::vector<Tensor> SelfCommunicator::broadcast(const std::vector<Tensor>& tensors, int root) {
+  if (root != 0) throw CommunicatorError("broadcast: root " + std::to_string(root) + " is not a rank of 1 process");
+  return tensors;
+}
+
+Tensor SelfCommunicator::all_gather(const Tensor& local) { return local; }
+
+std::vector<std::string> SelfCommunicator::all_gather_bytes(const std::string& local) { return {local}; }
+
+TaskRange task_range(std::int64_t tasks, int rank, int size) {
+  if (size < 1 || rank < 0 || rank >= size)
+    throw ValueError("task_range: rank " + std::to_string(rank) + " is not one of " + std::to_string(size) +
+                     " processes");
+  if (tasks < 0) throw ValueError("task_range: " + std::to_string(tasks) + " tasks");
+  const std::int64_t base = tasks / size, extra = tasks % size;
+  const std::int64_t begin = rank * base + std::min<std::int64_t>(rank, extra);
+  return {begin, begin + base + (rank < extra ? 1 : 0)};
+}
+
+void raise_if_any_rank_failed(Communicator& communicator, const std::string& local_error, const std::string& where) {
+  // A status byte first, so that an empty message still counts as a failure.
+  const std::vector<std::string> all = communicator.all_gather_bytes((local_error.empty() ? "0" : "1") + local_error);
+  std::vector<int> failed;
+  for (std::size_t r = 0; r < all.size(); ++r)
+    if (!all[r].empty() && all[r][0] == '1') failed.push_back(static_cast<int>(r));
+  if (failed.empty()) return;
+  const int first = failed.front();
+  std::string message = "rank " + std::to_string(first) + " failed at " + where + ": " + all[first].substr(1);
+  if (failed.size() > 1) message += " (" + rank_list({failed.begin() + 1, failed.end()}) + " failed too)";
+  throw RankFailure(message, first);
+}
+
+void require_same_on_all_ranks(Communicator& communicator, const std::string& what, const std::string& value) {
+  const std::vector<std::string> hashes = communicator.all_gather_bytes(hex(fnv1a(value)));
+  std::vector<int> differing;
+  for (std::size_t r = 1; r < hashes.size(); ++r)
+    if (hashes[r] != hashes[0]) differing.push_back(static_cast<int>(r));
+  if (differing.empty()) return;
+  std::string message = what + " differs between ranks: rank 0 has " + hashes[0];
+  for (int r : differing) message += ", rank " + std::to_string(r) + " has " + hashes[static_cast<std::size_t>(r)];
+  throw ValueError(message);
+}
+
+}  // namespace metatape::meta
