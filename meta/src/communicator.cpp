@@ -1,5 +1,7 @@
 #include "metatape/meta/communicator.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 
 namespace metatape::meta {
@@ -28,16 +30,34 @@ std::string rank_list(const std::vector<int>& ranks) {
   return out;
 }
 
+// The collectives are not recorded on the tape (the MPI and NCCL ones cannot
+// be): the results are detached handles, so that one process and N behave alike.
+std::vector<Tensor> detached(const std::vector<Tensor>& tensors, const char* op) {
+  std::vector<Tensor> out;
+  out.reserve(tensors.size());
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    if (!tensors[i].defined()) throw ValueError(std::string(op) + ": tensor " + std::to_string(i) + " is undefined");
+    out.push_back(tensors[i].detach());
+  }
+  return out;
+}
+
 }  // namespace
 
-std::vector<Tensor> SelfCommunicator::all_reduce_sum(const std::vector<Tensor>& tensors) { return tensors; }
+std::vector<Tensor> SelfCommunicator::all_reduce_sum(const std::vector<Tensor>& tensors) {
+  return detached(tensors, "all_reduce_sum");
+}
 
 std::vector<Tensor> SelfCommunicator::broadcast(const std::vector<Tensor>& tensors, int root) {
   if (root != 0) throw CommunicatorError("broadcast: root " + std::to_string(root) + " is not a rank of 1 process");
-  return tensors;
+  return detached(tensors, "broadcast");
 }
 
-Tensor SelfCommunicator::all_gather(const Tensor& local) { return local; }
+Tensor SelfCommunicator::all_gather(const Tensor& local) {
+  // A scalar has no axis to concatenate along, with one process as with N.
+  if (local.defined() && local.rank() == 0) throw ShapeError("all_gather: a scalar has no axis 0 to gather along");
+  return detached({local}, "all_gather")[0];
+}
 
 std::vector<std::string> SelfCommunicator::all_gather_bytes(const std::string& local) { return {local}; }
 
@@ -66,12 +86,19 @@ void raise_if_any_rank_failed(Communicator& communicator, const std::string& loc
 
 void require_same_on_all_ranks(Communicator& communicator, const std::string& what, const std::string& value) {
   const std::vector<std::string> hashes = communicator.all_gather_bytes(hex(fnv1a(value)));
-  std::vector<int> differing;
-  for (std::size_t r = 1; r < hashes.size(); ++r)
-    if (hashes[r] != hashes[0]) differing.push_back(static_cast<int>(r));
-  if (differing.empty()) return;
-  std::string message = what + " differs between ranks: rank 0 has " + hashes[0];
-  for (int r : differing) message += ", rank " + std::to_string(r) + " has " + hashes[static_cast<std::size_t>(r)];
+  // The distinct hashes in order of the first rank that has each, with the
+  // ranks that have it: "rank 0 has a, ranks 2, 3 have b".
+  std::vector<std::pair<std::string, std::vector<int>>> groups;
+  for (std::size_t r = 0; r < hashes.size(); ++r) {
+    auto same = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == hashes[r]; });
+    if (same == groups.end()) groups.push_back({hashes[r], {}}), same = groups.end() - 1;
+    same->second.push_back(static_cast<int>(r));
+  }
+  if (groups.size() <= 1) return;
+  std::string message = what + " differs between ranks: ";
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    message += (g ? ", " : "") + rank_list(groups[g].second) + (groups[g].second.size() == 1 ? " has " : " have ") +
+               groups[g].first;
   throw ValueError(message);
 }
 
