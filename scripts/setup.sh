@@ -12,9 +12,11 @@ if [ -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc >/dev/null 2>&1; then
   export PATH="/usr/local/cuda/bin:$PATH"
 fi
 
-# Debian packages the build, the tests and the benchmarks need.
+# Debian packages the build, the tests and the benchmarks need. Open MPI
+# (mpirun and its headers) builds libmetatape-mpi and runs the tests of a
+# meta-batch spread over processes on this machine.
 metatape_packages=(meson ninja-build g++ pkg-config libopenblas-dev liblapacke-dev doctest-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev zlib1g-dev libpng-dev)
+  libcli11-dev nlohmann-json3-dev zlib1g-dev libpng-dev openmpi-bin libopenmpi-dev)
 
 # Data sets: the image benchmark's Fashion-MNIST (the tests generate their
 # own files and use these only where they are installed).

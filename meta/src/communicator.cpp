@@ -86,20 +86,31 @@ void raise_if_any_rank_failed(Communicator& communicator, const std::string& loc
 
 void require_same_on_all_ranks(Communicator& communicator, const std::string& what, const std::string& value) {
   const std::vector<std::string> hashes = communicator.all_gather_bytes(hex(fnv1a(value)));
-  // The distinct hashes in order of the first rank that has each, with the
-  // ranks that have it: "rank 0 has a, ranks 2, 3 have b".
+  if (std::all_of(hashes.begin(), hashes.end(), [&](const std::string& h) { return h == hashes[0]; })) return;
+  const std::string message = what + " differs between ranks: " + ranks_by_value(hashes);
+  throw ValueError(message);
+}
+
+std::string ranks_by_value(const std::vector<std::string>& values) {
   std::vector<std::pair<std::string, std::vector<int>>> groups;
-  for (std::size_t r = 0; r < hashes.size(); ++r) {
-    auto same = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == hashes[r]; });
-    if (same == groups.end()) groups.push_back({hashes[r], {}}), same = groups.end() - 1;
+  for (std::size_t r = 0; r < values.size(); ++r) {
+    auto same = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == values[r]; });
+    if (same == groups.end()) same = groups.emplace(groups.end(), values[r], std::vector<int>{});
     same->second.push_back(static_cast<int>(r));
   }
-  if (groups.size() <= 1) return;
-  std::string message = what + " differs between ranks: ";
-  for (std::size_t g = 0; g < groups.size(); ++g)
-    message += (g ? ", " : "") + rank_list(groups[g].second) + (groups[g].second.size() == 1 ? " has " : " have ") +
-               groups[g].first;
-  throw ValueError(message);
+  std::string out;
+  for (const auto& [value, ranks] : groups)
+    out += (out.empty() ? "" : "; ") + rank_list(ranks) + (ranks.size() == 1 ? " has " : " have ") + value;
+  return out;
+}
+
+std::string describe_tensors(const std::vector<Tensor>& tensors) {
+  std::string out = std::to_string(tensors.size()) + " tensor" + (tensors.size() == 1 ? "" : "s");
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
+    out += (i ? ", " : ": ") + (t.defined() ? std::string(dtype_name(t.dtype())) + " " + t.shape().str() : "undefined");
+  }
+  return out;
 }
 
 }  // namespace metatape::meta

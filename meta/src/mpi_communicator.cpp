@@ -39,41 +39,11 @@ MPI_Datatype mpi_type(DType dtype) {
   throw DTypeError("MPI communicator: unknown dtype");
 }
 
-// "f32 [2, 3]", or "undefined" for a tensor that has no value.
-std::string describe(const Tensor& t) {
-  return t.defined() ? std::string(dtype_name(t.dtype())) + " " + t.shape().str() : "undefined";
-}
-
-std::string describe(const std::vector<Tensor>& tensors) {
-  std::string out = std::to_string(tensors.size()) + " tensor" + (tensors.size() == 1 ? "" : "s");
-  for (std::size_t i = 0; i < tensors.size(); ++i) out += (i ? ", " : ": ") + describe(tensors[i]);
-  return out;
-}
-
 // FNV-1a, reduced to 62 bits so that its negation cannot overflow.
 std::int64_t hash62(const std::string& bytes) {
   std::uint64_t h = 0xcbf29ce484222325ull;
   for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
   return static_cast<std::int64_t>(h >> 2);
-}
-
-// "ranks 0, 2 have <a>; rank 1 has <b>": each distinct value once, with
-// the ranks that sent it, in order of the first rank that did.
-std::string group_by_value(const std::vector<std::string>& values) {
-  std::vector<std::pair<std::string, std::vector<int>>> groups;
-  for (std::size_t r = 0; r < values.size(); ++r) {
-    auto same = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == values[r]; });
-    if (same == groups.end()) same = groups.emplace(groups.end(), values[r], std::vector<int>{});
-    same->second.push_back(static_cast<int>(r));
-  }
-  std::string out;
-  for (const auto& [value, ranks] : groups) {
-    out += out.empty() ? "" : "; ";
-    out += ranks.size() == 1 ? "rank " : "ranks ";
-    for (std::size_t i = 0; i < ranks.size(); ++i) out += (i ? ", " : "") + std::to_string(ranks[i]);
-    out += (ranks.size() == 1 ? " has " : " have ") + value;
-  }
-  return out;
 }
 
 // The host copy of a tensor's values (the tensor itself when on the CPU).
@@ -147,7 +117,7 @@ class MpiCommunicator final : public Communicator {
   std::string name() const override { return "mpi"; }
 
   std::vector<Tensor> all_reduce_sum(const std::vector<Tensor>& tensors) override {
-    require_same_list("all_reduce_sum", tensors, describe(tensors));
+    require_same_list("all_reduce_sum", tensors, describe_tensors(tensors));
     std::vector<Packed> packs = pack(tensors);
     for (Packed& p : packs)
       in_pieces(p.flat.raw_data(), p.flat.numel(), p.dtype, [&](void* piece, int n) {
@@ -159,7 +129,7 @@ class MpiCommunicator final : public Communicator {
   std::vector<Tensor> broadcast(const std::vector<Tensor>& tensors, int root) override {
     // The root is part of what must agree: ranks that named different roots
     // would each wait for a different sender.
-    require_same_list("broadcast", tensors, "root " + std::to_string(root) + ", " + describe(tensors));
+    require_same_list("broadcast", tensors, "root " + std::to_string(root) + ", " + describe_tensors(tensors));
     if (root < 0 || root >= size_)
       throw CommunicatorError("broadcast: root " + std::to_string(root) + " is not a rank of " + std::to_string(size_) +
                               " processes");
@@ -187,7 +157,7 @@ class MpiCommunicator final : public Communicator {
     check(MPI_Allreduce(MPI_IN_PLACE, extremes.data(), 2, MPI_INT64_T, MPI_MAX, comm_), "MPI_Allreduce", rank_);
     if (extremes[0] != -extremes[1])
       throw CommunicatorError(std::string(op) +
-                              ": the ranks passed different tensors: " + group_by_value(all_gather_bytes(description)));
+                              ": the ranks passed different tensors: " + ranks_by_value(all_gather_bytes(description)));
     for (std::size_t i = 0; i < tensors.size(); ++i)
       if (!tensors[i].defined())
         throw ValueError(std::string(op) + ": tensor " + std::to_string(i) + " is undefined (on every rank)");
@@ -229,7 +199,7 @@ Tensor MpiCommunicator::all_gather(const Tensor& local) {
   std::vector<std::string> kinds;
   for (const Header& h : headers) kinds.push_back(trailing(h));
   if (std::any_of(kinds.begin(), kinds.end(), [&](const std::string& k) { return k != kinds[0]; }))
-    throw CommunicatorError("all_gather: the tensors differ between ranks beyond axis 0: " + group_by_value(kinds));
+    throw CommunicatorError("all_gather: the tensors differ between ranks beyond axis 0: " + ranks_by_value(kinds));
   if (headers[0][0] < 0) throw ValueError("all_gather: the tensor is undefined (on every rank)");
   if (headers[0][1] == 0) throw ShapeError("all_gather: a scalar has no axis 0 to gather along (on every rank)");
 

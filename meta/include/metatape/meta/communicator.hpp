@@ -87,8 +87,18 @@ void raise_if_any_rank_failed(Communicator& communicator, const std::string& loc
 
 // Throws ValueError on every rank unless every rank passed the same
 // `value` (compared by an all-gathered hash): "<what> differs between
-// ranks: rank 0 has <hash>, ranks 2, 3 have <hash>". For the configuration
-// of a run, so that ranks started with different options stop at once.
+// ranks: ranks 0, 1 have <hash>; ranks 2, 3 have <hash>". For the
+// configuration of a run, so that ranks started with different options stop
+// at once.
 void require_same_on_all_ranks(Communicator& communicator, const std::string& what, const std::string& value);
+
+// For messages about a disagreement: each distinct value of `values` (one
+// per rank, in rank order) once, with the ranks that have it, in the order
+// of the first rank that does: "ranks 0, 2 have <a>; rank 1 has <b>".
+std::string ranks_by_value(const std::vector<std::string>& values);
+
+// "2 tensors: f32 [3, 4], i64 [5]" ("undefined" for a tensor without a
+// value): what a rank passed to a collective, for those messages.
+std::string describe_tensors(const std::vector<Tensor>& tensors);
 
 }  // namespace metatape::meta
