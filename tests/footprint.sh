@@ -2,8 +2,10 @@
 # The minimal engine loads no CUDA it does not use:
 #   - libmetatape.so needs OpenBLAS and the C and C++ runtimes only (no
 #     liblapacke, no CUDA library);
+#   - libmetatape-meta.so (named by METATAPE_META_LIB) needs no MPI, NCCL
+#     or CUDA library;
 #   - `metatape info` runs, and on a machine without a usable GPU says
-#     "cuda: not usable: <reason>" and maps no CUDA library;
+#     "cuda: not usable: <reason>" and maps no CUDA (or NCCL) library;
 #   - in a build with the CUDA backend, each way of failing to load it is a
 #     reason, never a crash: no backend file, a file that is no backend, a
 #     backend from another version, and, with a driver that is a stand-in,
@@ -22,7 +24,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 # The libraries a process loaded, from the dynamic loader's own trace (one
 # "calling init: <path>" per library, dlopen'd ones included).
 loaded_libraries() { LD_DEBUG=libs "$@" 2>&1 >/dev/null | sed -n 's/.*calling init: //p'; }
-cuda_libraries='lib(cuda|cudart|cublas|cublasLt|cusolver|metatape-cuda)\.so'
+cuda_libraries='lib(cuda|cudart|cublas|cublasLt|cusolver|metatape-cuda|nccl|metatape-nccl)\.so'
 
 needed=$(readelf -d "$lib" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
 [ -n "$needed" ] || fail "readelf found no NEEDED entry in $lib"
@@ -35,6 +37,16 @@ while read -r name; do
     fail "libmetatape.so needs $name (only OpenBLAS and the C/C++ runtimes are allowed)"
 done <<<"$needed"
 grep -q '^libopenblas' <<<"$needed" || fail "libmetatape.so does not need OpenBLAS: $needed"
+
+# The distributed libraries stay out of the others: libmetatape-meta.so
+# (when METATAPE_META_LIB names it) needs no MPI, NCCL or CUDA library, so
+# that a program without them is unaffected.
+if [ -n "${METATAPE_META_LIB:-}" ]; then
+  meta_needed=$(readelf -d "$METATAPE_META_LIB" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+  [ -n "$meta_needed" ] || fail "readelf found no NEEDED entry in $METATAPE_META_LIB"
+  bad=$(grep -E '^lib(mpi|mpi_cxx|open-pal|open-rte|nccl|cuda|cudart|metatape-mpi|metatape-nccl)\.so' <<<"$meta_needed")
+  [ -z "$bad" ] || fail "libmetatape-meta.so needs $(tr '\n' ' ' <<<"$bad")"
+fi
 
 info=$("$metatape" info) || fail "metatape info exited non-zero"
 grep -q '^cpu: usable (OpenBLAS, [0-9]* thread(s))$' <<<"$info" || fail "info's CPU line: $info"

@@ -3,7 +3,8 @@
 // order, as the collectives require): sums, broadcast from a non-zero root,
 // gathers of uneven task shares (B = 5 and B = 2 over the ranks, a rank with
 // none), byte strings, the rank-agreement helpers, mismatches that every rank
-// must report alike (and then carry on), and messages split into pieces.
+// must report alike (and then carry on), messages split into pieces, and
+// (run with --abort-from) one rank ending the job while the others wait.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
@@ -11,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -91,6 +93,24 @@ TEST_CASE("mpi_world: one communicator over every rank the launcher started") {
   CHECK(world().rank() >= 0);
   CHECK(world().rank() < world().size());
   world().barrier();
+}
+
+TEST_CASE("launched_by_mpi_launcher reads the environment the launcher left, and nothing else") {
+  // Without any launcher's variables this would be a plain process.
+  const std::vector<const char*> names = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE",
+                                          "MPI_LOCALNRANKS"};
+  std::vector<std::pair<const char*, std::string>> saved;
+  for (const char* name : names)
+    if (const char* v = std::getenv(name)) saved.emplace_back(name, v), unsetenv(name);
+  CHECK_FALSE(meta::launched_by_mpi_launcher());
+  for (const char* name : names) {
+    CAPTURE(name);
+    setenv(name, "1", 1);
+    CHECK(meta::launched_by_mpi_launcher());
+    unsetenv(name);
+  }
+  for (const auto& [name, v] : saved) setenv(name, v.c_str(), 1);
+  CHECK(meta::launched_by_mpi_launcher());
 }
 
 TEST_CASE("all_reduce_sum of f32, f64 and i64 tensors equals the sum one process computes, exactly") {
@@ -229,9 +249,22 @@ TEST_CASE("messages above the per-call limit: split into several calls, or refus
   CHECK_THROWS_AS(world().all_gather_bytes("abc"), meta::CommunicatorError);  // 3 N bytes > 4
 }
 
+// `--abort-from=R`: rank R ends the job with mpi_abort while the others wait
+// in a barrier that it never reaches; meson expects a failure, not a hang.
+bool abort_from(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strncmp(argv[i], "--abort-from=", 13) == 0) {
+      if (world().rank() == std::atoi(argv[i] + 13)) meta::mpi_abort("a deliberate failure", 3);
+      world().barrier();
+      return true;
+    }
+  return false;
+}
+
 int main(int argc, char** argv) {
   try {
     meta::mpi_world();
+    if (abort_from(argc, argv)) return 0;
   } catch (const mt::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;
