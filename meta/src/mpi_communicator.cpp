@@ -23,7 +23,8 @@ void check(int code, const char* call, int rank) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = std::snprintf(text, sizeof text, "code %d", code);
-  throw CommunicatorError(std::string(call) + " failed on rank " + std::to_string(rank) + ": " +
+  const std::string where = rank >= 0 ? " on rank " + std::to_string(rank) : "";  // -1: before MPI knew it
+  throw CommunicatorError(std::string(call) + " failed" + where + ": " +
                           std::string(text, static_cast<std::size_t>(length)));
 }
 
@@ -290,11 +291,13 @@ std::shared_ptr<Communicator> mpi_world() {
     if (provided < MPI_THREAD_FUNNELED)
       throw CommunicatorError("mpi_world: this MPI offers no thread support (MPI_THREAD_FUNNELED is needed)");
   }
+  int rank = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   // A communicator of its own, so that metatape's collectives never match
   // messages of a program that uses MPI_COMM_WORLD itself.
   MPI_Comm comm;
-  check(MPI_Comm_dup(MPI_COMM_WORLD, &comm), "MPI_Comm_dup", -1);
-  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", -1);
+  check(MPI_Comm_dup(MPI_COMM_WORLD, &comm), "MPI_Comm_dup", rank);
+  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", rank);
   world = std::make_shared<MpiCommunicator>(comm);
   return world;
 }
