@@ -28,7 +28,10 @@ namespace metatape::meta {
 
 // A collective call on every rank of `bootstrap`. Throws RankFailure on
 // every rank when any rank has no usable GPU, more ranks on its host than
-// GPUs, or cannot start NCCL; the message names that rank and why.
+// GPUs, or (rank 0) cannot make NCCL's unique id; the message names that
+// rank and why. A failure inside ncclCommInitRank itself throws
+// CommunicatorError on the ranks that see it (NCCL gives no way to tell
+// the others), so call it where a launcher ends the job when a rank exits.
 std::shared_ptr<Communicator> nccl_communicator(std::shared_ptr<Communicator> bootstrap);
 
 }  // namespace metatape::meta
