@@ -129,6 +129,10 @@ TEST_CASE("all_reduce_sum of f32, f64 and i64 tensors equals the sum one process
   }
   CHECK(mine[0].to_vector() == of_rank(r, shapes[0], dtypes[0]).to_vector());  // inputs untouched
   CHECK(world().all_reduce_sum({}).empty());
+  const std::vector<Tensor> nothing = world().all_reduce_sum({mt::zeros({0}, DType::i64), mt::zeros({3, 0})});
+  CHECK(nothing[0].shape() == mt::Shape{0});
+  CHECK(nothing[1].shape() == mt::Shape{3, 0});
+  CHECK(world().broadcast({mt::zeros({0})}, 0)[0].numel() == 0);
 }
 
 TEST_CASE("all_reduce_sum where rounding matters: within rounding of the float64 sum, the same bits on every rank") {
