@@ -54,7 +54,7 @@ Tensor task_rows(std::int64_t begin, std::int64_t end) {
 
 }  // namespace
 
-TEST_CASE("nccl: all_reduce_sum of CUDA tensors equals the sum one process computes; CPU tensors come back on the CPU") {
+TEST_CASE("nccl: all_reduce_sum of CUDA tensors equals the sum one process computes; CPU tensors stay on the CPU") {
   CHECK(nccl->name() == "nccl");
   const int r = nccl->rank();
   const std::vector<mt::Shape> shapes = {{4, 3}, {7}, {2, 2, 2}, {0, 5}};
