@@ -184,7 +184,7 @@ TEST_SUITE("distributed") {
     for (mt::DType dtype : {mt::DType::f32, f64})
       problems.push_back({std::string("sinusoid mlp ") + mt::dtype_name(dtype), mlp, meta::Loss::mse,
                           meta::SinusoidTasks().sample(5, 4, 3, gen, dtype)});
-    problems.push_back({"conv4 with batch norm", conv, meta::Loss::cross_entropy, images.sample(5, 4, 2, gen, f64)});
+    problems.push_back({"conv4 with batch norm", conv, meta::Loss::cross_entropy, images.sample(5, 4, 9, gen, f64)});
     for (const Problem& p : problems) {
       for (const auto& [name, config] : configs()) {
         if (&p.model == &conv && config.algorithm == meta::Algorithm::kernel) continue;  // MSE-only closed form

@@ -63,6 +63,23 @@ bool batched_rows_are_invariant(const MetaParams& params) {
   return num_threads() == 1 && params.model.front().device() == Device::cpu;
 }
 
+// maml_task_terms of one task as the first of two copies of it. A graph of
+// one task takes other kernel paths than a batched one: the convolution of
+// per-task weights is then ungrouped, and sums its weight gradient over
+// more than 8 chunks of images in partial sums instead of chunk by chunk.
+// Two copies keep the batched paths (at twice the cost, for this task alone).
+TaskTerms first_of_two(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const TaskBatch& one, std::int64_t iteration) {
+  const auto twice = [](const Tensor& t) { return concat({t, t}); };
+  const TaskBatch two{twice(one.support_x), twice(one.support_y), twice(one.query_x), twice(one.query_y)};
+  const TaskTerms both = maml_task_terms(model, loss, config, params, two, iteration);
+  NoGradScope no_grad;
+  const auto first = [](const Tensor& t) { return slice(t, 0, 0, 1); };
+  TaskTerms out{first(both.losses), first(both.objectives), {}};
+  for (const Tensor& g : both.gradients) out.gradients.push_back(first(g));
+  return out;
+}
+
 // The algorithms with their own code paths, one task at a time: a one-task
 // meta-gradient under uniform weighting (w = 1) is that task's g_t.
 TaskTerms looped_task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
@@ -133,7 +150,9 @@ TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, co
     default:
       break;
   }
-  if (batched_rows_are_invariant(params)) return maml_task_terms(model, loss, config, params, batch, iteration);
+  if (batched_rows_are_invariant(params))
+    return batch.tasks() == 1 ? first_of_two(model, loss, config, params, batch, iteration)
+                              : maml_task_terms(model, loss, config, params, batch, iteration);
   std::vector<TaskTerms> parts;
   for (std::int64_t t = 0; t < batch.tasks(); ++t)
     parts.push_back(maml_task_terms(model, loss, config, params, batch.slice(t, t + 1), iteration));

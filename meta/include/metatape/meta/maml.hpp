@@ -151,18 +151,21 @@ struct TaskTerms {
   std::int64_t tasks() const { return losses.dim(0); }
 };
 // The task terms of `batch` at `iteration` (the multi-step loss's v_k),
-// detached, on the parameters' device. config.weighting is not used. The
-// MAML family (maml, fomaml, metasgd, anil, LSLR, multi-step loss) records
-// one graph whatever config.task_batched says: every model parameter and
-// every learned rate copied per task (so row t of a rate's gradient is task
-// t's alone, not the tasks' sum), and one backward of Σ_t O_t with respect
-// to the copies. That holds on the CPU at one thread (num_threads()); with
-// more threads, or on a GPU, whose batched matrix products may sum in an
-// order that depends on the number of tasks, the same graph is recorded
-// for one task at a time. Reptile, the pretrained baseline, kernel and metarkhs1
-// take meta_gradient_tensors of each one-task slice in turn (uniform
-// weighting: weight 1) and stack the results. With no inner step a learned
-// rate's rows are 0. Throws what meta_gradient throws for bad inputs.
+// detached, on the parameters' device. config.weighting is not used.
+// The MAML family (maml, fomaml, metasgd, anil, LSLR, multi-step loss),
+// whatever config.task_batched says, records one graph: every model
+// parameter and every learned rate copied per task (so row t of a rate's
+// gradient is task t's alone, not the tasks' sum), and one backward of
+// Σ_t O_t with respect to the copies; a single task is computed as the
+// first of two copies of itself (a one-task convolution sums its weight
+// gradient in another order). That holds on the CPU at one thread
+// (num_threads()). With more threads, or on a GPU, whose batched matrix
+// products may sum in an order that depends on the number of tasks, the
+// same graph is recorded for one task at a time. Reptile, the pretrained
+// baseline, kernel and metarkhs1 take meta_gradient_tensors of each
+// one-task slice in turn (uniform weighting: weight 1) and stack the
+// results. With no inner step a learned rate's rows are 0. Throws what
+// meta_gradient throws for bad inputs.
 TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                      const TaskBatch& batch, std::int64_t iteration);
 // The terms of consecutive task slices, in order, as those of all their
