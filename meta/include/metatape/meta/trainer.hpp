@@ -100,7 +100,10 @@ class Trainer {
   // update that would make a parameter non-finite, throws NonFiniteError
   // naming the iteration: the trainer is left as it was before the call
   // (parameters, optimiser state, task generator), so its checkpoint is the
-  // last good state.
+  // last good state. With a communicator every rank must call it; a rank
+  // whose sampling or task terms throw makes every rank throw RankFailure
+  // (naming that rank and the iteration), each left as it was; the record's
+  // task losses and weights are every rank's tasks'.
   IterationRecord step();
   std::int64_t iteration() const { return iteration_; }
   const MetaParams& params() const { return params_; }
@@ -111,19 +114,26 @@ class Trainer {
   // Continues from a checkpoint of the same configuration; throws IoError
   // naming `path` (the file it was read from) and the field if it does not
   // fit this run (check_checkpoint_fits), leaving the trainer unchanged.
+  // With a communicator every rank must call it: a file that does not fit
+  // on one rank throws RankFailure on every rank (its message holds the
+  // IoError's), and checkpoints that differ between the ranks (parameters,
+  // iteration, task stream position) throw ValueError on every rank, each
+  // trainer left unchanged.
   void restore(const Checkpoint& checkpoint, const std::string& path = "");
 
  private:
+  // The meta-step of the next batch: the whole batch as one graph, or this
+  // rank's tasks combined with the other ranks' (options.communicator).
+  MetaStepTensors local_meta_step();
+  MetaStepTensors distributed_meta_step();
+  void restore_state(const Checkpoint& checkpoint);  // after the checks
+
   const Model& model_;
   Loss loss_;
   const TaskSampler& tasks_;
   TrainOptions options_;
   MetaParams params_;
   std::unique_ptr<Optimizer> optimizer_;
-  MetaStepTensors local_meta_step();
-  MetaStepTensors distributed_meta_step();
-  void restore_state(const Checkpoint& checkpoint);
-
   std::unique_ptr<CapturedMetaGradient> captured_;  // with options.replay
   Generator task_rng_;
   std::int64_t iteration_ = 0;
