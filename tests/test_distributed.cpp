@@ -209,6 +209,11 @@ TEST_SUITE("distributed") {
         }
         const double tolerance = p.batch.query_x.dtype() == f64 ? 1e-12 : 1e-5;
         CHECK(mt::testing::relative_error(flat(by_threads[0]), flat(by_threads[1])) < tolerance);
+        // Without exact rows: one batched graph at any thread count, equal to rounding.
+        const mt::testing::ThreadsFor two(2);
+        CHECK(mt::testing::relative_error(
+                  flat(meta::task_terms(p.model, p.loss, config, params, p.batch, 3, /*exact_rows=*/false)),
+                  flat(by_threads[0])) < tolerance);
       }
     }
   }

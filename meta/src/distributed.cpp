@@ -1,6 +1,6 @@
 // The meta-gradient split by task (task_terms), its combination in task
 // order (combine_task_terms) and its reduction over a group of processes
-// (reduce_task_terms): docs/methods.md, "Distributed meta-batch".
+// (reduce_task_terms): docs/methods.md §8.
 #include <string>
 
 #include "algorithms.hpp"
@@ -139,7 +139,7 @@ void check_terms(const char* caller, const TaskTerms& terms, std::size_t model_c
 }  // namespace
 
 TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
-                     const TaskBatch& batch, std::int64_t iteration) {
+                     const TaskBatch& batch, std::int64_t iteration, bool exact_rows) {
   validate_inputs("task_terms", model, loss, config, params, &batch);
   switch (config.algorithm) {
     case Algorithm::reptile:
@@ -150,6 +150,7 @@ TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, co
     default:
       break;
   }
+  if (!exact_rows) return maml_task_terms(model, loss, config, params, batch, iteration);
   if (batched_rows_are_invariant(params))
     return batch.tasks() == 1 ? first_of_two(model, loss, config, params, batch, iteration)
                               : maml_task_terms(model, loss, config, params, batch, iteration);

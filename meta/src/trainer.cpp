@@ -161,7 +161,8 @@ MetaStepTensors Trainer::distributed_meta_step() {
         tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
     local = range.count() == 0 ? no_task_terms(params_)
                                : task_terms(model_, loss_, options_.meta, params_,
-                                            batch.slice(range.begin, range.end).to(options_.device), iteration_);
+                                            batch.slice(range.begin, range.end).to(options_.device), iteration_,
+                                            options_.reduction == Reduction::deterministic);
   } catch (...) {
     error = current_error_message();
   }

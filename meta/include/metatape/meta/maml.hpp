@@ -136,7 +136,7 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
                                       const RaggedTaskBatch& batch, std::int64_t iteration);
 
 // The meta-gradient split by task, for a meta-batch spread over processes
-// (trainer.hpp's communicator; docs/methods.md, "Distributed meta-batch").
+// (trainer.hpp's communicator; docs/methods.md §8).
 // Every algorithm's meta-gradient is Σ_t w_t g_t: g_t = ∇ O_t is task t's
 // own gradient of its unweighted term O_t of the meta-loss (MAML family: the
 // query loss L_t after the inner loop, or with MAML++'s multi-step loss
@@ -164,10 +164,13 @@ struct TaskTerms {
 // same graph is recorded for one task at a time. Reptile, the pretrained
 // baseline, kernel and metarkhs1 take meta_gradient_tensors of each
 // one-task slice in turn (uniform weighting: weight 1) and stack the
-// results. With no inner step a learned rate's rows are 0. Throws what
-// meta_gradient throws for bad inputs.
+// results. With no inner step a learned rate's rows are 0. Without
+// `exact_rows` the MAML family always records the whole batch as one graph
+// (faster with several threads or on a GPU), and its rows then equal a
+// slice's up to rounding only: for the fast reduction, which promises no
+// more. Throws what meta_gradient throws for bad inputs.
 TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
-                     const TaskBatch& batch, std::int64_t iteration);
+                     const TaskBatch& batch, std::int64_t iteration, bool exact_rows = true);
 // The terms of consecutive task slices, in order, as those of all their
 // tasks (ShapeError naming the part when the lists differ).
 TaskTerms concat_task_terms(const std::vector<TaskTerms>& parts);
