@@ -187,7 +187,6 @@ TEST_SUITE("distributed") {
     problems.push_back({"conv4 with batch norm", conv, meta::Loss::cross_entropy, images.sample(5, 4, 9, gen, f64)});
     for (const Problem& p : problems) {
       for (const auto& [name, config] : configs()) {
-        if (&p.model == &conv && config.algorithm == meta::Algorithm::kernel) continue;  // MSE-only closed form
         INFO(p.name << ", " << name);
         const meta::MetaParams params = [&] {  // in the batch's dtype
           const meta::MetaParams q = mt::testing::random_meta_params(p.model, config, 7);
