@@ -123,6 +123,42 @@ Tensor weights_of(const TaskWeightingConfig& weighting, const Tensor& losses, co
   });
 }
 
+// The entries of one row of `rows` ([n] + shape): shape's element count,
+// also when n = 0.
+std::int64_t row_length(const Tensor& rows) {
+  std::int64_t length = 1;
+  for (int a = 1; a < rows.rank(); ++a) length *= rows.dim(a);
+  return length;
+}
+
+// The rows of a rank's tasks as one matrix [n, 2 + Σ_i row_length_i] (the
+// loss, the objective, then the first `count` gradients' rows flattened),
+// so that one all_gather carries every term: one collective's latency per
+// iteration, not one per parameter tensor.
+Tensor pack_rows(const TaskTerms& terms, std::size_t count) {
+  const std::int64_t n = terms.tasks();
+  std::vector<Tensor> columns{reshape(terms.losses, {n, 1}), reshape(terms.objectives, {n, 1})};
+  for (std::size_t i = 0; i < count; ++i)
+    columns.push_back(reshape(terms.gradients[i], {n, row_length(terms.gradients[i])}));
+  return concat(columns, 1);
+}
+
+// pack_rows undone for the rows of every rank, shaped like `like`'s terms.
+TaskTerms unpack_rows(const Tensor& packed, const TaskTerms& like, std::size_t count) {
+  const std::int64_t n = packed.dim(0);
+  const auto columns = [&](std::int64_t begin, std::int64_t end) { return slice(packed, 1, begin, end); };
+  TaskTerms out{reshape(columns(0, 1), {n}), reshape(columns(1, 2), {n}), {}};
+  std::int64_t at = 2;
+  for (std::size_t i = 0; i < count; ++i) {
+    const Tensor& rows = like.gradients[i];
+    Shape shape{n};
+    for (int a = 1; a < rows.rank(); ++a) shape.push_back(rows.dim(a));
+    out.gradients.push_back(reshape(columns(at, at + row_length(rows)), shape));
+    at += row_length(rows);
+  }
+  return out;
+}
+
 void check_terms(const char* caller, const TaskTerms& terms, std::size_t model_count) {
   if (!terms.losses.defined() || terms.losses.rank() != 1 || !terms.objectives.defined() ||
       terms.objectives.shape() != terms.losses.shape())
@@ -205,19 +241,17 @@ MetaStepTensors reduce_task_terms(Communicator& communicator, Reduction reductio
                      std::to_string(local.tasks()) + " tasks, its share of " + std::to_string(tasks) + " is " +
                      std::to_string(range.count()));
   NoGradScope no_grad;
-  TaskTerms all;
-  all.losses = communicator.all_gather(local.losses);
-  all.objectives = communicator.all_gather(local.objectives);
-  if (all.losses.dim(0) != tasks)
-    throw ShapeError("reduce_task_terms: the ranks brought " + std::to_string(all.losses.dim(0)) + " tasks, not " +
-                     std::to_string(tasks));
   // deterministic: every row; fast: only the agreement rule's model rows, which its weights need.
   std::size_t gathered = 0;
   if (reduction == Reduction::deterministic)
     gathered = local.gradients.size();
   else if (weighting.rule == TaskWeighting::agreement)
     gathered = model_count;
-  for (std::size_t i = 0; i < gathered; ++i) all.gradients.push_back(communicator.all_gather(local.gradients[i]));
+  const Tensor packed = communicator.all_gather(pack_rows(local, gathered));
+  if (packed.dim(0) != tasks)
+    throw ShapeError("reduce_task_terms: the ranks brought " + std::to_string(packed.dim(0)) + " tasks, not " +
+                     std::to_string(tasks));
+  const TaskTerms all = unpack_rows(packed, local, gathered);
   if (reduction == Reduction::deterministic) return combine_task_terms(weighting, all, model_count);
 
   // fast: every rank weights its own tasks; the communicator sums the ranks' totals.

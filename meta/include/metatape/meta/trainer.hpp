@@ -154,12 +154,13 @@ void check_checkpoint_fits(const Checkpoint& checkpoint, const Model& model, con
 // `communicator` the same: `local` holds this rank's task terms (those of
 // task_range(tasks, rank, size), with [0] rows when it has none), and the
 // ranks' terms are combined by `reduction`. deterministic: every term is
-// all-gathered in task order and combine_task_terms runs on every rank, so
-// the result is that of one process, bit for bit, for any number of ranks.
-// fast: the losses and objectives [T] are all-gathered (and, for the
-// agreement rule, the model's gradient rows), every rank adds w_t g_t over
-// its own tasks and all_reduce_sum adds the ranks' sums: the same up to the
-// transport's rounding. Every rank must call it with the same arguments but
+// all-gathered in task order (one all_gather of every term packed per
+// task) and combine_task_terms runs on every rank, so the result is that
+// of one process, bit for bit, for any number of ranks. fast: the losses
+// and objectives [T] are all-gathered (and, for the agreement rule, the
+// model's gradient rows), every rank adds w_t g_t over its own tasks and
+// all_reduce_sum adds the ranks' sums: the same up to the transport's
+// rounding. Every rank must call it with the same arguments but
 // `local`. Throws ShapeError when `local` does not hold this rank's share,
 // what combine_task_terms throws (the same on every rank), and
 // CommunicatorError from the transport.
