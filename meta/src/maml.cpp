@@ -117,14 +117,21 @@ std::vector<bool> adapting_mask(const Model& model, const MetaConfig& config) {
 
 Tensor inner_update(const Model& model, const MetaConfig& config, const std::vector<Tensor>& rates, std::size_t i,
                     int step, const Tensor& gradient) {
-  if (config.algorithm == Algorithm::metasgd) return mul(rates[i], gradient);  // α_i broadcast over tasks
+  // Meta-SGD: α_i broadcast over tasks, or already per task ([T] + shape, as task_terms copies it).
+  if (config.algorithm == Algorithm::metasgd) return mul(rates[i], gradient);
   if (config.learned_layer_rates) {
-    const std::int64_t steps = rates[0].dim(1);
+    // [layers, steps], or [T, layers, steps] when task_terms copies it per task.
+    const Tensor& table = rates[0];
+    const int axis = table.rank() - 2;
+    const std::int64_t steps = table.dim(axis + 1);
     const std::int64_t column = std::min<std::int64_t>(step, steps - 1);
     const std::int64_t layer = model.parameters()[i].layer;
     // Sliced, not gathered: no index tensor to copy to the device.
-    const Tensor rate = slice(slice(rates[0], 0, layer, layer + 1), 1, column, column + 1);
-    return mul(reshape(rate, Shape{}), gradient);
+    const Tensor rate = slice(slice(table, axis, layer, layer + 1), axis + 1, column, column + 1);
+    if (axis == 0) return mul(reshape(rate, Shape{}), gradient);
+    Shape per_task_rate{table.dim(0)};  // [T, 1, ...] against the gradient's [T] + shape
+    for (int a = 1; a < gradient.rank(); ++a) per_task_rate.push_back(1);
+    return mul(reshape(rate, per_task_rate), gradient);
   }
   return scale(gradient, config.inner_lr);
 }

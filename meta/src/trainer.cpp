@@ -1,7 +1,10 @@
 #include "metatape/meta/trainer.hpp"
 
 #include <cmath>
+#include <exception>
 #include <sstream>
+
+#include "choices.hpp"
 
 namespace metatape::meta {
 namespace {
@@ -43,7 +46,58 @@ std::string non_finite_step(double meta_loss, double grad_norm, std::int64_t ite
          "; the parameters were not updated (a smaller inner or outer learning rate, or gradient clipping, may help)";
 }
 
+// The task terms of a rank without tasks (a meta-batch smaller than the
+// group): [0] rows of every MetaParams::all() entry.
+TaskTerms no_task_terms(const MetaParams& params) {
+  const std::vector<Tensor> all = params.all();
+  const DType dtype = all.front().dtype();
+  const Device device = all.front().device();
+  TaskTerms terms{zeros({0}, dtype, device), zeros({0}, dtype, device), {}};
+  for (const Tensor& p : all) {
+    Shape rows{0};
+    for (std::int64_t d : p.shape()) rows.push_back(d);
+    terms.gradients.push_back(zeros(rows, dtype, device));
+  }
+  return terms;
+}
+
+// What every rank must have restored the same: the parameters' bytes, the
+// iteration and the task stream's position.
+std::string restored_state(const Checkpoint& c) {
+  std::string bytes = std::to_string(c.iteration) + "/" + std::to_string(c.task_rng_position) + "/";
+  for (const Tensor& t : c.params) {
+    const std::vector<double> values = t.to_vector();  // f32 widens exactly
+    bytes.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(double));
+  }
+  return bytes;
+}
+
+// The message of the exception in flight, for the other ranks.
+std::string current_error_message() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return *e.what() ? e.what() : "an error without a message";
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
+
 }  // namespace
+
+const char* reduction_name(Reduction reduction) {
+  switch (reduction) {
+    case Reduction::deterministic:
+      return "deterministic";
+    case Reduction::fast:
+      return "fast";
+  }
+  return "?";
+}
+
+Reduction parse_reduction(const std::string& name) {
+  return detail::parse_choice(name, kReductions, reduction_name, "reduction");
+}
 
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
   std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
@@ -62,6 +116,19 @@ void TrainOptions::validate() const {
   if (!(clip_grad_norm >= 0)) throw ValueError("the clipping norm must be >= 0, got " + std::to_string(clip_grad_norm));
   if (!is_floating(dtype)) throw ValueError("training needs dtype f32 or f64");
   if (replay) CapturedMetaGradient::validate(meta);
+  if (communicator) {
+    const std::string group = "training over a communicator (" + communicator->name() + ", " +
+                              std::to_string(communicator->size()) + " processes)";
+    if (replay) throw ValueError(group + " cannot replay a captured step (--replay): each rank computes its own tasks");
+    if (meta.weighting.differentiate)
+      throw ValueError(group +
+                       " needs constant task weights: differentiated weights (--differentiate-weights) couple every "
+                       "task's loss, so the meta-gradient cannot be split by task");
+    if (meta.weighting.rule == TaskWeighting::agreement && meta.multi_step_loss)
+      throw ValueError(group +
+                       " cannot combine the agreement task weighting with the multi-step loss (--multi-step-loss): "
+                       "the split meta-gradient has each task's whole objective, not its final loss alone");
+  }
   (void)make_optimizer(optimizer, outer_lr);  // throws for an unknown name
 }
 
@@ -74,16 +141,42 @@ Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const 
   if (options_.replay) captured_ = std::make_unique<CapturedMetaGradient>(model, loss, options_.meta);
 }
 
-IterationRecord Trainer::step() {
-  const std::uint64_t rng_before = task_rng_.position();
+MetaStepTensors Trainer::local_meta_step() {
   const TaskBatch batch =
       tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
   // A captured step copies the batch into its buffers straight from the host.
+  return captured_
+             ? (*captured_)(params_, batch)
+             : meta_gradient_tensors(model_, loss_, options_.meta, params_, batch.to(options_.device), iteration_);
+}
+
+MetaStepTensors Trainer::distributed_meta_step() {
+  Communicator& group = *options_.communicator;
+  const TaskRange range = task_range(options_.meta_batch, group.rank(), group.size());
+  TaskTerms local;
+  std::string error;
+  try {
+    // Every rank draws the whole batch, so the task stream is one process's.
+    const TaskBatch batch =
+        tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
+    local = range.count() == 0 ? no_task_terms(params_)
+                               : task_terms(model_, loss_, options_.meta, params_,
+                                            batch.slice(range.begin, range.end).to(options_.device), iteration_,
+                                            options_.reduction == Reduction::deterministic);
+  } catch (...) {
+    error = current_error_message();
+  }
+  // Before any other collective: the others would wait forever for a rank that threw.
+  raise_if_any_rank_failed(group, error, "iteration " + std::to_string(iteration_ + 1));
+  return reduce_task_terms(group, options_.reduction, options_.meta.weighting, local, options_.meta_batch,
+                           params_.model.size());
+}
+
+IterationRecord Trainer::step() {
+  const std::uint64_t rng_before = task_rng_.position();
   MetaStepTensors meta;
   try {
-    meta = captured_
-               ? (*captured_)(params_, batch)
-               : meta_gradient_tensors(model_, loss_, options_.meta, params_, batch.to(options_.device), iteration_);
+    meta = options_.communicator ? distributed_meta_step() : local_meta_step();
   } catch (...) {  // e.g. task weights refused for a non-finite loss: leave the trainer as it was
     task_rng_.set_position(rng_before);
     throw;
@@ -135,7 +228,24 @@ Checkpoint Trainer::checkpoint(const std::string& config) const {
 }
 
 void Trainer::restore(const Checkpoint& c, const std::string& path) {
-  check_restorable(c, params_.all(), *optimizer_, path);
+  if (!options_.communicator) {
+    check_restorable(c, params_.all(), *optimizer_, path);
+    restore_state(c);
+    return;
+  }
+  Communicator& group = *options_.communicator;
+  std::string error;
+  try {
+    check_restorable(c, params_.all(), *optimizer_, path);
+  } catch (...) {
+    error = current_error_message();
+  }
+  raise_if_any_rank_failed(group, error, "restoring " + checkpoint_label(path));
+  require_same_on_all_ranks(group, "the restored checkpoint (" + checkpoint_label(path) + ")", restored_state(c));
+  restore_state(c);
+}
+
+void Trainer::restore_state(const Checkpoint& c) {
   std::vector<Tensor> state;
   for (const Tensor& t : c.optimizer_state) state.push_back(t.to(options_.device));
   optimizer_->load_state(state, c.optimizer_steps);

@@ -135,6 +135,58 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
 MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                       const RaggedTaskBatch& batch, std::int64_t iteration);
 
+// The meta-gradient split by task, for a meta-batch spread over processes
+// (trainer.hpp's communicator; docs/methods.md §8).
+// Every algorithm's meta-gradient is Σ_t w_t g_t: g_t = ∇ O_t is task t's
+// own gradient of its unweighted term O_t of the meta-loss (MAML family: the
+// query loss L_t after the inner loop, or with MAML++'s multi-step loss
+// Σ_k v_k L_t^k; Reptile: g_t = θ − θ_t^τ, O_t = L_t), and the weights w_t
+// come from every task's L_t (task_weights, detached). Row t is computed
+// the same way whatever other tasks share its graph, so task_terms of a
+// batch equals, bit for bit, the concatenation of task_terms of its slices.
+struct TaskTerms {
+  Tensor losses;                  // [T]: L_t, as MetaStep::task_losses
+  Tensor objectives;              // [T]: O_t
+  std::vector<Tensor> gradients;  // one per MetaParams::all() entry, [T] + its shape: row t is g_t
+  std::int64_t tasks() const { return losses.dim(0); }
+};
+// The task terms of `batch` at `iteration` (the multi-step loss's v_k),
+// detached, on the parameters' device. config.weighting is not used.
+// The MAML family (maml, fomaml, metasgd, anil, LSLR, multi-step loss),
+// whatever config.task_batched says, records one graph: every model
+// parameter and every learned rate copied per task (so row t of a rate's
+// gradient is task t's alone, not the tasks' sum), and one backward of
+// Σ_t O_t with respect to the copies; a single task is computed as the
+// first of two copies of itself (a one-task convolution sums its weight
+// gradient in another order). That holds on the CPU at one thread
+// (num_threads()). With more threads, or on a GPU, whose batched matrix
+// products may sum in an order that depends on the number of tasks, the
+// same graph is recorded for one task at a time. Reptile, the pretrained
+// baseline, kernel and metarkhs1 take meta_gradient_tensors of each
+// one-task slice in turn (uniform weighting: weight 1) and stack the
+// results. With no inner step a learned rate's rows are 0. Without
+// `exact_rows` the MAML family always records the whole batch as one graph
+// (faster with several threads or on a GPU), and its rows then equal a
+// slice's up to rounding only: for the fast reduction, which promises no
+// more. Throws what meta_gradient throws for bad inputs.
+TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                     const TaskBatch& batch, std::int64_t iteration, bool exact_rows = true);
+// The terms of consecutive task slices, in order, as those of all their
+// tasks (ShapeError naming the part when the lists differ).
+TaskTerms concat_task_terms(const std::vector<TaskTerms>& parts);
+// The meta-step of the tasks of `all_tasks`: the weights w =
+// task_weights(weighting, losses; for agreement the model's gradient rows,
+// the first `model_count` entries), grads_i = Σ_t w_t gradients_i[t] and
+// meta_loss = Σ_t w_t O_t, each added one task after another in task order,
+// so that the bits depend on the terms alone. Equals meta_gradient_tensors
+// up to rounding, except that MAML++'s multi-step loss under the agreement
+// rule takes its g_t from O_t here (meta_gradient: from L_t^τ). Throws
+// ValueError for differentiated weights (weighting.differentiate: their
+// derivative couples the tasks), ShapeError for terms without [T] rows, and
+// what task_weights throws.
+MetaStepTensors combine_task_terms(const TaskWeightingConfig& weighting, const TaskTerms& all_tasks,
+                                   std::size_t model_count);
+
 // meta_gradient_tensors captured on the first call (a CapturedStep on the
 // parameters' device: a CUDA graph, or the CPU's list of kernel calls) and
 // replayed on every later one: the parameters and the batch are copied in,

@@ -57,7 +57,14 @@ struct TrainOptions {
   // communicator, even a SelfCommunicator, the meta-gradient is computed
   // task by task and summed in task order, so one process and N processes
   // give the same bits (deterministic). Null: the whole batch as one graph
-  // (meta_gradient_tensors), as before. Not with `replay`.
+  // (meta_gradient_tensors), as before. Not with `replay`, nor with
+  // differentiated task weights (their derivative couples the tasks), nor
+  // with the agreement rule under MAML++'s multi-step loss (whose g_t
+  // combine_task_terms takes from the whole objective). A rank whose part
+  // of an iteration throws makes step() throw RankFailure on every rank
+  // ("rank R failed at iteration N: ..."), each trainer left as before the
+  // call; restore() checks the file on every rank the same way and then
+  // that every rank restored the same state (ValueError otherwise).
   std::shared_ptr<Communicator> communicator;
   Reduction reduction = Reduction::deterministic;
 
@@ -93,7 +100,10 @@ class Trainer {
   // update that would make a parameter non-finite, throws NonFiniteError
   // naming the iteration: the trainer is left as it was before the call
   // (parameters, optimiser state, task generator), so its checkpoint is the
-  // last good state.
+  // last good state. With a communicator every rank must call it; a rank
+  // whose sampling or task terms throw makes every rank throw RankFailure
+  // (naming that rank and the iteration), each left as it was; the record's
+  // task losses and weights are every rank's tasks'.
   IterationRecord step();
   std::int64_t iteration() const { return iteration_; }
   const MetaParams& params() const { return params_; }
@@ -104,9 +114,20 @@ class Trainer {
   // Continues from a checkpoint of the same configuration; throws IoError
   // naming `path` (the file it was read from) and the field if it does not
   // fit this run (check_checkpoint_fits), leaving the trainer unchanged.
+  // With a communicator every rank must call it: a file that does not fit
+  // on one rank throws RankFailure on every rank (its message holds the
+  // IoError's), and checkpoints that differ between the ranks (parameters,
+  // iteration, task stream position) throw ValueError on every rank, each
+  // trainer left unchanged.
   void restore(const Checkpoint& checkpoint, const std::string& path = "");
 
  private:
+  // The meta-step of the next batch: the whole batch as one graph, or this
+  // rank's tasks combined with the other ranks' (options.communicator).
+  MetaStepTensors local_meta_step();
+  MetaStepTensors distributed_meta_step();
+  void restore_state(const Checkpoint& checkpoint);  // after the checks
+
   const Model& model_;
   Loss loss_;
   const TaskSampler& tasks_;
@@ -128,6 +149,23 @@ class Trainer {
 // what catches an edit made by accident.
 void check_checkpoint_fits(const Checkpoint& checkpoint, const Model& model, const TrainOptions& options,
                            const std::string& path);
+
+// The meta-step of a meta-batch of `tasks` tasks, on every rank of
+// `communicator` the same: `local` holds this rank's task terms (those of
+// task_range(tasks, rank, size), with [0] rows when it has none), and the
+// ranks' terms are combined by `reduction`. deterministic: every term is
+// all-gathered in task order (one all_gather of every term packed per
+// task) and combine_task_terms runs on every rank, so the result is that
+// of one process, bit for bit, for any number of ranks. fast: the losses
+// and objectives [T] are all-gathered (and, for the agreement rule, the
+// model's gradient rows), every rank adds w_t g_t over its own tasks and
+// all_reduce_sum adds the ranks' sums: the same up to the transport's
+// rounding. Every rank must call it with the same arguments but
+// `local`. Throws ShapeError when `local` does not hold this rank's share,
+// what combine_task_terms throws (the same on every rank), and
+// CommunicatorError from the transport.
+MetaStepTensors reduce_task_terms(Communicator& communicator, Reduction reduction, const TaskWeightingConfig& weighting,
+                                  const TaskTerms& local, std::int64_t tasks, std::size_t model_count);
 
 // Independent streams from one user seed: `stream` 0 initialises parameters,
 // 1 draws training tasks, 2 draws evaluation tasks (SplitMix64 mixing).

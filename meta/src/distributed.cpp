@@ -1,0 +1,269 @@
+// The meta-gradient split by task (task_terms), its combination in task
+// order (combine_task_terms) and its reduction over a group of processes
+// (reduce_task_terms): docs/methods.md §8.
+#include <string>
+
+#include "algorithms.hpp"
+#include "metatape/meta/trainer.hpp"
+
+namespace metatape::meta {
+namespace {
+
+// The MAML family in one graph: every entry of MetaParams::all() copied per
+// task, so that task t's objective reaches only row t of each copy, and the
+// gradient of Σ_t O_t with respect to the copies is every g_t at once.
+TaskTerms maml_task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                          const TaskBatch& batch, std::int64_t iteration) {
+  TapeScope scope;
+  const std::vector<Tensor> leaves = detail::recorded_leaves(params.all());
+  const MetaParams recorded = MetaParams::from_all(leaves, params.model.size());
+  // Learned rates per task ([T] + shape): shared, their gradient would be the tasks' sum.
+  const MetaParams copied{recorded.model, per_task(recorded.rates, batch.tasks())};
+  const int steps = config.inner_steps;
+  const std::vector<double> v = config.multi_step_loss
+                                    ? multi_step_weights(steps, iteration, config.msl_anneal_iterations)
+                                    : std::vector<double>{};
+  const auto query_losses = [&](const std::vector<Tensor>& fast) {
+    return per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);
+  };
+  std::vector<Tensor> model_copies;  // θ_t^0, each [T] + shape
+  Tensor objectives;                 // [T], the multi-step loss's earlier terms first
+  const auto add_term = [&objectives](const Tensor& term) {
+    objectives = objectives.defined() ? add(objectives, term) : term;
+  };
+  const auto after_step = [&](int k, const std::vector<Tensor>& fast) {
+    if (k == 0) model_copies = fast;
+    if (config.multi_step_loss && k >= 1 && k < steps)
+      add_term(scale(query_losses(fast), v[static_cast<std::size_t>(k - 1)]));
+  };
+  const Tensor final_losses =
+      query_losses(detail::inner_loop(model, loss, config, copied, batch, steps, true, after_step, /*copy_all=*/true));
+  if (config.multi_step_loss)
+    add_term(scale(final_losses, v.back()));
+  else
+    objectives = final_losses;
+  std::vector<Tensor> wrt = model_copies;
+  wrt.insert(wrt.end(), copied.rates.begin(), copied.rates.end());
+  TaskTerms terms;
+  // With no inner step a learned rate never touches the loss: its rows are 0.
+  terms.gradients = grad(sum(objectives), wrt, {.allow_unused = steps == 0, .retain_graph = false});
+  terms.losses = final_losses.detach();
+  terms.objectives = objectives.detach();
+  return terms;
+}
+
+// Whether each task's row of the batched graph has the bits of a one-task
+// graph whatever the number of tasks. On the CPU at one thread every kernel
+// works on each task's matrices alone. With more threads gemm_batched runs
+// each matrix unsplit when there are at least two per thread but splits a
+// large one over the threads when there are fewer (a summation order that
+// then depends on the task count); a GPU library may pick its algorithm by
+// the batch count too. There the tasks go one at a time.
+bool batched_rows_are_invariant(const MetaParams& params) {
+  return num_threads() == 1 && params.model.front().device() == Device::cpu;
+}
+
+// maml_task_terms of one task as the first of two copies of it. A graph of
+// one task takes other kernel paths than a batched one: the convolution of
+// per-task weights is then ungrouped, and sums its weight gradient over
+// more than 8 chunks of images in partial sums instead of chunk by chunk.
+// Two copies keep the batched paths (at twice the cost, for this task alone).
+TaskTerms first_of_two(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                       const TaskBatch& one, std::int64_t iteration) {
+  const auto twice = [](const Tensor& t) { return concat({t, t}); };
+  const TaskBatch two{twice(one.support_x), twice(one.support_y), twice(one.query_x), twice(one.query_y)};
+  const TaskTerms both = maml_task_terms(model, loss, config, params, two, iteration);
+  NoGradScope no_grad;
+  const auto first = [](const Tensor& t) { return slice(t, 0, 0, 1); };
+  TaskTerms out{first(both.losses), first(both.objectives), {}};
+  for (const Tensor& g : both.gradients) out.gradients.push_back(first(g));
+  return out;
+}
+
+// The algorithms with their own code paths, one task at a time: a one-task
+// meta-gradient under uniform weighting (w = 1) is that task's g_t.
+TaskTerms looped_task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                            const TaskBatch& batch, std::int64_t iteration) {
+  MetaConfig one_task = config;
+  one_task.weighting = {};
+  std::vector<TaskTerms> parts;
+  for (std::int64_t t = 0; t < batch.tasks(); ++t) {
+    MetaStepTensors step = meta_gradient_tensors(model, loss, one_task, params, batch.slice(t, t + 1), iteration);
+    NoGradScope no_grad;
+    TaskTerms part{step.task_losses, reshape(step.meta_loss, {1}), {}};
+    for (const Tensor& g : step.grads) part.gradients.push_back(unsqueeze(g, 0));
+    parts.push_back(std::move(part));
+  }
+  return concat_task_terms(parts);
+}
+
+// Σ_t weights[offset + t] rows[t] over the rows of `rows` ([n] + shape), added
+// one after another in task order; zeros of the shape when n = 0.
+Tensor weighted_rows(const Tensor& rows, const std::vector<double>& weights, std::int64_t offset) {
+  Shape shape;
+  for (int a = 1; a < rows.rank(); ++a) shape.push_back(rows.dim(a));
+  Tensor total;
+  for (std::int64_t t = 0; t < rows.dim(0); ++t) {
+    const Tensor term = scale(reshape(slice(rows, 0, t, t + 1), shape), weights[static_cast<std::size_t>(offset + t)]);
+    total = total.defined() ? add(total, term) : term;
+  }
+  return total.defined() ? total : zeros(shape, rows.dtype(), rows.device());
+}
+
+// task_weights of the rule from every task's losses [T] and, for the
+// agreement rule, every task's model-parameter gradient rows.
+Tensor weights_of(const TaskWeightingConfig& weighting, const Tensor& losses, const std::vector<Tensor>& gradients,
+                  std::size_t model_count) {
+  if (weighting.differentiate)
+    throw ValueError(std::string("task weighting '") + task_weighting_name(weighting.rule) +
+                     "' with differentiated weights cannot be split by task: the weights' own derivative couples "
+                     "every task's loss; the weights must be constants (not differentiated) here");
+  return task_weights(weighting, losses, [&] {
+    return std::vector<Tensor>(gradients.begin(), gradients.begin() + static_cast<std::ptrdiff_t>(model_count));
+  });
+}
+
+// The entries of one row of `rows` ([n] + shape): shape's element count,
+// also when n = 0.
+std::int64_t row_length(const Tensor& rows) {
+  std::int64_t length = 1;
+  for (int a = 1; a < rows.rank(); ++a) length *= rows.dim(a);
+  return length;
+}
+
+// The rows of a rank's tasks as one matrix [n, 2 + Σ_i row_length_i] (the
+// loss, the objective, then the first `count` gradients' rows flattened),
+// so that one all_gather carries every term: one collective's latency per
+// iteration, not one per parameter tensor.
+Tensor pack_rows(const TaskTerms& terms, std::size_t count) {
+  const std::int64_t n = terms.tasks();
+  std::vector<Tensor> columns{reshape(terms.losses, {n, 1}), reshape(terms.objectives, {n, 1})};
+  for (std::size_t i = 0; i < count; ++i)
+    columns.push_back(reshape(terms.gradients[i], {n, row_length(terms.gradients[i])}));
+  return concat(columns, 1);
+}
+
+// pack_rows undone for the rows of every rank, shaped like `like`'s terms.
+TaskTerms unpack_rows(const Tensor& packed, const TaskTerms& like, std::size_t count) {
+  const std::int64_t n = packed.dim(0);
+  const auto columns = [&](std::int64_t begin, std::int64_t end) { return slice(packed, 1, begin, end); };
+  TaskTerms out{reshape(columns(0, 1), {n}), reshape(columns(1, 2), {n}), {}};
+  std::int64_t at = 2;
+  for (std::size_t i = 0; i < count; ++i) {
+    const Tensor& rows = like.gradients[i];
+    Shape shape{n};
+    for (int a = 1; a < rows.rank(); ++a) shape.push_back(rows.dim(a));
+    out.gradients.push_back(reshape(columns(at, at + row_length(rows)), shape));
+    at += row_length(rows);
+  }
+  return out;
+}
+
+void check_terms(const char* caller, const TaskTerms& terms, std::size_t model_count) {
+  if (!terms.losses.defined() || terms.losses.rank() != 1 || !terms.objectives.defined() ||
+      terms.objectives.shape() != terms.losses.shape())
+    throw ShapeError(std::string(caller) + ": the losses and objectives must both be [T]");
+  if (terms.gradients.size() < model_count)
+    throw ShapeError(std::string(caller) + ": " + std::to_string(terms.gradients.size()) +
+                     " gradient tensors, fewer than the " + std::to_string(model_count) + " model parameters");
+  for (std::size_t i = 0; i < terms.gradients.size(); ++i)
+    if (terms.gradients[i].rank() < 1 || terms.gradients[i].dim(0) != terms.tasks())
+      throw ShapeError(std::string(caller) + ": gradient " + std::to_string(i) + " is " +
+                       terms.gradients[i].shape().str() + ", expected " + std::to_string(terms.tasks()) + " task rows");
+}
+
+}  // namespace
+
+TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                     const TaskBatch& batch, std::int64_t iteration, bool exact_rows) {
+  validate_inputs("task_terms", model, loss, config, params, &batch);
+  switch (config.algorithm) {
+    case Algorithm::reptile:
+    case Algorithm::pretrain:
+    case Algorithm::kernel:
+    case Algorithm::metarkhs1:
+      return looped_task_terms(model, loss, config, params, batch, iteration);
+    default:
+      break;
+  }
+  if (!exact_rows) return maml_task_terms(model, loss, config, params, batch, iteration);
+  if (batched_rows_are_invariant(params))
+    return batch.tasks() == 1 ? first_of_two(model, loss, config, params, batch, iteration)
+                              : maml_task_terms(model, loss, config, params, batch, iteration);
+  std::vector<TaskTerms> parts;
+  for (std::int64_t t = 0; t < batch.tasks(); ++t)
+    parts.push_back(maml_task_terms(model, loss, config, params, batch.slice(t, t + 1), iteration));
+  return concat_task_terms(parts);
+}
+
+TaskTerms concat_task_terms(const std::vector<TaskTerms>& parts) {
+  if (parts.empty()) throw ValueError("concat_task_terms: no parts");
+  NoGradScope no_grad;
+  TaskTerms out;
+  std::vector<Tensor> losses, objectives;
+  for (std::size_t p = 0; p < parts.size(); ++p) {
+    if (parts[p].gradients.size() != parts[0].gradients.size())
+      throw ShapeError("concat_task_terms: part " + std::to_string(p) + " has " +
+                       std::to_string(parts[p].gradients.size()) + " gradient tensors, part 0 has " +
+                       std::to_string(parts[0].gradients.size()));
+    losses.push_back(parts[p].losses);
+    objectives.push_back(parts[p].objectives);
+  }
+  out.losses = concat(losses);
+  out.objectives = concat(objectives);
+  for (std::size_t i = 0; i < parts[0].gradients.size(); ++i) {
+    std::vector<Tensor> rows;
+    for (const TaskTerms& part : parts) rows.push_back(part.gradients[i]);
+    out.gradients.push_back(concat(rows));
+  }
+  return out;
+}
+
+MetaStepTensors combine_task_terms(const TaskWeightingConfig& weighting, const TaskTerms& all_tasks,
+                                   std::size_t model_count) {
+  check_terms("combine_task_terms", all_tasks, model_count);
+  NoGradScope no_grad;
+  MetaStepTensors step;
+  step.task_losses = all_tasks.losses;
+  step.task_weights = weights_of(weighting, all_tasks.losses, all_tasks.gradients, model_count);
+  const std::vector<double> w = step.task_weights.to_vector();
+  step.meta_loss = weighted_rows(all_tasks.objectives, w, 0);
+  for (const Tensor& rows : all_tasks.gradients) step.grads.push_back(weighted_rows(rows, w, 0));
+  return step;
+}
+
+MetaStepTensors reduce_task_terms(Communicator& communicator, Reduction reduction, const TaskWeightingConfig& weighting,
+                                  const TaskTerms& local, std::int64_t tasks, std::size_t model_count) {
+  check_terms("reduce_task_terms", local, model_count);
+  const TaskRange range = task_range(tasks, communicator.rank(), communicator.size());
+  if (local.tasks() != range.count())
+    throw ShapeError("reduce_task_terms: rank " + std::to_string(communicator.rank()) + " brings " +
+                     std::to_string(local.tasks()) + " tasks, its share of " + std::to_string(tasks) + " is " +
+                     std::to_string(range.count()));
+  NoGradScope no_grad;
+  // deterministic: every row; fast: only the agreement rule's model rows, which its weights need.
+  std::size_t gathered = 0;
+  if (reduction == Reduction::deterministic)
+    gathered = local.gradients.size();
+  else if (weighting.rule == TaskWeighting::agreement)
+    gathered = model_count;
+  const Tensor packed = communicator.all_gather(pack_rows(local, gathered));
+  if (packed.dim(0) != tasks)
+    throw ShapeError("reduce_task_terms: the ranks brought " + std::to_string(packed.dim(0)) + " tasks, not " +
+                     std::to_string(tasks));
+  const TaskTerms all = unpack_rows(packed, local, gathered);
+  if (reduction == Reduction::deterministic) return combine_task_terms(weighting, all, model_count);
+
+  // fast: every rank weights its own tasks; the communicator sums the ranks' totals.
+  MetaStepTensors step;
+  step.task_losses = all.losses;
+  step.task_weights = weights_of(weighting, all.losses, all.gradients, model_count);
+  const std::vector<double> w = step.task_weights.to_vector();
+  step.meta_loss = weighted_rows(all.objectives, w, 0);
+  std::vector<Tensor> sums;
+  for (const Tensor& rows : local.gradients) sums.push_back(weighted_rows(rows, w, range.begin));
+  step.grads = communicator.all_reduce_sum(sums);
+  return step;
+}
+
+}  // namespace metatape::meta
