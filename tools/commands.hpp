@@ -21,7 +21,10 @@ struct TrainArgs {
   std::int64_t threads = 1;
   std::string device = "cpu";  // "cpu" or "cuda"
   bool replay = false;         // capture the meta-gradient step once, then replay it
-  bool quiet = false;          // no progress line even on a terminal
+  // How the processes of `mpirun -np N metatape train` add their tasks'
+  // meta-gradients (meta::Reduction's names).
+  std::string reduction = meta::reduction_name(meta::Reduction::deterministic);
+  bool quiet = false;  // no progress line even on a terminal
   // Also keep every checkpoint as checkpoints/iteration-<N>.bin
   // (kept_checkpoint_name), and a fresh run's initial parameters as
   // iteration 0: a series over training for `metatape analyze`.

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "commands.hpp"
+#include "distributed.hpp"
 #include "memory.hpp"
 #include "metatape/meta/checkpoint.hpp"
 #include "metatape/meta/evaluation.hpp"
@@ -116,6 +117,16 @@ void add_series(Chart& chart, const LoadedRun& run, const std::vector<meta::Step
   chart.series.push_back(series);
 }
 
+// Everything that must be equal on every rank for the ranks to evaluate
+// together.
+std::string evaluation_options_text(const EvalArgs& args) {
+  std::string text = args.checkpoint + "|" + args.baseline + "|" + std::to_string(args.baseline_inner_lr) + "|";
+  for (std::int64_t k : args.shots) text += std::to_string(k) + ",";
+  return text + "|" + std::to_string(args.queries) + "|" + std::to_string(args.tasks) + "|" +
+         std::to_string(args.steps) + "|" + std::to_string(args.seed) + "|" + args.out + "|" +
+         std::to_string(args.threads) + "|" + args.device;
+}
+
 }  // namespace
 
 int run_eval(const EvalArgs& args) {
@@ -123,6 +134,12 @@ int run_eval(const EvalArgs& args) {
     throw ValueError("eval needs --tasks >= 1, --steps >= 0 and --queries >= 0");
   if (args.baseline_inner_lr > 0 && args.baseline.empty())
     throw ValueError("--baseline-inner-lr is the step of the --baseline run: give --baseline too");
+  // Under mpirun every rank adapts its share of each K's tasks; rank 0
+  // alone prints and writes (the others' standard output is discarded).
+  const std::shared_ptr<meta::Communicator> group = process_group();
+  meta::require_same_on_all_ranks(*group, "the evaluation configuration", evaluation_options_text(args));
+  if (group->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
+    throw IoError("rank " + std::to_string(group->rank()) + ": cannot discard standard output");
   set_num_threads(static_cast<int>(args.threads));
   const Device device = parse_device(args.device);
   const LoadedRun run = load_run(args.checkpoint, device);
@@ -181,7 +198,8 @@ int run_eval(const EvalArgs& args) {
                                                                 : shots[i],
                                     .steps = static_cast<int>(args.steps),
                                     .seed = args.seed,
-                                    .chunk = chunk};
+                                    .chunk = chunk,
+                                    .group = group.get()};
     const DType dtype = parse_dtype(run.config.dtype);
     const auto ours = meta::evaluate(*run.parts.model, run.parts.loss, run.parts.options.meta, run.params,
                                      run.parts.evaluation_sampler(), options, dtype);
@@ -203,6 +221,7 @@ int run_eval(const EvalArgs& args) {
       add_series(chart, *baseline, theirs, label(*baseline) + ", K=" + std::to_string(shots[i]), i, true, last_step);
   }
 
+  if (group->rank() != 0) return 0;
   const fs::path out = args.out.empty() ? fs::path(args.checkpoint).parent_path() : fs::path(args.out);
   std::error_code ec;
   if (!out.empty()) fs::create_directories(out, ec);

@@ -8,6 +8,7 @@
 #include <new>
 
 #include "commands.hpp"
+#include "distributed.hpp"
 
 namespace {
 
@@ -41,7 +42,7 @@ int unexpected_words(CLI::App& app) {
 }
 
 int fail(const std::string& where, const std::string& message) {
-  std::fprintf(stderr, "metatape%s: error: %s\n", where.c_str(), message.c_str());
+  std::fprintf(stderr, "metatape%s%s: error: %s\n", where.c_str(), rank_label().c_str(), message.c_str());
   return 1;
 }
 
@@ -118,6 +119,10 @@ int main(int argc, char** argv) {
     return run_eval(eval_args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const metatape::meta::RankFailure& e) {
+    // Another rank failed: rank 0 says so once for the group, the others
+    // stay quiet (the failed rank gave its own message).
+    return process_rank() == 0 ? fail(subcommand_of(app), e.what()) : 1;
   } catch (const std::bad_alloc&) {
     return fail(subcommand_of(app), "out of memory (std::bad_alloc): choose smaller sizes");
   } catch (const std::exception& e) {

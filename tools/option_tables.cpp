@@ -185,6 +185,11 @@ const std::vector<Option<TrainArgs>>& train_options() {
                     "Capture the meta-gradient step on the first iteration and replay it after (a CUDA graph on "
                     "cuda, the recorded kernel calls on the CPU): the same results, less overhead per step",
                     Flag{}),
+           O::local("--reduction", &TrainArgs::reduction,
+                    "Under mpirun, how the processes add their tasks' meta-gradients: deterministic (every task's "
+                    "gradient gathered and added in task order: the same bits as one process) or fast (each "
+                    "process's sum added by MPI_Allreduce: less traffic, equal up to rounding)",
+                    names_of(meta::kReductions, meta::reduction_name)),
            O::local("--out", &TrainArgs::out, "Run directory (default runs/<algorithm>)", Text{}),
            O::local("--checkpoint-every", &TrainArgs::checkpoint_every,
                     "Write a checkpoint every N iterations (0: only at the end)", Integers{0, kMaxIterations}),

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "distributed.hpp"
 #include "memory.hpp"
 #include "metatape/meta/checkpoint.hpp"
 #include "progress.hpp"
@@ -169,6 +170,14 @@ std::string duration(double seconds) {
   return buffer;
 }
 
+// Iterations per second: whole above 100, else three significant digits
+// (a Conv4 run does well under one).
+std::string rate_text(double rate) {
+  char text[32];
+  std::snprintf(text, sizeof text, rate >= 100 ? "%.0f" : "%.3g", rate);
+  return text;
+}
+
 std::string with_note(const std::string& message, const std::string& note) {
   return note.empty() ? message : message + "; " + note;
 }
@@ -183,36 +192,49 @@ std::string value_options(const RunConfig& config) {
   return options;
 }
 
-// Restores `trainer` from the checkpoint in `checkpoint_path` after checking
-// that it belongs to this run; drops metrics logged after it (the resumed run
-// logs them again).
-void resume(meta::Trainer& trainer, const RunConfig& config, const fs::path& checkpoint_path,
-            const fs::path& metrics_path) {
-  const meta::Checkpoint checkpoint = meta::load_checkpoint(checkpoint_path.string());
+// The checkpoint in `checkpoint_path`, after checking that it belongs to
+// this run.
+meta::Checkpoint load_resume_checkpoint(const RunConfig& config, const fs::path& checkpoint_path) {
+  meta::Checkpoint checkpoint = meta::load_checkpoint(checkpoint_path.string());
   std::string difference;
   if (!config.same_run_as(RunConfig::from_checkpoint(checkpoint.config, checkpoint_path.string()), &difference))
     throw ValueError("--resume: " + checkpoint_path.string() + " belongs to a different run (" + difference + ")");
   if (checkpoint.iteration > config.iterations)
     throw ValueError("--resume: the checkpoint is at iteration " + std::to_string(checkpoint.iteration) +
                      ", past --iterations " + std::to_string(config.iterations));
-  trainer.restore(checkpoint, checkpoint_path.string());
-  meta::write_file_atomically(metrics_path.string(), join_lines(read_metrics(metrics_path, trainer.iteration())));
+  return checkpoint;
+}
+
+// Drops the metrics logged after `iteration` (the resumed run logs them again).
+void drop_metrics_after(const fs::path& metrics_path, std::int64_t iteration) {
+  meta::write_file_atomically(metrics_path.string(), join_lines(read_metrics(metrics_path, iteration)));
 }
 
 // The training loop, from the trainer's iteration to config.iterations;
-// returns the seconds it took.
-double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path& out, RunOutput& output) {
+// returns the seconds it took. Every rank steps; only the rank with an
+// output (rank 0) writes, and on the iterations where it does, the ranks
+// agree that the writes succeeded before going on.
+double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path& out, RunOutput* output,
+                  meta::Communicator& group) {
   const RunConfig& config = args.config;
   const fs::path checkpoint_path = out / "checkpoint.bin", metrics_path = out / "metrics.jsonl";
   const std::string config_text = config.to_json().dump();
-  std::ofstream metrics(metrics_path, std::ios::app);
-  if (!metrics) throw IoError("cannot append to " + metrics_path.string());
-  Progress progress(!args.quiet && isatty(STDERR_FILENO));
+  std::ofstream metrics;
+  if (output) {
+    metrics.open(metrics_path, std::ios::app);
+    if (!metrics) throw IoError("cannot append to " + metrics_path.string());
+  }
+  Progress progress(output && !args.quiet && isatty(STDERR_FILENO));
   const auto start = std::chrono::steady_clock::now();
   const std::int64_t first = trainer.iteration();
+  std::int64_t last_checkpoint = first;
+  set_progress(first, last_checkpoint);
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   // The series over training starts at the initial parameters.
-  if (args.keep_checkpoints && first == 0) output.keep(trainer.checkpoint(config_text));
+  if (args.keep_checkpoints && first == 0)
+    meta::on_every_rank(group, "iteration 0", [&] {
+      if (output) output->keep(trainer.checkpoint(config_text));
+    });
   while (trainer.iteration() < config.iterations) {
     meta::IterationRecord r;
     try {
@@ -223,29 +245,79 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
       throw ValueError(std::string(e.what()) + "; the options for them: " + value_options(config));
     }
     const bool last = r.iteration == config.iterations;
-    if (r.iteration % args.log_every == 0 || last) {
-      metrics << nlohmann::json{{"iteration", r.iteration},     {"meta_loss", r.meta_loss},
-                                {"task_losses", r.task_losses}, {"task_weights", r.task_weights},
-                                {"grad_norm", r.grad_norm},     {"time_s", elapsed()}}
-                     .dump()
-              << '\n'
-              << std::flush;
-      if (!metrics) throw IoError("cannot write to " + metrics_path.string());
-    }
-    if ((args.checkpoint_every > 0 && r.iteration % args.checkpoint_every == 0) || last) {
-      // The kept copy first: a failure between the two leaves checkpoint.bin
-      // and the metrics at the previous checkpoint, and abandon() removes the copy.
-      const meta::Checkpoint checkpoint = trainer.checkpoint(config_text);
-      if (args.keep_checkpoints) output.keep(checkpoint);
-      meta::save_checkpoint(checkpoint_path.string(), checkpoint);
-      output.checkpointed(r.iteration);
-    }
+    const bool log = r.iteration % args.log_every == 0 || last;
+    const bool save = (args.checkpoint_every > 0 && r.iteration % args.checkpoint_every == 0) || last;
+    if (log || save)
+      meta::on_every_rank(group, "iteration " + std::to_string(r.iteration), [&] {
+        if (!output) return;
+        if (log) {
+          metrics << nlohmann::json{{"iteration", r.iteration},     {"meta_loss", r.meta_loss},
+                                    {"task_losses", r.task_losses}, {"task_weights", r.task_weights},
+                                    {"grad_norm", r.grad_norm},     {"time_s", elapsed()}}
+                         .dump()
+                  << '\n'
+                  << std::flush;
+          if (!metrics) throw IoError("cannot write to " + metrics_path.string());
+        }
+        if (save) {
+          // The kept copy first: a failure between the two leaves checkpoint.bin
+          // and the metrics at the previous checkpoint, and abandon() removes the copy.
+          const meta::Checkpoint checkpoint = trainer.checkpoint(config_text);
+          if (args.keep_checkpoints) output->keep(checkpoint);
+          meta::save_checkpoint(checkpoint_path.string(), checkpoint);
+          output->checkpointed(r.iteration);
+        }
+      });
+    if (save) last_checkpoint = r.iteration;
+    set_progress(r.iteration, last_checkpoint);
     const double rate = static_cast<double>(r.iteration - first) / std::max(elapsed(), 1e-9);
     progress.update(r.iteration, config.iterations, rate, r.meta_loss,
                     static_cast<double>(config.iterations - r.iteration) / std::max(rate, 1e-9));
   }
   progress.finish();
   return elapsed();
+}
+
+// The option that keeps the meta-batch in one graph, which cannot be split
+// over processes, or null: --replay captures the whole step, and
+// differentiated task weights couple every task's gradient to the others'.
+const char* whole_batch_option(const TrainArgs& args) {
+  if (args.replay) return "--replay";
+  if (args.config.differentiate_weights) return "--differentiate-weights";
+  return nullptr;
+}
+
+// Everything that must be equal on every rank for the ranks to train one
+// run together: the run's configuration and the options of this command.
+std::string training_options_text(const TrainArgs& args) {
+  return args.config.to_json().dump() + "|out=" + args.out + "|threads=" + std::to_string(args.threads) +
+         "|device=" + args.device + "|replay=" + std::to_string(args.replay) + "|reduction=" + args.reduction +
+         "|resume=" + std::to_string(args.resume) + "|checkpoint_every=" + std::to_string(args.checkpoint_every) +
+         "|log_every=" + std::to_string(args.log_every) + "|keep=" + std::to_string(args.keep_checkpoints);
+}
+
+// Refuses to start a run where one cannot be: --resume without a
+// checkpoint, or a fresh run over another run's files.
+void check_run_directory(const TrainArgs& args, const fs::path& out) {
+  const fs::path checkpoint_path = out / "checkpoint.bin";
+  if (args.resume) {
+    if (!fs::is_directory(out))
+      throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string() + ": " +
+                       out.string() + " is not a directory");
+    if (!fs::exists(checkpoint_path))
+      throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string());
+    return;
+  }
+  // A fresh run writes these names; one that is there already belongs to
+  // someone else and must survive both success and failure.
+  for (const char* file : kRunFiles)
+    if (fs::exists(out / file))
+      throw ValueError(out.string() + " already holds a run (" + file +
+                       "): pass --resume to continue it, or choose another --out");
+  // Kept checkpoints of another run would join this run's series.
+  if (const std::vector<fs::path> kept = kept_checkpoints(out); !kept.empty())
+    throw ValueError(out.string() + " already holds a run (" + kept.front().lexically_relative(out).string() +
+                     "): pass --resume to continue it, or choose another --out");
 }
 
 }  // namespace
@@ -278,60 +350,82 @@ std::vector<fs::path> kept_checkpoints(const fs::path& run_directory) {
 
 int run_train(const TrainArgs& args) {
   const RunConfig& config = args.config;
+  // Ranks started with different options stop here, before any of them
+  // writes: a hash of the options, compared across the group.
+  const std::shared_ptr<meta::Communicator> group = process_group();
+  meta::require_same_on_all_ranks(*group, "the training configuration", training_options_text(args));
+  report_termination("train");
   RunParts parts = build(config);  // validates every option first
   check_memory(training_memory(config, parts), "this run");
   set_num_threads(static_cast<int>(args.threads));
   parts.options.device = parse_device(args.device);
   parts.options.replay = args.replay;
+  // The step is split by task (and added in task order) whenever it can
+  // be, even in one process, so that one process and N give the same bits.
+  if (const char* option = whole_batch_option(args); option == nullptr)
+    parts.options.communicator = group;
+  else if (group->size() > 1)
+    throw ValueError(std::string(option) + " needs the whole meta-batch in one graph; it cannot be split over " +
+                     std::to_string(group->size()) + " processes (run it without mpirun)");
+  parts.options.reduction = meta::parse_reduction(args.reduction);
   parts.options.validate();  // before anything is written
 
   const fs::path out = args.out.empty() ? fs::path("runs") / config.algorithm : fs::path(args.out);
   const fs::path checkpoint_path = out / "checkpoint.bin", metrics_path = out / "metrics.jsonl";
-  if (args.resume) {
-    if (!fs::is_directory(out))
-      throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string() + ": " +
-                       out.string() + " is not a directory");
-    if (!fs::exists(checkpoint_path))
-      throw ValueError("--resume: there is no checkpoint to resume at " + checkpoint_path.string());
-  } else {
-    // A fresh run writes these names; one that is there already belongs to
-    // someone else and must survive both success and failure.
-    for (const char* file : kRunFiles)
-      if (fs::exists(out / file))
-        throw ValueError(out.string() + " already holds a run (" + file +
-                         "): pass --resume to continue it, or choose another --out");
-    // Kept checkpoints of another run would join this run's series.
-    if (const std::vector<fs::path> kept = kept_checkpoints(out); !kept.empty())
-      throw ValueError(out.string() + " already holds a run (" + kept.front().lexically_relative(out).string() +
-                       "): pass --resume to continue it, or choose another --out");
-  }
-
-  RunOutput output = args.resume ? RunOutput::existing(out) : RunOutput::fresh(out);
+  // Rank 0 alone writes the run's files; the others only train.
+  std::optional<RunOutput> output;
+  meta::on_every_rank(*group, "start", [&] {
+    if (group->rank() != 0) return;
+    check_run_directory(args, out);
+    output.emplace(args.resume ? RunOutput::existing(out) : RunOutput::fresh(out));
+  });
+  const auto abandon = [&] { return output ? output->abandon() : std::string(); };
   double seconds = 0;
   std::int64_t first = 0;
   try {
-    remove_stale_run_temporaries(out);
-    meta::Trainer trainer(*parts.model, parts.loss, *parts.tasks, parts.options);
-    if (args.resume) {
-      resume(trainer, config, checkpoint_path, metrics_path);
-      output.checkpointed(trainer.iteration());
-    } else {
-      meta::write_file_atomically(metrics_path.string(), "");
-    }
-    first = trainer.iteration();
-    meta::write_file_atomically((out / "config.json").string(), config.to_json().dump(2) + "\n");
-    seconds = train_loop(trainer, args, out, output);
-    write_learning_curve(out / "learning_curve.svg", read_metrics(metrics_path, config.iterations), config);
+    std::optional<meta::Trainer> trainer;
+    std::optional<meta::Checkpoint> checkpoint;
+    meta::on_every_rank(*group, "start", [&] {
+      if (output) remove_stale_run_temporaries(out);
+      trainer.emplace(*parts.model, parts.loss, *parts.tasks, parts.options);
+      // Every rank reads the checkpoint (a file system all ranks share).
+      if (args.resume) checkpoint = load_resume_checkpoint(config, checkpoint_path);
+    });
+    // Outside on_every_rank: with a group, restoring is itself a collective
+    // (the ranks compare what they restored).
+    if (checkpoint) trainer->restore(*checkpoint, checkpoint_path.string());
+    meta::on_every_rank(*group, "start", [&] {
+      if (!output) return;
+      if (args.resume) {
+        drop_metrics_after(metrics_path, trainer->iteration());
+        output->checkpointed(trainer->iteration());
+      } else {
+        meta::write_file_atomically(metrics_path.string(), "");
+      }
+      meta::write_file_atomically((out / "config.json").string(), config.to_json().dump(2) + "\n");
+    });
+    first = trainer->iteration();
+    seconds = train_loop(*trainer, args, out, output ? &*output : nullptr, *group);
+    meta::on_every_rank(*group, "the end", [&] {
+      if (output)
+        write_learning_curve(out / "learning_curve.svg", read_metrics(metrics_path, config.iterations), config);
+    });
+  } catch (const meta::RankFailure& e) {
+    if (!output) throw;  // the type tells main that another rank failed
+    throw meta::RankFailure(with_note(e.what(), abandon()), e.failed_rank);
   } catch (const std::bad_alloc&) {
-    throw Error(with_note("out of memory (std::bad_alloc): choose smaller sizes", output.abandon()));
+    throw Error(with_note("out of memory (std::bad_alloc): choose smaller sizes", abandon()));
   } catch (const std::exception& e) {
-    throw Error(with_note(e.what(), output.abandon()));
+    throw Error(with_note(e.what(), abandon()));
   }
+  if (!output) return 0;
 
-  std::printf("trained %s on %s (%s): %s, %lld iterations (%lld this run) in %s, %.0f it/s\n", config.algorithm.c_str(),
-              config.task.c_str(), args.device.c_str(), parts.model->describe().c_str(),
-              static_cast<long long>(config.iterations), static_cast<long long>(config.iterations - first),
-              duration(seconds).c_str(), static_cast<double>(config.iterations - first) / std::max(seconds, 1e-9));
+  std::printf("trained %s on %s (%s%s): %s, %lld iterations (%lld this run) in %s, %s it/s\n", config.algorithm.c_str(),
+              config.task.c_str(), args.device.c_str(),
+              group->size() > 1 ? (", " + std::to_string(group->size()) + " processes, " + args.reduction).c_str() : "",
+              parts.model->describe().c_str(), static_cast<long long>(config.iterations),
+              static_cast<long long>(config.iterations - first), duration(seconds).c_str(),
+              rate_text(static_cast<double>(config.iterations - first) / std::max(seconds, 1e-9)).c_str());
   std::printf("wrote %s, %s, %s and %s\n", checkpoint_path.c_str(), metrics_path.c_str(), (out / "config.json").c_str(),
               (out / "learning_curve.svg").c_str());
   if (args.keep_checkpoints)

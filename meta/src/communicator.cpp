@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 
 namespace metatape::meta {
 namespace {
@@ -111,6 +112,14 @@ std::string describe_tensors(const std::vector<Tensor>& tensors) {
     out += (i ? ", " : ": ") + (t.defined() ? std::string(dtype_name(t.dtype())) + " " + t.shape().str() : "undefined");
   }
   return out;
+}
+
+bool launched_by_mpi_launcher() {
+  // Open MPI's mpirun, any PMIx launcher, MPICH's hydra and Slurm's srun
+  // (PMI-1/2) each set at least one of these in every rank's environment.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"})
+    if (const char* value = std::getenv(name); value && *value) return true;
+  return false;
 }
 
 }  // namespace metatape::meta

@@ -34,6 +34,45 @@ std::vector<StepSummary> summarize(const QueryCurve& curve) {
   return out;
 }
 
+namespace {
+
+// Rows [rows][T_r] of every rank, joined in rank order into [rows][T]
+// (all-gathered as [T_r, rows] float64 tensors; exact for doubles).
+std::vector<std::vector<double>> gather_rows(Communicator& group, const std::vector<std::vector<double>>& local,
+                                             std::size_t rows, std::int64_t local_tasks) {
+  std::vector<double> flat(static_cast<std::size_t>(local_tasks) * rows);
+  for (std::size_t k = 0; k < rows; ++k)
+    for (std::int64_t t = 0; t < local_tasks; ++t)
+      flat[static_cast<std::size_t>(t) * rows + k] = local[k][static_cast<std::size_t>(t)];
+  const Tensor all =
+      group.all_gather(from_vector(flat, Shape{local_tasks, static_cast<std::int64_t>(rows)}, DType::f64));
+  const std::vector<double> values = all.to_vector();
+  const std::size_t tasks = values.size() / std::max<std::size_t>(rows, 1);
+  std::vector<std::vector<double>> out(rows, std::vector<double>(tasks));
+  for (std::size_t t = 0; t < tasks; ++t)
+    for (std::size_t k = 0; k < rows; ++k) out[k][t] = values[t * rows + k];
+  return out;
+}
+
+// The query curve of `batch`, each rank adapting its task_range of it.
+QueryCurve spread_query_curve(Communicator& group, const Model& model, Loss loss, const MetaConfig& config,
+                              const MetaParams& params, const TaskBatch& batch, int steps) {
+  const TaskRange mine = task_range(batch.tasks(), group.rank(), group.size());
+  QueryCurve local;
+  on_every_rank(group, "evaluation tasks " + std::to_string(mine.begin) + ".." + std::to_string(mine.end), [&] {
+    if (mine.count() > 0) local = query_curve(model, loss, config, params, batch.slice(mine.begin, mine.end), steps);
+  });
+  // Every rank knows the row count and whether there are accuracies, even
+  // one without tasks: both follow from the configuration.
+  const std::size_t rows = config.algorithm == Algorithm::kernel ? 2 : static_cast<std::size_t>(steps) + 1;
+  QueryCurve out;
+  out.loss = gather_rows(group, local.loss, rows, mine.count());
+  if (loss == Loss::cross_entropy) out.accuracy = gather_rows(group, local.accuracy, rows, mine.count());
+  return out;
+}
+
+}  // namespace
+
 std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                   const TaskSampler& tasks, const EvaluationOptions& options, DType dtype) {
   validate_inputs("evaluate", model, loss, config, params);
@@ -53,7 +92,9 @@ std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfi
     const std::int64_t n = std::min(options.chunk, options.tasks - done);
     const Device device = params.model.front().device();
     const TaskBatch batch = tasks.sample(n, options.shots, options.queries, gen, dtype).to(device);
-    curve.append(query_curve(model, loss, config, params, batch, options.steps));
+    curve.append(options.group && options.group->size() > 1
+                     ? spread_query_curve(*options.group, model, loss, config, params, batch, options.steps)
+                     : query_curve(model, loss, config, params, batch, options.steps));
   }
   return summarize(curve);
 }

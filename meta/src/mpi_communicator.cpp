@@ -265,14 +265,6 @@ void finalize_at_exit() {
 
 }  // namespace
 
-bool launched_by_mpi_launcher() {
-  // Open MPI's mpirun, any PMIx launcher, MPICH's hydra and Slurm's srun
-  // (PMI-1/2) each set at least one of these in every rank's environment.
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"})
-    if (const char* value = std::getenv(name); value && *value) return true;
-  return false;
-}
-
 std::shared_ptr<Communicator> mpi_world() {
   static std::mutex mutex;
   static std::shared_ptr<Communicator> world;

@@ -72,17 +72,6 @@ std::string restored_state(const Checkpoint& c) {
   return bytes;
 }
 
-// The message of the exception in flight, for the other ranks.
-std::string current_error_message() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    return *e.what() ? e.what() : "an error without a message";
-  } catch (...) {
-    return "an exception that is not a std::exception";
-  }
-}
-
 }  // namespace
 
 const char* reduction_name(Reduction reduction) {
@@ -154,8 +143,9 @@ MetaStepTensors Trainer::distributed_meta_step() {
   Communicator& group = *options_.communicator;
   const TaskRange range = task_range(options_.meta_batch, group.rank(), group.size());
   TaskTerms local;
-  std::string error;
-  try {
+  // Agreed on before any other collective: the others would wait forever
+  // for a rank that threw. The rank that failed keeps its own error.
+  on_every_rank(group, "iteration " + std::to_string(iteration_ + 1), [&] {
     // Every rank draws the whole batch, so the task stream is one process's.
     const TaskBatch batch =
         tasks_.sample(options_.meta_batch, options_.shots, options_.queries, task_rng_, options_.dtype);
@@ -163,11 +153,7 @@ MetaStepTensors Trainer::distributed_meta_step() {
                                : task_terms(model_, loss_, options_.meta, params_,
                                             batch.slice(range.begin, range.end).to(options_.device), iteration_,
                                             options_.reduction == Reduction::deterministic);
-  } catch (...) {
-    error = current_error_message();
-  }
-  // Before any other collective: the others would wait forever for a rank that threw.
-  raise_if_any_rank_failed(group, error, "iteration " + std::to_string(iteration_ + 1));
+  });
   return reduce_task_terms(group, options_.reduction, options_.meta.weighting, local, options_.meta_batch,
                            params_.model.size());
 }
@@ -234,13 +220,8 @@ void Trainer::restore(const Checkpoint& c, const std::string& path) {
     return;
   }
   Communicator& group = *options_.communicator;
-  std::string error;
-  try {
-    check_restorable(c, params_.all(), *optimizer_, path);
-  } catch (...) {
-    error = current_error_message();
-  }
-  raise_if_any_rank_failed(group, error, "restoring " + checkpoint_label(path));
+  on_every_rank(group, "restoring " + checkpoint_label(path),
+                [&] { check_restorable(c, params_.all(), *optimizer_, path); });
   require_same_on_all_ranks(group, "the restored checkpoint (" + checkpoint_label(path) + ")", restored_state(c));
   restore_state(c);
 }

@@ -11,6 +11,7 @@
 // throws CommunicatorError on the ranks that see it.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,6 +86,33 @@ class RankFailure : public Error {
 // no rank waits forever in a collective the failed one never reaches.
 void raise_if_any_rank_failed(Communicator& communicator, const std::string& local_error, const std::string& where);
 
+// Runs `work` on every rank, then has the ranks agree on the outcome
+// (raise_if_any_rank_failed), so that no rank waits in a collective that a
+// failed one never reaches: a rank whose `work` threw rethrows its own
+// exception (one process keeps its errors as they were), the others throw
+// RankFailure naming it and `where`. `work` must not call collectives
+// itself: a failing rank would skip them.
+template <class Work>
+void on_every_rank(Communicator& communicator, const std::string& where, Work&& work) {
+  std::exception_ptr failure;
+  std::string message;
+  try {
+    work();
+  } catch (const std::exception& e) {
+    failure = std::current_exception();
+    message = *e.what() ? e.what() : "an error without a message";
+  } catch (...) {
+    failure = std::current_exception();
+    message = "an exception that is not a std::exception";
+  }
+  try {
+    raise_if_any_rank_failed(communicator, message, where);
+  } catch (const RankFailure&) {
+    if (failure) std::rethrow_exception(failure);
+    throw;
+  }
+}
+
 // Throws ValueError on every rank unless every rank passed the same
 // `value` (compared by an all-gathered hash): "<what> differs between
 // ranks: ranks 0, 1 have <hash>; ranks 2, 3 have <hash>". For the
@@ -100,5 +128,13 @@ std::string ranks_by_value(const std::vector<std::string>& values);
 // "2 tensors: f32 [3, 4], i64 [5]" ("undefined" for a tensor without a
 // value): what a rank passed to a collective, for those messages.
 std::string describe_tensors(const std::vector<Tensor>& tensors);
+
+// True when the environment shows that an MPI launcher started this process:
+// one of OMPI_COMM_WORLD_SIZE (Open MPI's mpirun), PMIX_RANK (any PMIx
+// launcher, srun --mpi=pmix included), PMI_RANK or PMI_SIZE (MPICH's
+// mpiexec, srun --mpi=pmi2), MPI_LOCALNRANKS (MPICH's hydra) is set and not
+// empty. Does not initialise MPI: a program run on its own can stay a plain
+// process (a singleton MPI_Init is slow and needs the MPI runtime).
+bool launched_by_mpi_launcher();
 
 }  // namespace metatape::meta

@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include "metatape/meta/communicator.hpp"
 #include "metatape/meta/maml.hpp"
 
 namespace metatape::meta {
@@ -45,6 +46,10 @@ struct EvaluationOptions {
   int steps = 10;
   std::uint64_t seed = 1;    // evaluation tasks come from derive_seed(seed, 2)
   std::int64_t chunk = 200;  // tasks adapted together (one graph)
+  // Spread each chunk's tasks over this group's ranks (task_range); every
+  // rank draws all tasks, adapts its own and receives everyone's results,
+  // so every rank returns the same summaries. Null: this process alone.
+  Communicator* group = nullptr;
 };
 
 // Fresh tasks from `tasks`, adapted from `params` with the inner loop of

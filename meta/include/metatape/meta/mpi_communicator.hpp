@@ -19,13 +19,7 @@
 
 namespace metatape::meta {
 
-// True when the environment shows that an MPI launcher started this process:
-// one of OMPI_COMM_WORLD_SIZE (Open MPI's mpirun), PMIX_RANK (any PMIx
-// launcher, srun --mpi=pmix included), PMI_RANK or PMI_SIZE (MPICH's
-// mpiexec, srun --mpi=pmi2), MPI_LOCALNRANKS (MPICH's hydra) is set and not
-// empty. Does not initialise MPI: a program run on its own can stay a plain
-// process (a singleton MPI_Init is slow and needs the MPI runtime).
-bool launched_by_mpi_launcher();
+// launched_by_mpi_launcher() (communicator.hpp) tells whether to call mpi_world().
 
 // The ranks of MPI_COMM_WORLD. The first call initialises MPI
 // (MPI_Init_thread with MPI_THREAD_FUNNELED: only the thread that calls the

@@ -61,9 +61,9 @@ struct TrainOptions {
   // differentiated task weights (their derivative couples the tasks), nor
   // with the agreement rule under MAML++'s multi-step loss (whose g_t
   // combine_task_terms takes from the whole objective). A rank whose part
-  // of an iteration throws makes step() throw RankFailure on every rank
-  // ("rank R failed at iteration N: ..."), each trainer left as before the
-  // call; restore() checks the file on every rank the same way and then
+  // of an iteration throws makes step() throw RankFailure on every other
+  // rank ("rank R failed at iteration N: ...") and its own error on that
+  // rank, each trainer left as before the call; restore() checks the file on every rank the same way and then
   // that every rank restored the same state (ValueError otherwise).
   std::shared_ptr<Communicator> communicator;
   Reduction reduction = Reduction::deterministic;
@@ -101,8 +101,9 @@ class Trainer {
   // naming the iteration: the trainer is left as it was before the call
   // (parameters, optimiser state, task generator), so its checkpoint is the
   // last good state. With a communicator every rank must call it; a rank
-  // whose sampling or task terms throw makes every rank throw RankFailure
-  // (naming that rank and the iteration), each left as it was; the record's
+  // whose sampling or task terms throw rethrows its error and makes every
+  // other rank throw RankFailure (naming that rank and the iteration), each
+  // left as it was; the record's
   // task losses and weights are every rank's tasks'.
   IterationRecord step();
   std::int64_t iteration() const { return iteration_; }
@@ -115,8 +116,8 @@ class Trainer {
   // naming `path` (the file it was read from) and the field if it does not
   // fit this run (check_checkpoint_fits), leaving the trainer unchanged.
   // With a communicator every rank must call it: a file that does not fit
-  // on one rank throws RankFailure on every rank (its message holds the
-  // IoError's), and checkpoints that differ between the ranks (parameters,
+  // on one rank throws the IoError there and RankFailure (holding its
+  // message) on every other rank, and checkpoints that differ between the ranks (parameters,
   // iteration, task stream position) throw ValueError on every rank, each
   // trainer left unchanged.
   void restore(const Checkpoint& checkpoint, const std::string& path = "");
