@@ -90,7 +90,7 @@ fi
 if err=$(on 2 "$metatape" "${run[@]}" --replay --out "$work/replay" 2>&1 >/dev/null); then
   fail "--replay ran under mpirun"
 else
-  grep -qF -- "--replay needs the whole meta-batch in one graph; it cannot be split over 2 processes" <<<"$err" ||
+  grep -qF -- "cannot replay a captured step (--replay): each rank computes its own tasks" <<<"$err" ||
     fail "--replay message: $err"
 fi
 

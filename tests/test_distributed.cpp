@@ -273,9 +273,12 @@ TEST_SUITE("distributed") {
     meta::TrainOptions o = group_options({.inner_steps = 1}, 4);
     o.communicator = std::make_shared<meta::SelfCommunicator>();
     o.validate();
+    // One process may replay its (split) step; a rank of several may not.
     meta::TrainOptions replay = o;
     replay.replay = true;
-    CHECK(mt::testing::throws_error<mt::ValueError>([&] { replay.validate(); }, {"self", "--replay"}));
+    replay.validate();
+    replay.communicator = simulated_group(2)[0];
+    CHECK(mt::testing::throws_error<mt::ValueError>([&] { replay.validate(); }, {"2 processes", "--replay"}));
     meta::TrainOptions differentiated = o;
     differentiated.meta.weighting = {.rule = meta::TaskWeighting::softmax, .differentiate = true};
     CHECK(mt::testing::throws_error<mt::ValueError>([&] { differentiated.validate(); }, {"--differentiate-weights"}));

@@ -278,15 +278,6 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
   return elapsed();
 }
 
-// The option that keeps the meta-batch in one graph, which cannot be split
-// over processes, or null: --replay captures the whole step, and
-// differentiated task weights couple every task's gradient to the others'.
-const char* whole_batch_option(const TrainArgs& args) {
-  if (args.replay) return "--replay";
-  if (args.config.differentiate_weights) return "--differentiate-weights";
-  return nullptr;
-}
-
 // Everything that must be equal on every rank for the ranks to train one
 // run together: the run's configuration and the options of this command.
 std::string training_options_text(const TrainArgs& args) {
@@ -362,11 +353,11 @@ int run_train(const TrainArgs& args) {
   parts.options.replay = args.replay;
   // The step is split by task (and added in task order) whenever it can
   // be, even in one process, so that one process and N give the same bits.
-  if (const char* option = whole_batch_option(args); option == nullptr)
+  if (const std::string reason = meta::unsplittable_reason(parts.options.meta); reason.empty())
     parts.options.communicator = group;
   else if (group->size() > 1)
-    throw ValueError(std::string(option) + " needs the whole meta-batch in one graph; it cannot be split over " +
-                     std::to_string(group->size()) + " processes (run it without mpirun)");
+    throw ValueError("training over " + std::to_string(group->size()) + " processes " + reason +
+                     " (run it without mpirun)");
   parts.options.reduction = meta::parse_reduction(args.reduction);
   parts.options.validate();  // before anything is written
 

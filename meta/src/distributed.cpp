@@ -97,17 +97,21 @@ TaskTerms looped_task_terms(const Model& model, Loss loss, const MetaConfig& con
   return concat_task_terms(parts);
 }
 
-// Σ_t weights[offset + t] rows[t] over the rows of `rows` ([n] + shape), added
-// one after another in task order; zeros of the shape when n = 0.
-Tensor weighted_rows(const Tensor& rows, const std::vector<double>& weights, std::int64_t offset) {
-  Shape shape;
-  for (int a = 1; a < rows.rank(); ++a) shape.push_back(rows.dim(a));
-  Tensor total;
-  for (std::int64_t t = 0; t < rows.dim(0); ++t) {
-    const Tensor term = scale(reshape(slice(rows, 0, t, t + 1), shape), weights[static_cast<std::size_t>(offset + t)]);
-    total = total.defined() ? add(total, term) : term;
+// Σ_t weights[offset + t] rows[t] over the rows of `rows` ([n] + shape);
+// zeros of the shape when n = 0. One product and one sum over the task
+// axis: the reduction adds each entry's rows in an order fixed by the
+// shape (whatever the thread count), and every rank reduces the same
+// gathered rows, so the result does not depend on how the tasks were split.
+// The weights stay tensors (no host read), so that the step can be captured.
+Tensor weighted_rows(const Tensor& rows, const Tensor& weights, std::int64_t offset) {
+  Shape shape, weight_shape{rows.dim(0)};
+  for (int a = 1; a < rows.rank(); ++a) {
+    shape.push_back(rows.dim(a));
+    weight_shape.push_back(1);
   }
-  return total.defined() ? total : zeros(shape, rows.dtype(), rows.device());
+  if (rows.dim(0) == 0) return zeros(shape, rows.dtype(), rows.device());
+  const Tensor w = reshape(slice(weights, 0, offset, offset + rows.dim(0)), weight_shape);
+  return sum(mul(rows, w), {0});
 }
 
 // task_weights of the rule from every task's losses [T] and, for the
@@ -226,9 +230,8 @@ MetaStepTensors combine_task_terms(const TaskWeightingConfig& weighting, const T
   MetaStepTensors step;
   step.task_losses = all_tasks.losses;
   step.task_weights = weights_of(weighting, all_tasks.losses, all_tasks.gradients, model_count);
-  const std::vector<double> w = step.task_weights.to_vector();
-  step.meta_loss = weighted_rows(all_tasks.objectives, w, 0);
-  for (const Tensor& rows : all_tasks.gradients) step.grads.push_back(weighted_rows(rows, w, 0));
+  step.meta_loss = weighted_rows(all_tasks.objectives, step.task_weights, 0);
+  for (const Tensor& rows : all_tasks.gradients) step.grads.push_back(weighted_rows(rows, step.task_weights, 0));
   return step;
 }
 
@@ -258,10 +261,9 @@ MetaStepTensors reduce_task_terms(Communicator& communicator, Reduction reductio
   MetaStepTensors step;
   step.task_losses = all.losses;
   step.task_weights = weights_of(weighting, all.losses, all.gradients, model_count);
-  const std::vector<double> w = step.task_weights.to_vector();
-  step.meta_loss = weighted_rows(all.objectives, w, 0);
+  step.meta_loss = weighted_rows(all.objectives, step.task_weights, 0);
   std::vector<Tensor> sums;
-  for (const Tensor& rows : local.gradients) sums.push_back(weighted_rows(rows, w, range.begin));
+  for (const Tensor& rows : local.gradients) sums.push_back(weighted_rows(rows, step.task_weights, range.begin));
   step.grads = communicator.all_reduce_sum(sums);
   return step;
 }

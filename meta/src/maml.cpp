@@ -404,8 +404,8 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
   return out;
 }
 
-CapturedMetaGradient::CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config)
-    : model_(model), loss_(loss), config_(config) {
+CapturedMetaGradient::CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config, bool split_by_task)
+    : model_(model), loss_(loss), config_(config), split_by_task_(split_by_task) {
   validate(config_);
 }
 
@@ -431,7 +431,10 @@ MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const
       const MetaParams p =
           MetaParams::from_all({in.begin(), in.begin() + static_cast<std::ptrdiff_t>(count)}, model_count);
       const TaskBatch tasks{in[count], in[count + 1], in[count + 2], in[count + 3]};
-      MetaStepTensors meta = meta_gradient_tensors(model_, loss_, config_, p, tasks, 0);
+      MetaStepTensors meta =
+          split_by_task_
+              ? combine_task_terms(config_.weighting, task_terms(model_, loss_, config_, p, tasks, 0), model_count)
+              : meta_gradient_tensors(model_, loss_, config_, p, tasks, 0);
       std::vector<Tensor> out = std::move(meta.grads);
       out.push_back(meta.meta_loss);
       out.push_back(meta.task_losses);

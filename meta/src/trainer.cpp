@@ -95,6 +95,16 @@ std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
   return z ^ (z >> 31);
 }
 
+std::string unsplittable_reason(const MetaConfig& meta) {
+  if (meta.weighting.differentiate)
+    return "needs constant task weights: differentiated weights (--differentiate-weights) couple every task's loss, "
+           "so the meta-gradient cannot be split by task";
+  if (meta.weighting.rule == TaskWeighting::agreement && meta.multi_step_loss)
+    return "cannot combine the agreement task weighting with the multi-step loss (--multi-step-loss): the split "
+           "meta-gradient has each task's whole objective, not its final loss alone";
+  return "";
+}
+
 void TrainOptions::validate() const {
   meta.validate();
   if (meta_batch < 1) throw ValueError("the meta-batch must be >= 1 task, got " + std::to_string(meta_batch));
@@ -108,15 +118,9 @@ void TrainOptions::validate() const {
   if (communicator) {
     const std::string group = "training over a communicator (" + communicator->name() + ", " +
                               std::to_string(communicator->size()) + " processes)";
-    if (replay) throw ValueError(group + " cannot replay a captured step (--replay): each rank computes its own tasks");
-    if (meta.weighting.differentiate)
-      throw ValueError(group +
-                       " needs constant task weights: differentiated weights (--differentiate-weights) couple every "
-                       "task's loss, so the meta-gradient cannot be split by task");
-    if (meta.weighting.rule == TaskWeighting::agreement && meta.multi_step_loss)
-      throw ValueError(group +
-                       " cannot combine the agreement task weighting with the multi-step loss (--multi-step-loss): "
-                       "the split meta-gradient has each task's whole objective, not its final loss alone");
+    if (replay && communicator->size() > 1)
+      throw ValueError(group + " cannot replay a captured step (--replay): each rank computes its own tasks");
+    if (const std::string reason = unsplittable_reason(meta); !reason.empty()) throw ValueError(group + " " + reason);
   }
   (void)make_optimizer(optimizer, outer_lr);  // throws for an unknown name
 }
@@ -127,7 +131,10 @@ Trainer::Trainer(const Model& model, Loss loss, const TaskSampler& tasks, const 
   Generator init(derive_seed(options.seed, 0));
   params_ = init_meta_params(model, options.meta, init, options.dtype, options.device);
   optimizer_ = make_optimizer(options.optimizer, options.outer_lr);
-  if (options_.replay) captured_ = std::make_unique<CapturedMetaGradient>(model, loss, options_.meta);
+  // With a communicator (of one process: validate) the captured step is the
+  // split one, so that replaying gives the bits of the eager split step.
+  if (options_.replay)
+    captured_ = std::make_unique<CapturedMetaGradient>(model, loss, options_.meta, options_.communicator != nullptr);
 }
 
 MetaStepTensors Trainer::local_meta_step() {
@@ -162,7 +169,7 @@ IterationRecord Trainer::step() {
   const std::uint64_t rng_before = task_rng_.position();
   MetaStepTensors meta;
   try {
-    meta = options_.communicator ? distributed_meta_step() : local_meta_step();
+    meta = options_.communicator && !captured_ ? distributed_meta_step() : local_meta_step();
   } catch (...) {  // e.g. task weights refused for a non-finite loss: leave the trainer as it was
     task_rng_.set_position(rng_before);
     throw;

@@ -198,7 +198,10 @@ MetaStepTensors combine_task_terms(const TaskWeightingConfig& weighting, const T
 // first call. The model must outlive this object's first call.
 class CapturedMetaGradient {
  public:
-  CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config);
+  // `split_by_task`: capture combine_task_terms(task_terms(...)) instead of
+  // the one-graph meta_gradient_tensors, the step a Trainer with a
+  // communicator of one process takes (the same bits as that eager step).
+  CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config, bool split_by_task = false);
   MetaStepTensors operator()(const MetaParams& params, const TaskBatch& batch);
   // What the constructor checks: a valid config without the multi-step loss.
   static void validate(const MetaConfig& config);
@@ -207,6 +210,7 @@ class CapturedMetaGradient {
   const Model& model_;
   Loss loss_;
   MetaConfig config_;
+  bool split_by_task_;
   std::unique_ptr<CapturedStep> step_;
 };
 

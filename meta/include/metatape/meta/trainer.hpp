@@ -29,6 +29,12 @@ const char* reduction_name(Reduction reduction);
 // Throws ValueError listing the choices.
 Reduction parse_reduction(const std::string& name);
 
+// Why a meta-gradient of `config` cannot be split by task (and so not over
+// processes), naming the option; "" when it can. Differentiated task weights
+// couple every task's loss; the agreement rule under the multi-step loss
+// takes g_t from the final loss alone, which the split terms do not hold.
+std::string unsplittable_reason(const MetaConfig& config);
+
 struct TrainOptions {
   MetaConfig meta;
   std::string optimizer = "adam";
