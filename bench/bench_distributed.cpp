@@ -15,7 +15,7 @@
 // 2 (H−1) latency-bound steps, so
 //   T_allreduce = 2 (H−1)/H · bytes / bandwidth + 2 (H−1) · latency,
 // and the per-rank meta-batch b above which communication stays under 10%
-// of a step is b > 9 T / t_task. The deterministic reduction gathers every
+// of a step is b >= 9 T / t_task (at least 1). The deterministic reduction gathers every
 // task's gradient: (H−1) · b · P · 4 bytes reach each rank, a share of the
 // step that does not fall with b.
 #include <algorithm>
@@ -69,17 +69,21 @@ struct Fit {
   double operator()(double bytes) const { return latency + seconds_per_byte * bytes; }
 };
 
+// Least squares in relative error, Σ ((α + β bytes_i − t_i) / t_i)²: the
+// sizes span four orders of magnitude, and an absolute fit would let the
+// largest decide alone (a negative latency).
 Fit least_squares(const std::vector<double>& bytes, const std::vector<double>& seconds) {
-  const double n = static_cast<double>(bytes.size());
-  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  double a11 = 0, a12 = 0, a22 = 0, b1 = 0, b2 = 0;  // normal equations of the scaled rows [1/t, x/t] · [α, β] = 1
   for (std::size_t i = 0; i < bytes.size(); ++i) {
-    sx += bytes[i];
-    sy += seconds[i];
-    sxx += bytes[i] * bytes[i];
-    sxy += bytes[i] * seconds[i];
+    const double u = 1 / seconds[i], v = bytes[i] / seconds[i];
+    a11 += u * u;
+    a12 += u * v;
+    a22 += v * v;
+    b1 += u;
+    b2 += v;
   }
-  const double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
-  return {(sy - slope * sx) / n, slope};
+  const double det = a11 * a22 - a12 * a12;
+  return {(b1 * a22 - b2 * a12) / det, (a11 * b2 - a12 * b1) / det};
 }
 
 struct Workload {
@@ -119,7 +123,7 @@ void print_model_rows(const char* name, std::int64_t params, double measured, co
     // Deterministic: every rank receives the other ranks' rows, (H−1) b P 4
     // bytes, against b tasks of compute: a share independent of b.
     const double gather_share_per_task = (kHosts - 1) * bytes * 8 / link / task_seconds;
-    std::printf(" %.3g ms, b > %.3g, %.0f%% |", 1e3 * t, 9 * t / task_seconds,
+    std::printf(" %.3g ms, b >= %.0f, %.0f%% |", 1e3 * t, std::max(1.0, std::ceil(9 * t / task_seconds)),
                 100 * gather_share_per_task / (1 + gather_share_per_task));
   }
   std::printf("\n");

@@ -82,7 +82,8 @@ if err=$(on 2 sh -c 'exec "$0" "$@" --seed $((1 + ${OMPI_COMM_WORLD_RANK:-${PMI_
   "$metatape" "${run[@]}" --out "$work/mismatch" 2>&1 >/dev/null); then
   fail "ranks with different seeds trained"
 else
-  grep -qF "the training configuration differs between ranks" <<<"$err" || fail "mismatch message: $err"
+  grep -qF "the training configuration differs between ranks: seed is '1' on rank 0, '2' on rank 1" <<<"$err" ||
+    fail "mismatch message: $err"
 fi
 [ -e "$work/mismatch" ] && fail "a refused mismatched run created its directory"
 

@@ -2,9 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #ifdef METATAPE_WITH_MPI
 #include "metatape/meta/mpi_communicator.hpp"
@@ -14,6 +18,7 @@ namespace metatape::tools {
 namespace {
 
 std::shared_ptr<meta::Communicator> group;
+bool agreed_failure = false;
 
 // What the signal handler reads: plain atomics, no allocation.
 const char* terminated_command = "";
@@ -53,7 +58,7 @@ void on_termination(int signal) {
     out.add(" after iteration ");
     out.add(i);
   }
-  if (termination_size > 1) out.add(" (under mpirun: another rank ended first; mpirun names it)");
+  if (termination_size > 1) out.add(" by the launcher (another rank may have ended first; mpirun names it)");
   if (const std::int64_t c = checkpoint_iteration.load(); c > 0) {
     // Rank 0 may have written a later one that this rank has not heard of.
     out.add("; the run's checkpoint (iteration ");
@@ -89,6 +94,53 @@ int process_rank() { return group ? group->rank() : 0; }
 std::string rank_label() {
   if (!group || group->size() == 1) return "";
   return " (rank " + std::to_string(group->rank()) + " of " + std::to_string(group->size()) + ")";
+}
+
+void note_agreed_failure() { agreed_failure = true; }
+
+bool ends_normally_after_failure() { return !group || group->size() == 1 || agreed_failure; }
+
+void abort_group(const std::string& message) {
+#ifdef METATAPE_WITH_MPI
+  meta::mpi_abort(message);
+#else
+  std::fprintf(stderr, "metatape: %s\n", message.c_str());
+  std::_Exit(1);
+#endif
+}
+
+std::int64_t group_minimum(meta::Communicator& group, std::int64_t value) {
+  std::int64_t smallest = value;
+  for (const std::string& v : group.all_gather_bytes(std::to_string(value)))
+    smallest = std::min<std::int64_t>(smallest, std::stoll(v));
+  return smallest;
+}
+
+void require_same_fields(meta::Communicator& group, const std::string& what,
+                         const std::vector<std::pair<std::string, std::string>>& fields) {
+  // Values joined by a byte no option holds; the names are the same on every rank.
+  std::string mine;
+  for (const auto& [name, value] : fields) mine += value + '\x1f';
+  const std::vector<std::string> all = group.all_gather_bytes(mine);
+  const auto split = [](const std::string& text) {
+    std::vector<std::string> values;
+    std::size_t start = 0;
+    for (std::size_t end; (end = text.find('\x1f', start)) != std::string::npos; start = end + 1)
+      values.push_back(text.substr(start, end - start));
+    return values;
+  };
+  std::vector<std::vector<std::string>> values;
+  for (const std::string& text : all) values.push_back(split(text));
+  for (std::size_t f = 0; f < fields.size(); ++f) {
+    bool same = true;
+    for (const auto& rank_values : values) same = same && f < rank_values.size() && rank_values[f] == values[0][f];
+    if (same) continue;
+    std::string message = what + " differs between ranks: " + fields[f].first + " is ";
+    for (std::size_t r = 0; r < values.size(); ++r)
+      message += (r ? ", " : "") + (f < values[r].size() ? "'" + values[r][f] + "'" : "missing") + " on rank " +
+                 std::to_string(r);
+    throw ValueError(message);
+  }
 }
 
 void report_termination(const char* command) {

@@ -119,12 +119,56 @@ void add_series(Chart& chart, const LoadedRun& run, const std::vector<meta::Step
 
 // Everything that must be equal on every rank for the ranks to evaluate
 // together.
-std::string evaluation_options_text(const EvalArgs& args) {
-  std::string text = args.checkpoint + "|" + args.baseline + "|" + std::to_string(args.baseline_inner_lr) + "|";
-  for (std::int64_t k : args.shots) text += std::to_string(k) + ",";
-  return text + "|" + std::to_string(args.queries) + "|" + std::to_string(args.tasks) + "|" +
-         std::to_string(args.steps) + "|" + std::to_string(args.seed) + "|" + args.out + "|" +
-         std::to_string(args.threads) + "|" + args.device;
+std::vector<std::pair<std::string, std::string>> evaluation_fields(const EvalArgs& args) {
+  std::string shots;
+  for (std::int64_t k : args.shots) shots += (shots.empty() ? "" : ",") + std::to_string(k);
+  return {{"--checkpoint", args.checkpoint},
+          {"--baseline", args.baseline},
+          {"--baseline-inner-lr", std::to_string(args.baseline_inner_lr)},
+          {"--shots", shots},
+          {"--queries", std::to_string(args.queries)},
+          {"--tasks", std::to_string(args.tasks)},
+          {"--steps", std::to_string(args.steps)},
+          {"--seed", std::to_string(args.seed)},
+          {"--out", args.out},
+          {"--threads", std::to_string(args.threads)},
+          {"--device", args.device}};
+}
+
+// The checkpoint and baseline to evaluate, with the chunk of tasks each
+// adapts at once (as many as this host's memory allows) and the K to
+// evaluate at.
+struct EvalRuns {
+  LoadedRun run;
+  std::optional<LoadedRun> baseline;
+  std::int64_t chunk = 0, baseline_chunk = 0;
+  std::vector<std::int64_t> shots;
+};
+
+EvalRuns load_runs(const EvalArgs& args) {
+  set_num_threads(static_cast<int>(args.threads));
+  const Device device = parse_device(args.device);
+  EvalRuns runs{load_run(args.checkpoint, device), std::nullopt, 0, 0, {}};
+  const LoadedRun& run = runs.run;
+  std::optional<LoadedRun>& baseline = runs.baseline;
+  runs.chunk = evaluation_chunk(run.config, run.parts, args);
+  check_memory(evaluation_memory(run.config, run.parts, args, runs.chunk), "evaluating " + run.path);
+  if (!args.baseline.empty()) {
+    baseline = load_run(args.baseline, device);
+    runs.baseline_chunk = evaluation_chunk(baseline->config, baseline->parts, args);
+    check_memory(evaluation_memory(baseline->config, baseline->parts, args, runs.baseline_chunk),
+                 "evaluating " + baseline->path);
+    if (args.baseline_inner_lr > 0) {
+      baseline->config.inner_lr = args.baseline_inner_lr;
+      baseline->parts.options.meta.inner_lr = args.baseline_inner_lr;
+    }
+    if (baseline->config.task != run.config.task)
+      throw ValueError("--baseline was trained on " + baseline->config.task + ", the checkpoint on " + run.config.task);
+  }
+  runs.shots = args.shots.empty() ? std::vector<std::int64_t>{run.config.shots} : args.shots;
+  for (std::int64_t k : runs.shots)
+    if (k < 1) throw ValueError("--shots must be >= 1, got " + std::to_string(k));
+  return runs;
 }
 
 }  // namespace
@@ -137,31 +181,22 @@ int run_eval(const EvalArgs& args) {
   // Under mpirun every rank adapts its share of each K's tasks; rank 0
   // alone prints and writes (the others' standard output is discarded).
   const std::shared_ptr<meta::Communicator> group = process_group();
-  meta::require_same_on_all_ranks(*group, "the evaluation configuration", evaluation_options_text(args));
-  if (group->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
-    throw IoError("rank " + std::to_string(group->rank()) + ": cannot discard standard output");
-  set_num_threads(static_cast<int>(args.threads));
-  const Device device = parse_device(args.device);
-  const LoadedRun run = load_run(args.checkpoint, device);
-  const std::int64_t chunk = evaluation_chunk(run.config, run.parts, args);
-  check_memory(evaluation_memory(run.config, run.parts, args, chunk), "evaluating " + run.path);
-  std::int64_t baseline_chunk = 0;
-  std::optional<LoadedRun> baseline;
-  if (!args.baseline.empty()) {
-    baseline = load_run(args.baseline, device);
-    baseline_chunk = evaluation_chunk(baseline->config, baseline->parts, args);
-    check_memory(evaluation_memory(baseline->config, baseline->parts, args, baseline_chunk),
-                 "evaluating " + baseline->path);
-    if (args.baseline_inner_lr > 0) {
-      baseline->config.inner_lr = args.baseline_inner_lr;
-      baseline->parts.options.meta.inner_lr = args.baseline_inner_lr;
-    }
-    if (baseline->config.task != run.config.task)
-      throw ValueError("--baseline was trained on " + baseline->config.task + ", the checkpoint on " + run.config.task);
-  }
-  const std::vector<std::int64_t> shots = args.shots.empty() ? std::vector<std::int64_t>{run.config.shots} : args.shots;
-  for (std::int64_t k : shots)
-    if (k < 1) throw ValueError("--shots must be >= 1, got " + std::to_string(k));
+  require_same_fields(*group, "the evaluation configuration", evaluation_fields(args));
+  std::optional<EvalRuns> loaded;
+  // Agreed on by every rank: a file or the memory of one host can fail one
+  // rank alone.
+  agree(*group, "start", [&] {
+    if (group->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
+      throw IoError("cannot discard the standard output of rank " + std::to_string(group->rank()));
+    loaded.emplace(load_runs(args));
+  });
+  // Chunks follow each host's free memory; the ranks must share them.
+  loaded->chunk = group_minimum(*group, loaded->chunk);
+  loaded->baseline_chunk = group_minimum(*group, loaded->baseline_chunk);
+  const LoadedRun& run = loaded->run;
+  const std::optional<LoadedRun>& baseline = loaded->baseline;
+  const std::int64_t chunk = loaded->chunk, baseline_chunk = loaded->baseline_chunk;
+  const std::vector<std::int64_t>& shots = loaded->shots;
 
   std::printf("%s (%s, iteration %lld)%s%s%s\n", label(run).c_str(), run.path.c_str(),
               static_cast<long long>(run.iteration), baseline ? " against " : "",

@@ -46,6 +46,13 @@ int fail(const std::string& where, const std::string& message) {
   return 1;
 }
 
+// fail(), or, for an error this rank may be alone with among several
+// processes, the same message and the end of every rank.
+int fail_here(const std::string& where, const std::string& message) {
+  if (!ends_normally_after_failure()) abort_group("metatape" + where + rank_label() + ": error: " + message);
+  return fail(where, message);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -124,8 +131,8 @@ int main(int argc, char** argv) {
     // stay quiet (the failed rank gave its own message).
     return process_rank() == 0 ? fail(subcommand_of(app), e.what()) : 1;
   } catch (const std::bad_alloc&) {
-    return fail(subcommand_of(app), "out of memory (std::bad_alloc): choose smaller sizes");
+    return fail_here(subcommand_of(app), "out of memory (std::bad_alloc): choose smaller sizes");
   } catch (const std::exception& e) {
-    return fail(subcommand_of(app), e.what());
+    return fail_here(subcommand_of(app), e.what());
   }
 }

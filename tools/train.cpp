@@ -220,10 +220,11 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
   const fs::path checkpoint_path = out / "checkpoint.bin", metrics_path = out / "metrics.jsonl";
   const std::string config_text = config.to_json().dump();
   std::ofstream metrics;
-  if (output) {
+  agree(group, "start", [&] {
+    if (!output) return;
     metrics.open(metrics_path, std::ios::app);
     if (!metrics) throw IoError("cannot append to " + metrics_path.string());
-  }
+  });
   Progress progress(output && !args.quiet && isatty(STDERR_FILENO));
   const auto start = std::chrono::steady_clock::now();
   const std::int64_t first = trainer.iteration();
@@ -232,7 +233,7 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   // The series over training starts at the initial parameters.
   if (args.keep_checkpoints && first == 0)
-    meta::on_every_rank(group, "iteration 0", [&] {
+    agree(group, "iteration 0", [&] {
       if (output) output->keep(trainer.checkpoint(config_text));
     });
   while (trainer.iteration() < config.iterations) {
@@ -241,14 +242,19 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
       r = trainer.step();
     } catch (const ValueError& e) {
       // A step fails on values (a NaN loss, an overflowing kernel): name the
-      // options that set them.
+      // options that set them. The values are every rank's, or the trainer
+      // had the ranks agree on the failure: either way every rank knows.
+      note_agreed_failure();
       throw ValueError(std::string(e.what()) + "; the options for them: " + value_options(config));
+    } catch (...) {
+      note_agreed_failure();
+      throw;
     }
     const bool last = r.iteration == config.iterations;
     const bool log = r.iteration % args.log_every == 0 || last;
     const bool save = (args.checkpoint_every > 0 && r.iteration % args.checkpoint_every == 0) || last;
     if (log || save)
-      meta::on_every_rank(group, "iteration " + std::to_string(r.iteration), [&] {
+      agree(group, "iteration " + std::to_string(r.iteration), [&] {
         if (!output) return;
         if (log) {
           metrics << nlohmann::json{{"iteration", r.iteration},     {"meta_loss", r.meta_loss},
@@ -280,11 +286,21 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
 
 // Everything that must be equal on every rank for the ranks to train one
 // run together: the run's configuration and the options of this command.
-std::string training_options_text(const TrainArgs& args) {
-  return args.config.to_json().dump() + "|out=" + args.out + "|threads=" + std::to_string(args.threads) +
-         "|device=" + args.device + "|replay=" + std::to_string(args.replay) + "|reduction=" + args.reduction +
-         "|resume=" + std::to_string(args.resume) + "|checkpoint_every=" + std::to_string(args.checkpoint_every) +
-         "|log_every=" + std::to_string(args.log_every) + "|keep=" + std::to_string(args.keep_checkpoints);
+std::vector<std::pair<std::string, std::string>> training_fields(const TrainArgs& args) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  const nlohmann::json config = args.config.to_json();
+  for (const auto& [key, value] : config.items())
+    fields.emplace_back(key, value.is_string() ? value.get<std::string>() : value.dump());
+  fields.insert(fields.end(), {{"--out", args.out},
+                               {"--threads", std::to_string(args.threads)},
+                               {"--device", args.device},
+                               {"--replay", std::to_string(args.replay)},
+                               {"--reduction", args.reduction},
+                               {"--resume", std::to_string(args.resume)},
+                               {"--checkpoint-every", std::to_string(args.checkpoint_every)},
+                               {"--log-every", std::to_string(args.log_every)},
+                               {"--keep-checkpoints", std::to_string(args.keep_checkpoints)}});
+  return fields;
 }
 
 // Refuses to start a run where one cannot be: --resume without a
@@ -344,28 +360,35 @@ int run_train(const TrainArgs& args) {
   // Ranks started with different options stop here, before any of them
   // writes: a hash of the options, compared across the group.
   const std::shared_ptr<meta::Communicator> group = process_group();
-  meta::require_same_on_all_ranks(*group, "the training configuration", training_options_text(args));
+  require_same_fields(*group, "the training configuration", training_fields(args));
   report_termination("train");
-  RunParts parts = build(config);  // validates every option first
-  check_memory(training_memory(config, parts), "this run");
-  set_num_threads(static_cast<int>(args.threads));
-  parts.options.device = parse_device(args.device);
-  parts.options.replay = args.replay;
-  // The step is split by task (and added in task order) whenever it can
-  // be, even in one process, so that one process and N give the same bits.
-  if (const std::string reason = meta::unsplittable_reason(parts.options.meta); reason.empty())
-    parts.options.communicator = group;
-  else if (group->size() > 1)
-    throw ValueError("training over " + std::to_string(group->size()) + " processes " + reason +
-                     " (run it without mpirun)");
-  parts.options.reduction = meta::parse_reduction(args.reduction);
-  parts.options.validate();  // before anything is written
+  // Agreed on by every rank: a data directory or the memory of one host
+  // can fail one rank alone.
+  std::optional<RunParts> built;
+  agree(*group, "start", [&] {
+    built.emplace(build(config));  // validates every option first
+    RunParts& parts = *built;
+    check_memory(training_memory(config, parts), "this run");
+    set_num_threads(static_cast<int>(args.threads));
+    parts.options.device = parse_device(args.device);
+    parts.options.replay = args.replay;
+    // The step is split by task (and added over the task axis) whenever it
+    // can be, even in one process, so that one process and N give the same bits.
+    if (const std::string reason = meta::unsplittable_reason(parts.options.meta); reason.empty())
+      parts.options.communicator = group;
+    else if (group->size() > 1)
+      throw ValueError("training over " + std::to_string(group->size()) + " processes " + reason +
+                       " (run it without mpirun)");
+    parts.options.reduction = meta::parse_reduction(args.reduction);
+    parts.options.validate();  // before anything is written
+  });
+  RunParts& parts = *built;
 
   const fs::path out = args.out.empty() ? fs::path("runs") / config.algorithm : fs::path(args.out);
   const fs::path checkpoint_path = out / "checkpoint.bin", metrics_path = out / "metrics.jsonl";
   // Rank 0 alone writes the run's files; the others only train.
   std::optional<RunOutput> output;
-  meta::on_every_rank(*group, "start", [&] {
+  agree(*group, "start", [&] {
     if (group->rank() != 0) return;
     check_run_directory(args, out);
     output.emplace(args.resume ? RunOutput::existing(out) : RunOutput::fresh(out));
@@ -376,7 +399,7 @@ int run_train(const TrainArgs& args) {
   try {
     std::optional<meta::Trainer> trainer;
     std::optional<meta::Checkpoint> checkpoint;
-    meta::on_every_rank(*group, "start", [&] {
+    agree(*group, "start", [&] {
       if (output) remove_stale_run_temporaries(out);
       trainer.emplace(*parts.model, parts.loss, *parts.tasks, parts.options);
       // Every rank reads the checkpoint (a file system all ranks share).
@@ -385,7 +408,7 @@ int run_train(const TrainArgs& args) {
     // Outside on_every_rank: with a group, restoring is itself a collective
     // (the ranks compare what they restored).
     if (checkpoint) trainer->restore(*checkpoint, checkpoint_path.string());
-    meta::on_every_rank(*group, "start", [&] {
+    agree(*group, "start", [&] {
       if (!output) return;
       if (args.resume) {
         drop_metrics_after(metrics_path, trainer->iteration());
@@ -397,7 +420,7 @@ int run_train(const TrainArgs& args) {
     });
     first = trainer->iteration();
     seconds = train_loop(*trainer, args, out, output ? &*output : nullptr, *group);
-    meta::on_every_rank(*group, "the end", [&] {
+    agree(*group, "the end", [&] {
       if (output)
         write_learning_curve(out / "learning_curve.svg", read_metrics(metrics_path, config.iterations), config);
     });

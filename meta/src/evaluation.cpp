@@ -56,10 +56,13 @@ std::vector<std::vector<double>> gather_rows(Communicator& group, const std::vec
 
 // The query curve of `batch`, each rank adapting its task_range of it.
 QueryCurve spread_query_curve(Communicator& group, const Model& model, Loss loss, const MetaConfig& config,
-                              const MetaParams& params, const TaskBatch& batch, int steps) {
+                              const MetaParams& params, const TaskBatch& batch, int steps, std::int64_t first_task) {
   const TaskRange mine = task_range(batch.tasks(), group.rank(), group.size());
   QueryCurve local;
-  on_every_rank(group, "evaluation tasks " + std::to_string(mine.begin) + ".." + std::to_string(mine.end), [&] {
+  // The same label on every rank: the chunk, not this rank's share of it.
+  const std::string chunk =
+      "evaluation tasks " + std::to_string(first_task) + ".." + std::to_string(first_task + batch.tasks() - 1);
+  on_every_rank(group, chunk, [&] {
     if (mine.count() > 0) local = query_curve(model, loss, config, params, batch.slice(mine.begin, mine.end), steps);
   });
   // Every rank knows the row count and whether there are accuracies, even
@@ -93,7 +96,7 @@ std::vector<StepSummary> evaluate(const Model& model, Loss loss, const MetaConfi
     const Device device = params.model.front().device();
     const TaskBatch batch = tasks.sample(n, options.shots, options.queries, gen, dtype).to(device);
     curve.append(options.group && options.group->size() > 1
-                     ? spread_query_curve(*options.group, model, loss, config, params, batch, options.steps)
+                     ? spread_query_curve(*options.group, model, loss, config, params, batch, options.steps, done)
                      : query_curve(model, loss, config, params, batch, options.steps));
   }
   return summarize(curve);
