@@ -9,6 +9,8 @@
 #                         Debian's dataset-fashion-mnist)
 #   bench-maml-libtorch   the same steps (1 and 2 threads), NTK and HVP against libtorch (with
 #                         --with-libtorch, which installs Debian's libtorch-dev, about 1 GB)
+#   bench-distributed     under mpirun -np 2: all-reduce times, the cost model for many hosts, and
+#                         Conv4's meta-iterations per second with 1 and 2 processes (where MPI was built)
 # Full outputs go to build/bench-*.txt. Close other work first: the figures
 # are only as quiet as the machine.
 set -euo pipefail
@@ -18,7 +20,7 @@ with_libtorch=0
 for arg in "$@"; do
   case "$arg" in
     --with-libtorch) with_libtorch=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -55,4 +57,14 @@ if [ -x build/bench/bench-maml-libtorch ]; then
 elif ((with_libtorch)); then
   echo "bench.sh: libtorch-dev is installed but bench-maml-libtorch was not built" >&2
   exit 1
+fi
+# The meta-batch over processes (MPI): the all-reduce cost model and the
+# Conv4 throughput with 1 and 2 processes (one thread each).
+if [ -x build/bench/bench-distributed ]; then
+  launcher=(mpirun --oversubscribe)
+  [ "$(id -u)" -eq 0 ] && launcher+=(--allow-run-as-root)
+  echo "== bench-distributed (2 processes)"
+  "${launcher[@]}" -np 2 build/bench/bench-distributed | tee build/bench-distributed.txt
+  echo "== distributed throughput (Conv4 5-way 1-shot, meta-batch 32)"
+  bench/distributed_throughput.sh build/tools/metatape 3 5 | tee -a build/bench-distributed.txt
 fi

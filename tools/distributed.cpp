@@ -23,6 +23,7 @@ bool agreed_failure = false;
 // What the signal handler reads: plain atomics, no allocation.
 const char* terminated_command = "";
 std::atomic<std::int64_t> reached_iteration{-1}, checkpoint_iteration{-1};
+static_assert(std::atomic<std::int64_t>::is_always_lock_free, "the signal handler reads these");
 int termination_rank = 0, termination_size = 1;
 
 // Async-signal-safe output: a fixed buffer, write(2).

@@ -282,6 +282,14 @@ std::shared_ptr<Communicator> mpi_world() {
     std::atexit(finalize_at_exit);
     if (provided < MPI_THREAD_FUNNELED)
       throw CommunicatorError("mpi_world: this MPI offers no thread support (MPI_THREAD_FUNNELED is needed)");
+  } else {
+    // The program initialised MPI itself: its thread level must do too.
+    int provided = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&provided);
+    if (provided < MPI_THREAD_FUNNELED)
+      throw CommunicatorError(
+          "mpi_world: MPI was initialised with no thread support; initialise it with MPI_Init_thread and at least "
+          "MPI_THREAD_FUNNELED (the engine's own threads never call MPI)");
   }
   int rank = -1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

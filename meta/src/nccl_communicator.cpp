@@ -206,8 +206,10 @@ std::shared_ptr<Communicator> nccl_communicator(std::shared_ptr<Communicator> bo
     check_cuda(cudaSetDevice(static_cast<int>(local_rank % devices)), "cudaSetDevice", rank);
     check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate", rank);
     if (rank == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId", rank);
-  } catch (const Error& e) {
-    error = e.what();
+  } catch (const std::exception& e) {
+    error = *e.what() ? e.what() : "an error without a message";
+  } catch (...) {
+    error = "an exception that is not a std::exception";
   }
   try {
     raise_if_any_rank_failed(*bootstrap, error, "the NCCL set-up");
