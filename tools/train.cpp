@@ -358,7 +358,7 @@ std::vector<fs::path> kept_checkpoints(const fs::path& run_directory) {
 int run_train(const TrainArgs& args) {
   const RunConfig& config = args.config;
   // Ranks started with different options stop here, before any of them
-  // writes: a hash of the options, compared across the group.
+  // writes, naming the first option that differs.
   const std::shared_ptr<meta::Communicator> group = process_group();
   require_same_fields(*group, "the training configuration", training_fields(args));
   report_termination("train");
@@ -405,9 +405,15 @@ int run_train(const TrainArgs& args) {
       // Every rank reads the checkpoint (a file system all ranks share).
       if (args.resume) checkpoint = load_resume_checkpoint(config, checkpoint_path);
     });
-    // Outside on_every_rank: with a group, restoring is itself a collective
-    // (the ranks compare what they restored).
-    if (checkpoint) trainer->restore(*checkpoint, checkpoint_path.string());
+    // Outside agree(): with a group, restoring is itself a collective (the
+    // ranks agree on each file's checks, then compare what they restored),
+    // so its errors are known to every rank too.
+    try {
+      if (checkpoint) trainer->restore(*checkpoint, checkpoint_path.string());
+    } catch (...) {
+      note_agreed_failure();
+      throw;
+    }
     agree(*group, "start", [&] {
       if (!output) return;
       if (args.resume) {
