@@ -136,6 +136,19 @@ else
   cmp -s "$work/killed/checkpoint.bin" "$work/unkilled/checkpoint.bin" || fail "the resumed killed run differs"
 fi
 
+# A rank that fails alone where the others cannot hear of it (out of memory
+# under a smaller address-space limit, in the middle of a step's
+# collectives) must end the whole job, not leave it waiting: exit non-zero,
+# and before the timeout (which exits 124 or 137).
+on 2 sh -c 'if [ "${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}" = 1 ]; then ulimit -v 700000; fi; exec "$0" "$@"' \
+  "$metatape" "${common[@]}" --hidden 2000,2000 --meta-batch 5 --iterations 5 --out "$work/alone" \
+  >/dev/null 2>"$work/alone.err"
+status=$?
+case $status in
+  0) fail "a rank out of memory: the job exited 0" ;;
+  124 | 137) fail "a rank out of memory: the job hung: $(cat "$work/alone.err")" ;;
+esac
+
 # eval spread over ranks: the same table and eval.json as one process.
 evaluate=(eval --checkpoint "$work/one/checkpoint.bin" --tasks 7 --steps 2 --threads 1)
 "$metatape" "${evaluate[@]}" --out "$work/eval1" >"$work/eval1.out" || fail "eval, one process"

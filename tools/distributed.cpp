@@ -18,7 +18,6 @@ namespace metatape::tools {
 namespace {
 
 std::shared_ptr<meta::Communicator> group;
-bool agreed_failure = false;
 
 // What the signal handler reads: plain atomics, no allocation.
 const char* terminated_command = "";
@@ -97,15 +96,13 @@ std::string rank_label() {
   return " (rank " + std::to_string(group->rank()) + " of " + std::to_string(group->size()) + ")";
 }
 
-void note_agreed_failure() { agreed_failure = true; }
-
-bool ends_normally_after_failure() { return !group || group->size() == 1 || agreed_failure; }
+bool ends_normally_after_failure() { return !group || group->size() == 1 || meta::failure_known_to_every_rank(); }
 
 void abort_group(const std::string& message) {
 #ifdef METATAPE_WITH_MPI
   meta::mpi_abort(message);
 #else
-  std::fprintf(stderr, "metatape: %s\n", message.c_str());
+  std::fprintf(stderr, "metatape: %s\n", message.c_str());  // one process: nobody else to end
   std::_Exit(1);
 #endif
 }
@@ -140,6 +137,7 @@ void require_same_fields(meta::Communicator& group, const std::string& what,
     for (std::size_t r = 0; r < values.size(); ++r)
       message += (r ? ", " : "") + (f < values[r].size() ? "'" + values[r][f] + "'" : "missing") + " on rank " +
                  std::to_string(r);
+    meta::note_failure_known_to_every_rank();
     throw ValueError(message);
   }
 }

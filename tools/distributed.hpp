@@ -24,27 +24,10 @@ int process_rank();
 // " (rank R of N)" when there are several processes, else "": for messages.
 std::string rank_label();
 
-// Marks the error in flight as known to every rank: agreed through
-// on_every_rank, or computed from the same values on every rank (a trainer
-// step).
-void note_agreed_failure();
-
-// meta::on_every_rank, remembering that the error it throws (if any) is
-// one every rank knows of, so that main may end this rank normally.
-template <class Work>
-void agree(meta::Communicator& group, const std::string& where, Work&& work) {
-  try {
-    meta::on_every_rank(group, where, std::forward<Work>(work));
-  } catch (...) {
-    note_agreed_failure();
-    throw;
-  }
-}
-// main's last word on an error under several processes: one that every
-// rank knows of ends this rank normally (every rank leaves MPI together);
-// any other may leave the others waiting in a collective forever (MPI's
-// finalisation waits for them), so it ends every rank (MPI_Abort) after
-// printing. With one process it only says whether to end normally.
+// main's last word on an error: true with one process, or when every rank
+// knows of it (meta::failure_known_to_every_rank: they all leave MPI
+// together); otherwise main ends every rank at once with abort_group, since
+// the others may be waiting in a collective forever.
 bool ends_normally_after_failure();
 [[noreturn]] void abort_group(const std::string& message);
 
@@ -54,7 +37,8 @@ std::int64_t group_minimum(meta::Communicator& group, std::int64_t value);
 
 // Throws ValueError on every rank unless every rank has the same `fields`
 // (name, value), naming the first that differs and each rank's value of it:
-// "<what> differs between ranks: --seed is 1 on rank 0, 2 on rank 1".
+// "<what> differs between ranks: seed is '1' on rank 0, '2' on rank 1"
+// (the run's fields by their config.json names, the others by option).
 void require_same_fields(meta::Communicator& group, const std::string& what,
                          const std::vector<std::pair<std::string, std::string>>& fields);
 

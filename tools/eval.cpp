@@ -185,7 +185,7 @@ int run_eval(const EvalArgs& args) {
   std::optional<EvalRuns> loaded;
   // Agreed on by every rank: a file or the memory of one host can fail one
   // rank alone.
-  agree(*group, "start", [&] {
+  meta::on_every_rank(*group, "start", [&] {
     if (group->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
       throw IoError("cannot discard the standard output of rank " + std::to_string(group->rank()));
     loaded.emplace(load_runs(args));

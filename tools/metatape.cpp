@@ -49,7 +49,8 @@ int fail(const std::string& where, const std::string& message) {
 // fail(), or, for an error this rank may be alone with among several
 // processes, the same message and the end of every rank.
 int fail_here(const std::string& where, const std::string& message) {
-  if (!ends_normally_after_failure()) abort_group("metatape" + where + rank_label() + ": error: " + message);
+  // abort_group names the program and the rank itself.
+  if (!ends_normally_after_failure()) abort_group((where.empty() ? "" : where.substr(1) + ": ") + "error: " + message);
   return fail(where, message);
 }
 

@@ -220,7 +220,7 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
   const fs::path checkpoint_path = out / "checkpoint.bin", metrics_path = out / "metrics.jsonl";
   const std::string config_text = config.to_json().dump();
   std::ofstream metrics;
-  agree(group, "start", [&] {
+  meta::on_every_rank(group, "start", [&] {
     if (!output) return;
     metrics.open(metrics_path, std::ios::app);
     if (!metrics) throw IoError("cannot append to " + metrics_path.string());
@@ -233,7 +233,7 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   // The series over training starts at the initial parameters.
   if (args.keep_checkpoints && first == 0)
-    agree(group, "iteration 0", [&] {
+    meta::on_every_rank(group, "iteration 0", [&] {
       if (output) output->keep(trainer.checkpoint(config_text));
     });
   while (trainer.iteration() < config.iterations) {
@@ -242,19 +242,14 @@ double train_loop(meta::Trainer& trainer, const TrainArgs& args, const fs::path&
       r = trainer.step();
     } catch (const ValueError& e) {
       // A step fails on values (a NaN loss, an overflowing kernel): name the
-      // options that set them. The values are every rank's, or the trainer
-      // had the ranks agree on the failure: either way every rank knows.
-      note_agreed_failure();
+      // options that set them.
       throw ValueError(std::string(e.what()) + "; the options for them: " + value_options(config));
-    } catch (...) {
-      note_agreed_failure();
-      throw;
     }
     const bool last = r.iteration == config.iterations;
     const bool log = r.iteration % args.log_every == 0 || last;
     const bool save = (args.checkpoint_every > 0 && r.iteration % args.checkpoint_every == 0) || last;
     if (log || save)
-      agree(group, "iteration " + std::to_string(r.iteration), [&] {
+      meta::on_every_rank(group, "iteration " + std::to_string(r.iteration), [&] {
         if (!output) return;
         if (log) {
           metrics << nlohmann::json{{"iteration", r.iteration},     {"meta_loss", r.meta_loss},
@@ -365,7 +360,7 @@ int run_train(const TrainArgs& args) {
   // Agreed on by every rank: a data directory or the memory of one host
   // can fail one rank alone.
   std::optional<RunParts> built;
-  agree(*group, "start", [&] {
+  meta::on_every_rank(*group, "start", [&] {
     built.emplace(build(config));  // validates every option first
     RunParts& parts = *built;
     check_memory(training_memory(config, parts), "this run");
@@ -388,7 +383,7 @@ int run_train(const TrainArgs& args) {
   const fs::path checkpoint_path = out / "checkpoint.bin", metrics_path = out / "metrics.jsonl";
   // Rank 0 alone writes the run's files; the others only train.
   std::optional<RunOutput> output;
-  agree(*group, "start", [&] {
+  meta::on_every_rank(*group, "start", [&] {
     if (group->rank() != 0) return;
     check_run_directory(args, out);
     output.emplace(args.resume ? RunOutput::existing(out) : RunOutput::fresh(out));
@@ -399,22 +394,16 @@ int run_train(const TrainArgs& args) {
   try {
     std::optional<meta::Trainer> trainer;
     std::optional<meta::Checkpoint> checkpoint;
-    agree(*group, "start", [&] {
+    meta::on_every_rank(*group, "start", [&] {
       if (output) remove_stale_run_temporaries(out);
       trainer.emplace(*parts.model, parts.loss, *parts.tasks, parts.options);
       // Every rank reads the checkpoint (a file system all ranks share).
       if (args.resume) checkpoint = load_resume_checkpoint(config, checkpoint_path);
     });
-    // Outside agree(): with a group, restoring is itself a collective (the
-    // ranks agree on each file's checks, then compare what they restored),
-    // so its errors are known to every rank too.
-    try {
-      if (checkpoint) trainer->restore(*checkpoint, checkpoint_path.string());
-    } catch (...) {
-      note_agreed_failure();
-      throw;
-    }
-    agree(*group, "start", [&] {
+    // Outside on_every_rank: with a group, restoring is itself a collective
+    // (the ranks agree on each file's checks, then compare what they restored).
+    if (checkpoint) trainer->restore(*checkpoint, checkpoint_path.string());
+    meta::on_every_rank(*group, "start", [&] {
       if (!output) return;
       if (args.resume) {
         drop_metrics_after(metrics_path, trainer->iteration());
@@ -426,7 +415,7 @@ int run_train(const TrainArgs& args) {
     });
     first = trainer->iteration();
     seconds = train_loop(*trainer, args, out, output ? &*output : nullptr, *group);
-    agree(*group, "the end", [&] {
+    meta::on_every_rank(*group, "the end", [&] {
       if (output)
         write_learning_curve(out / "learning_curve.svg", read_metrics(metrics_path, config.iterations), config);
     });

@@ -8,6 +8,10 @@
 namespace metatape::meta {
 namespace {
 
+// Whether the last agreement of this thread's ranks found a failure (see
+// failure_known_to_every_rank).
+thread_local bool failure_known = false;
+
 // FNV-1a: a fixed, portable 64-bit hash (the same on every host, unlike
 // std::hash), enough to tell configurations apart.
 std::uint64_t fnv1a(const std::string& bytes) {
@@ -62,6 +66,10 @@ Tensor SelfCommunicator::all_gather(const Tensor& local) {
 
 std::vector<std::string> SelfCommunicator::all_gather_bytes(const std::string& local) { return {local}; }
 
+bool failure_known_to_every_rank() { return failure_known; }
+
+void note_failure_known_to_every_rank() { failure_known = true; }
+
 TaskRange task_range(std::int64_t tasks, int rank, int size) {
   if (size < 1 || rank < 0 || rank >= size)
     throw ValueError("task_range: rank " + std::to_string(rank) + " is not one of " + std::to_string(size) +
@@ -78,6 +86,7 @@ void raise_if_any_rank_failed(Communicator& communicator, const std::string& loc
   std::vector<int> failed;
   for (std::size_t r = 0; r < all.size(); ++r)
     if (!all[r].empty() && all[r][0] == '1') failed.push_back(static_cast<int>(r));
+  failure_known = !failed.empty();
   if (failed.empty()) return;
   const int first = failed.front();
   std::string message = "rank " + std::to_string(first) + " failed at " + where + ": " + all[first].substr(1);
@@ -87,7 +96,8 @@ void raise_if_any_rank_failed(Communicator& communicator, const std::string& loc
 
 void require_same_on_all_ranks(Communicator& communicator, const std::string& what, const std::string& value) {
   const std::vector<std::string> hashes = communicator.all_gather_bytes(hex(fnv1a(value)));
-  if (std::all_of(hashes.begin(), hashes.end(), [&](const std::string& h) { return h == hashes[0]; })) return;
+  failure_known = !std::all_of(hashes.begin(), hashes.end(), [&](const std::string& h) { return h == hashes[0]; });
+  if (!failure_known) return;
   const std::string message = what + " differs between ranks: " + ranks_by_value(hashes);
   throw ValueError(message);
 }

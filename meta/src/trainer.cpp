@@ -180,6 +180,7 @@ IterationRecord Trainer::step() {
   record.meta_loss = meta.meta_loss.item();
   if (!std::isfinite(record.meta_loss) || !std::isfinite(record.grad_norm)) {
     task_rng_.set_position(rng_before);  // as if the call had not happened
+    note_failure_known_to_every_rank();  // every rank reduced the same values
     throw NonFiniteError(non_finite_step(record.meta_loss, record.grad_norm, iteration_ + 1), iteration_ + 1);
   }
   // Optimisers replace their tensors instead of writing into them, so the
@@ -193,6 +194,7 @@ IterationRecord Trainer::step() {
   if (!all_finite(all)) {
     optimizer_->load_state(state_before, steps_before);
     task_rng_.set_position(rng_before);
+    note_failure_known_to_every_rank();
     throw NonFiniteError("the update at iteration " + std::to_string(iteration_ + 1) +
                              " made the parameters non-finite (meta-loss " + number(record.meta_loss) +
                              ", meta-gradient norm " + number(record.grad_norm) +

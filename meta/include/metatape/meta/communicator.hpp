@@ -113,6 +113,19 @@ void on_every_rank(Communicator& communicator, const std::string& where, Work&& 
   }
 }
 
+// Whether the error now propagating on this thread is one every rank knows
+// of: the last agreement (raise_if_any_rank_failed, on_every_rank,
+// require_same_on_all_ranks) found a failure, or note_failure_known_to_
+// every_rank was called after it. A program ending on such an error may
+// leave MPI normally, every rank does; any other error may leave the other
+// ranks waiting in a collective forever (MPI's finalisation waits for
+// them), so such a program should end every rank at once (mpi_abort). A
+// successful agreement clears it.
+bool failure_known_to_every_rank();
+// For an error about to be thrown on every rank from values every rank
+// shares (a non-finite meta-loss after the reduction).
+void note_failure_known_to_every_rank();
+
 // Throws ValueError on every rank unless every rank passed the same
 // `value` (compared by an all-gathered hash): "<what> differs between
 // ranks: ranks 0, 1 have <hash>; ranks 2, 3 have <hash>". For the
