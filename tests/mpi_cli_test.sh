@@ -51,9 +51,9 @@ two_tasks=("${common[@]}" --meta-batch 2 --iterations 6 --checkpoint-every 3)
 on 3 "$metatape" "${two_tasks[@]}" --out "$work/np3-b2" >/dev/null || fail "-np 3 with 2 tasks"
 cmp -s "$work/one-b2/checkpoint.bin" "$work/np3-b2/checkpoint.bin" || fail "-np 3 with 2 tasks differs"
 
-# Algorithms computed one task at a time (Reptile), and a weighting that
-# needs every task's gradient (agreement).
-for extra in "--algorithm reptile" "--task-weighting agreement"; do
+# Algorithms with their own code paths (Reptile, the pretrained baseline),
+# and a weighting that needs every task's gradient (agreement).
+for extra in "--algorithm reptile" "--algorithm pretrain" "--task-weighting agreement"; do
   name=${extra//[ -]/}
   # shellcheck disable=SC2086
   "$metatape" "${run[@]}" $extra --out "$work/one-$name" >/dev/null || fail "one process, $extra"

@@ -52,6 +52,37 @@ TaskTerms maml_task_terms(const Model& model, Loss loss, const MetaConfig& confi
   return terms;
 }
 
+// Reptile in one batch: every parameter adapts, so the inner loop's copies
+// are per task, and g_t = θ − θ_t^τ is row t of θ − the adapted copies.
+TaskTerms reptile_task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
+                             const TaskBatch& batch, std::int64_t) {
+  const std::vector<Tensor> fast = detail::inner_loop(model, loss, config, params, batch, config.inner_steps, false);
+  NoGradScope no_grad;
+  TaskTerms terms;
+  terms.losses = per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);
+  terms.objectives = terms.losses;
+  for (std::size_t i = 0; i < fast.size(); ++i)
+    terms.gradients.push_back(sub(expand(unsqueeze(params.model[i].detach(), 0), fast[i].shape()), fast[i]));
+  return terms;
+}
+
+// The pretrained baseline in one batch: its parameters copied per task, so
+// that the gradient of Σ_t L_t (each task's loss on all its points) with
+// respect to the copies is every task's g_t at once.
+TaskTerms pretrain_task_terms(const Model& model, Loss loss, const MetaConfig&, const MetaParams& params,
+                              const TaskBatch& batch, std::int64_t) {
+  TapeScope scope;
+  const std::vector<Tensor> leaves = detail::recorded_leaves(params.model);
+  const std::vector<Tensor> copies = per_task(leaves, batch.tasks());
+  const Tensor x = concat({batch.support_x, batch.query_x}, 1), y = concat({batch.support_y, batch.query_y}, 1);
+  const Tensor losses = per_task_loss(loss, model.forward(copies, x), y);
+  TaskTerms terms;
+  terms.gradients = grad(sum(losses), copies, {.retain_graph = false});
+  terms.losses = losses.detach();
+  terms.objectives = terms.losses;
+  return terms;
+}
+
 // Whether each task's row of the batched graph has the bits of a one-task
 // graph whatever the number of tasks. On the CPU at one thread every kernel
 // works on each task's matrices alone. With more threads gemm_batched runs
@@ -63,16 +94,19 @@ bool batched_rows_are_invariant(const MetaParams& params) {
   return num_threads() == 1 && params.model.front().device() == Device::cpu;
 }
 
-// maml_task_terms of one task as the first of two copies of it. A graph of
+// The batched terms of one task as the first of two copies of it. A graph of
 // one task takes other kernel paths than a batched one: the convolution of
 // per-task weights is then ungrouped, and sums its weight gradient over
 // more than 8 chunks of images in partial sums instead of chunk by chunk.
 // Two copies keep the batched paths (at twice the cost, for this task alone).
-TaskTerms first_of_two(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
-                       const TaskBatch& one, std::int64_t iteration) {
+using BatchedTerms = TaskTerms (*)(const Model&, Loss, const MetaConfig&, const MetaParams&, const TaskBatch&,
+                                   std::int64_t);
+
+TaskTerms first_of_two(BatchedTerms batched, const Model& model, Loss loss, const MetaConfig& config,
+                       const MetaParams& params, const TaskBatch& one, std::int64_t iteration) {
   const auto twice = [](const Tensor& t) { return concat({t, t}); };
   const TaskBatch two{twice(one.support_x), twice(one.support_y), twice(one.query_x), twice(one.query_y)};
-  const TaskTerms both = maml_task_terms(model, loss, config, params, two, iteration);
+  const TaskTerms both = batched(model, loss, config, params, two, iteration);
   NoGradScope no_grad;
   const auto first = [](const Tensor& t) { return slice(t, 0, 0, 1); };
   TaskTerms out{first(both.losses), first(both.objectives), {}};
@@ -80,7 +114,7 @@ TaskTerms first_of_two(const Model& model, Loss loss, const MetaConfig& config, 
   return out;
 }
 
-// The algorithms with their own code paths, one task at a time: a one-task
+// The kernel algorithm and Meta-RKHS-I, one task at a time: a one-task
 // meta-gradient under uniform weighting (w = 1) is that task's g_t.
 TaskTerms looped_task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                             const TaskBatch& batch, std::int64_t iteration) {
@@ -181,22 +215,27 @@ void check_terms(const char* caller, const TaskTerms& terms, std::size_t model_c
 TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                      const TaskBatch& batch, std::int64_t iteration, bool exact_rows) {
   validate_inputs("task_terms", model, loss, config, params, &batch);
+  BatchedTerms batched = maml_task_terms;
   switch (config.algorithm) {
     case Algorithm::reptile:
+      batched = reptile_task_terms;
+      break;
     case Algorithm::pretrain:
+      batched = pretrain_task_terms;
+      break;
     case Algorithm::kernel:
     case Algorithm::metarkhs1:
       return looped_task_terms(model, loss, config, params, batch, iteration);
     default:
       break;
   }
-  if (!exact_rows) return maml_task_terms(model, loss, config, params, batch, iteration);
+  if (!exact_rows) return batched(model, loss, config, params, batch, iteration);
   if (batched_rows_are_invariant(params))
-    return batch.tasks() == 1 ? first_of_two(model, loss, config, params, batch, iteration)
-                              : maml_task_terms(model, loss, config, params, batch, iteration);
+    return batch.tasks() == 1 ? first_of_two(batched, model, loss, config, params, batch, iteration)
+                              : batched(model, loss, config, params, batch, iteration);
   std::vector<TaskTerms> parts;
   for (std::int64_t t = 0; t < batch.tasks(); ++t)
-    parts.push_back(maml_task_terms(model, loss, config, params, batch.slice(t, t + 1), iteration));
+    parts.push_back(batched(model, loss, config, params, batch.slice(t, t + 1), iteration));
   return concat_task_terms(parts);
 }
 

@@ -161,11 +161,13 @@ struct TaskTerms {
 // gradient in another order). That holds on the CPU at one thread
 // (num_threads()). With more threads, or on a GPU, whose batched matrix
 // products may sum in an order that depends on the number of tasks, the
-// same graph is recorded for one task at a time. Reptile, the pretrained
-// baseline, kernel and metarkhs1 take meta_gradient_tensors of each
-// one-task slice in turn (uniform weighting: weight 1) and stack the
-// results. With no inner step a learned rate's rows are 0. Without
-// `exact_rows` the MAML family always records the whole batch as one graph
+// same graph is recorded for one task at a time. Reptile (its inner loop's
+// per-task copies: g_t = θ − θ_t^τ) and the pretrained baseline (its
+// parameters copied per task) are batched the same way; kernel and
+// metarkhs1 take meta_gradient_tensors of each one-task slice in turn
+// (uniform weighting: weight 1) and stack the results. With no inner step a
+// learned rate's rows are 0. Without `exact_rows` the batched algorithms
+// always record the whole batch as one graph
 // (faster with several threads or on a GPU), and its rows then equal a
 // slice's up to rounding only: for the fast reduction, which promises no
 // more. Throws what meta_gradient throws for bad inputs.
