@@ -16,6 +16,8 @@
 #include <span>
 #include <sstream>
 
+#include "fnv1a.hpp"
+
 namespace metatape::meta {
 namespace {
 
@@ -24,11 +26,7 @@ static_assert(std::endian::native == std::endian::little, "checkpoints are littl
 constexpr char kMagic[8] = {'M', 'T', 'T', 'P', 'C', 'K', 'P', 'T'};
 constexpr std::size_t kHeaderBytes = 24, kTrailerBytes = 8;
 
-std::uint64_t fnv1a(std::string_view bytes) {
-  std::uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
+using detail::fnv1a;
 
 class Writer {
  public:

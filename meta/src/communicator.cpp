@@ -5,23 +5,14 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "fnv1a.hpp"
+
 namespace metatape::meta {
 namespace {
 
 // Whether the last agreement of this thread's ranks found a failure (see
 // failure_known_to_every_rank).
 thread_local bool failure_known = false;
-
-// FNV-1a: a fixed, portable 64-bit hash (the same on every host, unlike
-// std::hash), enough to tell configurations apart.
-std::uint64_t fnv1a(const std::string& bytes) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 std::string hex(std::uint64_t value) {
   char text[17];
@@ -95,7 +86,7 @@ void raise_if_any_rank_failed(Communicator& communicator, const std::string& loc
 }
 
 void require_same_on_all_ranks(Communicator& communicator, const std::string& what, const std::string& value) {
-  const std::vector<std::string> hashes = communicator.all_gather_bytes(hex(fnv1a(value)));
+  const std::vector<std::string> hashes = communicator.all_gather_bytes(hex(detail::fnv1a(value)));
   failure_known = !std::all_of(hashes.begin(), hashes.end(), [&](const std::string& h) { return h == hashes[0]; });
   if (!failure_known) return;
   const std::string message = what + " differs between ranks: " + ranks_by_value(hashes);

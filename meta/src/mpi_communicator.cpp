@@ -11,6 +11,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "fnv1a.hpp"
+
 namespace metatape::meta {
 namespace {
 
@@ -41,11 +43,7 @@ MPI_Datatype mpi_type(DType dtype) {
 }
 
 // FNV-1a, reduced to 62 bits so that its negation cannot overflow.
-std::int64_t hash62(const std::string& bytes) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
-  return static_cast<std::int64_t>(h >> 2);
-}
+std::int64_t hash62(const std::string& bytes) { return static_cast<std::int64_t>(detail::fnv1a(bytes) >> 2); }
 
 // The host copy of a tensor's values (the tensor itself when on the CPU).
 Tensor on_host(const Tensor& t) { return t.device() == Device::cpu ? t.detach() : t.to(Device::cpu).detach(); }
