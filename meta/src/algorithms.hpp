@@ -33,6 +33,9 @@ std::vector<Tensor> inner_loop(const Model& model, Loss loss, const MetaConfig& 
                                const TaskBatch& batch, int steps, bool record, const AfterStep& after_step = {},
                                bool copy_all = false);
 
+// Reptile's per-task directions θ − θ_t^τ, each [T] + shape, from the
+// adapted parameters `fast` (every one per task): its g_t.
+std::vector<Tensor> reptile_directions(const MetaParams& params, const std::vector<Tensor>& fast);
 MetaStepTensors reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                              const TaskBatch& batch);
 MetaStepTensors pretrain_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,

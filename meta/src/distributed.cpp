@@ -61,8 +61,7 @@ TaskTerms reptile_task_terms(const Model& model, Loss loss, const MetaConfig& co
   TaskTerms terms;
   terms.losses = per_task_loss(loss, model.forward(fast, batch.query_x), batch.query_y);
   terms.objectives = terms.losses;
-  for (std::size_t i = 0; i < fast.size(); ++i)
-    terms.gradients.push_back(sub(expand(unsqueeze(params.model[i].detach(), 0), fast[i].shape()), fast[i]));
+  terms.gradients = detail::reptile_directions(params, fast);
   return terms;
 }
 

@@ -13,6 +13,14 @@
 
 namespace metatape::meta::detail {
 
+std::vector<Tensor> reptile_directions(const MetaParams& params, const std::vector<Tensor>& fast) {
+  NoGradScope no_grad;
+  std::vector<Tensor> directions;
+  for (std::size_t i = 0; i < fast.size(); ++i)
+    directions.push_back(sub(expand(unsqueeze(params.model[i].detach(), 0), fast[i].shape()), fast[i]));
+  return directions;
+}
+
 MetaStepTensors reptile_step(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                              const TaskBatch& batch) {
   // Reptile adapts every parameter, so each of `fast` is per task.
@@ -27,10 +35,7 @@ MetaStepTensors reptile_step(const Model& model, Loss loss, const MetaConfig& co
       step.grads.push_back(sub(params.model[i].detach(), mean(fast[i], {0})));
     return step;
   }
-  // θ − θ_t^τ, each [T] + shape.
-  std::vector<Tensor> directions;
-  for (std::size_t i = 0; i < fast.size(); ++i)
-    directions.push_back(sub(expand(unsqueeze(params.model[i].detach(), 0), fast[i].shape()), fast[i]));
+  const std::vector<Tensor> directions = reptile_directions(params, fast);
   step.task_weights = task_weights(config.weighting, step.task_losses, [&] { return directions; });
   step.meta_loss = weighted_task_sum(config.weighting, step.task_weights, step.task_losses);
   for (const Tensor& d : directions) {
