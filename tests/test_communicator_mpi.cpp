@@ -13,11 +13,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "metatape/meta/mpi_communicator.hpp"
+#include "test_util.hpp"
 
 namespace mt = metatape;
 namespace meta = metatape::meta;
@@ -62,15 +62,6 @@ Tensor task_rows(std::int64_t begin, std::int64_t end, DType dtype) {
     return mt::from_indices(ints, {end - begin, 3});
   }
   return mt::from_vector(v, {end - begin, 3}, dtype);
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const mt::Error& e) {
-    return e.what();
-  }
-  return "(nothing thrown)";
 }
 
 std::string bytes_of(const Tensor& t) {
@@ -185,18 +176,20 @@ TEST_CASE("all_gather of uneven task shares: B = 5 and B = 2 (a rank with none) 
 TEST_CASE("mismatched tensors throw CommunicatorError on every rank, naming the ranks, and the ranks carry on") {
   const int r = world().rank();
   // all_gather: rank 1's rows are longer, then its dtype differs.
-  std::string m = message_of([&] { world().all_gather(mt::zeros({1, std::int64_t{r == 1 ? 4 : 3}})); });
+  std::string m = mt::testing::throws_error([&] {
+                    world().all_gather(mt::zeros({1, std::int64_t{r == 1 ? 4 : 3}}));
+                  }).message;
   CHECK(m.find("all_gather") != std::string::npos);
   CHECK(m.find("rank 1 has f32 [*, 4]") != std::string::npos);
   CHECK_THROWS_AS(world().all_gather(mt::zeros({2}, r == 1 ? DType::f64 : DType::f32)), meta::CommunicatorError);
   CHECK_THROWS_AS(world().all_gather(mt::scalar(1)), mt::ShapeError);
   // all_reduce_sum: a shape, and a count of tensors.
-  m = message_of([&] { world().all_reduce_sum({mt::zeros({std::int64_t{r == 1 ? 3 : 2}})}); });
+  m = mt::testing::throws_error([&] { world().all_reduce_sum({mt::zeros({std::int64_t{r == 1 ? 3 : 2}})}); }).message;
   CHECK(m.find("rank 1 has 1 tensor: f32 [3]") != std::string::npos);
   CHECK_THROWS_AS(world().all_reduce_sum(std::vector<Tensor>(r == 0 ? 2 : 1, mt::ones({2}))), meta::CommunicatorError);
   // broadcast: ranks that name different roots, and a root that is no rank.
   CHECK_THROWS_AS(world().broadcast({mt::ones({2})}, r == 0 ? 1 : 0), meta::CommunicatorError);
-  m = message_of([&] { world().broadcast({mt::ones({2})}, world().size()); });
+  m = mt::testing::throws_error([&] { world().broadcast({mt::ones({2})}, world().size()); }).message;
   CHECK(m.find("root " + std::to_string(world().size()) + " is not a rank") != std::string::npos);
   // After all that, the collectives still line up.
   CHECK(world().all_reduce_sum({mt::ones({3})})[0].to_vector() == std::vector<double>(3, world().size()));
@@ -226,9 +219,10 @@ TEST_CASE("raise_if_any_rank_failed: one failing rank makes every rank throw Ran
 
 TEST_CASE("require_same_on_all_ranks: one differing rank makes every rank throw ValueError naming it") {
   CHECK_NOTHROW(meta::require_same_on_all_ranks(world(), "the configuration", "lr=0.1 seed=3"));
-  const std::string m = message_of([&] {
-    meta::require_same_on_all_ranks(world(), "the configuration", world().rank() == 1 ? "lr=0.2" : "lr=0.1");
-  });
+  const std::string m =
+      mt::testing::throws_error([&] {
+        meta::require_same_on_all_ranks(world(), "the configuration", world().rank() == 1 ? "lr=0.2" : "lr=0.1");
+      }).message;
   CHECK(m.find("the configuration differs between ranks") != std::string::npos);
   CHECK(m.find(world().size() == 2 ? "rank 1 has" : "ranks 0, 2 have") != std::string::npos);
 }
