@@ -8,6 +8,9 @@
 //   libtorch batched   libtorch's best: tasks batched through baddbmm (MLP)
 //                      or grouped convolutions (Conv4), per-task weights
 //                      expanded from the shared ones
+//   metatape replayed  the graph's step captured once, replayed (MLP only)
+//   metatape split     the step `metatape train` takes: split by task, the
+//                      batch's chunks spread over the threads
 //
 // For each it reports the median step time over repeated runs (float32; wall
 // clock, and the process's CPU time over all threads beside it), the
@@ -230,11 +233,21 @@ class LibtorchBlasThreads {
   LibtorchBlasThreads& operator=(const LibtorchBlasThreads&) = delete;
 };
 
-// The step of variant 0 (metatape), 1 (libtorch loop), 2 (libtorch batched)
-// or 3 (metatape's step captured once and replayed).
+// The meta-gradient split by task, as `metatape train` computes it: the
+// batch in chunks spread over the threads, each task's row combined in task
+// order.
+std::vector<mt::Tensor> split_meta_gradient(const bench::MamlSetup& setup) {
+  const meta::TaskTerms terms = meta::task_terms(*setup.model, setup.loss, setup.config, setup.params, setup.batch, 0);
+  return meta::combine_task_terms(setup.config.weighting, terms, setup.params.model.size()).grads;
+}
+
+// The step of variant 0 (metatape), 1 (libtorch loop), 2 (libtorch batched),
+// 3 (metatape's step captured once and replayed) or 4 (metatape split by
+// task).
 std::function<void()> step_of(int variant, const bench::MamlSetup& setup, const Problem& pr, int threads) {
   if (variant == 0)
     return [&] { (void)meta::meta_gradient(*setup.model, setup.loss, setup.config, setup.params, setup.batch, 0); };
+  if (variant == 4) return [&] { (void)split_meta_gradient(setup); };
   if (variant == 3) {
     auto captured = std::make_shared<meta::CapturedMetaGradient>(*setup.model, setup.loss, setup.config);
     return [&setup, captured] { (void)(*captured)(setup.params, setup.batch); };
@@ -265,15 +278,16 @@ void compare(int index, int threads, int repeats) {
     meta::CapturedMetaGradient replayed(*setup64.model, setup64.loss, setup64.config);
     return mt::testing::relative_error(replayed(setup64.params, setup64.batch).grads, reference);
   };
-  const double errors[4] = {0, mt::testing::relative_error(from_torch(libtorch_loop(pr64)), reference),
+  const double errors[5] = {0, mt::testing::relative_error(from_torch(libtorch_loop(pr64)), reference),
                             mt::testing::relative_error(from_torch(libtorch_batched(pr64)), reference),
-                            c.conv ? 0.0 : replayed_error()};
-  const char* names[4] = {"metatape", "libtorch loop", "libtorch batched", "metatape replayed"};
+                            c.conv ? 0.0 : replayed_error(),
+                            mt::testing::relative_error(split_meta_gradient(setup64), reference)};
+  const char* names[5] = {"metatape", "libtorch loop", "libtorch batched", "metatape replayed", "metatape split"};
   double ours = 0;
   // The replayed step is measured where per-op overhead matters (the MLP);
   // Conv4's time is in its convolutions, which a replay runs just the same.
-  const int variants = c.conv ? 3 : 4;
-  for (int v = 0; v < variants; ++v) {
+  for (int v = 0; v < 5; ++v) {
+    if (v == 3 && c.conv) continue;
     const bench::Timing t = median_times(step_of(v, setup, pr, threads), c.conv ? std::max(3, repeats / 4) : repeats);
     const double ms = t.wall_ms;
     if (v == 0) ours = ms;

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 
+#include "kernels/cpu/parallel.hpp"
 #include "meta_test_util.hpp"
 #include "metatape/meta/trainer.hpp"
 #include "test_util.hpp"
@@ -194,9 +195,9 @@ TEST_SUITE("distributed") {
           for (const Tensor& t : q.all()) all.push_back(t.to(p.batch.query_x.dtype()));
           return meta::MetaParams::from_all(all, q.model.size());
         }();
-        // One thread: the MAML family's one batched graph; two: one task at a time.
+        // Chunks of the batch spread over the threads, each computed as at one.
         std::vector<meta::TaskTerms> by_threads;
-        for (int threads : {1, 2}) {
+        for (int threads : {1, 2, 3}) {
           INFO(threads << " threads");
           const mt::testing::ThreadsFor use(threads);
           const meta::TaskTerms whole = meta::task_terms(p.model, p.loss, config, params, p.batch, 3);
@@ -206,14 +207,59 @@ TEST_SUITE("distributed") {
           CHECK(same_bits(flat(whole), flat(terms_by_slices(p, config, params, {0, 1, 2, 5}))));
           by_threads.push_back(whole);
         }
+        CHECK(same_bits(flat(by_threads[0]), flat(by_threads[1])));
+        CHECK(same_bits(flat(by_threads[0]), flat(by_threads[2])));
         const double tolerance = p.batch.query_x.dtype() == f64 ? 1e-12 : 1e-5;
-        CHECK(mt::testing::relative_error(flat(by_threads[0]), flat(by_threads[1])) < tolerance);
         // Without exact rows: one batched graph at any thread count, equal to rounding.
         const mt::testing::ThreadsFor two(2);
         CHECK(mt::testing::relative_error(
                   flat(meta::task_terms(p.model, p.loss, config, params, p.batch, 3, /*exact_rows=*/false)),
                   flat(by_threads[0])) < tolerance);
       }
+    }
+  }
+
+  TEST_CASE("large inputs: meta_gradient split by task in chunks over the threads, the same bits at 1, 2, 3 threads") {
+    // 26 images of 32x32 per task: four tasks' inputs per graph, so 6 tasks
+    // are 2 chunks at 1 and 2 threads and 3 chunks at 3.
+    const meta::Conv4 conv({.in_channels = 1, .image_size = 32, .channels = 2, .classes = 2});
+    mt::Generator gen(23);
+    const meta::TaskBatch batch = mt::testing::RandomImageTasks({.ways = 2, .size = 32}).sample(6, 4, 22, gen, f64);
+    for (const auto& [name, config] : configs()) {
+      // The kernel algorithm and Meta-RKHS-I take one graph per task already.
+      if (config.algorithm == meta::Algorithm::kernel || config.algorithm == meta::Algorithm::metarkhs1) continue;
+      INFO(name);
+      const meta::MetaParams params = mt::testing::random_meta_params(conv, config, 9);
+      const auto step = [&] { return meta::meta_gradient(conv, meta::Loss::cross_entropy, config, params, batch, 3); };
+      std::vector<meta::MetaStep> by_threads;
+      for (int threads : {1, 2, 3}) {
+        INFO(threads << " threads");
+        const mt::testing::ThreadsFor use(threads);
+        const std::uint64_t jobs = mt::kernels::cpu::pool_jobs();
+        by_threads.push_back(step());
+        if (threads > 1) CHECK(mt::kernels::cpu::pool_jobs() > jobs);  // the chunks did spread
+      }
+      for (const meta::MetaStep& other : by_threads) {
+        CHECK(same_bits(other.grads, by_threads[0].grads));
+        CHECK(other.meta_loss == by_threads[0].meta_loss);
+      }
+      // It is the split step, bit for bit.
+      const meta::TaskTerms terms = meta::task_terms(conv, meta::Loss::cross_entropy, config, params, batch, 3);
+      const meta::MetaStepTensors split = meta::combine_task_terms(config.weighting, terms, params.model.size());
+      CHECK(same_bits(split.grads, by_threads[0].grads));
+      CHECK(split.meta_loss.item() == by_threads[0].meta_loss);
+      // Equal to the looped graph (one task at a time, one backward) up to rounding.
+      meta::MetaConfig looped = config;
+      looped.task_batched = false;
+      const meta::MetaStep one_by_one = meta::meta_gradient(conv, meta::Loss::cross_entropy, looped, params, batch, 3);
+      CHECK(mt::testing::relative_error(one_by_one.grads, by_threads[0].grads) < 1e-12);
+      CHECK(one_by_one.meta_loss == doctest::Approx(by_threads[0].meta_loss).epsilon(1e-12));
+      // Captured at 2 threads (its chunks run on the capturing thread, each
+      // kernel unsplit) and replayed: the eager bits.
+      if (config.multi_step_loss) continue;  // a captured step refuses it
+      const mt::testing::ThreadsFor two(2);
+      meta::CapturedMetaGradient captured(conv, meta::Loss::cross_entropy, config);
+      for (int call = 0; call < 2; ++call) CHECK(same_bits(captured(params, batch).grads, by_threads[0].grads));
     }
   }
 

@@ -1,5 +1,6 @@
 // The CPU kernels' thread pool: how parallel_for cuts its range, nesting,
-// errors, a pool busy with another thread's job; the kernels that use it
+// errors, a pool busy with another thread's job, runs of whole items
+// (parallel_for_unsplit) whose kernels do not split; the kernels that use it
 // give the same bits at 1, 2 and 3 threads (gemm: close), at sizes the pool
 // really splits (pool_jobs counts it); a float64 MAML meta-gradient at 1
 // and 2 threads; the sinusoid step never uses the pool; set_num_threads and
@@ -22,6 +23,7 @@
 #include "kernels/cpu/backend.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/parallel.hpp"
+#include "kernels/cpu/recording.hpp"
 #include "kernels/cpu/strided.hpp"
 #include "meta_test_util.hpp"
 #include "metatape/meta/maml.hpp"
@@ -261,6 +263,63 @@ TEST_SUITE("threads") {
     CHECK_FALSE(cpu::in_parallel_region());
     // The same chunks as with a free pool, in order.
     CHECK(chunks == std::vector<std::pair<std::int64_t, std::int64_t>>{{0, 5}, {5, 10}});
+  }
+
+  TEST_CASE("parallel_for_unsplit: every item once, one run per thread, each inside the region") {
+    for (int t : {1, 2, 3}) {
+      INFO(t << " threads");
+      ThreadsFor threads(t);
+      std::vector<std::atomic<int>> seen(7);
+      std::atomic<int> runs{0}, outside_region{0}, nested_jobs{0};
+      cpu::parallel_for_unsplit(7, [&](std::int64_t begin, std::int64_t end) {
+        runs.fetch_add(1);
+        if (!cpu::in_parallel_region()) outside_region.fetch_add(1);
+        // What a run calls does not split: the same as at one thread.
+        const std::uint64_t jobs = cpu::pool_jobs();
+        cpu::parallel_for(1000, 1, [](std::int64_t, std::int64_t) {});
+        if (cpu::pool_jobs() != jobs) nested_jobs.fetch_add(1);
+        for (std::int64_t i = begin; i < end; ++i) seen[static_cast<std::size_t>(i)].fetch_add(1);
+      });
+      CHECK(std::all_of(seen.begin(), seen.end(), [](const std::atomic<int>& s) { return s.load() == 1; }));
+      CHECK(runs.load() == t);
+      CHECK(outside_region.load() == 0);
+      CHECK(nested_jobs.load() == 0);
+      CHECK_FALSE(cpu::in_parallel_region());
+    }
+    // An exception is rethrown once the other runs are done.
+    ThreadsFor threads(2);
+    std::atomic<int> finished{0};
+    CHECK_THROWS_WITH_AS(cpu::parallel_for_unsplit(2,
+                                                   [&](std::int64_t begin, std::int64_t) {
+                                                     if (begin == 0) throw std::runtime_error("run 0 failed");
+                                                     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                                                     finished.fetch_add(1);
+                                                   }),
+                         "run 0 failed", std::runtime_error);
+    CHECK(finished.load() == 1);
+    CHECK_FALSE(cpu::in_parallel_region());
+  }
+
+  TEST_CASE("parallel_for_unsplit under a kernel recording: every run on the recording thread, replayed unsplit") {
+    ThreadsFor threads(2);
+    cpu::KernelRecording recording;
+    cpu::detail::active_recording = &recording;
+    const std::thread::id self = std::this_thread::get_id();
+    bool all_here = true, all_inside = true;
+    cpu::parallel_for_unsplit(4, [&](std::int64_t, std::int64_t) {
+      all_here = all_here && std::this_thread::get_id() == self;
+      all_inside = all_inside && cpu::in_parallel_region();
+      recording.add("probe", [&] { all_inside = all_inside && cpu::in_parallel_region(); });
+    });
+    recording.add("outside", [&] { all_here = all_here && !cpu::in_parallel_region(); });
+    cpu::detail::active_recording = nullptr;
+    CHECK(all_here);
+    CHECK(all_inside);
+    CHECK(recording.size() == 2);
+    recording.replay();  // the probe inside an unsplit region again, the other outside
+    CHECK(all_here);
+    CHECK(all_inside);
+    CHECK_FALSE(cpu::in_parallel_region());
   }
 
   TEST_CASE("set_num_threads sets the pool, keeps OpenBLAS at one thread, refuses bad counts") {

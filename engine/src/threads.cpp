@@ -86,6 +86,12 @@ void set_num_threads(int threads) {
 
 int num_threads() { return kernels::cpu::threads(); }
 
+void for_each_on_threads(std::int64_t n, const std::function<void(std::int64_t)>& body) {
+  kernels::cpu::parallel_for_unsplit(n, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) body(i);
+  });
+}
+
 #ifdef METATAPE_CUDA
 void set_allow_tf32(bool allow) { kernels::cuda::set_allow_tf32(allow); }
 bool allow_tf32() { return kernels::cuda::allow_tf32(); }

@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include "recording.hpp"
+
 namespace metatape::kernels::cpu {
 namespace {
 
@@ -138,6 +140,9 @@ int threads() { return thread_count.load(); }
 
 bool in_parallel_region() { return inside_chunk; }
 
+UnsplitRegion::UnsplitRegion() : previous_(inside_chunk) { inside_chunk = true; }
+UnsplitRegion::~UnsplitRegion() { inside_chunk = previous_; }
+
 std::uint64_t pool_jobs() { return jobs_run.load(); }
 
 std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain) {
@@ -166,6 +171,18 @@ void parallel_for(std::int64_t n, std::int64_t grain, RangeBody body) {
     throw;
   }
   inside_chunk = outer;
+}
+
+void parallel_for_unsplit(std::int64_t n, RangeBody body) {
+  if (n <= 0) return;
+  // A pool chunk runs inside the parallel region already (claim_chunks).
+  const std::int64_t chunks = detail::active_recording ? 1 : std::min<std::int64_t>(n, parallel_chunks(n, 1));
+  if (chunks > 1 && pool().run(n, chunks, body)) {
+    jobs_run.fetch_add(1);
+    return;
+  }
+  const UnsplitRegion unsplit;
+  for (std::int64_t i = 0; i < chunks; ++i) body(n * i / chunks, n * (i + 1) / chunks);
 }
 
 }  // namespace metatape::kernels::cpu

@@ -57,6 +57,19 @@ inline constexpr std::int64_t kMathGrain = std::int64_t{1} << 12;
 // calling thread, which costs no more than a plain loop).
 std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain);
 
+// While alive, this thread counts as inside a parallel region: every kernel
+// it calls runs unsplit, exactly as at one thread.
+class UnsplitRegion {
+ public:
+  UnsplitRegion();
+  ~UnsplitRegion();
+  UnsplitRegion(const UnsplitRegion&) = delete;
+  UnsplitRegion& operator=(const UnsplitRegion&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Runs body(begin, end) over contiguous chunks covering [0, n): chunk i is
 // [n·i/c, n·(i+1)/c) for c = parallel_chunks(n, grain). The calling thread
 // takes chunks too, and which thread takes which is left to timing (only
@@ -65,5 +78,15 @@ std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain);
 // wait. Returns when every chunk is done; the first exception a chunk
 // throws is rethrown here (after the others have finished).
 void parallel_for(std::int64_t n, std::int64_t grain, RangeBody body);
+
+// For items that are whole computations (one task's meta-gradient), not the
+// loop of a kernel: body(begin, end) over at most threads() contiguous runs
+// of [0, n), each run whole on one thread and inside an UnsplitRegion, so
+// that every kernel it calls runs as at one thread and what a run computes
+// does not depend on the thread count. While a kernel recording is active
+// on this thread (it sees only this thread's calls) or another thread's job
+// holds the pool, the runs go on this thread, in order. The first exception
+// a run throws is rethrown once every run is done.
+void parallel_for_unsplit(std::int64_t n, RangeBody body);
 
 }  // namespace metatape::kernels::cpu

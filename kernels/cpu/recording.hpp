@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "../error.hpp"
+#include "parallel.hpp"
 
 namespace metatape::kernels::cpu {
 
@@ -77,7 +78,14 @@ class KernelRecording {
   }
 
   // `kernel` is a string literal (the kernel's name).
+  // A call recorded inside a parallel region (parallel_for_unsplit's runs)
+  // replays inside one too, so that it runs unsplit as it did then.
   void add(const char* kernel, std::function<void()> call) {
+    if (in_parallel_region())
+      call = [unsplit_call = std::move(call)] {
+        const UnsplitRegion unsplit;
+        unsplit_call();
+      };
     calls_.push_back(std::move(call));
     names_.push_back(kernel);
   }

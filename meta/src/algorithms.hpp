@@ -90,4 +90,13 @@ MetaStepTensors outer_step(const Tensor& task_losses, const WeightedLoss& outer,
 std::vector<Tensor> task_gradients_by_loop(const Tensor& task_losses, const std::vector<Tensor>& wrt,
                                            bool create_graph = false);
 
+// Whether meta_gradient_tensors takes `batch` split by task
+// (combine_task_terms of task_terms) rather than as one graph: on the CPU,
+// for the algorithms task_terms batches (the MAML family, Reptile, the
+// pretrained baseline) with a task-batched config that can be split
+// (unsplittable_reason), when the batch's inputs are large enough to be cut
+// into two chunks or more (distributed.cpp): memory then holds a chunk's
+// activations, not the batch's, and the chunks spread over the threads.
+bool meta_gradient_splits_by_task(const MetaConfig& config, const MetaParams& params, const TaskBatch& batch);
+
 }  // namespace metatape::meta::detail

@@ -1,7 +1,9 @@
 // The meta-gradient split by task (task_terms), its combination in task
 // order (combine_task_terms) and its reduction over a group of processes
 // (reduce_task_terms): docs/methods.md §8.
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "algorithms.hpp"
 #include "metatape/meta/trainer.hpp"
@@ -83,14 +85,42 @@ TaskTerms pretrain_task_terms(const Model& model, Loss loss, const MetaConfig&, 
 }
 
 // Whether each task's row of the batched graph has the bits of a one-task
-// graph whatever the number of tasks. On the CPU at one thread every kernel
-// works on each task's matrices alone. With more threads gemm_batched runs
-// each matrix unsplit when there are at least two per thread but splits a
-// large one over the threads when there are fewer (a summation order that
-// then depends on the task count); a GPU library may pick its algorithm by
-// the batch count too. There the tasks go one at a time.
-bool batched_rows_are_invariant(const MetaParams& params) {
-  return num_threads() == 1 && params.model.front().device() == Device::cpu;
+// graph whatever the number of tasks: on the CPU, where every kernel works
+// on each task's matrices alone when it runs unsplit (as at one thread;
+// task_terms runs its chunks that way at any thread count). A GPU library
+// may pick its algorithm by the batch count: there the tasks go one at a
+// time.
+bool batched_rows_are_invariant(const MetaParams& params) { return params.model.front().device() == Device::cpu; }
+
+// Input elements (support and query) of the tasks one recorded graph holds
+// at once. A graph keeps activations in proportion to its inputs (a Conv4
+// about a thousand floats per input element for its second-order backward),
+// so a batch of image tasks is recorded two tasks at a time: the memory of
+// a per-task loop, while its GEMMs keep the rows of two tasks' images. The
+// small-input tasks of a regression (20 numbers each) stay in one graph,
+// whose per-op cost is then shared by the whole batch.
+constexpr std::int64_t kChunkInputElements = std::int64_t{1} << 17;
+
+// The chunks that keep each graph's inputs near kChunkInputElements.
+std::int64_t chunks_for_memory(const TaskBatch& batch) {
+  const std::int64_t tasks = batch.tasks();
+  if (tasks < 1) return 1;
+  const std::int64_t per_task = std::max<std::int64_t>(1, (batch.support_x.numel() + batch.query_x.numel()) / tasks);
+  const std::int64_t per_chunk = std::max<std::int64_t>(2, kChunkInputElements / per_task);
+  return (tasks + per_chunk - 1) / per_chunk;
+}
+
+// How task_terms cuts a batch on the CPU: chunks_for_memory, and at least
+// one per thread, each of two tasks or more (a lone task would be computed
+// as two copies of itself), as even as task_range makes them. The rows do
+// not depend on the cut.
+std::vector<TaskRange> task_chunks(const TaskBatch& batch, int threads) {
+  const std::int64_t tasks = batch.tasks();
+  const std::int64_t wanted = std::max<std::int64_t>(chunks_for_memory(batch), threads);
+  const int chunks = static_cast<int>(std::clamp<std::int64_t>(wanted, 1, std::max<std::int64_t>(tasks / 2, 1)));
+  std::vector<TaskRange> out;
+  for (int c = 0; c < chunks; ++c) out.push_back(task_range(tasks, c, chunks));
+  return out;
 }
 
 // The batched terms of one task as the first of two copies of it. A graph of
@@ -119,14 +149,19 @@ TaskTerms looped_task_terms(const Model& model, Loss loss, const MetaConfig& con
                             const TaskBatch& batch, std::int64_t iteration) {
   MetaConfig one_task = config;
   one_task.weighting = {};
-  std::vector<TaskTerms> parts;
-  for (std::int64_t t = 0; t < batch.tasks(); ++t) {
+  std::vector<TaskTerms> parts(static_cast<std::size_t>(batch.tasks()));
+  const auto one = [&](std::int64_t t) {
     MetaStepTensors step = meta_gradient_tensors(model, loss, one_task, params, batch.slice(t, t + 1), iteration);
     NoGradScope no_grad;
     TaskTerms part{step.task_losses, reshape(step.meta_loss, {1}), {}};
     for (const Tensor& g : step.grads) part.gradients.push_back(unsqueeze(g, 0));
-    parts.push_back(std::move(part));
-  }
+    parts[static_cast<std::size_t>(t)] = std::move(part);
+  };
+  // On the CPU the tasks spread over the threads, each computed as at one.
+  if (batched_rows_are_invariant(params))
+    for_each_on_threads(batch.tasks(), one);
+  else
+    for (std::int64_t t = 0; t < batch.tasks(); ++t) one(t);
   return concat_task_terms(parts);
 }
 
@@ -229,14 +264,33 @@ TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, co
       break;
   }
   if (!exact_rows) return batched(model, loss, config, params, batch, iteration);
-  if (batched_rows_are_invariant(params))
-    return batch.tasks() == 1 ? first_of_two(batched, model, loss, config, params, batch, iteration)
-                              : batched(model, loss, config, params, batch, iteration);
-  std::vector<TaskTerms> parts;
-  for (std::int64_t t = 0; t < batch.tasks(); ++t)
-    parts.push_back(batched(model, loss, config, params, batch.slice(t, t + 1), iteration));
-  return concat_task_terms(parts);
+  if (!batched_rows_are_invariant(params)) {
+    std::vector<TaskTerms> parts;
+    for (std::int64_t t = 0; t < batch.tasks(); ++t)
+      parts.push_back(batched(model, loss, config, params, batch.slice(t, t + 1), iteration));
+    return concat_task_terms(parts);
+  }
+  const std::vector<TaskRange> chunks = task_chunks(batch, num_threads());
+  std::vector<TaskTerms> parts(chunks.size());
+  for_each_on_threads(static_cast<std::int64_t>(chunks.size()), [&](std::int64_t c) {
+    const TaskRange& r = chunks[static_cast<std::size_t>(c)];
+    const TaskBatch chunk = chunks.size() == 1 ? batch : batch.slice(r.begin, r.end);
+    parts[static_cast<std::size_t>(c)] = r.count() == 1
+                                             ? first_of_two(batched, model, loss, config, params, chunk, iteration)
+                                             : batched(model, loss, config, params, chunk, iteration);
+  });
+  return parts.size() == 1 ? parts.front() : concat_task_terms(parts);
 }
+
+namespace detail {
+
+bool meta_gradient_splits_by_task(const MetaConfig& config, const MetaParams& params, const TaskBatch& batch) {
+  const bool batched = config.algorithm != Algorithm::kernel && config.algorithm != Algorithm::metarkhs1;
+  return batched && config.task_batched && unsplittable_reason(config).empty() && batched_rows_are_invariant(params) &&
+         batch.tasks() >= 4 && chunks_for_memory(batch) >= 2;
+}
+
+}  // namespace detail
 
 TaskTerms concat_task_terms(const std::vector<TaskTerms>& parts) {
   if (parts.empty()) throw ValueError("concat_task_terms: no parts");

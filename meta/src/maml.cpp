@@ -366,6 +366,9 @@ MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, 
 MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                                       const TaskBatch& batch, std::int64_t iteration) {
   validate_inputs("meta_gradient", model, loss, config, params, &batch);
+  if (detail::meta_gradient_splits_by_task(config, params, batch))
+    return combine_task_terms(config.weighting, task_terms(model, loss, config, params, batch, iteration),
+                              params.model.size());
   if (config.algorithm == Algorithm::reptile) return detail::reptile_step(model, loss, config, params, batch);
   if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, config, params, batch);
   if (config.algorithm == Algorithm::kernel) return detail::kernel_gradient(model, loss, config, params, batch);

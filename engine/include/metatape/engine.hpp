@@ -1,6 +1,9 @@
 // metatape's engine in one include: tensors, ops, the tape and grad().
 #pragma once
 
+#include <cstdint>
+#include <functional>
+
 #include "metatape/captured_step.hpp"
 #include "metatape/error.hpp"
 #include "metatape/functional.hpp"
@@ -29,6 +32,19 @@ void set_num_threads(int threads);
 int num_threads();
 // 4 x the hardware threads: more only contend.
 int max_num_threads();
+
+// Calls body(i) for every i in [0, n), spread over the CPU threads in
+// contiguous runs of i, one run per thread: parallelism over whole
+// computations (the tasks of a meta-batch) rather than inside each kernel.
+// Each call runs whole on one thread, and every CPU kernel it calls runs on
+// that thread alone, as at num_threads() == 1, so what a call computes does
+// not depend on the thread count. Each thread records on its own tape: a
+// call differentiates what it recorded (inside a TapeScope) and hands back
+// detached tensors. While a CapturedStep records on this thread, the calls
+// run here, in order. The first exception a call throws is rethrown once the
+// others are done. For CPU tensors: GPU work from several threads would
+// share one stream.
+void for_each_on_threads(std::int64_t n, const std::function<void(std::int64_t)>& body);
 
 // Let float32 matrix products on the GPU use TF32 (faster on Ampere and
 // later; about 1e-3 relative error). Off by default; no effect on the CPU or

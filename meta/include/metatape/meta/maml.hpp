@@ -113,6 +113,13 @@ struct MetaStep {
 
 // One meta-gradient on a meta-batch. `iteration` drives the multi-step loss
 // annealing. Records into a TapeScope of its own and releases it.
+// How: one graph of the whole batch (config.task_batched; the looped graph
+// without it), except on the CPU for a batch of four tasks or more whose
+// inputs exceed about 2^17 elements (few-shot images) under an algorithm
+// task_terms batches and a config it can split (unsplittable_reason): then
+// combine_task_terms of task_terms, so that memory holds a chunk of the
+// batch's activations and the chunks run over the threads, with the same
+// bits at any thread count. Either way the result is the same up to rounding.
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const TaskBatch& batch, std::int64_t iteration);
 // The same over tasks of different sizes (see RaggedTaskBatch): each group's
@@ -158,14 +165,19 @@ struct TaskTerms {
 // gradient is task t's alone, not the tasks' sum), and one backward of
 // Σ_t O_t with respect to the copies; a single task is computed as the
 // first of two copies of itself (a one-task convolution sums its weight
-// gradient in another order). That holds on the CPU at one thread
-// (num_threads()). With more threads, or on a GPU, whose batched matrix
+// gradient in another order). That holds on the CPU, where the batch is
+// cut into chunks of two tasks or more (as many as the threads, and more
+// for large inputs: about 2^17 input elements per graph, which bounds the
+// activations held at once) and the chunks run over the threads
+// (for_each_on_threads), each kernel unsplit: the rows, and so the step, are
+// the same bits at any thread count. On a GPU, whose batched matrix
 // products may sum in an order that depends on the number of tasks, the
 // same graph is recorded for one task at a time. Reptile (its inner loop's
 // per-task copies: g_t = θ − θ_t^τ) and the pretrained baseline (its
 // parameters copied per task) are batched the same way; kernel and
-// metarkhs1 take meta_gradient_tensors of each one-task slice in turn
-// (uniform weighting: weight 1) and stack the results. With no inner step a
+// metarkhs1 take meta_gradient_tensors of each one-task slice (uniform
+// weighting: weight 1; on the CPU spread over the threads) and stack the
+// results. With no inner step a
 // learned rate's rows are 0. Without `exact_rows` the batched algorithms
 // always record the whole batch as one graph
 // (faster with several threads or on a GPU), and its rows then equal a
