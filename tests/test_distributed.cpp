@@ -195,7 +195,6 @@ TEST_SUITE("distributed") {
           for (const Tensor& t : q.all()) all.push_back(t.to(p.batch.query_x.dtype()));
           return meta::MetaParams::from_all(all, q.model.size());
         }();
-        // Chunks of the batch spread over the threads, each computed as at one.
         std::vector<meta::TaskTerms> by_threads;
         for (int threads : {1, 2, 3}) {
           INFO(threads << " threads");
@@ -207,6 +206,8 @@ TEST_SUITE("distributed") {
           CHECK(same_bits(flat(whole), flat(terms_by_slices(p, config, params, {0, 1, 2, 5}))));
           by_threads.push_back(whole);
         }
+        // Whatever the chunks (two of 5 tasks at 2 and 3 threads, the third
+        // thread idle) each kernel runs unsplit: the bits of one thread.
         CHECK(same_bits(flat(by_threads[0]), flat(by_threads[1])));
         CHECK(same_bits(flat(by_threads[0]), flat(by_threads[2])));
         const double tolerance = p.batch.query_x.dtype() == f64 ? 1e-12 : 1e-5;
@@ -220,8 +221,8 @@ TEST_SUITE("distributed") {
   }
 
   TEST_CASE("large inputs: meta_gradient split by task in chunks over the threads, the same bits at 1, 2, 3 threads") {
-    // 26 images of 32x32 per task: four tasks' inputs per graph, so 6 tasks
-    // are 2 chunks at 1 and 2 threads and 3 chunks at 3.
+    // 26 images of 32x32 per task, in float64: two tasks' inputs per graph,
+    // so 6 tasks are 3 chunks at 1, 2 and 3 threads, run over the threads.
     const meta::Conv4 conv({.in_channels = 1, .image_size = 32, .channels = 2, .classes = 2});
     mt::Generator gen(23);
     const meta::TaskBatch batch = mt::testing::RandomImageTasks({.ways = 2, .size = 32}).sample(6, 4, 22, gen, f64);
@@ -243,7 +244,14 @@ TEST_SUITE("distributed") {
         CHECK(same_bits(other.grads, by_threads[0].grads));
         CHECK(other.meta_loss == by_threads[0].meta_loss);
       }
-      // It is the split step, bit for bit.
+      {  // Four threads, three chunks at most: one chunk after another, kernels split.
+        const mt::testing::ThreadsFor four(4);
+        const meta::MetaStep split_kernels = step();
+        CHECK(mt::testing::relative_error(split_kernels.grads, by_threads[0].grads) < 1e-12);
+        CHECK(split_kernels.meta_loss == doctest::Approx(by_threads[0].meta_loss).epsilon(1e-12));
+      }
+      // It is the split step, bit for bit (its exact rows are the same here:
+      // at least as many chunks as threads).
       const meta::TaskTerms terms = meta::task_terms(conv, meta::Loss::cross_entropy, config, params, batch, 3);
       const meta::MetaStepTensors split = meta::combine_task_terms(config.weighting, terms, params.model.size());
       CHECK(same_bits(split.grads, by_threads[0].grads));

@@ -92,28 +92,29 @@ TaskTerms pretrain_task_terms(const Model& model, Loss loss, const MetaConfig&, 
 // time.
 bool batched_rows_are_invariant(const MetaParams& params) { return params.model.front().device() == Device::cpu; }
 
-// Input elements (support and query) of the tasks one recorded graph holds
-// at once. A graph keeps activations in proportion to its inputs (a Conv4
-// about a thousand floats per input element for its second-order backward),
-// so a batch of image tasks is recorded two tasks at a time: the memory of
-// a per-task loop, while its GEMMs keep the rows of two tasks' images. The
-// small-input tasks of a regression (20 numbers each) stay in one graph,
-// whose per-op cost is then shared by the whole batch.
-constexpr std::int64_t kChunkInputElements = std::int64_t{1} << 17;
+// Input bytes (support and query) of the tasks one recorded graph holds at
+// once. A graph keeps activations in proportion to its inputs (a Conv4
+// about a thousand values per input value for its second-order backward),
+// so a batch of 28x28 image tasks is recorded two tasks at a time: the
+// memory of a per-task loop, while its GEMMs keep the rows of two tasks'
+// images. The small inputs of a regression (20 numbers a task) stay in one
+// graph, whose per-op cost is then shared by the whole batch.
+constexpr std::int64_t kChunkInputBytes = std::int64_t{1} << 19;
 
-// The chunks that keep each graph's inputs near kChunkInputElements.
+// The chunks that keep each graph's inputs near kChunkInputBytes.
 std::int64_t chunks_for_memory(const TaskBatch& batch) {
   const std::int64_t tasks = batch.tasks();
   if (tasks < 1) return 1;
-  const std::int64_t per_task = std::max<std::int64_t>(1, (batch.support_x.numel() + batch.query_x.numel()) / tasks);
-  const std::int64_t per_chunk = std::max<std::int64_t>(2, kChunkInputElements / per_task);
+  const auto bytes = [](const Tensor& t) { return t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype())); };
+  const std::int64_t per_task = std::max<std::int64_t>(1, (bytes(batch.support_x) + bytes(batch.query_x)) / tasks);
+  const std::int64_t per_chunk = std::max<std::int64_t>(2, kChunkInputBytes / per_task);
   return (tasks + per_chunk - 1) / per_chunk;
 }
 
-// How task_terms cuts a batch on the CPU: chunks_for_memory, and at least
-// one per thread, each of two tasks or more (a lone task would be computed
-// as two copies of itself), as even as task_range makes them. The rows do
-// not depend on the cut.
+// How task_terms cuts a batch on the CPU: chunks_for_memory, and one per
+// thread where there are enough tasks, each of two tasks or more (a lone
+// task would be computed as two copies of itself), as even as task_range
+// makes them.
 std::vector<TaskRange> task_chunks(const TaskBatch& batch, int threads) {
   const std::int64_t tasks = batch.tasks();
   const std::int64_t wanted = std::max<std::int64_t>(chunks_for_memory(batch), threads);
@@ -143,6 +144,39 @@ TaskTerms first_of_two(BatchedTerms batched, const Model& model, Loss loss, cons
   return out;
 }
 
+// The terms of each chunk of `batch`, concatenated. `spread`: the chunks
+// run over the threads, each kernel unsplit (for_each_on_threads), so that
+// each row has the bits of one thread's, and a lone task is computed as the
+// first of two copies; otherwise one chunk after another.
+TaskTerms chunk_terms(BatchedTerms batched, const Model& model, Loss loss, const MetaConfig& config,
+                      const MetaParams& params, const TaskBatch& batch, std::int64_t iteration,
+                      const std::vector<TaskRange>& chunks, bool spread) {
+  std::vector<TaskTerms> parts(chunks.size());
+  const auto one = [&](std::int64_t c) {
+    const TaskRange& r = chunks[static_cast<std::size_t>(c)];
+    const TaskBatch chunk = chunks.size() == 1 ? batch : batch.slice(r.begin, r.end);
+    parts[static_cast<std::size_t>(c)] = r.count() == 1 && spread
+                                             ? first_of_two(batched, model, loss, config, params, chunk, iteration)
+                                             : batched(model, loss, config, params, chunk, iteration);
+  };
+  const auto count = static_cast<std::int64_t>(chunks.size());
+  if (spread)
+    for_each_on_threads(count, one);
+  else
+    for (std::int64_t c = 0; c < count; ++c) one(c);
+  return parts.size() == 1 ? parts.front() : concat_task_terms(parts);
+}
+
+// The batched terms of each one-task slice in turn: rows that do not depend
+// on which tasks share a graph, with the kernels split over the threads.
+TaskTerms one_task_at_a_time(BatchedTerms batched, const Model& model, Loss loss, const MetaConfig& config,
+                             const MetaParams& params, const TaskBatch& batch, std::int64_t iteration) {
+  std::vector<TaskTerms> parts;
+  for (std::int64_t t = 0; t < batch.tasks(); ++t)
+    parts.push_back(batched(model, loss, config, params, batch.slice(t, t + 1), iteration));
+  return concat_task_terms(parts);
+}
+
 // The kernel algorithm and Meta-RKHS-I, one task at a time: a one-task
 // meta-gradient under uniform weighting (w = 1) is that task's g_t.
 TaskTerms looped_task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
@@ -157,7 +191,8 @@ TaskTerms looped_task_terms(const Model& model, Loss loss, const MetaConfig& con
     for (const Tensor& g : step.grads) part.gradients.push_back(unsqueeze(g, 0));
     parts[static_cast<std::size_t>(t)] = std::move(part);
   };
-  // On the CPU the tasks spread over the threads, each computed as at one.
+  // On the CPU the tasks spread over the threads, each computed as at one
+  // thread: its row then does not depend on the thread count.
   if (batched_rows_are_invariant(params))
     for_each_on_threads(batch.tasks(), one);
   else
@@ -249,6 +284,9 @@ void check_terms(const char* caller, const TaskTerms& terms, std::size_t model_c
 TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                      const TaskBatch& batch, std::int64_t iteration, bool exact_rows) {
   validate_inputs("task_terms", model, loss, config, params, &batch);
+  // Constants on every thread's tape, whatever the caller recorded.
+  const TaskBatch inputs{batch.support_x.detach(), batch.support_y.detach(), batch.query_x.detach(),
+                         batch.query_y.detach()};
   BatchedTerms batched = maml_task_terms;
   switch (config.algorithm) {
     case Algorithm::reptile:
@@ -259,27 +297,21 @@ TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, co
       break;
     case Algorithm::kernel:
     case Algorithm::metarkhs1:
-      return looped_task_terms(model, loss, config, params, batch, iteration);
+      return looped_task_terms(model, loss, config, params, inputs, iteration);
     default:
       break;
   }
-  if (!exact_rows) return batched(model, loss, config, params, batch, iteration);
-  if (!batched_rows_are_invariant(params)) {
-    std::vector<TaskTerms> parts;
-    for (std::int64_t t = 0; t < batch.tasks(); ++t)
-      parts.push_back(batched(model, loss, config, params, batch.slice(t, t + 1), iteration));
-    return concat_task_terms(parts);
+  if (!batched_rows_are_invariant(params)) {  // a GPU
+    if (!exact_rows) return batched(model, loss, config, params, inputs, iteration);
+    return one_task_at_a_time(batched, model, loss, config, params, inputs, iteration);
   }
-  const std::vector<TaskRange> chunks = task_chunks(batch, num_threads());
-  std::vector<TaskTerms> parts(chunks.size());
-  for_each_on_threads(static_cast<std::int64_t>(chunks.size()), [&](std::int64_t c) {
-    const TaskRange& r = chunks[static_cast<std::size_t>(c)];
-    const TaskBatch chunk = chunks.size() == 1 ? batch : batch.slice(r.begin, r.end);
-    parts[static_cast<std::size_t>(c)] = r.count() == 1
-                                             ? first_of_two(batched, model, loss, config, params, chunk, iteration)
-                                             : batched(model, loss, config, params, chunk, iteration);
-  });
-  return parts.size() == 1 ? parts.front() : concat_task_terms(parts);
+  // Exact rows keep every kernel unsplit, also when the chunks are fewer
+  // than the threads (some then idle): a kernel split over the threads may
+  // sum in an order that depends on how many tasks share its graph. Without
+  // them the threads then go inside the kernels instead.
+  const std::vector<TaskRange> chunks = task_chunks(inputs, num_threads());
+  const bool spread = exact_rows || static_cast<int>(chunks.size()) >= num_threads();
+  return chunk_terms(batched, model, loss, config, params, inputs, iteration, chunks, spread);
 }
 
 namespace detail {

@@ -367,7 +367,8 @@ MetaStepTensors meta_gradient_tensors(const Model& model, Loss loss, const MetaC
                                       const TaskBatch& batch, std::int64_t iteration) {
   validate_inputs("meta_gradient", model, loss, config, params, &batch);
   if (detail::meta_gradient_splits_by_task(config, params, batch))
-    return combine_task_terms(config.weighting, task_terms(model, loss, config, params, batch, iteration),
+    return combine_task_terms(config.weighting,
+                              task_terms(model, loss, config, params, batch, iteration, /*exact_rows=*/false),
                               params.model.size());
   if (config.algorithm == Algorithm::reptile) return detail::reptile_step(model, loss, config, params, batch);
   if (config.algorithm == Algorithm::pretrain) return detail::pretrain_gradient(model, loss, config, params, batch);

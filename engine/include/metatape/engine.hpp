@@ -42,8 +42,8 @@ int max_num_threads();
 // call differentiates what it recorded (inside a TapeScope) and hands back
 // detached tensors. While a CapturedStep records on this thread, the calls
 // run here, in order. The first exception a call throws is rethrown once the
-// others are done. For CPU tensors: GPU work from several threads would
-// share one stream.
+// others are done. For CPU work: each thread has its own GPU stream, and
+// nothing here synchronises them.
 void for_each_on_threads(std::int64_t n, const std::function<void(std::int64_t)>& body);
 
 // Let float32 matrix products on the GPU use TF32 (faster on Ampere and

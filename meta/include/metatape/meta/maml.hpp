@@ -115,11 +115,12 @@ struct MetaStep {
 // annealing. Records into a TapeScope of its own and releases it.
 // How: one graph of the whole batch (config.task_batched; the looped graph
 // without it), except on the CPU for a batch of four tasks or more whose
-// inputs exceed about 2^17 elements (few-shot images) under an algorithm
-// task_terms batches and a config it can split (unsplittable_reason): then
-// combine_task_terms of task_terms, so that memory holds a chunk of the
-// batch's activations and the chunks run over the threads, with the same
-// bits at any thread count. Either way the result is the same up to rounding.
+// inputs exceed about 512 KiB (few-shot images) under an algorithm task_terms
+// batches and a config it can split (unsplittable_reason): then
+// combine_task_terms of task_terms without exact rows, so that memory holds a
+// chunk of the batch's activations, and the chunks run over the threads
+// (with the same bits at any thread count) when they are at least as many.
+// Either way the result is the same up to rounding.
 MetaStep meta_gradient(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                        const TaskBatch& batch, std::int64_t iteration);
 // The same over tasks of different sizes (see RaggedTaskBatch): each group's
@@ -166,22 +167,23 @@ struct TaskTerms {
 // Σ_t O_t with respect to the copies; a single task is computed as the
 // first of two copies of itself (a one-task convolution sums its weight
 // gradient in another order). That holds on the CPU, where the batch is
-// cut into chunks of two tasks or more (as many as the threads, and more
-// for large inputs: about 2^17 input elements per graph, which bounds the
-// activations held at once) and the chunks run over the threads
-// (for_each_on_threads), each kernel unsplit: the rows, and so the step, are
-// the same bits at any thread count. On a GPU, whose batched matrix
-// products may sum in an order that depends on the number of tasks, the
-// same graph is recorded for one task at a time. Reptile (its inner loop's
-// per-task copies: g_t = θ − θ_t^τ) and the pretrained baseline (its
-// parameters copied per task) are batched the same way; kernel and
-// metarkhs1 take meta_gradient_tensors of each one-task slice (uniform
-// weighting: weight 1; on the CPU spread over the threads) and stack the
-// results. With no inner step a
+// cut into chunks of two tasks or more (one per thread where the tasks
+// allow, more for large inputs: about 512 KiB of inputs per graph, which
+// bounds the activations held at once) that run over the threads
+// (for_each_on_threads), each kernel unsplit: the rows, and so the step,
+// have the bits of one thread at any thread count (threads beyond the
+// chunks idle meanwhile). On a GPU, whose batched matrix products may sum in
+// an order that depends on the number of tasks, the tasks are recorded one
+// at a time. Reptile (its inner loop's per-task copies: g_t = θ − θ_t^τ) and
+// the pretrained baseline (its parameters copied per task) are batched the
+// same way; kernel and metarkhs1 take meta_gradient_tensors of each one-task
+// slice (uniform weighting: weight 1; on the CPU spread over the threads,
+// each unsplit) and stack the results. With no inner step a
 // learned rate's rows are 0. Without `exact_rows` the batched algorithms
-// always record the whole batch as one graph
-// (faster with several threads or on a GPU), and its rows then equal a
-// slice's up to rounding only: for the fast reduction, which promises no
+// record the whole batch as one graph on a GPU, and on the CPU the same
+// chunks, one after another with each kernel split over the threads when
+// the chunks are fewer than the threads; rows then equal a slice's up to
+// rounding only: for the fast reduction and meta_gradient, which promise no
 // more. Throws what meta_gradient throws for bad inputs.
 TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params,
                      const TaskBatch& batch, std::int64_t iteration, bool exact_rows = true);
