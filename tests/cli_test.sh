@@ -257,6 +257,13 @@ for row in result["maml"]:
     assert 0 <= row["accuracy"] <= 1 and row["accuracy_ci95"] >= 0, row
 PY
 fi
+# Six tasks in three chunks over three threads, each chunk's kernels unsplit:
+# the bits of one thread.
+chunked=(--task fashion-mnist --data "$fmnist" --model conv4 --channels 4 --ways 3 --shots 1 --queries 2
+  --meta-batch 6 --inner-lr 0.4 --iterations 2 --quiet)
+"$metatape" train "${chunked[@]}" --threads 1 --out "$work/fm-t1" >/dev/null || fail "conv4 at --threads 1"
+"$metatape" train "${chunked[@]}" --threads 3 --out "$work/fm-t3" >/dev/null || fail "conv4 at --threads 3"
+cmp -s "$work/fm-t1/checkpoint.bin" "$work/fm-t3/checkpoint.bin" || fail "--threads 3 changed the bits of a conv4 run"
 # The real files, where Debian's dataset-fashion-mnist is installed.
 if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   "$metatape" train "${images[@]}" --iterations 2 --out "$work/fm-real" >/dev/null ||
