@@ -221,8 +221,8 @@ TEST_SUITE("distributed") {
   }
 
   TEST_CASE("large inputs: meta_gradient split by task in chunks over the threads, the same bits at 1, 2, 3 threads") {
-    // 26 images of 32x32 per task, in float64: two tasks' inputs per graph,
-    // so 6 tasks are 3 chunks at 1, 2 and 3 threads, run over the threads.
+    // 26 images of 32x32 per task, in float64: one task's inputs per graph,
+    // so 6 tasks are 6 chunks at 1, 2 and 3 threads, run over the threads.
     const meta::Conv4 conv({.in_channels = 1, .image_size = 32, .channels = 2, .classes = 2});
     mt::Generator gen(23);
     const meta::TaskBatch batch = mt::testing::RandomImageTasks({.ways = 2, .size = 32}).sample(6, 4, 22, gen, f64);
@@ -244,11 +244,16 @@ TEST_SUITE("distributed") {
         CHECK(same_bits(other.grads, by_threads[0].grads));
         CHECK(other.meta_loss == by_threads[0].meta_loss);
       }
-      {  // Four threads, three chunks at most: one chunk after another, kernels split.
+      {  // Three tasks at four threads: one chunk after another, kernels split.
+        const meta::TaskBatch three = batch.slice(0, 3);
+        const auto step_of_three = [&] {
+          return meta::meta_gradient(conv, meta::Loss::cross_entropy, config, params, three, 3);
+        };
+        const meta::MetaStep unsplit = step_of_three();
         const mt::testing::ThreadsFor four(4);
-        const meta::MetaStep split_kernels = step();
-        CHECK(mt::testing::relative_error(split_kernels.grads, by_threads[0].grads) < 1e-12);
-        CHECK(split_kernels.meta_loss == doctest::Approx(by_threads[0].meta_loss).epsilon(1e-12));
+        const meta::MetaStep split_kernels = step_of_three();
+        CHECK(mt::testing::relative_error(split_kernels.grads, unsplit.grads) < 1e-12);
+        CHECK(split_kernels.meta_loss == doctest::Approx(unsplit.meta_loss).epsilon(1e-12));
       }
       // It is the split step, bit for bit (its exact rows are the same here:
       // at least as many chunks as threads).

@@ -71,7 +71,7 @@ kernels::ConvShape conv_shape(const char* op, const Shape& x, const Shape& w, Wi
   // The CPU kernels' scratch is sized for, and used by, this many workers:
   // one where this thread's kernels run unsplit.
   const std::int64_t workers = kernels::cpu::in_parallel_region() ? 1 : kernels::cpu::threads();
-  return {grouped ? x[0] : 1, x[o], x[o + 1], x[o + 2], x[o + 3], w[o], window, workers};
+  return {grouped ? x[0] : 1, x[o], x[o + 1], x[o + 2], x[o + 3], w[o], window, workers, grouped};
 }
 
 Shape conv_output_shape(const Shape& x, const kernels::ConvShape& s) {

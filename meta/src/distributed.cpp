@@ -95,11 +95,11 @@ bool batched_rows_are_invariant(const MetaParams& params) { return params.model.
 // Input bytes (support and query) of the tasks one recorded graph holds at
 // once. A graph keeps activations in proportion to its inputs (a Conv4
 // about a thousand values per input value for its second-order backward),
-// so a batch of 28x28 image tasks is recorded two tasks at a time: the
-// memory of a per-task loop, while its GEMMs keep the rows of two tasks'
-// images. The small inputs of a regression (20 numbers a task) stay in one
-// graph, whose per-op cost is then shared by the whole batch.
-constexpr std::int64_t kChunkInputBytes = std::int64_t{1} << 19;
+// so a batch of 28x28 image tasks is recorded one task at a time, the memory
+// of a per-task loop, whose GEMMs still have the rows of its 80 images. The
+// small inputs of a regression (20 numbers a task) stay in one graph, whose
+// per-op cost is then shared by the whole batch.
+constexpr std::int64_t kChunkInputBytes = std::int64_t{1} << 18;
 
 // The chunks that keep each graph's inputs near kChunkInputBytes.
 std::int64_t chunks_for_memory(const TaskBatch& batch) {
@@ -107,47 +107,28 @@ std::int64_t chunks_for_memory(const TaskBatch& batch) {
   if (tasks < 1) return 1;
   const auto bytes = [](const Tensor& t) { return t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype())); };
   const std::int64_t per_task = std::max<std::int64_t>(1, (bytes(batch.support_x) + bytes(batch.query_x)) / tasks);
-  const std::int64_t per_chunk = std::max<std::int64_t>(2, kChunkInputBytes / per_task);
+  const std::int64_t per_chunk = std::max<std::int64_t>(1, kChunkInputBytes / per_task);
   return (tasks + per_chunk - 1) / per_chunk;
 }
 
 // How task_terms cuts a batch on the CPU: chunks_for_memory, and one per
-// thread where there are enough tasks, each of two tasks or more (a lone
-// task would be computed as two copies of itself), as even as task_range
-// makes them.
+// thread where there are enough tasks, as even as task_range makes them.
 std::vector<TaskRange> task_chunks(const TaskBatch& batch, int threads) {
   const std::int64_t tasks = batch.tasks();
   const std::int64_t wanted = std::max<std::int64_t>(chunks_for_memory(batch), threads);
-  const int chunks = static_cast<int>(std::clamp<std::int64_t>(wanted, 1, std::max<std::int64_t>(tasks / 2, 1)));
+  const int chunks = static_cast<int>(std::clamp<std::int64_t>(wanted, 1, std::max<std::int64_t>(tasks, 1)));
   std::vector<TaskRange> out;
   for (int c = 0; c < chunks; ++c) out.push_back(task_range(tasks, c, chunks));
   return out;
 }
 
-// The batched terms of one task as the first of two copies of it. A graph of
-// one task takes other kernel paths than a batched one: the convolution of
-// per-task weights is then ungrouped, and sums its weight gradient over
-// more than 8 chunks of images in partial sums instead of chunk by chunk.
-// Two copies keep the batched paths (at twice the cost, for this task alone).
+// The batched terms of a task slice (one algorithm's).
 using BatchedTerms = TaskTerms (*)(const Model&, Loss, const MetaConfig&, const MetaParams&, const TaskBatch&,
                                    std::int64_t);
 
-TaskTerms first_of_two(BatchedTerms batched, const Model& model, Loss loss, const MetaConfig& config,
-                       const MetaParams& params, const TaskBatch& one, std::int64_t iteration) {
-  const auto twice = [](const Tensor& t) { return concat({t, t}); };
-  const TaskBatch two{twice(one.support_x), twice(one.support_y), twice(one.query_x), twice(one.query_y)};
-  const TaskTerms both = batched(model, loss, config, params, two, iteration);
-  NoGradScope no_grad;
-  const auto first = [](const Tensor& t) { return slice(t, 0, 0, 1); };
-  TaskTerms out{first(both.losses), first(both.objectives), {}};
-  for (const Tensor& g : both.gradients) out.gradients.push_back(first(g));
-  return out;
-}
-
 // The terms of each chunk of `batch`, concatenated. `spread`: the chunks
 // run over the threads, each kernel unsplit (for_each_on_threads), so that
-// each row has the bits of one thread's, and a lone task is computed as the
-// first of two copies; otherwise one chunk after another.
+// each row has the bits of one thread's; otherwise one chunk after another.
 TaskTerms chunk_terms(BatchedTerms batched, const Model& model, Loss loss, const MetaConfig& config,
                       const MetaParams& params, const TaskBatch& batch, std::int64_t iteration,
                       const std::vector<TaskRange>& chunks, bool spread) {
@@ -155,9 +136,7 @@ TaskTerms chunk_terms(BatchedTerms batched, const Model& model, Loss loss, const
   const auto one = [&](std::int64_t c) {
     const TaskRange& r = chunks[static_cast<std::size_t>(c)];
     const TaskBatch chunk = chunks.size() == 1 ? batch : batch.slice(r.begin, r.end);
-    parts[static_cast<std::size_t>(c)] = r.count() == 1 && spread
-                                             ? first_of_two(batched, model, loss, config, params, chunk, iteration)
-                                             : batched(model, loss, config, params, chunk, iteration);
+    parts[static_cast<std::size_t>(c)] = batched(model, loss, config, params, chunk, iteration);
   };
   const auto count = static_cast<std::int64_t>(chunks.size());
   if (spread)
@@ -319,7 +298,7 @@ namespace detail {
 bool meta_gradient_splits_by_task(const MetaConfig& config, const MetaParams& params, const TaskBatch& batch) {
   const bool batched = config.algorithm != Algorithm::kernel && config.algorithm != Algorithm::metarkhs1;
   return batched && config.task_batched && unsplittable_reason(config).empty() && batched_rows_are_invariant(params) &&
-         batch.tasks() >= 4 && chunks_for_memory(batch) >= 2;
+         chunks_for_memory(batch) >= 2;
 }
 
 }  // namespace detail

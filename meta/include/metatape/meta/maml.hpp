@@ -114,9 +114,9 @@ struct MetaStep {
 // One meta-gradient on a meta-batch. `iteration` drives the multi-step loss
 // annealing. Records into a TapeScope of its own and releases it.
 // How: one graph of the whole batch (config.task_batched; the looped graph
-// without it), except on the CPU for a batch of four tasks or more whose
-// inputs exceed about 512 KiB (few-shot images) under an algorithm task_terms
-// batches and a config it can split (unsplittable_reason): then
+// without it), except on the CPU for a batch whose inputs exceed about
+// 256 KiB per graph (few-shot images: two tasks or more) under an algorithm
+// task_terms batches and a config it can split (unsplittable_reason): then
 // combine_task_terms of task_terms without exact rows, so that memory holds a
 // chunk of the batch's activations, and the chunks run over the threads
 // (with the same bits at any thread count) when they are at least as many.
@@ -164,12 +164,12 @@ struct TaskTerms {
 // whatever config.task_batched says, records one graph: every model
 // parameter and every learned rate copied per task (so row t of a rate's
 // gradient is task t's alone, not the tasks' sum), and one backward of
-// Σ_t O_t with respect to the copies; a single task is computed as the
-// first of two copies of itself (a one-task convolution sums its weight
-// gradient in another order). That holds on the CPU, where the batch is
-// cut into chunks of two tasks or more (one per thread where the tasks
-// allow, more for large inputs: about 512 KiB of inputs per graph, which
-// bounds the activations held at once) that run over the threads
+// Σ_t O_t with respect to the copies (a per-task convolution sums each
+// task's weight gradient in the same order for one task as for many). That
+// holds on the CPU, where the batch is cut into chunks of tasks (one per
+// thread where the tasks allow, more for large inputs: about 256 KiB of
+// inputs per graph, one task of 28x28 images, which bounds the activations
+// held at once) that run over the threads
 // (for_each_on_threads), each kernel unsplit: the rows, and so the step,
 // have the bits of one thread at any thread count (threads beyond the
 // chunks idle meanwhile). On a GPU, whose batched matrix products may sum in
