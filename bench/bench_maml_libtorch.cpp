@@ -23,8 +23,9 @@
 // With --only ntk or hvp (or by default after the MAML table) it also
 // compares the kernel figures of bench_kernel_libtorch.cpp.
 //
-//   build/bench/bench-maml-libtorch [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT]
-// (--match: only the MAML configurations whose name contains TEXT.)
+//   build/bench/bench-maml-libtorch [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT] [--ours-only]
+// (--match: only the MAML configurations whose name contains TEXT;
+// --ours-only: metatape's step time alone, for alternated thread counts.)
 // (--memory CONFIG VARIANT is the internal child mode of the memory figure.)
 #include <cblas.h>  // openblas_set_num_threads
 #include <unistd.h>
@@ -265,10 +266,16 @@ std::function<void()> step_of(int variant, const bench::MamlSetup& setup, const 
   };
 }
 
-void compare(int index, int threads, int repeats) {
+void compare(int index, int threads, int repeats, bool ours_only) {
   const Config& c = kConfigs[index];
   const bench::MamlSetup setup = make_setup(c);
   const Problem pr = make_problem(c, setup);
+  if (ours_only) {  // metatape's step time alone, for alternated runs
+    const bench::Timing t = median_times(step_of(0, setup, pr, threads), c.conv ? std::max(3, repeats / 4) : repeats);
+    std::printf("%-52s %-17s %10.3f %10.3f\n", c.name, "metatape", t.wall_ms, t.cpu_ms);
+    std::fflush(stdout);
+    return;
+  }
   // The gradient check runs in float64, where the two implementations must
   // agree to rounding (float32 would blur it with kink flips of ReLU and
   // max-pool).
@@ -322,6 +329,7 @@ int measure_memory(int index, int variant, int threads) {
 
 int main(int argc, char** argv) {
   int threads = 1, repeats = 21, memory_config = -1, memory_variant = -1;
+  bool ours_only = false;
   std::string only;   // empty: every comparison
   std::string match;  // empty: every MAML configuration
   for (int i = 1; i < argc; ++i) {
@@ -332,13 +340,16 @@ int main(int argc, char** argv) {
       repeats = std::atoi(argv[++i]);
     } else if (arg == "--only" && i + 1 < argc) {
       only = argv[++i];
+    } else if (arg == "--ours-only") {
+      ours_only = true;
     } else if (arg == "--match" && i + 1 < argc) {
       match = argv[++i];
     } else if (arg == "--memory" && i + 2 < argc) {
       memory_config = std::atoi(argv[++i]);
       memory_variant = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT] [--ours-only]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -364,7 +375,7 @@ int main(int argc, char** argv) {
     std::printf("%-52s %-17s %10s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "cpu ms",
                 "peak MiB", "vs ours", "f64 err");
     for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i)
-      if (std::string(kConfigs[i].name).find(match) != std::string::npos) compare(i, threads, repeats);
+      if (std::string(kConfigs[i].name).find(match) != std::string::npos) compare(i, threads, repeats, ours_only);
   }
   // A metatape error (an algorithm not built yet, say) ends that comparison
   // with its message, not the run.

@@ -211,6 +211,31 @@ TEST_SUITE("conv") {
     check_all("ungrouped, chunks summed in runs", many);
   }
 
+  TEST_CASE("per task: one task has the bits of the first of two, every kernel, both layouts, at 1 and 3 threads") {
+    // 600 images of 4x4 -> 2x2: more chunks than an ungrouped weight
+    // gradient's partial sums, which a per-task call must not use.
+    for (const std::int64_t channels : {8, 2}) {  // channels-last, channels-first columns
+      CAPTURE(channels);
+      ConvShape one = shape(1, 600, channels, 4, 4, 2, 1), two = shape(2, 600, channels, 4, 4, 2, 1);
+      one.per_task = two.per_task = true;
+      REQUIRE(metatape::kernels::cpu::conv_plan(one, ConvKind::weight_grad).chunks > 8);
+      const Operands both = operands(two, 5);
+      const auto first = [](const std::vector<double>& v) {
+        return std::vector<double>(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2));
+      };
+      const Operands alone{first(both.x), first(both.w), first(both.g)};
+      check_all("one task", one);
+      for (const ConvKind kind : kKinds) {
+        CAPTURE(kind_name(kind));
+        for (int threads : {1, 3}) {
+          CAPTURE(threads);
+          const std::vector<float> a = run<float>(one, alone, kind, threads), b = run<float>(two, both, kind, threads);
+          CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+        }
+      }
+    }
+  }
+
   TEST_CASE("batch norm and max-pool spread over threads: bit-identical to one thread") {
     using metatape::kernels::NormShape;
     // 2 groups × 8 channels of 16 × 256 values: several slices per chunk, several chunks.

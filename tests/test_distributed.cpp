@@ -206,8 +206,8 @@ TEST_SUITE("distributed") {
           CHECK(same_bits(flat(whole), flat(terms_by_slices(p, config, params, {0, 1, 2, 5}))));
           by_threads.push_back(whole);
         }
-        // Whatever the chunks (two of 5 tasks at 2 and 3 threads, the third
-        // thread idle) each kernel runs unsplit: the bits of one thread.
+        // Whatever the chunks (2 + 3 tasks at 2 threads, 2 + 2 + 1 at 3) each
+        // kernel runs unsplit: the bits of one thread.
         CHECK(same_bits(flat(by_threads[0]), flat(by_threads[1])));
         CHECK(same_bits(flat(by_threads[0]), flat(by_threads[2])));
         const double tolerance = p.batch.query_x.dtype() == f64 ? 1e-12 : 1e-5;

@@ -12,9 +12,9 @@
 //    permuted to [O, kh, kw, C] to match (O·C·kh·kw values, once per call).
 // Scratch (never saved for a backward pass) holds the permuted weights and,
 // per worker, one chunk's columns, its output rows and its transposed
-// images; the weight gradient of an ungrouped convolution also keeps a fixed
-// number of partial sums (each over a run of chunks), added in order, so
-// that every result is independent of the thread count.
+// images; the weight gradient of an ungrouped convolution (not per task)
+// also keeps a fixed number of partial sums (each over a run of chunks),
+// added in order, so that every result is independent of the thread count.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +31,7 @@ struct ConvPlan {
   std::int64_t workers;        // scratch slots: at most threads(), at most groups·chunks
   std::int64_t per_worker;     // scratch elements per slot
   std::int64_t weights;        // permuted weights (channels-last), all groups
-  std::int64_t segments;       // weight-gradient partial sums (ungrouped only), each over a run of chunks
+  std::int64_t segments;       // weight-gradient partial sums (ungrouped, not per task), each over a run of chunks
   std::int64_t partials;       // their elements
 };
 

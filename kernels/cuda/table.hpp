@@ -21,9 +21,10 @@
 
 namespace metatape::kernels::cuda {
 
-// Bump when a runtime entry below changes its meaning or signature (the
-// kernel list is fingerprinted on its own).
-inline constexpr std::uint64_t kBackendAbi = 1;
+// Bump when a runtime entry below changes its meaning or signature, or a
+// shape struct the kernels take by value (types.hpp) changes its layout (the
+// kernel list's text is fingerprinted on its own). 2: ConvShape::per_task.
+inline constexpr std::uint64_t kBackendAbi = 2;
 
 // The library's only exported symbol:
 //   extern "C" const CudaBackendTable* METATAPE_CUDA_BACKEND_ENTRY();
