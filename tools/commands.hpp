@@ -120,7 +120,8 @@ const std::vector<Option<AnalyzeArgs>>& analyze_options();       // analyze.cpp
 
 // What --threads accepts: 1 to metatape::max_num_threads() (option_tables.cpp).
 Integers thread_counts();
-inline constexpr const char* kThreadsHelp = "Threads for the CPU kernels and matrix products";
+inline constexpr const char* kThreadsHelp =
+    "CPU threads, over the meta-batch's tasks and inside the kernels and matrix products";
 
 // Each returns the process exit status; errors are thrown as metatape::Error.
 int run_train(const TrainArgs& args);
