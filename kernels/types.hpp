@@ -57,10 +57,11 @@ struct ConvShape {
   // or a replay) cannot make a kernel use more scratch than there is.
   std::int64_t cpu_workers = 0;
   // x [T, N, C, H, W] with weights per task (the engine's rank-5 call), also
-  // when T = 1: the CPU kernels then sum each task's weight gradient chunk
-  // after chunk, as for T > 1, so that a task's bits do not depend on how
-  // many tasks share the call. Ungrouped, the sum is cut into partial sums
-  // that several threads can share.
+  // when T = 1: with one worker (one thread, or inside an unsplit run) the
+  // CPU kernels then sum each task's weight gradient chunk after chunk, as
+  // for T > 1, so that a task's bits do not depend on how many tasks share
+  // the call. Otherwise one group's sum is cut into partial sums that several
+  // threads can share.
   bool per_task = false;
 
   METATAPE_HOST_DEVICE std::int64_t out_h() const { return window.out_h(h); }

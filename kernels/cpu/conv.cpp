@@ -199,7 +199,12 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   p.per_worker =
       p.chunk * L * (p.patch + O) + (p.channels_last ? p.chunk * s.in_channels * s.h * s.w + O * p.patch : 0);
   p.weights = p.channels_last ? s.groups * O * p.patch : 0;
-  p.segments = s.groups == 1 && !s.per_task ? std::min(p.chunks, kWeightGradSegments) : 0;
+  // One group's weight gradient is cut into partial sums that several
+  // workers can share, except where it must have the bits of a many-task
+  // call, which sums each group's chunks in order: a per-task call with one
+  // worker (at one thread, or inside an unsplit run).
+  const bool in_order = s.groups > 1 || (s.per_task && (workers == 1 || in_parallel_region()));
+  p.segments = in_order ? 0 : std::min(p.chunks, kWeightGradSegments);
   p.partials = p.segments * O * p.patch;
   return p;
 }
@@ -259,8 +264,8 @@ void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scr
   });
 }
 
-// dw = E(x, g) = Σ over images of g colsᵀ. Grouped (or per task, even one
-// task): one item per group, its chunks summed in order. Ungrouped: one item per segment (a run of chunks
+// dw = E(x, g) = Σ over images of g colsᵀ. Grouped (or one task's, by one
+// worker): one item per group, its chunks summed in order. Ungrouped: one item per segment (a run of chunks
 // summed in order) into its own partial sum, then the partials added in
 // segment order. Either way the sums' order does not depend on the thread
 // count.
@@ -269,7 +274,7 @@ void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* sc
   const ConvPlan p = conv_plan(s, ConvKind::weight_grad);
   const std::int64_t O = s.out_channels, P = p.patch, K = s.window.kernel_h * s.window.kernel_w;
   T* partials = scratch + p.weights + p.workers * p.per_worker;
-  if (s.groups > 1 || s.per_task) {
+  if (p.segments == 0) {
     for_each_item(s, p, s.groups, scratch + p.weights, [&](std::int64_t grp, const Work<T>& work) {
       T* dst = p.channels_last ? work.acc : dw + grp * O * P;
       if (p.chunks == 0) std::fill(dst, dst + O * P, T(0));
