@@ -68,9 +68,8 @@ kernels::ConvShape conv_shape(const char* op, const Shape& x, const Shape& w, Wi
   window.kernel_h = w[o + 2];
   window.kernel_w = w[o + 3];
   require_window(op, window, x[o + 2], x[o + 3]);
-  // The CPU kernels' scratch is sized for, and used by, this many workers:
-  // one where this thread's kernels run unsplit.
-  const std::int64_t workers = kernels::cpu::in_parallel_region() ? 1 : kernels::cpu::threads();
+  // The CPU kernels' scratch is sized for, and used by, this many workers.
+  const std::int64_t workers = kernels::cpu::available_threads();
   return {grouped ? x[0] : 1, x[o], x[o + 1], x[o + 2], x[o + 3], w[o], window, workers, grouped};
 }
 

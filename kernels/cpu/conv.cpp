@@ -194,7 +194,7 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   p.chunk = alone ? 1 : std::min(ceil_div(kTargetColumns, L), cap);
   p.chunk = std::clamp<std::int64_t>(p.chunk, 1, std::max<std::int64_t>(s.images, 1));
   p.chunks = ceil_div(s.images, p.chunk);
-  const std::int64_t workers = s.cpu_workers > 0 ? s.cpu_workers : threads();
+  const std::int64_t workers = s.cpu_workers > 0 ? s.cpu_workers : available_threads();
   p.workers = std::clamp<std::int64_t>(workers, 1, std::max<std::int64_t>(s.groups * p.chunks, 1));
   p.per_worker =
       p.chunk * L * (p.patch + O) + (p.channels_last ? p.chunk * s.in_channels * s.h * s.w + O * p.patch : 0);
@@ -203,7 +203,7 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   // workers can share, except where it must have the bits of a many-task
   // call, which sums each group's chunks in order: a per-task call with one
   // worker (at one thread, or inside an unsplit run).
-  const bool in_order = s.groups > 1 || (s.per_task && (workers == 1 || in_parallel_region()));
+  const bool in_order = s.groups > 1 || (s.per_task && workers == 1);
   p.segments = in_order ? 0 : std::min(p.chunks, kWeightGradSegments);
   p.partials = p.segments * O * p.patch;
   return p;

@@ -28,7 +28,7 @@ struct ConvPlan {
   std::int64_t pixels, patch;  // L = out_h·out_w; P = C·kh·kw
   std::int64_t chunk;          // images per chunk (one GEMM)
   std::int64_t chunks;         // chunks per group
-  std::int64_t workers;        // scratch slots: at most threads(), at most groups·chunks
+  std::int64_t workers;        // scratch slots: at most available_threads(), at most groups·chunks
   std::int64_t per_worker;     // scratch elements per slot
   std::int64_t weights;        // permuted weights (channels-last), all groups
   std::int64_t segments;       // weight-gradient partial sums (ungrouped, not per task), each over a run of chunks

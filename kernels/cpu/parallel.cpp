@@ -140,6 +140,8 @@ int threads() { return thread_count.load(); }
 
 bool in_parallel_region() { return inside_chunk; }
 
+int available_threads() { return inside_chunk ? 1 : thread_count.load(); }
+
 UnsplitRegion::UnsplitRegion() : previous_(inside_chunk) { inside_chunk = true; }
 UnsplitRegion::~UnsplitRegion() { inside_chunk = previous_; }
 
@@ -176,7 +178,7 @@ void parallel_for(std::int64_t n, std::int64_t grain, RangeBody body) {
 void parallel_for_unsplit(std::int64_t n, RangeBody body) {
   if (n <= 0) return;
   // A pool chunk runs inside the parallel region already (claim_chunks).
-  const std::int64_t chunks = detail::active_recording ? 1 : std::min<std::int64_t>(n, parallel_chunks(n, 1));
+  const std::int64_t chunks = detail::active_recording ? 1 : parallel_chunks(n, 1);
   if (chunks > 1 && pool().run(n, chunks, body)) {
     jobs_run.fetch_add(1);
     return;

@@ -25,6 +25,10 @@ int threads();
 // parallel_for runs serially on it.
 bool in_parallel_region();
 
+// The threads a kernel called here may use: 1 inside a parallel region,
+// threads() elsewhere (what sizes a kernel's per-worker scratch).
+int available_threads();
+
 // How many parallel_for calls have been handed to the pool's threads since
 // the program started (for tests that check which work is split).
 std::uint64_t pool_jobs();

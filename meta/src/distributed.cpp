@@ -126,6 +126,29 @@ std::vector<TaskRange> task_chunks(const TaskBatch& batch, int threads) {
 using BatchedTerms = TaskTerms (*)(const Model&, Loss, const MetaConfig&, const MetaParams&, const TaskBatch&,
                                    std::int64_t);
 
+// The batched terms of `algorithm`, or null for the kernel algorithm and
+// Meta-RKHS-I, which are computed one task at a time (looped_task_terms).
+BatchedTerms batched_terms_of(Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::reptile:
+      return reptile_task_terms;
+    case Algorithm::pretrain:
+      return pretrain_task_terms;
+    case Algorithm::kernel:
+    case Algorithm::metarkhs1:
+      return nullptr;
+    default:
+      return maml_task_terms;
+  }
+}
+
+// One chunk per task.
+std::vector<TaskRange> each_task(std::int64_t tasks) {
+  std::vector<TaskRange> out;
+  for (std::int64_t t = 0; t < tasks; ++t) out.push_back({t, t + 1});
+  return out;
+}
+
 // The terms of each chunk of `batch`, concatenated. `spread`: the chunks
 // run over the threads, each kernel unsplit (for_each_on_threads), so that
 // each row has the bits of one thread's; otherwise one chunk after another.
@@ -144,16 +167,6 @@ TaskTerms chunk_terms(BatchedTerms batched, const Model& model, Loss loss, const
   else
     for (std::int64_t c = 0; c < count; ++c) one(c);
   return parts.size() == 1 ? parts.front() : concat_task_terms(parts);
-}
-
-// The batched terms of each one-task slice in turn: rows that do not depend
-// on which tasks share a graph, with the kernels split over the threads.
-TaskTerms one_task_at_a_time(BatchedTerms batched, const Model& model, Loss loss, const MetaConfig& config,
-                             const MetaParams& params, const TaskBatch& batch, std::int64_t iteration) {
-  std::vector<TaskTerms> parts;
-  for (std::int64_t t = 0; t < batch.tasks(); ++t)
-    parts.push_back(batched(model, loss, config, params, batch.slice(t, t + 1), iteration));
-  return concat_task_terms(parts);
 }
 
 // The kernel algorithm and Meta-RKHS-I, one task at a time: a one-task
@@ -266,23 +279,12 @@ TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, co
   // Constants on every thread's tape, whatever the caller recorded.
   const TaskBatch inputs{batch.support_x.detach(), batch.support_y.detach(), batch.query_x.detach(),
                          batch.query_y.detach()};
-  BatchedTerms batched = maml_task_terms;
-  switch (config.algorithm) {
-    case Algorithm::reptile:
-      batched = reptile_task_terms;
-      break;
-    case Algorithm::pretrain:
-      batched = pretrain_task_terms;
-      break;
-    case Algorithm::kernel:
-    case Algorithm::metarkhs1:
-      return looped_task_terms(model, loss, config, params, inputs, iteration);
-    default:
-      break;
-  }
-  if (!batched_rows_are_invariant(params)) {  // a GPU
+  const BatchedTerms batched = batched_terms_of(config.algorithm);
+  if (!batched) return looped_task_terms(model, loss, config, params, inputs, iteration);
+  if (!batched_rows_are_invariant(params)) {  // a GPU: the whole batch, or one task at a time
     if (!exact_rows) return batched(model, loss, config, params, inputs, iteration);
-    return one_task_at_a_time(batched, model, loss, config, params, inputs, iteration);
+    return chunk_terms(batched, model, loss, config, params, inputs, iteration, each_task(inputs.tasks()),
+                       /*spread=*/false);
   }
   // Exact rows keep every kernel unsplit, also when the chunks are fewer
   // than the threads (some then idle): a kernel split over the threads may
@@ -296,9 +298,8 @@ TaskTerms task_terms(const Model& model, Loss loss, const MetaConfig& config, co
 namespace detail {
 
 bool meta_gradient_splits_by_task(const MetaConfig& config, const MetaParams& params, const TaskBatch& batch) {
-  const bool batched = config.algorithm != Algorithm::kernel && config.algorithm != Algorithm::metarkhs1;
-  return batched && config.task_batched && unsplittable_reason(config).empty() && batched_rows_are_invariant(params) &&
-         chunks_for_memory(batch) >= 2;
+  return batched_terms_of(config.algorithm) && config.task_batched && unsplittable_reason(config).empty() &&
+         batched_rows_are_invariant(params) && chunks_for_memory(batch) >= 2;
 }
 
 }  // namespace detail
