@@ -65,16 +65,10 @@ class NcclCommunicator final : public Communicator {
 
   std::vector<Tensor> all_reduce_sum(const std::vector<Tensor>& tensors) override {
     require_same_list("all_reduce_sum", tensors, describe_tensors(tensors));
-    std::vector<Tensor> in, out;
-    for (const Tensor& t : tensors) in.push_back(on_gpu(t)), out.push_back(empty(t.shape(), t.dtype(), Device::cuda));
-    run("ncclAllReduce", [&] {
-      for (std::size_t i = 0; i < in.size(); ++i)
-        check_nccl(ncclAllReduce(in[i].raw_data(), out[i].raw_data(), static_cast<std::size_t>(in[i].numel()),
-                                 nccl_type(in[i].dtype()), ncclSum, comm_, stream_),
-                   "ncclAllReduce", rank_, comm_);
+    return each_on_gpu("ncclAllReduce", tensors, [&](Tensor& in, Tensor& out) {
+      return ncclAllReduce(in.raw_data(), out.raw_data(), static_cast<std::size_t>(in.numel()), nccl_type(in.dtype()),
+                           ncclSum, comm_, stream_);
     });
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = back_to(out[i], tensors[i]);
-    return out;
   }
 
   std::vector<Tensor> broadcast(const std::vector<Tensor>& tensors, int root) override {
@@ -82,16 +76,10 @@ class NcclCommunicator final : public Communicator {
     if (root < 0 || root >= size())
       throw CommunicatorError("broadcast: root " + std::to_string(root) + " is not a rank of " +
                               std::to_string(size()) + " processes");
-    std::vector<Tensor> in, out;
-    for (const Tensor& t : tensors) in.push_back(on_gpu(t)), out.push_back(empty(t.shape(), t.dtype(), Device::cuda));
-    run("ncclBroadcast", [&] {
-      for (std::size_t i = 0; i < in.size(); ++i)
-        check_nccl(ncclBroadcast(in[i].raw_data(), out[i].raw_data(), static_cast<std::size_t>(in[i].numel()),
-                                 nccl_type(in[i].dtype()), root, comm_, stream_),
-                   "ncclBroadcast", rank_, comm_);
+    return each_on_gpu("ncclBroadcast", tensors, [&](Tensor& in, Tensor& out) {
+      return ncclBroadcast(in.raw_data(), out.raw_data(), static_cast<std::size_t>(in.numel()), nccl_type(in.dtype()),
+                           root, comm_, stream_);
     });
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = back_to(out[i], tensors[i]);
-    return out;
   }
 
   Tensor all_gather(const Tensor& local) override;
@@ -128,6 +116,20 @@ class NcclCommunicator final : public Communicator {
     }
     check_nccl(ncclGroupEnd(), what, rank_, comm_);
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", rank_);
+  }
+
+  // collective(in, out), an NCCL call, for each tensor: from a GPU copy of it
+  // into a fresh GPU tensor, all in one group; each result back where its
+  // input was.
+  template <class Collective>
+  std::vector<Tensor> each_on_gpu(const char* what, const std::vector<Tensor>& tensors, Collective collective) {
+    std::vector<Tensor> in, out;
+    for (const Tensor& t : tensors) in.push_back(on_gpu(t)), out.push_back(empty(t.shape(), t.dtype(), Device::cuda));
+    run(what, [&] {
+      for (std::size_t i = 0; i < in.size(); ++i) check_nccl(collective(in[i], out[i]), what, rank_, comm_);
+    });
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = back_to(out[i], tensors[i]);
+    return out;
   }
 
   std::shared_ptr<Communicator> bootstrap_;
