@@ -264,7 +264,8 @@ void BM_Conv_Kernel(benchmark::State& state, ConvCase c, ConvKind kind) {
   mt::Tensor scratch = mt::zeros({K::conv_scratch_size(s)});
   for (auto _ : state) {
     if (kind == ConvKind::forward)
-      K::conv2d_forward<float>(s, x.data<float>(), w.data<float>(), out.data<float>(), scratch.data<float>());
+      K::conv2d_forward<float>(s, x.data<float>(), w.data<float>(), nullptr, 0, out.data<float>(),
+                               scratch.data<float>());
     else if (kind == ConvKind::input_grad)
       K::conv2d_input_grad<float>(s, g.data<float>(), w.data<float>(), out.data<float>(), scratch.data<float>());
     else

@@ -96,7 +96,7 @@ template <class T>
 void call_kernel(const ConvShape& s, ConvKind kind, const std::vector<T>& x, const std::vector<T>& w,
                  const std::vector<T>& g, std::vector<T>& out, std::vector<T>& scratch) {
   if (kind == ConvKind::forward)
-    K::conv2d_forward<T>(s, x.data(), w.data(), out.data(), scratch.data());
+    K::conv2d_forward<T>(s, x.data(), w.data(), nullptr, 0, out.data(), scratch.data());
   else if (kind == ConvKind::input_grad)
     K::conv2d_input_grad<T>(s, g.data(), w.data(), out.data(), scratch.data());
   else
@@ -250,6 +250,33 @@ TEST_SUITE("conv") {
     }
   }
 
+  TEST_CASE("the forward's bias: the convolution's bits plus the bias, per group or shared, at every layout") {
+    // 12×12 outputs (written image by image) and 4×4 (chunks of images);
+    // 2 and 9 input channels (channels-first and channels-last columns).
+    for (const ConvShape& s : {shape(2, 3, 2, 12, 5, 1, 1), shape(2, 6, 2, 4, 5, 1, 1), shape(2, 3, 9, 12, 5, 1, 1),
+                               shape(2, 6, 9, 4, 5, 1, 1)}) {
+      const Operands in = operands(s, 11);
+      const std::vector<float> plain = run<float>(s, in, ConvKind::forward, 1);
+      const std::vector<float> x = cast<float>(in.x), w = cast<float>(in.w);
+      const std::vector<float> bias = cast<float>(random_values(s.groups * s.out_channels, 14));
+      const std::int64_t pixels = s.out_h() * s.out_w(), per_group = s.images * s.out_channels * pixels;
+      for (const std::int64_t stride : {std::int64_t{0}, s.out_channels}) {
+        std::vector<float> y(plain.size(), -7.0f), scratch(static_cast<std::size_t>(K::conv_scratch_size(s)));
+        K::conv2d_forward<float>(s, x.data(), w.data(), bias.data(), stride, y.data(), scratch.data());
+        bool same = true;
+        for (std::size_t i = 0; i < y.size(); ++i) {
+          const std::int64_t at = static_cast<std::int64_t>(i), grp = at / per_group;
+          const std::int64_t channel = (at / pixels) % s.out_channels;
+          same = same && y[i] == plain[i] + bias[static_cast<std::size_t>(grp * stride + channel)];
+        }
+        CAPTURE(s.in_channels);
+        CAPTURE(s.h);
+        CAPTURE(stride);
+        CHECK(same);
+      }
+    }
+  }
+
   TEST_CASE("batch norm and max-pool spread over threads: bit-identical to one thread") {
     using metatape::kernels::NormShape;
     // 2 groups × 8 channels of 16 × 256 values: several slices per chunk, several chunks.
@@ -276,14 +303,103 @@ TEST_SUITE("conv") {
     x[5] = std::nanf("");
     const metatape::kernels::Window2d pool{2, 2, 2, 2, 0, 0};
     std::vector<std::int64_t> index[2];
+    std::vector<float> maxima[2], unpooled[2];
     for (int t = 0; t < 2; ++t) {
       metatape::kernels::cpu::set_threads(t + 1);
       index[t].assign(600 * 16, -1);
-      K::max_pool_argmax<float>(x.data(), 600, 8, 8, pool, index[t].data());
+      maxima[t].assign(600 * 16, -7.0f);
+      unpooled[t].assign(600 * 64, -7.0f);
+      K::max_pool<float>(x.data(), 600, 8, 8, pool, maxima[t].data(), index[t].data());
+      K::max_unpool<float>(maxima[t].data(), index[t].data(), 600, 8, 8, pool, unpooled[t].data());
     }
     metatape::kernels::cpu::set_threads(1);
     CHECK(index[0] == index[1]);
     CHECK(index[0][2] == 5);  // the NaN (row 0, column 5) wins its window (0, 2)
+    CHECK(std::isnan(maxima[0][2]));
+    for (std::size_t i = 0; i < index[0].size(); ++i)
+      if (i != 2) CHECK(maxima[0][i] == x[static_cast<std::size_t>(index[0][i])]);
+    // Unpooled: each maximum back at its index, zeros elsewhere.
+    std::vector<bool> picked(x.size(), false);
+    for (const std::int64_t i : index[0]) picked[static_cast<std::size_t>(i)] = true;
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if (i != 5) CHECK(unpooled[0][i] == (picked[i] ? x[i] : 0.0f));
+    CHECK(std::memcmp(maxima[0].data(), maxima[1].data(), maxima[0].size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(unpooled[0].data(), unpooled[1].data(), unpooled[0].size() * sizeof(float)) == 0);
+  }
+
+  TEST_CASE("batch norm kernels against the float64 formulas: rows of every length, offsets far from zero") {
+    using metatape::kernels::NormShape;
+    // Row lengths below, at and past the lanes' rounds (lane_sum.hpp); values
+    // 30 ± 2, where a one-pass Σx² − (Σx)²/n in float would lose most digits.
+    for (const std::int64_t spatial : {1, 9, 31, 32, 33, 49, 100})
+      for (const bool relu : {false, true})
+        for (const bool per_group : {false, true}) {
+          const NormShape s{2, 5, 3, spatial, per_group, 1e-3, relu};
+          const std::int64_t rows = s.groups * s.batch * s.channels, n = rows * spatial;
+          const std::int64_t affine = per_group ? s.groups * s.channels : s.channels;
+          std::vector<float> x = cast<float>(random_values(n, 21)), g = cast<float>(random_values(n, 22));
+          for (float& v : x) v = 30.0f + 2.0f * v;
+          const std::vector<float> gamma = cast<float>(random_values(affine, 23)),
+                                   beta = cast<float>(random_values(affine, 24));
+          std::vector<float> y(static_cast<std::size_t>(n)), dx(y.size()), dgamma(gamma.size()), dbeta(gamma.size());
+          K::batch_norm_forward<float>(s, x.data(), gamma.data(), beta.data(), y.data());
+          K::batch_norm_backward<float>(s, x.data(), gamma.data(), beta.data(), g.data(), dx.data(), dgamma.data(),
+                                        dbeta.data());
+          std::vector<double> dgamma_ref(gamma.size(), 0.0), dbeta_ref(gamma.size(), 0.0);
+          double y_error = 0, dx_error = 0, dx_scale = 0;
+          for (std::int64_t grp = 0; grp < s.groups; ++grp)
+            for (std::int64_t c = 0; c < s.channels; ++c) {
+              const auto at = [&](std::int64_t b, std::int64_t i) {
+                return static_cast<std::size_t>(((grp * s.batch + b) * s.channels + c) * spatial + i);
+              };
+              const double count = static_cast<double>(s.batch * spatial);
+              double mean = 0, var = 0;
+              for (std::int64_t b = 0; b < s.batch; ++b)
+                for (std::int64_t i = 0; i < spatial; ++i) mean += x[at(b, i)] / count;
+              for (std::int64_t b = 0; b < s.batch; ++b)
+                for (std::int64_t i = 0; i < spatial; ++i) var += (x[at(b, i)] - mean) * (x[at(b, i)] - mean) / count;
+              const double rstd = 1.0 / std::sqrt(var + s.eps);
+              const std::size_t a = static_cast<std::size_t>(per_group ? grp * s.channels + c : c);
+              double sum_g = 0, sum_g_xhat = 0;  // of g masked by the ReLU
+              const auto xhat = [&](std::int64_t b, std::int64_t i) { return (x[at(b, i)] - mean) * rstd; };
+              const auto masked = [&](std::int64_t b, std::int64_t i) {
+                return relu && xhat(b, i) * gamma[a] + beta[a] <= 0 ? 0.0 : static_cast<double>(g[at(b, i)]);
+              };
+              for (std::int64_t b = 0; b < s.batch; ++b)
+                for (std::int64_t i = 0; i < spatial; ++i) {
+                  const double pre = xhat(b, i) * gamma[a] + beta[a];
+                  y_error = std::max(y_error, std::abs(y[at(b, i)] - (relu ? std::max(pre, 0.0) : pre)));
+                  sum_g += masked(b, i);
+                  sum_g_xhat += masked(b, i) * xhat(b, i);
+                }
+              dbeta_ref[a] += sum_g;
+              dgamma_ref[a] += sum_g_xhat;
+              for (std::int64_t b = 0; b < s.batch; ++b)
+                for (std::int64_t i = 0; i < spatial; ++i) {
+                  const double ref = gamma[a] * rstd * (masked(b, i) - sum_g / count - xhat(b, i) * sum_g_xhat / count);
+                  dx_error = std::max(dx_error, std::abs(dx[at(b, i)] - ref));
+                  dx_scale = std::max(dx_scale, std::abs(ref));
+                }
+            }
+          CAPTURE(spatial);
+          CAPTURE(relu);
+          CAPTURE(per_group);
+          CHECK(y_error < 1e-4);  // |y| ≲ 4; float's x · scale + shift at |x| = 30
+          CHECK(dx_error < 1e-4 * dx_scale + 1e-6);
+          for (std::size_t a = 0; a < gamma.size(); ++a) {
+            CHECK(dbeta[a] == doctest::Approx(dbeta_ref[a]).epsilon(1e-5));
+            CHECK(dgamma[a] == doctest::Approx(dgamma_ref[a]).epsilon(1e-4));
+          }
+        }
+    // No values (an empty batch, or 0×0 maps): gamma's and beta's gradients are 0.
+    for (const NormShape s : {NormShape{1, 0, 3, 4, false, 1e-3, true}, NormShape{1, 2, 3, 0, false, 1e-3, false}}) {
+      const std::vector<float> gamma(3, 1.0f), beta(3, 0.0f);
+      std::vector<float> dgamma(3, -7.0f), dbeta(3, -7.0f);
+      K::batch_norm_backward<float>(s, nullptr, gamma.data(), beta.data(), nullptr, nullptr, dgamma.data(),
+                                    dbeta.data());
+      CHECK(dgamma == std::vector<float>(3, 0.0f));
+      CHECK(dbeta == std::vector<float>(3, 0.0f));
+    }
   }
 
   TEST_CASE("no images: the outputs are written, the weight gradient is zero") {

@@ -14,6 +14,7 @@
 
 #include "engine/src/backend.hpp"
 #include "kernels/cpu/backend.hpp"
+#include "kernels/cpu/gemm.hpp"
 #include "kernels/error.hpp"
 #include "metatape/error.hpp"
 
@@ -23,6 +24,56 @@ using mt::kernels::UnaryOp;
 using K = mt::kernels::cpu::CpuKernels;
 
 namespace {
+
+// gemm on every shape with a dimension of 1 (routed to gemv or an
+// untransposed product) and one without, every transpose, leading
+// dimensions wider than the matrices (vectors spaced apart), beta 0 over
+// NaN (ignored) and beta −0.5; against the sum written out in long double.
+template <class T>
+void check_gemm_degenerate(double tolerance) {
+  struct Dims {
+    std::int64_t m, n, k;
+  };
+  for (const Dims d : {Dims{1, 7, 5}, Dims{6, 1, 5}, Dims{6, 7, 1}, Dims{1, 1, 5}, Dims{1, 7, 1}, Dims{6, 1, 1},
+                       Dims{1, 1, 1}, Dims{6, 7, 5}})
+    for (const bool ta : {false, true})
+      for (const bool tb : {false, true})
+        for (const T beta : {T(0), T(-0.5)}) {
+          // Stored A is [k, m] if transposed, else [m, k]; B [n, k] or [k, n]; 3 spare columns each.
+          const std::int64_t lda = (ta ? d.m : d.k) + 3, ldb = (tb ? d.k : d.n) + 3, ldc = d.n + 3;
+          std::vector<T> a(static_cast<std::size_t>((ta ? d.k : d.m) * lda)),
+              b(static_cast<std::size_t>((tb ? d.n : d.k) * ldb));
+          for (std::size_t i = 0; i < a.size(); ++i) a[i] = T(std::sin(1.0 + static_cast<double>(i)));
+          for (std::size_t i = 0; i < b.size(); ++i) b[i] = T(std::cos(2.0 + 0.7 * static_cast<double>(i)));
+          std::vector<T> c(static_cast<std::size_t>(d.m * ldc),
+                           beta == T(0) ? std::numeric_limits<T>::quiet_NaN() : T(0.25));
+          const std::vector<T> c0 = c;
+          mt::kernels::cpu::gemm<T>(ta, tb, d.m, d.n, d.k, T(0.75), a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+          for (std::int64_t i = 0; i < d.m; ++i)
+            for (std::int64_t j = 0; j < ldc; ++j) {
+              const std::size_t at = static_cast<std::size_t>(i * ldc + j);
+              CAPTURE(d.m);
+              CAPTURE(d.n);
+              CAPTURE(d.k);
+              CAPTURE(ta);
+              CAPTURE(tb);
+              CAPTURE(beta);
+              CAPTURE(i);
+              CAPTURE(j);
+              if (j >= d.n) {  // past the matrix: untouched
+                CHECK((std::isnan(c0[at]) ? std::isnan(c[at]) : c[at] == c0[at]));
+                continue;
+              }
+              long double sum = 0;
+              for (std::int64_t l = 0; l < d.k; ++l)
+                sum += static_cast<long double>(a[static_cast<std::size_t>(ta ? l * lda + i : i * lda + l)]) *
+                       b[static_cast<std::size_t>(tb ? j * ldb + l : l * ldb + j)];
+              const long double expected =
+                  0.75L * sum + (beta == T(0) ? 0.0L : static_cast<long double>(beta) * c0[at]);
+              CHECK(std::abs(static_cast<double>(c[at] - expected)) <= tolerance);
+            }
+        }
+}
 
 template <class T>
 const std::vector<T> kSpecial = {-std::numeric_limits<T>::infinity(),
@@ -95,6 +146,11 @@ void check_unary_special_values() {
 }  // namespace
 
 TEST_SUITE("kernels") {
+  TEST_CASE("gemm with a dimension of 1: every transpose and leading dimension, beta 0 ignores NaN") {
+    check_gemm_degenerate<float>(1e-5);
+    check_gemm_degenerate<double>(1e-13);
+  }
+
   TEST_CASE("unary kernels on the CPU: overflow-free sigmoid, NaN through relu, pow's exact fast paths") {
     check_unary_special_values<double>();
     check_unary_special_values<float>();
@@ -147,8 +203,12 @@ TEST_SUITE("kernels") {
     mt::kernels::Window2d window;
     window.kernel_h = window.kernel_w = window.stride_h = window.stride_w = 2;
     std::vector<std::int64_t> pooled(3);
-    K::max_pool_argmax<double>(image.data(), 1, 2, 6, window, pooled.data());
+    std::vector<double> maxima(3);
+    K::max_pool<double>(image.data(), 1, 2, 6, window, maxima.data(), pooled.data());
     CHECK(pooled == std::vector<std::int64_t>{1, 3, 4});
+    CHECK(maxima[0] == 5);
+    CHECK(std::isnan(maxima[1]));
+    CHECK(maxima[2] == -1);
   }
 
   TEST_CASE("label positions clamp a label outside [0, classes) into it, so reads stay in bounds") {

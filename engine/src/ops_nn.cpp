@@ -1,7 +1,8 @@
-// Neural-network ops. Primitives: log_softmax, and conv2d with its two
-// adjoints (im2col + GEMM, in chunks), batch_norm (one fused pass forward).
-// Compositions, differentiated through their parts: max_pool2d is a take at
-// the windows' arg-max, softmax and the losses are reductions.
+// Neural-network ops. Primitives: log_softmax, conv2d with its two adjoints
+// (im2col + GEMM, in chunks), batch_norm (one fused pass forward), and
+// max_pool2d with its adjoint max_unpool2d (whose own adjoint is a take at
+// the same indices). Compositions, differentiated through their parts:
+// softmax and the losses are reductions.
 #include "backend.hpp"
 #include "kernels/cpu/parallel.hpp"
 #include "metatape/error.hpp"
@@ -93,25 +94,52 @@ void with_scratch(Device device, DType dtype, const kernels::ConvShape& s, F&& f
   });
 }
 
+// --- conv2d: x ⋆ w, plus an optional bias (input 2) ---
+// The bias is [O], or for task-grouped x also [T, O] (one per task).
+void require_conv_bias(Inputs in, const kernels::ConvShape& s, bool grouped) {
+  const Tensor& bias = *in[2];
+  require_floating("conv2d", bias, 2);
+  require_same_dtype("conv2d", *in[0], bias);
+  const Shape shared{s.out_channels}, per_group{s.groups, s.out_channels};
+  if (bias.shape() != shared && !(grouped && bias.shape() == per_group))
+    throw ShapeError("conv2d: bias must be " + shared.str() + (grouped ? " or " + per_group.str() : std::string()) +
+                     " for weight " + in[1]->shape().str() + ", got " + bias.shape().str());
+}
+
 void conv2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  if (in.size() != 2 && in.size() != 3)
+    throw ValueError("conv2d: expected x, weight and an optional bias, got " + std::to_string(in.size()) + " inputs");
   require_floating("conv2d", *in[0], 0);
   require_floating("conv2d", *in[1], 1);
   require_same_dtype("conv2d", *in[0], *in[1]);
   const auto s = conv_shape("conv2d", in[0]->shape(), in[1]->shape(), attrs.window);
+  if (in.size() == 3) require_conv_bias(in, s, in[0]->rank() == 5);
   out[0] = {conv_output_shape(in[0]->shape(), s), in[0]->dtype()};
 }
 void conv2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   const auto s = conv_shape("conv2d", in[0]->shape(), in[1]->shape(), attrs.window);
+  const Tensor* bias = in.size() == 3 ? in[2] : nullptr;
+  const std::int64_t bias_group_stride = bias != nullptr && bias->rank() == 2 ? s.out_channels : 0;
   with_scratch(out[0].device(), out[0].dtype(), s, [&]<class K, class T>(T* scratch) {
-    K::template conv2d_forward<T>(s, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), scratch);
+    K::template conv2d_forward<T>(s, in[0]->data<T>(), in[1]->data<T>(), bias ? bias->data<T>() : nullptr,
+                                  bias_group_stride, out[0].data<T>(), scratch);
   });
 }
 Tensor conv2d_input_grad(const Tensor& g, const Tensor& w, const Window2d& window, const Shape& x_shape);
 Tensor conv2d_weight_grad(const Tensor& x, const Tensor& g, const Window2d& window, const Shape& w_shape);
+// The bias's gradient sums g over the images and pixels (and the tasks, for
+// a shared bias of task-grouped x).
 void conv2d_backward(BackwardContext& c) {
   const Tensor &x = c.input(0), &w = c.input(1);
   if (c.needs_grad(0)) c.set_grad(0, conv2d_input_grad(c.grad_output(), w, c.attrs().window, x.shape()));
   if (c.needs_grad(1)) c.set_grad(1, conv2d_weight_grad(x, c.grad_output(), c.attrs().window, w.shape()));
+  if (c.num_inputs() == 3 && c.needs_grad(2)) {
+    const Shape& bias = c.input_shape(2);
+    const std::int64_t channels = bias[bias.rank() - 1];
+    const Shape to =
+        x.rank() == 5 ? Shape{bias.rank() == 2 ? bias[0] : 1, 1, channels, 1, 1} : Shape{1, channels, 1, 1};
+    c.set_grad(2, reshape(sum_to(c.grad_output(), to), bias));
+  }
 }
 
 // --- conv2d_input_grad: D(g, w), shaped like x (attrs.shape) ---
@@ -279,6 +307,68 @@ void batch_norm_backward(BackwardContext& c) {
   }
 }
 
+// --- max_pool2d: each window's maximum, and (output 1, i64) its index into x ---
+// x is [..., H, W] of rank 3 to 5, pooled plane by plane over attrs.window.
+struct PoolPlanes {
+  std::int64_t planes, h, w;
+};
+
+PoolPlanes pool_planes(const char* op, const Shape& x, const Window2d& window) {
+  if (x.rank() < 3 || x.rank() > 5)
+    throw ShapeError(std::string(op) + ": expected [..., H, W] of rank 3 to 5, got " + x.str());
+  const std::int64_t h = x[x.rank() - 2], w = x[x.rank() - 1];
+  require_window(op, window, h, w);
+  return {h * w == 0 ? 0 : x.numel() / (h * w), h, w};
+}
+
+Shape pooled_shape(const Shape& x, const Window2d& window) {
+  Shape out = x;
+  out[x.rank() - 2] = window.out_h(x[x.rank() - 2]);
+  out[x.rank() - 1] = window.out_w(x[x.rank() - 1]);
+  return out;
+}
+
+void max_pool2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  require_floating("max_pool2d", *in[0], 0);
+  (void)pool_planes("max_pool2d", in[0]->shape(), attrs.window);
+  const Shape pooled = pooled_shape(in[0]->shape(), attrs.window);
+  out[0] = {pooled, in[0]->dtype()};
+  out[1] = {pooled, DType::i64};
+}
+void max_pool2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const PoolPlanes p = pool_planes("max_pool2d", in[0]->shape(), attrs.window);
+  dispatch(in[0]->device(), in[0]->dtype(), [&]<class K, class T>() {
+    K::template max_pool<T>(in[0]->data<T>(), p.planes, p.h, p.w, attrs.window, out[0].data<T>(),
+                            out[1].data<std::int64_t>());
+  });
+}
+void max_pool2d_backward(BackwardContext& c) {
+  c.set_grad(0, max_unpool2d(c.grad_output(0), c.output(1), c.attrs().window, c.input_shape(0)));
+}
+
+// --- max_unpool2d: zeros(attrs.shape) with entry index[i] += g[i] ---
+// The adjoint of max_pool2d, with its index output: every index lies in its
+// own plane, as max_pool2d writes them (which is why this op is internal).
+void max_unpool2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  require_floating("max_unpool2d", *in[0], 0);
+  if (in[1]->dtype() != DType::i64)
+    throw DTypeError(std::string("max_unpool2d: input 1 (the index) must be i64, not ") + dtype_name(in[1]->dtype()));
+  (void)pool_planes("max_unpool2d", attrs.shape, attrs.window);
+  const Shape pooled = pooled_shape(attrs.shape, attrs.window);
+  if (in[0]->shape() != pooled || in[1]->shape() != pooled)
+    throw ShapeError("max_unpool2d: gradient " + in[0]->shape().str() + " and index " + in[1]->shape().str() +
+                     " must both be " + pooled.str() + ", the pooled shape of " + attrs.shape.str());
+  out[0] = {attrs.shape, in[0]->dtype()};
+}
+void max_unpool2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const PoolPlanes p = pool_planes("max_unpool2d", attrs.shape, attrs.window);
+  dispatch(in[0]->device(), in[0]->dtype(), [&]<class K, class T>() {
+    K::template max_unpool<T>(in[0]->data<T>(), in[1]->data<std::int64_t>(), p.planes, p.h, p.w, attrs.window,
+                              out[0].data<T>());
+  });
+}
+void max_unpool2d_backward(BackwardContext& c) { c.set_grad(0, take_checked(c.grad_output(), c.input(1), true)); }
+
 Window2d square_window(std::int64_t kernel, std::int64_t stride, std::int64_t padding) {
   return {kernel, kernel, stride, stride, padding, padding};
 }
@@ -302,7 +392,7 @@ const OpDef log_softmax_op = {.name = "log_softmax", .arity = 1, .num_outputs = 
           make_sample("[2, 3, 4] axis 1", {sample_uniform({2, 3, 4}, g, d, -2.0, 2.0)},
                       [](const std::vector<Tensor>& in) { return log_softmax(in[0], 1); })};
     }};
-const OpDef conv2d_op = {.name = "conv2d", .arity = 2, .num_outputs = 1, .saves = save_input(0) | save_input(1),
+const OpDef conv2d_op = {.name = "conv2d", .arity = kVariadic, .num_outputs = 1, .saves = save_input(0) | save_input(1),
     .nondiff = 0, .is_view = false,
     .shape_rule = conv2d_rule, .forward = conv2d_forward, .backward = conv2d_backward,
     .samples = conv2d_samples};
@@ -341,6 +431,14 @@ const OpDef batch_norm_op = {.name = "batch_norm", .arity = 3, .num_outputs = 1,
     .saves = save_input(0) | save_input(1) | save_input(2), .nondiff = 0, .is_view = false,
     .shape_rule = batch_norm_rule, .forward = batch_norm_forward, .backward = batch_norm_backward,
     .samples = batch_norm_samples};
+const OpDef max_pool2d_op = {.name = "max_pool2d", .arity = 1, .num_outputs = 2, .saves = kSaveOutputs,
+    .nondiff = 0, .is_view = false,
+    .shape_rule = max_pool2d_rule, .forward = max_pool2d_forward, .backward = max_pool2d_backward,
+    .samples = max_pool2d_samples};
+const OpDef max_unpool2d_op = {.name = "max_unpool2d", .arity = 2, .num_outputs = 1, .saves = save_input(1),
+    .nondiff = index_input(1), .is_view = false,
+    .shape_rule = max_unpool2d_rule, .forward = max_unpool2d_forward, .backward = max_unpool2d_backward,
+    .samples = max_unpool2d_samples};
 // clang-format on
 
 std::vector<OpSample> softmax_samples(Generator& gen, DType dtype) {
@@ -369,7 +467,20 @@ std::vector<OpSample> conv2d_samples(Generator& gen, DType dtype) {
                   [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 2, .padding = 0}); }),
       make_sample("task-batched, weight per task",
                   {sample_uniform({2, 2, 1, 4, 4}, gen, dtype), sample_uniform({2, 3, 1, 3, 3}, gen, dtype)},
-                  [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 1, .padding = 1}); })};
+                  [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], {.stride = 1, .padding = 1}); }),
+      make_sample(
+          "with a bias, stride 2",
+          {sample_uniform({2, 2, 5, 5}, gen, dtype), sample_uniform({3, 2, 3, 3}, gen, dtype),
+           sample_uniform({3}, gen, dtype)},
+          [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], {.stride = 2, .padding = 1}); }),
+      make_sample("task-batched, weight and bias per task",
+                  {sample_uniform({2, 2, 1, 4, 4}, gen, dtype), sample_uniform({2, 3, 1, 3, 3}, gen, dtype),
+                   sample_uniform({2, 3}, gen, dtype)},
+                  [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], {.padding = 1}); }),
+      make_sample("task-batched, one bias for every task",
+                  {sample_uniform({2, 3, 1, 4, 4}, gen, dtype), sample_uniform({2, 2, 1, 3, 3}, gen, dtype),
+                   sample_uniform({2}, gen, dtype)},
+                  [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2]); })};
 }
 
 std::vector<OpSample> max_pool2d_samples(Generator& gen, DType dtype) {
@@ -378,7 +489,34 @@ std::vector<OpSample> max_pool2d_samples(Generator& gen, DType dtype) {
           make_sample("3x3, stride 2, padding 1", {sample_distinct({1, 2, 5, 5}, gen, dtype)},
                       [](const std::vector<Tensor>& in) {
                         return max_pool2d(in[0], {.kernel = 3, .stride = 2, .padding = 1});
-                      })};
+                      }),
+          make_sample("task-batched 2x2 on 5x5 (the last row and column in no window)",
+                      {sample_distinct({2, 1, 2, 5, 5}, gen, dtype)},
+                      [](const std::vector<Tensor>& in) { return max_pool2d(in[0], {.kernel = 2}); })};
+}
+
+// Gradients routed to the indices max_pool2d picks in random images, with
+// windows apart and overlapping (where entries receive several gradients).
+std::vector<OpSample> max_unpool2d_samples(Generator& gen, DType dtype) {
+  std::vector<OpSample> samples;
+  const std::pair<Shape, Window2d> cases[] = {{Shape{2, 2, 4, 5}, square_window(2, 2, 0)},
+                                              {Shape{1, 2, 5, 5}, square_window(3, 1, 1)}};
+  for (const auto& [shape, window] : cases) {
+    const Tensor x = sample_distinct(shape, gen, dtype);
+    const Tensor* in[] = {&x};
+    Attrs attrs;
+    attrs.window = window;
+    Tensor pooled[2];
+    apply(max_pool2d_op, in, attrs, pooled);
+    OpSample sample = make_sample(
+        "into " + shape.str() + ", " + std::to_string(window.kernel_h) + "x" + std::to_string(window.kernel_w) +
+            " windows at stride " + std::to_string(window.stride_h),
+        {sample_uniform(pooled[0].shape(), gen, dtype), pooled[1]},
+        [shape, window](const std::vector<Tensor>& in) { return max_unpool2d(in[0], in[1], window, shape); });
+    sample.differentiable[1] = false;
+    samples.push_back(std::move(sample));
+  }
+  return samples;
 }
 
 std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype) {
@@ -400,6 +538,14 @@ std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype) {
                       {sample_uniform({4, 3, 2, 2}, gen, dtype), sample_uniform({3}, gen, dtype, 0.5, 1.5),
                        sample_uniform({3}, gen, dtype, -0.5, 0.5)},
                       [](const std::vector<Tensor>& in) { return batch_norm(in[0], in[1], in[2], {.relu = true}); })};
+}
+
+Tensor max_unpool2d(const Tensor& g, const Tensor& index, const Window2d& window, const Shape& shape) {
+  const Tensor* in[] = {&g, &index};
+  Attrs attrs;
+  attrs.window = window;
+  attrs.shape = shape;
+  return apply(max_unpool2d_op, in, attrs);
 }
 
 }  // namespace metatape::detail
@@ -436,36 +582,42 @@ Tensor mse_loss(const Tensor& prediction, const Tensor& target) {
   return mean(square(sub(prediction, target)));
 }
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Conv2dOptions& options) {
+namespace {
+
+Tensor apply_conv2d(std::span<const Tensor* const> in, const Conv2dOptions& options) {
   if (options.stride < 1 || options.padding < 0)
     throw ValueError("conv2d: stride must be >= 1 and padding >= 0, got stride " + std::to_string(options.stride) +
                      " and padding " + std::to_string(options.padding));
-  const Tensor* in[] = {&x, &weight};
   detail::Attrs attrs;
   attrs.window = {1, 1, options.stride, options.stride, options.padding, options.padding};
   return detail::apply(detail::conv2d_op, in, attrs);
 }
 
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Conv2dOptions& options) {
+  const Tensor* in[] = {&x, &weight};
+  return apply_conv2d(in, options);
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) {
+  const Tensor* in[] = {&x, &weight, &bias};
+  return apply_conv2d(in, options);
+}
+
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   if (!x.defined()) throw ValueError("max_pool2d: input 0 is an undefined tensor");
-  detail::require_floating("max_pool2d", x, 0);
   const std::int64_t stride = options.stride == 0 ? options.kernel : options.stride;
   if (options.kernel < 1 || stride < 1 || options.padding < 0 || 2 * options.padding > options.kernel)
     throw ValueError("max_pool2d: need kernel >= 1, stride >= 1 and 0 <= padding <= kernel / 2, got kernel " +
                      std::to_string(options.kernel) + ", stride " + std::to_string(stride) + ", padding " +
                      std::to_string(options.padding));
-  if (x.rank() < 3) throw ShapeError("max_pool2d: expected [..., H, W] of rank 3 to 5, got " + x.shape().str());
-  const kernels::Window2d w = detail::square_window(options.kernel, stride, options.padding);
-  const std::int64_t h = x.shape()[x.rank() - 2], wd = x.shape()[x.rank() - 1];
-  detail::require_window("max_pool2d", w, h, wd);
-  Shape out_shape = x.shape();
-  out_shape[x.rank() - 2] = w.out_h(h);
-  out_shape[x.rank() - 1] = w.out_w(wd);
-  Tensor index = empty(out_shape, DType::i64, x.device());
-  detail::dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
-    K::template max_pool_argmax<T>(x.data<T>(), x.numel() / (h * wd), h, wd, w, index.data<std::int64_t>());
-  });
-  return detail::take_checked(x, index, true);
+  const Tensor* in[] = {&x};
+  detail::Attrs attrs;
+  attrs.window = detail::square_window(options.kernel, stride, options.padding);
+  Tensor out[2];  // the maxima, and their indices (kept for the backward)
+  detail::apply(detail::max_pool2d_op, in, attrs, out);
+  return out[0];
 }
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& options) {

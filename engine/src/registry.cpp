@@ -51,6 +51,8 @@ const OpInfo kRegistry[] = {
     primitive(detail::conv2d_input_grad_op),
     primitive(detail::conv2d_weight_grad_op),
     primitive(detail::batch_norm_op),
+    primitive(detail::max_pool2d_op),
+    primitive(detail::max_unpool2d_op),
     // Cholesky and triangular solves (ops_cholesky.cpp)
     primitive(detail::cholesky_op),
     primitive(detail::solve_triangular_op),
@@ -66,7 +68,6 @@ const OpInfo kRegistry[] = {
     {"softmax", OpKind::composite, detail::softmax_samples},
     {"cross_entropy", OpKind::composite, detail::cross_entropy_samples},
     {"mse_loss", OpKind::composite, detail::mse_loss_samples},
-    {"max_pool2d", OpKind::composite, detail::max_pool2d_samples},
     {"cholesky_solve", OpKind::composite, detail::cholesky_solve_samples},
     {"phi1", OpKind::composite, detail::phi1_samples},
     {"gradient_flow_operator", OpKind::composite, detail::gradient_flow_operator_samples},

@@ -37,12 +37,31 @@ void planes_to_rows(const T* in, std::int64_t images, std::int64_t channels, std
                   static_cast<std::size_t>(pixels) * sizeof(T));
 }
 
+// The way back, plus bias[c] on channel c's pixels when bias is not null.
 template <class T>
-void rows_to_planes(const T* in, std::int64_t images, std::int64_t channels, std::int64_t pixels, T* out) {
+void rows_to_planes(const T* in, std::int64_t images, std::int64_t channels, std::int64_t pixels, const T* bias,
+                    T* out) {
   for (std::int64_t n = 0; n < images; ++n)
-    for (std::int64_t c = 0; c < channels; ++c)
-      std::memcpy(out + (n * channels + c) * pixels, in + (c * images + n) * pixels,
-                  static_cast<std::size_t>(pixels) * sizeof(T));
+    for (std::int64_t c = 0; c < channels; ++c) {
+      const T* from = in + (c * images + n) * pixels;
+      T* to = out + (n * channels + c) * pixels;
+      if (bias == nullptr) {
+        std::memcpy(to, from, static_cast<std::size_t>(pixels) * sizeof(T));
+      } else {
+        const T b = bias[c];
+        for (std::int64_t i = 0; i < pixels; ++i) to[i] = from[i] + b;
+      }
+    }
+}
+
+// planes [channels, pixels] += bias[c] on every pixel of channel c.
+template <class T>
+void add_bias(T* planes, std::int64_t channels, std::int64_t pixels, const T* bias) {
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T b = bias[c];
+    T* plane = planes + c * pixels;
+    for (std::int64_t i = 0; i < pixels; ++i) plane[i] += b;
+  }
 }
 
 // g's planes as GEMM rows: for one image they already are; for several they
@@ -218,9 +237,13 @@ std::int64_t conv_scratch_size(const ConvShape& s) {
   return size;
 }
 
-// y [G, N, O, L] = w ⋆ x, chunk by chunk: y's rows [O, nb·L] = W cols.
+// y [G, N, O, L] = w ⋆ x, chunk by chunk: y's rows [O, nb·L] = W cols. The
+// bias is added to each chunk's output while it is in cache (as it is copied
+// to y's planes, or in place when the GEMM wrote them), not in a pass of its
+// own over y.
 template <class T>
-void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch) {
+void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, std::int64_t bias_group_stride, T* y,
+                    T* scratch) {
   const ConvPlan p = conv_plan(s, ConvKind::forward);
   const std::int64_t L = p.pixels, P = p.patch, O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
   const T* wk = plan_weights(s, p, w, scratch);
@@ -238,7 +261,11 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch
       im2col<T>(xs, 1, nb, s.in_channels, s.h, s.w, s.window, work.cols);  // [P, nb·L]
       gemm<T>(false, false, O, nb * L, P, T(1), wk + grp * O * P, P, work.cols, nb * L, T(0), out, nb * L);
     }
-    if (nb > 1) rows_to_planes(work.block, nb, O, L, planes);
+    const T* b = bias == nullptr ? nullptr : bias + grp * bias_group_stride;
+    if (nb > 1)
+      rows_to_planes(work.block, nb, O, L, b, planes);
+    else if (b != nullptr)
+      add_bias(planes, O, L, b);
   });
 }
 
@@ -297,9 +324,9 @@ void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* sc
   if (p.channels_last) weights_from_channels_last(sum, O, s.in_channels, K, dw);
 }
 
-#define METATAPE_CONV_INSTANTIATE(T)                                                \
-  template void conv2d_forward<T>(const ConvShape&, const T*, const T*, T*, T*);    \
-  template void conv2d_input_grad<T>(const ConvShape&, const T*, const T*, T*, T*); \
+#define METATAPE_CONV_INSTANTIATE(T)                                                                     \
+  template void conv2d_forward<T>(const ConvShape&, const T*, const T*, const T*, std::int64_t, T*, T*); \
+  template void conv2d_input_grad<T>(const ConvShape&, const T*, const T*, T*, T*);                      \
   template void conv2d_weight_grad<T>(const ConvShape&, const T*, const T*, T*, T*);
 
 METATAPE_CONV_INSTANTIATE(float)

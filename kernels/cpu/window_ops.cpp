@@ -178,10 +178,10 @@ inline void challenge(const T* x, std::int64_t at, std::int64_t& best, T& best_v
   best_value = take ? v : best_value;
 }
 
-// max_pool_argmax over planes [p0, p1): indices stay relative to x.
+// max_pool over planes [p0, p1): indices stay relative to x.
 template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
-                     std::int64_t* index) {
+                     T* y, std::int64_t* index) {
   const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w);
   if (win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 && win.pad_h == 0 &&
       win.pad_w == 0 && !contains_nan(x + p0 * h * w, (p1 - p0) * h * w)) {
@@ -192,6 +192,7 @@ void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t 
         const T* r0 = x + p * h * w + 2 * oh * w;
         const T* r1 = r0 + w;
         std::int64_t* out = index + (p * oh_n + oh) * ow_n;
+        T* values = y + (p * oh_n + oh) * ow_n;
         const std::int64_t at0 = p * h * w + 2 * oh * w;
         for (std::int64_t ow = 0; ow < ow_n; ++ow) {
           const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
@@ -205,6 +206,7 @@ void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t 
           const std::int64_t best_abc = best_ab + take_c * (w - best_ab);
           const std::int64_t take_d = d > abc;
           out[ow] = at0 + 2 * ow + best_abc + take_d * (w + 1 - best_abc);
+          values[ow] = std::max(abc, d);
         }
       }
     return;
@@ -226,31 +228,52 @@ void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t 
           }
         }
         index[(p * oh_n + oh) * ow_n + ow] = best;
+        y[(p * oh_n + oh) * ow_n + ow] = best_value;
       }
     }
   }
 }
 
+// Planes of at least ~16 Ki values per chunk: less is not worth a thread.
+std::int64_t planes_grain(std::int64_t h, std::int64_t w) {
+  return std::max<std::int64_t>(1, (std::int64_t{1} << 14) / std::max<std::int64_t>(h * w, 1));
+}
+
 // The planes are independent: spread over the thread pool, each chunk
 // checking its own planes for NaN.
 template <class T>
-void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win,
-                     std::int64_t* index) {
-  const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 14) / std::max<std::int64_t>(h * w, 1));
-  parallel_for(planes, grain,
-               [&](std::int64_t begin, std::int64_t end) { max_pool_planes(x, begin, end, h, w, win, index); });
+void max_pool(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win, T* y,
+              std::int64_t* index) {
+  parallel_for(planes, planes_grain(h, w),
+               [&](std::int64_t begin, std::int64_t end) { max_pool_planes(x, begin, end, h, w, win, y, index); });
 }
 
-#define METATAPE_WINDOW_INSTANTIATE(T)                                                                    \
-  template void im2col<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
-                          const Window2d&, T*);                                                           \
-  template void col2im<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
-                          const Window2d&, T*);                                                           \
-  template void max_pool_argmax<T>(const T*, std::int64_t, std::int64_t, std::int64_t, const Window2d&,   \
-                                   std::int64_t*);                                                        \
-  template void im2col_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
-                                        const Window2d&, T*);                                             \
-  template void col2im_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, \
+// Plane by plane: each is zeroed and receives its gradients while it is in
+// cache (one pass over dx, not a fill of the whole and a scattered second
+// pass), in the same order at any thread count.
+template <class T>
+void max_unpool(const T* g, const std::int64_t* index, std::int64_t planes, std::int64_t h, std::int64_t w,
+                const Window2d& win, T* dx) {
+  const std::int64_t outputs = win.out_h(h) * win.out_w(w);
+  parallel_for(planes, planes_grain(h, w), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t p = begin; p < end; ++p) {
+      std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
+      for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
+    }
+  });
+}
+
+#define METATAPE_WINDOW_INSTANTIATE(T)                                                                               \
+  template void im2col<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,            \
+                          const Window2d&, T*);                                                                      \
+  template void col2im<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,            \
+                          const Window2d&, T*);                                                                      \
+  template void max_pool<T>(const T*, std::int64_t, std::int64_t, std::int64_t, const Window2d&, T*, std::int64_t*); \
+  template void max_unpool<T>(const T*, const std::int64_t*, std::int64_t, std::int64_t, std::int64_t,               \
+                              const Window2d&, T*);                                                                  \
+  template void im2col_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,            \
+                                        const Window2d&, T*);                                                        \
+  template void col2im_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,            \
                                         const Window2d&, T*);
 
 METATAPE_WINDOW_INSTANTIATE(float)

@@ -1,5 +1,5 @@
 // Sliding windows: im2col / col2im, convolution as a GEMM (conv.cpp). T is
-// float or double. window_ops.cpp also defines the kernel max_pool_argmax.
+// float or double. window_ops.cpp also defines the kernels max_pool and max_unpool.
 #pragma once
 
 #include <cstdint>

@@ -32,7 +32,8 @@ __global__ void im2col_kernel(const T* x, ConvShape s, std::int64_t nb, ColumnLa
     const std::int64_t kj = r % s.window.kernel_w, ki = (r / s.window.kernel_w) % s.window.kernel_h,
                        c = r / (s.window.kernel_w * s.window.kernel_h);
     const std::int64_t oh = l / out_w, ow = l % out_w;
-    const std::int64_t ih = oh * s.window.stride_h - s.window.pad_h + ki, iw = ow * s.window.stride_w - s.window.pad_w + kj;
+    const std::int64_t ih = oh * s.window.stride_h - s.window.pad_h + ki,
+                       iw = ow * s.window.stride_w - s.window.pad_w + kj;
     const bool inside = ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
     cols[r * layout.row_stride + n * layout.image_stride + l] =
         inside ? x[((n * s.in_channels + c) * s.h + ih) * s.w + iw] : T(0);
@@ -85,22 +86,34 @@ std::int64_t chunk_of(const ConvShape& s) {
                                   std::max<std::int64_t>(s.images, 1));
 }
 
+// y [n, O, L] += bias[o] on every pixel of channel o.
+template <class T>
+__global__ void add_bias_kernel(T* y, std::int64_t n, std::int64_t channels, std::int64_t pixels, const T* bias) {
+  for (std::int64_t i = global_index(); i < n; i += global_stride()) y[i] += bias[(i / pixels) % channels];
+}
+
 }  // namespace
 
 std::int64_t conv_scratch_size(const ConvShape& s) { return (s.patch() + s.out_channels) * s.pixels() * chunk_of(s); }
 
 template <class T>
-void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y, T* scratch) {
+void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, std::int64_t bias_group_stride, T* y,
+                    T* scratch) {
   const std::int64_t L = s.pixels(), P = s.patch(), O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
   const std::int64_t chunk = chunk_of(s);
   for (std::int64_t g = 0; g < s.groups; ++g) {
     for (std::int64_t n0 = 0; n0 < s.images; n0 += chunk) {
       const std::int64_t nb = std::min(chunk, s.images - n0);
       im2col_kernel<T><<<blocks_for(nb * P * L), kThreads, 0, stream()>>>(x + (g * s.images + n0) * plane_in, s, nb,
-                                                                           {L, P * L}, scratch);
+                                                                          {L, P * L}, scratch);
       check_launch("im2col_kernel");
       gemm_strided<T>(false, false, O, L, P, T(1), w + g * O * P, 0, scratch, P * L, T(0),
                       y + (g * s.images + n0) * O * L, O * L, nb);
+      if (bias != nullptr) {
+        add_bias_kernel<T><<<blocks_for(nb * O * L), kThreads, 0, stream()>>>(
+            y + (g * s.images + n0) * O * L, nb * O * L, O, L, bias + g * bias_group_stride);
+        check_launch("add_bias_kernel");
+      }
     }
   }
 }
@@ -115,7 +128,7 @@ void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scr
       gemm_strided<T>(true, false, P, L, O, T(1), w + grp * O * P, 0, g + (grp * s.images + n0) * O * L, O * L, T(0),
                       scratch, P * L, nb);  // cols_n = wᵀ g_n
       col2im_kernel<T><<<blocks_for(nb * plane_in), kThreads, 0, stream()>>>(scratch, s, nb, {L, P * L},
-                                                                            dx + (grp * s.images + n0) * plane_in);
+                                                                             dx + (grp * s.images + n0) * plane_in);
       check_launch("col2im_kernel");
     }
   }
@@ -125,18 +138,18 @@ template <class T>
 void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* scratch) {
   const std::int64_t L = s.pixels(), P = s.patch(), O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
   const std::int64_t chunk = chunk_of(s);
-  T* cols = scratch;                      // [P, nb · L]
-  T* rows = scratch + P * chunk * L;      // [O, nb · L]
+  T* cols = scratch;                  // [P, nb · L]
+  T* rows = scratch + P * chunk * L;  // [O, nb · L]
   for (std::int64_t grp = 0; grp < s.groups; ++grp) {
     T* dwg = dw + grp * O * P;
     if (s.images == 0) fill<T>(dwg, O * P, T(0));
     for (std::int64_t n0 = 0; n0 < s.images; n0 += chunk) {
       const std::int64_t nb = std::min(chunk, s.images - n0);
-      im2col_kernel<T><<<blocks_for(nb * P * L), kThreads, 0, stream()>>>(x + (grp * s.images + n0) * plane_in, s,
-                                                                           nb, {nb * L, L}, cols);
+      im2col_kernel<T><<<blocks_for(nb * P * L), kThreads, 0, stream()>>>(x + (grp * s.images + n0) * plane_in, s, nb,
+                                                                          {nb * L, L}, cols);
       check_launch("im2col_kernel");
-      planes_to_rows_kernel<T><<<blocks_for(nb * O * L), kThreads, 0, stream()>>>(
-          g + (grp * s.images + n0) * O * L, nb, O, L, rows);
+      planes_to_rows_kernel<T>
+          <<<blocks_for(nb * O * L), kThreads, 0, stream()>>>(g + (grp * s.images + n0) * O * L, nb, O, L, rows);
       check_launch("planes_to_rows_kernel");
       // dw += rows colsᵀ, the first chunk overwriting.
       gemm_strided<T>(false, true, O, P, nb * L, T(1), rows, 0, cols, 0, n0 == 0 ? T(0) : T(1), dwg, 0, 1);
@@ -144,9 +157,9 @@ void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* sc
   }
 }
 
-#define METATAPE_CUDA_CONV(T)                                                              \
-  template void conv2d_forward<T>(const ConvShape&, const T*, const T*, T*, T*);          \
-  template void conv2d_input_grad<T>(const ConvShape&, const T*, const T*, T*, T*);       \
+#define METATAPE_CUDA_CONV(T)                                                                            \
+  template void conv2d_forward<T>(const ConvShape&, const T*, const T*, const T*, std::int64_t, T*, T*); \
+  template void conv2d_input_grad<T>(const ConvShape&, const T*, const T*, T*, T*);                      \
   template void conv2d_weight_grad<T>(const ConvShape&, const T*, const T*, T*, T*);
 METATAPE_CUDA_CONV(float)
 METATAPE_CUDA_CONV(double)

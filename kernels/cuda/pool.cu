@@ -1,5 +1,5 @@
-// The arg-max of each pooling window (the values are then gathered by take,
-// whose adjoint routes gradients to them).
+// Max-pooling: each window's maximum and the index of its first maximum, and
+// the adjoint that routes gradients back to those indices.
 #include "../scalar_math.hpp"
 #include "common.cuh"
 #include "kernels.hpp"
@@ -7,11 +7,12 @@
 namespace metatape::kernels::cuda {
 namespace {
 
-// x [planes, h, w] -> index [planes, out_h, out_w]: flat index into x of each
-// window's first maximum; NaN wins and stays; padding is never chosen.
+// x [planes, h, w] -> y, index [planes, out_h, out_w]: each window's maximum
+// and the flat index into x of its first maximum; NaN wins and stays;
+// padding is never chosen.
 template <class T>
-__global__ void max_pool_argmax_kernel(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, Window2d win,
-                                       std::int64_t* index) {
+__global__ void max_pool_kernel(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, Window2d win, T* y,
+                                std::int64_t* index) {
   const std::int64_t out_h = win.out_h(h), out_w = win.out_w(w), n = planes * out_h * out_w;
   for (std::int64_t i = global_index(); i < n; i += global_stride()) {
     const std::int64_t ow = i % out_w, oh = (i / out_w) % out_h, p = i / (out_w * out_h);
@@ -31,23 +32,49 @@ __global__ void max_pool_argmax_kernel(const T* x, std::int64_t planes, std::int
         }
       }
     index[i] = best;
+    y[i] = best_value;
+  }
+}
+
+// One thread per plane [h, w] of dx: zero it, then add its window
+// gradients in order. A plane's entries are written by its thread alone, so
+// overlapping windows need no atomics and the sums have the CPU's order.
+template <class T>
+__global__ void max_unpool_kernel(const T* g, const std::int64_t* index, std::int64_t planes, std::int64_t plane,
+                                  std::int64_t outputs, T* dx) {
+  for (std::int64_t p = global_index(); p < planes; p += global_stride()) {
+    for (std::int64_t i = p * plane; i < (p + 1) * plane; ++i) dx[i] = T(0);
+    for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
   }
 }
 
 }  // namespace
 
 template <class T>
-void max_pool_argmax(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win,
-                     std::int64_t* index) {
+void max_pool(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win, T* y,
+              std::int64_t* index) {
   const std::int64_t n = planes * win.out_h(h) * win.out_w(w);
   if (n == 0) return;
-  max_pool_argmax_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(x, planes, h, w, win, index);
-  check_launch("max_pool_argmax_kernel");
+  max_pool_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(x, planes, h, w, win, y, index);
+  check_launch("max_pool_kernel");
 }
 
-template void max_pool_argmax<float>(const float*, std::int64_t, std::int64_t, std::int64_t, const Window2d&,
-                                     std::int64_t*);
-template void max_pool_argmax<double>(const double*, std::int64_t, std::int64_t, std::int64_t, const Window2d&,
-                                      std::int64_t*);
+template <class T>
+void max_unpool(const T* g, const std::int64_t* index, std::int64_t planes, std::int64_t h, std::int64_t w,
+                const Window2d& win, T* dx) {
+  if (planes == 0 || h * w == 0) return;
+  max_unpool_kernel<T>
+      <<<blocks_for(planes), kThreads, 0, stream()>>>(g, index, planes, h * w, win.out_h(h) * win.out_w(w), dx);
+  check_launch("max_unpool_kernel");
+}
+
+template void max_pool<float>(const float*, std::int64_t, std::int64_t, std::int64_t, const Window2d&, float*,
+                              std::int64_t*);
+template void max_pool<double>(const double*, std::int64_t, std::int64_t, std::int64_t, const Window2d&, double*,
+                               std::int64_t*);
+template void max_unpool<float>(const float*, const std::int64_t*, std::int64_t, std::int64_t, std::int64_t,
+                                const Window2d&, float*);
+template void max_unpool<double>(const double*, const std::int64_t*, std::int64_t, std::int64_t, std::int64_t,
+                                 const Window2d&, double*);
 
 }  // namespace metatape::kernels::cuda

@@ -273,14 +273,16 @@ Tensor Conv4::blocks(const std::vector<Tensor>& params, const Tensor& x, std::ve
   Tensor h = x;
   for (std::size_t block = 0; block < 4; ++block) {
     const std::size_t first = block * block_params();
-    const Tensor& w = params[first];
+    const Tensor &w = params[first], &b = params[first + 1];
     if (is_per_task(w, params_[first])) {
-      h = conv2d(h, w, conv);  // [T, n, C, H, W] with [T, O, C, 3, 3]
-    } else {                   // one weight for all tasks: fold tasks into the batch
-      const Tensor y = conv2d(reshape(h, Shape{tasks * images, h.dim(2), h.dim(3), h.dim(4)}), w, conv);
+      h = conv2d(h, w, b, conv);  // [T, n, C, H, W] with [T, O, C, 3, 3], bias [T, O] or [O]
+    } else {                      // one weight for all tasks: fold tasks into the batch
+      const bool shared_bias = !is_per_task(b, params_[first + 1]);
+      const Tensor folded = reshape(h, Shape{tasks * images, h.dim(2), h.dim(3), h.dim(4)});
+      const Tensor y = shared_bias ? conv2d(folded, w, b, conv) : conv2d(folded, w, conv);
       h = reshape(y, Shape{tasks, images, y.dim(1), y.dim(2), y.dim(3)});
+      if (!shared_bias) h = add(h, as_broadcast(b, params_[first + 1], 2));
     }
-    h = add(h, as_broadcast(params[first + 1], params_[first + 1], 2));
     // Statistics per task (group axis 0), as each task is its own batch; the
     // ReLU is fused into the normalisation unless its input is wanted.
     const bool fuse_relu = preactivations == nullptr;

@@ -206,9 +206,12 @@ struct Conv2dOptions {
 };
 // x [N, C, H, W] with weight [O, C, kh, kw] gives [N, O, Ho, Wo];
 // task-batched, x [T, N, C, H, W] with weight [T, O, C, kh, kw] gives
-// [T, N, O, Ho, Wo] (one weight per task). Computed as im2col + GEMM. Add a
-// bias with add(y, reshape(bias, {O, 1, 1})).
+// [T, N, O, Ho, Wo] (one weight per task). Computed as im2col + GEMM.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Conv2dOptions& options = {});
+// The same plus a bias on each output channel: [O], or for task-batched x
+// also [T, O]. Added while each chunk of the output is in cache, so it
+// costs less than add() after the convolution.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options = {});
 
 struct Pool2dOptions {
   std::int64_t kernel = 2;
