@@ -297,8 +297,8 @@ TEST_SUITE("conv") {
       metatape::kernels::cpu::set_threads(1);
       for (int k = 0; k < 4; ++k) CHECK(out[0][k] == out[1][k]);
     }
-    // 600 planes of 8 × 8, a NaN in the first: one thread takes the general
-    // path everywhere, two take the 2×2 fast path on the second half.
+    // 600 planes of 8 × 8, a NaN in the first: that plane takes the general
+    // path, the others the 2×2 fast path, at one thread and two.
     std::vector<float> x = cast<float>(random_values(600 * 64, 9));
     x[5] = std::nanf("");
     const metatape::kernels::Window2d pool{2, 2, 2, 2, 0, 0};

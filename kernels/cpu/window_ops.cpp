@@ -178,59 +178,72 @@ inline void challenge(const T* x, std::int64_t at, std::int64_t& best, T& best_v
   best_value = take ? v : best_value;
 }
 
-// max_pool over planes [p0, p1): indices stay relative to x.
+// max_pool of plane p with 2×2 windows at stride 2, no padding, and no NaN
+// in the plane: four candidates, selects instead of branches (the data are
+// random, a branch would mispredict half the time).
+template <class T>
+void max_pool_2x2_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, T* y, std::int64_t* index) {
+  const std::int64_t oh_n = h / 2, ow_n = w / 2;
+  for (std::int64_t oh = 0; oh < oh_n; ++oh) {
+    const T* r0 = x + p * h * w + 2 * oh * w;
+    const T* r1 = r0 + w;
+    std::int64_t* out = index + (p * oh_n + oh) * ow_n;
+    T* values = y + (p * oh_n + oh) * ow_n;
+    const std::int64_t at0 = p * h * w + 2 * oh * w;
+    for (std::int64_t ow = 0; ow < ow_n; ++ow) {
+      const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+      // Strictly greater takes over, so the first maximum wins ties;
+      // arithmetic on the comparisons keeps it free of branches.
+      const std::int64_t take_b = b > a;
+      const T ab = std::max(a, b);
+      const std::int64_t best_ab = take_b;
+      const std::int64_t take_c = c > ab;
+      const T abc = std::max(ab, c);
+      const std::int64_t best_abc = best_ab + take_c * (w - best_ab);
+      const std::int64_t take_d = d > abc;
+      out[ow] = at0 + 2 * ow + best_abc + take_d * (w + 1 - best_abc);
+      values[ow] = std::max(abc, d);
+    }
+  }
+}
+
+// max_pool of plane p, any window, NaN or not.
+template <class T>
+void max_pool_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, const Window2d& win, T* y,
+                    std::int64_t* index) {
+  const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w), base = p * h * w;
+  for (std::int64_t oh = 0; oh < oh_n; ++oh) {
+    // The window's rows and columns inside the image: padding never wins.
+    const std::int64_t ih0 = std::max<std::int64_t>(oh * win.stride_h - win.pad_h, 0);
+    const std::int64_t ih1 = std::min(oh * win.stride_h - win.pad_h + win.kernel_h, h);
+    for (std::int64_t ow = 0; ow < ow_n; ++ow) {
+      const std::int64_t iw0 = std::max<std::int64_t>(ow * win.stride_w - win.pad_w, 0);
+      const std::int64_t iw1 = std::min(ow * win.stride_w - win.pad_w + win.kernel_w, w);
+      std::int64_t best = base + ih0 * w + iw0;
+      T best_value = x[best];
+      for (std::int64_t ih = ih0; ih < ih1; ++ih) {
+        for (std::int64_t iw = iw0; iw < iw1; ++iw) {
+          challenge(x, base + ih * w + iw, best, best_value);
+        }
+      }
+      index[(p * oh_n + oh) * ow_n + ow] = best;
+      y[(p * oh_n + oh) * ow_n + ow] = best_value;
+    }
+  }
+}
+
+// max_pool over planes [p0, p1): indices stay relative to x. Each plane is
+// checked for NaN just before it is pooled, while it is in cache.
 template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
                      T* y, std::int64_t* index) {
-  const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w);
-  if (win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 && win.pad_h == 0 &&
-      win.pad_w == 0 && !contains_nan(x + p0 * h * w, (p1 - p0) * h * w)) {
-    // The Conv4 case, without NaN: four candidates, selects instead of
-    // branches (the data are random, a branch would mispredict half the time).
-    for (std::int64_t p = p0; p < p1; ++p)
-      for (std::int64_t oh = 0; oh < oh_n; ++oh) {
-        const T* r0 = x + p * h * w + 2 * oh * w;
-        const T* r1 = r0 + w;
-        std::int64_t* out = index + (p * oh_n + oh) * ow_n;
-        T* values = y + (p * oh_n + oh) * ow_n;
-        const std::int64_t at0 = p * h * w + 2 * oh * w;
-        for (std::int64_t ow = 0; ow < ow_n; ++ow) {
-          const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-          // Strictly greater takes over, so the first maximum wins ties;
-          // arithmetic on the comparisons keeps it free of branches.
-          const std::int64_t take_b = b > a;
-          const T ab = std::max(a, b);
-          const std::int64_t best_ab = take_b;
-          const std::int64_t take_c = c > ab;
-          const T abc = std::max(ab, c);
-          const std::int64_t best_abc = best_ab + take_c * (w - best_ab);
-          const std::int64_t take_d = d > abc;
-          out[ow] = at0 + 2 * ow + best_abc + take_d * (w + 1 - best_abc);
-          values[ow] = std::max(abc, d);
-        }
-      }
-    return;
-  }
+  const bool two_by_two = win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 &&
+                          win.pad_h == 0 && win.pad_w == 0;
   for (std::int64_t p = p0; p < p1; ++p) {
-    const std::int64_t base = p * h * w;
-    for (std::int64_t oh = 0; oh < oh_n; ++oh) {
-      // The window's rows and columns inside the image: padding never wins.
-      const std::int64_t ih0 = std::max<std::int64_t>(oh * win.stride_h - win.pad_h, 0);
-      const std::int64_t ih1 = std::min(oh * win.stride_h - win.pad_h + win.kernel_h, h);
-      for (std::int64_t ow = 0; ow < ow_n; ++ow) {
-        const std::int64_t iw0 = std::max<std::int64_t>(ow * win.stride_w - win.pad_w, 0);
-        const std::int64_t iw1 = std::min(ow * win.stride_w - win.pad_w + win.kernel_w, w);
-        std::int64_t best = base + ih0 * w + iw0;
-        T best_value = x[best];
-        for (std::int64_t ih = ih0; ih < ih1; ++ih) {
-          for (std::int64_t iw = iw0; iw < iw1; ++iw) {
-            challenge(x, base + ih * w + iw, best, best_value);
-          }
-        }
-        index[(p * oh_n + oh) * ow_n + ow] = best;
-        y[(p * oh_n + oh) * ow_n + ow] = best_value;
-      }
-    }
+    if (two_by_two && !contains_nan(x + p * h * w, h * w))
+      max_pool_2x2_plane(x, p, h, w, y, index);
+    else
+      max_pool_plane(x, p, h, w, win, y, index);
   }
 }
 
@@ -239,8 +252,7 @@ std::int64_t planes_grain(std::int64_t h, std::int64_t w) {
   return std::max<std::int64_t>(1, (std::int64_t{1} << 14) / std::max<std::int64_t>(h * w, 1));
 }
 
-// The planes are independent: spread over the thread pool, each chunk
-// checking its own planes for NaN.
+// The planes are independent: spread over the thread pool.
 template <class T>
 void max_pool(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win, T* y,
               std::int64_t* index) {
