@@ -17,6 +17,11 @@
 //                 kernel runs (its chunks of images), operands in cache;
 //                 "MFLOP" is one call's count, "GFLOP" the rate; /1 and /2
 //                 are the threads. Filter with --benchmark_filter=Conv
+//   batch norm,   the fused batch norm + ReLU (forward, and backward without
+//   max-pool      create_graph) and the 2×2 max-pool with its adjoint, on one
+//                 task's query activations at each block of the pooled Conv4
+//                 (75 images, 64 channels, 28² … 3²); "MB" is x's size.
+//                 Filter with --benchmark_filter='BatchNorm|MaxPool'
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -315,6 +320,76 @@ const bool conv_benchmarks_registered = [] {
           ->Arg(1)
           ->Arg(2);
       benchmark::RegisterBenchmark((base + "_RawSgemm").c_str(), BM_Conv_RawSgemm, c, kind)
+          ->Unit(benchmark::kMillisecond)
+          ->Arg(1)
+          ->Arg(2);
+    }
+  return true;
+}();
+
+// --- batch norm and max-pool of a pooled Conv4 step ---------------------------
+
+// One task's query activations at each block of the pooled Conv4: 75 images
+// of 64 channels, size² pixels (28, 14, 7, 3 before the pool).
+constexpr std::int64_t kNormSizes[] = {28, 14, 7, 3};
+constexpr std::int64_t kNormImages = 75, kNormChannels = 64;
+
+// The fused batch norm + ReLU, forward (backward = false) or the gradients
+// of x, γ and β without create_graph, as the outer backward runs them.
+// "MB" is x's size, which each pass streams.
+void BM_BatchNorm(benchmark::State& state, std::int64_t size, bool backward) {
+  using K = mt::kernels::cpu::CpuKernels;
+  set_conv_threads(state);
+  const mt::kernels::NormShape s{1, kNormImages, kNormChannels, size * size, false, 1e-3, true};
+  mt::Generator gen(1);
+  const mt::Tensor x = mt::normal({kNormImages, kNormChannels, size, size}, 0, 1, gen),
+                   g = mt::normal(x.shape(), 0, 1, gen);
+  const mt::Tensor gamma = mt::uniform({kNormChannels}, 0.5, 1.5, gen), beta = mt::normal({kNormChannels}, 0, 0.1, gen);
+  mt::Tensor out = mt::zeros(x.shape()), dgamma = mt::zeros({kNormChannels}), dbeta = mt::zeros({kNormChannels});
+  for (auto _ : state) {
+    if (backward)
+      K::batch_norm_backward<float>(s, x.data<float>(), gamma.data<float>(), beta.data<float>(), g.data<float>(),
+                                    out.data<float>(), dgamma.data<float>(), dbeta.data<float>());
+    else
+      K::batch_norm_forward<float>(s, x.data<float>(), gamma.data<float>(), beta.data<float>(), out.data<float>());
+    benchmark::DoNotOptimize(out.raw_data());
+  }
+  state.counters["MB"] = static_cast<double>(x.numel()) * 4e-6;
+}
+
+// 2×2 max-pool at stride 2: the maxima with their indices (forward), and the
+// gradients routed back to those indices (backward, max_unpool).
+void BM_MaxPool(benchmark::State& state, std::int64_t size, bool backward) {
+  using K = mt::kernels::cpu::CpuKernels;
+  set_conv_threads(state);
+  const mt::kernels::Window2d window{2, 2, 2, 2, 0, 0};
+  const std::int64_t planes = kNormImages * kNormChannels, pooled = planes * (size / 2) * (size / 2);
+  mt::Generator gen(1);
+  const mt::Tensor x = mt::normal({planes, size, size}, 0, 1, gen), g = mt::normal({pooled}, 0, 1, gen);
+  mt::Tensor y = mt::zeros({pooled}), dx = mt::zeros(x.shape());
+  mt::Tensor index = mt::zeros({pooled}, mt::DType::i64);
+  K::max_pool<float>(x.data<float>(), planes, size, size, window, y.data<float>(), index.data<std::int64_t>());
+  for (auto _ : state) {
+    if (backward)
+      K::max_unpool<float>(g.data<float>(), index.data<std::int64_t>(), planes, size, size, window, dx.data<float>());
+    else
+      K::max_pool<float>(x.data<float>(), planes, size, size, window, y.data<float>(), index.data<std::int64_t>());
+    benchmark::DoNotOptimize(dx.raw_data());
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["MB"] = static_cast<double>(x.numel()) * 4e-6;
+}
+
+// Registered per size: BM_{BatchNorm,MaxPool}_{Forward,Backward}_q_<size>/threads.
+const bool norm_pool_benchmarks_registered = [] {
+  for (const std::int64_t size : kNormSizes)
+    for (const bool backward : {false, true}) {
+      const std::string suffix = std::string(backward ? "_Backward" : "_Forward") + "_q_" + std::to_string(size);
+      benchmark::RegisterBenchmark(("BM_BatchNorm" + suffix).c_str(), BM_BatchNorm, size, backward)
+          ->Unit(benchmark::kMillisecond)
+          ->Arg(1)
+          ->Arg(2);
+      benchmark::RegisterBenchmark(("BM_MaxPool" + suffix).c_str(), BM_MaxPool, size, backward)
           ->Unit(benchmark::kMillisecond)
           ->Arg(1)
           ->Arg(2);

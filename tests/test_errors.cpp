@@ -138,6 +138,22 @@ TEST_SUITE("errors") {
           (void)mt::max_pool2d(mt::ones({1, 1, 4, 4}, f64), {.kernel = 2, .stride = 1, .padding = 2});
         },
         {"padding <= kernel / 2"}));
+    // A window wider than the padded input, and an input with no pixels.
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          (void)mt::max_pool2d(mt::ones({1, 1, 1, 4}, f64), {.kernel = 2});
+        },
+        {"max_pool2d: a 2x2 window with padding 0 does not fit a 1x4 input"}));
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          (void)mt::max_pool2d(mt::ones({1, 2, 0, 4}, f64), {.kernel = 2, .stride = 1, .padding = 1});
+        },
+        {"max_pool2d: the input [1, 2, 0, 4] has no pixels to pool"}));
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          (void)mt::conv2d(mt::ones({1, 1, 1, 4}, f64), mt::ones({1, 1, 4, 4}, f64), {.stride = 3, .padding = 1});
+        },
+        {"conv2d: a 4x4 window with padding 1 does not fit a 1x4 input"}));
     CHECK(throws_error<mt::ValueError>([&] { (void)mt::add(x, Tensor()); }, {"add: input 1 is an undefined tensor"}));
     CHECK(throws_error<mt::ValueError>([] { mt::set_num_threads(0); }, {"threads must be >= 1"}));
     mt::Generator gen(1);

@@ -209,6 +209,11 @@ TEST_SUITE("kernels") {
     CHECK(maxima[0] == 5);
     CHECK(std::isnan(maxima[1]));
     CHECK(maxima[2] == -1);
+    // One row: the 2×2 windows are clipped to it (the general path).
+    const std::vector<double> row = {1, 2, 4, 3};
+    K::max_pool<double>(row.data(), 1, 1, 4, window, maxima.data(), pooled.data());
+    CHECK(std::vector<double>(maxima.begin(), maxima.begin() + 2) == std::vector<double>{2, 4});
+    CHECK(std::vector<std::int64_t>(pooled.begin(), pooled.begin() + 2) == std::vector<std::int64_t>{1, 2});
   }
 
   TEST_CASE("label positions clamp a label outside [0, classes) into it, so reads stay in bounds") {

@@ -46,8 +46,10 @@ void log_softmax_backward(BackwardContext& c) {
 // and the adjoints of D and E are conv2d, D and E again. The three ops close
 // under differentiation, to any order. None saves its im2col columns: they
 // are rebuilt in scratch by whichever op needs them.
+// The padded input must hold one whole window: out_h's division truncates
+// toward zero, so a smaller one would still count one output row.
 void require_window(const char* op, const Window2d& w, std::int64_t h, std::int64_t wd) {
-  if (w.out_h(h) < 1 || w.out_w(wd) < 1)
+  if (h + 2 * w.pad_h < w.kernel_h || wd + 2 * w.pad_w < w.kernel_w || w.out_h(h) < 1 || w.out_w(wd) < 1)
     throw ShapeError(std::string(op) + ": a " + std::to_string(w.kernel_h) + "x" + std::to_string(w.kernel_w) +
                      " window with padding " + std::to_string(w.pad_h) + " does not fit a " + std::to_string(h) + "x" +
                      std::to_string(wd) + " input");
@@ -317,8 +319,10 @@ PoolPlanes pool_planes(const char* op, const Shape& x, const Window2d& window) {
   if (x.rank() < 3 || x.rank() > 5)
     throw ShapeError(std::string(op) + ": expected [..., H, W] of rank 3 to 5, got " + x.str());
   const std::int64_t h = x[x.rank() - 2], w = x[x.rank() - 1];
+  if (h == 0 || w == 0)  // windows of padding alone have no maximum
+    throw ShapeError(std::string(op) + ": the input " + x.str() + " has no pixels to pool");
   require_window(op, window, h, w);
-  return {h * w == 0 ? 0 : x.numel() / (h * w), h, w};
+  return {x.numel() / (h * w), h, w};
 }
 
 Shape pooled_shape(const Shape& x, const Window2d& window) {

@@ -43,17 +43,18 @@ void for_each_row(const NormShape& s, std::int64_t begin, std::int64_t end, F&& 
 
 // The running mean and sum of squared deviations of a slice's rows seen so
 // far, all rows `spatial` long. `reciprocals[k]` is 1 / (k + 1): the update
-// of row k divides by its index, and a table keeps divisions out of the
-// per-row work, which dominates for small rows (3×3 maps).
+// of row k divides by its index, and a table (and 1 / spatial, given) keeps
+// divisions out of the per-row work, which dominates for small rows (3×3
+// maps).
 template <class T>
 struct Moments {
   double mean = 0, squares = 0;
   std::int64_t rows = 0;
 
-  void add_row(const T* __restrict row, std::int64_t spatial, const double* reciprocals) {
+  void add_row(const T* __restrict row, std::int64_t spatial, double inverse_spatial, const double* reciprocals) {
     const double n = static_cast<double>(spatial);
     const double row_mean =
-        static_cast<double>(lane_sum<T>(spatial, [&](std::int64_t i) { return row[i]; })) * reciprocals[spatial - 1];
+        static_cast<double>(lane_sum<T>(spatial, [&](std::int64_t i) { return row[i]; })) * inverse_spatial;
     // Deviations from the row mean rounded to T, then corrected in double:
     // Σ (x − m)² = Σ (x − c)² − n (m − c)².
     const T centre = static_cast<T>(row_mean);
@@ -81,11 +82,13 @@ struct SliceMap {
 template <class T>
 std::vector<SliceMap<T>> slice_maps(const NormShape& s, const T* x, const T* gamma, const T* beta, std::int64_t begin,
                                     std::int64_t end) {
-  std::vector<double> reciprocals(static_cast<std::size_t>(std::max(s.batch, s.spatial)));
+  std::vector<double> reciprocals(static_cast<std::size_t>(s.batch));
   for (std::size_t k = 0; k < reciprocals.size(); ++k) reciprocals[k] = 1.0 / static_cast<double>(k + 1);
+  const double inverse_spatial = 1.0 / static_cast<double>(s.spatial);
   std::vector<Moments<T>> moments(static_cast<std::size_t>(end - begin));
   for_each_row(s, begin, end, [&](std::int64_t slice, std::int64_t offset) {
-    moments[static_cast<std::size_t>(slice - begin)].add_row(x + offset, s.spatial, reciprocals.data());
+    moments[static_cast<std::size_t>(slice - begin)].add_row(x + offset, s.spatial, inverse_spatial,
+                                                             reciprocals.data());
   });
   std::vector<SliceMap<T>> maps(moments.size());
   for (std::int64_t slice = begin; slice < end; ++slice) {

@@ -238,7 +238,7 @@ template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
                      T* y, std::int64_t* index) {
   const bool two_by_two = win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 &&
-                          win.pad_h == 0 && win.pad_w == 0;
+                          win.pad_h == 0 && win.pad_w == 0 && h >= 2 && w >= 2;
   for (std::int64_t p = p0; p < p1; ++p) {
     if (two_by_two && !contains_nan(x + p * h * w, h * w))
       max_pool_2x2_plane(x, p, h, w, y, index);
