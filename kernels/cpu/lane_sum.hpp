@@ -18,6 +18,17 @@ namespace metatape::kernels::cpu {
 // Four AVX-512 or eight SSE registers of float partial sums.
 inline constexpr int kLanes = 16;
 
+// lanes[0] += lanes[Width / 2], ... pairwise down to one, with every trip
+// count a constant: a loop over the widths compiled to shifts and branches
+// that cost more than the additions for rows of 7×7 maps.
+template <int Width, class Acc>
+inline void fold_lanes(Acc* lanes) {
+  if constexpr (Width > 1) {
+    for (int l = 0; l < Width / 2; ++l) lanes[l] += lanes[l + Width / 2];
+    fold_lanes<Width / 2>(lanes);
+  }
+}
+
 // Σ_i term(i) for i < n, in Acc. `term` must be cheap to inline. Rows
 // shorter than two rounds of lanes are summed in order: combining the lanes
 // would cost more than the chains save.
@@ -33,8 +44,7 @@ Acc lane_sum(std::int64_t n, Term&& term) {
   for (; i + kLanes <= n; i += kLanes)
     for (int l = 0; l < kLanes; ++l) lanes[l] += static_cast<Acc>(term(i + l));
   for (int l = 0; i + l < n; ++l) lanes[l] += static_cast<Acc>(term(i + l));  // the tail, in its lanes
-  for (int width = kLanes / 2; width > 0; width /= 2)
-    for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  fold_lanes<kLanes>(lanes);
   return lanes[0];
 }
 
