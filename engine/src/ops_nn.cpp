@@ -196,20 +196,22 @@ void conv2d_weight_grad_backward(BackwardContext& c) {
   }
 }
 
-Tensor conv2d_input_grad(const Tensor& g, const Tensor& w, const Window2d& window, const Shape& x_shape) {
-  const Tensor* in[] = {&g, &w};
+// An op of two inputs whose attributes are a window and an output shape:
+// the convolution's adjoints and max-pool's.
+Tensor apply_windowed(const OpDef& op, const Tensor& a, const Tensor& b, const Window2d& window, const Shape& shape) {
+  const Tensor* in[] = {&a, &b};
   Attrs attrs;
   attrs.window = window;
-  attrs.shape = x_shape;
-  return apply(conv2d_input_grad_op, in, attrs);
+  attrs.shape = shape;
+  return apply(op, in, attrs);
+}
+
+Tensor conv2d_input_grad(const Tensor& g, const Tensor& w, const Window2d& window, const Shape& x_shape) {
+  return apply_windowed(conv2d_input_grad_op, g, w, window, x_shape);
 }
 
 Tensor conv2d_weight_grad(const Tensor& x, const Tensor& g, const Window2d& window, const Shape& w_shape) {
-  const Tensor* in[] = {&x, &g};
-  Attrs attrs;
-  attrs.window = window;
-  attrs.shape = w_shape;
-  return apply(conv2d_weight_grad_op, in, attrs);
+  return apply_windowed(conv2d_weight_grad_op, x, g, window, w_shape);
 }
 
 // --- batch_norm: (x − mean) / √(var + eps) · γ + β with the batch's statistics ---
@@ -545,11 +547,7 @@ std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype) {
 }
 
 Tensor max_unpool2d(const Tensor& g, const Tensor& index, const Window2d& window, const Shape& shape) {
-  const Tensor* in[] = {&g, &index};
-  Attrs attrs;
-  attrs.window = window;
-  attrs.shape = shape;
-  return apply(max_unpool2d_op, in, attrs);
+  return apply_windowed(max_unpool2d_op, g, index, window, shape);
 }
 
 }  // namespace metatape::detail
