@@ -27,6 +27,12 @@ void require_floating(const char* op, const Tensor& t, int input) {
                      dtype_name(t.dtype()));
 }
 
+void require_index(const char* op, const Tensor& index, int input) {
+  if (index.dtype() != DType::i64)
+    throw DTypeError(std::string(op) + ": input " + std::to_string(input) + " (the index) must be i64, not " +
+                     dtype_name(index.dtype()));
+}
+
 void require_square(const char* op, const char* what, const Tensor& t, bool lapack) {
   const Shape& s = t.shape();
   if (s.rank() < 2 || s[s.rank() - 1] != s[s.rank() - 2])

@@ -151,6 +151,7 @@ void require_defined(const char* op, Inputs in);
 void require_same_device(const char* op, Inputs in);
 void require_floating(const char* op, const Tensor& t, int input);
 void require_same_dtype(const char* op, const Tensor& a, const Tensor& b);
+void require_index(const char* op, const Tensor& index, int input);  // i64
 // A square matrix or a batch of them, [..., n, n]; `what` names the operand
 // ("the input", "K"). With lapack, also n within LAPACK's 32-bit int.
 void require_square(const char* op, const char* what, const Tensor& t, bool lapack = false);

@@ -22,12 +22,6 @@ void split_at_axis(const Shape& shape, int axis, std::int64_t& outer, std::int64
   for (int i = axis + 1; i < shape.rank(); ++i) inner *= shape[i];
 }
 
-void require_index(const char* op, const Tensor& index, int input) {
-  if (index.dtype() != DType::i64)
-    throw DTypeError(std::string(op) + ": input " + std::to_string(input) + " (the index) must be i64, not " +
-                     dtype_name(index.dtype()));
-}
-
 // Every index in [0, limit), or ValueError naming the first bad one. Skipped
 // when the caller vouches for the indices (attrs.indices_checked: the engine's
 // own arg-max indices and the adjoints of checked gathers), which keeps a

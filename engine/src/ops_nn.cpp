@@ -357,8 +357,7 @@ void max_pool2d_backward(BackwardContext& c) {
 // own plane, as max_pool2d writes them (which is why this op is internal).
 void max_unpool2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   require_floating("max_unpool2d", *in[0], 0);
-  if (in[1]->dtype() != DType::i64)
-    throw DTypeError(std::string("max_unpool2d: input 1 (the index) must be i64, not ") + dtype_name(in[1]->dtype()));
+  require_index("max_unpool2d", *in[1], 1);
   (void)pool_planes("max_unpool2d", attrs.shape, attrs.window);
   const Shape pooled = pooled_shape(attrs.shape, attrs.window);
   if (in[0]->shape() != pooled || in[1]->shape() != pooled)

@@ -16,14 +16,6 @@
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu {
-namespace {
-
-// Chunk size, in items of `item_size` elements each, for a streaming loop.
-std::int64_t items_grain(std::int64_t item_size) {
-  return std::max<std::int64_t>(1, kStreamGrain / std::max<std::int64_t>(item_size, 1));
-}
-
-}  // namespace
 
 template <class T>
 void strided_copy(int rank, const std::int64_t* shape, const T* x, const std::int64_t* x_strides, T* out) {

@@ -41,6 +41,11 @@ void for_each_row(const NormShape& s, std::int64_t begin, std::int64_t end, F&& 
   }
 }
 
+// Where slice's γ and β are: its own with an affine per group, else its channel's.
+std::int64_t affine_of(const NormShape& s, std::int64_t slice) {
+  return s.per_group_affine ? slice : slice % s.channels;
+}
+
 // The running mean and sum of squared deviations of a slice's rows seen so
 // far, all rows `spatial` long. `reciprocals[k]` is 1 / (k + 1): the update
 // of row k divides by its index, and a table (and 1 / spatial, given) keeps
@@ -94,7 +99,7 @@ std::vector<SliceMap<T>> slice_maps(const NormShape& s, const T* x, const T* gam
   for (std::int64_t slice = begin; slice < end; ++slice) {
     const Moments<T>& m = moments[static_cast<std::size_t>(slice - begin)];
     SliceMap<T>& map = maps[static_cast<std::size_t>(slice - begin)];
-    const std::int64_t affine = s.per_group_affine ? slice : slice % s.channels;
+    const std::int64_t affine = affine_of(s, slice);
     map.mean = m.mean;
     map.rstd = 1.0 / std::sqrt(m.squares / static_cast<double>(s.batch * s.spatial) + s.eps);
     norm_affine(map.mean, map.rstd, gamma[affine], beta[affine], map.scale, map.shift);
@@ -107,12 +112,9 @@ std::vector<SliceMap<T>> slice_maps(const NormShape& s, const T* x, const T* gam
 template <class T, class F>
 void for_each_chunk(const NormShape& s, const T* x, const T* gamma, const T* beta, F&& chunk) {
   if (s.batch * s.spatial == 0) return;  // no values: nothing to normalise, Σ g and Σ g x̂ stay 0
-  // Slices of at least ~16 Ki values per chunk: less is not worth a thread.
-  const std::int64_t grain =
-      std::max<std::int64_t>(1, (std::int64_t{1} << 14) / std::max<std::int64_t>(s.batch * s.spatial, 1));
-  parallel_for(s.groups * s.channels, grain, [&](std::int64_t begin, std::int64_t end) {
-    chunk(begin, end, slice_maps(s, x, gamma, beta, begin, end));
-  });
+  parallel_for(
+      s.groups * s.channels, items_grain(s.batch * s.spatial, kPlaneGrain),
+      [&](std::int64_t begin, std::int64_t end) { chunk(begin, end, slice_maps(s, x, gamma, beta, begin, end)); });
 }
 
 }  // namespace
@@ -173,7 +175,7 @@ void backward_chunk(const NormShape& s, std::int64_t begin, std::int64_t end, co
   const double count = static_cast<double>(s.batch * spatial);
   for (std::int64_t slice = begin; slice < end; ++slice) {
     const SliceMap<T>& map = maps[static_cast<std::size_t>(slice - begin)];
-    const std::int64_t affine = s.per_group_affine ? slice : slice % s.channels;
+    const std::int64_t affine = affine_of(s, slice);
     totals[2 * slice + 1] *= map.rstd;  // Σ g x̂
     const double k = map.rstd * static_cast<double>(gamma[affine]);
     const double mean_g = totals[2 * slice] / count, mean_g_xhat = totals[2 * slice + 1] / count;
@@ -208,7 +210,7 @@ void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T
   });
   for (std::int64_t a = 0; a < affine_size; ++a) dgamma[a] = dbeta[a] = T(0);
   for (std::int64_t slice = 0; slice < s.groups * s.channels; ++slice) {
-    const std::int64_t affine = s.per_group_affine ? slice : slice % s.channels;
+    const std::int64_t affine = affine_of(s, slice);
     dbeta[affine] += static_cast<T>(totals[static_cast<std::size_t>(2 * slice)]);
     dgamma[affine] += static_cast<T>(totals[static_cast<std::size_t>(2 * slice + 1)]);
   }

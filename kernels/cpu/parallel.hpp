@@ -55,6 +55,16 @@ class RangeBody {
 // tanh or a division per element.
 inline constexpr std::int64_t kStreamGrain = std::int64_t{1} << 15;
 inline constexpr std::int64_t kMathGrain = std::int64_t{1} << 12;
+// Values per chunk of the kernels that take whole planes or slices (max-pool,
+// batch norm), below which a second thread does not pay.
+inline constexpr std::int64_t kPlaneGrain = std::int64_t{1} << 14;
+
+// The grain of a parallel_for over items of `item_size` elements each: the
+// items that make a chunk of at least `chunk_elements`, and at least one.
+inline std::int64_t items_grain(std::int64_t item_size, std::int64_t chunk_elements = kStreamGrain) {
+  const std::int64_t size = item_size > 1 ? item_size : 1;
+  return chunk_elements / size > 1 ? chunk_elements / size : 1;
+}
 
 // The number of chunks parallel_for(n, grain, ...) cuts [0, n) into: at most
 // threads(), and none smaller than `grain` items (so small work stays on the

@@ -87,7 +87,7 @@ void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64
 template <class T>
 void argmax_axis(const T* x, std::int64_t outer, std::int64_t length, std::int64_t inner, std::int64_t* index) {
   // Over the outputs q = o·inner + i, each a scan of `length` entries.
-  const std::int64_t grain = std::max<std::int64_t>(1, kStreamGrain / std::max<std::int64_t>(length, 1));
+  const std::int64_t grain = items_grain(length);
   parallel_for(outer * inner, grain, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t q = begin; q < end; ++q) {
       const std::int64_t base = (q / inner) * length * inner + q % inner;
@@ -105,7 +105,7 @@ void argmax_axis(const T* x, std::int64_t outer, std::int64_t length, std::int64
 template <class T>
 void log_softmax(const T* x, T* y, std::int64_t outer, std::int64_t length, std::int64_t inner) {
   // Over the rows q = o·inner + i; each entry costs an exp.
-  const std::int64_t grain = std::max<std::int64_t>(1, kMathGrain / std::max<std::int64_t>(length, 1));
+  const std::int64_t grain = items_grain(length, kMathGrain);
   parallel_for(outer * inner, grain, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t q = begin; q < end; ++q) {
       const std::int64_t o = q / inner, i = q % inner;

@@ -247,16 +247,11 @@ void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t 
   }
 }
 
-// Planes of at least ~16 Ki values per chunk: less is not worth a thread.
-std::int64_t planes_grain(std::int64_t h, std::int64_t w) {
-  return std::max<std::int64_t>(1, (std::int64_t{1} << 14) / std::max<std::int64_t>(h * w, 1));
-}
-
 // The planes are independent: spread over the thread pool.
 template <class T>
 void max_pool(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win, T* y,
               std::int64_t* index) {
-  parallel_for(planes, planes_grain(h, w),
+  parallel_for(planes, items_grain(h * w, kPlaneGrain),
                [&](std::int64_t begin, std::int64_t end) { max_pool_planes(x, begin, end, h, w, win, y, index); });
 }
 
@@ -267,7 +262,7 @@ template <class T>
 void max_unpool(const T* g, const std::int64_t* index, std::int64_t planes, std::int64_t h, std::int64_t w,
                 const Window2d& win, T* dx) {
   const std::int64_t outputs = win.out_h(h) * win.out_w(w);
-  parallel_for(planes, planes_grain(h, w), [&](std::int64_t begin, std::int64_t end) {
+  parallel_for(planes, items_grain(h * w, kPlaneGrain), [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t p = begin; p < end; ++p) {
       std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
       for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
