@@ -8,6 +8,11 @@
 //   gemm          engine matmul against its CPU kernel and raw cblas_?gemm,
 //                 same sizes, same run
 //                 (the counter "GFLOP=x/s" reads as x GFLOP/s)
+//   small gemm    25 products in a row at the task-batched sinusoid MLP's
+//                 shapes (and 64³), float: OpenBLAS (cblas_sgemm, whichever
+//                 kernels it chose; OPENBLAS_CORETYPE forces them) against
+//                 our small-product kernel on AVX2 and on AVX-512 (each
+//                 where the CPU has it). Filter with --benchmark_filter=SmallGemm
 //   mlp           the full gradient of a 1-40-40-1 MLP's MSE on 10 points
 //   conv          each distinct convolution of a Conv4 exact meta-gradient
 //                 step (meta-batch 4, 5 support and 75 query images per task,
@@ -33,6 +38,7 @@
 #include "kernels/cpu/backend.hpp"
 #include "kernels/cpu/conv.hpp"
 #include "kernels/cpu/parallel.hpp"
+#include "kernels/cpu/small_gemm.hpp"
 #include "metatape/engine.hpp"
 #include "resident.hpp"
 
@@ -179,6 +185,66 @@ BENCHMARK(BM_Matmul_RawBlas<mt::DType::f64>)
     ->Arg(256)
     ->Arg(512)
     ->Arg(1024);
+
+// --- small products, as a task batch issues them ----------------------------
+
+struct SmallShape {
+  const char* name;
+  bool trans_a, trans_b;
+  std::int64_t m, n, k;
+};
+// The sinusoid MLP's hidden layer (forward, input gradient, weight
+// gradient), its input layer's forward (k = 1) and output layer's weight
+// gradient (m = 1), and a 64³ product.
+constexpr std::array<SmallShape, 6> kSmallShapes = {{{"nn_10x40x40", false, false, 10, 40, 40},
+                                                     {"nt_10x40x40", false, true, 10, 40, 40},
+                                                     {"tn_40x40x10", true, false, 40, 40, 10},
+                                                     {"nn_10x40x1", false, false, 10, 40, 1},
+                                                     {"tn_1x40x10", true, false, 1, 40, 10},
+                                                     {"nn_64x64x64", false, false, 64, 64, 64}}};
+constexpr std::int64_t kSmallBatch = 25;
+
+// isa: none = cblas_sgemm; otherwise small_gemm_with on that kernel.
+void BM_SmallGemm(benchmark::State& state, SmallShape s, mt::kernels::cpu::SmallGemmIsa isa) {
+  namespace cpu = mt::kernels::cpu;
+  if (!cpu::cpu_runs(isa)) {
+    state.SkipWithError("this CPU lacks the instructions of this kernel");
+    return;
+  }
+  mt::Generator gen(1);
+  const std::int64_t lda = s.trans_a ? s.m : s.k, ldb = s.trans_b ? s.k : s.n;
+  const mt::Tensor a = mt::normal({kSmallBatch, s.m * s.k}, 0, 1, gen, mt::DType::f32),
+                   b = mt::normal({kSmallBatch, s.k * s.n}, 0, 1, gen, mt::DType::f32);
+  mt::Tensor c = mt::zeros({kSmallBatch, s.m * s.n}, mt::DType::f32);
+  const auto dim = [](std::int64_t v) { return static_cast<int>(v); };
+  for (auto _ : state) {
+    for (std::int64_t t = 0; t < kSmallBatch; ++t) {
+      const float* at = a.data<float>() + t * s.m * s.k;
+      const float* bt = b.data<float>() + t * s.k * s.n;
+      float* ct = c.data<float>() + t * s.m * s.n;
+      if (isa == cpu::SmallGemmIsa::none)
+        cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans, s.trans_b ? CblasTrans : CblasNoTrans,
+                    dim(s.m), dim(s.n), dim(s.k), 1.0f, at, dim(lda), bt, dim(ldb), 0.0f, ct, dim(s.n));
+      else
+        cpu::small_gemm_with<float>(isa, s.trans_a, s.trans_b, s.m, s.n, s.k, 1.0f, at, lda, bt, ldb, 0.0f, ct, s.n);
+    }
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  state.counters["GFLOP"] = benchmark::Counter(2e-9 * static_cast<double>(kSmallBatch * s.m * s.n * s.k),
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+
+[[maybe_unused]] const bool small_gemm_registered = [] {
+  namespace cpu = mt::kernels::cpu;
+  for (const SmallShape& s : kSmallShapes)
+    for (cpu::SmallGemmIsa isa : {cpu::SmallGemmIsa::none, cpu::SmallGemmIsa::avx2, cpu::SmallGemmIsa::avx512})
+      benchmark::RegisterBenchmark((std::string("BM_SmallGemm_") + s.name + "_x25/" +
+                                    (isa == cpu::SmallGemmIsa::none ? "openblas" : cpu::small_gemm_isa_name(isa)))
+                                       .c_str(),
+                                   BM_SmallGemm, s, isa)
+          ->Unit(benchmark::kMicrosecond);
+  return true;
+}();
 
 // --- a whole small gradient -------------------------------------------------
 

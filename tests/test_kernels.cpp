@@ -10,11 +10,13 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "engine/src/backend.hpp"
 #include "kernels/cpu/backend.hpp"
 #include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/small_gemm.hpp"
 #include "kernels/error.hpp"
 #include "metatape/error.hpp"
 
@@ -73,6 +75,60 @@ void check_gemm_degenerate(double tolerance) {
               CHECK(std::abs(static_cast<double>(c[at] - expected)) <= tolerance);
             }
         }
+}
+
+// The small-product kernel of one instruction set against its documented
+// formula, bit for bit: s = fma(a_ip, b_pj, s) over p in order from 0, then
+// c = fma(beta, c, alpha · s). Shapes cover full and partial register
+// tiles (m around the 6-row tile, n around one and two vectors of either
+// width), every transpose, leading dimensions wider than the matrices,
+// beta 0 over NaN and beta −0.5. Columns past n stay untouched.
+template <class T>
+void check_small_gemm_bits(mt::kernels::cpu::SmallGemmIsa isa) {
+  namespace cpu = mt::kernels::cpu;
+  for (const std::int64_t m : {1, 5, 6, 7, 13})
+    for (const std::int64_t n : {2, 7, 8, 9, 16, 17, 33, 40})
+      for (const std::int64_t k : {1, 3, 8, 17, 40})
+        for (const bool ta : {false, true})
+          for (const bool tb : {false, true})
+            for (const auto& [alpha, beta] : {std::pair{T(1), T(0)}, std::pair{T(0.75), T(-0.5)}}) {
+              const std::int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 3, ldc = n + 3;
+              std::vector<T> a(static_cast<std::size_t>((ta ? k : m) * lda)),
+                  b(static_cast<std::size_t>((tb ? n : k) * ldb));
+              for (std::size_t i = 0; i < a.size(); ++i) a[i] = T(std::sin(1.0 + static_cast<double>(i)));
+              for (std::size_t i = 0; i < b.size(); ++i) b[i] = T(std::cos(2.0 + 0.7 * static_cast<double>(i)));
+              std::vector<T> c(static_cast<std::size_t>(m * ldc),
+                               beta == T(0) ? std::numeric_limits<T>::quiet_NaN() : T(0.25));
+              const std::vector<T> c0 = c;
+              REQUIRE(cpu::small_gemm_with<T>(isa, ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(),
+                                              ldc));
+              bool all_same = true;
+              for (std::int64_t i = 0; i < m; ++i)
+                for (std::int64_t j = 0; j < ldc; ++j) {
+                  const std::size_t at = static_cast<std::size_t>(i * ldc + j);
+                  T expected = c0[at];
+                  if (j < n) {
+                    T s = 0;
+                    for (std::int64_t p = 0; p < k; ++p)
+                      s = std::fma(a[static_cast<std::size_t>(ta ? p * lda + i : i * lda + p)],
+                                   b[static_cast<std::size_t>(tb ? j * ldb + p : p * ldb + j)], s);
+                    if (alpha != T(1)) s = alpha * s;
+                    expected = beta == T(0) ? s : std::fma(beta, c0[at], s);
+                  }
+                  all_same =
+                      all_same &&
+                      std::bit_cast<std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>(c[at]) ==
+                          std::bit_cast<std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>(expected);
+                }
+              INFO("m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta);
+              CHECK(all_same);
+            }
+  // What the kernel does not take: one column, an op(B) past the panel.
+  std::vector<T> a(64 * 65, T(1)), b(65 * 64, T(1)), c(64 * 64, T(7));
+  CHECK_FALSE(cpu::small_gemm_with<T>(isa, false, false, 4, 1, 8, T(1), a.data(), 8, b.data(), 1, T(0), c.data(), 1));
+  CHECK_FALSE(
+      cpu::small_gemm_with<T>(isa, false, false, 4, 64, 65, T(1), a.data(), 65, b.data(), 64, T(0), c.data(), 64));
+  CHECK(c == std::vector<T>(64 * 64, T(7)));
 }
 
 template <class T>
@@ -149,6 +205,19 @@ TEST_SUITE("kernels") {
   TEST_CASE("gemm with a dimension of 1: every transpose and leading dimension, beta 0 ignores NaN") {
     check_gemm_degenerate<float>(1e-5);
     check_gemm_degenerate<double>(1e-13);
+  }
+
+  TEST_CASE("the small-product kernels, AVX2 and AVX-512: each entry one fused multiply-add chain, bit for bit") {
+    namespace cpu = mt::kernels::cpu;
+    for (const cpu::SmallGemmIsa isa : {cpu::SmallGemmIsa::avx2, cpu::SmallGemmIsa::avx512}) {
+      if (!cpu::cpu_runs(isa)) {
+        MESSAGE("skipped the " << cpu::small_gemm_isa_name(isa) << " kernel: this CPU or build lacks it");
+        continue;
+      }
+      INFO("kernel " << cpu::small_gemm_isa_name(isa));
+      check_small_gemm_bits<float>(isa);
+      check_small_gemm_bits<double>(isa);
+    }
   }
 
   TEST_CASE("unary kernels on the CPU: overflow-free sigmoid, NaN through relu, pow's exact fast paths") {

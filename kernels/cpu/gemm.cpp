@@ -1,12 +1,16 @@
 // Matrix products: one OpenBLAS call per block of C, the blocks spread over
 // the CPU kernels' pool when a product is large enough to pay for it.
 //
-// Small products go straight to OpenBLAS. We measured a register-blocked
-// kernel of our own against it on the sinusoid MLP's products ([10 x 40] x
-// [40 x 40] and their adjoints, float and double): OpenBLAS 0.3.21's
-// small-matrix path already takes 0.05 us (k = 1) to 0.5 us (k = 40) a call,
-// and ours was no faster even compiled for AVX-512 (0.7x to 1.7x by shape)
-// and ten times slower for the baseline x86-64 this library is built for.
+// Small products (op(B) within small_gemm.hpp's panel) go to our own kernel
+// where the CPU has AVX2 and FMA or AVX-512. On every call, even for
+// [10 x 40] x [40 x 40], OpenBLAS 0.3.21's Haswell kernels pack A and B and
+// take a buffer and a lock; in the sinusoid MLP's task-batched step those
+// copies and that overhead were 20% of the step, beside 33% in its compute
+// kernel. Its AVX-512 kernels have a small-matrix path without the packing,
+// and the AVX-512 kernel of ours is still 1.2-1.4x as fast on these shapes
+// (bench-engine's BM_SmallGemm_*). A kernel of ours compiled for the baseline
+// x86-64 this library is built for was ten times slower, so ours run only
+// where the CPU reports the instructions.
 #include "gemm.hpp"
 
 #include <cblas.h>
@@ -16,6 +20,7 @@
 
 #include "kernels.hpp"
 #include "parallel.hpp"
+#include "small_gemm.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
@@ -53,8 +58,9 @@ void blas_gemv(bool trans, std::int64_t rows, std::int64_t cols, T alpha, const 
     cblas_dgemv(CblasRowMajor, t, dims(rows), dims(cols), alpha, a, dims(lda), x, dims(incx), beta, y, dims(incy));
 }
 
-// Products with a dimension of 1 (the sinusoid MLP's input and output
-// layers and their adjoints) go to gemv, or for k = 1 to GEMM without
+// One product on the calling thread. A single column of C (n = 1) is a
+// gemv; a product small_gemm takes goes there. Where it does not (no AVX2,
+// or op(B) past its panel), m = 1 is a gemv and k = 1 a GEMM without
 // transposes (an operand with one row or column has the same layout either
 // way): OpenBLAS 0.3.21's small-GEMM path took 1.3-3.5x as long for those
 // shapes (10 x 40 with k = 1; 40 x 10 and 10 x 40 times a vector).
@@ -63,6 +69,7 @@ void blas_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
                std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   if (n == 1)  // c (m entries, ldc apart) = op(A) · op(B)'s one column
     return blas_gemv(trans_a, trans_a ? k : m, trans_a ? m : k, alpha, a, lda, b, trans_b ? 1 : ldb, beta, c, ldc);
+  if (small_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   if (m == 1)  // c (one row) = op(B)ᵀ · op(A)'s one row
     return blas_gemv(!trans_b, trans_b ? n : k, trans_b ? k : n, alpha, b, ldb, a, trans_a ? lda : 1, beta, c, 1);
   // k = 1: op(A) is a column and op(B) a row, contiguous unless a transposed

@@ -1,5 +1,7 @@
-// Matrix products through OpenBLAS. Row-major; a transpose is a flag, never
-// a copy. T is float or double.
+// Matrix products through OpenBLAS, and small ones (op(B) of at most 64 x 64
+// entries) through our own kernel where the CPU has AVX2 or AVX-512
+// (small_gemm.hpp). Row-major; a transpose is a flag, never a copy. T is
+// float or double.
 //
 // Threads: OpenBLAS runs single-threaded (set_blas_single_threaded), and a
 // large product is split over the CPU kernels' pool (parallel.hpp) into

@@ -1,0 +1,58 @@
+// Small matrix products without OpenBLAS's packing: the shapes of a
+// task-batched MLP ([10 x 40] x [40 x 40] and its adjoints), where a call's
+// packing, buffer allocation and locking can cost as much as its arithmetic.
+//
+// C = alpha · op(A) op(B) + beta · C, row-major, with AVX-512 or AVX2 and
+// FMA, chosen at run time: the library is built for baseline x86-64, and
+// each instruction set's kernel is its own translation unit compiled for
+// that set (small_gemm_tiles.hpp). Each entry of C is one fused
+// multiply-add chain over k in order, s = fma(a_ip, b_pj, s) for p = 0, 1,
+// …, starting from 0, then c = fma(beta, c, alpha · s) (alpha · s skipped
+// when alpha = 1, C not read when beta = 0): the same bits on either
+// instruction set and wherever a row or column lands in the register tiles,
+// so a product split into blocks of rows equals the whole.
+#pragma once
+
+#include <cstdint>
+
+namespace metatape::kernels::cpu {
+
+// The largest op(B) (k · n entries) the kernel takes: 16 KiB of floats, a
+// panel that stays in the L1 cache while every row of A passes over it.
+inline constexpr std::int64_t kSmallGemmMaxPanel = 64 * 64;
+
+enum class SmallGemmIsa { none, avx2, avx512 };
+
+// Whether this CPU runs the kernel of `isa` (AVX2 and FMA; AVX-512F), and
+// whether this build has it.
+bool cpu_runs(SmallGemmIsa isa);
+// The widest instruction set the kernel uses here (none: OpenBLAS takes
+// every product), asked once.
+SmallGemmIsa small_gemm_isa();
+const char* small_gemm_isa_name(SmallGemmIsa isa);
+
+// Computes the product and returns true when this CPU has a kernel and
+// op(B) fits the panel (k · n <= kSmallGemmMaxPanel, n >= 2, k >= 1);
+// otherwise leaves C alone and returns false.
+template <class T>
+bool small_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
+
+// The same with the kernel of one instruction set, which cpu_runs(isa)
+// must allow (the tests compare the two).
+template <class T>
+bool small_gemm_with(SmallGemmIsa isa, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                     T alpha, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c,
+                     std::int64_t ldc);
+
+// Each instruction set's kernel (small_gemm_avx2.cpp, small_gemm_avx512.cpp),
+// for a shape small_gemm has accepted.
+#define METATAPE_SMALL_GEMM_KERNEL(name)                                                                     \
+  template <class T>                                                                                         \
+  void name(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, \
+            std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
+METATAPE_SMALL_GEMM_KERNEL(small_gemm_avx2)
+METATAPE_SMALL_GEMM_KERNEL(small_gemm_avx512)
+#undef METATAPE_SMALL_GEMM_KERNEL
+
+}  // namespace metatape::kernels::cpu

@@ -1,0 +1,61 @@
+// The small-product kernel for AVX-512F (this file is compiled with
+// -mavx512f; small_gemm.cpp calls it only where the CPU has it). Partial
+// vectors use AVX-512's lane masks.
+#include "small_gemm_tiles.hpp"
+
+namespace metatape::kernels::cpu {
+namespace {
+
+template <class T>
+struct Avx512;
+
+template <>
+struct Avx512<float> {
+  using T = float;
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr int kLanes = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V splat(T x) { return _mm512_set1_ps(x); }
+  static V broadcast(const T* p) { return _mm512_set1_ps(*p); }
+  static Mask mask(std::int64_t count) { return static_cast<Mask>((1u << count) - 1); }
+  static V load(const T* p) { return _mm512_loadu_ps(p); }
+  static V load(const T* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(T* p, V v) { _mm512_storeu_ps(p, v); }
+  static void store(T* p, V v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+};
+
+template <>
+struct Avx512<double> {
+  using T = double;
+  using V = __m512d;
+  using Mask = __mmask8;
+  static constexpr int kLanes = 8;
+  static V zero() { return _mm512_setzero_pd(); }
+  static V splat(T x) { return _mm512_set1_pd(x); }
+  static V broadcast(const T* p) { return _mm512_set1_pd(*p); }
+  static Mask mask(std::int64_t count) { return static_cast<Mask>((1u << count) - 1); }
+  static V load(const T* p) { return _mm512_loadu_pd(p); }
+  static V load(const T* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
+  static void store(T* p, V v) { _mm512_storeu_pd(p, v); }
+  static void store(T* p, V v, Mask m) { _mm512_mask_storeu_pd(p, m, v); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+};
+
+}  // namespace
+
+template <class T>
+void small_gemm_avx512(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                       std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  small_product<Avx512<T>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template void small_gemm_avx512<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
+                                       std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
+template void small_gemm_avx512<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
+                                        std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+
+}  // namespace metatape::kernels::cpu
