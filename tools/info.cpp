@@ -1,6 +1,6 @@
 // metatape info: what this build can run on, so that scripts (run.sh) can
 // choose the device and users can see why the GPU is not used: the CPU with
-// its thread count, then what was found of CUDA, step by step (the driver,
+// its thread count and what its matrix products run on, then what was found of CUDA, step by step (the driver,
 // the backend library beside libmetatape, the runtime and its devices), and
 // a last line "cuda: usable" or "cuda: not usable: <reason>".
 #include <cstdio>
@@ -8,6 +8,7 @@
 
 #include "commands.hpp"
 #include "metatape/cuda_backend.hpp"
+#include "metatape/engine.hpp"
 
 namespace metatape::tools {
 namespace {
@@ -42,6 +43,9 @@ void print_cuda(const CudaBackendStatus& s) {
 int run_info() {
   std::printf("metatape %s\n", METATAPE_VERSION);
   std::printf("cpu: usable (OpenBLAS, %d thread(s))\n", num_threads());
+  const CpuGemmKernels gemm = cpu_gemm_kernels();
+  std::printf("cpu matrix products: OpenBLAS %s kernels; small products: %s\n", gemm.blas_core.c_str(),
+              gemm.small_products.c_str());
   print_cuda(cuda_backend_status());
   return 0;
 }

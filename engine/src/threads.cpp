@@ -25,6 +25,7 @@
 
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/parallel.hpp"
+#include "kernels/cpu/small_gemm.hpp"
 #include "metatape/engine.hpp"
 #include "metatape/error.hpp"
 #ifdef METATAPE_CUDA
@@ -85,6 +86,10 @@ void set_num_threads(int threads) {
 }
 
 int num_threads() { return kernels::cpu::threads(); }
+
+CpuGemmKernels cpu_gemm_kernels() {
+  return {kernels::cpu::blas_core_name(), kernels::cpu::small_gemm_isa_name(kernels::cpu::small_gemm_isa())};
+}
 
 void for_each_on_threads(std::int64_t n, const std::function<void(std::int64_t)>& body) {
   kernels::cpu::parallel_for_unsplit(n, [&](std::int64_t begin, std::int64_t end) {

@@ -167,5 +167,6 @@ template void gemm_batched<double>(bool, bool, std::int64_t, std::int64_t, std::
 
 void set_blas_single_threaded() { openblas_set_num_threads(1); }
 int blas_threads() { return openblas_get_num_threads(); }
+const char* blas_core_name() { return openblas_get_corename(); }
 
 }  // namespace metatape::kernels::cpu

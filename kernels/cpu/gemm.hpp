@@ -29,5 +29,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
 void set_blas_single_threaded();
 // The thread count OpenBLAS would use for one call (1 once set above).
 int blas_threads();
+// OpenBLAS's name for the kernels it runs on this CPU ("Haswell", "Cooperlake", …).
+const char* blas_core_name();
 
 }  // namespace metatape::kernels::cpu

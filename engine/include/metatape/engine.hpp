@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 
 #include "metatape/captured_step.hpp"
 #include "metatape/error.hpp"
@@ -32,6 +33,16 @@ void set_num_threads(int threads);
 int num_threads();
 // 4 x the hardware threads: more only contend.
 int max_num_threads();
+
+// What the CPU's matrix products run on, as `metatape info` prints it:
+// OpenBLAS's kernel set (its core name; OPENBLAS_CORETYPE in the environment
+// can force one) and the instruction set of our small-product kernel
+// ("avx512", "avx2", or "none", where OpenBLAS takes every product).
+struct CpuGemmKernels {
+  std::string blas_core;
+  std::string small_products;
+};
+CpuGemmKernels cpu_gemm_kernels();
 
 // Calls body(i) for every i in [0, n), spread over the CPU threads in
 // contiguous runs of i, one run per thread: parallelism over whole
