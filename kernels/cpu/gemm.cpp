@@ -98,13 +98,15 @@ std::int64_t grain(std::int64_t row_work) {
 }  // namespace
 
 // C is cut into blocks of whole units of rows (rows of op(A)), each a
-// plain sub-product with offset pointers. Not bit-identical to the unsplit
-// call: OpenBLAS 0.3.21 picks its kernels and blockings by the shape of
-// each call (a small-matrix path below m·n·k = 100³, other tile orders for
-// some heights), and we measured last-bit differences in some rows for many
-// cuts, float and double. So a split product equals the serial one up to
-// the order of its sums (tests/test_threads.cpp bounds the difference),
-// and is bit-identical at a fixed thread count.
+// plain sub-product with offset pointers. On OpenBLAS not bit-identical to
+// the unsplit call: OpenBLAS 0.3.21 picks its kernels and blockings by the
+// shape of each call (a small-matrix path below m·n·k = 100³, other tile
+// orders for some heights), and we measured last-bit differences in some
+// rows for many cuts, float and double. So a split product equals the
+// serial one up to the order of its sums (tests/test_threads.cpp bounds the
+// difference), and is bit-identical at a fixed thread count. A product the
+// small-product kernel takes (chosen by n and k, so for every block alike)
+// is bit-identical at any split.
 template <class T>
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
@@ -124,8 +126,8 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
 
 // A batch sharing one B: one product of all its rows (see gemm for its
 // bits). Otherwise over the batch when the matrices are many (the task axis
-// of a task-batched graph): each matrix is then one unsplit OpenBLAS call,
-// the same bits at any thread count. When they are fewer than two per thread,
+// of a task-batched graph): each matrix is then one unsplit call (OpenBLAS
+// or the small-product kernel), the same bits at any thread count. When they are fewer than two per thread,
 // one by one, each split by gemm if large (then equal up to summation
 // order, as gemm).
 template <class T>

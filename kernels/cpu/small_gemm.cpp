@@ -48,7 +48,7 @@ template <class T>
 bool small_gemm_with(SmallGemmIsa isa, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                      T alpha, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c,
                      std::int64_t ldc) {
-  if (n < 2 || k < 1 || k * n > kSmallGemmMaxPanel) return false;
+  if (!small_gemm_takes<T>(isa, n, k)) return false;
 #if METATAPE_SMALL_GEMM
   switch (isa) {
     case SmallGemmIsa::avx512:

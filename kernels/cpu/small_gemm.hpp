@@ -17,11 +17,24 @@
 
 namespace metatape::kernels::cpu {
 
-// The largest op(B) (k · n entries) the kernel takes: 16 KiB of floats, a
-// panel that stays in the L1 cache while every row of A passes over it.
+// The largest op(B) (k · n entries) the kernel takes: 16 KiB of floats
+// (32 KiB of doubles), a panel that stays in the L1 cache while every row
+// of A passes over it.
 inline constexpr std::int64_t kSmallGemmMaxPanel = 64 * 64;
 
 enum class SmallGemmIsa { none, avx2, avx512 };
+
+// The fewest columns (n) the kernel of `isa` takes. AVX-512's masked
+// vectors cost little; AVX2's partial vectors do, and on narrow products (a
+// Conv4 first layer's [25088 x 64] x [64 x 9]) its kernel was 1.3-1.5x
+// slower than OpenBLAS's Haswell kernels, so it takes only products with at
+// least one full tile of two vectors (16 floats, 8 doubles). The choice
+// depends on n and k alone, never on m: every block of rows of a split
+// product takes the same path.
+template <class T>
+constexpr std::int64_t small_gemm_min_columns(SmallGemmIsa isa) {
+  return isa == SmallGemmIsa::avx2 ? 2 * (32 / static_cast<std::int64_t>(sizeof(T))) : 2;
+}
 
 // Whether this CPU runs the kernel of `isa` (AVX2 and FMA; AVX-512F), and
 // whether this build has it.
@@ -31,9 +44,16 @@ bool cpu_runs(SmallGemmIsa isa);
 SmallGemmIsa small_gemm_isa();
 const char* small_gemm_isa_name(SmallGemmIsa isa);
 
+// Whether the kernel of `isa` takes a product whose op(B) is k x n: the
+// whole choice, which never looks at m.
+template <class T>
+constexpr bool small_gemm_takes(SmallGemmIsa isa, std::int64_t n, std::int64_t k) {
+  return isa != SmallGemmIsa::none && n >= small_gemm_min_columns<T>(isa) && k >= 1 && k * n <= kSmallGemmMaxPanel;
+}
+
 // Computes the product and returns true when this CPU has a kernel and
-// op(B) fits the panel (k · n <= kSmallGemmMaxPanel, n >= 2, k >= 1);
-// otherwise leaves C alone and returns false.
+// it takes the shape (small_gemm_takes); otherwise leaves C alone and
+// returns false.
 template <class T>
 bool small_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
                 std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
