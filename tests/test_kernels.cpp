@@ -78,6 +78,13 @@ void check_gemm_degenerate(double tolerance) {
         }
 }
 
+// Equal bits (so 0 and -0 differ), or both NaN.
+template <class T>
+bool same(T a, T b) {
+  using Bits = std::conditional_t<sizeof(T) == 8, std::uint64_t, std::uint32_t>;
+  return (std::isnan(a) && std::isnan(b)) || std::bit_cast<Bits>(a) == std::bit_cast<Bits>(b);
+}
+
 // The small-product kernel of one instruction set against its documented
 // formula, bit for bit: s = fma(a_ip, b_pj, s) over p in order from 0, then
 // c = fma(beta, c, alpha · s). Shapes cover full and partial register
@@ -108,8 +115,7 @@ void check_small_gemm_bits(mt::kernels::cpu::SmallGemmIsa isa) {
               // Narrower than the kernel takes: refused, C untouched.
               REQUIRE(taken == (n >= cpu::small_gemm_min_columns<T>(isa)));
               if (!taken) {
-                CHECK(std::equal(c.begin(), c.end(), c0.begin(),
-                                 [](T x, T y) { return std::isnan(x) ? std::isnan(y) : x == y; }));
+                CHECK(std::equal(c.begin(), c.end(), c0.begin(), same<T>));
                 continue;
               }
               bool all_same = true;
@@ -160,13 +166,6 @@ std::vector<T> unary_of(UnaryOp op, const std::vector<T>& x, double param = 0) {
   std::vector<T> y(x.size());
   K::unary<T>(op, x.data(), y.data(), static_cast<std::int64_t>(x.size()), param);
   return y;
-}
-
-// Equal bits (so 0 and -0 differ), or both NaN.
-template <class T>
-bool same(T a, T b) {
-  using Bits = std::conditional_t<sizeof(T) == 8, std::uint64_t, std::uint32_t>;
-  return (std::isnan(a) && std::isnan(b)) || std::bit_cast<Bits>(a) == std::bit_cast<Bits>(b);
 }
 
 template <class T>

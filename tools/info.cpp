@@ -1,8 +1,9 @@
 // metatape info: what this build can run on, so that scripts (run.sh) can
 // choose the device and users can see why the GPU is not used: the CPU with
-// its thread count and what its matrix products run on, then what was found of CUDA, step by step (the driver,
-// the backend library beside libmetatape, the runtime and its devices), and
-// a last line "cuda: usable" or "cuda: not usable: <reason>".
+// its thread count and what its matrix products run on, then what was found
+// of CUDA, step by step (the driver, the backend library beside libmetatape,
+// the runtime and its devices), and a last line "cuda: usable" or
+// "cuda: not usable: <reason>".
 #include <cstdio>
 #include <string>
 

@@ -60,7 +60,7 @@ void blas_gemv(bool trans, std::int64_t rows, std::int64_t cols, T alpha, const 
 
 // One product on the calling thread. A single column of C (n = 1) is a
 // gemv; a product small_gemm takes goes there. Where it does not (no AVX2,
-// or op(B) past its panel), m = 1 is a gemv and k = 1 a GEMM without
+// or a shape it does not take: small_gemm_takes), m = 1 is a gemv and k = 1 a GEMM without
 // transposes (an operand with one row or column has the same layout either
 // way): OpenBLAS 0.3.21's small-GEMM path took 1.3-3.5x as long for those
 // shapes (10 x 40 with k = 1; 40 x 10 and 10 x 40 times a vector).
@@ -127,9 +127,9 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
 // A batch sharing one B: one product of all its rows (see gemm for its
 // bits). Otherwise over the batch when the matrices are many (the task axis
 // of a task-batched graph): each matrix is then one unsplit call (OpenBLAS
-// or the small-product kernel), the same bits at any thread count. When they are fewer than two per thread,
-// one by one, each split by gemm if large (then equal up to summation
-// order, as gemm).
+// or the small-product kernel), the same bits at any thread count. When
+// they are fewer than two per thread, one by one, each split by gemm if
+// large (then equal up to summation order, as gemm).
 template <class T>
 void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
                   std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,

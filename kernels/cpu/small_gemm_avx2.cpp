@@ -14,9 +14,7 @@ struct Avx2<float> {
   using V = __m256;
   using Mask = __m256i;
   static constexpr int kLanes = 8;
-  static V zero() { return _mm256_setzero_ps(); }
   static V splat(T x) { return _mm256_set1_ps(x); }
-  static V broadcast(const T* p) { return _mm256_broadcast_ss(p); }
   static Mask mask(std::int64_t count) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
@@ -34,9 +32,7 @@ struct Avx2<double> {
   using V = __m256d;
   using Mask = __m256i;
   static constexpr int kLanes = 4;
-  static V zero() { return _mm256_setzero_pd(); }
   static V splat(T x) { return _mm256_set1_pd(x); }
-  static V broadcast(const T* p) { return _mm256_broadcast_sd(p); }
   static Mask mask(std::int64_t count) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3));
   }
@@ -50,15 +46,6 @@ struct Avx2<double> {
 
 }  // namespace
 
-template <class T>
-void small_gemm_avx2(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-                     std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
-  small_product<Avx2<T>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-template void small_gemm_avx2<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                                     std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
-template void small_gemm_avx2<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
-                                      std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+METATAPE_DEFINE_SMALL_GEMM_KERNEL(small_gemm_avx2, Avx2)
 
 }  // namespace metatape::kernels::cpu

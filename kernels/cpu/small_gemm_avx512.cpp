@@ -15,9 +15,7 @@ struct Avx512<float> {
   using V = __m512;
   using Mask = __mmask16;
   static constexpr int kLanes = 16;
-  static V zero() { return _mm512_setzero_ps(); }
   static V splat(T x) { return _mm512_set1_ps(x); }
-  static V broadcast(const T* p) { return _mm512_set1_ps(*p); }
   static Mask mask(std::int64_t count) { return static_cast<Mask>((1u << count) - 1); }
   static V load(const T* p) { return _mm512_loadu_ps(p); }
   static V load(const T* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
@@ -33,9 +31,7 @@ struct Avx512<double> {
   using V = __m512d;
   using Mask = __mmask8;
   static constexpr int kLanes = 8;
-  static V zero() { return _mm512_setzero_pd(); }
   static V splat(T x) { return _mm512_set1_pd(x); }
-  static V broadcast(const T* p) { return _mm512_set1_pd(*p); }
   static Mask mask(std::int64_t count) { return static_cast<Mask>((1u << count) - 1); }
   static V load(const T* p) { return _mm512_loadu_pd(p); }
   static V load(const T* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
@@ -47,15 +43,6 @@ struct Avx512<double> {
 
 }  // namespace
 
-template <class T>
-void small_gemm_avx512(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-                       std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
-  small_product<Avx512<T>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-template void small_gemm_avx512<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                                       std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
-template void small_gemm_avx512<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
-                                        std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+METATAPE_DEFINE_SMALL_GEMM_KERNEL(small_gemm_avx512, Avx512)
 
 }  // namespace metatape::kernels::cpu

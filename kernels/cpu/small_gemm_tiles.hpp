@@ -4,8 +4,8 @@
 // small_gemm_avx512.cpp). Everything here has internal linkage, so the two
 // compilations never stand in for each other at link time.
 //
-// X supplies: T, V (one register of T), Mask, kLanes, zero(), splat(x),
-// broadcast(p), mask(count) (lanes below count), load(p[, mask]),
+// X supplies: T, V (one register of T), Mask, kLanes, splat(x) (x in every
+// lane), mask(count) (lanes below count), load(p[, mask]),
 // store(p, v[, mask]), fma(a, b, c) (a · b + c, one rounding), mul.
 //
 // A tile is MR rows of C by two vectors of columns: per step p of the sum,
@@ -43,16 +43,17 @@ template <class X, int MR>
 void row_tile(std::int64_t n, std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64_t a_col,
               const typename X::T* b, std::int64_t ldb, typename X::T alpha, typename X::T beta, typename X::T* c,
               std::int64_t ldc) {
+  using T = typename X::T;
   using V = typename X::V;
   constexpr int L = X::kLanes;
   std::int64_t j = 0;
   for (; j + 2 * L <= n; j += 2 * L) {
     V acc[MR][2];
-    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = X::zero();
+    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = X::splat(T(0));
     for (std::int64_t p = 0; p < k; ++p) {
       const V b0 = X::load(b + p * ldb + j), b1 = X::load(b + p * ldb + j + L);
       for (int r = 0; r < MR; ++r) {
-        const V ar = X::broadcast(a + r * a_row + p * a_col);
+        const V ar = X::splat(a[r * a_row + p * a_col]);
         acc[r][0] = X::fma(ar, b0, acc[r][0]);
         acc[r][1] = X::fma(ar, b1, acc[r][1]);
       }
@@ -65,10 +66,10 @@ void row_tile(std::int64_t n, std::int64_t k, const typename X::T* a, std::int64
   for (; j < n; j += L) {
     const typename X::Mask lanes = X::mask(n - j < L ? n - j : L);
     V acc[MR];
-    for (int r = 0; r < MR; ++r) acc[r] = X::zero();
+    for (int r = 0; r < MR; ++r) acc[r] = X::splat(T(0));
     for (std::int64_t p = 0; p < k; ++p) {
       const V bp = X::load(b + p * ldb + j, lanes);
-      for (int r = 0; r < MR; ++r) acc[r] = X::fma(X::broadcast(a + r * a_row + p * a_col), bp, acc[r]);
+      for (int r = 0; r < MR; ++r) acc[r] = X::fma(X::splat(a[r * a_row + p * a_col]), bp, acc[r]);
     }
     for (int r = 0; r < MR; ++r) finish<X>(c + r * ldc + j, acc[r], alpha, beta, lanes);
   }
@@ -158,3 +159,17 @@ void small_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
 
 }  // namespace
 }  // namespace metatape::kernels::cpu
+
+// Defines small_gemm.hpp's kernel `name` for float and double as
+// small_product over the vector traits Traits<T>, in the translation unit
+// compiled for Traits' instruction set.
+#define METATAPE_DEFINE_SMALL_GEMM_KERNEL(name, Traits)                                                              \
+  template <class T>                                                                                                 \
+  void name(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,         \
+            std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {                        \
+    small_product<Traits<T>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);                        \
+  }                                                                                                                  \
+  template void name<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, \
+                            const float*, std::int64_t, float, float*, std::int64_t);                                \
+  template void name<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,            \
+                             std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
