@@ -14,9 +14,12 @@
 //   metatape split     the step `metatape train` takes: split by task, the
 //                      batch's chunks spread over the threads
 //
-// For each it reports the median step time over repeated runs (float32; wall
-// clock, and the process's CPU time over all threads beside it), the
-// peak resident memory of two steps in a fresh process, and the relative
+// The implementations take turns, one step each per round (timed_in_turns),
+// so that a shared machine's drift during the run slows them alike. For each
+// it reports the median step time over the rounds (float32; wall clock, and
+// the process's CPU time over all threads beside it), the median and range
+// over the rounds of its time over metatape's in the same round, the peak
+// resident memory of two steps in a fresh process, and the relative
 // error between the libtorch meta-gradient and metatape's, computed in
 // float64 so that it shows rounding, not kink flips.
 //
@@ -44,7 +47,6 @@ namespace meta = metatape::meta;
 namespace {
 
 using bench::from_torch;
-using bench::median_ms;
 using bench::median_times;
 using bench::mlp;
 using bench::mlp_batched;
@@ -292,22 +294,32 @@ void compare(int index, int threads, int repeats, bool ours_only) {
                             c.conv ? 0.0 : replayed_error(),
                             mt::testing::relative_error(split_meta_gradient(setup64), reference)};
   const char* names[5] = {"metatape", "libtorch loop", "libtorch batched", "metatape replayed", "metatape split"};
-  double ours = 0;
   // The replayed step is measured where per-op overhead matters (the MLP);
   // Conv4's time is in its convolutions, which a replay runs just the same.
   // Conv4's batches are large enough that meta_gradient itself is the split
   // step: one row for both.
+  std::vector<int> variants;
+  std::vector<std::function<void()>> steps;
   for (int v = 0; v < 5; ++v) {
     if (v >= 3 && c.conv) continue;
-    const bench::Timing t = median_times(step_of(v, setup, pr, threads), c.conv ? std::max(3, repeats / 4) : repeats);
-    const double ms = t.wall_ms;
-    if (v == 0) ours = ms;
+    variants.push_back(v);
+    steps.push_back(step_of(v, setup, pr, threads));
+  }
+  const std::vector<bench::TurnTimes> times = bench::timed_in_turns(steps, c.conv ? std::max(3, repeats / 4) : repeats);
+  for (std::size_t i = 0; i < variants.size(); ++i) {
+    const int v = variants[i];
+    const bench::TurnTimes& t = times[i];
     const double mib = peak_mib(index, v, threads);
-    if (v == 0)
-      std::printf("%-52s %-17s %10.3f %10.3f %9.1f %8s %10s\n", c.name, names[v], ms, t.cpu_ms, mib, "", "");
-    else
-      std::printf("%-52s %-17s %10.3f %10.3f %9.1f %7.1fx %10.1e\n", "", names[v], ms, t.cpu_ms, mib, ms / ours,
-                  errors[v]);
+    if (v == 0) {
+      std::printf("%-52s %-17s %10.3f %10.3f %9.1f %8s %13s %10s\n", c.name, names[v], t.median.wall_ms,
+                  t.median.cpu_ms, mib, "", "", "");
+    } else {
+      // "vs ours": the median over rounds of this step's time over ours in the same round, and the range.
+      char range[32];
+      std::snprintf(range, sizeof range, "%.1f-%.1f", t.ratio_low, t.ratio_high);
+      std::printf("%-52s %-17s %10.3f %10.3f %9.1f %7.1fx %13s %10.1e\n", "", names[v], t.median.wall_ms,
+                  t.median.cpu_ms, mib, t.ratio_median, range, errors[v]);
+    }
     std::fflush(stdout);
   }
 }
@@ -369,11 +381,11 @@ int main(int argc, char** argv) {
 
   if (only.empty() || only == "maml") {
     std::printf(
-        "float32, %d thread(s), median of %d steps (conv4: %d); memory: peak resident growth of a fresh "
-        "process over two steps\n",
+        "float32, %d thread(s), median of %d rounds (conv4: %d); in each round every implementation runs "
+        "two steps in turn, the second timed; memory: peak resident growth of a fresh process over two steps\n",
         threads, repeats, std::max(3, repeats / 4));
-    std::printf("%-52s %-17s %10s %10s %9s %8s %10s\n", "configuration", "implementation", "ms/step", "cpu ms",
-                "peak MiB", "vs ours", "f64 err");
+    std::printf("%-52s %-17s %10s %10s %9s %8s %13s %10s\n", "configuration", "implementation", "ms/step", "cpu ms",
+                "peak MiB", "vs ours", "rounds' range", "f64 err");
     for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i)
       if (std::string(kConfigs[i].name).find(match) != std::string::npos) compare(i, threads, repeats, ours_only);
   }

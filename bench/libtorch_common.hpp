@@ -1,6 +1,7 @@
 // What the libtorch comparisons share (bench_maml_libtorch.cpp,
 // bench_kernel_libtorch.cpp): conversion of metatape tensors to and from
-// libtorch, the sinusoid MLP written in libtorch, and the median timer.
+// libtorch, the sinusoid MLP written in libtorch, and the timers (medians of one
+// step, or several implementations timed in turns).
 #pragma once
 
 #include <time.h>
@@ -93,6 +94,42 @@ inline Timing median_times(const std::function<void()>& step, int repeats) {
 }
 
 inline double median_ms(const std::function<void()>& step, int repeats) { return median_times(step, repeats).wall_ms; }
+
+// Several implementations of one step timed in turns: `repeats` rounds in
+// which each runs twice in order, the second run timed (the first refills
+// the caches the others used and warms allocators and thread pools). A
+// machine whose speed drifts during the run (a shared VM) then slows every
+// implementation of a round alike, and the round's ratio to implementation 0
+// keeps its meaning where medians timed minutes apart would not.
+struct TurnTimes {
+  Timing median;                               // over the rounds
+  double ratio_median, ratio_low, ratio_high;  // wall time / implementation 0's in the same round
+};
+
+inline std::vector<TurnTimes> timed_in_turns(const std::vector<std::function<void()>>& steps, int repeats) {
+  std::vector<std::vector<double>> wall(steps.size()), cpu(steps.size());
+  for (int r = 0; r < repeats; ++r)
+    for (std::size_t v = 0; v < steps.size(); ++v) {
+      steps[v]();
+      const auto start = std::chrono::steady_clock::now();
+      const double cpu_start = process_cpu_ms();
+      steps[v]();
+      cpu[v].push_back(process_cpu_ms() - cpu_start);
+      wall[v].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    }
+  const auto median = [](std::vector<double> x) {
+    std::sort(x.begin(), x.end());
+    return x[x.size() / 2];
+  };
+  std::vector<TurnTimes> out;
+  for (std::size_t v = 0; v < steps.size(); ++v) {
+    std::vector<double> ratios;
+    for (std::size_t r = 0; r < wall[v].size(); ++r) ratios.push_back(wall[v][r] / wall[0][r]);
+    const auto [low, high] = std::minmax_element(ratios.begin(), ratios.end());
+    out.push_back({{median(wall[v]), median(cpu[v])}, median(ratios), *low, *high});
+  }
+  return out;
+}
 
 // The kernel figures (bench_kernel_libtorch.cpp): metatape against libtorch
 // on the empirical NTK and on a Hessian-vector product, printed as a table.
