@@ -289,6 +289,40 @@ TEST_SUITE("maml") {
     for (std::size_t t = 0; t < 5; ++t) CHECK(curve[0][t] == doctest::Approx(unadapted.to_vector()[t]).epsilon(1e-14));
   }
 
+  TEST_CASE("an inner step is θ − α ∇ Σ_t L_t on the support sets, bit for bit, recorded or not") {
+    // The inner loop writes the step as θ + (−α)·g, whose backward is one op
+    // shorter; negation is exact and x − y is x + (−y), so the values are
+    // those of θ − α·g in every bit.
+    const meta::Mlp model({1, 8, 8, 1});
+    const meta::MetaConfig config{.algorithm = meta::Algorithm::maml, .inner_steps = 1, .inner_lr = 0.037};
+    for (const DType dtype : {DType::f32, f64}) {
+      CAPTURE(mt::dtype_name(dtype));
+      mt::Generator gen(5);
+      const meta::MetaParams p = meta::init_meta_params(model, config, gen, dtype);
+      const meta::TaskBatch batch = meta::SinusoidTasks().sample(4, 5, 5, gen, dtype);
+      std::vector<Tensor> expected;
+      {
+        mt::TapeScope scope;
+        std::vector<Tensor> copies = meta::per_task(p.model, batch.tasks());
+        for (Tensor& c : copies) c.requires_grad_();
+        const Tensor objective =
+            mt::sum(meta::per_task_loss(meta::Loss::mse, model.forward(copies, batch.support_x), batch.support_y));
+        const std::vector<Tensor> g = mt::grad(objective, copies);
+        for (std::size_t i = 0; i < copies.size(); ++i)
+          expected.push_back(mt::sub(copies[i], mt::scale(g[i], config.inner_lr)).detach());
+      }
+      for (const bool record : {false, true}) {
+        CAPTURE(record);
+        mt::TapeScope scope;
+        const meta::Adapted adapted =
+            meta::adapt(model, meta::Loss::mse, config, p, batch, 1, {.record = record});
+        std::vector<Tensor> values;
+        for (const Tensor& t : adapted.params) values.push_back(t.detach());
+        CHECK(mt::testing::same_bits(values, expected));
+      }
+    }
+  }
+
   TEST_CASE("pretrain's gradient is the gradient of the mean loss over all points") {
     const meta::Mlp model({1, 8, 1});
     const meta::MetaConfig config{.algorithm = meta::Algorithm::pretrain};

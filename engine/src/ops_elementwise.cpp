@@ -174,7 +174,10 @@ void pow_backward(BackwardContext& c) {  // p x^(p-1); exactly zero for p = 0, e
     c.set_grad(0, zeros(c.input_shape(0), c.input_dtype(0), c.grad_output().device()));
     return;
   }
-  c.set_grad(0, mul(c.grad_output(), scale(pow(c.input(0), p - 1.0), p)));
+  // x^1 is x itself (power()'s exact path): square's backward, in every
+  // MSE loss, then records no pow node, nor its own backward's chain.
+  const Tensor base = p == 2.0 ? c.input(0) : pow(c.input(0), p - 1.0);
+  c.set_grad(0, mul(c.grad_output(), scale(base, p)));
 }
 void scale_backward(BackwardContext& c) { c.set_grad(0, scale(c.grad_output(), c.attrs().scalar)); }
 void shift_backward(BackwardContext& c) { c.set_grad(0, c.grad_output()); }

@@ -11,10 +11,11 @@ namespace metatape::meta::detail {
 
 // Which parameters the inner loop adapts: all, or the head for ANIL.
 std::vector<bool> adapting_mask(const Model& model, const MetaConfig& config);
-// α ⊙ gradient for parameter i at inner step `step`: a fixed α, Meta-SGD's
-// per-entry rates, or LSLR's rate for the parameter's layer and the step.
+// parameter − α ⊙ gradient for parameter i at inner step `step`: a fixed α,
+// Meta-SGD's per-entry rates, or LSLR's rate for the parameter's layer and
+// the step.
 Tensor inner_update(const Model& model, const MetaConfig& config, const std::vector<Tensor>& rates, std::size_t i,
-                    int step, const Tensor& gradient);
+                    int step, const Tensor& parameter, const Tensor& gradient);
 
 // Called with k and the parameters θ^k after each step k = 0, ..., steps.
 using AfterStep = std::function<void(int step, const std::vector<Tensor>& fast)>;

@@ -116,9 +116,9 @@ std::vector<bool> adapting_mask(const Model& model, const MetaConfig& config) {
 }
 
 Tensor inner_update(const Model& model, const MetaConfig& config, const std::vector<Tensor>& rates, std::size_t i,
-                    int step, const Tensor& gradient) {
+                    int step, const Tensor& parameter, const Tensor& gradient) {
   // Meta-SGD: α_i broadcast over tasks, or already per task ([T] + shape, as task_terms copies it).
-  if (config.algorithm == Algorithm::metasgd) return mul(rates[i], gradient);
+  if (config.algorithm == Algorithm::metasgd) return sub(parameter, mul(rates[i], gradient));
   if (config.learned_layer_rates) {
     // [layers, steps], or [T, layers, steps] when task_terms copies it per task.
     const Tensor& table = rates[0];
@@ -128,12 +128,15 @@ Tensor inner_update(const Model& model, const MetaConfig& config, const std::vec
     const std::int64_t layer = model.parameters()[i].layer;
     // Sliced, not gathered: no index tensor to copy to the device.
     const Tensor rate = slice(slice(table, axis, layer, layer + 1), axis + 1, column, column + 1);
-    if (axis == 0) return mul(reshape(rate, Shape{}), gradient);
+    if (axis == 0) return sub(parameter, mul(reshape(rate, Shape{}), gradient));
     Shape per_task_rate{table.dim(0)};  // [T, 1, ...] against the gradient's [T] + shape
     for (int a = 1; a < gradient.rank(); ++a) per_task_rate.push_back(1);
-    return mul(reshape(rate, per_task_rate), gradient);
+    return sub(parameter, mul(reshape(rate, per_task_rate), gradient));
   }
-  return scale(gradient, config.inner_lr);
+  // θ + (−α)·g has the bits of θ − α·g (negation is exact, and x − y is
+  // x + (−y)), and its backward to g is one scale, where sub's would add a
+  // neg: one op fewer per parameter and step in every exact meta-gradient.
+  return add(parameter, scale(gradient, -config.inner_lr));
 }
 
 namespace {
@@ -151,7 +154,7 @@ void inner_step(const Model& model, Loss loss, const MetaConfig& config, const s
   const std::vector<Tensor> g = grad(objective, wrt, {.create_graph = create_graph});
   std::size_t j = 0;
   for (std::size_t i = 0; i < fast.size(); ++i)
-    if (adapting[i]) fast[i] = sub(fast[i], inner_update(model, config, rates, i, step, g[j++]));
+    if (adapting[i]) fast[i] = inner_update(model, config, rates, i, step, fast[i], g[j++]);
 }
 
 // Per-task copies [T, ...] of the adapting parameters; the others stay shared.
