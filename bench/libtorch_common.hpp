@@ -93,8 +93,6 @@ inline Timing median_times(const std::function<void()>& step, int repeats) {
   return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
 }
 
-inline double median_ms(const std::function<void()>& step, int repeats) { return median_times(step, repeats).wall_ms; }
-
 // Several implementations of one step timed in turns: `repeats` rounds in
 // which each runs twice in order, the second run timed (the first refills
 // the caches the others used and warms allocators and thread pools). A

@@ -175,7 +175,9 @@ void pow_backward(BackwardContext& c) {  // p x^(p-1); exactly zero for p = 0, e
     return;
   }
   // x^1 is x itself (power()'s exact path): square's backward, in every
-  // MSE loss, then records no pow node, nor its own backward's chain.
+  // MSE loss, then records no pow node, nor its own backward's chain. Every
+  // derivative keeps its value; at third order an exact zero may now keep
+  // its sign (the chain used to add a zero tensor, turning −0 into +0).
   const Tensor base = p == 2.0 ? c.input(0) : pow(c.input(0), p - 1.0);
   c.set_grad(0, mul(c.grad_output(), scale(base, p)));
 }

@@ -133,9 +133,10 @@ Tensor inner_update(const Model& model, const MetaConfig& config, const std::vec
     for (int a = 1; a < gradient.rank(); ++a) per_task_rate.push_back(1);
     return sub(parameter, mul(reshape(rate, per_task_rate), gradient));
   }
-  // θ + (−α)·g has the bits of θ − α·g (negation is exact, and x − y is
-  // x + (−y)), and its backward to g is one scale, where sub's would add a
-  // neg: one op fewer per parameter and step in every exact meta-gradient.
+  // θ + (−α)·g has the bits of θ − α·g wherever the result is not NaN
+  // (negation is exact, and x − y is x + (−y); a NaN's sign may differ), and
+  // its backward to g is one scale, where sub's would add a neg: one op fewer
+  // per parameter and step in every exact meta-gradient.
   return add(parameter, scale(gradient, -config.inner_lr));
 }
 
