@@ -379,21 +379,22 @@ int main(int argc, char** argv) {
   if (memory_config >= 0) return measure_memory(memory_config, memory_variant, threads);
   std::printf("resident at start: %s\n", bench::resident_text().c_str());
 
-  if ((only.empty() || only == "maml") && ours_only) {
-    std::printf("float32, %d thread(s), metatape alone: median of %d steps (conv4: %d) after one warm-up step\n",
-                threads, repeats, std::max(3, repeats / 4));
-    std::printf("%-52s %-17s %10s %10s\n", "configuration", "implementation", "ms/step", "cpu ms");
-  } else if (only.empty() || only == "maml") {
-    std::printf(
-        "float32, %d thread(s), median of %d rounds (conv4: %d); in each round every implementation runs "
-        "two steps in turn, the second timed; memory: peak resident growth of a fresh process over two steps\n",
-        threads, repeats, std::max(3, repeats / 4));
-    std::printf("%-52s %-17s %10s %10s %9s %8s %13s %10s\n", "configuration", "implementation", "ms/step", "cpu ms",
-                "peak MiB", "vs ours", "rounds' range", "f64 err");
-  }
-  if (only.empty() || only == "maml")
+  if (only.empty() || only == "maml") {
+    if (ours_only) {
+      std::printf("float32, %d thread(s), metatape alone: median of %d steps (conv4: %d) after one warm-up step\n",
+                  threads, repeats, std::max(3, repeats / 4));
+      std::printf("%-52s %-17s %10s %10s\n", "configuration", "implementation", "ms/step", "cpu ms");
+    } else {
+      std::printf(
+          "float32, %d thread(s), median of %d rounds (conv4: %d); in each round every implementation runs "
+          "two steps in turn, the second timed; memory: peak resident growth of a fresh process over two steps\n",
+          threads, repeats, std::max(3, repeats / 4));
+      std::printf("%-52s %-17s %10s %10s %9s %8s %13s %10s\n", "configuration", "implementation", "ms/step", "cpu ms",
+                  "peak MiB", "vs ours", "rounds' range", "f64 err");
+    }
     for (int i = 0; i < static_cast<int>(std::size(kConfigs)); ++i)
       if (std::string(kConfigs[i].name).find(match) != std::string::npos) compare(i, threads, repeats, ours_only);
+  }
   // A metatape error (an algorithm not built yet, say) ends that comparison
   // with its message, not the run.
   using Compare = void (*)(int);

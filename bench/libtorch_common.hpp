@@ -76,21 +76,32 @@ inline double process_cpu_ms() {
   return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
 }
 
+// One run of `step`.
+inline Timing time_once(const std::function<void()>& step) {
+  const auto start = std::chrono::steady_clock::now();
+  const double cpu_start = process_cpu_ms();
+  step();
+  const double cpu_ms = process_cpu_ms() - cpu_start;
+  return {std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count(), cpu_ms};
+}
+
+// The middle value (the upper one of an even count).
+inline double median_of(std::vector<double> x) {
+  std::sort(x.begin(), x.end());
+  return x[x.size() / 2];
+}
+
 // `step` timed `repeats` times after one warm-up run (allocator caches,
 // thread pools).
 inline Timing median_times(const std::function<void()>& step, int repeats) {
   step();
   std::vector<double> wall, cpu;
   for (int r = 0; r < repeats; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    const double cpu_start = process_cpu_ms();
-    step();
-    cpu.push_back(process_cpu_ms() - cpu_start);
-    wall.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    const Timing t = time_once(step);
+    wall.push_back(t.wall_ms);
+    cpu.push_back(t.cpu_ms);
   }
-  std::sort(wall.begin(), wall.end());
-  std::sort(cpu.begin(), cpu.end());
-  return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
+  return {median_of(wall), median_of(cpu)};
 }
 
 // Several implementations of one step timed in turns: `repeats` rounds in
@@ -109,22 +120,16 @@ inline std::vector<TurnTimes> timed_in_turns(const std::vector<std::function<voi
   for (int r = 0; r < repeats; ++r)
     for (std::size_t v = 0; v < steps.size(); ++v) {
       steps[v]();
-      const auto start = std::chrono::steady_clock::now();
-      const double cpu_start = process_cpu_ms();
-      steps[v]();
-      cpu[v].push_back(process_cpu_ms() - cpu_start);
-      wall[v].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+      const Timing t = time_once(steps[v]);
+      wall[v].push_back(t.wall_ms);
+      cpu[v].push_back(t.cpu_ms);
     }
-  const auto median = [](std::vector<double> x) {
-    std::sort(x.begin(), x.end());
-    return x[x.size() / 2];
-  };
   std::vector<TurnTimes> out;
   for (std::size_t v = 0; v < steps.size(); ++v) {
     std::vector<double> ratios;
     for (std::size_t r = 0; r < wall[v].size(); ++r) ratios.push_back(wall[v][r] / wall[0][r]);
     const auto [low, high] = std::minmax_element(ratios.begin(), ratios.end());
-    out.push_back({{median(wall[v]), median(cpu[v])}, median(ratios), *low, *high});
+    out.push_back({{median_of(wall[v]), median_of(cpu[v])}, median_of(ratios), *low, *high});
   }
   return out;
 }

@@ -115,24 +115,36 @@ std::vector<bool> adapting_mask(const Model& model, const MetaConfig& config) {
   return mask;
 }
 
+namespace {
+
+// The learned rate of parameter i at inner step `step`, shaped to multiply
+// its gradient: Meta-SGD's α_i, or LSLR's rate for the parameter's layer and
+// the step. Undefined for a fixed α.
+Tensor learned_rate(const Model& model, const MetaConfig& config, const std::vector<Tensor>& rates, std::size_t i,
+                    int step, const Tensor& gradient) {
+  // Meta-SGD: α_i broadcast over tasks, or already per task ([T] + shape, as task_terms copies it).
+  if (config.algorithm == Algorithm::metasgd) return rates[i];
+  if (!config.learned_layer_rates) return {};
+  // [layers, steps], or [T, layers, steps] when task_terms copies it per task.
+  const Tensor& table = rates[0];
+  const int axis = table.rank() - 2;
+  const std::int64_t steps = table.dim(axis + 1);
+  const std::int64_t column = std::min<std::int64_t>(step, steps - 1);
+  const std::int64_t layer = model.parameters()[i].layer;
+  // Sliced, not gathered: no index tensor to copy to the device.
+  const Tensor rate = slice(slice(table, axis, layer, layer + 1), axis + 1, column, column + 1);
+  if (axis == 0) return reshape(rate, Shape{});
+  Shape per_task_rate{table.dim(0)};  // [T, 1, ...] against the gradient's [T] + shape
+  for (int a = 1; a < gradient.rank(); ++a) per_task_rate.push_back(1);
+  return reshape(rate, per_task_rate);
+}
+
+}  // namespace
+
 Tensor inner_update(const Model& model, const MetaConfig& config, const std::vector<Tensor>& rates, std::size_t i,
                     int step, const Tensor& parameter, const Tensor& gradient) {
-  // Meta-SGD: α_i broadcast over tasks, or already per task ([T] + shape, as task_terms copies it).
-  if (config.algorithm == Algorithm::metasgd) return sub(parameter, mul(rates[i], gradient));
-  if (config.learned_layer_rates) {
-    // [layers, steps], or [T, layers, steps] when task_terms copies it per task.
-    const Tensor& table = rates[0];
-    const int axis = table.rank() - 2;
-    const std::int64_t steps = table.dim(axis + 1);
-    const std::int64_t column = std::min<std::int64_t>(step, steps - 1);
-    const std::int64_t layer = model.parameters()[i].layer;
-    // Sliced, not gathered: no index tensor to copy to the device.
-    const Tensor rate = slice(slice(table, axis, layer, layer + 1), axis + 1, column, column + 1);
-    if (axis == 0) return sub(parameter, mul(reshape(rate, Shape{}), gradient));
-    Shape per_task_rate{table.dim(0)};  // [T, 1, ...] against the gradient's [T] + shape
-    for (int a = 1; a < gradient.rank(); ++a) per_task_rate.push_back(1);
-    return sub(parameter, mul(reshape(rate, per_task_rate), gradient));
-  }
+  const Tensor rate = learned_rate(model, config, rates, i, step, gradient);
+  if (rate.defined()) return sub(parameter, mul(rate, gradient));
   // θ + (−α)·g has the bits of θ − α·g wherever the result is not NaN
   // (negation is exact, and x − y is x + (−y); a NaN's sign may differ), and
   // its backward to g is one scale, where sub's would add a neg: one op fewer
