@@ -321,9 +321,13 @@ void set_conv_threads(benchmark::State& state) {
   mt::kernels::cpu::set_threads(static_cast<int>(state.range(0)));
 }
 
-void BM_Conv_Kernel(benchmark::State& state, ConvCase c, ConvKind kind) {
+// The kernel on the path its plan chooses here, or (im2col = true) on the
+// im2col + GEMM path whatever the CPU has, to compare the two side by side.
+void BM_Conv_Kernel(benchmark::State& state, ConvCase c, ConvKind kind, bool im2col) {
   using K = mt::kernels::cpu::CpuKernels;
   set_conv_threads(state);
+  std::optional<mt::kernels::cpu::ConvIsaScope> isa;
+  if (im2col) isa.emplace(mt::kernels::cpu::SmallGemmIsa::none);
   const mt::kernels::ConvShape s = conv_shape_of(c);
   mt::Generator gen(1);
   const mt::Tensor x = mt::normal({s.groups, s.images, s.in_channels, s.h, s.w}, 0, 1, gen);
@@ -372,8 +376,9 @@ void BM_Conv_RawSgemm(benchmark::State& state, ConvCase c, ConvKind kind) {
                  std::to_string(s.groups * plan.chunks));
 }
 
-// Registered from the table: BM_Conv_<kind>_<case>_{Kernel,RawSgemm}/threads;
-// the first layer (one input channel) has no input gradient in the step.
+// Registered from the table: BM_Conv_<kind>_<case>_{Kernel,RawSgemm}/threads,
+// and _Im2col beside _Kernel where the plan takes the implicit GEMM; the
+// first layer (one input channel) has no input gradient in the step.
 const bool conv_benchmarks_registered = [] {
   const std::pair<const char*, ConvKind> kinds[] = {
       {"Forward", ConvKind::forward}, {"InputGrad", ConvKind::input_grad}, {"WeightGrad", ConvKind::weight_grad}};
@@ -381,10 +386,15 @@ const bool conv_benchmarks_registered = [] {
     for (const auto& [kind_name, kind] : kinds) {
       if (kind == ConvKind::input_grad && c.in_channels == 1) continue;
       const std::string base = std::string("BM_Conv_") + kind_name + "_" + c.name;
-      benchmark::RegisterBenchmark((base + "_Kernel").c_str(), BM_Conv_Kernel, c, kind)
+      benchmark::RegisterBenchmark((base + "_Kernel").c_str(), BM_Conv_Kernel, c, kind, false)
           ->Unit(benchmark::kMillisecond)
           ->Arg(1)
           ->Arg(2);
+      if (mt::kernels::cpu::conv_plan(conv_shape_of(c), kind).implicit != mt::kernels::cpu::SmallGemmIsa::none)
+        benchmark::RegisterBenchmark((base + "_Im2col").c_str(), BM_Conv_Kernel, c, kind, true)
+            ->Unit(benchmark::kMillisecond)
+            ->Arg(1)
+            ->Arg(2);
       benchmark::RegisterBenchmark((base + "_RawSgemm").c_str(), BM_Conv_RawSgemm, c, kind)
           ->Unit(benchmark::kMillisecond)
           ->Arg(1)

@@ -1,14 +1,17 @@
 // The CPU convolution kernels (forward, input gradient, weight gradient)
 // against a direct float64 convolution, on every path the plan chooses:
-// channels-first columns (few input channels) and channels-last (many),
-// stride 1 and 2, padding, small spatial sizes, task groups, one chunk or
-// several, and the thread count (the kernels' results do not depend on it).
+// channels-first columns (few input channels), channels-last (many), and the
+// implicit GEMM (many, forward and input gradient) on each instruction set
+// this CPU has; stride 1, 2 and 3, padding, small spatial sizes, task
+// groups, one chunk or several, and the thread count (the kernels' results
+// do not depend on it).
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/backend.hpp"
@@ -20,6 +23,17 @@ namespace {
 using K = metatape::kernels::cpu::CpuKernels;
 using metatape::kernels::ConvShape;
 using metatape::kernels::cpu::ConvKind;
+using metatape::kernels::cpu::SmallGemmIsa;
+
+// The instruction sets the convolution kernels can plan with here: none
+// (im2col + GEMM for every kernel) always, AVX2 and AVX-512 (the implicit
+// GEMM) where the CPU has them.
+std::vector<SmallGemmIsa> conv_isas() {
+  std::vector<SmallGemmIsa> isas;
+  for (const SmallGemmIsa isa : {SmallGemmIsa::none, SmallGemmIsa::avx2, SmallGemmIsa::avx512})
+    if (metatape::kernels::cpu::cpu_runs(isa)) isas.push_back(isa);
+  return isas;
+}
 
 ConvShape shape(std::int64_t groups, std::int64_t images, std::int64_t channels, std::int64_t size,
                 std::int64_t out_channels, std::int64_t stride, std::int64_t pad, std::int64_t kernel = 3) {
@@ -134,20 +148,39 @@ const char* kind_name(ConvKind k) {
   return k == ConvKind::forward ? "forward" : k == ConvKind::input_grad ? "input gradient" : "weight gradient";
 }
 
-// Every kernel of shape s in float64 (to rounding) and float32 against the
-// reference, and at 2 threads bit-identical to 1.
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// Every kernel of shape s, on every instruction set here, in float64 (to
+// rounding) and float32 against the reference, and at 2 threads
+// bit-identical to 1. The implicit GEMM gives the same bits on AVX2 and
+// AVX-512.
 void check_all(const char* what, const ConvShape& s) {
   const Operands in = operands(s, 11);
   for (const ConvKind kind : kKinds) {
     CAPTURE(what);
     CAPTURE(kind_name(kind));
     const std::vector<double> expected = reference(s, in, kind);
-    const std::vector<double> f64 = run<double>(s, in, kind, 1);
-    CHECK(relative_error(f64, expected) < 1e-13);
-    const std::vector<float> f32 = run<float>(s, in, kind, 1);
-    CHECK(relative_error(f32, expected) < 1e-5);
-    const std::vector<float> f32_two = run<float>(s, in, kind, 2);
-    CHECK(std::memcmp(f32.data(), f32_two.data(), f32.size() * sizeof(float)) == 0);
+    std::vector<double> implicit_f64;
+    std::vector<float> implicit_f32;
+    for (const SmallGemmIsa isa : conv_isas()) {
+      const metatape::kernels::cpu::ConvIsaScope scope(isa);
+      CAPTURE(metatape::kernels::cpu::small_gemm_isa_name(isa));
+      const std::vector<double> f64 = run<double>(s, in, kind, 1);
+      CHECK(relative_error(f64, expected) < 1e-13);
+      const std::vector<float> f32 = run<float>(s, in, kind, 1);
+      CHECK(relative_error(f32, expected) < 1e-5);
+      CHECK(same_bits(f32, run<float>(s, in, kind, 2)));
+      if (metatape::kernels::cpu::conv_plan(s, kind).implicit == SmallGemmIsa::none) continue;
+      if (implicit_f64.empty()) {
+        implicit_f64 = f64, implicit_f32 = f32;
+      } else {
+        CHECK(same_bits(f64, implicit_f64));
+        CHECK(same_bits(f32, implicit_f32));
+      }
+    }
   }
 }
 
@@ -170,26 +203,62 @@ TEST_SUITE("conv") {
     check_all("padding 2, 5x5 window wider than the 4x4 image", shape(1, 2, 8, 4, 4, 1, 2, 5));
     check_all(">= 128 output pixels, one image per GEMM", shape(1, 2, 8, 12, 4, 1, 1));
     check_all("padding 4 around a 3x3 window: windows wholly in the padding", shape(1, 2, 8, 3, 4, 2, 4));
+    check_all("stride 3, padding 2: phases with no pixels", shape(1, 2, 8, 5, 4, 3, 2));
+    check_all("stride 3 wider than the 2x2 window: phases with no taps", shape(2, 2, 8, 7, 5, 3, 0, 2));
+    // Output channels past full register tiles: masked vectors (21 = 16 + 5
+    // floats), and more than one tile's worth (70).
+    check_all("21 output channels", shape(1, 3, 8, 5, 21, 1, 1));
+    check_all("70 output and 19 input channels", shape(1, 2, 19, 5, 70, 2, 1));
+  }
+
+  TEST_CASE("the implicit GEMM's plan: many input channels, from 7x7 planes (and 7-pixel rows) up unless forced") {
+    const ConvShape s = shape(1, 2, 16, 7, 8, 2, 1);
+    const SmallGemmIsa here = metatape::kernels::cpu::small_gemm_isa();
+    for (const ConvKind kind : kKinds) {
+      CHECK(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 14, 8, 2, 1), kind).implicit == here);
+      CHECK(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 6, 8, 2, 1), kind).implicit == SmallGemmIsa::none);
+    }
+    // The weight gradient's sums along output rows want 7 pixels a row.
+    CHECK(metatape::kernels::cpu::conv_plan(s, ConvKind::forward).implicit == here);
+    CHECK(metatape::kernels::cpu::conv_plan(s, ConvKind::weight_grad).implicit == SmallGemmIsa::none);
+    for (const SmallGemmIsa isa : conv_isas()) {
+      const metatape::kernels::cpu::ConvIsaScope scope(isa);
+      for (const ConvKind kind : kKinds) {
+        CHECK(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 3, 8, 2, 1), kind).implicit == isa);
+        CHECK(metatape::kernels::cpu::conv_plan(shape(1, 2, 2, 7, 8, 2, 1), kind).implicit ==
+              SmallGemmIsa::none);  // few input channels: channels-first columns
+      }
+    }
   }
 
   TEST_CASE("scratch sized for the shape's worker count holds when the pool grows before the call") {
-    ConvShape s = shape(2, 130, 8, 4, 4, 2, 1);  // several chunks per group: work for 3 threads
-    s.cpu_workers = 1;
-    const Operands in = operands(s, 5);
-    const std::vector<float> x = cast<float>(in.x), w = cast<float>(in.w), g = cast<float>(in.g);
-    constexpr std::size_t kGuard = 4096;
-    for (const ConvKind kind : kKinds) {
-      CAPTURE(kind_name(kind));
-      const std::vector<float> one = run<float>(s, in, kind, 1);
-      metatape::kernels::cpu::set_threads(1);
-      const auto size = static_cast<std::size_t>(K::conv_scratch_size(s));
-      std::vector<float> scratch(size + kGuard, -7.0f), out(one.size(), -7.0f);
-      metatape::kernels::cpu::set_threads(3);
-      call_kernel(s, kind, x, w, g, out, scratch);
-      metatape::kernels::cpu::set_threads(1);
-      CHECK(std::all_of(scratch.begin() + static_cast<std::ptrdiff_t>(size), scratch.end(),
-                        [](float v) { return v == -7.0f; }));
-      CHECK(out == one);
+    // Several chunks per group, work for 3 threads: 8 input and 4 output
+    // channels on the im2col path, 64 and 64 on the implicit GEMM's (its
+    // chunks are larger). The im2col path's GEMMs are small enough not to
+    // be split between threads, which would change their bits; the implicit
+    // GEMM's bits never depend on the threads.
+    for (const SmallGemmIsa isa : conv_isas()) {
+      const metatape::kernels::cpu::ConvIsaScope scope(isa);
+      for (const ConvKind kind : kKinds) {
+        INFO(std::string(kind_name(kind)), " on ", std::string(metatape::kernels::cpu::small_gemm_isa_name(isa)));
+        const bool wide = isa != SmallGemmIsa::none;
+        ConvShape s = shape(2, 130, wide ? 64 : 8, 4, wide ? 64 : 4, 2, 1);
+        s.cpu_workers = 1;
+        REQUIRE(s.groups * metatape::kernels::cpu::conv_plan(s, kind).chunks >= 3);
+        const Operands in = operands(s, 5);
+        const std::vector<float> x = cast<float>(in.x), w = cast<float>(in.w), g = cast<float>(in.g);
+        constexpr std::size_t kGuard = 4096;
+        const std::vector<float> one = run<float>(s, in, kind, 1);
+        metatape::kernels::cpu::set_threads(1);
+        const auto size = static_cast<std::size_t>(K::conv_scratch_size(s));
+        std::vector<float> scratch(size + kGuard, -7.0f), out(one.size(), -7.0f);
+        metatape::kernels::cpu::set_threads(3);
+        call_kernel(s, kind, x, w, g, out, scratch);
+        metatape::kernels::cpu::set_threads(1);
+        CHECK(std::all_of(scratch.begin() + static_cast<std::ptrdiff_t>(size), scratch.end(),
+                          [](float v) { return v == -7.0f; }));
+        CHECK(out == one);
+      }
     }
   }
 
@@ -197,6 +266,7 @@ TEST_SUITE("conv") {
     // 4x4 -> 2x2 outputs: 130 images make several chunks (the last one short).
     const ConvShape ungrouped = shape(1, 130, 8, 4, 4, 2, 1), grouped = shape(2, 130, 8, 4, 4, 2, 1);
     for (const ConvKind kind : kKinds) {
+      const metatape::kernels::cpu::ConvIsaScope im2col(SmallGemmIsa::none);
       const auto plan = metatape::kernels::cpu::conv_plan(ungrouped, kind);
       REQUIRE(plan.chunks >= 2);
       REQUIRE(ungrouped.images % plan.chunk != 0);
@@ -209,45 +279,62 @@ TEST_SUITE("conv") {
     const auto plan = metatape::kernels::cpu::conv_plan(many, ConvKind::weight_grad);
     REQUIRE(plan.chunks > plan.segments);
     check_all("ungrouped, chunks summed in runs", many);
+    // The implicit GEMM's chunks: 64 channels of 6x6 padded planes, 28 images a chunk.
+    const ConvShape wide = shape(2, 130, 64, 4, 4, 2, 1);
+    for (const SmallGemmIsa isa : conv_isas()) {
+      const metatape::kernels::cpu::ConvIsaScope scope(isa);
+      const auto plan = metatape::kernels::cpu::conv_plan(wide, ConvKind::forward);
+      if (plan.implicit == SmallGemmIsa::none) continue;
+      REQUIRE(plan.chunks >= 2);
+      REQUIRE(wide.images % plan.chunk != 0);
+    }
+    check_all("implicit GEMM, several chunks", wide);
   }
 
   TEST_CASE("per task: one task has the bits of the first of two at 1 thread and unsplit at 3, every kernel") {
     // 600 images of 4x4 -> 2x2: more chunks than an ungrouped weight
     // gradient's partial sums, which a per-task call must not use.
-    for (const std::int64_t channels : {8, 2}) {  // channels-last, channels-first columns
-      CAPTURE(channels);
-      ConvShape one = shape(1, 600, channels, 4, 4, 2, 1), two = shape(2, 600, channels, 4, 4, 2, 1);
-      one.per_task = two.per_task = true;
-      REQUIRE(metatape::kernels::cpu::conv_plan(one, ConvKind::weight_grad).chunks > 8);
-      const Operands both = operands(two, 5);
-      const auto first = [](const std::vector<double>& v) {
-        return std::vector<double>(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2));
-      };
-      const Operands alone{first(both.x), first(both.w), first(both.g)};
-      for (const ConvKind kind : kKinds) {
-        CAPTURE(kind_name(kind));
-        CHECK(relative_error(run<double>(one, alone, kind, 1), reference(one, alone, kind)) < 1e-13);
-        for (int threads : {1, 3}) {
-          CAPTURE(threads);
-          const auto unsplit_run = [&](const ConvShape& s, const Operands& in) {
-            const metatape::kernels::cpu::UnsplitRegion unsplit;
-            return run<float>(s, in, kind, threads);
-          };
-          const std::vector<float> a = unsplit_run(one, alone), b = unsplit_run(two, both);
-          CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-          if (threads == 1) CHECK(run<float>(one, alone, kind, 1) == a);
-        }
-        // At 3 threads a lone task's weight gradient spreads over partial
-        // sums (another order: equal to rounding).
-        if (kind == ConvKind::weight_grad) {
-          REQUIRE(metatape::kernels::cpu::conv_plan(one, kind).segments == 0);
-          metatape::kernels::cpu::set_threads(3);
-          CHECK(metatape::kernels::cpu::conv_plan(one, kind).segments > 0);
-          metatape::kernels::cpu::set_threads(1);
-          CHECK(relative_error(run<float>(one, alone, kind, 3), reference(one, alone, kind)) < 1e-5);
+    for (const std::int64_t channels : {8, 2})  // channels-last (or implicit), channels-first columns
+      for (const SmallGemmIsa isa : conv_isas()) {
+        const metatape::kernels::cpu::ConvIsaScope scope(isa);
+        INFO(channels, " channels on ", std::string(metatape::kernels::cpu::small_gemm_isa_name(isa)));
+        ConvShape one = shape(1, 600, channels, 4, 4, 2, 1), two = shape(2, 600, channels, 4, 4, 2, 1);
+        one.per_task = two.per_task = true;
+        const bool implicit =
+            metatape::kernels::cpu::conv_plan(one, ConvKind::weight_grad).implicit != SmallGemmIsa::none;
+        REQUIRE(metatape::kernels::cpu::conv_plan(one, ConvKind::weight_grad).chunks > (implicit ? 1 : 8));
+        const Operands both = operands(two, 5);
+        const auto first = [](const std::vector<double>& v) {
+          return std::vector<double>(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2));
+        };
+        const Operands alone{first(both.x), first(both.w), first(both.g)};
+        for (const ConvKind kind : kKinds) {
+          CAPTURE(kind_name(kind));
+          CHECK(relative_error(run<double>(one, alone, kind, 1), reference(one, alone, kind)) < 1e-13);
+          for (int threads : {1, 3}) {
+            CAPTURE(threads);
+            const auto unsplit_run = [&](const ConvShape& s, const Operands& in) {
+              const metatape::kernels::cpu::UnsplitRegion unsplit;
+              return run<float>(s, in, kind, threads);
+            };
+            const std::vector<float> a = unsplit_run(one, alone), b = unsplit_run(two, both);
+            CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+            if (threads == 1) CHECK(run<float>(one, alone, kind, 1) == a);
+          }
+          // At 3 threads a lone task's weight gradient spreads over partial
+          // sums on the im2col path (another order: equal to rounding), over
+          // blocks of channels on the implicit GEMM's (the same bits).
+          if (kind == ConvKind::weight_grad && implicit) {
+            CHECK(run<float>(one, alone, kind, 3) == run<float>(one, alone, kind, 1));
+          } else if (kind == ConvKind::weight_grad) {
+            REQUIRE(metatape::kernels::cpu::conv_plan(one, kind).segments == 0);
+            metatape::kernels::cpu::set_threads(3);
+            CHECK(metatape::kernels::cpu::conv_plan(one, kind).segments > 0);
+            metatape::kernels::cpu::set_threads(1);
+            CHECK(relative_error(run<float>(one, alone, kind, 3), reference(one, alone, kind)) < 1e-5);
+          }
         }
       }
-    }
   }
 
   TEST_CASE("the forward's bias: the convolution's bits plus the bias, per group or shared, at every layout") {

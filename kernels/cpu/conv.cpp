@@ -2,17 +2,24 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
+#include <tuple>
 #include <type_traits>
+#include <vector>
 #ifdef __SSE2__
 #include <xmmintrin.h>
 #endif
 
 #include "gemm.hpp"
+#include "implicit_gemm.hpp"
 #include "parallel.hpp"
 #include "window_ops.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
+
+// A ConvIsaScope's instruction set, while one lives.
+std::optional<SmallGemmIsa> conv_isa_override;
 
 // Input channels from which the channels-last columns pay for the transposes
 // around them (below, the per-channel rows are few and long enough).
@@ -21,6 +28,21 @@ constexpr std::int64_t kChannelsLastFrom = 8;
 // 64 output channels, and the most scratch elements one chunk may take.
 constexpr std::int64_t kTargetColumns = 256;
 constexpr std::int64_t kMaxChunkScratch = std::int64_t{1} << 20;
+// The smallest input planes the implicit GEMM takes. Below 7×7 (a Conv4's
+// 4×4 and 3×3 layers) the column matrix is hardly larger than the padded
+// planes, and OpenBLAS's kernel was up to 1.5-1.7x faster than ours on the
+// development VM (the 4×4 query layer; bench-engine's BM_Conv_*_Kernel
+// against _Im2col); from 7×7 up ours took 0.66-0.98x of its time.
+constexpr std::int64_t kImplicitFromPixels = 7 * 7;
+// The weight gradient's sums run along output rows (the inner loop over an
+// output row's pixels, one per step); with 4 pixels a row (a stride-2
+// layer's 4×4 output) the loop's overhead made it 1.04-1.18x slower than
+// im2col + GEMM on the development VM, and 0.83-0.95x from 7 up.
+constexpr std::int64_t kImplicitWeightGradFromColumns = 7;
+// The most elements of one chunk's padded planes on the implicit-GEMM path
+// (256 KiB of floats): they stay in the L2 cache while every tile of the
+// chunk reads them.
+constexpr std::int64_t kImplicitChunkElements = std::int64_t{1} << 16;
 // Partial sums of an ungrouped weight gradient: a fixed number (never the
 // thread count), each over a contiguous run of chunks.
 constexpr std::int64_t kWeightGradSegments = 8;
@@ -82,37 +104,40 @@ void transpose_block(const T* a, std::int64_t lda, T* b, std::int64_t ldb, std::
     for (std::int64_t c = c0; c < c1; ++c) b[c * ldb + r] = a[r * lda + c];
 }
 
-// Each image [rows, cols] -> [cols, rows]: NCHW <-> NHWC. Floats go four by
-// four through SSE registers (x86-64's baseline), the ragged edges and
-// doubles element by element.
+// a [rows, cols] (rows lda apart) -> b [cols, rows] (rows ldb apart).
+// Floats go four by four through SSE registers (x86-64's baseline), the
+// ragged edges and doubles element by element.
+template <class T>
+void transpose_matrix(const T* a, std::int64_t rows, std::int64_t cols, std::int64_t lda, T* b, std::int64_t ldb) {
+  std::int64_t r4 = 0, c4 = 0;
+#ifdef __SSE2__
+  if constexpr (std::is_same_v<T, float>) {
+    r4 = rows / 4 * 4;
+    c4 = cols / 4 * 4;
+    // Column blocks outside: each pass of the inner loop completes four
+    // rows of b while reading one cache line from each row of a, which
+    // stays in L1 for the next three column blocks.
+    for (std::int64_t c = 0; c < c4; c += 4)
+      for (std::int64_t r = 0; r < r4; r += 4) {
+        __m128 x0 = _mm_loadu_ps(a + r * lda + c), x1 = _mm_loadu_ps(a + (r + 1) * lda + c),
+               x2 = _mm_loadu_ps(a + (r + 2) * lda + c), x3 = _mm_loadu_ps(a + (r + 3) * lda + c);
+        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+        _mm_storeu_ps(b + c * ldb + r, x0);
+        _mm_storeu_ps(b + (c + 1) * ldb + r, x1);
+        _mm_storeu_ps(b + (c + 2) * ldb + r, x2);
+        _mm_storeu_ps(b + (c + 3) * ldb + r, x3);
+      }
+  }
+#endif
+  transpose_block(a, lda, b, ldb, 0, r4, c4, cols);    // right edge of the SIMD blocks
+  transpose_block(a, lda, b, ldb, r4, rows, 0, cols);  // bottom rows (all, without SIMD)
+}
+
+// Each image [rows, cols] -> [cols, rows]: NCHW <-> NHWC.
 template <class T>
 void transpose_images(const T* in, std::int64_t images, std::int64_t rows, std::int64_t cols, T* out) {
-  for (std::int64_t n = 0; n < images; ++n) {
-    const T* a = in + n * rows * cols;
-    T* b = out + n * rows * cols;
-    std::int64_t r4 = 0, c4 = 0;
-#ifdef __SSE2__
-    if constexpr (std::is_same_v<T, float>) {
-      r4 = rows / 4 * 4;
-      c4 = cols / 4 * 4;
-      // Column blocks outside: each pass of the inner loop completes four
-      // rows of b while reading one cache line from each row of a, which
-      // stays in L1 for the next three column blocks.
-      for (std::int64_t c = 0; c < c4; c += 4)
-        for (std::int64_t r = 0; r < r4; r += 4) {
-          __m128 x0 = _mm_loadu_ps(a + r * cols + c), x1 = _mm_loadu_ps(a + (r + 1) * cols + c),
-                 x2 = _mm_loadu_ps(a + (r + 2) * cols + c), x3 = _mm_loadu_ps(a + (r + 3) * cols + c);
-          _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-          _mm_storeu_ps(b + c * rows + r, x0);
-          _mm_storeu_ps(b + (c + 1) * rows + r, x1);
-          _mm_storeu_ps(b + (c + 2) * rows + r, x2);
-          _mm_storeu_ps(b + (c + 3) * rows + r, x3);
-        }
-    }
-#endif
-    transpose_block(a, cols, b, rows, 0, r4, c4, cols);    // right edge of the SIMD blocks
-    transpose_block(a, cols, b, rows, r4, rows, 0, cols);  // bottom rows (all, without SIMD)
-  }
+  for (std::int64_t n = 0; n < images; ++n)
+    transpose_matrix(in + n * rows * cols, rows, cols, cols, out + n * rows * cols, rows);
 }
 
 // Weights [count, C, K] <-> [count, K, C] (K = kh·kw): the column order of
@@ -196,14 +221,257 @@ void weight_grad_chunk(const ConvShape& s, const ConvPlan& p, const T* x, const 
   }
 }
 
+// planes [count, h, w] -> padded [count, padded_h, padded_w], the values at
+// (top, left) and zeros around them, every element written.
+template <class T>
+void pad_planes(const T* planes, std::int64_t count, std::int64_t h, std::int64_t w, const ConvPlan& p, T* padded) {
+  const std::int64_t ph = p.padded_h, pw = p.padded_w;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const T* from = planes + i * h * w;
+    T* to = padded + i * ph * pw;
+    std::fill(to, to + p.top * pw, T(0));
+    for (std::int64_t r = 0; r < h; ++r) {
+      T* row = to + (p.top + r) * pw;
+      std::fill(row, row + p.left, T(0));
+      std::copy(from + r * w, from + (r + 1) * w, row + p.left);
+      std::fill(row + p.left + w, row + pw, T(0));
+    }
+    std::fill(to + (p.top + h) * pw, to + ph * pw, T(0));
+  }
+}
+
+// The rows of B, per group of w [G, O, C, K] (K = kh·kw taps): the
+// forward's, w transposed to [C·K, O] (row c·K + t for channel c at tap t),
+// and the input gradient's, each output channel's [C, K] transposed to
+// [K, C] (row o·K + t for output channel o at tap t).
+template <class T>
+void forward_rows_of_b(const ConvShape& s, const T* w, T* packed) {
+  const std::int64_t O = s.out_channels, P = s.patch();
+  for (std::int64_t grp = 0; grp < s.groups; ++grp) transpose_matrix(w + grp * O * P, O, P, P, packed + grp * O * P, O);
+}
+
+template <class T>
+void input_grad_rows_of_b(const ConvShape& s, const T* w, T* packed) {
+  const std::int64_t K = s.window.kernel_h * s.window.kernel_w;
+  transpose_images(w, s.groups * s.out_channels, s.in_channels, K, packed);
+}
+
+template <class T>
+void implicit_forward(const ConvShape& s, const ConvPlan& p, const T* x, const T* w, const T* bias,
+                      std::int64_t bias_group_stride, T* y, T* scratch) {
+  const auto& win = s.window;
+  const std::int64_t C = s.in_channels, O = s.out_channels, K = win.kernel_h * win.kernel_w;
+  forward_rows_of_b(s, w, scratch);
+  std::vector<std::int64_t> tap_a, tap_b;
+  for (std::int64_t ki = 0; ki < win.kernel_h; ++ki)
+    for (std::int64_t kj = 0; kj < win.kernel_w; ++kj) {
+      tap_a.push_back(ki * p.padded_w + kj);
+      tap_b.push_back((ki * win.kernel_w + kj) * O);
+    }
+  const std::int64_t plane = p.padded_h * p.padded_w;
+  for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
+    const std::int64_t grp = item / p.chunks;
+    const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
+    T* padded = work.cols;  // the implicit path's slot holds the padded planes alone
+    pad_planes(x + (grp * s.images + n0) * C * s.h * s.w, nb * C, s.h, s.w, p, padded);
+    // Rows: the chunk's output pixels (image, oh, ow), reading the padded x
+    // at (oh·sh, ow·sw) plus the tap's (ki, kj); the sum over the taps, then
+    // the input channels.
+    ImplicitGemm<T> product{};
+    product.a = padded;
+    product.a_step[0] = C * plane, product.a_step[1] = win.stride_h * p.padded_w, product.a_step[2] = win.stride_w;
+    product.extent[0] = nb, product.extent[1] = s.out_h(), product.extent[2] = s.out_w();
+    product.tap_a = tap_a.data(), product.tap_b = tap_b.data();
+    product.taps = static_cast<std::int64_t>(tap_a.size());
+    product.depth = C, product.depth_stride = plane;
+    product.b = scratch + grp * K * C * O, product.b_step = K * O, product.n = O;
+    product.bias = bias == nullptr ? nullptr : bias + grp * bias_group_stride;
+    product.out = y + (grp * s.images + n0) * O * p.pixels;
+    product.out_step[0] = O * p.pixels, product.out_step[1] = s.out_w(), product.out_step[2] = 1;
+    product.out_stride = p.pixels;
+    implicit_gemm(p.implicit, product);
+  });
+}
+
+// The input pixels of one stride phase (ih + pad_h ≡ phase_h mod stride_h,
+// and the same across) and the taps their windows meet (ki ≡ phase_h,
+// kj ≡ phase_w): input pixel ih = phase_h + sh·u − pad_h receives g at
+// oh = u − (ki − phase_h)/sh from tap ki, so every pixel of the phase reads
+// g at the same offsets from its own (u, v).
+struct StridePhase {
+  std::int64_t first_u, count_u, first_v, count_v;  // the phase's pixels: u, v from first, count of them
+  std::int64_t out_base;                            // ih·W + iw of its first pixel
+  std::vector<std::int64_t> tap_a, tap_b;
+};
+
+std::vector<StridePhase> stride_phases(const ConvShape& s, const ConvPlan& p) {
+  const auto& win = s.window;
+  const std::int64_t C = s.in_channels;
+  // The u of the phase's pixels: those with 0 <= phase + stride·u − pad < extent.
+  const auto span = [](std::int64_t phase, std::int64_t stride, std::int64_t pad, std::int64_t extent) {
+    const std::int64_t first = pad > phase ? ceil_div(pad - phase, stride) : 0, last_at = extent - 1 + pad - phase;
+    return std::pair{first, last_at < 0 ? 0 : std::max<std::int64_t>(last_at / stride - first + 1, 0)};
+  };
+  std::vector<StridePhase> phases;
+  for (std::int64_t ph = 0; ph < win.stride_h; ++ph)
+    for (std::int64_t pw = 0; pw < win.stride_w; ++pw) {
+      StridePhase phase;
+      std::tie(phase.first_u, phase.count_u) = span(ph, win.stride_h, win.pad_h, s.h);
+      std::tie(phase.first_v, phase.count_v) = span(pw, win.stride_w, win.pad_w, s.w);
+      if (phase.count_u == 0 || phase.count_v == 0) continue;
+      phase.out_base =
+          (ph + win.stride_h * phase.first_u - win.pad_h) * s.w + (pw + win.stride_w * phase.first_v - win.pad_w);
+      for (std::int64_t ki = ph; ki < win.kernel_h; ki += win.stride_h)
+        for (std::int64_t kj = pw; kj < win.kernel_w; kj += win.stride_w) {
+          phase.tap_a.push_back(-((ki - ph) / win.stride_h) * p.padded_w - (kj - pw) / win.stride_w);
+          phase.tap_b.push_back((ki * win.kernel_w + kj) * C);
+        }
+      phases.push_back(std::move(phase));
+    }
+  return phases;
+}
+
+template <class T>
+void implicit_input_grad(const ConvShape& s, const ConvPlan& p, const T* g, const T* w, T* dx, T* scratch) {
+  const auto& win = s.window;
+  const std::int64_t C = s.in_channels, O = s.out_channels, K = win.kernel_h * win.kernel_w, HW = s.h * s.w;
+  const std::int64_t plane = p.padded_h * p.padded_w;
+  input_grad_rows_of_b(s, w, scratch);
+  const std::vector<StridePhase> phases = stride_phases(s, p);
+  for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
+    const std::int64_t grp = item / p.chunks;
+    const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
+    T* padded = work.cols;  // the implicit path's slot holds the padded planes alone
+    pad_planes(g + (grp * s.images + n0) * O * p.pixels, nb * O, s.out_h(), s.out_w(), p, padded);
+    for (const StridePhase& phase : phases) {
+      ImplicitGemm<T> product{};
+      product.a = padded;
+      product.a_base = (phase.first_u + p.top) * p.padded_w + (phase.first_v + p.left);
+      product.a_step[0] = O * plane, product.a_step[1] = p.padded_w, product.a_step[2] = 1;
+      product.extent[0] = nb, product.extent[1] = phase.count_u, product.extent[2] = phase.count_v;
+      product.tap_a = phase.tap_a.data(), product.tap_b = phase.tap_b.data();
+      product.taps = static_cast<std::int64_t>(phase.tap_a.size());
+      product.depth = O, product.depth_stride = plane;
+      product.b = scratch + grp * K * O * C, product.b_step = K * C, product.n = C;
+      product.out = dx + (grp * s.images + n0) * C * HW;
+      product.out_base = phase.out_base;
+      product.out_step[0] = C * HW, product.out_step[1] = win.stride_h * s.w, product.out_step[2] = win.stride_w;
+      product.out_stride = HW;
+      implicit_gemm(p.implicit, product);
+    }
+  });
+}
+
+// dw = E(x, g) with rows (c, ki, kj) of one block of input channels, the
+// sum over the group's images chunk after chunk: x's planes of the block's
+// channels padded (per_block planes apart, so that every block reads them
+// at the same offsets), g transposed to [pixels, O] (the rows of B), and the
+// accumulators [rows, O] carried from chunk to chunk (each entry one chain
+// over every image in order, whatever the chunk size or the thread count),
+// then permuted into dw [O, C, kh, kw].
+template <class T>
+void implicit_weight_grad(const ConvShape& s, const ConvPlan& p, const T* x, const T* g, T* dw, T* scratch) {
+  const auto& win = s.window;
+  const std::int64_t C = s.in_channels, O = s.out_channels, K = win.kernel_h * win.kernel_w, L = p.pixels;
+  const std::int64_t OH = s.out_h(), OW = s.out_w(), plane = p.padded_h * p.padded_w, plane_in = s.h * s.w;
+  const std::int64_t per_block = ceil_div(C, p.channel_blocks);  // the last block may have fewer
+  std::vector<std::int64_t> tap_a, tap_b;                        // (image, output row) pairs of the longest chunk
+  for (std::int64_t n = 0; n < p.chunk; ++n)
+    for (std::int64_t oh = 0; oh < OH; ++oh) {
+      tap_a.push_back(n * per_block * plane + oh * win.stride_h * p.padded_w);
+      tap_b.push_back((n * L + oh * OW) * O);
+    }
+  for_each_item(s, p, s.groups * p.channel_blocks, scratch, [&](std::int64_t item, const Work<T>& work) {
+    const std::int64_t grp = item / p.channel_blocks, block = item % p.channel_blocks;
+    const std::int64_t c0 = block * per_block, channels = std::min(per_block, C - c0);
+    T* padded = work.cols;  // this path's slot: padded planes, g's rows, the accumulators
+    T* g_rows = padded + p.chunk * per_block * plane;
+    T* acc = g_rows + p.chunk * L * O;
+    ImplicitGemm<T> product{};
+    product.a = padded;
+    product.a_step[0] = plane, product.a_step[1] = p.padded_w, product.a_step[2] = 1;
+    product.extent[0] = channels, product.extent[1] = win.kernel_h, product.extent[2] = win.kernel_w;
+    product.tap_a = tap_a.data(), product.tap_b = tap_b.data();
+    product.depth = OW, product.depth_stride = win.stride_w;
+    product.b = g_rows, product.b_step = O, product.n = O;
+    product.out = acc;
+    product.out_step[0] = K * O, product.out_step[1] = win.kernel_w * O, product.out_step[2] = O;
+    product.out_stride = 1;
+    if (p.chunks == 0) std::fill(acc, acc + channels * K * O, T(0));
+    for (std::int64_t c = 0; c < p.chunks; ++c) {
+      const auto [n0, nb] = chunk_images(s, p, c);
+      const T* xs = x + (grp * s.images + n0) * C * plane_in;
+      for (std::int64_t n = 0; n < nb; ++n)
+        pad_planes(xs + (n * C + c0) * plane_in, channels, s.h, s.w, p, padded + n * per_block * plane);
+      transpose_images(g + (grp * s.images + n0) * O * L, nb, O, L, g_rows);
+      product.taps = nb * OH;
+      product.accumulate = c > 0;
+      implicit_gemm(p.implicit, product);
+    }
+    transpose_matrix(acc, channels * K, O, O, dw + grp * O * C * K + c0 * K, C * K);
+  });
+}
+
 }  // namespace
+
+SmallGemmIsa conv_isa() { return conv_isa_override.value_or(small_gemm_isa()); }
+
+ConvIsaScope::ConvIsaScope(SmallGemmIsa isa)
+    : had_previous_(conv_isa_override.has_value()), previous_(conv_isa_override.value_or(SmallGemmIsa::none)) {
+  conv_isa_override = isa;
+}
+
+ConvIsaScope::~ConvIsaScope() {
+  if (had_previous_)
+    conv_isa_override = previous_;
+  else
+    conv_isa_override.reset();
+}
 
 ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   ConvPlan p{};
   p.channels_last = s.in_channels >= kChannelsLastFrom;
+  // A ConvIsaScope's choice holds on every shape the implicit GEMM can take;
+  // without one, the plan also weighs the planes' size.
+  const bool implicit =
+      p.channels_last && (conv_isa_override.has_value() ||
+                          (s.h * s.w >= kImplicitFromPixels &&
+                           (kind != ConvKind::weight_grad || s.out_w() >= kImplicitWeightGradFromColumns)));
+  p.implicit = implicit ? conv_isa() : SmallGemmIsa::none;
   p.pixels = s.pixels();
   p.patch = s.patch();
   const std::int64_t L = std::max<std::int64_t>(p.pixels, 1), O = s.out_channels;
+  const std::int64_t workers = s.cpu_workers > 0 ? s.cpu_workers : available_threads();
+  if (p.implicit != SmallGemmIsa::none) {
+    const auto& win = s.window;
+    std::int64_t channels = s.in_channels;
+    if (kind != ConvKind::input_grad) {  // x's planes, padded as the window pads them
+      p.top = win.pad_h, p.left = win.pad_w;
+      p.padded_h = s.h + 2 * win.pad_h, p.padded_w = s.w + 2 * win.pad_w;
+    } else {  // g's planes, with room for every offset a stride phase's tap reads
+      channels = O;
+      p.top = (win.kernel_h - 1) / win.stride_h, p.left = (win.kernel_w - 1) / win.stride_w;
+      p.padded_h = p.top + std::max(s.out_h(), (s.h - 1 + win.pad_h) / win.stride_h + 1);
+      p.padded_w = p.left + std::max(s.out_w(), (s.w - 1 + win.pad_w) / win.stride_w + 1);
+    }
+    if (kind == ConvKind::weight_grad) {
+      // One item per group and block of input channels, each summing all of
+      // its group's chunks: blocks enough to give every worker one.
+      p.channel_blocks = std::clamp<std::int64_t>(ceil_div(workers, std::max<std::int64_t>(s.groups, 1)), 1,
+                                                  std::max<std::int64_t>(s.in_channels, 1));
+      channels = ceil_div(s.in_channels, p.channel_blocks);
+    }
+    const std::int64_t planes = std::max<std::int64_t>(channels * p.padded_h * p.padded_w, 1);
+    const std::int64_t per_image = planes + (kind == ConvKind::weight_grad ? p.pixels * O : 0);  // + g's rows
+    p.chunk = std::clamp<std::int64_t>(kImplicitChunkElements / per_image, 1, std::max<std::int64_t>(s.images, 1));
+    p.chunks = ceil_div(s.images, p.chunk);
+    const std::int64_t items = s.groups * (kind == ConvKind::weight_grad ? p.channel_blocks : p.chunks);
+    p.workers = std::clamp<std::int64_t>(workers, 1, std::max<std::int64_t>(items, 1));
+    const std::int64_t accumulators = channels * win.kernel_h * win.kernel_w * O;  // the weight gradient's [rows, O]
+    p.per_worker = p.chunk * per_image + (kind == ConvKind::weight_grad ? accumulators : 0);
+    p.weights = kind == ConvKind::weight_grad ? 0 : s.groups * O * p.patch;
+    return p;
+  }
   const std::int64_t cap = std::max<std::int64_t>(kMaxChunkScratch / ((p.patch + O) * L), 1);
   // An image with >= 128 output pixels is a large enough GEMM on its own, and
   // the forward's and input gradient's GEMM then writes or reads the NCHW
@@ -213,7 +481,6 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   p.chunk = alone ? 1 : std::min(ceil_div(kTargetColumns, L), cap);
   p.chunk = std::clamp<std::int64_t>(p.chunk, 1, std::max<std::int64_t>(s.images, 1));
   p.chunks = ceil_div(s.images, p.chunk);
-  const std::int64_t workers = s.cpu_workers > 0 ? s.cpu_workers : available_threads();
   p.workers = std::clamp<std::int64_t>(workers, 1, std::max<std::int64_t>(s.groups * p.chunks, 1));
   p.per_worker =
       p.chunk * L * (p.patch + O) + (p.channels_last ? p.chunk * s.in_channels * s.h * s.w + O * p.patch : 0);
@@ -245,6 +512,7 @@ template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, std::int64_t bias_group_stride, T* y,
                     T* scratch) {
   const ConvPlan p = conv_plan(s, ConvKind::forward);
+  if (p.implicit != SmallGemmIsa::none) return implicit_forward(s, p, x, w, bias, bias_group_stride, y, scratch);
   const std::int64_t L = p.pixels, P = p.patch, O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
   const T* wk = plan_weights(s, p, w, scratch);
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
@@ -273,6 +541,7 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, s
 template <class T>
 void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scratch) {
   const ConvPlan p = conv_plan(s, ConvKind::input_grad);
+  if (p.implicit != SmallGemmIsa::none) return implicit_input_grad(s, p, g, w, dx, scratch);
   const std::int64_t L = p.pixels, P = p.patch, O = s.out_channels, plane_in = s.in_channels * s.h * s.w;
   const T* wk = plan_weights(s, p, w, scratch);
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
@@ -299,6 +568,7 @@ void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scr
 template <class T>
 void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* scratch) {
   const ConvPlan p = conv_plan(s, ConvKind::weight_grad);
+  if (p.implicit != SmallGemmIsa::none) return implicit_weight_grad(s, p, x, g, dw, scratch);
   const std::int64_t O = s.out_channels, P = p.patch, K = s.window.kernel_h * s.window.kernel_w;
   T* partials = scratch + p.weights + p.workers * p.per_worker;
   if (p.segments == 0) {

@@ -1,29 +1,45 @@
-// 2-D convolution (ConvShape, types.hpp) as im2col + GEMM over chunks of
-// images, the chunks spread over the thread pool (parallel.hpp). The kernels
-// are declared in kernels.hpp; this is the plan they share.
+// 2-D convolution (ConvShape, types.hpp) over chunks of images, the chunks
+// spread over the thread pool (parallel.hpp). The kernels are declared in
+// kernels.hpp; this is the plan they share.
 //
-// Two layouts of the im2col columns, chosen by the input channels:
-//  - channels-first (few input channels, e.g. a first layer of 1 or 3): cols
-//    [C·kh·kw, images·pixels], one row per (c, ki, kj), as NCHW gives them;
-//  - channels-last (many input channels): the chunk's images are transposed
-//    to [images, H, W, C] first, and cols is [images·pixels, kh·kw·C]: each
-//    output pixel's window is kh runs of kw·C contiguous values, copied
-//    whole, instead of C·kh·kw runs of a few pixels each. The weights are
-//    permuted to [O, kh, kw, C] to match (O·C·kh·kw values, once per call).
-// Scratch (never saved for a backward pass) holds the permuted weights and,
-// per worker, one chunk's columns, its output rows and its transposed
-// images; the weight gradient of an ungrouped convolution (not per task)
-// also keeps a fixed number of partial sums (each over a run of chunks),
-// added in order, so that every result is independent of the thread count.
+// Three ways to the same sums, chosen by the shape:
+//  - implicit GEMM (many input channels, planes of 7×7 and up, where the
+//    CPU has AVX2 or AVX-512: implicit_gemm.hpp): a chunk's planes are
+//    copied once with zero padding around them (x's for the forward and the
+//    weight gradient, g's for the input gradient), and the product reads
+//    its patch entries there, with no column matrix. B's rows are the
+//    weights transposed to [C·kh·kw, O] (forward) or to [O, kh·kw, C]
+//    (input gradient), O·C·kh·kw values once per call, and for the weight
+//    gradient g's planes transposed to [pixels, O], chunk by chunk. The
+//    input gradient runs once per stride phase (the input pixels whose
+//    windows meet the same taps); the weight gradient once per group and
+//    block of input channels, its sums carried over every chunk of images;
+//  - im2col + GEMM, channels-first (few input channels, e.g. a first layer
+//    of 1 or 3): cols [C·kh·kw, images·pixels], one row per (c, ki, kj), as
+//    NCHW gives them;
+//  - im2col + GEMM, channels-last (many input channels otherwise): the
+//    chunk's images are transposed to [images, H, W, C] first, and cols is
+//    [images·pixels, kh·kw·C]: each output pixel's window is kh runs of kw·C
+//    contiguous values, copied whole, instead of C·kh·kw runs of a few
+//    pixels each. The weights are permuted to [O, kh, kw, C] to match
+//    (O·C·kh·kw values, once per call).
+// Scratch (never saved for a backward pass) holds the packed weights and,
+// per worker, one chunk's padded planes (and the weight gradient's rows of g
+// and sums), or its columns, output rows and transposed images; the im2col
+// weight gradient of an ungrouped convolution (not per task) also keeps a
+// fixed number of partial sums (each over a run of chunks), added in order,
+// so that every result is independent of the thread count.
 #pragma once
 
 #include <cstdint>
 
 #include "kernels.hpp"
+#include "small_gemm.hpp"
 
 namespace metatape::kernels::cpu {
 
 struct ConvPlan {
+  SmallGemmIsa implicit;  // the implicit GEMM's instruction set; none: im2col + GEMM
   bool channels_last;
   std::int64_t pixels, patch;  // L = out_h·out_w; P = C·kh·kw
   std::int64_t chunk;          // images per chunk (one GEMM)
@@ -33,6 +49,11 @@ struct ConvPlan {
   std::int64_t weights;        // permuted weights (channels-last), all groups
   std::int64_t segments;       // weight-gradient partial sums (ungrouped, not per task), each over a run of chunks
   std::int64_t partials;       // their elements
+  // Implicit GEMM: each image's padded planes (x's or g's), `top` rows and
+  // `left` columns of zeros before the values; the weight gradient's blocks
+  // of input channels per group.
+  std::int64_t padded_h, padded_w, top, left;
+  std::int64_t channel_blocks;
 };
 
 enum class ConvKind { forward, input_grad, weight_grad };
@@ -40,5 +61,25 @@ enum class ConvKind { forward, input_grad, weight_grad };
 // The plan of shape `s` for one of the three kernels at the current thread
 // count.
 ConvPlan conv_plan(const ConvShape& s, ConvKind kind);
+
+// The instruction set of the implicit-GEMM path (none: im2col + GEMM for
+// every kernel): small_gemm_isa() unless a ConvIsaScope has chosen another.
+SmallGemmIsa conv_isa();
+
+// For tests and benchmarks comparing the paths on one machine: while it
+// lives, the convolution kernels plan with `isa` (which cpu_runs(isa) must
+// allow) on every shape the implicit GEMM can take, small planes included.
+// Not thread-safe: set it where no convolution runs.
+class ConvIsaScope {
+ public:
+  explicit ConvIsaScope(SmallGemmIsa isa);
+  ~ConvIsaScope();
+  ConvIsaScope(const ConvIsaScope&) = delete;
+  ConvIsaScope& operator=(const ConvIsaScope&) = delete;
+
+ private:
+  bool had_previous_;
+  SmallGemmIsa previous_;
+};
 
 }  // namespace metatape::kernels::cpu

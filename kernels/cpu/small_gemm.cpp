@@ -8,6 +8,11 @@
 // the AVX2 kernel was 0.95x; bench-engine's BM_SmallGemm_* measure each.
 #include "small_gemm.hpp"
 
+#include <string>
+
+#include "implicit_gemm.hpp"
+#include "kernels/error.hpp"
+
 namespace metatape::kernels::cpu {
 
 bool cpu_runs(SmallGemmIsa isa) {
@@ -73,11 +78,29 @@ bool small_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std:
   return small_gemm_with(small_gemm_isa(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+template <class T>
+void implicit_gemm(SmallGemmIsa isa, const ImplicitGemm<T>& p) {
+#if METATAPE_SMALL_GEMM
+  switch (isa) {
+    case SmallGemmIsa::avx512:
+      return implicit_gemm_avx512<T>(p);
+    case SmallGemmIsa::avx2:
+      return implicit_gemm_avx2<T>(p);
+    case SmallGemmIsa::none:
+      break;
+  }
+#endif
+  (void)p;
+  throw KernelError(std::string("implicit_gemm: this build has no kernel for instruction set ") +
+                    small_gemm_isa_name(isa));
+}
+
 #define METATAPE_INSTANTIATE(T)                                                                                     \
   template bool small_gemm<T>(bool, bool, std::int64_t, std::int64_t, std::int64_t, T, const T*, std::int64_t,      \
                               const T*, std::int64_t, T, T*, std::int64_t);                                         \
   template bool small_gemm_with<T>(SmallGemmIsa, bool, bool, std::int64_t, std::int64_t, std::int64_t, T, const T*, \
-                                   std::int64_t, const T*, std::int64_t, T, T*, std::int64_t);
+                                   std::int64_t, const T*, std::int64_t, T, T*, std::int64_t);                      \
+  template void implicit_gemm<T>(SmallGemmIsa, const ImplicitGemm<T>&);
 METATAPE_INSTANTIATE(float)
 METATAPE_INSTANTIATE(double)
 #undef METATAPE_INSTANTIATE

@@ -1,5 +1,7 @@
-// The small-product kernel for AVX2 and FMA (this file is compiled with
-// -mavx2 -mfma; small_gemm.cpp calls it only where the CPU has both).
+// The small-product and implicit-GEMM kernels for AVX2 and FMA (this file
+// is compiled with -mavx2 -mfma; small_gemm.cpp calls them only where the
+// CPU has both).
+#include "implicit_gemm_tiles.hpp"
 #include "small_gemm_tiles.hpp"
 
 namespace metatape::kernels::cpu {
@@ -47,5 +49,6 @@ struct Avx2<double> {
 }  // namespace
 
 METATAPE_DEFINE_SMALL_GEMM_KERNEL(small_gemm_avx2, Avx2)
+METATAPE_DEFINE_IMPLICIT_GEMM_KERNEL(implicit_gemm_avx2, Avx2)
 
 }  // namespace metatape::kernels::cpu

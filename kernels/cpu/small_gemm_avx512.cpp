@@ -1,6 +1,8 @@
-// The small-product kernel for AVX-512F (this file is compiled with
-// -mavx512f; small_gemm.cpp calls it only where the CPU has it). Partial
+// The small-product and implicit-GEMM kernels for AVX-512F (this file is
+// compiled with -mavx512f; small_gemm.cpp calls them only where the CPU
+// has it). Partial
 // vectors use AVX-512's lane masks.
+#include "implicit_gemm_tiles.hpp"
 #include "small_gemm_tiles.hpp"
 
 namespace metatape::kernels::cpu {
@@ -44,5 +46,6 @@ struct Avx512<double> {
 }  // namespace
 
 METATAPE_DEFINE_SMALL_GEMM_KERNEL(small_gemm_avx512, Avx512)
+METATAPE_DEFINE_IMPLICIT_GEMM_KERNEL(implicit_gemm_avx512, Avx512)
 
 }  // namespace metatape::kernels::cpu
