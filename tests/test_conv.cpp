@@ -211,18 +211,11 @@ TEST_SUITE("conv") {
     check_all("70 output and 19 input channels", shape(1, 2, 19, 5, 70, 2, 1));
   }
 
-  TEST_CASE("the implicit GEMM's plan: many input channels, from 7x7 planes (and 7-pixel rows) up unless forced") {
-    const ConvShape s = shape(1, 2, 16, 7, 8, 2, 1);
-    const SmallGemmIsa here = metatape::kernels::cpu::small_gemm_isa();
-    for (const ConvKind kind : kKinds) {
-      CHECK(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 14, 8, 2, 1), kind).implicit == here);
-      CHECK(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 6, 8, 2, 1), kind).implicit == SmallGemmIsa::none);
-    }
-    // The weight gradient's sums along output rows want 7 pixels a row.
-    CHECK(metatape::kernels::cpu::conv_plan(s, ConvKind::forward).implicit == here);
-    CHECK(metatape::kernels::cpu::conv_plan(s, ConvKind::weight_grad).implicit == SmallGemmIsa::none);
+  TEST_CASE("the implicit GEMM's plan: many input channels, every kernel, on the instruction set chosen") {
+    CHECK(metatape::kernels::cpu::conv_isa() == metatape::kernels::cpu::small_gemm_isa());
     for (const SmallGemmIsa isa : conv_isas()) {
       const metatape::kernels::cpu::ConvIsaScope scope(isa);
+      CHECK(metatape::kernels::cpu::conv_isa() == isa);
       for (const ConvKind kind : kKinds) {
         CHECK(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 3, 8, 2, 1), kind).implicit == isa);
         CHECK(metatape::kernels::cpu::conv_plan(shape(1, 2, 2, 7, 8, 2, 1), kind).implicit ==

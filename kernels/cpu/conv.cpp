@@ -7,7 +7,7 @@
 #include <type_traits>
 #include <vector>
 #ifdef __SSE2__
-#include <xmmintrin.h>
+#include <emmintrin.h>
 #endif
 
 #include "gemm.hpp"
@@ -21,24 +21,16 @@ namespace {
 // A ConvIsaScope's instruction set, while one lives.
 std::optional<SmallGemmIsa> conv_isa_override;
 
-// Input channels from which the channels-last columns pay for the transposes
-// around them (below, the per-channel rows are few and long enough).
+// Input channels from which the implicit GEMM (or, without AVX2, the
+// channels-last columns) takes a convolution. Its sums run over the input
+// channels inside each tap, and with one channel (a first layer) it was 3-4x
+// slower than the channels-first columns on the development VM; those
+// columns' per-channel rows are few and long enough there.
 constexpr std::int64_t kChannelsLastFrom = 8;
 // Columns of a chunk's GEMM that OpenBLAS needs to come near its peak with
 // 64 output channels, and the most scratch elements one chunk may take.
 constexpr std::int64_t kTargetColumns = 256;
 constexpr std::int64_t kMaxChunkScratch = std::int64_t{1} << 20;
-// The smallest input planes the implicit GEMM takes. Below 7×7 (a Conv4's
-// 4×4 and 3×3 layers) the column matrix is hardly larger than the padded
-// planes, and OpenBLAS's kernel was up to 1.5-1.7x faster than ours on the
-// development VM (the 4×4 query layer; bench-engine's BM_Conv_*_Kernel
-// against _Im2col); from 7×7 up ours took 0.66-0.98x of its time.
-constexpr std::int64_t kImplicitFromPixels = 7 * 7;
-// The weight gradient's sums run along output rows (the inner loop over an
-// output row's pixels, one per step); with 4 pixels a row (a stride-2
-// layer's 4×4 output) the loop's overhead made it 1.04-1.18x slower than
-// im2col + GEMM on the development VM, and 0.83-0.95x from 7 up.
-constexpr std::int64_t kImplicitWeightGradFromColumns = 7;
 // The most elements of one chunk's padded planes on the implicit-GEMM path
 // (256 KiB of floats): they stay in the L2 cache while every tile of the
 // chunk reads them.
@@ -221,23 +213,40 @@ void weight_grad_chunk(const ConvShape& s, const ConvPlan& p, const T* x, const 
   }
 }
 
-// planes [count, h, w] -> padded [count, padded_h, padded_w], the values at
-// (top, left) and zeros around them, every element written.
+// to[0, n) = from[0, n), four floats (two doubles) at a time in SSE
+// registers: the planes' rows are short (2 to 28 values), and a library
+// call per row (what the compiler makes of std::copy or a plain loop) cost
+// as much as the copy.
 template <class T>
-void pad_planes(const T* planes, std::int64_t count, std::int64_t h, std::int64_t w, const ConvPlan& p, T* padded) {
-  const std::int64_t ph = p.padded_h, pw = p.padded_w;
+void copy_row(const T* from, std::int64_t n, T* to) {
+  std::int64_t i = 0;
+#ifdef __SSE2__
+  if constexpr (std::is_same_v<T, float>)
+    for (; i + 4 <= n; i += 4) _mm_storeu_ps(to + i, _mm_loadu_ps(from + i));
+  else
+    for (; i + 2 <= n; i += 2) _mm_storeu_pd(to + i, _mm_loadu_pd(from + i));
+#endif
+  for (; i < n; ++i) to[i] = from[i];
+}
+
+// planes [count, h, w] into padded [count, padded_h, padded_w] at (top,
+// left). Only those values are written: the zeros around them are the
+// slot's, written once per call (zero_slots) and never overwritten, since
+// every chunk puts its values at the same places.
+template <class T>
+void copy_into_padded(const T* planes, std::int64_t count, std::int64_t h, std::int64_t w, const ConvPlan& p,
+                      T* padded) {
   for (std::int64_t i = 0; i < count; ++i) {
-    const T* from = planes + i * h * w;
-    T* to = padded + i * ph * pw;
-    std::fill(to, to + p.top * pw, T(0));
-    for (std::int64_t r = 0; r < h; ++r) {
-      T* row = to + (p.top + r) * pw;
-      std::fill(row, row + p.left, T(0));
-      std::copy(from + r * w, from + (r + 1) * w, row + p.left);
-      std::fill(row + p.left + w, row + pw, T(0));
-    }
-    std::fill(to + (p.top + h) * pw, to + ph * pw, T(0));
+    T* to = padded + i * p.padded_h * p.padded_w + p.top * p.padded_w + p.left;
+    for (std::int64_t r = 0; r < h; ++r) copy_row(planes + (i * h + r) * w, w, to + r * p.padded_w);
   }
+}
+
+// Every worker's slot of the implicit path set to zero: the padding of the
+// planes that copy_into_padded fills.
+template <class T>
+void zero_slots(const ConvPlan& p, T* slots) {
+  std::fill(slots, slots + p.workers * p.per_worker, T(0));
 }
 
 // The rows of B, per group of w [G, O, C, K] (K = kh·kw taps): the
@@ -269,11 +278,12 @@ void implicit_forward(const ConvShape& s, const ConvPlan& p, const T* x, const T
       tap_b.push_back((ki * win.kernel_w + kj) * O);
     }
   const std::int64_t plane = p.padded_h * p.padded_w;
+  zero_slots(p, scratch + p.weights);
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
     const std::int64_t grp = item / p.chunks;
     const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
     T* padded = work.cols;  // the implicit path's slot holds the padded planes alone
-    pad_planes(x + (grp * s.images + n0) * C * s.h * s.w, nb * C, s.h, s.w, p, padded);
+    copy_into_padded(x + (grp * s.images + n0) * C * s.h * s.w, nb * C, s.h, s.w, p, padded);
     // Rows: the chunk's output pixels (image, oh, ow), reading the padded x
     // at (oh·sh, ow·sw) plus the tap's (ki, kj); the sum over the taps, then
     // the input channels.
@@ -338,11 +348,12 @@ void implicit_input_grad(const ConvShape& s, const ConvPlan& p, const T* g, cons
   const std::int64_t plane = p.padded_h * p.padded_w;
   input_grad_rows_of_b(s, w, scratch);
   const std::vector<StridePhase> phases = stride_phases(s, p);
+  zero_slots(p, scratch + p.weights);
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
     const std::int64_t grp = item / p.chunks;
     const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
     T* padded = work.cols;  // the implicit path's slot holds the padded planes alone
-    pad_planes(g + (grp * s.images + n0) * O * p.pixels, nb * O, s.out_h(), s.out_w(), p, padded);
+    copy_into_padded(g + (grp * s.images + n0) * O * p.pixels, nb * O, s.out_h(), s.out_w(), p, padded);
     for (const StridePhase& phase : phases) {
       ImplicitGemm<T> product{};
       product.a = padded;
@@ -381,6 +392,7 @@ void implicit_weight_grad(const ConvShape& s, const ConvPlan& p, const T* x, con
       tap_a.push_back(n * per_block * plane + oh * win.stride_h * p.padded_w);
       tap_b.push_back((n * L + oh * OW) * O);
     }
+  zero_slots(p, scratch);
   for_each_item(s, p, s.groups * p.channel_blocks, scratch, [&](std::int64_t item, const Work<T>& work) {
     const std::int64_t grp = item / p.channel_blocks, block = item % p.channel_blocks;
     const std::int64_t c0 = block * per_block, channels = std::min(per_block, C - c0);
@@ -402,7 +414,7 @@ void implicit_weight_grad(const ConvShape& s, const ConvPlan& p, const T* x, con
       const auto [n0, nb] = chunk_images(s, p, c);
       const T* xs = x + (grp * s.images + n0) * C * plane_in;
       for (std::int64_t n = 0; n < nb; ++n)
-        pad_planes(xs + (n * C + c0) * plane_in, channels, s.h, s.w, p, padded + n * per_block * plane);
+        copy_into_padded(xs + (n * C + c0) * plane_in, channels, s.h, s.w, p, padded + n * per_block * plane);
       transpose_images(g + (grp * s.images + n0) * O * L, nb, O, L, g_rows);
       product.taps = nb * OH;
       product.accumulate = c > 0;
@@ -431,13 +443,7 @@ ConvIsaScope::~ConvIsaScope() {
 ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   ConvPlan p{};
   p.channels_last = s.in_channels >= kChannelsLastFrom;
-  // A ConvIsaScope's choice holds on every shape the implicit GEMM can take;
-  // without one, the plan also weighs the planes' size.
-  const bool implicit =
-      p.channels_last && (conv_isa_override.has_value() ||
-                          (s.h * s.w >= kImplicitFromPixels &&
-                           (kind != ConvKind::weight_grad || s.out_w() >= kImplicitWeightGradFromColumns)));
-  p.implicit = implicit ? conv_isa() : SmallGemmIsa::none;
+  p.implicit = p.channels_last ? conv_isa() : SmallGemmIsa::none;
   p.pixels = s.pixels();
   p.patch = s.patch();
   const std::int64_t L = std::max<std::int64_t>(p.pixels, 1), O = s.out_channels;

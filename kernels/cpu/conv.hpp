@@ -3,8 +3,8 @@
 // kernels.hpp; this is the plan they share.
 //
 // Three ways to the same sums, chosen by the shape:
-//  - implicit GEMM (many input channels, planes of 7×7 and up, where the
-//    CPU has AVX2 or AVX-512: implicit_gemm.hpp): a chunk's planes are
+//  - implicit GEMM (many input channels, where the CPU has AVX2 or AVX-512:
+//    implicit_gemm.hpp): a chunk's planes are
 //    copied once with zero padding around them (x's for the forward and the
 //    weight gradient, g's for the input gradient), and the product reads
 //    its patch entries there, with no column matrix. B's rows are the
@@ -17,7 +17,7 @@
 //  - im2col + GEMM, channels-first (few input channels, e.g. a first layer
 //    of 1 or 3): cols [C·kh·kw, images·pixels], one row per (c, ki, kj), as
 //    NCHW gives them;
-//  - im2col + GEMM, channels-last (many input channels otherwise): the
+//  - im2col + GEMM, channels-last (many input channels, without AVX2): the
 //    chunk's images are transposed to [images, H, W, C] first, and cols is
 //    [images·pixels, kh·kw·C]: each output pixel's window is kh runs of kw·C
 //    contiguous values, copied whole, instead of C·kh·kw runs of a few
@@ -67,9 +67,8 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind);
 SmallGemmIsa conv_isa();
 
 // For tests and benchmarks comparing the paths on one machine: while it
-// lives, the convolution kernels plan with `isa` (which cpu_runs(isa) must
-// allow) on every shape the implicit GEMM can take, small planes included.
-// Not thread-safe: set it where no convolution runs.
+// lives, the convolution kernels plan with `isa`, which cpu_runs(isa) must
+// allow. Not thread-safe: set it where no convolution runs.
 class ConvIsaScope {
  public:
   explicit ConvIsaScope(SmallGemmIsa isa);
