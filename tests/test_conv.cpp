@@ -282,6 +282,19 @@ TEST_SUITE("conv") {
       REQUIRE(wide.images % plan.chunk != 0);
     }
     check_all("implicit GEMM, several chunks", wide);
+    // Enough work (14M multiply-adds) for the implicit GEMM to use two
+    // workers at two threads, in every kernel: check_all's two-thread run
+    // then splits it.
+    const ConvShape busy = shape(2, 12, 32, 8, 32, 1, 1);
+    metatape::kernels::cpu::set_threads(2);
+    for (const SmallGemmIsa isa : conv_isas()) {
+      const metatape::kernels::cpu::ConvIsaScope scope(isa);
+      for (const ConvKind kind : kKinds)
+        if (metatape::kernels::cpu::conv_plan(busy, kind).implicit != SmallGemmIsa::none)
+          CHECK(metatape::kernels::cpu::conv_plan(busy, kind).workers == 2);
+    }
+    metatape::kernels::cpu::set_threads(1);
+    check_all("implicit GEMM, split between two workers", busy);
   }
 
   TEST_CASE("per task: one task has the bits of the first of two at 1 thread and unsplit at 3, every kernel") {

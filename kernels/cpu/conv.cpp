@@ -450,6 +450,11 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   const std::int64_t workers = s.cpu_workers > 0 ? s.cpu_workers : available_threads();
   if (p.implicit != SmallGemmIsa::none) {
     const auto& win = s.window;
+    // At most one worker per kMultiplyAddGrain of the call's work: a
+    // support set's 4x4 layer (3M multiply-adds) took 2.4x as long at two
+    // threads as at one.
+    const std::int64_t work = s.groups * s.images * p.pixels * O * p.patch;
+    const std::int64_t useful_workers = std::clamp<std::int64_t>(work / kMultiplyAddGrain, 1, workers);
     std::int64_t channels = s.in_channels;
     if (kind != ConvKind::input_grad) {  // x's planes, padded as the window pads them
       p.top = win.pad_h, p.left = win.pad_w;
@@ -463,7 +468,7 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
     if (kind == ConvKind::weight_grad) {
       // One item per group and block of input channels, each summing all of
       // its group's chunks: blocks enough to give every worker one.
-      p.channel_blocks = std::clamp<std::int64_t>(ceil_div(workers, std::max<std::int64_t>(s.groups, 1)), 1,
+      p.channel_blocks = std::clamp<std::int64_t>(ceil_div(useful_workers, std::max<std::int64_t>(s.groups, 1)), 1,
                                                   std::max<std::int64_t>(s.in_channels, 1));
       channels = ceil_div(s.in_channels, p.channel_blocks);
     }
@@ -472,7 +477,7 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
     p.chunk = std::clamp<std::int64_t>(kImplicitChunkElements / per_image, 1, std::max<std::int64_t>(s.images, 1));
     p.chunks = ceil_div(s.images, p.chunk);
     const std::int64_t items = s.groups * (kind == ConvKind::weight_grad ? p.channel_blocks : p.chunks);
-    p.workers = std::clamp<std::int64_t>(workers, 1, std::max<std::int64_t>(items, 1));
+    p.workers = std::clamp<std::int64_t>(useful_workers, 1, std::max<std::int64_t>(items, 1));
     const std::int64_t accumulators = channels * win.kernel_h * win.kernel_w * O;  // the weight gradient's [rows, O]
     p.per_worker = p.chunk * per_image + (kind == ConvKind::weight_grad ? accumulators : 0);
     p.weights = kind == ConvKind::weight_grad ? 0 : s.groups * O * p.patch;

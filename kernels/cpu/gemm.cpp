@@ -25,9 +25,6 @@
 namespace metatape::kernels::cpu {
 namespace {
 
-// Multiply-adds (m·n·k) of the smallest block handed to a thread: about
-// 40 us of one core's work, many times the cost of waking a pool thread.
-constexpr std::int64_t kMinBlockWork = std::int64_t{1} << 21;
 // Rows of C per unit of a split: a multiple of every OpenBLAS kernel's
 // register tile, so each block's tiles line up with the whole's.
 constexpr std::int64_t kSplitUnit = 16;
@@ -92,7 +89,7 @@ void blas_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
 // How many units of kSplitUnit rows make a block worth a thread when a row
 // costs `row_work` multiply-adds.
 std::int64_t grain(std::int64_t row_work) {
-  return std::max<std::int64_t>(1, (kMinBlockWork + row_work * kSplitUnit - 1) / (row_work * kSplitUnit));
+  return std::max<std::int64_t>(1, (kMultiplyAddGrain + row_work * kSplitUnit - 1) / (row_work * kSplitUnit));
 }
 
 }  // namespace
@@ -145,7 +142,7 @@ void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
     gemm<T>(trans_a, trans_b, m, n, k, T(1), a + i * stride_a, lda, b + i * stride_b, ldb, T(0), c + i * stride_c, n);
   };
   const std::int64_t work = m * n * k,
-                     per_chunk = std::max<std::int64_t>(1, kMinBlockWork / std::max<std::int64_t>(1, work));
+                     per_chunk = std::max<std::int64_t>(1, kMultiplyAddGrain / std::max<std::int64_t>(1, work));
   // Outputs that overlap (stride 0) must be written in order.
   const bool over_batch = stride_c != 0 && count >= 2 * threads();
   if (!over_batch) {

@@ -55,6 +55,10 @@ class RangeBody {
 // tanh or a division per element.
 inline constexpr std::int64_t kStreamGrain = std::int64_t{1} << 15;
 inline constexpr std::int64_t kMathGrain = std::int64_t{1} << 12;
+// Multiply-adds (a product's m·n·k, a convolution's share of it) of the
+// smallest block handed to a thread: about 40 us of one core's work, many
+// times the cost of waking a pool thread.
+inline constexpr std::int64_t kMultiplyAddGrain = std::int64_t{1} << 21;
 // Values per chunk of the kernels that take whole planes or slices (max-pool,
 // batch norm), below which a second thread does not pay.
 inline constexpr std::int64_t kPlaneGrain = std::int64_t{1} << 14;
