@@ -350,13 +350,17 @@ void BM_Conv_Kernel(benchmark::State& state, ConvCase c, ConvKind kind, bool im2
   set_conv_counters(state, s, kind);
 }
 
-// Raw cblas_sgemm at the sizes of the GEMMs the kernel runs (one per chunk
-// of images of each task, conv_plan), on operands that stay in cache: the
-// kernel's time with its im2col, transposes and memory traffic taken away.
+// Raw cblas_sgemm at the sizes of the GEMMs the im2col path runs (one per
+// chunk of images of each task, conv_plan), on operands that stay in cache:
+// that path's time with its im2col, transposes and memory traffic taken
+// away, and the pace OpenBLAS sets for the implicit GEMM.
 void BM_Conv_RawSgemm(benchmark::State& state, ConvCase c, ConvKind kind) {
   set_conv_threads(state);
   const mt::kernels::ConvShape s = conv_shape_of(c);
-  const mt::kernels::cpu::ConvPlan plan = mt::kernels::cpu::conv_plan(s, kind);
+  const mt::kernels::cpu::ConvPlan plan = [&] {  // the im2col path's chunks, whatever this CPU has
+    const mt::kernels::cpu::ConvIsaScope im2col(mt::kernels::cpu::SmallGemmIsa::none);
+    return mt::kernels::cpu::conv_plan(s, kind);
+  }();
   const auto [m, n, k] = conv_gemm_dims(s, kind, plan.chunk);
   mt::Generator gen(1);
   const mt::Tensor a = mt::normal({m, k}, 0, 1, gen), b = mt::normal({k, n}, 0, 1, gen);

@@ -1,10 +1,9 @@
 // The CPU convolution kernels (forward, input gradient, weight gradient)
 // against a direct float64 convolution, on every path the plan chooses:
 // channels-first columns (few input channels), channels-last (many), and the
-// implicit GEMM (many, forward and input gradient) on each instruction set
-// this CPU has; stride 1, 2 and 3, padding, small spatial sizes, task
-// groups, one chunk or several, and the thread count (the kernels' results
-// do not depend on it).
+// implicit GEMM (many, every kernel) on each instruction set this CPU has;
+// stride 1, 2 and 3, padding, small spatial sizes, task groups, one chunk or
+// several, and the thread count (the kernels' results do not depend on it).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -173,6 +172,7 @@ void check_all(const char* what, const ConvShape& s) {
       const std::vector<float> f32 = run<float>(s, in, kind, 1);
       CHECK(relative_error(f32, expected) < 1e-5);
       CHECK(same_bits(f32, run<float>(s, in, kind, 2)));
+      CHECK(same_bits(f64, run<double>(s, in, kind, 2)));
       if (metatape::kernels::cpu::conv_plan(s, kind).implicit == SmallGemmIsa::none) continue;
       if (implicit_f64.empty()) {
         implicit_f64 = f64, implicit_f32 = f32;
@@ -193,8 +193,11 @@ TEST_SUITE("conv") {
     check_all(">= 128 output pixels, one image per GEMM", shape(1, 3, 1, 12, 3, 1, 1));
   }
 
-  TEST_CASE("many input channels (channels-last columns): strided, padded, down to 2x2 and 1x1 outputs") {
-    REQUIRE(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 7, 8, 2, 1), ConvKind::forward).channels_last);
+  TEST_CASE("many input channels (channels-last columns, the implicit GEMM): strided, padded, down to 1x1 outputs") {
+    {
+      const metatape::kernels::cpu::ConvIsaScope im2col(SmallGemmIsa::none);
+      REQUIRE(metatape::kernels::cpu::conv_plan(shape(1, 2, 16, 7, 8, 2, 1), ConvKind::forward).channels_last);
+    }
     check_all("7x7 -> 4x4, stride 2", shape(1, 2, 16, 7, 8, 2, 1));
     check_all("4x4 -> 2x2, stride 2", shape(2, 3, 16, 4, 8, 2, 1));
     check_all("2x2 -> 1x1, stride 2", shape(1, 3, 8, 2, 8, 2, 1));
@@ -203,7 +206,8 @@ TEST_SUITE("conv") {
     check_all("padding 2, 5x5 window wider than the 4x4 image", shape(1, 2, 8, 4, 4, 1, 2, 5));
     check_all(">= 128 output pixels, one image per GEMM", shape(1, 2, 8, 12, 4, 1, 1));
     check_all("padding 4 around a 3x3 window: windows wholly in the padding", shape(1, 2, 8, 3, 4, 2, 4));
-    check_all("stride 3, padding 2: phases with no pixels", shape(1, 2, 8, 5, 4, 3, 2));
+    check_all("stride 3, padding 2", shape(1, 2, 8, 5, 4, 3, 2));
+    check_all("stride 3 on a 2x2 image: a phase with no pixels", shape(1, 2, 8, 2, 4, 3, 1));
     check_all("stride 3 wider than the 2x2 window: phases with no taps", shape(2, 2, 8, 7, 5, 3, 0, 2));
     // Output channels past full register tiles: masked vectors (21 = 16 + 5
     // floats), and more than one tile's worth (70).
@@ -295,6 +299,31 @@ TEST_SUITE("conv") {
     }
     metatape::kernels::cpu::set_threads(1);
     check_all("implicit GEMM, split between two workers", busy);
+    // One group at two threads: the weight gradient in two blocks of input
+    // channels, 17 and 16.
+    const ConvShape blocks = shape(1, 12, 33, 8, 32, 1, 1);
+    metatape::kernels::cpu::set_threads(2);
+    for (const SmallGemmIsa isa : conv_isas()) {
+      const metatape::kernels::cpu::ConvIsaScope scope(isa);
+      const auto plan = metatape::kernels::cpu::conv_plan(blocks, ConvKind::weight_grad);
+      if (plan.implicit == SmallGemmIsa::none) continue;
+      CHECK(plan.channel_blocks == 2);
+      CHECK(plan.block_channels == 17);
+    }
+    metatape::kernels::cpu::set_threads(1);
+    check_all("implicit GEMM, the weight gradient in uneven blocks of channels", blocks);
+    // Several chunks of g's padded planes (64 channels of 11x11) for the
+    // input gradient, and of x's for the weight gradient, whose sums then go
+    // on over chunks in whole tiles of 64 columns.
+    const ConvShape chunked = shape(1, 40, 16, 8, 64, 1, 1);
+    for (const SmallGemmIsa isa : conv_isas()) {
+      const metatape::kernels::cpu::ConvIsaScope scope(isa);
+      for (const ConvKind kind : {ConvKind::input_grad, ConvKind::weight_grad}) {
+        const auto plan = metatape::kernels::cpu::conv_plan(chunked, kind);
+        if (plan.implicit != SmallGemmIsa::none) CHECK(plan.chunks >= 3);
+      }
+    }
+    check_all("implicit GEMM, several chunks of 64 output channels", chunked);
   }
 
   TEST_CASE("per task: one task has the bits of the first of two at 1 thread and unsplit at 3, every kernel") {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -12,6 +13,7 @@
 
 #include "gemm.hpp"
 #include "implicit_gemm.hpp"
+#include "kernels/error.hpp"
 #include "parallel.hpp"
 #include "window_ops.hpp"
 
@@ -26,14 +28,14 @@ std::optional<SmallGemmIsa> conv_isa_override;
 // channels inside each tap, and with one channel (a first layer) it was 3-4x
 // slower than the channels-first columns on the development VM; those
 // columns' per-channel rows are few and long enough there.
-constexpr std::int64_t kChannelsLastFrom = 8;
+constexpr std::int64_t kManyChannelsFrom = 8;
 // Columns of a chunk's GEMM that OpenBLAS needs to come near its peak with
 // 64 output channels, and the most scratch elements one chunk may take.
 constexpr std::int64_t kTargetColumns = 256;
 constexpr std::int64_t kMaxChunkScratch = std::int64_t{1} << 20;
-// The most elements of one chunk's padded planes on the implicit-GEMM path
-// (256 KiB of floats): they stay in the L2 cache while every tile of the
-// chunk reads them.
+// The most elements of one chunk's operands on the implicit-GEMM path, its
+// padded planes (and the weight gradient's rows of g): 256 KiB of floats,
+// which stay in the L2 cache while every tile of the chunk reads them.
 constexpr std::int64_t kImplicitChunkElements = std::int64_t{1} << 16;
 // Partial sums of an ungrouped weight gradient: a fixed number (never the
 // thread count), each over a contiguous run of chunks.
@@ -160,6 +162,7 @@ Work<T> work_of(const ConvShape& s, const ConvPlan& p, T* slot) {
   const std::int64_t columns = p.chunk * p.pixels;
   Work<T> w{};
   w.cols = slot;
+  if (p.implicit != SmallGemmIsa::none) return w;  // the implicit path lays out the slot itself
   w.block = w.cols + p.patch * columns;
   w.images = w.block + s.out_channels * columns;
   w.acc = w.images + (p.channels_last ? p.chunk * s.in_channels * s.h * s.w : 0);
@@ -385,8 +388,8 @@ void implicit_weight_grad(const ConvShape& s, const ConvPlan& p, const T* x, con
   const auto& win = s.window;
   const std::int64_t C = s.in_channels, O = s.out_channels, K = win.kernel_h * win.kernel_w, L = p.pixels;
   const std::int64_t OH = s.out_h(), OW = s.out_w(), plane = p.padded_h * p.padded_w, plane_in = s.h * s.w;
-  const std::int64_t per_block = ceil_div(C, p.channel_blocks);  // the last block may have fewer
-  std::vector<std::int64_t> tap_a, tap_b;                        // (image, output row) pairs of the longest chunk
+  const std::int64_t per_block = p.block_channels;  // the last block may have fewer
+  std::vector<std::int64_t> tap_a, tap_b;           // (image, output row) pairs of the longest chunk
   for (std::int64_t n = 0; n < p.chunk; ++n)
     for (std::int64_t oh = 0; oh < OH; ++oh) {
       tap_a.push_back(n * per_block * plane + oh * win.stride_h * p.padded_w);
@@ -430,6 +433,8 @@ SmallGemmIsa conv_isa() { return conv_isa_override.value_or(small_gemm_isa()); }
 
 ConvIsaScope::ConvIsaScope(SmallGemmIsa isa)
     : had_previous_(conv_isa_override.has_value()), previous_(conv_isa_override.value_or(SmallGemmIsa::none)) {
+  if (!cpu_runs(isa))
+    throw KernelError(std::string("ConvIsaScope: this CPU or build cannot run ") + small_gemm_isa_name(isa));
   conv_isa_override = isa;
 }
 
@@ -440,49 +445,60 @@ ConvIsaScope::~ConvIsaScope() {
     conv_isa_override.reset();
 }
 
+// The implicit GEMM's plan (p.implicit set) for `workers` threads.
+void plan_implicit(const ConvShape& s, ConvKind kind, std::int64_t workers, ConvPlan& p) {
+  const auto& win = s.window;
+  const std::int64_t O = s.out_channels, K = win.kernel_h * win.kernel_w;
+  // At most one worker per kMultiplyAddGrain of the call's work: a support
+  // set's 4x4 layer (3M multiply-adds) took 2.4x as long at two threads as
+  // at one.
+  const std::int64_t work = s.groups * s.images * p.pixels * O * p.patch;
+  const std::int64_t useful_workers = std::clamp<std::int64_t>(work / kMultiplyAddGrain, 1, workers);
+  std::int64_t channels = s.in_channels;  // of the padded planes per image
+  if (kind != ConvKind::input_grad) {     // x's planes, padded as the window pads them
+    p.top = win.pad_h, p.left = win.pad_w;
+    p.padded_h = s.h + 2 * win.pad_h, p.padded_w = s.w + 2 * win.pad_w;
+  } else {  // g's planes, with room for every offset a stride phase's tap reads
+    channels = O;
+    p.top = (win.kernel_h - 1) / win.stride_h, p.left = (win.kernel_w - 1) / win.stride_w;
+    p.padded_h = p.top + std::max(s.out_h(), (s.h - 1 + win.pad_h) / win.stride_h + 1);
+    p.padded_w = p.left + std::max(s.out_w(), (s.w - 1 + win.pad_w) / win.stride_w + 1);
+  }
+  const std::int64_t groups = std::max<std::int64_t>(s.groups, 1), images = std::max<std::int64_t>(s.images, 1);
+  std::int64_t items_per_group = 1;
+  if (kind == ConvKind::weight_grad) {
+    // One item per group and block of input channels, each summing all of
+    // its group's chunks: blocks enough to give every useful worker one,
+    // none of them empty.
+    const std::int64_t wanted = std::clamp<std::int64_t>(ceil_div(useful_workers, groups), 1, s.in_channels);
+    channels = p.block_channels = ceil_div(s.in_channels, wanted);
+    p.channel_blocks = items_per_group = ceil_div(s.in_channels, channels);
+  }
+  const std::int64_t per_image = std::max<std::int64_t>(channels * p.padded_h * p.padded_w, 1) +
+                                 (kind == ConvKind::weight_grad ? p.pixels * O : 0);
+  p.chunk = std::clamp<std::int64_t>(kImplicitChunkElements / per_image, 1, images);
+  if (kind != ConvKind::weight_grad)  // chunks enough to give every useful worker one
+    p.chunk = std::min(p.chunk, ceil_div(images, ceil_div(useful_workers, groups)));
+  p.chunks = ceil_div(s.images, p.chunk);
+  if (kind != ConvKind::weight_grad) items_per_group = p.chunks;
+  p.workers = std::clamp<std::int64_t>(useful_workers, 1, std::max<std::int64_t>(s.groups * items_per_group, 1));
+  p.per_worker = p.chunk * per_image + (kind == ConvKind::weight_grad ? channels * K * O : 0);  // + the sums
+  p.weights = kind == ConvKind::weight_grad ? 0 : s.groups * O * p.patch;
+}
+
 ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   ConvPlan p{};
-  p.channels_last = s.in_channels >= kChannelsLastFrom;
-  p.implicit = p.channels_last ? conv_isa() : SmallGemmIsa::none;
+  const bool many_channels = s.in_channels >= kManyChannelsFrom;
+  p.implicit = many_channels ? conv_isa() : SmallGemmIsa::none;
+  p.channels_last = many_channels && p.implicit == SmallGemmIsa::none;
   p.pixels = s.pixels();
   p.patch = s.patch();
-  const std::int64_t L = std::max<std::int64_t>(p.pixels, 1), O = s.out_channels;
   const std::int64_t workers = s.cpu_workers > 0 ? s.cpu_workers : available_threads();
   if (p.implicit != SmallGemmIsa::none) {
-    const auto& win = s.window;
-    // At most one worker per kMultiplyAddGrain of the call's work: a
-    // support set's 4x4 layer (3M multiply-adds) took 2.4x as long at two
-    // threads as at one.
-    const std::int64_t work = s.groups * s.images * p.pixels * O * p.patch;
-    const std::int64_t useful_workers = std::clamp<std::int64_t>(work / kMultiplyAddGrain, 1, workers);
-    std::int64_t channels = s.in_channels;
-    if (kind != ConvKind::input_grad) {  // x's planes, padded as the window pads them
-      p.top = win.pad_h, p.left = win.pad_w;
-      p.padded_h = s.h + 2 * win.pad_h, p.padded_w = s.w + 2 * win.pad_w;
-    } else {  // g's planes, with room for every offset a stride phase's tap reads
-      channels = O;
-      p.top = (win.kernel_h - 1) / win.stride_h, p.left = (win.kernel_w - 1) / win.stride_w;
-      p.padded_h = p.top + std::max(s.out_h(), (s.h - 1 + win.pad_h) / win.stride_h + 1);
-      p.padded_w = p.left + std::max(s.out_w(), (s.w - 1 + win.pad_w) / win.stride_w + 1);
-    }
-    if (kind == ConvKind::weight_grad) {
-      // One item per group and block of input channels, each summing all of
-      // its group's chunks: blocks enough to give every worker one.
-      p.channel_blocks = std::clamp<std::int64_t>(ceil_div(useful_workers, std::max<std::int64_t>(s.groups, 1)), 1,
-                                                  std::max<std::int64_t>(s.in_channels, 1));
-      channels = ceil_div(s.in_channels, p.channel_blocks);
-    }
-    const std::int64_t planes = std::max<std::int64_t>(channels * p.padded_h * p.padded_w, 1);
-    const std::int64_t per_image = planes + (kind == ConvKind::weight_grad ? p.pixels * O : 0);  // + g's rows
-    p.chunk = std::clamp<std::int64_t>(kImplicitChunkElements / per_image, 1, std::max<std::int64_t>(s.images, 1));
-    p.chunks = ceil_div(s.images, p.chunk);
-    const std::int64_t items = s.groups * (kind == ConvKind::weight_grad ? p.channel_blocks : p.chunks);
-    p.workers = std::clamp<std::int64_t>(useful_workers, 1, std::max<std::int64_t>(items, 1));
-    const std::int64_t accumulators = channels * win.kernel_h * win.kernel_w * O;  // the weight gradient's [rows, O]
-    p.per_worker = p.chunk * per_image + (kind == ConvKind::weight_grad ? accumulators : 0);
-    p.weights = kind == ConvKind::weight_grad ? 0 : s.groups * O * p.patch;
+    plan_implicit(s, kind, workers, p);
     return p;
   }
+  const std::int64_t L = std::max<std::int64_t>(p.pixels, 1), O = s.out_channels;
   const std::int64_t cap = std::max<std::int64_t>(kMaxChunkScratch / ((p.patch + O) * L), 1);
   // An image with >= 128 output pixels is a large enough GEMM on its own, and
   // the forward's and input gradient's GEMM then writes or reads the NCHW
@@ -515,10 +531,11 @@ std::int64_t conv_scratch_size(const ConvShape& s) {
   return size;
 }
 
-// y [G, N, O, L] = w ⋆ x, chunk by chunk: y's rows [O, nb·L] = W cols. The
-// bias is added to each chunk's output while it is in cache (as it is copied
-// to y's planes, or in place when the GEMM wrote them), not in a pass of its
-// own over y.
+// y [G, N, O, L] = w ⋆ x: the implicit GEMM where the plan takes it, else
+// chunk by chunk y's rows [O, nb·L] = W cols. Either way the bias is added
+// to each chunk's output while it is in cache (as the tile or the rows are
+// written to y's planes, or in place when the GEMM wrote them), not in a
+// pass of its own over y.
 template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, std::int64_t bias_group_stride, T* y,
                     T* scratch) {
@@ -548,7 +565,8 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, s
   });
 }
 
-// dx = D(g, w): cols = Wᵀ g's rows, then col2im.
+// dx = D(g, w): the implicit GEMM where the plan takes it, else cols = Wᵀ
+// g's rows, then col2im.
 template <class T>
 void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scratch) {
   const ConvPlan p = conv_plan(s, ConvKind::input_grad);
@@ -571,11 +589,12 @@ void conv2d_input_grad(const ConvShape& s, const T* g, const T* w, T* dx, T* scr
   });
 }
 
-// dw = E(x, g) = Σ over images of g colsᵀ. Grouped (or one task's, by one
-// worker): one item per group, its chunks summed in order. Ungrouped: one item per segment (a run of chunks
-// summed in order) into its own partial sum, then the partials added in
-// segment order. Either way the sums' order does not depend on the thread
-// count.
+// dw = E(x, g) = Σ over images of g colsᵀ: the implicit GEMM where the plan
+// takes it (implicit_weight_grad), else on im2col's columns. There,
+// grouped (or one task's, by one worker): one item per group, its chunks
+// summed in order; ungrouped: one item per segment (a run of chunks summed
+// in order) into its own partial sum, then the partials added in segment
+// order. Either way the sums' order does not depend on the thread count.
 template <class T>
 void conv2d_weight_grad(const ConvShape& s, const T* x, const T* g, T* dw, T* scratch) {
   const ConvPlan p = conv_plan(s, ConvKind::weight_grad);

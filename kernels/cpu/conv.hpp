@@ -39,21 +39,22 @@
 namespace metatape::kernels::cpu {
 
 struct ConvPlan {
-  SmallGemmIsa implicit;  // the implicit GEMM's instruction set; none: im2col + GEMM
-  bool channels_last;
+  SmallGemmIsa implicit;       // the implicit GEMM's instruction set; none: im2col + GEMM
+  bool channels_last;          // im2col's layout (false on the implicit GEMM's plans)
   std::int64_t pixels, patch;  // L = out_h·out_w; P = C·kh·kw
-  std::int64_t chunk;          // images per chunk (one GEMM)
+  std::int64_t chunk;          // images per chunk (one GEMM, or one pass of the implicit GEMM's tiles)
   std::int64_t chunks;         // chunks per group
-  std::int64_t workers;        // scratch slots: at most available_threads(), at most groups·chunks
+  std::int64_t workers;        // scratch slots: at most available_threads(), at most the items
   std::int64_t per_worker;     // scratch elements per slot
-  std::int64_t weights;        // permuted weights (channels-last), all groups
-  std::int64_t segments;       // weight-gradient partial sums (ungrouped, not per task), each over a run of chunks
-  std::int64_t partials;       // their elements
+  std::int64_t weights;        // permuted weights (channels-last) or the implicit GEMM's rows of B, all groups
+  std::int64_t segments;  // im2col weight-gradient partial sums (ungrouped, not per task), each over a run of chunks
+  std::int64_t partials;  // their elements
   // Implicit GEMM: each image's padded planes (x's or g's), `top` rows and
   // `left` columns of zeros before the values; the weight gradient's blocks
-  // of input channels per group.
+  // of input channels per group (items: groups · channel_blocks, not
+  // groups · chunks) and the channels of each (the last may have fewer).
   std::int64_t padded_h, padded_w, top, left;
-  std::int64_t channel_blocks;
+  std::int64_t channel_blocks, block_channels;
 };
 
 enum class ConvKind { forward, input_grad, weight_grad };
@@ -67,8 +68,9 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind);
 SmallGemmIsa conv_isa();
 
 // For tests and benchmarks comparing the paths on one machine: while it
-// lives, the convolution kernels plan with `isa`, which cpu_runs(isa) must
-// allow. Not thread-safe: set it where no convolution runs.
+// lives, the convolution kernels plan with `isa` (a KernelError if
+// cpu_runs(isa) does not allow it). Not thread-safe: set it where no
+// convolution runs.
 class ConvIsaScope {
  public:
   explicit ConvIsaScope(SmallGemmIsa isa);

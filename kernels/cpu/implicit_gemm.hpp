@@ -18,8 +18,9 @@
 //    row) pair; d the output column; j output channels; B is g transposed
 //    to [pixels, O], and the sum continues over chunks of images
 //    (`accumulate`).
-// B is read in place where it can be: the forward's rows are the weights
-// [O, C·kh·kw] transposed, (c, tap) apart by b_step = kh·kw·O.
+// B's rows for tap t and step d start at tap_b[t] + d · b_step: the
+// forward's are the weights [O, C·kh·kw] transposed, so a channel's rows are
+// kh·kw·O apart.
 //
 // Each result is one fused multiply-add chain over t, then d, from 0 (or,
 // when accumulate, from out's value: the chain of an earlier call goes on),

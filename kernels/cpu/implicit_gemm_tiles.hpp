@@ -9,13 +9,12 @@
 // in a register (AVX-512: 6 × 4 of 32 registers; AVX2: 6 × 2 of 16).
 // Columns past the last full block take one masked vector at a time. The
 // finished tile goes through a small buffer to the output, whose columns
-// are out_stride apart (a plane each). (Parking the accumulators between
+// are out_stride apart (a plane each, or 1 for the weight gradient's sums). (Parking the accumulators between
 // taps, so that one tap's rows of B serve a panel of tiles from L1, was
 // slower on the development VM's AMD EPYC: the rows of B stream from L2 fast
 // enough.)
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "implicit_gemm.hpp"
@@ -24,6 +23,11 @@ namespace metatape::kernels::cpu {
 namespace {
 
 constexpr int kImplicitRows = 6;
+
+// std::min without <algorithm>: this header is compiled with AVX2 or
+// AVX-512 enabled, and an instantiation of a standard template here could
+// stand in for the baseline one at link time.
+constexpr std::int64_t smaller(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
 // The MR rows' accumulators for the columns [j, j + NV · kLanes) (the last
 // vector masked by `lanes` when Masked), summed over every tap and step from
@@ -77,10 +81,10 @@ void implicit_product(const ImplicitGemm<typename X::T>& p) {
   const std::int64_t full = p.n / (NV * L) * (NV * L);
   alignas(64) T tile[MR * NV * L];
   for (std::int64_t r0 = 0; r0 < rows; r0 += MR) {
-    const int count = static_cast<int>(std::min<std::int64_t>(MR, rows - r0));
+    const int count = static_cast<int>(smaller(MR, rows - r0));
     std::int64_t a_at[MR], out_at[MR];
     for (int r = 0; r < MR; ++r) {
-      const std::int64_t row = r0 + std::min(r, count - 1);  // a short tile repeats its last row
+      const std::int64_t row = r0 + smaller(r, count - 1);  // a short tile repeats its last row
       const std::int64_t i2 = row % p.extent[2], i1 = row / p.extent[2] % p.extent[1],
                          i0 = row / (p.extent[1] * p.extent[2]);
       a_at[r] = p.a_base + i0 * p.a_step[0] + i1 * p.a_step[1] + i2 * p.a_step[2];
@@ -91,7 +95,7 @@ void implicit_product(const ImplicitGemm<typename X::T>& p) {
     const auto read = [&](std::int64_t j, std::int64_t width, std::int64_t tile_row) {
       for (int r = 0; r < MR; ++r)
         for (std::int64_t c = 0; c < width; ++c)
-          tile[r * tile_row + c] = p.out[out_at[std::min(r, count - 1)] + (j + c) * p.out_stride];
+          tile[r * tile_row + c] = p.out[out_at[smaller(r, count - 1)] + (j + c) * p.out_stride];
     };
     const auto write = [&](std::int64_t j, std::int64_t width, std::int64_t tile_row) {
       for (int r = 0; r < count; ++r)
@@ -107,7 +111,7 @@ void implicit_product(const ImplicitGemm<typename X::T>& p) {
       write(j, NV * L, NV * L);
     }
     for (; j < p.n; j += L) {
-      const std::int64_t width = std::min<std::int64_t>(L, p.n - j);
+      const std::int64_t width = smaller(L, p.n - j);
       if (p.accumulate) read(j, width, L);
       implicit_block<X, 1, true>(p, a_at, j, X::mask(width), tile);
       write(j, width, L);

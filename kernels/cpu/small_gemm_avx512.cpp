@@ -1,7 +1,6 @@
 // The small-product and implicit-GEMM kernels for AVX-512F (this file is
-// compiled with -mavx512f; small_gemm.cpp calls them only where the CPU
-// has it). Partial
-// vectors use AVX-512's lane masks.
+// compiled with -mavx512f; small_gemm.cpp calls them only where the CPU has
+// it). Partial vectors use AVX-512's lane masks.
 #include "implicit_gemm_tiles.hpp"
 #include "small_gemm_tiles.hpp"
 
