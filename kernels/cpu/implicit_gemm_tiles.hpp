@@ -9,10 +9,10 @@
 // in a register (AVX-512: 6 × 4 of 32 registers; AVX2: 6 × 2 of 16).
 // Columns past the last full block take one masked vector at a time. The
 // finished tile goes through a small buffer to the output, whose columns
-// are out_stride apart (a plane each, or 1 for the weight gradient's sums). (Parking the accumulators between
-// taps, so that one tap's rows of B serve a panel of tiles from L1, was
-// slower on the development VM's AMD EPYC: the rows of B stream from L2 fast
-// enough.)
+// are out_stride apart (a plane each, or 1 for the weight gradient's sums).
+// (Parking the accumulators between taps, so that one tap's rows of B serve
+// a panel of tiles from L1, was slower on the development VM's AMD EPYC:
+// the rows of B stream from L2 fast enough.)
 #pragma once
 
 #include <cstdint>
