@@ -4,10 +4,10 @@
 //
 // Three ways to the same sums, chosen by the shape:
 //  - implicit GEMM (many input channels, where the CPU has AVX2 or AVX-512:
-//    implicit_gemm.hpp): a chunk's planes are
-//    copied once with zero padding around them (x's for the forward and the
-//    weight gradient, g's for the input gradient), and the product reads
-//    its patch entries there, with no column matrix. B's rows are the
+//    implicit_gemm.hpp): a chunk's planes are copied once into zero-padded
+//    planes (x's for the forward and the weight gradient, g's for the input
+//    gradient; the zeros written once per call), and the product reads its
+//    patch entries there, with no column matrix. B's rows are the
 //    weights transposed to [C·kh·kw, O] (forward) or to [O, kh·kw, C]
 //    (input gradient), O·C·kh·kw values once per call, and for the weight
 //    gradient g's planes transposed to [pixels, O], chunk by chunk. The
