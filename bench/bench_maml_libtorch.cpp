@@ -15,9 +15,10 @@
 //                      batch's chunks spread over the threads
 //
 // The implementations take turns, two steps each per round with the second
-// timed (timed_in_turns), so that a shared machine's drift during the run slows them alike. For each
-// it reports the median step time over the rounds (float32; wall clock, and
-// the process's CPU time over all threads beside it), the median and range
+// timed (timed_in_turns), so that a shared machine's drift during the run
+// slows them alike. For each it reports the median step time over the
+// rounds (float32; wall clock, and the process's CPU time over all threads
+// beside it), the median and range
 // over the rounds of its time over metatape's in the same round, the peak
 // resident memory of two steps in a fresh process, and the relative
 // error between the libtorch meta-gradient and metatape's, computed in

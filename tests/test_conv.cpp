@@ -166,7 +166,7 @@ void check_all(const char* what, const ConvShape& s) {
     std::vector<float> implicit_f32;
     for (const SmallGemmIsa isa : conv_isas()) {
       const metatape::kernels::cpu::ConvIsaScope scope(isa);
-      CAPTURE(metatape::kernels::cpu::small_gemm_isa_name(isa));
+      INFO(std::string(metatape::kernels::cpu::small_gemm_isa_name(isa)));  // a name, not a pointer
       const std::vector<double> f64 = run<double>(s, in, kind, 1);
       CHECK(relative_error(f64, expected) < 1e-13);
       const std::vector<float> f32 = run<float>(s, in, kind, 1);
@@ -357,8 +357,8 @@ TEST_SUITE("conv") {
             if (threads == 1) CHECK(run<float>(one, alone, kind, 1) == a);
           }
           // At 3 threads a lone task's weight gradient spreads over partial
-          // sums on the im2col path (another order: equal to rounding), over
-          // blocks of channels on the implicit GEMM's (the same bits).
+          // sums on the im2col path (another order: equal to rounding); the
+          // implicit GEMM's has the same bits however it is split.
           if (kind == ConvKind::weight_grad && implicit) {
             CHECK(run<float>(one, alone, kind, 3) == run<float>(one, alone, kind, 1));
           } else if (kind == ConvKind::weight_grad) {

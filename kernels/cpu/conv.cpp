@@ -234,7 +234,7 @@ void copy_row(const T* from, std::int64_t n, T* to) {
 
 // planes [count, h, w] into padded [count, padded_h, padded_w] at (top,
 // left). Only those values are written: the zeros around them are the
-// slot's, written once per call (zero_slots) and never overwritten, since
+// slot's, written once per call (zero_padded_planes) and never overwritten, since
 // every chunk puts its values at the same places.
 template <class T>
 void copy_into_padded(const T* planes, std::int64_t count, std::int64_t h, std::int64_t w, const ConvPlan& p,
@@ -245,11 +245,11 @@ void copy_into_padded(const T* planes, std::int64_t count, std::int64_t h, std::
   }
 }
 
-// Every worker's slot of the implicit path set to zero: the padding of the
-// planes that copy_into_padded fills.
+// The padded planes at the front of every worker's slot (`planes` elements
+// each) set to zero: the padding that copy_into_padded leaves alone.
 template <class T>
-void zero_slots(const ConvPlan& p, T* slots) {
-  std::fill(slots, slots + p.workers * p.per_worker, T(0));
+void zero_padded_planes(const ConvPlan& p, std::int64_t planes, T* slots) {
+  for (std::int64_t k = 0; k < p.workers; ++k) std::fill_n(slots + k * p.per_worker, planes, T(0));
 }
 
 // The rows of B, per group of w [G, O, C, K] (K = kh·kw taps): the
@@ -281,7 +281,7 @@ void implicit_forward(const ConvShape& s, const ConvPlan& p, const T* x, const T
       tap_b.push_back((ki * win.kernel_w + kj) * O);
     }
   const std::int64_t plane = p.padded_h * p.padded_w;
-  zero_slots(p, scratch + p.weights);
+  zero_padded_planes(p, p.per_worker, scratch + p.weights);  // the slot is the planes
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
     const std::int64_t grp = item / p.chunks;
     const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
@@ -351,7 +351,7 @@ void implicit_input_grad(const ConvShape& s, const ConvPlan& p, const T* g, cons
   const std::int64_t plane = p.padded_h * p.padded_w;
   input_grad_rows_of_b(s, w, scratch);
   const std::vector<StridePhase> phases = stride_phases(s, p);
-  zero_slots(p, scratch + p.weights);
+  zero_padded_planes(p, p.per_worker, scratch + p.weights);  // the slot is the planes
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
     const std::int64_t grp = item / p.chunks;
     const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
@@ -395,7 +395,7 @@ void implicit_weight_grad(const ConvShape& s, const ConvPlan& p, const T* x, con
       tap_a.push_back(n * per_block * plane + oh * win.stride_h * p.padded_w);
       tap_b.push_back((n * L + oh * OW) * O);
     }
-  zero_slots(p, scratch);
+  zero_padded_planes(p, p.chunk * per_block * plane, scratch);
   for_each_item(s, p, s.groups * p.channel_blocks, scratch, [&](std::int64_t item, const Work<T>& work) {
     const std::int64_t grp = item / p.channel_blocks, block = item % p.channel_blocks;
     const std::int64_t c0 = block * per_block, channels = std::min(per_block, C - c0);
@@ -425,24 +425,6 @@ void implicit_weight_grad(const ConvShape& s, const ConvPlan& p, const T* x, con
     }
     transpose_matrix(acc, channels * K, O, O, dw + grp * O * C * K + c0 * K, C * K);
   });
-}
-
-}  // namespace
-
-SmallGemmIsa conv_isa() { return conv_isa_override.value_or(small_gemm_isa()); }
-
-ConvIsaScope::ConvIsaScope(SmallGemmIsa isa)
-    : had_previous_(conv_isa_override.has_value()), previous_(conv_isa_override.value_or(SmallGemmIsa::none)) {
-  if (!cpu_runs(isa))
-    throw KernelError(std::string("ConvIsaScope: this CPU or build cannot run ") + small_gemm_isa_name(isa));
-  conv_isa_override = isa;
-}
-
-ConvIsaScope::~ConvIsaScope() {
-  if (had_previous_)
-    conv_isa_override = previous_;
-  else
-    conv_isa_override.reset();
 }
 
 // The implicit GEMM's plan (p.implicit set) for `workers` threads.
@@ -484,6 +466,24 @@ void plan_implicit(const ConvShape& s, ConvKind kind, std::int64_t workers, Conv
   p.workers = std::clamp<std::int64_t>(useful_workers, 1, std::max<std::int64_t>(s.groups * items_per_group, 1));
   p.per_worker = p.chunk * per_image + (kind == ConvKind::weight_grad ? channels * K * O : 0);  // + the sums
   p.weights = kind == ConvKind::weight_grad ? 0 : s.groups * O * p.patch;
+}
+
+}  // namespace
+
+SmallGemmIsa conv_isa() { return conv_isa_override.value_or(small_gemm_isa()); }
+
+ConvIsaScope::ConvIsaScope(SmallGemmIsa isa)
+    : had_previous_(conv_isa_override.has_value()), previous_(conv_isa_override.value_or(SmallGemmIsa::none)) {
+  if (!cpu_runs(isa))
+    throw KernelError(std::string("ConvIsaScope: this CPU or build cannot run ") + small_gemm_isa_name(isa));
+  conv_isa_override = isa;
+}
+
+ConvIsaScope::~ConvIsaScope() {
+  if (had_previous_)
+    conv_isa_override = previous_;
+  else
+    conv_isa_override.reset();
 }
 
 ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
