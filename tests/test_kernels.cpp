@@ -19,6 +19,7 @@
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/small_gemm.hpp"
 #include "kernels/error.hpp"
+#include "kernels/scalar_math.hpp"
 #include "metatape/error.hpp"
 
 namespace mt = metatape;
@@ -207,6 +208,62 @@ void check_unary_special_values() {
   }
 }
 
+// The element loops (kernels/cpu/vector_clones.hpp) run in whichever copy
+// suits this CPU, AVX-512 on most test machines: each element must still be
+// its own formula's IEEE result, as this file (built for the baseline, with
+// no fused multiply-add) computes it. Lengths cross every vector width and
+// leave tails, and the arrays start one element past an alignment.
+template <class T>
+void check_element_loops_bits() {
+  std::vector<T> pool;
+  for (int i = 0; i < 1031; ++i) pool.push_back(T(std::sin(0.37 * i) * std::exp(std::cos(1.3 * i) * 4)));
+  for (std::size_t i = 0; i < kSpecial<T>.size(); ++i) pool[7 * i + 3] = kSpecial<T>[i];
+  for (const std::int64_t n : {1, 5, 16, 17, 40, 63, 1030}) {
+    CAPTURE(n);
+    const T* x = pool.data() + 1;
+    const T* y = pool.data() + (1030 - n) / 2 + 1;  // a second operand, shifted
+    std::vector<T> out(static_cast<std::size_t>(n) + 1);
+    for (int code = 0; code <= static_cast<int>(UnaryOp::finite_or_zero); ++code)
+      for (const double param : {1.5, 2.0, -1.0}) {
+        const UnaryOp op = static_cast<UnaryOp>(code);
+        K::unary<T>(op, x, out.data() + 1, n, param);
+        mt::kernels::with_unary_op(op, [&]<UnaryOp Op>(std::integral_constant<UnaryOp, Op>) {
+          for (std::int64_t i = 0; i < n; ++i) {
+            CAPTURE(code);
+            CAPTURE(param);
+            CAPTURE(x[i]);
+            CHECK(same(out[i + 1], mt::kernels::unary_value<Op>(x[i], static_cast<T>(param))));
+          }
+        });
+      }
+    for (const UnaryOp op : {UnaryOp::step, UnaryOp::sign}) {
+      K::multiply_by_mask<T>(op, x, y, out.data() + 1, n);
+      for (std::int64_t i = 0; i < n; ++i)
+        CHECK(same(out[i + 1], x[i] * (op == UnaryOp::step ? mt::kernels::step(y[i]) : mt::kernels::sign(y[i]))));
+    }
+    // Both operands whole, and y's first row broadcast down x's rows.
+    const std::int64_t shape[] = {n}, unit[] = {1}, rows_shape[] = {2, n / 2}, rows[] = {n / 2, 1}, row[] = {0, 1};
+    for (int code = 0; code <= static_cast<int>(BinaryOp::div); ++code) {
+      const BinaryOp op = static_cast<BinaryOp>(code);
+      CAPTURE(code);
+      mt::kernels::with_binary_op(op, [&]<BinaryOp Op>(std::integral_constant<BinaryOp, Op>) {
+        K::binary<T>(op, 1, shape, x, unit, y, unit, out.data() + 1);
+        for (std::int64_t i = 0; i < n; ++i) CHECK(same(out[i + 1], mt::kernels::binary_value<Op>(x[i], y[i])));
+        K::binary<T>(op, 2, rows_shape, x, rows, y, row, out.data() + 1);
+        for (std::int64_t i = 0; i < n / 2 * 2; ++i)
+          CHECK(same(out[i + 1], mt::kernels::binary_value<Op>(x[i], y[i % (n / 2)])));
+      });
+    }
+    // Rows of [3, n/3] summed into one row, in order from 0.
+    const std::int64_t third = n / 3, in_shape[] = {3, third}, out_shape[] = {1, third};
+    K::sum_to<T>(2, in_shape, x, out_shape, out.data() + 1);
+    for (std::int64_t j = 0; j < third; ++j) CHECK(same(out[j + 1], ((T(0) + x[j]) + x[third + j]) + x[2 * third + j]));
+    using Other = std::conditional_t<std::is_same_v<T, float>, double, float>;
+    std::vector<Other> converted(static_cast<std::size_t>(n) + 1);
+    K::convert<T, Other>(x, converted.data() + 1, n);
+    for (std::int64_t i = 0; i < n; ++i) CHECK(same(converted[i + 1], static_cast<Other>(x[i])));
+  }
+}
 }  // namespace
 
 TEST_SUITE("kernels") {
@@ -249,6 +306,11 @@ TEST_SUITE("kernels") {
     CHECK(std::isnan(by_sign[2]));
     CHECK(std::isnan(by_sign[3]));  // inf · sign(0)
     CHECK(by_sign[4] == 4);
+  }
+
+  TEST_CASE("the element loops' vector copies give every element its formula's bits, tails and offsets included") {
+    check_element_loops_bits<float>();
+    check_element_loops_bits<double>();
   }
 
   TEST_CASE("binary kernels broadcast a row across a matrix, for every op") {

@@ -9,17 +9,34 @@
 #include "parallel.hpp"
 #include "parallel_loop.hpp"
 #include "strided.hpp"
+#include "vector_clones.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
 
-// y[i] = f(x[i]), over the pool when n is large: chunks of at least
-// `grain` elements, each a plain loop the compiler vectorises.
+// y[i] = f(x[i]) for i < n: a plain loop the compiler vectorises.
+template <class T, class F>
+METATAPE_VECTOR_CLONES void map_row(const T* x, T* y, std::int64_t n, F f) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
+// out[i] = f(a[i], b[i]) for i < n.
+template <class T, class F>
+METATAPE_VECTOR_CLONES void zip_row(const T* a, const T* b, T* out, std::int64_t n, F f) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+}
+
+// y[i] = x[i], converted (exactly, or rounded to nearest).
+template <class From, class To>
+METATAPE_VECTOR_CLONES void convert_row(const From* x, To* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = static_cast<To>(x[i]);
+}
+
+// map_row over the pool when n is large: chunks of at least `grain`
+// elements.
 template <class T, class F>
 void map(const T* x, T* y, std::int64_t n, std::int64_t grain, F f) {
-  parallel_for(n, grain, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) y[i] = f(x[i]);
-  });
+  parallel_for(n, grain, [&](std::int64_t begin, std::int64_t end) { map_row(x + begin, y + begin, end - begin, f); });
 }
 
 // What one element of a unary op costs, as a chunk size.
@@ -40,7 +57,8 @@ std::int64_t unary_grain(UnaryOp op) {
 // One innermost row of a broadcasting binary op. The branches give the
 // compiler unit-stride loops to vectorise in the common layouts.
 template <class T, class F>
-void binary_row(T* out, const T* a, const T* b, std::int64_t n, std::int64_t sa, std::int64_t sb, F f) {
+METATAPE_VECTOR_CLONES void binary_row(T* out, const T* a, const T* b, std::int64_t n, std::int64_t sa, std::int64_t sb,
+                                       F f) {
   if (sa == 1 && sb == 1) {
     for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
   } else if (sa == 1 && sb == 0) {
@@ -90,9 +108,9 @@ template <class T>
 void multiply_by_mask(UnaryOp op, const T* g, const T* x, T* out, std::int64_t n) {
   parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
     if (op == UnaryOp::step) {
-      for (std::int64_t i = begin; i < end; ++i) out[i] = g[i] * step(x[i]);
+      zip_row(g + begin, x + begin, out + begin, end - begin, [](T gv, T xv) { return gv * step(xv); });
     } else {  // sign
-      for (std::int64_t i = begin; i < end; ++i) out[i] = g[i] * sign(x[i]);
+      zip_row(g + begin, x + begin, out + begin, end - begin, [](T gv, T xv) { return gv * sign(xv); });
     }
   });
 }
@@ -108,9 +126,8 @@ void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const 
 
 template <class From, class To>
 void convert(const From* x, To* y, std::int64_t n) {
-  parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) y[i] = static_cast<To>(x[i]);
-  });
+  parallel_for(n, kStreamGrain,
+               [&](std::int64_t begin, std::int64_t end) { convert_row(x + begin, y + begin, end - begin); });
 }
 
 template <class T>

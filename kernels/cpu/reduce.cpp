@@ -14,6 +14,7 @@
 #include "parallel.hpp"
 #include "parallel_loop.hpp"
 #include "strided.hpp"
+#include "vector_clones.hpp"
 
 namespace metatape::kernels::cpu {
 namespace {
@@ -26,6 +27,12 @@ double sum_contiguous(const T* x, std::int64_t n) {
 #pragma omp simd reduction(+ : total)
   for (std::int64_t i = 0; i < n; ++i) total += static_cast<double>(x[i]);
   return total;
+}
+
+// o[i] += x[i] for i < n: rows that land on distinct outputs.
+template <class T>
+METATAPE_VECTOR_CLONES void add_row(T* o, const T* x, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) o[i] += x[i];
 }
 
 template <class T>
@@ -77,7 +84,7 @@ void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64
                           if (s[1] == 0) {  // the row folds into one entry
                             *o += static_cast<T>(s[0] == 1 ? sum_contiguous(xr, n) : sum_strided(xr, n, s[0]));
                           } else if (s[0] == 1 && s[1] == 1) {
-                            for (std::int64_t i = 0; i < n; ++i) o[i] += xr[i];
+                            add_row(o, xr, n);
                           } else {
                             for (std::int64_t i = 0; i < n; ++i) o[i * s[1]] += xr[i * s[0]];
                           }
