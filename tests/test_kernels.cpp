@@ -210,58 +210,84 @@ void check_unary_special_values() {
 
 // The element loops (kernels/cpu/vector_clones.hpp) run in whichever copy
 // suits this CPU, AVX-512 on most test machines: each element must still be
-// its own formula's IEEE result, as this file (built for the baseline, with
-// no fused multiply-add) computes it. Lengths cross every vector width and
-// leave tails, and the arrays start one element past an alignment.
+// its own formula's result, bit for bit (NaNs as NaN), as this file (built
+// for the baseline, with no fused multiply-add) computes it. Lengths cross
+// every vector width and leave tails; the arrays start one element past an
+// alignment; the entries on either side of every output must stay as they
+// were; special values meet one another in both operands.
 template <class T>
 void check_element_loops_bits() {
-  std::vector<T> pool;
-  for (int i = 0; i < 1031; ++i) pool.push_back(T(std::sin(0.37 * i) * std::exp(std::cos(1.3 * i) * 4)));
-  for (std::size_t i = 0; i < kSpecial<T>.size(); ++i) pool[7 * i + 3] = kSpecial<T>[i];
-  for (const std::int64_t n : {1, 5, 16, 17, 40, 63, 1030}) {
+  constexpr std::int64_t kSpan = 1030;
+  std::vector<T> pool(2 * kSpan + 2);
+  for (std::size_t i = 0; i < pool.size(); ++i)
+    pool[i] = T(std::sin(0.37 * static_cast<double>(i)) * std::exp(std::cos(1.3 * static_cast<double>(i)) * 4));
+  const std::size_t specials = kSpecial<T>.size();
+  for (std::size_t i = 0; i < pool.size(); i += 5) pool[i] = kSpecial<T>[(i / 5) % specials];
+  for (std::size_t i = kSpan + 2; i < pool.size(); i += 7) pool[i] = kSpecial<T>[(i / 7) % specials];
+  const T* x = pool.data() + 1;
+  const T* y = pool.data() + kSpan + 2;  // the second operand: its own values, another phase of the specials
+  const T sentinel = T(-12345.25);
+  for (const std::int64_t n : {std::int64_t{1}, std::int64_t{5}, std::int64_t{16}, std::int64_t{17}, std::int64_t{40},
+                               std::int64_t{63}, kSpan}) {
     CAPTURE(n);
-    const T* x = pool.data() + 1;
-    const T* y = pool.data() + (1030 - n) / 2 + 1;  // a second operand, shifted
-    std::vector<T> out(static_cast<std::size_t>(n) + 1);
+    std::vector<T> out;
+    // Runs `kernel` on out[1 .. n] (out filled with the sentinel first),
+    // then checks out[0] and out[n + 1] kept it and out[1 + i] == want(i).
+    auto check = [&](auto kernel, auto want, std::int64_t count) {
+      out.assign(static_cast<std::size_t>(count) + 2, sentinel);
+      kernel(out.data() + 1);
+      CHECK(out.front() == sentinel);
+      CHECK(out.back() == sentinel);
+      for (std::int64_t i = 0; i < count; ++i) {
+        CAPTURE(i);
+        CHECK(same(out[static_cast<std::size_t>(i) + 1], static_cast<T>(want(i))));
+      }
+    };
     for (int code = 0; code <= static_cast<int>(UnaryOp::finite_or_zero); ++code)
-      for (const double param : {1.5, 2.0, -1.0}) {
+      for (const double param : {1.5, 1.0, 2.0, -1.0}) {
         const UnaryOp op = static_cast<UnaryOp>(code);
-        K::unary<T>(op, x, out.data() + 1, n, param);
+        CAPTURE(code);
+        CAPTURE(param);
         mt::kernels::with_unary_op(op, [&]<UnaryOp Op>(std::integral_constant<UnaryOp, Op>) {
-          for (std::int64_t i = 0; i < n; ++i) {
-            CAPTURE(code);
-            CAPTURE(param);
-            CAPTURE(x[i]);
-            CHECK(same(out[i + 1], mt::kernels::unary_value<Op>(x[i], static_cast<T>(param))));
-          }
+          check([&](T* o) { K::unary<T>(op, x, o, n, param); },
+                [&](std::int64_t i) { return mt::kernels::unary_value<Op>(x[i], static_cast<T>(param)); }, n);
         });
       }
-    for (const UnaryOp op : {UnaryOp::step, UnaryOp::sign}) {
-      K::multiply_by_mask<T>(op, x, y, out.data() + 1, n);
-      for (std::int64_t i = 0; i < n; ++i)
-        CHECK(same(out[i + 1], x[i] * (op == UnaryOp::step ? mt::kernels::step(y[i]) : mt::kernels::sign(y[i]))));
-    }
-    // Both operands whole, and y's first row broadcast down x's rows.
-    const std::int64_t shape[] = {n}, unit[] = {1}, rows_shape[] = {2, n / 2}, rows[] = {n / 2, 1}, row[] = {0, 1};
+    check([&](T* o) { K::multiply_by_mask<T>(UnaryOp::step, x, y, o, n); },
+          [&](std::int64_t i) { return x[i] * mt::kernels::step(y[i]); }, n);
+    check([&](T* o) { K::multiply_by_mask<T>(UnaryOp::sign, x, y, o, n); },
+          [&](std::int64_t i) { return x[i] * mt::kernels::sign(y[i]); }, n);
+    // Every branch of a broadcasting row: both operands whole, b one value,
+    // a one value, and a read across a transposed [half, 2] layout.
+    const std::int64_t half = n / 2, shape[] = {n}, unit[] = {1}, repeat[] = {0};
+    const std::int64_t grid[] = {2, half}, across[] = {1, 2}, rows[] = {half, 1};
     for (int code = 0; code <= static_cast<int>(BinaryOp::div); ++code) {
       const BinaryOp op = static_cast<BinaryOp>(code);
       CAPTURE(code);
       mt::kernels::with_binary_op(op, [&]<BinaryOp Op>(std::integral_constant<BinaryOp, Op>) {
-        K::binary<T>(op, 1, shape, x, unit, y, unit, out.data() + 1);
-        for (std::int64_t i = 0; i < n; ++i) CHECK(same(out[i + 1], mt::kernels::binary_value<Op>(x[i], y[i])));
-        K::binary<T>(op, 2, rows_shape, x, rows, y, row, out.data() + 1);
-        for (std::int64_t i = 0; i < n / 2 * 2; ++i)
-          CHECK(same(out[i + 1], mt::kernels::binary_value<Op>(x[i], y[i % (n / 2)])));
+        using mt::kernels::binary_value;
+        check([&](T* o) { K::binary<T>(op, 1, shape, x, unit, y, unit, o); },
+              [&](std::int64_t i) { return binary_value<Op>(x[i], y[i]); }, n);
+        check([&](T* o) { K::binary<T>(op, 1, shape, x, unit, y + 3, repeat, o); },
+              [&](std::int64_t i) { return binary_value<Op>(x[i], y[3]); }, n);
+        check([&](T* o) { K::binary<T>(op, 1, shape, x + 5, repeat, y, unit, o); },
+              [&](std::int64_t i) { return binary_value<Op>(x[5], y[i]); }, n);
+        check([&](T* o) { K::binary<T>(op, 2, grid, x, across, y, rows, o); },
+              [&](std::int64_t i) { return binary_value<Op>(x[(i % half) * 2 + i / half], y[i]); }, 2 * half);
       });
     }
-    // Rows of [3, n/3] summed into one row, in order from 0.
+    // Rows of [3, n/3] summed into one row, in order from 0 (from n = 16
+    // the rows are at least 5 long, which is the row-addition loop).
     const std::int64_t third = n / 3, in_shape[] = {3, third}, out_shape[] = {1, third};
-    K::sum_to<T>(2, in_shape, x, out_shape, out.data() + 1);
-    for (std::int64_t j = 0; j < third; ++j) CHECK(same(out[j + 1], ((T(0) + x[j]) + x[third + j]) + x[2 * third + j]));
+    check([&](T* o) { K::sum_to<T>(2, in_shape, y, out_shape, o); },
+          [&](std::int64_t j) { return ((T(0) + y[j]) + y[third + j]) + y[2 * third + j]; }, third);
     using Other = std::conditional_t<std::is_same_v<T, float>, double, float>;
-    std::vector<Other> converted(static_cast<std::size_t>(n) + 1);
+    std::vector<Other> converted(static_cast<std::size_t>(n) + 2, Other(-1));
     K::convert<T, Other>(x, converted.data() + 1, n);
-    for (std::int64_t i = 0; i < n; ++i) CHECK(same(converted[i + 1], static_cast<Other>(x[i])));
+    CHECK(converted.front() == Other(-1));
+    CHECK(converted.back() == Other(-1));
+    for (std::int64_t i = 0; i < n; ++i)
+      CHECK(same(converted[static_cast<std::size_t>(i) + 1], static_cast<Other>(x[i])));
   }
 }
 }  // namespace

@@ -14,7 +14,8 @@
 namespace metatape::kernels::cpu {
 namespace {
 
-// y[i] = f(x[i]) for i < n: a plain loop the compiler vectorises.
+// y[i] = f(x[i]) for i < n: a plain loop the compiler vectorises, except
+// where f calls the C library (exp, log, tanh, pow), whose copies stay scalar.
 template <class T, class F>
 METATAPE_VECTOR_CLONES void map_row(const T* x, T* y, std::int64_t n, F f) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
