@@ -18,6 +18,7 @@
 #include "kernels/cpu/backend.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/small_gemm.hpp"
+#include "kernels/cpu/vector_clones.hpp"
 #include "kernels/error.hpp"
 #include "kernels/scalar_math.hpp"
 #include "metatape/error.hpp"
@@ -208,10 +209,10 @@ void check_unary_special_values() {
   }
 }
 
-// The element loops (kernels/cpu/vector_clones.hpp) run in whichever copy
-// suits this CPU, AVX-512 on most test machines: each element must still be
-// its own formula's result, bit for bit (NaNs as NaN), as this file (built
-// for the baseline, with no fused multiply-add) computes it. Lengths cross
+// The element loops (kernels/cpu/vector_clones.hpp) in the copy that
+// element_loop_isa() names: each element must be its own formula's result,
+// bit for bit (NaNs as NaN), as this file (built for the baseline, with no
+// fused multiply-add) computes it. Lengths cross
 // every vector width and leave tails; the arrays start one element past an
 // alignment; the entries on either side of every output must stay as they
 // were; special values meet one another in both operands.
@@ -335,8 +336,18 @@ TEST_SUITE("kernels") {
   }
 
   TEST_CASE("the element loops' vector copies give every element its formula's bits, tails and offsets included") {
-    check_element_loops_bits<float>();
-    check_element_loops_bits<double>();
+    namespace cpu = mt::kernels::cpu;
+    for (const cpu::SmallGemmIsa isa : {cpu::SmallGemmIsa::none, cpu::SmallGemmIsa::avx2, cpu::SmallGemmIsa::avx512}) {
+      if (!cpu::cpu_runs(isa)) {
+        MESSAGE("skipped the " << cpu::small_gemm_isa_name(isa) << " copy: this CPU or build lacks it");
+        continue;
+      }
+      INFO("copy " << cpu::small_gemm_isa_name(isa));
+      const cpu::ElementLoopIsaScope scope(isa);
+      CHECK(cpu::element_loop_isa() == isa);
+      check_element_loops_bits<float>();
+      check_element_loops_bits<double>();
+    }
   }
 
   TEST_CASE("binary kernels broadcast a row across a matrix, for every op") {

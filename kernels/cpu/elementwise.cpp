@@ -4,7 +4,10 @@
 #include "kernels.hpp"
 
 #include <cstring>
+#include <optional>
+#include <string>
 
+#include "../error.hpp"
 #include "../scalar_math.hpp"
 #include "parallel.hpp"
 #include "parallel_loop.hpp"
@@ -17,20 +20,26 @@ namespace {
 // y[i] = f(x[i]) for i < n: a plain loop the compiler vectorises, except
 // where f calls the C library (exp, log, tanh, pow), whose copies stay scalar.
 template <class T, class F>
-METATAPE_VECTOR_CLONES void map_row(const T* x, T* y, std::int64_t n, F f) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+void map_row(const T* x, T* y, std::int64_t n, F f) {
+  run_vectorised([&] {
+    for (std::int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  });
 }
 
 // out[i] = f(a[i], b[i]) for i < n.
 template <class T, class F>
-METATAPE_VECTOR_CLONES void zip_row(const T* a, const T* b, T* out, std::int64_t n, F f) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+void zip_row(const T* a, const T* b, T* out, std::int64_t n, F f) {
+  run_vectorised([&] {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+  });
 }
 
 // y[i] = x[i], converted (exactly, or rounded to nearest).
 template <class From, class To>
-METATAPE_VECTOR_CLONES void convert_row(const From* x, To* y, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] = static_cast<To>(x[i]);
+void convert_row(const From* x, To* y, std::int64_t n) {
+  run_vectorised([&] {
+    for (std::int64_t i = 0; i < n; ++i) y[i] = static_cast<To>(x[i]);
+  });
 }
 
 // map_row over the pool when n is large: chunks of at least `grain`
@@ -58,19 +67,20 @@ std::int64_t unary_grain(UnaryOp op) {
 // One innermost row of a broadcasting binary op. The branches give the
 // compiler unit-stride loops to vectorise in the common layouts.
 template <class T, class F>
-METATAPE_VECTOR_CLONES void binary_row(T* out, const T* a, const T* b, std::int64_t n, std::int64_t sa, std::int64_t sb,
-                                       F f) {
-  if (sa == 1 && sb == 1) {
-    for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
-  } else if (sa == 1 && sb == 0) {
-    const T bv = *b;
-    for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], bv);
-  } else if (sa == 0 && sb == 1) {
-    const T av = *a;
-    for (std::int64_t i = 0; i < n; ++i) out[i] = f(av, b[i]);
-  } else {
-    for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i * sa], b[i * sb]);
-  }
+void binary_row(T* out, const T* a, const T* b, std::int64_t n, std::int64_t sa, std::int64_t sb, F f) {
+  run_vectorised([&] {
+    if (sa == 1 && sb == 1) {
+      for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+    } else if (sa == 1 && sb == 0) {
+      const T bv = *b;
+      for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], bv);
+    } else if (sa == 0 && sb == 1) {
+      const T av = *a;
+      for (std::int64_t i = 0; i < n; ++i) out[i] = f(av, b[i]);
+    } else {
+      for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i * sa], b[i * sb]);
+    }
+  });
 }
 
 template <class T, class F>
@@ -89,6 +99,20 @@ void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int
 }
 
 }  // namespace
+
+namespace {
+std::optional<SmallGemmIsa> element_loop_isa_override;
+}  // namespace
+
+SmallGemmIsa element_loop_isa() { return element_loop_isa_override.value_or(small_gemm_isa()); }
+
+ElementLoopIsaScope::ElementLoopIsaScope(SmallGemmIsa isa) : previous_(element_loop_isa()) {
+  if (!cpu_runs(isa))
+    throw KernelError(std::string("ElementLoopIsaScope: this CPU or build cannot run ") + small_gemm_isa_name(isa));
+  element_loop_isa_override = isa;
+}
+
+ElementLoopIsaScope::~ElementLoopIsaScope() { element_loop_isa_override = previous_; }
 
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {

@@ -31,8 +31,10 @@ double sum_contiguous(const T* x, std::int64_t n) {
 
 // o[i] += x[i] for i < n: rows that land on distinct outputs.
 template <class T>
-METATAPE_VECTOR_CLONES void add_row(T* o, const T* x, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) o[i] += x[i];
+void add_row(T* o, const T* x, std::int64_t n) {
+  run_vectorised([&] {
+    for (std::int64_t i = 0; i < n; ++i) o[i] += x[i];
+  });
 }
 
 template <class T>

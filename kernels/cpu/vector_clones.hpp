@@ -3,36 +3,74 @@
 // The library targets baseline x86-64, so a plain loop over floats
 // vectorises to 4-lane SSE. On the small tensors of a task-batched step
 // ([25, 10, 40], [25, 40, 40]) the elementwise kernels then ran at a
-// quarter of an AVX-512 core's width. METATAPE_VECTOR_CLONES marks a loop
-// function that GCC compiles three times, for AVX-512, AVX2 and the
-// baseline; the copy that suits the CPU is picked when the library loads
-// (function multiversioning, through an ifunc), at the cost of one
-// indirect call per loop (per row, for a broadcasting op).
+// quarter of an AVX-512 core's width. run_vectorised(loop) runs a loop
+// written once (a lambda with no arguments) in a copy compiled for AVX-512,
+// for AVX2, or for the baseline: GCC and Clang inline the lambda into
+// functions that carry the `target` attribute, and vectorise it there.
+// element_loop_isa() picks the copy, the widest this CPU runs unless a test
+// has chosen another (ElementLoopIsaScope), so every copy can be tested on
+// one machine.
 //
-// Only loops whose every output element is computed on its own may carry
+// Only loops whose every output element is computed on its own may use
 // it. The vector width then decides how many elements one instruction
 // handles, never what any of them is: the kernels are built with
 // -ffp-contract=off, so no copy fuses a multiply and an add that another
-// keeps apart. A reduction whose order follows the vector width (an
-// `omp simd` reduction) must not carry it, or its bits would depend on the
-// machine; lane_sum.hpp's order is written out and would be safe.
-//
-// The macro is empty, and the one copy is the build's own, elsewhere:
-// - with another compiler (Clang does not clone templates), on another
-//   architecture, or without glibc's ifuncs;
-// - in sanitizer builds: the loader runs the ifunc resolvers before
-//   AddressSanitizer has mapped its shadow memory, and an instrumented
-//   resolver faults there.
-//
-// The tests check the copy that the test machine's CPU picks, against the
-// scalar formulas; the AVX2 copy runs only on a CPU without AVX-512.
+// keeps apart, and the C library's functions (exp, log, tanh, pow) stay
+// scalar calls in each. A reduction whose order follows the vector width
+// (an `omp simd` reduction) must not use it, or its bits would depend on
+// the machine; lane_sum.hpp's order is written out and would be safe.
 #pragma once
 
-#include <cstddef>  // defines __GLIBC__ where glibc is the C library
+#include "small_gemm.hpp"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
-    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-#define METATAPE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define METATAPE_VECTOR_CLONES
+namespace metatape::kernels::cpu {
+
+// The instruction set the element loops run in: the widest that
+// cpu_runs() allows, unless an ElementLoopIsaScope has chosen another.
+SmallGemmIsa element_loop_isa();
+
+// For tests comparing the copies on one machine: while it lives, the
+// element loops run in the copy for `isa` (a KernelError if cpu_runs(isa)
+// does not allow it). Not thread-safe: set it where no kernel runs.
+class ElementLoopIsaScope {
+ public:
+  explicit ElementLoopIsaScope(SmallGemmIsa isa);
+  ~ElementLoopIsaScope();
+  ElementLoopIsaScope(const ElementLoopIsaScope&) = delete;
+  ElementLoopIsaScope& operator=(const ElementLoopIsaScope&) = delete;
+
+ private:
+  SmallGemmIsa previous_;
+};
+
+#if METATAPE_SMALL_GEMM
+namespace vector_copies {
+// The loop inlined into a function compiled for the instruction set.
+template <class Loop>
+[[gnu::target("avx512f")]] void run_avx512(const Loop& loop) {
+  loop();
+}
+template <class Loop>
+[[gnu::target("avx2")]] void run_avx2(const Loop& loop) {
+  loop();
+}
+}  // namespace vector_copies
 #endif
+
+// loop() in the copy element_loop_isa() names.
+template <class Loop>
+void run_vectorised(const Loop& loop) {
+#if METATAPE_SMALL_GEMM
+  switch (element_loop_isa()) {
+    case SmallGemmIsa::avx512:
+      return vector_copies::run_avx512(loop);
+    case SmallGemmIsa::avx2:
+      return vector_copies::run_avx2(loop);
+    case SmallGemmIsa::none:
+      break;
+  }
+#endif
+  loop();
+}
+
+}  // namespace metatape::kernels::cpu
