@@ -18,7 +18,6 @@
 #include "kernels/cpu/backend.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/small_gemm.hpp"
-#include "kernels/cpu/vector_clones.hpp"
 #include "kernels/error.hpp"
 #include "kernels/scalar_math.hpp"
 #include "metatape/error.hpp"

@@ -4,7 +4,6 @@
 #include "kernels.hpp"
 
 #include <cstring>
-#include <optional>
 #include <string>
 
 #include "../error.hpp"
@@ -18,7 +17,8 @@ namespace metatape::kernels::cpu {
 namespace {
 
 // y[i] = f(x[i]) for i < n: a plain loop the compiler vectorises, except
-// where f calls the C library (exp, log, tanh, pow), whose copies stay scalar.
+// where f calls the C library (exp, log, tanh, pow, sqrt; sigmoid through
+// exp), whose copies stay scalar.
 template <class T, class F>
 void map_row(const T* x, T* y, std::int64_t n, F f) {
   run_vectorised([&] {
@@ -100,19 +100,17 @@ void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int
 
 }  // namespace
 
-namespace {
-std::optional<SmallGemmIsa> element_loop_isa_override;
-}  // namespace
-
-SmallGemmIsa element_loop_isa() { return element_loop_isa_override.value_or(small_gemm_isa()); }
+// Set when the library loads; zero-initialised before that, which is the
+// baseline copy.
+std::atomic<SmallGemmIsa> element_loop_copy{small_gemm_isa()};
 
 ElementLoopIsaScope::ElementLoopIsaScope(SmallGemmIsa isa) : previous_(element_loop_isa()) {
   if (!cpu_runs(isa))
     throw KernelError(std::string("ElementLoopIsaScope: this CPU or build cannot run ") + small_gemm_isa_name(isa));
-  element_loop_isa_override = isa;
+  element_loop_copy.store(isa, std::memory_order_relaxed);
 }
 
-ElementLoopIsaScope::~ElementLoopIsaScope() { element_loop_isa_override = previous_; }
+ElementLoopIsaScope::~ElementLoopIsaScope() { element_loop_copy.store(previous_, std::memory_order_relaxed); }
 
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {

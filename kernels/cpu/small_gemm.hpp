@@ -13,6 +13,7 @@
 // so a product split into blocks of rows equals the whole.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace metatape::kernels::cpu {
@@ -43,6 +44,27 @@ bool cpu_runs(SmallGemmIsa isa);
 // every product), asked once.
 SmallGemmIsa small_gemm_isa();
 const char* small_gemm_isa_name(SmallGemmIsa isa);
+
+// The instruction set the element loops run in (vector_clones.hpp): the
+// widest that cpu_runs() allows, unless an ElementLoopIsaScope has chosen
+// another. An atomic so that reading it, once per row, is a plain load.
+extern std::atomic<SmallGemmIsa> element_loop_copy;
+inline SmallGemmIsa element_loop_isa() { return element_loop_copy.load(std::memory_order_relaxed); }
+
+// For tests comparing the element loops' copies on one machine: while it
+// lives, they run in the copy for `isa` (a KernelError if cpu_runs(isa)
+// does not allow it). Set it where no kernel runs: a loop already running
+// finishes in the copy it started with, row by row.
+class ElementLoopIsaScope {
+ public:
+  explicit ElementLoopIsaScope(SmallGemmIsa isa);
+  ~ElementLoopIsaScope();
+  ElementLoopIsaScope(const ElementLoopIsaScope&) = delete;
+  ElementLoopIsaScope& operator=(const ElementLoopIsaScope&) = delete;
+
+ private:
+  SmallGemmIsa previous_;
+};
 
 // Whether the kernel of `isa` takes a product whose op(B) is k x n: the
 // whole choice, which never looks at m.

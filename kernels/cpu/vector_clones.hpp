@@ -6,42 +6,32 @@
 // quarter of an AVX-512 core's width. run_vectorised(loop) runs a loop
 // written once (a lambda with no arguments) in a copy compiled for AVX-512,
 // for AVX2, or for the baseline: GCC and Clang inline the lambda into
-// functions that carry the `target` attribute, and vectorise it there.
-// element_loop_isa() picks the copy, the widest this CPU runs unless a test
-// has chosen another (ElementLoopIsaScope), so every copy can be tested on
-// one machine.
+// functions that carry the `target` attribute, and vectorise it there
+// (x86-64 with GCC or Clang; elsewhere the one copy is the build's own).
+// element_loop_isa() (small_gemm.hpp) picks the copy, the widest this CPU
+// runs unless a test has chosen another (ElementLoopIsaScope), so every
+// copy can be tested on one machine. Unoptimised builds (the sanitizer
+// build is -O0) inline and vectorise nothing: there each copy calls the
+// same scalar loop.
 //
 // Only loops whose every output element is computed on its own may use
 // it. The vector width then decides how many elements one instruction
 // handles, never what any of them is: the kernels are built with
 // -ffp-contract=off, so no copy fuses a multiply and an add that another
-// keeps apart, and the C library's functions (exp, log, tanh, pow) stay
-// scalar calls in each. A reduction whose order follows the vector width
-// (an `omp simd` reduction) must not use it, or its bits would depend on
-// the machine; lane_sum.hpp's order is written out and would be safe.
+// keeps apart, and the C library's functions (exp, log, tanh, pow, and
+// sqrt, which sets errno) stay scalar calls in each. A reduction whose
+// order follows the vector width (an `omp simd` reduction) must not use
+// it, or its bits would depend on the machine; lane_sum.hpp's order is
+// written out and would be safe.
 #pragma once
 
 #include "small_gemm.hpp"
 
+#ifndef METATAPE_SMALL_GEMM
+#error "vector_clones.hpp is for the kernels library, whose build says whether the x86 copies exist"
+#endif
+
 namespace metatape::kernels::cpu {
-
-// The instruction set the element loops run in: the widest that
-// cpu_runs() allows, unless an ElementLoopIsaScope has chosen another.
-SmallGemmIsa element_loop_isa();
-
-// For tests comparing the copies on one machine: while it lives, the
-// element loops run in the copy for `isa` (a KernelError if cpu_runs(isa)
-// does not allow it). Not thread-safe: set it where no kernel runs.
-class ElementLoopIsaScope {
- public:
-  explicit ElementLoopIsaScope(SmallGemmIsa isa);
-  ~ElementLoopIsaScope();
-  ElementLoopIsaScope(const ElementLoopIsaScope&) = delete;
-  ElementLoopIsaScope& operator=(const ElementLoopIsaScope&) = delete;
-
- private:
-  SmallGemmIsa previous_;
-};
 
 #if METATAPE_SMALL_GEMM
 namespace vector_copies {
