@@ -211,10 +211,10 @@ void check_unary_special_values() {
 // The element loops (kernels/cpu/vector_clones.hpp) in the copy that
 // element_loop_isa() names: each element must be its own formula's result,
 // bit for bit (NaNs as NaN), as this file (built for the baseline, with no
-// fused multiply-add) computes it. Lengths cross
-// every vector width and leave tails; the arrays start one element past an
-// alignment; the entries on either side of every output must stay as they
-// were; special values meet one another in both operands.
+// fused multiply-add) computes it. Lengths cross every vector width and
+// leave tails; the arrays start one element past an alignment; the entries
+// on either side of every output must stay as they were; special values
+// meet one another in both operands.
 template <class T>
 void check_element_loops_bits() {
   constexpr std::int64_t kSpan = 1030;
@@ -290,6 +290,7 @@ void check_element_loops_bits() {
       CHECK(same(converted[static_cast<std::size_t>(i) + 1], static_cast<Other>(x[i])));
   }
 }
+
 }  // namespace
 
 TEST_SUITE("kernels") {
