@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -19,9 +18,6 @@
 
 namespace metatape::kernels::cpu {
 namespace {
-
-// A ConvIsaScope's instruction set, while one lives.
-std::optional<SmallGemmIsa> conv_isa_override;
 
 // Input channels from which the implicit GEMM (or, without AVX2, the
 // channels-last columns) takes a convolution. Its sums run over the input
@@ -470,21 +466,9 @@ void plan_implicit(const ConvShape& s, ConvKind kind, std::int64_t workers, Conv
 
 }  // namespace
 
-SmallGemmIsa conv_isa() { return conv_isa_override.value_or(small_gemm_isa()); }
-
-ConvIsaScope::ConvIsaScope(SmallGemmIsa isa)
-    : had_previous_(conv_isa_override.has_value()), previous_(conv_isa_override.value_or(SmallGemmIsa::none)) {
-  if (!cpu_runs(isa))
-    throw KernelError(std::string("ConvIsaScope: this CPU or build cannot run ") + small_gemm_isa_name(isa));
-  conv_isa_override = isa;
-}
-
-ConvIsaScope::~ConvIsaScope() {
-  if (had_previous_)
-    conv_isa_override = previous_;
-  else
-    conv_isa_override.reset();
-}
+// Set when the library loads; zero-initialised before that, which is
+// im2col + GEMM everywhere.
+std::atomic<SmallGemmIsa> conv_copy{small_gemm_isa()};
 
 ConvPlan conv_plan(const ConvShape& s, ConvKind kind) {
   ConvPlan p{};

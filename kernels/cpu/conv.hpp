@@ -65,22 +65,13 @@ ConvPlan conv_plan(const ConvShape& s, ConvKind kind);
 
 // The instruction set of the implicit-GEMM path (none: im2col + GEMM for
 // every kernel): small_gemm_isa() unless a ConvIsaScope has chosen another.
-SmallGemmIsa conv_isa();
+extern std::atomic<SmallGemmIsa> conv_copy;
+inline SmallGemmIsa conv_isa() { return conv_copy.load(std::memory_order_relaxed); }
 
-// For tests and benchmarks comparing the paths on one machine: while it
-// lives, the convolution kernels plan with `isa` (a KernelError if
-// cpu_runs(isa) does not allow it). Not thread-safe: set it where no
-// convolution runs.
-class ConvIsaScope {
+// The convolution kernels plan with `isa` while it lives (IsaChoiceScope).
+class ConvIsaScope : public IsaChoiceScope {
  public:
-  explicit ConvIsaScope(SmallGemmIsa isa);
-  ~ConvIsaScope();
-  ConvIsaScope(const ConvIsaScope&) = delete;
-  ConvIsaScope& operator=(const ConvIsaScope&) = delete;
-
- private:
-  bool had_previous_;
-  SmallGemmIsa previous_;
+  explicit ConvIsaScope(SmallGemmIsa isa) : IsaChoiceScope(conv_copy, isa, "ConvIsaScope") {}
 };
 
 }  // namespace metatape::kernels::cpu

@@ -4,9 +4,7 @@
 #include "kernels.hpp"
 
 #include <cstring>
-#include <string>
 
-#include "../error.hpp"
 #include "../scalar_math.hpp"
 #include "parallel.hpp"
 #include "parallel_loop.hpp"
@@ -103,14 +101,6 @@ void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int
 // Set when the library loads; zero-initialised before that, which is the
 // baseline copy.
 std::atomic<SmallGemmIsa> element_loop_copy{small_gemm_isa()};
-
-ElementLoopIsaScope::ElementLoopIsaScope(SmallGemmIsa isa) : previous_(element_loop_isa()) {
-  if (!cpu_runs(isa))
-    throw KernelError(std::string("ElementLoopIsaScope: this CPU or build cannot run ") + small_gemm_isa_name(isa));
-  element_loop_copy.store(isa, std::memory_order_relaxed);
-}
-
-ElementLoopIsaScope::~ElementLoopIsaScope() { element_loop_copy.store(previous_, std::memory_order_relaxed); }
 
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, std::int64_t n, double param) {

@@ -37,6 +37,15 @@ SmallGemmIsa small_gemm_isa() {
   return isa;
 }
 
+IsaChoiceScope::IsaChoiceScope(std::atomic<SmallGemmIsa>& choice, SmallGemmIsa isa, const char* who)
+    : choice_(choice), previous_(choice.load(std::memory_order_relaxed)) {
+  if (!cpu_runs(isa))
+    throw KernelError(std::string(who) + ": this CPU or build cannot run " + small_gemm_isa_name(isa));
+  choice_.store(isa, std::memory_order_relaxed);
+}
+
+IsaChoiceScope::~IsaChoiceScope() { choice_.store(previous_, std::memory_order_relaxed); }
+
 const char* small_gemm_isa_name(SmallGemmIsa isa) {
   switch (isa) {
     case SmallGemmIsa::avx2:

@@ -45,25 +45,33 @@ bool cpu_runs(SmallGemmIsa isa);
 SmallGemmIsa small_gemm_isa();
 const char* small_gemm_isa_name(SmallGemmIsa isa);
 
+// For tests and benchmarks comparing instruction sets on one machine: while
+// it lives, `choice` (one of the kernels' choices of instruction set) holds
+// `isa`, and the value it had before comes back after. A KernelError naming
+// `who` if cpu_runs(isa) does not allow it. Set it where no kernel runs.
+class IsaChoiceScope {
+ public:
+  IsaChoiceScope(std::atomic<SmallGemmIsa>& choice, SmallGemmIsa isa, const char* who);
+  ~IsaChoiceScope();
+  IsaChoiceScope(const IsaChoiceScope&) = delete;
+  IsaChoiceScope& operator=(const IsaChoiceScope&) = delete;
+
+ private:
+  std::atomic<SmallGemmIsa>& choice_;
+  SmallGemmIsa previous_;
+};
+
 // The instruction set the element loops run in (vector_clones.hpp): the
 // widest that cpu_runs() allows, unless an ElementLoopIsaScope has chosen
 // another. An atomic so that reading it, once per row, is a plain load.
 extern std::atomic<SmallGemmIsa> element_loop_copy;
 inline SmallGemmIsa element_loop_isa() { return element_loop_copy.load(std::memory_order_relaxed); }
 
-// For tests comparing the element loops' copies on one machine: while it
-// lives, they run in the copy for `isa` (a KernelError if cpu_runs(isa)
-// does not allow it). Set it where no kernel runs: a loop already running
-// finishes in the copy it started with, row by row.
-class ElementLoopIsaScope {
+// The element loops in the copy for `isa` while it lives: a loop already
+// running finishes in the copy it started with, row by row.
+class ElementLoopIsaScope : public IsaChoiceScope {
  public:
-  explicit ElementLoopIsaScope(SmallGemmIsa isa);
-  ~ElementLoopIsaScope();
-  ElementLoopIsaScope(const ElementLoopIsaScope&) = delete;
-  ElementLoopIsaScope& operator=(const ElementLoopIsaScope&) = delete;
-
- private:
-  SmallGemmIsa previous_;
+  explicit ElementLoopIsaScope(SmallGemmIsa isa) : IsaChoiceScope(element_loop_copy, isa, "ElementLoopIsaScope") {}
 };
 
 // Whether the kernel of `isa` takes a product whose op(B) is k x n: the
