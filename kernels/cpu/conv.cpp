@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -12,7 +11,6 @@
 
 #include "gemm.hpp"
 #include "implicit_gemm.hpp"
-#include "kernels/error.hpp"
 #include "parallel.hpp"
 #include "window_ops.hpp"
 

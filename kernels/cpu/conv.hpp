@@ -31,6 +31,7 @@
 // so that every result is independent of the thread count.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "kernels.hpp"
