@@ -87,18 +87,20 @@ bool same(T a, T b) {
 }
 
 // The small-product kernel of one instruction set against its documented
-// formula, bit for bit: s = fma(a_ip, b_pj, s) over p in order from 0, then
+// formula, bit for bit: s = fma(a_ip, b_pj, s) over p in order from 0 (for
+// a single column of an untransposed A, 16 such lanes added pairwise), then
 // c = fma(beta, c, alpha · s). Shapes cover full and partial register
 // tiles (m around the 6-row tile, n around one and two vectors of either
-// width, up to the 64 x 64 panel), every transpose, leading dimensions
-// wider than the matrices, alpha 1 and 0.75, beta 0 over NaN and beta
-// −0.5. Columns past n stay untouched; AVX2 refuses n below its tile.
+// width, up to the 64 x 64 panel, and a single column, which runs as a
+// row), every transpose, leading dimensions wider than the matrices, alpha
+// 1 and 0.75, beta 0 over NaN and beta −0.5. Columns past n stay
+// untouched; AVX2 refuses n below its tile, except a single column.
 template <class T>
 void check_small_gemm_bits(mt::kernels::cpu::SmallGemmIsa isa) {
   namespace cpu = mt::kernels::cpu;
   using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
   for (const std::int64_t m : {1, 5, 6, 7, 13})
-    for (const std::int64_t n : {2, 7, 8, 9, 16, 17, 33, 40, 64})
+    for (const std::int64_t n : {1, 2, 7, 8, 9, 16, 17, 33, 40, 64})
       for (const std::int64_t k : {1, 3, 8, 17, 40, 64})
         for (const bool ta : {false, true})
           for (const bool tb : {false, true})
@@ -115,7 +117,7 @@ void check_small_gemm_bits(mt::kernels::cpu::SmallGemmIsa isa) {
               const bool taken = cpu::small_gemm_with<T>(isa, ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb,
                                                          beta, c.data(), ldc);
               // Narrower than the kernel takes: refused, C untouched.
-              REQUIRE(taken == (n >= cpu::small_gemm_min_columns<T>(isa)));
+              REQUIRE(taken == (n == 1 || n >= cpu::small_gemm_min_columns<T>(isa)));
               if (!taken) {
                 CHECK(std::equal(c.begin(), c.end(), c0.begin(), same<T>));
                 continue;
@@ -126,10 +128,18 @@ void check_small_gemm_bits(mt::kernels::cpu::SmallGemmIsa isa) {
                   const std::size_t at = static_cast<std::size_t>(i * ldc + j);
                   T expected = c0[at];
                   if (j < n) {
-                    T s = 0;
-                    for (std::int64_t p = 0; p < k; ++p)
+                    // 16 lanes added pairwise for a column of an
+                    // untransposed A; one lane (in order) otherwise.
+                    const int lane_count = n == 1 && !ta ? cpu::kSmallGemvLanes : 1;
+                    T lanes[cpu::kSmallGemvLanes] = {};
+                    for (std::int64_t p = 0; p < k; ++p) {
+                      T& s = lanes[p % lane_count];
                       s = std::fma(a[static_cast<std::size_t>(ta ? p * lda + i : i * lda + p)],
                                    b[static_cast<std::size_t>(tb ? j * ldb + p : p * ldb + j)], s);
+                    }
+                    for (int w = lane_count / 2; w >= 1; w /= 2)
+                      for (int l = 0; l < w; ++l) lanes[l] += lanes[l + w];
+                    T s = lanes[0];
                     if (alpha != T(1)) s = alpha * s;
                     expected = beta == T(0) ? s : std::fma(beta, c0[at], s);
                   }
@@ -139,9 +149,10 @@ void check_small_gemm_bits(mt::kernels::cpu::SmallGemmIsa isa) {
               INFO("m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta);
               CHECK(all_same);
             }
-  // What the kernel does not take: one column, an op(B) past the panel.
+  // What the kernel does not take: one column longer than its chunk's
+  // panel, an op(B) past the panel.
   std::vector<T> a(64 * 65, T(1)), b(65 * 64, T(1)), c(64 * 64, T(7));
-  CHECK_FALSE(cpu::small_gemm_with<T>(isa, false, false, 4, 1, 8, T(1), a.data(), 8, b.data(), 1, T(0), c.data(), 1));
+  CHECK_FALSE(cpu::small_gemm_with<T>(isa, false, false, 4, 1, 65, T(1), a.data(), 65, b.data(), 1, T(0), c.data(), 1));
   CHECK_FALSE(
       cpu::small_gemm_with<T>(isa, false, false, 4, 64, 65, T(1), a.data(), 65, b.data(), 64, T(0), c.data(), 64));
   CHECK(c == std::vector<T>(64 * 64, T(7)));

@@ -55,18 +55,19 @@ void blas_gemv(bool trans, std::int64_t rows, std::int64_t cols, T alpha, const 
     cblas_dgemv(CblasRowMajor, t, dims(rows), dims(cols), alpha, a, dims(lda), x, dims(incx), beta, y, dims(incy));
 }
 
-// One product on the calling thread. A single column of C (n = 1) is a
-// gemv; a product small_gemm takes goes there. Where it does not (no AVX2,
-// or a shape it does not take: small_gemm_takes), m = 1 is a gemv and k = 1 a GEMM without
-// transposes (an operand with one row or column has the same layout either
-// way): OpenBLAS 0.3.21's small-GEMM path took 1.3-3.5x as long for those
-// shapes (10 x 40 with k = 1; 40 x 10 and 10 x 40 times a vector).
+// One product on the calling thread: a product small_gemm takes goes
+// there (single columns with k up to 64 included). Where it does not (no
+// AVX2, or a shape it does not take: small_gemm_takes), a single column of C
+// (n = 1) or row (m = 1) is a gemv and k = 1 a GEMM without transposes (an
+// operand with one row or column has the same layout either way): OpenBLAS
+// 0.3.21's small-GEMM path took 1.3-3.5x as long for those shapes (10 x 40
+// with k = 1; 40 x 10 and 10 x 40 times a vector).
 template <class T>
 void blas_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
                std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  if (small_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   if (n == 1)  // c (m entries, ldc apart) = op(A) · op(B)'s one column
     return blas_gemv(trans_a, trans_a ? k : m, trans_a ? m : k, alpha, a, lda, b, trans_b ? 1 : ldb, beta, c, ldc);
-  if (small_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   if (m == 1)  // c (one row) = op(B)ᵀ · op(A)'s one row
     return blas_gemv(!trans_b, trans_b ? n : k, trans_b ? k : n, alpha, b, ldb, a, trans_a ? lda : 1, beta, c, 1);
   // k = 1: op(A) is a column and op(B) a row, contiguous unless a transposed
@@ -123,8 +124,9 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
 
 // A batch sharing one B: one product of all its rows (see gemm for its
 // bits). Otherwise over the batch when the matrices are many (the task axis
-// of a task-batched graph): each matrix is then one unsplit call (OpenBLAS
-// or the small-product kernel), the same bits at any thread count. When
+// of a task-batched graph): each matrix is then one unsplit product
+// (OpenBLAS, or the small-product kernel, which takes a thread's whole run
+// of matrices in one call), the same bits at any thread count. When
 // they are fewer than two per thread, one by one, each split by gemm if
 // large (then equal up to summation order, as gemm).
 template <class T>
@@ -150,6 +152,9 @@ void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
     return;
   }
   parallel_for(count, per_chunk, [&](std::int64_t begin, std::int64_t end) {
+    if (small_gemm_batched(trans_a, trans_b, m, n, k, T(1), a + begin * stride_a, lda, stride_a, b + begin * stride_b,
+                           ldb, stride_b, T(0), c + begin * stride_c, n, stride_c, end - begin))
+      return;
     for (std::int64_t i = begin; i < end; ++i) one(i);
   });
 }

@@ -58,33 +58,51 @@ const char* small_gemm_isa_name(SmallGemmIsa isa) {
   return "none";
 }
 
+namespace {
+
+// The batch on the kernel of `isa`, or false where it does not take the shape.
 template <class T>
-bool small_gemm_with(SmallGemmIsa isa, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
-                     T alpha, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c,
-                     std::int64_t ldc) {
+bool products_with(SmallGemmIsa isa, METATAPE_SMALL_GEMM_PARAMETERS(T)) {
   if (!small_gemm_takes<T>(isa, n, k)) return false;
 #if METATAPE_SMALL_GEMM
   switch (isa) {
     case SmallGemmIsa::avx512:
-      small_gemm_avx512<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      small_gemm_avx512<T>(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c,
+                           count);
       return true;
     case SmallGemmIsa::avx2:
-      small_gemm_avx2<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      small_gemm_avx2<T>(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c,
+                         count);
       return true;
     case SmallGemmIsa::none:
       break;
   }
 #else
-  (void)isa, (void)trans_a, (void)trans_b, (void)m, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb, (void)beta,
-      (void)c, (void)ldc;
+  (void)trans_a, (void)trans_b, (void)m, (void)alpha, (void)a, (void)lda, (void)stride_a, (void)b, (void)ldb,
+      (void)stride_b, (void)beta, (void)c, (void)ldc, (void)stride_c, (void)count;
 #endif
   return false;
+}
+
+}  // namespace
+
+template <class T>
+bool small_gemm_with(SmallGemmIsa isa, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                     T alpha, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c,
+                     std::int64_t ldc) {
+  return products_with(isa, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
 }
 
 template <class T>
 bool small_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
                 std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   return small_gemm_with(small_gemm_isa(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <class T>
+bool small_gemm_batched(METATAPE_SMALL_GEMM_PARAMETERS(T)) {
+  return products_with(small_gemm_isa(), trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
+                       ldc, stride_c, count);
 }
 
 template <class T>
@@ -109,6 +127,7 @@ void implicit_gemm(SmallGemmIsa isa, const ImplicitGemm<T>& p) {
                               const T*, std::int64_t, T, T*, std::int64_t);                                         \
   template bool small_gemm_with<T>(SmallGemmIsa, bool, bool, std::int64_t, std::int64_t, std::int64_t, T, const T*, \
                                    std::int64_t, const T*, std::int64_t, T, T*, std::int64_t);                      \
+  template bool small_gemm_batched<T>(METATAPE_SMALL_GEMM_PARAMETERS(T));                                           \
   template void implicit_gemm<T>(SmallGemmIsa, const ImplicitGemm<T>&);
 METATAPE_INSTANTIATE(float)
 METATAPE_INSTANTIATE(double)

@@ -10,7 +10,11 @@
 // …, starting from 0, then c = fma(beta, c, alpha · s) (alpha · s skipped
 // when alpha = 1, C not read when beta = 0): the same bits on either
 // instruction set and wherever a row or column lands in the register tiles,
-// so a product split into blocks of rows equals the whole.
+// so a product split into blocks of rows equals the whole. One exception,
+// a single column (n = 1) with A untransposed: there s is the sum of 16
+// lanes, lane l the chain over p = l, l + 16, … in order, added pairwise
+// (lane l + 8 into l, then + 4, + 2, + 1); again the same bits on either
+// instruction set and for any split of the rows.
 #pragma once
 
 #include <atomic>
@@ -22,6 +26,12 @@ namespace metatape::kernels::cpu {
 // (32 KiB of doubles), a panel that stays in the L1 cache while every row
 // of A passes over it.
 inline constexpr std::int64_t kSmallGemmMaxPanel = 64 * 64;
+// A single column of C (n = 1) is taken for k up to kSmallGemvMaxDepth
+// (op(B)'s column then fits a local copy where it is not contiguous). With
+// A stored untransposed its entries are dot products summed in
+// kSmallGemvLanes interleaved lanes (see small_gemm below).
+inline constexpr std::int64_t kSmallGemvMaxDepth = 64;
+inline constexpr int kSmallGemvLanes = 16;
 
 enum class SmallGemmIsa { none, avx2, avx512 };
 
@@ -75,10 +85,15 @@ class ElementLoopIsaScope : public IsaChoiceScope {
 };
 
 // Whether the kernel of `isa` takes a product whose op(B) is k x n: the
-// whole choice, which never looks at m.
+// whole choice, which never looks at m. A single column (what BLAS calls
+// a gemv) runs with its vectors along k (A untransposed) or along m (A
+// transposed); OpenBLAS 0.3.21's sgemv took 1.2-1.8x as long for the
+// sinusoid MLP's [10 x 40] times a vector and [40 x 10]ᵀ times a vector.
 template <class T>
 constexpr bool small_gemm_takes(SmallGemmIsa isa, std::int64_t n, std::int64_t k) {
-  return isa != SmallGemmIsa::none && n >= small_gemm_min_columns<T>(isa) && k >= 1 && k * n <= kSmallGemmMaxPanel;
+  if (isa == SmallGemmIsa::none || k < 1) return false;
+  if (n == 1) return k <= kSmallGemvMaxDepth;
+  return n >= small_gemm_min_columns<T>(isa) && k * n <= kSmallGemmMaxPanel;
 }
 
 // Computes the product and returns true when this CPU has a kernel and
@@ -95,14 +110,25 @@ bool small_gemm_with(SmallGemmIsa isa, bool trans_a, bool trans_b, std::int64_t 
                      T alpha, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c,
                      std::int64_t ldc);
 
+// The parameters of a batch of products: the i-th is
+// C_i = alpha · op(A_i) op(B_i) + beta · C_i with A_i at a + i · stride_a,
+// B_i at b + i · stride_b, C_i at c + i · stride_c, for i < count.
+#define METATAPE_SMALL_GEMM_PARAMETERS(T)                                                                            \
+  bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T *a, std::int64_t lda, \
+      std::int64_t stride_a, const T *b, std::int64_t ldb, std::int64_t stride_b, T beta, T *c, std::int64_t ldc,    \
+      std::int64_t stride_c, std::int64_t count
+
+// A batch of products of one shape in one call (each product as
+// small_gemm computes it: the same bits); false, C untouched, where
+// small_gemm would refuse the shape.
+template <class T>
+bool small_gemm_batched(METATAPE_SMALL_GEMM_PARAMETERS(T));
+
 // Each instruction set's kernel (small_gemm_avx2.cpp, small_gemm_avx512.cpp),
 // for a shape small_gemm has accepted.
-#define METATAPE_SMALL_GEMM_KERNEL(name)                                                                     \
-  template <class T>                                                                                         \
-  void name(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, \
-            std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
-METATAPE_SMALL_GEMM_KERNEL(small_gemm_avx2)
-METATAPE_SMALL_GEMM_KERNEL(small_gemm_avx512)
-#undef METATAPE_SMALL_GEMM_KERNEL
+template <class T>
+void small_gemm_avx2(METATAPE_SMALL_GEMM_PARAMETERS(T));
+template <class T>
+void small_gemm_avx512(METATAPE_SMALL_GEMM_PARAMETERS(T));
 
 }  // namespace metatape::kernels::cpu

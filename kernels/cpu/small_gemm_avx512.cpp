@@ -24,6 +24,19 @@ struct Avx512<float> {
   static void store(T* p, V v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V select(Mask m, V if_set, V otherwise) { return _mm512_mask_blend_ps(m, otherwise, if_set); }
+  // Lane l += lane l + 8, then + 4, + 2, + 1: lane 0, in 512-bit registers
+  // throughout, by the masked forms of the shuffles with every lane set:
+  // GCC 12 warns of an uninitialised value inside the unmasked intrinsics
+  // and the 512-to-256-bit casts.
+  static T fold(V v) {
+    v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, 0xFFFF, v, v, 0xEE));  // 128-bit blocks 2, 3 onto 0, 1
+    v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, 0xFFFF, v, v, 0x01));  // block 1 onto 0
+    v = _mm512_add_ps(v, _mm512_mask_permute_ps(v, 0xFFFF, v, 0x0E));        // lanes 2, 3 onto 0, 1
+    v = _mm512_add_ps(v, _mm512_mask_permute_ps(v, 0xFFFF, v, 0x01));        // lane 1 onto 0
+    return _mm512_cvtss_f32(v);
+  }
 };
 
 template <>
@@ -40,6 +53,15 @@ struct Avx512<double> {
   static void store(T* p, V v, Mask m) { _mm512_mask_storeu_pd(p, m, v); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static V select(Mask m, V if_set, V otherwise) { return _mm512_mask_blend_pd(m, otherwise, if_set); }
+  // Lane l += lane l + 4, then + 2, + 1: lane 0 (as the float one).
+  static T fold(V v) {
+    v = _mm512_add_pd(v, _mm512_mask_shuffle_f64x2(v, 0xFF, v, v, 0xEE));  // 128-bit blocks 2, 3 onto 0, 1
+    v = _mm512_add_pd(v, _mm512_mask_shuffle_f64x2(v, 0xFF, v, v, 0x01));  // block 1 onto 0
+    v = _mm512_add_pd(v, _mm512_mask_permute_pd(v, 0xFF, v, 0x01));        // lane 1 onto 0
+    return _mm512_cvtsd_f64(v);
+  }
 };
 
 }  // namespace

@@ -6,19 +6,25 @@
 //
 // X supplies: T, V (one register of T), Mask, kLanes, splat(x) (x in every
 // lane), mask(count) (lanes below count), load(p[, mask]),
-// store(p, v[, mask]), fma(a, b, c) (a · b + c, one rounding), mul.
+// store(p, v[, mask]), fma(a, b, c) (a · b + c, one rounding), mul, add,
+// select(mask, if_set, otherwise), fold(v) (the lanes added pairwise: lane
+// l + kLanes/2 into l, and so on down to lane 0).
 //
-// A tile is MR rows of C by two vectors of columns: per step p of the sum,
-// MR broadcasts of A's entries and two loads of B's row p feed 2·MR fused
-// multiply-adds, every accumulator in a register. Columns past the last
-// full pair of vectors take one (masked) vector at a time. Each entry of C
-// is fma(a_ip, b_pj, c) for p = 0, 1, … from 0, whatever the vector width,
-// so both instruction sets give the same bits.
+// A tile is MR rows of C by NV vectors of columns (up to 8 rows by 4
+// vectors with AVX-512's 32 registers, 2 vectors with AVX2's 16): per step
+// p of the sum, MR broadcasts of A's entries and NV loads of B's row p feed
+// MR·NV fused multiply-adds, every accumulator in a register; the last
+// vector of a row of C is masked where n is not a multiple of the width.
+// Each entry of C is fma(a_ip, b_pj, c) for p = 0, 1, … from 0, whatever
+// the vector width or tile, so both instruction sets give the same bits.
 #pragma once
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "small_gemm.hpp"
 
@@ -29,49 +35,124 @@ namespace {
 // first; alpha = 1 skips it), written as one fused operation so that no
 // compiler contraction can change it; beta = 0 never reads C (NaN there is
 // ignored, as in GEMM). `mask` selects the lanes of a partial vector.
-template <class X, class... Mask>
+// kPlain: alpha = 1 and beta = 0 are known at compile time (the engine's
+// products), so no store waits on a test of them.
+template <class X, bool kPlain, class... Mask>
 inline void finish(typename X::T* c, typename X::V acc, typename X::T alpha, typename X::T beta, Mask... mask) {
   using T = typename X::T;
-  if (alpha != T(1)) acc = X::mul(X::splat(alpha), acc);
-  if (beta != T(0)) acc = X::fma(X::splat(beta), X::load(c, mask...), acc);
+  if constexpr (!kPlain) {
+    if (alpha != T(1)) acc = X::mul(X::splat(alpha), acc);
+    if (beta != T(0)) acc = X::fma(X::splat(beta), X::load(c, mask...), acc);
+  }
   X::store(c, acc, mask...);
 }
 
-// MR rows of C (all n columns). a_row and a_col step A's entries down
-// op(A)'s rows and along its columns; B is [k, n] with rows ldb apart.
-template <class X, int MR>
-void row_tile(std::int64_t n, std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64_t a_col,
-              const typename X::T* b, std::int64_t ldb, typename X::T alpha, typename X::T beta, typename X::T* c,
-              std::int64_t ldc) {
+// Vector registers of X's instruction set (32 with AVX-512, 16 with AVX2),
+// the vectors of columns a tile may span, and the rows of a tile of NV
+// vectors: its MR · NV accumulators, NV vectors of B's row and one
+// broadcast must fit the registers (8 rows at most).
+template <class X>
+inline constexpr int kVectorRegisters = sizeof(typename X::V) == 64 ? 32 : 16;
+template <class X>
+inline constexpr int kMaxTileVectors = kVectorRegisters<X> == 32 ? 4 : 2;
+template <class X, int NV>
+inline constexpr int kMaxTileRows = (kVectorRegisters<X> - 1 - NV) / NV < 8 ? (kVectorRegisters<X> - 1 - NV) / NV : 8;
+
+// One register tile: MR rows of C by NV vectors of columns, the last
+// vector's lanes cut to `last` when kPartial. a_row and a_col step A's
+// entries down op(A)'s rows and along its columns; B is [k, NV vectors]
+// with rows ldb apart. The loops over rows and vectors are unrolled by
+// pragma: GCC 12 at -O3 left some of these nests rolled (18 and more
+// accumulators) and kept the accumulators in memory, storing each one on
+// every step of the sum, which halved the speed of [40 x 10] x [10 x 40].
+template <class X, bool kPlain, int MR, int NV, bool kPartial>
+void tile(std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64_t a_col, const typename X::T* b,
+          std::int64_t ldb, typename X::T alpha, typename X::T beta, typename X::T* c, std::int64_t ldc,
+          typename X::Mask last) {
   using T = typename X::T;
   using V = typename X::V;
   constexpr int L = X::kLanes;
-  std::int64_t j = 0;
-  for (; j + 2 * L <= n; j += 2 * L) {
-    V acc[MR][2];
-    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = X::splat(T(0));
-    for (std::int64_t p = 0; p < k; ++p) {
-      const V b0 = X::load(b + p * ldb + j), b1 = X::load(b + p * ldb + j + L);
-      for (int r = 0; r < MR; ++r) {
-        const V ar = X::splat(a[r * a_row + p * a_col]);
-        acc[r][0] = X::fma(ar, b0, acc[r][0]);
-        acc[r][1] = X::fma(ar, b1, acc[r][1]);
-      }
-    }
+  V acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = X::splat(T(0));
+  for (std::int64_t p = 0; p < k; ++p) {
+    V bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      bv[v] = kPartial && v == NV - 1 ? X::load(b + p * ldb + v * L, last) : X::load(b + p * ldb + v * L);
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      finish<X>(c + r * ldc + j, acc[r][0], alpha, beta);
-      finish<X>(c + r * ldc + j + L, acc[r][1], alpha, beta);
+      const V ar = X::splat(a[r * a_row + p * a_col]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = X::fma(ar, bv[v], acc[r][v]);
     }
   }
-  for (; j < n; j += L) {
-    const typename X::Mask lanes = X::mask(n - j < L ? n - j : L);
-    V acc[MR];
-    for (int r = 0; r < MR; ++r) acc[r] = X::splat(T(0));
-    for (std::int64_t p = 0; p < k; ++p) {
-      const V bp = X::load(b + p * ldb + j, lanes);
-      for (int r = 0; r < MR; ++r) acc[r] = X::fma(X::splat(a[r * a_row + p * a_col]), bp, acc[r]);
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (kPartial && v == NV - 1)
+        finish<X, kPlain>(c + r * ldc + v * L, acc[r][v], alpha, beta, last);
+      else
+        finish<X, kPlain>(c + r * ldc + v * L, acc[r][v], alpha, beta);
     }
-    for (int r = 0; r < MR; ++r) finish<X>(c + r * ldc + j, acc[r], alpha, beta, lanes);
+}
+
+// The m rows of a block of NV vectors of columns, in tiles of at most
+// kMaxTileRows rows, the rows shared out evenly (10 rows as 5 + 5, not
+// 8 + 2, whose 2-row tile has too few accumulators to hide the latency of
+// its fused multiply-adds).
+template <class X, bool kPlain, int NV, bool kPartial>
+void column_block(std::int64_t m, std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64_t a_col,
+                  const typename X::T* b, std::int64_t ldb, typename X::T alpha, typename X::T beta, typename X::T* c,
+                  std::int64_t ldc, typename X::Mask last) {
+  constexpr int kRows = kMaxTileRows<X, NV>;
+  // One tile needs no division (a product's few hundred multiply-adds
+  // would otherwise wait on two of them).
+  const std::int64_t tiles = (m + kRows - 1) / kRows, base = tiles == 1 ? m : m / tiles,
+                     extra = tiles == 1 ? 0 : m % tiles;
+  for (std::int64_t t = 0, i = 0; t < tiles; ++t) {
+    const int rows = static_cast<int>(base + (t < extra ? 1 : 0));
+    const auto* ai = a + i * a_row;
+    auto* ci = c + i * ldc;
+    // tile<…, rows, …>: one call of the kRows instantiations.
+    [&]<int... R>(std::integer_sequence<int, R...>) {
+      (void)((rows == R + 1 &&
+              (tile<X, kPlain, R + 1, NV, kPartial>(k, ai, a_row, a_col, b, ldb, alpha, beta, ci, ldc, last), true)) ||
+             ...);
+    }
+    (std::make_integer_sequence<int, kRows>{});
+    i += rows;
+  }
+}
+
+// C = alpha · op(A) op(B) + beta · C for op(B) [k, n] with rows ldb apart:
+// blocks of columns of up to kMaxTileVectors vectors, the vectors shared
+// out evenly (64 floats on AVX-512 as 2 + 2 vectors, not 3 + 1), the last
+// vector of C's row masked where n is not a whole number of vectors.
+template <class X, bool kPlain>
+void tiles(std::int64_t m, std::int64_t n, std::int64_t k, typename X::T alpha, const typename X::T* a,
+           std::int64_t a_row, std::int64_t a_col, const typename X::T* b, std::int64_t ldb, typename X::T beta,
+           typename X::T* c, std::int64_t ldc) {
+  constexpr int L = X::kLanes, kMax = kMaxTileVectors<X>;
+  const std::int64_t vectors = (n + L - 1) / L, blocks = (vectors + kMax - 1) / kMax;
+  for (std::int64_t block = 0, j = 0; block < blocks; ++block) {
+    const std::int64_t nv = blocks == 1 ? vectors : vectors / blocks + (block < vectors % blocks ? 1 : 0);
+    const std::int64_t width = std::min(n - j, nv * L);
+    const bool partial = width % L != 0;
+    const typename X::Mask last = X::mask(partial ? width % L : L);
+    [&]<int... NV>(std::integer_sequence<int, NV...>) {
+      (void)((nv == NV + 1 && (partial ? column_block<X, kPlain, NV + 1, true>(m, k, a, a_row, a_col, b + j, ldb, alpha,
+                                                                               beta, c + j, ldc, last)
+                                       : column_block<X, kPlain, NV + 1, false>(m, k, a, a_row, a_col, b + j, ldb,
+                                                                                alpha, beta, c + j, ldc, last),
+                               true)) ||
+             ...);
+    }
+    (std::make_integer_sequence<int, kMax>{});
+    j += width;
   }
 }
 
@@ -122,54 +203,123 @@ void transpose_into(std::int64_t n, std::int64_t k, const T* b, std::int64_t ldb
     for (std::int64_t p = 0; p < k; ++p) panel[p * n + j] = b[j * ldb + p];
 }
 
-// C = alpha · op(A) op(B) + beta · C, for k · n <= kSmallGemmMaxPanel.
-template <class X>
+// One entry of C, finished as `finish` does a vector's lanes.
+template <bool kPlain, class T>
+inline void finish_entry(T& out, T sum, T alpha, T beta) {
+  if constexpr (kPlain) {
+    out = sum;
+  } else {
+    const T s = alpha == T(1) ? sum : alpha * sum;
+    out = beta == T(0) ? s : std::fma(beta, out, s);
+  }
+}
+
+// A single column of C (n = 1) with A stored untransposed: entry i is the
+// dot product of A's row i with op(B)'s column, both contiguous, summed in
+// kSmallGemvLanes interleaved chains (lane l takes p = l, l + 16, … in
+// order, by fused multiply-adds from 0) that are then added pairwise, lane
+// l + 8 into l, then + 4, + 2, + 1. One chain over all of k waited 4 cycles
+// per step: [10 x 40] times a vector took 1.8x OpenBLAS's sgemv. The lanes
+// are the same on every instruction set (two AVX2 registers make 16 float
+// lanes), so are the bits.
+template <class X, bool kPlain>
+void dot_column(bool trans_b, std::int64_t m, std::int64_t k, typename X::T alpha, const typename X::T* a,
+                std::int64_t lda, const typename X::T* b, std::int64_t ldb, typename X::T beta, typename X::T* c,
+                std::int64_t ldc) {
+  using T = typename X::T;
+  using V = typename X::V;
+  constexpr int L = X::kLanes, G = kSmallGemvLanes / L;  // registers per group of lanes
+  alignas(64) T column[kSmallGemvMaxDepth];
+  if (!trans_b && ldb != 1) {
+    for (std::int64_t p = 0; p < k; ++p) column[p] = b[p * ldb];
+    b = column;
+  }
+  for (std::int64_t i = 0; i < m; ++i) {
+    const T* row = a + i * lda;
+    V acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = X::splat(T(0));
+    for (std::int64_t p0 = 0; p0 < k; p0 += kSmallGemvLanes)
+      for (int g = 0; g < G && p0 + g * L < k; ++g) {
+        const std::int64_t p = p0 + g * L;
+        if (k - p >= L) {
+          acc[g] = X::fma(X::load(row + p), X::load(b + p), acc[g]);
+        } else {  // lanes past k keep their sums (a -0 stays -0)
+          const typename X::Mask lanes = X::mask(k - p);
+          acc[g] = X::select(lanes, X::fma(X::load(row + p, lanes), X::load(b + p, lanes), acc[g]), acc[g]);
+        }
+      }
+    for (int w = G / 2; w >= 1; w /= 2)
+      for (int g = 0; g < w; ++g) acc[g] = X::add(acc[g], acc[g + w]);
+    finish_entry<kPlain>(c[i * ldc], X::fold(acc[0]), alpha, beta);
+  }
+}
+
+// A single column of C (n = 1) with A stored transposed ([k, m]) as the row
+// Cᵀ = op(B)ᵀ Aᵀ: the vectors run along A's rows and C's m entries, and
+// each entry is the chain fma(a_ip, b_p, s) over p in order (the factors
+// commute). Straight into C when its column is contiguous; otherwise by
+// chunks through a local row, finished entry by entry.
+template <class X, bool kPlain>
+void column_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t k, typename X::T alpha,
+                    const typename X::T* a, std::int64_t lda, const typename X::T* b, std::int64_t ldb,
+                    typename X::T beta, typename X::T* c, std::int64_t ldc) {
+  using T = typename X::T;
+  if (!trans_a) return dot_column<X, kPlain>(trans_b, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  const std::int64_t b_step = trans_b ? 1 : ldb;  // op(B)'s column, entry p
+  if (ldc == 1) return tiles<X, kPlain>(1, m, k, alpha, b, 0, b_step, a, lda, beta, c, 0);
+  constexpr std::int64_t kChunk = 64;
+  alignas(64) T sums[kChunk];
+  for (std::int64_t i0 = 0; i0 < m; i0 += kChunk) {
+    const std::int64_t chunk = m - i0 < kChunk ? m - i0 : kChunk;
+    tiles<X, true>(1, chunk, k, T(1), b, 0, b_step, a + i0, lda, T(0), sums, 0);
+    for (std::int64_t i = 0; i < chunk; ++i) finish_entry<kPlain>(c[(i0 + i) * ldc], sums[i], alpha, beta);
+  }
+}
+
+// C = alpha · op(A) op(B) + beta · C for a shape small_gemm_takes.
+template <class X, bool kPlain>
 void small_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, typename X::T alpha,
                    const typename X::T* a, std::int64_t lda, const typename X::T* b, std::int64_t ldb,
                    typename X::T beta, typename X::T* c, std::int64_t ldc) {
   using T = typename X::T;
+  if (n == 1) return column_product<X, kPlain>(trans_a, trans_b, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  // With k = 1, a transposed B of contiguous entries is already its one row.
+  if (k == 1 && trans_b && ldb == 1) trans_b = false;
   alignas(64) T panel[kSmallGemmMaxPanel];
   if (trans_b) {
     transpose_into(n, k, b, ldb, panel);
     b = panel;
     ldb = n;
   }
-  const std::int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
-  constexpr int MR = 6;
-  std::int64_t i = 0;
-  for (; i + MR <= m; i += MR)
-    row_tile<X, MR>(n, k, a + i * a_row, a_row, a_col, b, ldb, alpha, beta, c + i * ldc, ldc);
-  const T* ai = a + i * a_row;
-  T* ci = c + i * ldc;
-  switch (m - i) {
-    case 5:
-      return row_tile<X, 5>(n, k, ai, a_row, a_col, b, ldb, alpha, beta, ci, ldc);
-    case 4:
-      return row_tile<X, 4>(n, k, ai, a_row, a_col, b, ldb, alpha, beta, ci, ldc);
-    case 3:
-      return row_tile<X, 3>(n, k, ai, a_row, a_col, b, ldb, alpha, beta, ci, ldc);
-    case 2:
-      return row_tile<X, 2>(n, k, ai, a_row, a_col, b, ldb, alpha, beta, ci, ldc);
-    case 1:
-      return row_tile<X, 1>(n, k, ai, a_row, a_col, b, ldb, alpha, beta, ci, ldc);
-    default:
-      return;
-  }
+  tiles<X, kPlain>(m, n, k, alpha, a, trans_a ? 1 : lda, trans_a ? lda : 1, b, ldb, beta, c, ldc);
+}
+
+// `count` products, the i-th at a + i · stride_a, b + i · stride_b and
+// c + i · stride_c, in one call: for the [10 x 40] products of a
+// task-batched MLP the call chain per product cost as much as its sums.
+template <class X>
+void small_products(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, typename X::T alpha,
+                    const typename X::T* a, std::int64_t lda, std::int64_t stride_a, const typename X::T* b,
+                    std::int64_t ldb, std::int64_t stride_b, typename X::T beta, typename X::T* c, std::int64_t ldc,
+                    std::int64_t stride_c, std::int64_t count) {
+  using T = typename X::T;
+  const bool plain = alpha == T(1) && beta == T(0);
+  for (std::int64_t i = 0; i < count; ++i)
+    (plain ? small_product<X, true> : small_product<X, false>)(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda,
+                                                               b + i * stride_b, ldb, beta, c + i * stride_c, ldc);
 }
 
 }  // namespace
 }  // namespace metatape::kernels::cpu
 
 // Defines small_gemm.hpp's kernel `name` for float and double as
-// small_product over the vector traits Traits<T>, in the translation unit
+// small_products over the vector traits Traits<T>, in the translation unit
 // compiled for Traits' instruction set.
-#define METATAPE_DEFINE_SMALL_GEMM_KERNEL(name, Traits)                                                              \
-  template <class T>                                                                                                 \
-  void name(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,         \
-            std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {                        \
-    small_product<Traits<T>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);                        \
-  }                                                                                                                  \
-  template void name<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, \
-                            const float*, std::int64_t, float, float*, std::int64_t);                                \
-  template void name<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,            \
-                             std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+#define METATAPE_DEFINE_SMALL_GEMM_KERNEL(name, Traits)                                                           \
+  template <class T>                                                                                              \
+  void name(METATAPE_SMALL_GEMM_PARAMETERS(T)) {                                                                  \
+    small_products<Traits<T>>(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, \
+                              stride_c, count);                                                                   \
+  }                                                                                                               \
+  template void name<float>(METATAPE_SMALL_GEMM_PARAMETERS(float));                                               \
+  template void name<double>(METATAPE_SMALL_GEMM_PARAMETERS(double));
