@@ -62,21 +62,28 @@ std::int64_t unary_grain(UnaryOp op) {
   }
 }
 
-// One innermost row of a broadcasting binary op. The branches give the
-// compiler unit-stride loops to vectorise in the common layouts.
+// A block of innermost rows of a broadcasting binary op (for_each_block),
+// in one call. The branches give the compiler unit-stride loops to
+// vectorise in the common layouts.
 template <class T, class F>
-void binary_row(T* out, const T* a, const T* b, std::int64_t n, std::int64_t sa, std::int64_t sb, F f) {
+void binary_rows(T* out, const T* a, const T* b, const RowBlock& block, std::int64_t n, std::int64_t sa,
+                 std::int64_t sb, F f) {
   run_vectorised([&] {
-    if (sa == 1 && sb == 1) {
-      for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
-    } else if (sa == 1 && sb == 0) {
-      const T bv = *b;
-      for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], bv);
-    } else if (sa == 0 && sb == 1) {
-      const T av = *a;
-      for (std::int64_t i = 0; i < n; ++i) out[i] = f(av, b[i]);
-    } else {
-      for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i * sa], b[i * sb]);
+    for (std::int64_t r = 0; r < block.rows; ++r) {
+      T* o = out + r * block.stride[0];
+      const T* ar = a + r * block.stride[1];
+      const T* br = b + r * block.stride[2];
+      if (sa == 1 && sb == 1) {
+        for (std::int64_t i = 0; i < n; ++i) o[i] = f(ar[i], br[i]);
+      } else if (sa == 1 && sb == 0) {
+        const T bv = *br;
+        for (std::int64_t i = 0; i < n; ++i) o[i] = f(ar[i], bv);
+      } else if (sa == 0 && sb == 1) {
+        const T av = *ar;
+        for (std::int64_t i = 0; i < n; ++i) o[i] = f(av, br[i]);
+      } else {
+        for (std::int64_t i = 0; i < n; ++i) o[i] = f(ar[i * sa], br[i * sb]);
+      }
     }
   });
 }
@@ -89,11 +96,11 @@ void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int
   const std::int64_t* strides[3] = {out_strides, a_strides, b_strides};
   const StridedLoop loop = make_loop(rank, shape, 3, strides);
   // Every output element is written once, so any dimension may be cut.
-  parallel_for_each_row(loop, widest_dimension(loop, 0), grain,
-                        [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
-                          // The output is contiguous and never broadcast, so its inner stride is 1.
-                          binary_row(out + off[0], a + off[1], b + off[2], n, s[1], s[2], f);
-                        });
+  parallel_for_each_block(loop, widest_dimension(loop, 0), grain,
+                          [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s, const RowBlock& block) {
+                            // The output is contiguous and never broadcast, so its inner stride is 1.
+                            binary_rows(out + off[0], a + off[1], b + off[2], block, n, s[1], s[2], f);
+                          });
 }
 
 }  // namespace

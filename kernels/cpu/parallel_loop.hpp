@@ -23,28 +23,44 @@ inline int widest_dimension(const StridedLoop& loop, int operand) {
   return best;
 }
 
-// for_each_row(loop, inner) with dimension `dim` cut into ranges over the
-// pool, each range at least `grain_elements` elements of the loop; inner
-// gets absolute offsets. dim < 0 runs the loop serially.
-template <class Inner>
-void parallel_for_each_row(const StridedLoop& loop, int dim, std::int64_t grain_elements, Inner&& inner) {
+// walk(loop, inner) (for_each_row or for_each_block) with dimension `dim`
+// cut into ranges over the pool, each range at least `grain_elements`
+// elements of the loop; inner gets absolute offsets. dim < 0 runs the loop
+// serially.
+template <class Walk, class Inner>
+void parallel_walk(const StridedLoop& loop, int dim, std::int64_t grain_elements, Walk&& walk, Inner&& inner) {
   std::int64_t numel = 1;
   for (int d = 0; d < loop.rank; ++d) numel *= loop.shape[d];
-  if (dim < 0 || numel == 0) return for_each_row(loop, inner);
+  if (dim < 0 || numel == 0) return walk(loop, inner);
   const std::int64_t slice = numel / loop.shape[dim];  // elements per index of dim
   const std::int64_t grain = std::max<std::int64_t>(1, grain_elements / std::max<std::int64_t>(slice, 1));
-  if (parallel_chunks(loop.shape[dim], grain) == 1) return for_each_row(loop, inner);
+  if (parallel_chunks(loop.shape[dim], grain) == 1) return walk(loop, inner);
   parallel_for(loop.shape[dim], grain, [&](std::int64_t begin, std::int64_t end) {
     StridedLoop part = loop;
     part.shape[dim] = end - begin;
     std::int64_t base[kMaxOperands] = {};
     for (int o = 0; o < loop.operands; ++o) base[o] = begin * loop.stride[o][dim];
-    for_each_row(part, [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
+    walk(part, [&](const std::int64_t* off, const auto&... rest) {
       std::int64_t at[kMaxOperands] = {};
       for (int o = 0; o < loop.operands; ++o) at[o] = base[o] + off[o];
-      inner(static_cast<const std::int64_t*>(at), n, s);
+      inner(static_cast<const std::int64_t*>(at), rest...);
     });
   });
+}
+
+// for_each_row(loop, inner) over the pool (parallel_walk).
+template <class Inner>
+void parallel_for_each_row(const StridedLoop& loop, int dim, std::int64_t grain_elements, Inner&& inner) {
+  parallel_walk(
+      loop, dim, grain_elements, [](const StridedLoop& part, auto&& f) { for_each_row(part, f); }, inner);
+}
+
+// for_each_block(loop, inner) over the pool (parallel_walk): a cut of the
+// block's dimension gives each chunk a block of fewer rows.
+template <class Inner>
+void parallel_for_each_block(const StridedLoop& loop, int dim, std::int64_t grain_elements, Inner&& inner) {
+  parallel_walk(
+      loop, dim, grain_elements, [](const StridedLoop& part, auto&& f) { for_each_block(part, f); }, inner);
 }
 
 }  // namespace metatape::kernels::cpu

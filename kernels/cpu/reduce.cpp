@@ -29,11 +29,16 @@ double sum_contiguous(const T* x, std::int64_t n) {
   return total;
 }
 
-// o[i] += x[i] for i < n: rows that land on distinct outputs.
+// o[i] += x[i] for i < n, over a block of rows (for_each_block; operand 0
+// is x, 1 the output), row after row.
 template <class T>
-void add_row(T* o, const T* x, std::int64_t n) {
+void add_rows(T* o, const T* x, const RowBlock& block, std::int64_t n) {
   run_vectorised([&] {
-    for (std::int64_t i = 0; i < n; ++i) o[i] += x[i];
+    for (std::int64_t r = 0; r < block.rows; ++r) {
+      T* orow = o + r * block.stride[1];
+      const T* xrow = x + r * block.stride[0];
+      for (std::int64_t i = 0; i < n; ++i) orow[i] += xrow[i];
+    }
   });
 }
 
@@ -78,19 +83,21 @@ void sum_to(int rank, const std::int64_t* in_shape, const T* x, const std::int64
   const std::int64_t* strides[2] = {x_strides, out_strides};
   const StridedLoop loop = make_loop(rank, in_shape, 2, strides);
   // Cut only along a dimension the output keeps: each output entry then
-  // lies in one chunk, which adds its rows in the serial order.
-  parallel_for_each_row(loop, widest_dimension(loop, 1), kStreamGrain,
-                        [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
-                          const T* xr = x + off[0];
-                          T* o = out + off[1];
-                          if (s[1] == 0) {  // the row folds into one entry
-                            *o += static_cast<T>(s[0] == 1 ? sum_contiguous(xr, n) : sum_strided(xr, n, s[0]));
-                          } else if (s[0] == 1 && s[1] == 1) {
-                            add_row(o, xr, n);
-                          } else {
-                            for (std::int64_t i = 0; i < n; ++i) o[i * s[1]] += xr[i * s[0]];
-                          }
-                        });
+  // lies in one chunk, which adds its rows in the serial order (a block's
+  // rows in order, each row whole).
+  parallel_for_each_block(loop, widest_dimension(loop, 1), kStreamGrain,
+                          [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s, const RowBlock& block) {
+                            if (s[0] == 1 && s[1] == 1) return add_rows(out + off[1], x + off[0], block, n);
+                            for (std::int64_t r = 0; r < block.rows; ++r) {
+                              const T* xr = x + off[0] + r * block.stride[0];
+                              T* o = out + off[1] + r * block.stride[1];
+                              if (s[1] == 0) {  // the row folds into one entry
+                                *o += static_cast<T>(s[0] == 1 ? sum_contiguous(xr, n) : sum_strided(xr, n, s[0]));
+                              } else {
+                                for (std::int64_t i = 0; i < n; ++i) o[i * s[1]] += xr[i * s[0]];
+                              }
+                            }
+                          });
 }
 
 template <class T>
