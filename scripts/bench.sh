@@ -11,6 +11,8 @@
 #                         --with-libtorch, which installs Debian's libtorch-dev, about 1 GB)
 #   bench-distributed     under mpirun -np 2: all-reduce times, the cost model for many hosts, and
 #                         Conv4's meta-iterations per second with 1 and 2 processes (where MPI was built)
+# Not run here: bench-ab-kernels OLD/libmetatape.so.0 NEW/libmetatape.so.0 compares
+# two builds' CPU kernels, alternated in one process.
 # Full outputs go to build/bench-*.txt. Close other work first: the figures
 # are only as quiet as the machine.
 set -euo pipefail
@@ -20,7 +22,7 @@ with_libtorch=0
 for arg in "$@"; do
   case "$arg" in
     --with-libtorch) with_libtorch=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
