@@ -11,8 +11,8 @@
 #                         --with-libtorch, which installs Debian's libtorch-dev, about 1 GB)
 #   bench-distributed     under mpirun -np 2: all-reduce times, the cost model for many hosts, and
 #                         Conv4's meta-iterations per second with 1 and 2 processes (where MPI was built)
-# Not run here: bench-ab-kernels OLD/libmetatape.so.0 NEW/libmetatape.so.0 compares
-# two builds' CPU kernels, alternated in one process.
+# Not run here, for comparing two builds of the library: bench-ab-kernels (their
+# CPU kernels alternated in one process) and bench/alternate.sh (a program, round by round).
 # Full outputs go to build/bench-*.txt. Close other work first: the figures
 # are only as quiet as the machine.
 set -euo pipefail
