@@ -279,11 +279,12 @@ void implicit_forward(const ConvShape& s, const ConvPlan& p, const T* x, const T
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
     const std::int64_t grp = item / p.chunks;
     const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
-    T* padded = work.cols;  // the implicit path's slot holds the padded planes alone
+    T* padded = work.cols;  // the implicit path's slot: the padded planes, then the chunk's output
+    T* channels_last = padded + p.chunk * C * plane;
     copy_into_padded(x + (grp * s.images + n0) * C * s.h * s.w, nb * C, s.h, s.w, p, padded);
     // Rows: the chunk's output pixels (image, oh, ow), reading the padded x
     // at (oh·sh, ow·sw) plus the tap's (ki, kj); the sum over the taps, then
-    // the input channels.
+    // the input channels. They go to [pixels, O] per image, then NCHW.
     ImplicitGemm<T> product{};
     product.a = padded;
     product.a_step[0] = C * plane, product.a_step[1] = win.stride_h * p.padded_w, product.a_step[2] = win.stride_w;
@@ -293,10 +294,10 @@ void implicit_forward(const ConvShape& s, const ConvPlan& p, const T* x, const T
     product.depth = C, product.depth_stride = plane;
     product.b = scratch + grp * K * C * O, product.b_step = K * O, product.n = O;
     product.bias = bias == nullptr ? nullptr : bias + grp * bias_group_stride;
-    product.out = y + (grp * s.images + n0) * O * p.pixels;
-    product.out_step[0] = O * p.pixels, product.out_step[1] = s.out_w(), product.out_step[2] = 1;
-    product.out_stride = p.pixels;
+    product.out = channels_last;
+    product.out_step[0] = O * p.pixels, product.out_step[1] = s.out_w() * O, product.out_step[2] = O;
     implicit_gemm(p.implicit, product);
+    transpose_images(channels_last, nb, p.pixels, O, y + (grp * s.images + n0) * O * p.pixels);
   });
 }
 
@@ -349,7 +350,8 @@ void implicit_input_grad(const ConvShape& s, const ConvPlan& p, const T* g, cons
   for_each_item(s, p, s.groups * p.chunks, scratch + p.weights, [&](std::int64_t item, const Work<T>& work) {
     const std::int64_t grp = item / p.chunks;
     const auto [n0, nb] = chunk_images(s, p, item % p.chunks);
-    T* padded = work.cols;  // the implicit path's slot holds the padded planes alone
+    T* padded = work.cols;  // the implicit path's slot: the padded planes, then the chunk's dx
+    T* channels_last = padded + p.chunk * O * plane;
     copy_into_padded(g + (grp * s.images + n0) * O * p.pixels, nb * O, s.out_h(), s.out_w(), p, padded);
     for (const StridePhase& phase : phases) {
       ImplicitGemm<T> product{};
@@ -361,12 +363,13 @@ void implicit_input_grad(const ConvShape& s, const ConvPlan& p, const T* g, cons
       product.taps = static_cast<std::int64_t>(phase.tap_a.size());
       product.depth = O, product.depth_stride = plane;
       product.b = scratch + grp * K * O * C, product.b_step = K * C, product.n = C;
-      product.out = dx + (grp * s.images + n0) * C * HW;
-      product.out_base = phase.out_base;
-      product.out_step[0] = C * HW, product.out_step[1] = win.stride_h * s.w, product.out_step[2] = win.stride_w;
-      product.out_stride = HW;
+      product.out = channels_last;  // [HW, C] per image
+      product.out_base = phase.out_base * C;
+      product.out_step[0] = C * HW, product.out_step[1] = win.stride_h * s.w * C,
+      product.out_step[2] = win.stride_w * C;
       implicit_gemm(p.implicit, product);
     }
+    transpose_images(channels_last, nb, HW, C, dx + (grp * s.images + n0) * C * HW);
   });
 }
 
@@ -405,7 +408,6 @@ void implicit_weight_grad(const ConvShape& s, const ConvPlan& p, const T* x, con
     product.b = g_rows, product.b_step = O, product.n = O;
     product.out = acc;
     product.out_step[0] = K * O, product.out_step[1] = win.kernel_w * O, product.out_step[2] = O;
-    product.out_stride = 1;
     if (p.chunks == 0) std::fill(acc, acc + channels * K * O, T(0));
     for (std::int64_t c = 0; c < p.chunks; ++c) {
       const auto [n0, nb] = chunk_images(s, p, c);
@@ -450,8 +452,11 @@ void plan_implicit(const ConvShape& s, ConvKind kind, std::int64_t workers, Conv
     channels = p.block_channels = ceil_div(s.in_channels, wanted);
     p.channel_blocks = items_per_group = ceil_div(s.in_channels, channels);
   }
-  const std::int64_t per_image = std::max<std::int64_t>(channels * p.padded_h * p.padded_w, 1) +
-                                 (kind == ConvKind::weight_grad ? p.pixels * O : 0);
+  // Per image: its padded planes, and g's rows [pixels, O] (weight
+  // gradient) or the output channels-last (forward: [pixels, O]; input
+  // gradient: [h·w, C]).
+  const std::int64_t outputs = kind == ConvKind::input_grad ? s.in_channels * s.h * s.w : p.pixels * O;
+  const std::int64_t per_image = std::max<std::int64_t>(channels * p.padded_h * p.padded_w, 1) + outputs;
   p.chunk = std::clamp<std::int64_t>(kImplicitChunkElements / per_image, 1, images);
   if (kind != ConvKind::weight_grad)  // chunks enough to give every useful worker one
     p.chunk = std::min(p.chunk, ceil_div(images, ceil_div(useful_workers, groups)));

@@ -2,7 +2,7 @@
 // each entry of the patch matrix is read where it lies in the (zero-padded)
 // NCHW planes, broadcast into a register tile, and never written out.
 //
-//   out[out_at(r) + j · out_stride] = Σ_t Σ_d A(r; t, d) · b[tap_b[t] + d · b_step + j]  (+ bias[j])
+//   out[out_at(r) + j] = Σ_t Σ_d A(r; t, d) · b[tap_b[t] + d · b_step + j]  (+ bias[j])
 //   A(r; t, d) = a[a_at(r) + tap_a[t] + d · depth_stride]
 //
 // for every row r and column j < n. Row r is the point (i0, i1, i2) of the
@@ -11,9 +11,10 @@
 // same for out_at with out_base and out_step. conv.cpp describes all three
 // kernels of a convolution this way:
 //  - forward: rows are output pixels; t the window's taps; d input
-//    channels; j output channels;
+//    channels; j output channels (out is channels-last, [pixels, O]);
 //  - input gradient: rows are the input pixels of one stride phase; t that
-//    phase's taps; d output channels; j input channels;
+//    phase's taps; d output channels; j input channels (out is
+//    channels-last, [pixels, C]);
 //  - weight gradient: rows are (input channel, ki, kj); t an (image, output
 //    row) pair; d the output column; j output channels; B is g transposed
 //    to [pixels, O], and the sum continues over chunks of images
@@ -51,7 +52,6 @@ struct ImplicitGemm {
   T* out;
   std::int64_t out_base;
   std::int64_t out_step[3];
-  std::int64_t out_stride;
   bool accumulate = false;  // start from out's values (bias must be null)
 };
 
