@@ -63,6 +63,9 @@ struct ConvShape {
   // the call. Otherwise one group's sum is cut into partial sums that several
   // threads can share.
   bool per_task = false;
+  // The forward only: max(·, 0) after the bias, fused into the output's
+  // last write (the same bits as a relu after the convolution).
+  bool relu = false;
 
   METATAPE_HOST_DEVICE std::int64_t out_h() const { return window.out_h(h); }
   METATAPE_HOST_DEVICE std::int64_t out_w() const { return window.out_w(w); }

@@ -6,6 +6,7 @@
 // several, and the thread count (the kernels' results do not depend on it).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -522,6 +523,50 @@ TEST_SUITE("conv") {
       CHECK(dgamma == std::vector<float>(3, 0.0f));
       CHECK(dbeta == std::vector<float>(3, 0.0f));
     }
+  }
+
+  TEST_CASE("the fused ReLU: the forward's bits, then max(·, 0) with a NaN kept, on every path") {
+    // 2 input channels (channels-first im2col) and 16 (the implicit GEMM),
+    // stride 1 and 2, with and without a bias; x holds a NaN, so that some
+    // outputs are NaN, and a zero image, whose outputs are exactly zero
+    // without a bias.
+    for (const std::int64_t channels : {2, 16})
+      for (const std::int64_t stride : {1, 2})
+        for (const bool with_bias : {true, false})
+          for (const SmallGemmIsa isa : conv_isas()) {
+            const metatape::kernels::cpu::ConvIsaScope scope(isa);
+            INFO(channels, " channels, stride ", stride, ", bias ", with_bias, " on ",
+                 std::string(metatape::kernels::cpu::small_gemm_isa_name(isa)));
+            ConvShape s = shape(1, 5, channels, 7, 20, stride, 1);
+            std::vector<float> x(static_cast<std::size_t>(s.images * s.in_channels * s.h * s.w));
+            std::vector<float> w(static_cast<std::size_t>(s.out_channels * s.patch())), bias(20);
+            std::mt19937 gen(7);
+            std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+            for (float& v : x) v = u(gen);
+            for (float& v : w) v = u(gen);
+            for (float& v : bias) v = u(gen);
+            x[3] = std::nanf("");
+            std::fill(x.end() - s.in_channels * s.h * s.w, x.end(), 0.0f);  // the last image
+            const float* b = with_bias ? bias.data() : nullptr;
+            std::vector<float> plain(static_cast<std::size_t>(s.images * s.out_channels * s.pixels()));
+            std::vector<float> fused(plain.size(), 7.0f);
+            std::vector<float> scratch(static_cast<std::size_t>(K::conv_scratch_size(s)));
+            K::conv2d_forward<float>(s, x.data(), w.data(), b, 0, plain.data(), scratch.data());
+            s.relu = true;
+            K::conv2d_forward<float>(s, x.data(), w.data(), b, 0, fused.data(), scratch.data());
+            std::size_t nans = 0, zeros = 0, negatives = 0, differing = 0;
+            for (std::size_t i = 0; i < plain.size(); ++i) {
+              const float expected = plain[i] < 0.0f ? 0.0f : plain[i];  // scalar_math's relu
+              nans += std::isnan(plain[i]) ? 1 : 0;
+              zeros += plain[i] == 0.0f ? 1 : 0;
+              negatives += plain[i] < 0.0f ? 1 : 0;
+              differing += std::memcmp(&expected, &fused[i], sizeof(float)) != 0 ? 1 : 0;
+            }
+            CHECK(nans > 0);
+            CHECK(negatives > 0);
+            if (!with_bias) CHECK(zeros > 0);
+            CHECK(differing == 0);
+          }
   }
 
   TEST_CASE("no images: the outputs are written, the weight gradient is zero") {

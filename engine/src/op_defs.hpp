@@ -38,12 +38,17 @@ std::vector<OpSample> squeeze_unsqueeze_samples(Generator& gen, DType dtype);
 std::vector<OpSample> transpose_samples(Generator& gen, DType dtype);
 std::vector<OpSample> stack_samples(Generator& gen, DType dtype);
 
+// ops_elementwise.cpp: g ⊙ mask(x) for relu's 0/1 mask (step) or abs's ±1
+// (sign), the mask a constant whose derivative is zero almost everywhere.
+Tensor times_mask(kernels::UnaryOp mask, const Tensor& g, const Tensor& x);
+
 // ops_linalg.cpp
 extern const OpDef matmul_op;
 extern const OpDef eigh_op;  // ops_eigh.cpp
 
 // ops_nn.cpp
-extern const OpDef log_softmax_op, conv2d_op, conv2d_input_grad_op, conv2d_weight_grad_op, batch_norm_op;
+extern const OpDef log_softmax_op, conv2d_op, conv2d_relu_op, conv2d_input_grad_op, conv2d_weight_grad_op,
+    batch_norm_op;
 extern const OpDef max_pool2d_op, max_unpool2d_op;
 // The adjoint of max_pool2d (internal: its indices are max_pool2d's index
 // output, never the caller's): zeros(shape) with entry index[i] += g[i].
@@ -52,6 +57,7 @@ std::vector<OpSample> softmax_samples(Generator& gen, DType dtype);
 std::vector<OpSample> cross_entropy_samples(Generator& gen, DType dtype);
 std::vector<OpSample> mse_loss_samples(Generator& gen, DType dtype);
 std::vector<OpSample> conv2d_samples(Generator& gen, DType dtype);
+std::vector<OpSample> conv2d_relu_samples(Generator& gen, DType dtype);
 std::vector<OpSample> max_pool2d_samples(Generator& gen, DType dtype);
 std::vector<OpSample> max_unpool2d_samples(Generator& gen, DType dtype);
 std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype);

@@ -155,9 +155,10 @@ void sigmoid_backward(BackwardContext& c) {  // y (1 - y)
   const Tensor& y = c.output();
   c.set_grad(0, mul(c.grad_output(), mul(y, shift(neg(y), 1.0))));
 }
-// g ⊙ mask(x), the mask a constant whose derivative is zero almost
-// everywhere. Recorded, it is a mul by a constant tensor; otherwise one fused
-// pass, without the mask tensor.
+}  // namespace
+
+// Recorded, a mul by a constant tensor; otherwise one fused pass, without
+// the mask tensor.
 Tensor times_mask(UnaryOp mask, const Tensor& g, const Tensor& x) {
   if (grad_enabled()) return mul(g, constant_map(mask, x));
   Tensor out = empty(x.shape(), x.dtype(), x.device());
@@ -166,6 +167,9 @@ Tensor times_mask(UnaryOp mask, const Tensor& g, const Tensor& x) {
   });
   return out;
 }
+
+namespace {
+
 void relu_backward(BackwardContext& c) { c.set_grad(0, times_mask(UnaryOp::step, c.grad_output(), c.input(0))); }
 void abs_backward(BackwardContext& c) { c.set_grad(0, times_mask(UnaryOp::sign, c.grad_output(), c.input(0))); }
 void pow_backward(BackwardContext& c) {  // p x^(p-1); exactly zero for p = 0, even at x = 0

@@ -119,7 +119,8 @@ void conv2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   out[0] = {conv_output_shape(in[0]->shape(), s), in[0]->dtype()};
 }
 void conv2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  const auto s = conv_shape("conv2d", in[0]->shape(), in[1]->shape(), attrs.window);
+  auto s = conv_shape("conv2d", in[0]->shape(), in[1]->shape(), attrs.window);
+  s.relu = attrs.relu;
   const Tensor* bias = in.size() == 3 ? in[2] : nullptr;
   const std::int64_t bias_group_stride = bias != nullptr && bias->rank() == 2 ? s.out_channels : 0;
   with_scratch(out[0].device(), out[0].dtype(), s, [&]<class K, class T>(T* scratch) {
@@ -129,19 +130,28 @@ void conv2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
 }
 Tensor conv2d_input_grad(const Tensor& g, const Tensor& w, const Window2d& window, const Shape& x_shape);
 Tensor conv2d_weight_grad(const Tensor& x, const Tensor& g, const Window2d& window, const Shape& w_shape);
-// The bias's gradient sums g over the images and pixels (and the tasks, for
-// a shared bias of task-grouped x).
-void conv2d_backward(BackwardContext& c) {
+// The gradients for the output gradient g. The bias's sums g over the
+// images and pixels (and the tasks, for a shared bias of task-grouped x).
+void conv2d_gradients(BackwardContext& c, const Tensor& g) {
   const Tensor &x = c.input(0), &w = c.input(1);
-  if (c.needs_grad(0)) c.set_grad(0, conv2d_input_grad(c.grad_output(), w, c.attrs().window, x.shape()));
-  if (c.needs_grad(1)) c.set_grad(1, conv2d_weight_grad(x, c.grad_output(), c.attrs().window, w.shape()));
+  if (c.needs_grad(0)) c.set_grad(0, conv2d_input_grad(g, w, c.attrs().window, x.shape()));
+  if (c.needs_grad(1)) c.set_grad(1, conv2d_weight_grad(x, g, c.attrs().window, w.shape()));
   if (c.num_inputs() == 3 && c.needs_grad(2)) {
     const Shape& bias = c.input_shape(2);
     const std::int64_t channels = bias[bias.rank() - 1];
     const Shape to =
         x.rank() == 5 ? Shape{bias.rank() == 2 ? bias[0] : 1, 1, channels, 1, 1} : Shape{1, channels, 1, 1};
-    c.set_grad(2, reshape(sum_to(c.grad_output(), to), bias));
+    c.set_grad(2, reshape(sum_to(g, to), bias));
   }
+}
+void conv2d_backward(BackwardContext& c) { conv2d_gradients(c, c.grad_output()); }
+
+// --- conv2d_relu: max(conv2d(x, w) + bias, 0), one pass over the output ---
+// Its rule and forward are conv2d's, with attrs.relu set. The ReLU's
+// derivative is read off the saved output: y > 0 exactly where the
+// pre-activation is, so g is masked as relu's backward would mask it.
+void conv2d_relu_backward(BackwardContext& c) {
+  conv2d_gradients(c, times_mask(kernels::UnaryOp::step, c.grad_output(), c.output()));
 }
 
 // --- conv2d_input_grad: D(g, w), shaped like x (attrs.shape) ---
@@ -401,6 +411,10 @@ const OpDef conv2d_op = {.name = "conv2d", .arity = kVariadic, .num_outputs = 1,
     .nondiff = 0, .is_view = false,
     .shape_rule = conv2d_rule, .forward = conv2d_forward, .backward = conv2d_backward,
     .samples = conv2d_samples};
+const OpDef conv2d_relu_op = {.name = "conv2d_relu", .arity = kVariadic, .num_outputs = 1,
+    .saves = save_input(0) | save_input(1) | kSaveOutputs, .nondiff = 0, .is_view = false,
+    .shape_rule = conv2d_rule, .forward = conv2d_forward, .backward = conv2d_relu_backward,
+    .samples = conv2d_relu_samples};
 const OpDef conv2d_input_grad_op = {.name = "conv2d_input_grad", .arity = 2, .num_outputs = 1,
     .saves = save_input(0) | save_input(1), .nondiff = 0, .is_view = false,
     .shape_rule = conv2d_input_grad_rule, .forward = conv2d_input_grad_forward,
@@ -486,6 +500,36 @@ std::vector<OpSample> conv2d_samples(Generator& gen, DType dtype) {
                   {sample_uniform({2, 3, 1, 4, 4}, gen, dtype), sample_uniform({2, 2, 1, 3, 3}, gen, dtype),
                    sample_uniform({2}, gen, dtype)},
                   [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2]); })};
+}
+
+// The pre-activations are kept at least 0.05 away from 0, where the ReLU's
+// kink would break the finite differences: x in [0.5, 1.5], and each output
+// channel's weights all of one sign, |w| in [0.5, 1.5] (the first channel
+// positive, every window meeting at least one pixel: |y − b| >= 0.25), with
+// |b| <= 0.2. So one channel is kept whole and the other zeroed.
+std::vector<OpSample> conv2d_relu_samples(Generator& gen, DType dtype) {
+  // w [.., 2, C, kh, kw] from two same-shaped magnitudes: +first, −second.
+  const auto signed_channels = [](const Tensor& plus, const Tensor& minus, int axis) {
+    return stack({plus, neg(minus)}, axis);
+  };
+  const auto magnitudes = [&](const Shape& shape) { return sample_uniform(shape, gen, dtype, 0.5, 1.5); };
+  return {make_sample("3x3, stride 2, padding 1, with a bias",
+                      {magnitudes({2, 2, 5, 5}), magnitudes({2, 3, 3}), magnitudes({2, 3, 3}),
+                       sample_uniform({2}, gen, dtype, -0.2, 0.2)},
+                      [signed_channels](const std::vector<Tensor>& in) {
+                        return conv2d(in[0], signed_channels(in[1], in[2], 0), in[3],
+                                      {.stride = 2, .padding = 1, .relu = true});
+                      }),
+          make_sample("task-batched, weight and bias per task",
+                      {magnitudes({2, 2, 1, 4, 4}), magnitudes({2, 1, 3, 3}), magnitudes({2, 1, 3, 3}),
+                       sample_uniform({2, 2}, gen, dtype, -0.2, 0.2)},
+                      [signed_channels](const std::vector<Tensor>& in) {
+                        return conv2d(in[0], signed_channels(in[1], in[2], 1), in[3], {.padding = 1, .relu = true});
+                      }),
+          make_sample("no bias", {magnitudes({1, 2, 4, 4}), magnitudes({2, 3, 3}), magnitudes({2, 3, 3})},
+                      [signed_channels](const std::vector<Tensor>& in) {
+                        return conv2d(in[0], signed_channels(in[1], in[2], 0), {.padding = 1, .relu = true});
+                      })};
 }
 
 std::vector<OpSample> max_pool2d_samples(Generator& gen, DType dtype) {
@@ -591,7 +635,8 @@ Tensor apply_conv2d(std::span<const Tensor* const> in, const Conv2dOptions& opti
                      " and padding " + std::to_string(options.padding));
   detail::Attrs attrs;
   attrs.window = {1, 1, options.stride, options.stride, options.padding, options.padding};
-  return detail::apply(detail::conv2d_op, in, attrs);
+  attrs.relu = options.relu;
+  return detail::apply(options.relu ? detail::conv2d_relu_op : detail::conv2d_op, in, attrs);
 }
 
 }  // namespace

@@ -48,6 +48,7 @@ const OpInfo kRegistry[] = {
     // neural-network primitives (ops_nn.cpp)
     primitive(detail::log_softmax_op),
     primitive(detail::conv2d_op),
+    primitive(detail::conv2d_relu_op),
     primitive(detail::conv2d_input_grad_op),
     primitive(detail::conv2d_weight_grad_op),
     primitive(detail::batch_norm_op),

@@ -9,6 +9,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "../scalar_math.hpp"
 #include "gemm.hpp"
 #include "implicit_gemm.hpp"
 #include "parallel.hpp"
@@ -47,31 +48,33 @@ void planes_to_rows(const T* in, std::int64_t images, std::int64_t channels, std
                   static_cast<std::size_t>(pixels) * sizeof(T));
 }
 
-// The way back, plus bias[c] on channel c's pixels when bias is not null.
+// One plane's values as the forward leaves them: plus b when there is a
+// bias, then max(·, 0) when the ReLU is fused (scalar_math's relu, so the
+// same bits as a relu op after the convolution).
 template <class T>
-void rows_to_planes(const T* in, std::int64_t images, std::int64_t channels, std::int64_t pixels, const T* bias,
-                    T* out) {
-  for (std::int64_t n = 0; n < images; ++n)
-    for (std::int64_t c = 0; c < channels; ++c) {
-      const T* from = in + (c * images + n) * pixels;
-      T* to = out + (n * channels + c) * pixels;
-      if (bias == nullptr) {
-        std::memcpy(to, from, static_cast<std::size_t>(pixels) * sizeof(T));
-      } else {
-        const T b = bias[c];
-        for (std::int64_t i = 0; i < pixels; ++i) to[i] = from[i] + b;
-      }
-    }
+void finish_plane(const T* from, std::int64_t pixels, const T* b, bool relu, T* to) {
+  if (b == nullptr && !relu) {
+    if (to != from) std::memcpy(to, from, static_cast<std::size_t>(pixels) * sizeof(T));
+    return;
+  }
+  const T bias = b == nullptr ? T(0) : *b;  // a value: a store through `to` could alias *b
+  if (b == nullptr)
+    for (std::int64_t i = 0; i < pixels; ++i) to[i] = kernels::relu(from[i]);
+  else if (relu)
+    for (std::int64_t i = 0; i < pixels; ++i) to[i] = kernels::relu(from[i] + bias);
+  else
+    for (std::int64_t i = 0; i < pixels; ++i) to[i] = from[i] + bias;
 }
 
-// planes [channels, pixels] += bias[c] on every pixel of channel c.
+// The way back, each plane finished (finish_plane) with bias[c] (none when
+// bias is null) on channel c.
 template <class T>
-void add_bias(T* planes, std::int64_t channels, std::int64_t pixels, const T* bias) {
-  for (std::int64_t c = 0; c < channels; ++c) {
-    const T b = bias[c];
-    T* plane = planes + c * pixels;
-    for (std::int64_t i = 0; i < pixels; ++i) plane[i] += b;
-  }
+void rows_to_planes(const T* in, std::int64_t images, std::int64_t channels, std::int64_t pixels, const T* bias,
+                    bool relu, T* out) {
+  for (std::int64_t n = 0; n < images; ++n)
+    for (std::int64_t c = 0; c < channels; ++c)
+      finish_plane(in + (c * images + n) * pixels, pixels, bias == nullptr ? nullptr : bias + c, relu,
+                   out + (n * channels + c) * pixels);
 }
 
 // g's planes as GEMM rows: for one image they already are; for several they
@@ -294,6 +297,7 @@ void implicit_forward(const ConvShape& s, const ConvPlan& p, const T* x, const T
     product.depth = C, product.depth_stride = plane;
     product.b = scratch + grp * K * C * O, product.b_step = K * O, product.n = O;
     product.bias = bias == nullptr ? nullptr : bias + grp * bias_group_stride;
+    product.relu = s.relu;
     product.out = channels_last;
     product.out_step[0] = O * p.pixels, product.out_step[1] = s.out_w() * O, product.out_step[2] = O;
     implicit_gemm(p.implicit, product);
@@ -546,9 +550,9 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, s
     }
     const T* b = bias == nullptr ? nullptr : bias + grp * bias_group_stride;
     if (nb > 1)
-      rows_to_planes(work.block, nb, O, L, b, planes);
-    else if (b != nullptr)
-      add_bias(planes, O, L, b);
+      rows_to_planes(work.block, nb, O, L, b, s.relu, planes);
+    else if (b != nullptr || s.relu)
+      rows_to_planes(planes, 1, O, L, b, s.relu, planes);  // in place
   });
 }
 

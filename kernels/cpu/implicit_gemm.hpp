@@ -25,7 +25,7 @@
 //
 // Each result is one fused multiply-add chain over t, then d, from 0 (or,
 // when accumulate, from out's value: the chain of an earlier call goes on),
-// then plus bias[j] rounded once: the same bits on either instruction set,
+// then plus bias[j] rounded once, then the ReLU if fused: the same bits on either instruction set,
 // wherever the row falls in the register tiles and however the rows are
 // split between calls.
 #pragma once
@@ -48,7 +48,8 @@ struct ImplicitGemm {
   std::int64_t depth, depth_stride;
   const T* b;  // rows of n, as tap_b and b_step say
   std::int64_t b_step, n;
-  const T* bias;  // [n], or null
+  const T* bias;      // [n], or null
+  bool relu = false;  // max(·, 0) after the bias (NaN and −0 kept, as scalar_math's relu)
   T* out;
   std::int64_t out_base;
   std::int64_t out_step[3];

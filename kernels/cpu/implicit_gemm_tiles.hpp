@@ -77,6 +77,13 @@ void implicit_block(const ImplicitGemm<typename X::T>& p, const std::int64_t* a_
       for (int r = 0; r < MR; ++r) acc[r][v] = X::add(acc[r][v], bias);
     }
   }
+  if (p.relu) {  // max(0, v): v < 0 gives 0, and a NaN or −0 stays (the second operand's)
+    const V zero = X::splat(T(0));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = X::max(zero, acc[r][v]);
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4

@@ -27,6 +27,7 @@ struct Avx2<float> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }  // b where either is NaN, or both are zeros
   static V select(Mask m, V if_set, V otherwise) { return _mm256_blendv_ps(otherwise, if_set, _mm256_castsi256_ps(m)); }
   // Lane l += lane l + 4, then + 2, + 1: lane 0.
   static T fold(V v) {
@@ -53,6 +54,7 @@ struct Avx2<double> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static V max(V a, V b) { return _mm256_max_pd(a, b); }
   static V select(Mask m, V if_set, V otherwise) { return _mm256_blendv_pd(otherwise, if_set, _mm256_castsi256_pd(m)); }
   // Lane l += lane l + 2, then + 1: lane 0.
   static T fold(V v) {

@@ -25,6 +25,9 @@ struct Avx512<float> {
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  // b where either is NaN, or both are zeros; the masked form with every
+  // lane set, as in fold below (GCC 12 warns inside the unmasked one).
+  static V max(V a, V b) { return _mm512_mask_max_ps(a, 0xFFFF, a, b); }
   static V select(Mask m, V if_set, V otherwise) { return _mm512_mask_blend_ps(m, otherwise, if_set); }
   // Lane l += lane l + 8, then + 4, + 2, + 1: lane 0, in 512-bit registers
   // throughout, by the masked forms of the shuffles with every lane set:
@@ -54,6 +57,7 @@ struct Avx512<double> {
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
   static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static V max(V a, V b) { return _mm512_mask_max_pd(a, 0xFF, a, b); }
   static V select(Mask m, V if_set, V otherwise) { return _mm512_mask_blend_pd(m, otherwise, if_set); }
   // Lane l += lane l + 4, then + 2, + 1: lane 0 (as the float one).
   static T fold(V v) {

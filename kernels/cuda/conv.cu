@@ -8,6 +8,7 @@
 // grad move no data besides im2col/col2im. col2im gathers (each input pixel
 // sums the columns that read it), so it needs no atomics and is
 // deterministic.
+#include "../scalar_math.hpp"
 #include "common.cuh"
 #include "gemm.cuh"
 #include "kernels.hpp"
@@ -86,10 +87,15 @@ std::int64_t chunk_of(const ConvShape& s) {
                                   std::max<std::int64_t>(s.images, 1));
 }
 
-// y [n, O, L] += bias[o] on every pixel of channel o.
+// y [n, O, L] += bias[o] on every pixel of channel o (when bias is not
+// null), then max(·, 0) when relu.
 template <class T>
-__global__ void add_bias_kernel(T* y, std::int64_t n, std::int64_t channels, std::int64_t pixels, const T* bias) {
-  for (std::int64_t i = global_index(); i < n; i += global_stride()) y[i] += bias[(i / pixels) % channels];
+__global__ void finish_output_kernel(T* y, std::int64_t n, std::int64_t channels, std::int64_t pixels, const T* bias,
+                                     bool relu) {
+  for (std::int64_t i = global_index(); i < n; i += global_stride()) {
+    const T v = bias == nullptr ? y[i] : y[i] + bias[(i / pixels) % channels];
+    y[i] = relu ? kernels::relu(v) : v;
+  }
 }
 
 }  // namespace
@@ -109,10 +115,11 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, s
       check_launch("im2col_kernel");
       gemm_strided<T>(false, false, O, L, P, T(1), w + g * O * P, 0, scratch, P * L, T(0),
                       y + (g * s.images + n0) * O * L, O * L, nb);
-      if (bias != nullptr) {
-        add_bias_kernel<T><<<blocks_for(nb * O * L), kThreads, 0, stream()>>>(
-            y + (g * s.images + n0) * O * L, nb * O * L, O, L, bias + g * bias_group_stride);
-        check_launch("add_bias_kernel");
+      if (bias != nullptr || s.relu) {
+        finish_output_kernel<T><<<blocks_for(nb * O * L), kThreads, 0, stream()>>>(
+            y + (g * s.images + n0) * O * L, nb * O * L, O, L, bias == nullptr ? nullptr : bias + g * bias_group_stride,
+            s.relu);
+        check_launch("finish_output_kernel");
       }
     }
   }

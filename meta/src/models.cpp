@@ -269,26 +269,28 @@ Tensor Conv4::forward_batched(const std::vector<Tensor>& params, const Tensor& x
 
 Tensor Conv4::blocks(const std::vector<Tensor>& params, const Tensor& x, std::vector<Tensor>* preactivations) const {
   const std::int64_t tasks = x.dim(0), images = x.dim(1);
-  const Conv2dOptions conv{.stride = options_.strided ? 2 : 1, .padding = 1};
+  // The ReLU is fused into the op before it (the batch norm, or without one
+  // the convolution when it adds the bias) unless its input is wanted.
+  const bool fuse_relu = preactivations == nullptr;
   Tensor h = x;
   for (std::size_t block = 0; block < 4; ++block) {
     const std::size_t first = block * block_params();
     const Tensor &w = params[first], &b = params[first + 1];
-    if (is_per_task(w, params_[first])) {
+    const bool per_task_weight = is_per_task(w, params_[first]), shared_bias = !is_per_task(b, params_[first + 1]);
+    const bool conv_relu = fuse_relu && !options_.batch_norm && (per_task_weight || shared_bias);
+    const Conv2dOptions conv{.stride = options_.strided ? 2 : 1, .padding = 1, .relu = conv_relu};
+    if (per_task_weight) {
       h = conv2d(h, w, b, conv);  // [T, n, C, H, W] with [T, O, C, 3, 3], bias [T, O] or [O]
     } else {                      // one weight for all tasks: fold tasks into the batch
-      const bool shared_bias = !is_per_task(b, params_[first + 1]);
       const Tensor folded = reshape(h, Shape{tasks * images, h.dim(2), h.dim(3), h.dim(4)});
       const Tensor y = shared_bias ? conv2d(folded, w, b, conv) : conv2d(folded, w, conv);
       h = reshape(y, Shape{tasks, images, y.dim(1), y.dim(2), y.dim(3)});
       if (!shared_bias) h = add(h, as_broadcast(b, params_[first + 1], 2));
     }
-    // Statistics per task (group axis 0), as each task is its own batch; the
-    // ReLU is fused into the normalisation unless its input is wanted.
-    const bool fuse_relu = preactivations == nullptr;
+    // Statistics per task (group axis 0), as each task is its own batch.
     if (options_.batch_norm)
       h = batch_norm(h, params[first + 2], params[first + 3], {.eps = 1e-3, .group_axes = 1, .relu = fuse_relu});
-    if (!fuse_relu || !options_.batch_norm) {
+    if (!fuse_relu || (!options_.batch_norm && !conv_relu)) {
       if (preactivations) preactivations->push_back(h);
       h = relu(h);
     }

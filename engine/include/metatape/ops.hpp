@@ -203,6 +203,10 @@ Tensor mse_loss(const Tensor& prediction, const Tensor& target);
 struct Conv2dOptions {
   std::int64_t stride = 1;
   std::int64_t padding = 0;  // zeros on every side
+  // max(·, 0) on the output (after the bias), fused into the convolution's
+  // last write: relu(conv2d(...)) with one pass fewer over the output, and
+  // the same values and derivatives.
+  bool relu = false;
 };
 // x [N, C, H, W] with weight [O, C, kh, kw] gives [N, O, Ho, Wo];
 // task-batched, x [T, N, C, H, W] with weight [T, O, C, kh, kw] gives
