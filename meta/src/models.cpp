@@ -278,6 +278,7 @@ Tensor Conv4::blocks(const std::vector<Tensor>& params, const Tensor& x, std::ve
     const Tensor &w = params[first], &b = params[first + 1];
     const bool per_task_weight = is_per_task(w, params_[first]), shared_bias = !is_per_task(b, params_[first + 1]);
     const bool conv_relu = fuse_relu && !options_.batch_norm && (per_task_weight || shared_bias);
+    const bool relu_fused = conv_relu || (fuse_relu && options_.batch_norm);
     const Conv2dOptions conv{.stride = options_.strided ? 2 : 1, .padding = 1, .relu = conv_relu};
     if (per_task_weight) {
       h = conv2d(h, w, b, conv);  // [T, n, C, H, W] with [T, O, C, 3, 3], bias [T, O] or [O]
@@ -290,7 +291,7 @@ Tensor Conv4::blocks(const std::vector<Tensor>& params, const Tensor& x, std::ve
     // Statistics per task (group axis 0), as each task is its own batch.
     if (options_.batch_norm)
       h = batch_norm(h, params[first + 2], params[first + 3], {.eps = 1e-3, .group_axes = 1, .relu = fuse_relu});
-    if (!fuse_relu || (!options_.batch_norm && !conv_relu)) {
+    if (!relu_fused) {
       if (preactivations) preactivations->push_back(h);
       h = relu(h);
     }

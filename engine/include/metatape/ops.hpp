@@ -210,7 +210,9 @@ struct Conv2dOptions {
 };
 // x [N, C, H, W] with weight [O, C, kh, kw] gives [N, O, Ho, Wo];
 // task-batched, x [T, N, C, H, W] with weight [T, O, C, kh, kw] gives
-// [T, N, O, Ho, Wo] (one weight per task). Computed as im2col + GEMM.
+// [T, N, O, Ho, Wo] (one weight per task). Computed on the CPU as an
+// implicit GEMM (8 or more input channels, where the CPU has AVX2) or as
+// im2col + GEMM; on CUDA as im2col + cuBLAS.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Conv2dOptions& options = {});
 // The same plus a bias on each output channel: [O], or for task-batched x
 // also [T, O]. Added while each chunk of the output is in cache, so it
