@@ -7,7 +7,17 @@
 //              meta-batch 4, τ = 1
 // Peak memory per configuration is the storage pool's high-water mark
 // during one step (tensor storage only), reported as the "peak_MiB" counter.
+//
+// bench-maml --kernel-times [ROUNDS] runs no benchmark: it prints where the
+// replayed sinusoid step's time goes (CapturedStep::kernel_times), by kernel
+// and its slowest calls, for 1 and 5 inner steps.
 #include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
 
 #include "maml_setups.hpp"
 #include "resident.hpp"
@@ -83,4 +93,55 @@ BENCHMARK(BM_Conv4)
     ->Args({0, 0})
     ->Unit(benchmark::kMillisecond);
 
-METATAPE_BENCHMARK_MAIN();
+namespace {
+
+// The table of CapturedMetaGradient::kernel_times for the exact sinusoid
+// step of `steps` inner steps.
+void print_kernel_times(int steps, int rounds) {
+  const bench::MamlSetup setup = bench::sinusoid_setup(steps, false, true, mt::DType::f32);
+  meta::CapturedMetaGradient step(*setup.model, setup.loss, setup.config);
+  (void)step(setup.params, setup.batch);
+  const std::vector<mt::CapturedStep::KernelTime> calls = step.kernel_times(rounds);
+  double total = 0;
+  std::map<std::string, std::pair<int, double>> by_kernel;  // calls, µs
+  for (const auto& c : calls) {
+    total += c.microseconds;
+    auto& [count, us] = by_kernel[c.kernel];
+    ++count;
+    us += c.microseconds;
+  }
+  std::printf(
+      "sinusoid MLP 1-40-40-1, 25 tasks, K = 10, %d inner step(s), exact, float32, replayed: %zu kernel calls, "
+      "%.1f us in all (each call timed alone, median of %d replays)\n",
+      steps, calls.size(), total, rounds);
+  std::printf("  %-16s %6s %10s %7s\n", "kernel", "calls", "us/step", "share");
+  std::vector<std::pair<std::string, std::pair<int, double>>> rows(by_kernel.begin(), by_kernel.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
+  for (const auto& [kernel, row] : rows)
+    std::printf("  %-16s %6d %10.1f %6.1f%%\n", kernel.c_str(), row.first, row.second, 100.0 * row.second / total);
+  std::vector<std::size_t> order(calls.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const std::size_t shown = std::min<std::size_t>(15, order.size());
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(shown), order.end(),
+                    [&](std::size_t a, std::size_t b) { return calls[a].microseconds > calls[b].microseconds; });
+  std::printf("  the %zu slowest calls (call number, kernel, scalar arguments):\n", shown);
+  for (std::size_t i = 0; i < shown; ++i) {
+    const auto& c = calls[order[i]];
+    std::printf("  #%03zu %8.1f us  %s(%s)\n", order[i], c.microseconds, c.kernel, c.arguments.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "--kernel-times") {
+    const int rounds = argc >= 3 ? std::atoi(argv[2]) : 21;
+    if (rounds < 1) {
+      std::fprintf(stderr, "bench-maml --kernel-times: ROUNDS must be a positive integer, got '%s'\n", argv[2]);
+      return 2;
+    }
+    for (int steps : {1, 5}) print_kernel_times(steps, rounds);
+    return 0;
+  }
+  return bench::run_benchmarks_with_resident(argc, argv);
+}

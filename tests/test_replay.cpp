@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <array>
+#include <cmath>
 #include <cstring>
+#include <string>
 
 #include "../kernels/cpu/backend.hpp"  // the CPU kernel table, from the project root
 #include "meta_test_util.hpp"
@@ -88,6 +90,34 @@ TEST_SUITE("replay") {
             CHECK(same_bits(replayed, eager));
           }
         }
+  }
+
+  TEST_CASE("kernel_times lists every recorded call with its arguments, and timing leaves the replay's bits") {
+    const meta::Mlp model({1, 8, 1});
+    const meta::MetaConfig config{.inner_steps = 1, .inner_lr = 0.01};
+    meta::CapturedMetaGradient captured(model, meta::Loss::mse, config);
+    CHECK_THROWS_AS((void)captured.kernel_times(), mt::ValueError);  // nothing captured yet
+    mt::Generator gen(5);
+    const meta::MetaParams params = meta::init_meta_params(model, config, gen, DType::f64);
+    const meta::TaskBatch batch = meta::SinusoidTasks().sample(3, 4, 5, gen, DType::f64);
+    const auto first = step_outputs(captured(params, batch));
+    const std::vector<mt::CapturedStep::KernelTime> calls = captured.kernel_times(3);
+    REQUIRE(!calls.empty());
+    bool product_shape_named = false, broadcast_shape_named = false;
+    for (const auto& c : calls) {
+      CHECK(std::isfinite(c.microseconds));
+      CHECK(c.microseconds >= 0);
+      // The hidden layer's task-batched forward: [4 x 1] x [1 x 8] per task, 3 tasks.
+      if (std::string(c.kernel) == "gemm_batched" && c.arguments == "false, false, 4, 8, 1, 4, 8, 32, 3")
+        product_shape_named = true;
+      // Its bias, [3, 4, 8] + [3, 1, 8] (add is BinaryOp 0).
+      if (std::string(c.kernel) == "binary" && c.arguments.rfind("0, [3, 4, 8]", 0) == 0) broadcast_shape_named = true;
+    }
+    CHECK(product_shape_named);
+    CHECK(broadcast_shape_named);
+    CHECK_THROWS_AS((void)captured.kernel_times(0), mt::ValueError);
+    // The timing replays ran on the same inputs: the outputs are the step's.
+    CHECK(same_bits(step_outputs(captured(params, batch)), first));
   }
 
   TEST_CASE("a replay keeps its recorded shapes and strides after the recording frame is gone") {

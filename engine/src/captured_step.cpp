@@ -261,6 +261,23 @@ std::vector<Tensor> CapturedStep::operator()(const std::vector<Tensor>& inputs) 
   return out;
 }
 
+std::vector<CapturedStep::KernelTime> CapturedStep::kernel_times(int rounds) const {
+  if (rounds < 1) throw ValueError("CapturedStep::kernel_times: rounds must be >= 1, got " + std::to_string(rounds));
+  if (state_->device != Device::cpu)
+    throw DeviceError("CapturedStep::kernel_times: the step was captured as a CUDA graph, which runs as one launch");
+  detail::refuse_in_cpu_capture("timing a CapturedStep's kernels");
+  if (kernels::cpu::threads() != state_->cpu_threads)
+    throw ValueError("CapturedStep::kernel_times: captured with " + std::to_string(state_->cpu_threads) +
+                     " CPU thread(s), timed with " + std::to_string(kernels::cpu::threads()));
+  const kernels::cpu::KernelRecording& recording = state_->cpu->recording;
+  const std::vector<double> seconds = recording.time_calls(rounds);
+  std::vector<KernelTime> out;
+  out.reserve(seconds.size());
+  for (std::size_t i = 0; i < seconds.size(); ++i)
+    out.push_back({recording.kernel_names()[i], recording.call_arguments()[i], seconds[i] * 1e6});
+  return out;
+}
+
 std::int64_t CapturedStep::replays() const { return state_->replays; }
 Device CapturedStep::device() const { return state_->device; }
 

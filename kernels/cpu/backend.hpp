@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <string>
 
 #include "kernels.hpp"
 #include "recording.hpp"
@@ -16,7 +17,7 @@
 // The recording forwarder: the call with its arguments copied (a reference
 // parameter such as ConvShape is captured by value).
 #define METATAPE_RECORDING_KERNEL_CPU(kind, ret, name, params, args)                                               \
-  METATAPE_KERNEL_HEAD(kind) static ret name params {                                                            \
+  METATAPE_KERNEL_HEAD(kind) static ret name params {                                                              \
     if (::metatape::kernels::cpu::KernelRecording* recording = ::metatape::kernels::cpu::detail::active_recording) \
         [[unlikely]]                                                                                               \
       return ::metatape::kernels::cpu::detail::record_kernel<ret>(                                                 \
@@ -40,9 +41,16 @@ struct CpuKernelList {
 // call (rank <= 8; the engine's limit is lower).
 struct HostArray {
   std::array<std::int64_t, 8> values{};
-  HostArray(int rank, const std::int64_t* p) {
+  int rank = 0;
+  HostArray(int rank_, const std::int64_t* p) : rank(rank_) {
     if (rank < 0 || rank > 8) throw KernelError("CPU kernel recording: rank " + std::to_string(rank) + " > 8");
     std::copy(p, p + rank, values.begin());
+  }
+  // "[25, 10, 40]", for the recording's description of the call.
+  std::string describe() const {
+    std::string text = "[";
+    for (int i = 0; i < rank; ++i) text += (i ? ", " : "") + std::to_string(values[static_cast<std::size_t>(i)]);
+    return text + "]";
   }
 };
 
@@ -58,7 +66,8 @@ struct CpuKernels : detail::CpuKernelList {
       const detail::HostArray s(rank, shape), sa(rank, a_strides), sb(rank, b_strides);
       return detail::record_kernel<void>(
           recording, "binary",
-          [=] { cpu::binary(op, rank, s.values.data(), a, sa.values.data(), b, sb.values.data(), out); }, a, b, out);
+          [=] { cpu::binary(op, rank, s.values.data(), a, sa.values.data(), b, sb.values.data(), out); }, op, s, a, b,
+          out);
     }
     cpu::binary(op, rank, shape, a, a_strides, b, b_strides, out);
   }
@@ -68,7 +77,7 @@ struct CpuKernels : detail::CpuKernelList {
     if (KernelRecording* recording = detail::active_recording) [[unlikely]] {
       const detail::HostArray si(rank, in_shape), so(rank, out_shape);
       return detail::record_kernel<void>(
-          recording, "sum_to", [=] { cpu::sum_to(rank, si.values.data(), x, so.values.data(), out); }, x, out);
+          recording, "sum_to", [=] { cpu::sum_to(rank, si.values.data(), x, so.values.data(), out); }, si, so, x, out);
     }
     cpu::sum_to(rank, in_shape, x, out_shape, out);
   }
@@ -78,7 +87,7 @@ struct CpuKernels : detail::CpuKernelList {
     if (KernelRecording* recording = detail::active_recording) [[unlikely]] {
       const detail::HostArray s(rank, shape), sx(rank, x_strides);
       return detail::record_kernel<void>(
-          recording, "strided_copy", [=] { cpu::strided_copy(rank, s.values.data(), x, sx.values.data(), out); }, x,
+          recording, "strided_copy", [=] { cpu::strided_copy(rank, s.values.data(), x, sx.values.data(), out); }, s, x,
           out);
     }
     cpu::strided_copy(rank, shape, x, x_strides, out);

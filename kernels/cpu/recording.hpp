@@ -25,6 +25,8 @@
 // pointer argument) and reports any that is not (reuse_valid).
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <iterator>
@@ -77,10 +79,11 @@ class KernelRecording {
     (check_pointer(kernel, position++, args), ...);
   }
 
-  // `kernel` is a string literal (the kernel's name).
+  // `kernel` is a string literal (the kernel's name); `arguments` its
+  // scalar arguments as text, for diagnostics.
   // A call recorded inside a parallel region (parallel_for_unsplit's runs)
   // replays inside one too, so that it runs unsplit as it did then.
-  void add(const char* kernel, std::function<void()> call) {
+  void add(const char* kernel, std::function<void()> call, std::string arguments = {}) {
     if (in_parallel_region())
       call = [unsplit_call = std::move(call)] {
         const UnsplitRegion unsplit;
@@ -88,6 +91,7 @@ class KernelRecording {
       };
     calls_.push_back(std::move(call));
     names_.push_back(kernel);
+    arguments_.push_back(std::move(arguments));
   }
 
   void replay() const {
@@ -96,8 +100,30 @@ class KernelRecording {
   std::size_t size() const { return calls_.size(); }
   // The recorded kernels' names, in call order (for diagnostics and tests).
   const std::vector<const char*>& kernel_names() const { return names_; }
-  // Runs the i-th recorded call alone (for per-kernel timing).
-  void replay_call(std::size_t i) const { calls_.at(i)(); }
+  // Each call's scalar arguments (sizes, flags, op codes), in call order.
+  const std::vector<std::string>& call_arguments() const { return arguments_; }
+
+  // Per-kernel timing: `rounds` replays, each call timed on its own; the
+  // median over the rounds of each call's time, in seconds. Every round
+  // runs the whole list in order, so each call finds the values a replay
+  // leaves, and its operands in the caches as the step leaves them.
+  std::vector<double> time_calls(int rounds) const {
+    using Clock = std::chrono::steady_clock;
+    std::vector<std::vector<double>> seconds(calls_.size(), std::vector<double>(static_cast<std::size_t>(rounds)));
+    for (int r = 0; r < rounds; ++r)
+      for (std::size_t i = 0; i < calls_.size(); ++i) {
+        const Clock::time_point start = Clock::now();
+        calls_[i]();
+        seconds[i][static_cast<std::size_t>(r)] = std::chrono::duration<double>(Clock::now() - start).count();
+      }
+    std::vector<double> median(calls_.size());
+    for (std::size_t i = 0; i < calls_.size(); ++i) {
+      std::vector<double>& t = seconds[i];
+      std::nth_element(t.begin(), t.begin() + rounds / 2, t.end());
+      median[i] = t[static_cast<std::size_t>(rounds / 2)];
+    }
+    return median;
+  }
 
  private:
   enum class Access { none, read, write };
@@ -126,6 +152,7 @@ class KernelRecording {
 
   std::vector<std::function<void()>> calls_;
   std::vector<const char*> names_;
+  std::vector<std::string> arguments_;
   std::map<std::uintptr_t, Buffer> buffers_;  // by first byte
   bool reuse_valid_ = true;
 };
@@ -133,6 +160,31 @@ class KernelRecording {
 namespace detail {
 // The recording of this thread's CPU kernel calls, or null (the usual case).
 inline thread_local KernelRecording* active_recording = nullptr;
+
+// The scalar arguments among `args` (numbers, flags, op codes; not
+// pointers or structures, except those that describe() themselves, such as
+// a shape) as "a, b, c".
+template <class... Args>
+std::string scalar_arguments(const Args&... args) {
+  std::string text;
+  const auto append = [&text](const auto& arg) {
+    using A = std::decay_t<decltype(arg)>;
+    std::string item;
+    if constexpr (requires { arg.describe(); })
+      item = arg.describe();
+    else if constexpr (std::is_same_v<A, bool>)
+      item = arg ? "true" : "false";
+    else if constexpr (std::is_enum_v<A>)
+      item = std::to_string(static_cast<long long>(arg));
+    else if constexpr (std::is_arithmetic_v<A>)
+      item = std::to_string(arg);
+    else
+      return;
+    text += (text.empty() ? "" : ", ") + item;
+  };
+  (append(args), ...);
+  return text;
+}
 
 // Records `call` into `recording`, then runs it. `Ret` is the kernel's
 // return type; see the header comment for what is refused.
@@ -145,7 +197,7 @@ Ret record_kernel(KernelRecording* recording, const char* kernel, Call&& call, c
     return call();
   } else {
     recording->check_pointers(kernel, args...);
-    recording->add(kernel, call);
+    recording->add(kernel, call, scalar_arguments(args...));
     call();
   }
 }

@@ -475,6 +475,11 @@ MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const
   return meta;
 }
 
+std::vector<CapturedStep::KernelTime> CapturedMetaGradient::kernel_times(int rounds) const {
+  if (!step_) throw ValueError("CapturedMetaGradient::kernel_times: no step captured yet (call the step once first)");
+  return step_->kernel_times(rounds);
+}
+
 Adapted adapt(const Model& model, Loss loss, const MetaConfig& config, const MetaParams& params, const TaskBatch& batch,
               int steps, const AdaptOptions& options) {
   validate_inputs("adapt", model, loss, config, params, &batch);

@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "metatape/tensor.hpp"
@@ -61,6 +62,20 @@ class CapturedStep {
 
   std::int64_t replays() const;
   Device device() const;
+
+  // Where a CPU step's time goes: every recorded kernel call, in call order,
+  // with its scalar arguments (sizes, flags, op codes; shapes for the
+  // broadcasting kernels) and the median of its time over `rounds` replays
+  // in which each call is timed on its own. The replays run on the inputs of
+  // the last call, and leave the outputs as a replay does. ValueError for
+  // rounds < 1; DeviceError for a step captured on the GPU (a CUDA graph
+  // runs as one launch).
+  struct KernelTime {
+    const char* kernel;     // the kernel's name in the CPU kernel table
+    std::string arguments;  // e.g. "false, true, 10, 40, 40, 400, 1600, 400, 25" for gemm_batched
+    double microseconds;
+  };
+  std::vector<KernelTime> kernel_times(int rounds = 11) const;
 
  private:
   struct State;

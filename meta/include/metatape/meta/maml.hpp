@@ -219,6 +219,9 @@ class CapturedMetaGradient {
   // communicator of one process takes (the same bits as that eager step).
   CapturedMetaGradient(const Model& model, Loss loss, const MetaConfig& config, bool split_by_task = false);
   MetaStepTensors operator()(const MetaParams& params, const TaskBatch& batch);
+  // The captured step's kernel calls and their times (CapturedStep's
+  // kernel_times); ValueError before the first call has captured it.
+  std::vector<CapturedStep::KernelTime> kernel_times(int rounds = 11) const;
   // What the constructor checks: a valid config without the multi-step loss.
   static void validate(const MetaConfig& config);
 
