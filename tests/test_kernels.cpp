@@ -272,6 +272,7 @@ void check_element_loops_bits() {
     // a one value, and a read across a transposed [half, 2] layout.
     const std::int64_t half = n / 2, shape[] = {n}, unit[] = {1}, repeat[] = {0};
     const std::int64_t grid[] = {2, half}, across[] = {1, 2}, rows[] = {half, 1};
+    const std::int64_t third = n / 3, bias_shape[] = {3, third}, whole_rows[] = {third, 1}, bias_rows[] = {0, 1};
     for (int code = 0; code <= static_cast<int>(BinaryOp::div); ++code) {
       const BinaryOp op = static_cast<BinaryOp>(code);
       CAPTURE(code);
@@ -285,13 +286,23 @@ void check_element_loops_bits() {
               [&](std::int64_t i) { return binary_value<Op>(x[5], y[i]); }, n);
         check([&](T* o) { K::binary<T>(op, 2, grid, x, across, y, rows, o); },
               [&](std::int64_t i) { return binary_value<Op>(x[(i % half) * 2 + i / half], y[i]); }, 2 * half);
+        // A bias over rows, [3, third] (op) [1, third]: a block of three
+        // rows of whole operands (AVX-512's masked short rows up to 64).
+        if (third > 0)
+          check([&](T* o) { K::binary<T>(op, 2, bias_shape, x, whole_rows, y, bias_rows, o); },
+                [&](std::int64_t i) { return binary_value<Op>(x[i], y[i % third]); }, 3 * third);
       });
     }
     // Rows of [3, n/3] summed into one row, in order from 0 (from n = 16
     // the rows are at least 5 long, which is the row-addition loop).
-    const std::int64_t third = n / 3, in_shape[] = {3, third}, out_shape[] = {1, third};
+    const std::int64_t in_shape[] = {3, third}, out_shape[] = {1, third};
     check([&](T* o) { K::sum_to<T>(2, in_shape, y, out_shape, o); },
           [&](std::int64_t j) { return ((T(0) + y[j]) + y[third + j]) + y[2 * third + j]; }, third);
+    // An expansion of [1, third] to [3, third]: rows copied whole (AVX-512's
+    // masked short rows up to 64).
+    if (third > 0)
+      check([&](T* o) { K::strided_copy<T>(2, bias_shape, x, bias_rows, o); },
+            [&](std::int64_t i) { return x[i % third]; }, 3 * third);
     using Other = std::conditional_t<std::is_same_v<T, float>, double, float>;
     std::vector<Other> converted(static_cast<std::size_t>(n) + 2, Other(-1));
     K::convert<T, Other>(x, converted.data() + 1, n);

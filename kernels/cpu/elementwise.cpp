@@ -10,6 +10,9 @@
 #include "parallel_loop.hpp"
 #include "strided.hpp"
 #include "vector_clones.hpp"
+#if METATAPE_SMALL_GEMM
+#include "short_rows.hpp"
+#endif
 
 namespace metatape::kernels::cpu {
 namespace {
@@ -64,10 +67,16 @@ std::int64_t unary_grain(UnaryOp op) {
 
 // A block of innermost rows of a broadcasting binary op (for_each_block),
 // in one call. The branches give the compiler unit-stride loops to
-// vectorise in the common layouts.
-template <class T, class F>
+// vectorise in the common layouts; short rows of whole operands go to
+// AVX-512's masked vectors where that is the copy in use (short_rows.hpp).
+template <BinaryOp Op, class T>
 void binary_rows(T* out, const T* a, const T* b, const RowBlock& block, std::int64_t n, std::int64_t sa,
-                 std::int64_t sb, F f) {
+                 std::int64_t sb) {
+#if METATAPE_SMALL_GEMM
+  if (sa == 1 && sb == 1 && n <= short_rows::kMaxLength && element_loop_isa() == SmallGemmIsa::avx512)
+    return short_rows::binary<Op>(out, a, b, block, n);
+#endif
+  const auto f = [](T u, T v) { return binary_value<Op>(u, v); };
   run_vectorised([&] {
     for (std::int64_t r = 0; r < block.rows; ++r) {
       T* o = out + r * block.stride[0];
@@ -88,9 +97,10 @@ void binary_rows(T* out, const T* a, const T* b, const RowBlock& block, std::int
   });
 }
 
-template <class T, class F>
+template <BinaryOp Op, class T>
 void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
-                 const std::int64_t* b_strides, T* out, std::int64_t grain, F f) {
+                 const std::int64_t* b_strides, T* out) {
+  const std::int64_t grain = Op == BinaryOp::div ? kMathGrain : kStreamGrain;
   std::int64_t out_strides[kMaxLoopRank];
   contiguous_strides(rank, shape, out_strides);
   const std::int64_t* strides[3] = {out_strides, a_strides, b_strides};
@@ -99,7 +109,7 @@ void binary_loop(int rank, const std::int64_t* shape, const T* a, const std::int
   parallel_for_each_block(loop, widest_dimension(loop, 0), grain,
                           [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s, const RowBlock& block) {
                             // The output is contiguous and never broadcast, so its inner stride is 1.
-                            binary_rows(out + off[0], a + off[1], b + off[2], block, n, s[1], s[2], f);
+                            binary_rows<Op>(out + off[0], a + off[1], b + off[2], block, n, s[1], s[2]);
                           });
 }
 
@@ -139,8 +149,7 @@ template <class T>
 void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
             const std::int64_t* b_strides, T* out) {
   with_binary_op(op, [&]<BinaryOp Op>(std::integral_constant<BinaryOp, Op>) {
-    binary_loop(rank, shape, a, a_strides, b, b_strides, out, Op == BinaryOp::div ? kMathGrain : kStreamGrain,
-                [](T u, T v) { return binary_value<Op>(u, v); });
+    binary_loop<Op>(rank, shape, a, a_strides, b, b_strides, out);
   });
 }
 

@@ -9,11 +9,16 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "../scalar_math.hpp"
 #include "parallel.hpp"
 #include "parallel_loop.hpp"
 #include "strided.hpp"
+#if METATAPE_SMALL_GEMM
+#include "short_rows.hpp"
+#include "small_gemm.hpp"
+#endif
 
 namespace metatape::kernels::cpu {
 
@@ -23,19 +28,28 @@ void strided_copy(int rank, const std::int64_t* shape, const T* x, const std::in
   contiguous_strides(rank, shape, out_strides);
   const std::int64_t* strides[2] = {out_strides, x_strides};
   const StridedLoop loop = make_loop(rank, shape, 2, strides);
-  parallel_for_each_row(loop, widest_dimension(loop, 0), kStreamGrain,
-                        [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s) {
-                          T* o = out + off[0];
-                          const T* xr = x + off[1];
-                          if (s[1] == 1) {
-                            std::memcpy(o, xr, static_cast<std::size_t>(n) * sizeof(T));
-                          } else if (s[1] == 0) {
-                            const T v = *xr;
-                            for (std::int64_t i = 0; i < n; ++i) o[i] = v;
-                          } else {
-                            for (std::int64_t i = 0; i < n; ++i) o[i] = xr[i * s[1]];
-                          }
-                        });
+  parallel_for_each_block(
+      loop, widest_dimension(loop, 0), kStreamGrain,
+      [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s, const RowBlock& block) {
+#if METATAPE_SMALL_GEMM
+        // Short rows of floats in AVX-512's masked vectors (short_rows.hpp).
+        if constexpr (std::is_floating_point_v<T>)
+          if (s[1] == 1 && n <= short_rows::kMaxLength && element_loop_isa() == SmallGemmIsa::avx512)
+            return short_rows::copy(out + off[0], x + off[1], block, n);
+#endif
+        for (std::int64_t r = 0; r < block.rows; ++r) {
+          T* o = out + off[0] + r * block.stride[0];
+          const T* xr = x + off[1] + r * block.stride[1];
+          if (s[1] == 1) {
+            std::memcpy(o, xr, static_cast<std::size_t>(n) * sizeof(T));
+          } else if (s[1] == 0) {
+            const T v = *xr;
+            for (std::int64_t i = 0; i < n; ++i) o[i] = v;
+          } else {
+            for (std::int64_t i = 0; i < n; ++i) o[i] = xr[i * s[1]];
+          }
+        }
+      });
 }
 
 template <class T>

@@ -15,6 +15,9 @@
 #include "parallel_loop.hpp"
 #include "strided.hpp"
 #include "vector_clones.hpp"
+#if METATAPE_SMALL_GEMM
+#include "short_rows.hpp"
+#endif
 
 namespace metatape::kernels::cpu {
 namespace {
@@ -33,6 +36,10 @@ double sum_contiguous(const T* x, std::int64_t n) {
 // is x, 1 the output), row after row.
 template <class T>
 void add_rows(T* o, const T* x, const RowBlock& block, std::int64_t n) {
+#if METATAPE_SMALL_GEMM
+  if (n <= short_rows::kMaxLength && element_loop_isa() == SmallGemmIsa::avx512)
+    return short_rows::accumulate(o, x, block, n);
+#endif
   run_vectorised([&] {
     for (std::int64_t r = 0; r < block.rows; ++r) {
       T* orow = o + r * block.stride[1];

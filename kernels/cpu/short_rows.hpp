@@ -1,0 +1,141 @@
+// Rows too short for the compiler's element loops, in AVX-512 vectors with
+// the last one masked.
+//
+// The broadcasting kernels walk blocks of rows (strided.hpp's
+// for_each_block). Where a row is long the compiler's vector loop is what
+// one would write; where it is short — a task-batched MLP's bias rows,
+// [T, K, 40] against [T, 1, 40], and their sums — the loop for a length
+// known only at run time (trip count, alias checks, then narrower and
+// narrower epilogues) cost about 14 cycles a row over the arithmetic, and a
+// [25, 10, 40] bias add took 1.7x as long as a contiguous add of the same
+// size. Here a row of n entries is ceil(n / lanes) vector operations, the
+// last one masked to the row: no epilogue, nothing read or written past
+// the row.
+//
+// Each lane computes what binary_value (scalar_math.hpp) computes: one IEEE
+// add, subtract, multiply or divide, rounded once, so the bits equal the
+// other copies' (the element-loop tests compare them). x86-64 builds only
+// (METATAPE_SMALL_GEMM), and called only where element_loop_isa() is
+// AVX-512.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "../types.hpp"
+#include "strided.hpp"
+
+namespace metatape::kernels::cpu::short_rows {
+
+// The longest row taken: four vectors of floats. Longer rows are the
+// compiler's loop's, whose per-row cost is small next to theirs.
+inline constexpr std::int64_t kMaxLength = 64;
+
+// AVX-512 registers of T, and the operations used here.
+template <class T>
+struct Zmm;
+
+template <>
+struct Zmm<float> {
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr int kLanes = 16;
+  [[gnu::target("avx512f")]] static Mask mask(std::int64_t count) {
+    return count >= kLanes ? Mask(0xFFFF) : static_cast<Mask>((1u << count) - 1);
+  }
+  [[gnu::target("avx512f")]] static V load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  [[gnu::target("avx512f")]] static void store(float* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  [[gnu::target("avx512f")]] static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  [[gnu::target("avx512f")]] static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  [[gnu::target("avx512f")]] static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  [[gnu::target("avx512f")]] static V div(V a, V b) { return _mm512_div_ps(a, b); }
+};
+
+template <>
+struct Zmm<double> {
+  using V = __m512d;
+  using Mask = __mmask8;
+  static constexpr int kLanes = 8;
+  [[gnu::target("avx512f")]] static Mask mask(std::int64_t count) {
+    return count >= kLanes ? Mask(0xFF) : static_cast<Mask>((1u << count) - 1);
+  }
+  [[gnu::target("avx512f")]] static V load(const double* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
+  [[gnu::target("avx512f")]] static void store(double* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
+  [[gnu::target("avx512f")]] static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  [[gnu::target("avx512f")]] static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+  [[gnu::target("avx512f")]] static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  [[gnu::target("avx512f")]] static V div(V a, V b) { return _mm512_div_pd(a, b); }
+};
+
+// binary_value<Op> on whole vectors.
+template <BinaryOp Op, class T>
+[[gnu::target("avx512f")]] inline typename Zmm<T>::V apply(typename Zmm<T>::V a, typename Zmm<T>::V b) {
+  if constexpr (Op == BinaryOp::add) return Zmm<T>::add(a, b);
+  if constexpr (Op == BinaryOp::sub) return Zmm<T>::sub(a, b);
+  if constexpr (Op == BinaryOp::mul) return Zmm<T>::mul(a, b);
+  if constexpr (Op == BinaryOp::div) return Zmm<T>::div(a, b);
+}
+
+// out = a (op) b on each row of a block whose rows all have unit inner
+// strides (operands 0, 1, 2: out, a, b, as binary_rows takes them), n <=
+// kMaxLength entries a row.
+template <BinaryOp Op, class T>
+[[gnu::target("avx512f")]] void binary(T* out, const T* a, const T* b, const RowBlock& block, std::int64_t n) {
+  using Z = Zmm<T>;
+  for (std::int64_t r = 0; r < block.rows; ++r) {
+    T* o = out + r * block.stride[0];
+    const T* ar = a + r * block.stride[1];
+    const T* br = b + r * block.stride[2];
+    for (std::int64_t i = 0; i < n; i += Z::kLanes) {
+      const typename Z::Mask m = Z::mask(n - i);
+      Z::store(o + i, m, apply<Op, T>(Z::load(ar + i, m), Z::load(br + i, m)));
+    }
+  }
+}
+
+// o += x on each row of a block with unit inner strides (operand 0 is x,
+// 1 the output, as sum_to's add_rows takes them), row after row: each
+// entry of o adds the rows' entries in row order. Where every row adds
+// into the same output row (a sum over the block's rows) the sums stay in
+// registers, each vector loaded and stored once: a masked store cannot
+// forward to the next row's load of the same entries, which waited for it.
+template <class T>
+[[gnu::target("avx512f")]] void accumulate(T* o, const T* x, const RowBlock& block, std::int64_t n) {
+  using Z = Zmm<T>;
+  if (block.stride[1] == 0) {
+    for (std::int64_t i = 0; i < n; i += Z::kLanes) {
+      const typename Z::Mask m = Z::mask(n - i);
+      typename Z::V sum = Z::load(o + i, m);
+      for (std::int64_t r = 0; r < block.rows; ++r) sum = Z::add(sum, Z::load(x + r * block.stride[0] + i, m));
+      Z::store(o + i, m, sum);
+    }
+    return;
+  }
+  for (std::int64_t r = 0; r < block.rows; ++r) {
+    T* orow = o + r * block.stride[1];
+    const T* xrow = x + r * block.stride[0];
+    for (std::int64_t i = 0; i < n; i += Z::kLanes) {
+      const typename Z::Mask m = Z::mask(n - i);
+      Z::store(orow + i, m, Z::add(Z::load(orow + i, m), Z::load(xrow + i, m)));
+    }
+  }
+}
+
+// out = x on each row of a block with unit inner strides (operand 0 is the
+// output, 1 is x, as strided_copy takes them): an expansion's rows, where a
+// call of memcpy per row of 40 floats cost more than the copy.
+template <class T>
+[[gnu::target("avx512f")]] void copy(T* out, const T* x, const RowBlock& block, std::int64_t n) {
+  using Z = Zmm<T>;
+  for (std::int64_t r = 0; r < block.rows; ++r) {
+    T* o = out + r * block.stride[0];
+    const T* xr = x + r * block.stride[1];
+    for (std::int64_t i = 0; i < n; i += Z::kLanes) {
+      const typename Z::Mask m = Z::mask(n - i);
+      Z::store(o + i, m, Z::load(xr + i, m));
+    }
+  }
+}
+
+}  // namespace metatape::kernels::cpu::short_rows
