@@ -19,11 +19,10 @@
 // AVX-512.
 #pragma once
 
-#include <immintrin.h>
-
 #include <cstdint>
 
 #include "../types.hpp"
+#include "avx512_vectors.hpp"
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu::short_rows {
@@ -32,49 +31,19 @@ namespace metatape::kernels::cpu::short_rows {
 // compiler's loop's, whose per-row cost is small next to theirs.
 inline constexpr std::int64_t kMaxLength = 64;
 
-// AVX-512 registers of T, and the operations used here.
+// The mask of a row's vector that starts `left` entries before its end.
 template <class T>
-struct Zmm;
-
-template <>
-struct Zmm<float> {
-  using V = __m512;
-  using Mask = __mmask16;
-  static constexpr int kLanes = 16;
-  [[gnu::target("avx512f")]] static Mask mask(std::int64_t count) {
-    return count >= kLanes ? Mask(0xFFFF) : static_cast<Mask>((1u << count) - 1);
-  }
-  [[gnu::target("avx512f")]] static V load(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
-  [[gnu::target("avx512f")]] static void store(float* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
-  [[gnu::target("avx512f")]] static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  [[gnu::target("avx512f")]] static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  [[gnu::target("avx512f")]] static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  [[gnu::target("avx512f")]] static V div(V a, V b) { return _mm512_div_ps(a, b); }
-};
-
-template <>
-struct Zmm<double> {
-  using V = __m512d;
-  using Mask = __mmask8;
-  static constexpr int kLanes = 8;
-  [[gnu::target("avx512f")]] static Mask mask(std::int64_t count) {
-    return count >= kLanes ? Mask(0xFF) : static_cast<Mask>((1u << count) - 1);
-  }
-  [[gnu::target("avx512f")]] static V load(const double* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
-  [[gnu::target("avx512f")]] static void store(double* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
-  [[gnu::target("avx512f")]] static V add(V a, V b) { return _mm512_add_pd(a, b); }
-  [[gnu::target("avx512f")]] static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
-  [[gnu::target("avx512f")]] static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  [[gnu::target("avx512f")]] static V div(V a, V b) { return _mm512_div_pd(a, b); }
-};
+[[gnu::target("avx512f")]] inline typename Avx512<T>::Mask lanes_left(std::int64_t left) {
+  return Avx512<T>::mask(left < Avx512<T>::kLanes ? left : Avx512<T>::kLanes);
+}
 
 // binary_value<Op> on whole vectors.
 template <BinaryOp Op, class T>
-[[gnu::target("avx512f")]] inline typename Zmm<T>::V apply(typename Zmm<T>::V a, typename Zmm<T>::V b) {
-  if constexpr (Op == BinaryOp::add) return Zmm<T>::add(a, b);
-  if constexpr (Op == BinaryOp::sub) return Zmm<T>::sub(a, b);
-  if constexpr (Op == BinaryOp::mul) return Zmm<T>::mul(a, b);
-  if constexpr (Op == BinaryOp::div) return Zmm<T>::div(a, b);
+[[gnu::target("avx512f")]] inline typename Avx512<T>::V apply(typename Avx512<T>::V a, typename Avx512<T>::V b) {
+  if constexpr (Op == BinaryOp::add) return Avx512<T>::add(a, b);
+  if constexpr (Op == BinaryOp::sub) return Avx512<T>::sub(a, b);
+  if constexpr (Op == BinaryOp::mul) return Avx512<T>::mul(a, b);
+  if constexpr (Op == BinaryOp::div) return Avx512<T>::div(a, b);
 }
 
 // out = a (op) b on each row of a block whose rows all have unit inner
@@ -82,14 +51,14 @@ template <BinaryOp Op, class T>
 // kMaxLength entries a row.
 template <BinaryOp Op, class T>
 [[gnu::target("avx512f")]] void binary(T* out, const T* a, const T* b, const RowBlock& block, std::int64_t n) {
-  using Z = Zmm<T>;
+  using Z = Avx512<T>;
   for (std::int64_t r = 0; r < block.rows; ++r) {
     T* o = out + r * block.stride[0];
     const T* ar = a + r * block.stride[1];
     const T* br = b + r * block.stride[2];
     for (std::int64_t i = 0; i < n; i += Z::kLanes) {
-      const typename Z::Mask m = Z::mask(n - i);
-      Z::store(o + i, m, apply<Op, T>(Z::load(ar + i, m), Z::load(br + i, m)));
+      const typename Z::Mask m = lanes_left<T>(n - i);
+      Z::store(o + i, apply<Op, T>(Z::load(ar + i, m), Z::load(br + i, m)), m);
     }
   }
 }
@@ -102,13 +71,13 @@ template <BinaryOp Op, class T>
 // forward to the next row's load of the same entries, which waited for it.
 template <class T>
 [[gnu::target("avx512f")]] void accumulate(T* o, const T* x, const RowBlock& block, std::int64_t n) {
-  using Z = Zmm<T>;
+  using Z = Avx512<T>;
   if (block.stride[1] == 0) {
     for (std::int64_t i = 0; i < n; i += Z::kLanes) {
-      const typename Z::Mask m = Z::mask(n - i);
+      const typename Z::Mask m = lanes_left<T>(n - i);
       typename Z::V sum = Z::load(o + i, m);
       for (std::int64_t r = 0; r < block.rows; ++r) sum = Z::add(sum, Z::load(x + r * block.stride[0] + i, m));
-      Z::store(o + i, m, sum);
+      Z::store(o + i, sum, m);
     }
     return;
   }
@@ -116,8 +85,8 @@ template <class T>
     T* orow = o + r * block.stride[1];
     const T* xrow = x + r * block.stride[0];
     for (std::int64_t i = 0; i < n; i += Z::kLanes) {
-      const typename Z::Mask m = Z::mask(n - i);
-      Z::store(orow + i, m, Z::add(Z::load(orow + i, m), Z::load(xrow + i, m)));
+      const typename Z::Mask m = lanes_left<T>(n - i);
+      Z::store(orow + i, Z::add(Z::load(orow + i, m), Z::load(xrow + i, m)), m);
     }
   }
 }
@@ -127,13 +96,13 @@ template <class T>
 // call of memcpy per row of 40 floats cost more than the copy.
 template <class T>
 [[gnu::target("avx512f")]] void copy(T* out, const T* x, const RowBlock& block, std::int64_t n) {
-  using Z = Zmm<T>;
+  using Z = Avx512<T>;
   for (std::int64_t r = 0; r < block.rows; ++r) {
     T* o = out + r * block.stride[0];
     const T* xr = x + r * block.stride[1];
     for (std::int64_t i = 0; i < n; i += Z::kLanes) {
-      const typename Z::Mask m = Z::mask(n - i);
-      Z::store(o + i, m, Z::load(xr + i, m));
+      const typename Z::Mask m = lanes_left<T>(n - i);
+      Z::store(o + i, Z::load(xr + i, m), m);
     }
   }
 }
