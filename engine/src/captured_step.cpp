@@ -158,6 +158,15 @@ struct CapturedStep::State {
     outputs.clear();
   }
 
+  // ValueError unless the CPU kernels run at the capture's thread count;
+  // `doing` says what the caller was about to do ("replayed", "timed").
+  void require_capture_threads(const char* doing) const {
+    if (kernels::cpu::threads() != cpu_threads)
+      throw ValueError("CapturedStep: captured with " + std::to_string(cpu_threads) + " CPU thread(s), " + doing +
+                       " with " + std::to_string(kernels::cpu::threads()) +
+                       " (set_num_threads changed in between): capture the step again at this thread count");
+  }
+
   // f run once eagerly with every CPU kernel call recorded, with the
   // capture's blocks reused; again without reuse where that was unsound (a
   // constant written on the host into a reused block).
@@ -244,10 +253,7 @@ std::vector<Tensor> CapturedStep::operator()(const std::vector<Tensor>& inputs) 
   check_inputs(inputs, s.inputs);
   for (std::size_t i = 0; i < inputs.size(); ++i) copy_values(inputs[i], s.inputs[i]);
   if (s.device == Device::cpu) {
-    if (kernels::cpu::threads() != s.cpu_threads)
-      throw ValueError("CapturedStep: captured with " + std::to_string(s.cpu_threads) +
-                       " CPU thread(s), replayed with " + std::to_string(kernels::cpu::threads()) +
-                       " (set_num_threads changed in between): capture the step again at this thread count");
+    s.require_capture_threads("replayed");
     s.cpu->recording.replay();
   } else {
 #ifdef METATAPE_CUDA
@@ -266,9 +272,7 @@ std::vector<CapturedStep::KernelTime> CapturedStep::kernel_times(int rounds) con
   if (state_->device != Device::cpu)
     throw DeviceError("CapturedStep::kernel_times: the step was captured as a CUDA graph, which runs as one launch");
   detail::refuse_in_cpu_capture("timing a CapturedStep's kernels");
-  if (kernels::cpu::threads() != state_->cpu_threads)
-    throw ValueError("CapturedStep::kernel_times: captured with " + std::to_string(state_->cpu_threads) +
-                     " CPU thread(s), timed with " + std::to_string(kernels::cpu::threads()));
+  state_->require_capture_threads("timed");
   const kernels::cpu::KernelRecording& recording = state_->cpu->recording;
   const std::vector<double> seconds = recording.time_calls(rounds);
   std::vector<KernelTime> out;

@@ -73,8 +73,7 @@ template <BinaryOp Op, class T>
 void binary_rows(T* out, const T* a, const T* b, const RowBlock& block, std::int64_t n, std::int64_t sa,
                  std::int64_t sb) {
 #if METATAPE_SMALL_GEMM
-  if (sa == 1 && sb == 1 && n <= short_rows::kMaxLength && element_loop_isa() == SmallGemmIsa::avx512)
-    return short_rows::binary<Op>(out, a, b, block, n);
+  if (sa == 1 && sb == 1 && short_rows::takes(n)) return short_rows::binary<Op>(out, a, b, block, n);
 #endif
   const auto f = [](T u, T v) { return binary_value<Op>(u, v); };
   run_vectorised([&] {

@@ -17,10 +17,36 @@
 #include "strided.hpp"
 #if METATAPE_SMALL_GEMM
 #include "short_rows.hpp"
-#include "small_gemm.hpp"
 #endif
 
 namespace metatape::kernels::cpu {
+
+namespace {
+
+// A block of strided_copy's rows (operand 0 the output, 1 x), x's entries
+// `step` apart along a row. Short rows of floats go to AVX-512's masked
+// vectors (short_rows.hpp).
+template <class T>
+void copy_rows(T* out, const T* x, const RowBlock& block, std::int64_t n, std::int64_t step) {
+#if METATAPE_SMALL_GEMM
+  if constexpr (std::is_floating_point_v<T>)
+    if (step == 1 && short_rows::takes(n)) return short_rows::copy(out, x, block, n);
+#endif
+  for (std::int64_t r = 0; r < block.rows; ++r) {
+    T* o = out + r * block.stride[0];
+    const T* xr = x + r * block.stride[1];
+    if (step == 1) {
+      std::memcpy(o, xr, static_cast<std::size_t>(n) * sizeof(T));
+    } else if (step == 0) {
+      const T v = *xr;
+      for (std::int64_t i = 0; i < n; ++i) o[i] = v;
+    } else {
+      for (std::int64_t i = 0; i < n; ++i) o[i] = xr[i * step];
+    }
+  }
+}
+
+}  // namespace
 
 template <class T>
 void strided_copy(int rank, const std::int64_t* shape, const T* x, const std::int64_t* x_strides, T* out) {
@@ -28,28 +54,10 @@ void strided_copy(int rank, const std::int64_t* shape, const T* x, const std::in
   contiguous_strides(rank, shape, out_strides);
   const std::int64_t* strides[2] = {out_strides, x_strides};
   const StridedLoop loop = make_loop(rank, shape, 2, strides);
-  parallel_for_each_block(
-      loop, widest_dimension(loop, 0), kStreamGrain,
-      [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s, const RowBlock& block) {
-#if METATAPE_SMALL_GEMM
-        // Short rows of floats in AVX-512's masked vectors (short_rows.hpp).
-        if constexpr (std::is_floating_point_v<T>)
-          if (s[1] == 1 && n <= short_rows::kMaxLength && element_loop_isa() == SmallGemmIsa::avx512)
-            return short_rows::copy(out + off[0], x + off[1], block, n);
-#endif
-        for (std::int64_t r = 0; r < block.rows; ++r) {
-          T* o = out + off[0] + r * block.stride[0];
-          const T* xr = x + off[1] + r * block.stride[1];
-          if (s[1] == 1) {
-            std::memcpy(o, xr, static_cast<std::size_t>(n) * sizeof(T));
-          } else if (s[1] == 0) {
-            const T v = *xr;
-            for (std::int64_t i = 0; i < n; ++i) o[i] = v;
-          } else {
-            for (std::int64_t i = 0; i < n; ++i) o[i] = xr[i * s[1]];
-          }
-        }
-      });
+  parallel_for_each_block(loop, widest_dimension(loop, 0), kStreamGrain,
+                          [&](const std::int64_t* off, std::int64_t n, const std::int64_t* s, const RowBlock& block) {
+                            copy_rows(out + off[0], x + off[1], block, n, s[1]);
+                          });
 }
 
 template <class T>

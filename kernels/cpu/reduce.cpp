@@ -37,8 +37,7 @@ double sum_contiguous(const T* x, std::int64_t n) {
 template <class T>
 void add_rows(T* o, const T* x, const RowBlock& block, std::int64_t n) {
 #if METATAPE_SMALL_GEMM
-  if (n <= short_rows::kMaxLength && element_loop_isa() == SmallGemmIsa::avx512)
-    return short_rows::accumulate(o, x, block, n);
+  if (short_rows::takes(n)) return short_rows::accumulate(o, x, block, n);
 #endif
   run_vectorised([&] {
     for (std::int64_t r = 0; r < block.rows; ++r) {

@@ -23,6 +23,7 @@
 
 #include "../types.hpp"
 #include "avx512_vectors.hpp"
+#include "small_gemm.hpp"
 #include "strided.hpp"
 
 namespace metatape::kernels::cpu::short_rows {
@@ -30,6 +31,10 @@ namespace metatape::kernels::cpu::short_rows {
 // The longest row taken: four vectors of floats. Longer rows are the
 // compiler's loop's, whose per-row cost is small next to theirs.
 inline constexpr std::int64_t kMaxLength = 64;
+
+// Whether rows of n entries (unit inner strides) go here: short enough,
+// and AVX-512 the element loops' copy in use.
+inline bool takes(std::int64_t n) { return n <= kMaxLength && element_loop_isa() == SmallGemmIsa::avx512; }
 
 // The mask of a row's vector that starts `left` entries before its end.
 template <class T>
