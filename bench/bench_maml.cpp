@@ -8,9 +8,10 @@
 // Peak memory per configuration is the storage pool's high-water mark
 // during one step (tensor storage only), reported as the "peak_MiB" counter.
 //
-// bench-maml --kernel-times [ROUNDS] runs no benchmark: it prints where the
-// replayed sinusoid step's time goes (CapturedStep::kernel_times), by kernel
-// and its slowest calls, for 1 and 5 inner steps.
+// bench-maml --kernel-times [ROUNDS] [MODEL] runs no benchmark: it prints
+// where a replayed exact step's time goes (CapturedStep::kernel_times), by
+// kernel and its slowest calls: MODEL sinusoid (the default; 1 and 5 inner
+// steps), conv4 or strided-conv4 (meta-batch 4, one inner step).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -95,10 +96,9 @@ BENCHMARK(BM_Conv4)
 
 namespace {
 
-// The table of CapturedMetaGradient::kernel_times for the exact sinusoid
-// step of `steps` inner steps.
-void print_kernel_times(int steps, int rounds) {
-  const bench::MamlSetup setup = bench::sinusoid_setup(steps, false, true, mt::DType::f32);
+// The table of CapturedMetaGradient::kernel_times for the exact step of
+// `setup`, headed by `what`.
+void print_kernel_times(const std::string& what, const bench::MamlSetup& setup, int rounds) {
   meta::CapturedMetaGradient step(*setup.model, setup.loss, setup.config);
   (void)step(setup.params, setup.batch);
   const std::vector<mt::CapturedStep::KernelTime> calls = step.kernel_times(rounds);
@@ -111,9 +111,9 @@ void print_kernel_times(int steps, int rounds) {
     us += c.microseconds;
   }
   std::printf(
-      "sinusoid MLP 1-40-40-1, 25 tasks, K = 10, %d inner step(s), exact, float32, replayed: %zu kernel calls, "
-      "%.1f us in all (each call timed alone, median of %d replays)\n",
-      steps, calls.size(), total, rounds);
+      "%s, exact, float32, replayed: %zu kernel calls, %.1f us in all (each call timed alone, median of %d "
+      "replays)\n",
+      what.c_str(), calls.size(), total, rounds);
   std::printf("  %-16s %6s %10s %7s\n", "kernel", "calls", "us/step", "share");
   std::vector<std::pair<std::string, std::pair<int, double>>> rows(by_kernel.begin(), by_kernel.end());
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
@@ -140,7 +140,22 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench-maml --kernel-times: ROUNDS must be a positive integer, got '%s'\n", argv[2]);
       return 2;
     }
-    for (int steps : {1, 5}) print_kernel_times(steps, rounds);
+    const std::string model = argc >= 4 ? argv[3] : "sinusoid";
+    if (model == "sinusoid") {
+      for (int steps : {1, 5})
+        print_kernel_times("sinusoid MLP 1-40-40-1, 25 tasks, K = 10, " + std::to_string(steps) + " inner step(s)",
+                           bench::sinusoid_setup(steps, false, true, mt::DType::f32), rounds);
+    } else if (model == "conv4") {
+      print_kernel_times("Conv4 (max-pool, batch norm), 4 tasks of 5-way 1-shot, 15 queries per class",
+                         bench::conv4_setup(false, true, mt::DType::f32), rounds);
+    } else if (model == "strided-conv4") {
+      print_kernel_times("strided Conv4 (no batch norm), 4 tasks of 5-way 1-shot, 15 queries per class",
+                         bench::strided_conv4_setup(false, true, mt::DType::f32), rounds);
+    } else {
+      std::fprintf(stderr, "bench-maml --kernel-times: MODEL must be sinusoid, conv4 or strided-conv4, got '%s'\n",
+                   argv[3]);
+      return 2;
+    }
     return 0;
   }
   return bench::run_benchmarks_with_resident(argc, argv);

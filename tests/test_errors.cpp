@@ -71,6 +71,8 @@ TEST_SUITE("errors") {
   TEST_CASE("dtype mismatches name the op and both dtypes") {
     const Tensor a = mt::ones({2}, DType::f32), b = mt::ones({2}, f64);
     CHECK(throws_error<mt::DTypeError>([&] { (void)mt::mul(a, b); }, {"mul: dtypes f32 and f64 differ"}));
+    CHECK(throws_error<mt::DTypeError>([&] { (void)mt::add_scaled(a, b, 0.5); },
+                                       {"add_scaled: dtypes f32 and f64 differ"}));
     CHECK(throws_error<mt::DTypeError>([&] { (void)mt::exp(mt::arange(3, DType::i64)); },
                                        {"exp: input 0 must be f32 or f64, not i64"}));
     CHECK(throws_error<mt::DTypeError>([&] { (void)mt::gather_rows(b, mt::ones({2}, f64)); },

@@ -268,6 +268,15 @@ void check_element_loops_bits() {
           [&](std::int64_t i) { return x[i] * mt::kernels::step(y[i]); }, n);
     check([&](T* o) { K::multiply_by_mask<T>(UnaryOp::sign, x, y, o, n); },
           [&](std::int64_t i) { return x[i] * mt::kernels::sign(y[i]); }, n);
+    // x + param · y, the product rounded first (a fused multiply-add would
+    // differ in the last bit wherever it rounds differently).
+    for (const double param : {-0.01, 1.5, -3.0})
+      check([&](T* o) { K::add_scaled<T>(x, y, o, n, param); },
+            [&](std::int64_t i) {
+              const T product = y[i] * static_cast<T>(param);
+              return x[i] + product;
+            },
+            n);
     // Every branch of a broadcasting row: both operands whole, b one value,
     // a one value, and a read across a transposed [half, 2] layout.
     const std::int64_t half = n / 2, shape[] = {n}, unit[] = {1}, repeat[] = {0};

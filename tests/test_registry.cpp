@@ -61,6 +61,7 @@ TEST_SUITE("registry") {
     std::set<std::string> names;
     for (const mt::OpInfo& op : mt::op_registry()) names.insert(op.name);
     for (const char* expected : {"add",
+                                 "add_scaled",
                                  "sub",
                                  "mul",
                                  "div",

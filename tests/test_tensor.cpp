@@ -86,6 +86,21 @@ TEST_SUITE("tensor") {
     CHECK(mt::expand(a, {2, 3, 2}).shape() == Shape{2, 3, 2});
   }
 
+  TEST_CASE("add_scaled has the bits of add after scale, one shape or broadcast") {
+    mt::Generator gen(11);
+    for (const DType dtype : {DType::f32, f64}) {
+      const Tensor x = mt::normal({25, 40, 40}, 0.0, 1.0, gen, dtype),
+                   y = mt::normal({25, 40, 40}, 0.0, 1.0, gen, dtype);
+      const Tensor row = mt::normal({40}, 0.0, 1.0, gen, dtype);
+      for (const double alpha : {-0.01, 0.4, -3.0}) {
+        CAPTURE(alpha);
+        CHECK(mt::add_scaled(x, y, alpha).to_vector() == mt::add(x, mt::scale(y, alpha)).to_vector());
+        CHECK(mt::add_scaled(x, row, alpha).to_vector() == mt::add(x, mt::scale(row, alpha)).to_vector());
+        CHECK(mt::add_scaled(row, x, alpha).to_vector() == mt::add(row, mt::scale(x, alpha)).to_vector());
+      }
+    }
+  }
+
   TEST_CASE("reductions, max and logsumexp") {
     const Tensor x = mt::from_vector({1, 5, 3, 4, 2, 6}, {2, 3}, f64);
     CHECK(mt::sum(x).item() == 21);

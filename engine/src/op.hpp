@@ -25,7 +25,7 @@ namespace metatape::detail {
 // the fields it documents; the rest keep their defaults.
 struct Attrs {
   Shape shape;                               // reshape, expand, sum_to, pad: the target or input shape
-  double scalar = 0.0;                       // pow: exponent; scale / shift: the scalar; batch_norm: eps
+  double scalar = 0.0;                       // pow: exponent; scale / shift / add_scaled: the scalar; batch_norm: eps
   int axis = 0;                              // log_softmax, slice, pad, concat; batch_norm: group axes
   std::int64_t start = 0, stop = 0;          // slice: positions start..stop-1 along `axis`; pad: start
   std::array<std::int8_t, kMaxRank> perm{};  // permute: output axis i is input axis perm[i]

@@ -7,7 +7,7 @@
 namespace metatape::detail {
 
 // ops_elementwise.cpp
-extern const OpDef add_op, sub_op, mul_op, div_op;
+extern const OpDef add_op, add_scaled_op, sub_op, mul_op, div_op;
 extern const OpDef neg_op, exp_op, log_op, sqrt_op, tanh_op, sigmoid_op, relu_op, abs_op;
 extern const OpDef pow_op, scale_op, shift_op, cast_op, copy_op;
 std::vector<OpSample> square_samples(Generator& gen, DType dtype);

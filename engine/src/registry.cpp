@@ -13,6 +13,7 @@ constexpr OpInfo primitive(const detail::OpDef& op) { return {op.name, OpKind::p
 const OpInfo kRegistry[] = {
     // elementwise (ops_elementwise.cpp)
     primitive(detail::add_op),
+    primitive(detail::add_scaled_op),
     primitive(detail::sub_op),
     primitive(detail::mul_op),
     primitive(detail::div_op),

@@ -145,6 +145,14 @@ void multiply_by_mask(UnaryOp op, const T* g, const T* x, T* out, std::int64_t n
 }
 
 template <class T>
+void add_scaled(const T* x, const T* y, T* out, std::int64_t n, double param) {
+  const T p = static_cast<T>(param);
+  parallel_for(n, kStreamGrain, [&](std::int64_t begin, std::int64_t end) {
+    zip_row(x + begin, y + begin, out + begin, end - begin, [p](T xv, T yv) { return xv + yv * p; });
+  });
+}
+
+template <class T>
 void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
             const std::int64_t* b_strides, T* out) {
   with_binary_op(op, [&]<BinaryOp Op>(std::integral_constant<BinaryOp, Op>) {
@@ -176,6 +184,8 @@ template void unary<float>(UnaryOp, const float*, float*, std::int64_t, double);
 template void unary<double>(UnaryOp, const double*, double*, std::int64_t, double);
 template void multiply_by_mask<float>(UnaryOp, const float*, const float*, float*, std::int64_t);
 template void multiply_by_mask<double>(UnaryOp, const double*, const double*, double*, std::int64_t);
+template void add_scaled<float>(const float*, const float*, float*, std::int64_t, double);
+template void add_scaled<double>(const double*, const double*, double*, std::int64_t, double);
 template void binary<float>(BinaryOp, int, const std::int64_t*, const float*, const std::int64_t*, const float*,
                             const std::int64_t*, float*);
 template void binary<double>(BinaryOp, int, const std::int64_t*, const double*, const std::int64_t*, const double*,

@@ -28,6 +28,16 @@ __global__ void mask_kernel(bool sign, const T* g, const T* x, T* out, std::int6
   }
 }
 
+// x, y, out [n]: out = x + y · p, the product rounded before the sum as on
+// the CPU (__fmul_rn and __dmul_rn are never contracted into a fused
+// multiply-add).
+__device__ inline float rounded_product(float a, float b) { return __fmul_rn(a, b); }
+__device__ inline double rounded_product(double a, double b) { return __dmul_rn(a, b); }
+template <class T>
+__global__ void add_scaled_kernel(const T* x, const T* y, T* out, std::int64_t n, T p) {
+  for (std::int64_t i = global_index(); i < n; i += global_stride()) out[i] = x[i] + rounded_product(y[i], p);
+}
+
 template <class T>
 __device__ T apply_binary(BinaryOp op, T a, T b) {
   return with_binary_op(op, [&]<BinaryOp Op>(std::integral_constant<BinaryOp, Op>) { return binary_value<Op>(a, b); });
@@ -76,6 +86,13 @@ void multiply_by_mask(UnaryOp op, const T* g, const T* x, T* out, std::int64_t n
 }
 
 template <class T>
+void add_scaled(const T* x, const T* y, T* out, std::int64_t n, double param) {
+  if (n == 0) return;
+  add_scaled_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(x, y, out, n, static_cast<T>(param));
+  check_launch("add_scaled_kernel");
+}
+
+template <class T>
 void binary(BinaryOp op, int rank, const std::int64_t* shape, const T* a, const std::int64_t* a_strides, const T* b,
             const std::int64_t* b_strides, T* out) {
   Strided5 s;
@@ -121,10 +138,11 @@ void copy(const T* x, T* y, std::int64_t n) {
         "cudaMemcpyAsync (copy)");
 }
 
-#define METATAPE_CUDA_FLOAT(T)                                                                                     \
-  template void unary<T>(UnaryOp, const T*, T*, std::int64_t, double);                                            \
-  template void multiply_by_mask<T>(UnaryOp, const T*, const T*, T*, std::int64_t);                               \
-  template void binary<T>(BinaryOp, int, const std::int64_t*, const T*, const std::int64_t*, const T*,            \
+#define METATAPE_CUDA_FLOAT(T)                                                                         \
+  template void unary<T>(UnaryOp, const T*, T*, std::int64_t, double);                                 \
+  template void multiply_by_mask<T>(UnaryOp, const T*, const T*, T*, std::int64_t);                    \
+  template void add_scaled<T>(const T*, const T*, T*, std::int64_t, double);                           \
+  template void binary<T>(BinaryOp, int, const std::int64_t*, const T*, const std::int64_t*, const T*, \
                           const std::int64_t*, T*);
 METATAPE_CUDA_FLOAT(float)
 METATAPE_CUDA_FLOAT(double)

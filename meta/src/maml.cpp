@@ -147,9 +147,9 @@ Tensor inner_update(const Model& model, const MetaConfig& config, const std::vec
   if (rate.defined()) return sub(parameter, mul(rate, gradient));
   // θ + (−α)·g has the bits of θ − α·g wherever the result is not NaN
   // (negation is exact, and x − y is x + (−y); a NaN's sign may differ), and
-  // its backward to g is one scale, where sub's would add a neg: one op fewer
-  // per parameter and step in every exact meta-gradient.
-  return add(parameter, scale(gradient, -config.inner_lr));
+  // its backward to g is one scale, where sub's would add a neg. add_scaled
+  // computes it in one pass over the per-task weights, not a scale and an add.
+  return add_scaled(parameter, gradient, -config.inner_lr);
 }
 
 namespace {

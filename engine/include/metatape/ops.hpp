@@ -18,6 +18,11 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+// x + alpha · y (PyTorch's add(x, y, alpha=)), alpha rounded to the dtype
+// and the product rounded before the sum: the bits of add(x, scale(y,
+// alpha)), in one pass and one tape node when x and y have one shape (an
+// SGD step θ − α·g is add_scaled(θ, g, -α)).
+Tensor add_scaled(const Tensor& x, const Tensor& y, double alpha);
 
 // --- elementwise, one operand ---
 Tensor neg(const Tensor& x);
