@@ -14,7 +14,8 @@
 //
 // The shapes are the sinusoid MLP's task-batched step (25 tasks, K = 10,
 // widths 1-40-40-1): its products, and the element loops on its
-// [25, 10, 40] and [25, 40, 40] tensors.
+// [25, 10, 40] and [25, 40, 40] tensors; and Conv4's 2×2 max-pooling and
+// its adjoint on each map size.
 //
 // The kernels are found by their C++ (Itanium ABI) symbol names, which
 // follow from their declarations in kernels/cpu/gemm.hpp and
@@ -43,6 +44,10 @@ using SumTo = void (*)(int, const std::int64_t*, const float*, const std::int64_
 using Binary = void (*)(BinaryOp, int, const std::int64_t*, const float*, const std::int64_t*, const float*,
                         const std::int64_t*, float*);
 using StridedCopy = void (*)(int, const std::int64_t*, const float*, const std::int64_t*, float*);
+using MaxPool = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, const metatape::kernels::Window2d&,
+                         float*, std::int64_t*);
+using MaxUnpool = void (*)(const float*, const std::int64_t*, std::int64_t, std::int64_t, std::int64_t,
+                           const metatape::kernels::Window2d&, float*);
 using SetThreads = void (*)(int);
 
 struct Build {
@@ -50,6 +55,8 @@ struct Build {
   SumTo sum_to;
   Binary binary;
   StridedCopy strided_copy;
+  MaxPool max_pool;
+  MaxUnpool max_unpool;
 };
 
 template <class F>
@@ -72,7 +79,9 @@ Build load(const char* path) {
   return {symbol<GemmBatched>(library, path, "_ZN8metatape7kernels3cpu12gemm_batchedIfEEvbblllPKT_lS5_lPS3_ll"),
           symbol<SumTo>(library, path, "_ZN8metatape7kernels3cpu6sum_toIfEEviPKlPKT_S4_PS5_"),
           symbol<Binary>(library, path, "_ZN8metatape7kernels3cpu6binaryIfEEvNS0_8BinaryOpEiPKlPKT_S5_S8_S5_PS6_"),
-          symbol<StridedCopy>(library, path, "_ZN8metatape7kernels3cpu12strided_copyIfEEviPKlPKT_S4_PS5_")};
+          symbol<StridedCopy>(library, path, "_ZN8metatape7kernels3cpu12strided_copyIfEEviPKlPKT_S4_PS5_"),
+          symbol<MaxPool>(library, path, "_ZN8metatape7kernels3cpu8max_poolIfEEvPKT_lllRKNS0_8Window2dEPS3_Pl"),
+          symbol<MaxUnpool>(library, path, "_ZN8metatape7kernels3cpu10max_unpoolIfEEvPKT_PKllllRKNS0_8Window2dEPS3_")};
 }
 
 // One kernel call on `build`, writing `out`.
@@ -120,6 +129,30 @@ std::vector<Case> cases(const std::vector<float>& x, const std::vector<float>& y
                   [&x](const Build& b, float* out) { b.strided_copy(3, small, x.data(), row_strides, out); }});
   list.push_back({"expand [40,40] -> [25,40,40]",
                   [&x](const Build& b, float* out) { b.strided_copy(3, big, x.data(), shared_strides, out); }});
+  // Conv4's 2×2 max-pooling of 75 query images × 64 channels, each map
+  // size it pools, and its adjoint: the maxima, then their int64 indices,
+  // in `out`; the adjoint's g and indices from a first pooling.
+  static const metatape::kernels::Window2d pool{2, 2, 2, 2, 0, 0};
+  constexpr std::int64_t planes = 75 * 64;
+  for (const std::int64_t size : {28, 14, 7}) {
+    const std::int64_t pooled = planes * (size / 2) * (size / 2);
+    const std::string shape = "[4800," + std::to_string(size) + "," + std::to_string(size) + "]";
+    list.push_back({"max_pool 2x2 " + shape, [&x, size, pooled](const Build& b, float* out) {
+                      b.max_pool(x.data(), planes, size, size, pool, out,
+                                 reinterpret_cast<std::int64_t*>(out + pooled));
+                    }});
+    list.push_back({"max_unpool 2x2 " + shape, [&x, &y, size, pooled](const Build& b, float* out) {
+                      static std::vector<std::int64_t> index;
+                      static std::int64_t indexed = 0;
+                      if (indexed != size) {  // the indices of a pooling of x, once per size
+                        index.assign(static_cast<std::size_t>(pooled), 0);
+                        std::vector<float> maxima(static_cast<std::size_t>(pooled));
+                        b.max_pool(x.data(), planes, size, size, pool, maxima.data(), index.data());
+                        indexed = size;
+                      }
+                      b.max_unpool(y.data(), index.data(), planes, size, size, pool, out);
+                    }});
+  }
   return list;
 }
 
@@ -141,8 +174,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   const Build builds[2] = {load(argv[1]), load(argv[2])};
-  // Operands for the largest case (25 matrices of 40 x 40), values in [-3, 3).
-  std::vector<float> x(25 * 40 * 40), y(25 * 40 * 40);
+  // Operands for the largest case (Conv4's 4800 maps of 28 x 28), values in
+  // [-3, 3) with ties.
+  std::vector<float> x(4800 * 28 * 28), y(4800 * 28 * 28);
   for (std::size_t i = 0; i < x.size(); ++i) {
     x[i] = 0.053f * static_cast<float>(i % 113) - 3.0f;
     y[i] = 0.083f * static_cast<float>(i % 71) - 3.0f;

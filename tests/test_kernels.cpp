@@ -381,6 +381,68 @@ TEST_SUITE("kernels") {
     }
   }
 
+  TEST_CASE("2x2 max-pooling and its adjoint: every copy gives a direct loop's maxima, indices and bits") {
+    namespace cpu = mt::kernels::cpu;
+    mt::kernels::Window2d window;
+    window.kernel_h = window.kernel_w = window.stride_h = window.stride_w = 2;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    // Conv4's map sizes, odd sizes (a column and a row past the windows),
+    // and rows of more than 16 windows (two vectors); values on a coarse
+    // grid so that windows tie, with signed zeros.
+    for (const auto& [h, w] : std::vector<std::pair<std::int64_t, std::int64_t>>{
+             {28, 28}, {14, 14}, {7, 7}, {3, 3}, {2, 2}, {5, 9}, {4, 40}, {6, 34}}) {
+      CAPTURE(h);
+      CAPTURE(w);
+      constexpr std::int64_t planes = 6;
+      const std::int64_t oh_n = h / 2, ow_n = w / 2, pooled = planes * oh_n * ow_n;
+      std::vector<float> x(static_cast<std::size_t>(planes * h * w));
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 9) - 4.0f;
+      for (std::size_t i = 3; i < x.size(); i += 11) x[i] = (i % 2 != 0) ? -0.0f : 0.0f;
+      x[static_cast<std::size_t>(2 * h * w + w + 1)] = nan;  // plane 2: the general loop
+      // The direct loop: candidates in window order, a later one taking over
+      // only if strictly greater, or NaN.
+      std::vector<float> want_y(static_cast<std::size_t>(pooled));
+      std::vector<std::int64_t> want_index(want_y.size());
+      for (std::int64_t p = 0; p < planes; ++p)
+        for (std::int64_t oh = 0; oh < oh_n; ++oh)
+          for (std::int64_t ow = 0; ow < ow_n; ++ow) {
+            std::int64_t best = p * h * w + 2 * oh * w + 2 * ow;
+            for (const std::int64_t at : {best + 1, best + w, best + w + 1})
+              if (!(x[static_cast<std::size_t>(at)] <= x[static_cast<std::size_t>(best)]) &&
+                  !std::isnan(x[static_cast<std::size_t>(best)]))
+                best = at;
+            const auto o = static_cast<std::size_t>((p * oh_n + oh) * ow_n + ow);
+            want_index[o] = best;
+            want_y[o] = x[static_cast<std::size_t>(best)];
+          }
+      std::vector<float> g(want_y.size());
+      for (std::size_t i = 0; i < g.size(); ++i) g[i] = (i % 5 == 0) ? -0.0f : 0.25f * static_cast<float>(i % 13) - 1;
+      std::vector<float> want_dx(x.size(), 0.0f);
+      for (std::size_t i = 0; i < g.size(); ++i) want_dx[static_cast<std::size_t>(want_index[i])] += g[i];
+      // Plane 4's first window points at an input of its second: the vector
+      // rows give such a plane to the scatter.
+      std::vector<std::int64_t> moved = want_index;
+      moved[static_cast<std::size_t>(4 * oh_n * ow_n)] = 4 * h * w + (w > 2 ? 2 : w);
+      std::vector<float> moved_dx(x.size(), 0.0f);
+      for (std::size_t i = 0; i < g.size(); ++i) moved_dx[static_cast<std::size_t>(moved[i])] += g[i];
+      for (const cpu::SmallGemmIsa isa :
+           {cpu::SmallGemmIsa::none, cpu::SmallGemmIsa::avx2, cpu::SmallGemmIsa::avx512}) {
+        if (!cpu::cpu_runs(isa)) continue;
+        INFO("copy " << cpu::small_gemm_isa_name(isa));
+        const cpu::ElementLoopIsaScope scope(isa);
+        std::vector<float> y(want_y.size(), -7.0f), dx(x.size(), -7.0f);
+        std::vector<std::int64_t> index(want_index.size(), -1);
+        K::max_pool<float>(x.data(), planes, h, w, window, y.data(), index.data());
+        CHECK(index == want_index);
+        for (std::size_t i = 0; i < y.size(); ++i) CHECK(same(y[i], want_y[i]));
+        K::max_unpool<float>(g.data(), index.data(), planes, h, w, window, dx.data());
+        for (std::size_t i = 0; i < dx.size(); ++i) CHECK(same(dx[i], want_dx[i]));
+        K::max_unpool<float>(g.data(), moved.data(), planes, h, w, window, dx.data());
+        for (std::size_t i = 0; i < dx.size(); ++i) CHECK(same(dx[i], moved_dx[i]));
+      }
+    }
+  }
+
   TEST_CASE("binary kernels broadcast a row across a matrix, for every op") {
     const std::vector<double> a = {1, 2, 3, 4, 5, 6}, b = {10, 20, 30};
     const std::int64_t shape[] = {2, 3}, a_strides[] = {3, 1}, b_strides[] = {0, 1};

@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "../scalar_math.hpp"
 #include "parallel.hpp"
+#if METATAPE_SMALL_GEMM
+#include "pool_rows.hpp"
+#endif
 
 namespace metatape::kernels::cpu {
 namespace {
@@ -232,14 +236,55 @@ void max_pool_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, 
   }
 }
 
+namespace {
+
+// Whether pooling by `win` on h×w planes of T runs in pool_rows.hpp's
+// AVX-512 rows: 2×2 windows at stride 2 without padding, float, AVX-512
+// the element loops' copy, and rows of at least `min_windows` windows.
+template <class T>
+bool vector_rows(const Window2d& win, std::int64_t h, std::int64_t w, std::int64_t min_windows) {
+#if METATAPE_SMALL_GEMM
+  return std::is_same_v<T, float> && win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 &&
+         win.pad_h == 0 && win.pad_w == 0 && h >= 2 && w / 2 >= min_windows && pool_rows::in_use();
+#else
+  (void)win, (void)h, (void)w, (void)min_windows;
+  return false;
+#endif
+}
+
+// pool_rows' plane functions, for float; never called for double.
+template <class T>
+bool pool_plane_in_rows(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, T* y, std::int64_t* index) {
+#if METATAPE_SMALL_GEMM
+  if constexpr (std::is_same_v<T, float>) return pool_rows::max_pool_plane(x, p, h, w, y, index);
+#endif
+  (void)x, (void)p, (void)h, (void)w, (void)y, (void)index;
+  return false;
+}
+template <class T>
+bool unpool_plane_in_rows(const T* g, const std::int64_t* index, std::int64_t p, std::int64_t h, std::int64_t w,
+                          T* dx) {
+#if METATAPE_SMALL_GEMM
+  if constexpr (std::is_same_v<T, float>) return pool_rows::max_unpool_plane(g, index, p, h, w, dx);
+#endif
+  (void)g, (void)index, (void)p, (void)h, (void)w, (void)dx;
+  return false;
+}
+
+}  // namespace
+
 // max_pool over planes [p0, p1): indices stay relative to x. Each plane is
-// checked for NaN just before it is pooled, while it is in cache.
+// checked for NaN just before it is pooled, while it is in cache (by the
+// AVX-512 rows as they read it, which give the plane to the general loop
+// if they meet one).
 template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
                      T* y, std::int64_t* index) {
   const bool two_by_two = win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 &&
                           win.pad_h == 0 && win.pad_w == 0 && h >= 2 && w >= 2;
+  const bool rows = vector_rows<T>(win, h, w, 1);
   for (std::int64_t p = p0; p < p1; ++p) {
+    if (rows && pool_plane_in_rows(x, p, h, w, y, index)) continue;
     if (two_by_two && !contains_nan(x + p * h * w, h * w))
       max_pool_2x2_plane(x, p, h, w, y, index);
     else
@@ -257,15 +302,28 @@ void max_pool(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, c
 
 // Plane by plane: each is zeroed and receives its gradients while it is in
 // cache (one pass over dx, not a fill of the whole and a scattered second
-// pass), in the same order at any thread count.
+// pass), in the same order at any thread count; or, on rows long enough
+// (pool_rows::kMinUnpoolWindows), written whole by the AVX-512 rows, which
+// give the plane back to the scatter if an index lies outside its window.
 template <class T>
 void max_unpool(const T* g, const std::int64_t* index, std::int64_t planes, std::int64_t h, std::int64_t w,
                 const Window2d& win, T* dx) {
   const std::int64_t outputs = win.out_h(h) * win.out_w(w);
+#if METATAPE_SMALL_GEMM
+  const bool rows = vector_rows<T>(win, h, w, pool_rows::kMinUnpoolWindows);
+#else
+  const bool rows = false;
+#endif
+  const auto scatter = [&](std::int64_t p) {
+    std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
+    for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
+  };
   parallel_for(planes, items_grain(h * w, kPlaneGrain), [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t p = begin; p < end; ++p) {
-      std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
-      for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
+    if (rows) {
+      for (std::int64_t p = begin; p < end; ++p)
+        if (!unpool_plane_in_rows(g, index, p, h, w, dx)) scatter(p);
+    } else {
+      for (std::int64_t p = begin; p < end; ++p) scatter(p);
     }
   });
 }
