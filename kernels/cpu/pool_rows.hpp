@@ -35,9 +35,9 @@ inline bool in_use() { return element_loop_isa() == SmallGemmIsa::avx512; }
 // The fewest windows a row must have for the adjoint's vector rows: each
 // row costs about a hundred instructions (index comparisons in two halves,
 // two interleaving stores per input row), more than zeroing a plane and
-// adding a few gradients. Measured on Conv4's maps (bench-engine
-// BM_MaxPool_Backward_q_*): 28×28 (14 windows a row) 2.2x as fast as the
-// scatter, 14×14 (7) 1.6x and 7×7 (3) 4x as slow.
+// adding a few gradients. Measured on Conv4's maps (bench-ab-kernels, the
+// vector rows against the scatter): 28×28 (14 windows a row) 0.83x the
+// scatter's time, 14×14 (7) 1.31x and 7×7 (3) 3.9x.
 inline constexpr std::int64_t kMinUnpoolWindows = 8;
 
 namespace detail {

@@ -240,12 +240,14 @@ namespace {
 
 // Whether pooling by `win` on h×w planes of T runs in pool_rows.hpp's
 // AVX-512 rows: 2×2 windows at stride 2 without padding, float, AVX-512
-// the element loops' copy, and rows of at least `min_windows` windows.
+// the element loops' copy, and rows of at least `min_windows` windows (and
+// narrow enough for the rows' 32-bit offsets within a window, w + 1).
 template <class T>
 bool vector_rows(const Window2d& win, std::int64_t h, std::int64_t w, std::int64_t min_windows) {
 #if METATAPE_SMALL_GEMM
   return std::is_same_v<T, float> && win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 &&
-         win.pad_h == 0 && win.pad_w == 0 && h >= 2 && w / 2 >= min_windows && pool_rows::in_use();
+         win.pad_h == 0 && win.pad_w == 0 && h >= 2 && w / 2 >= min_windows && w < (std::int64_t{1} << 30) &&
+         pool_rows::in_use();
 #else
   (void)win, (void)h, (void)w, (void)min_windows;
   return false;
