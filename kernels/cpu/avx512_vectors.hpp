@@ -1,8 +1,9 @@
 // AVX-512F registers of float and double, and the operations the kernels
 // use on them: the vector type X of the small-product and implicit-GEMM
 // tiles (small_gemm_tiles.hpp, implicit_gemm_tiles.hpp, compiled in
-// small_gemm_avx512.cpp) and of the short element rows (short_rows.hpp,
-// included by kernels built for the baseline). Each function carries the
+// small_gemm_avx512.cpp), of the short element rows (short_rows.hpp) and of
+// the pooling rows (pool_rows.hpp), the last two included by kernels built
+// for the baseline. Each function carries the
 // avx512f target itself, so that a baseline translation unit may include
 // this and call it from its own AVX-512 functions; everything has internal
 // linkage, so no two compilations stand in for each other at link time.
@@ -84,6 +85,13 @@ struct Avx512<double> {
     return _mm512_cvtsd_f64(v);
   }
 };
+
+// The mask of a row's vector that starts `left` entries (0 or more) before
+// the row's end: every lane when `left` fills the vector.
+template <class T>
+[[gnu::target("avx512f")]] inline typename Avx512<T>::Mask lanes_left(std::int64_t left) {
+  return Avx512<T>::mask(left < Avx512<T>::kLanes ? left : Avx512<T>::kLanes);
+}
 
 }  // namespace
 }  // namespace metatape::kernels::cpu

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 
+#include "avx512_vectors.hpp"
 #include "small_gemm.hpp"
 
 namespace metatape::kernels::cpu::pool_rows {
@@ -42,17 +43,12 @@ inline constexpr std::int64_t kMinUnpoolWindows = 8;
 
 namespace detail {
 
-// The lanes below `count` (at most 16).
-[[gnu::target("avx512f")]] inline __mmask16 lanes(std::int64_t count) {
-  return static_cast<__mmask16>(count >= 16 ? 0xFFFF : (1u << count) - 1);
-}
-
 // The even and odd entries of the 2·count floats at p (count <= 16), as
 // lanes 0..count-1 of *even and *odd; the other lanes are 0.
 [[gnu::target("avx512f")]] inline void split_pairs(const float* p, std::int64_t count, __m512* even, __m512* odd) {
   const std::int64_t entries = 2 * count;
-  const __m512 lo = _mm512_maskz_loadu_ps(lanes(entries), p);
-  const __m512 hi = _mm512_maskz_loadu_ps(lanes(entries - 16 > 0 ? entries - 16 : 0), p + 16);
+  const __m512 lo = _mm512_maskz_loadu_ps(lanes_left<float>(entries), p);
+  const __m512 hi = _mm512_maskz_loadu_ps(lanes_left<float>(entries > 16 ? entries - 16 : 0), p + 16);
   const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   *even = _mm512_permutex2var_ps(lo, evens, hi);
@@ -64,26 +60,32 @@ namespace detail {
   const std::int64_t entries = 2 * count;
   const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  _mm512_mask_storeu_ps(p, lanes(entries), _mm512_permutex2var_ps(even, low, odd));
-  if (entries > 16) _mm512_mask_storeu_ps(p + 16, lanes(entries - 16), _mm512_permutex2var_ps(even, high, odd));
+  _mm512_mask_storeu_ps(p, lanes_left<float>(entries), _mm512_permutex2var_ps(even, low, odd));
+  if (entries > 16)
+    _mm512_mask_storeu_ps(p + 16, lanes_left<float>(entries - 16), _mm512_permutex2var_ps(even, high, odd));
 }
 
-// 16 int32 lanes widened to int64 and added to base + 2·lane, stored as
-// `count` int64 at out.
+// The flat index of each of sixteen windows' first input, base + 2·lane,
+// as int64 in two halves: lanes 0-7 in *lo, 8-15 in *hi.
+[[gnu::target("avx512f")]] inline void window_starts(std::int64_t base, __m512i* lo, __m512i* hi) {
+  const __m512i start = _mm512_set1_epi64(base);
+  *lo = _mm512_add_epi64(start, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14));
+  *hi = _mm512_add_epi64(start, _mm512_setr_epi64(16, 18, 20, 22, 24, 26, 28, 30));
+}
+
+// 16 int32 lanes widened to int64 and added to their windows' starts
+// (window_starts of base), stored as `count` int64 at out.
 [[gnu::target("avx512f")]] inline void store_indices(std::int64_t* out, std::int64_t count, __m512i offsets,
                                                      std::int64_t base) {
-  const __m512i twice_lane_lo = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-  const __m512i twice_lane_hi = _mm512_setr_epi64(16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i start = _mm512_set1_epi64(base);
+  __m512i start_lo, start_hi;
+  window_starts(base, &start_lo, &start_hi);
   // The masked forms with every lane set: GCC 12 warns of an uninitialised
   // value inside the unmasked extraction and widening.
   const __m512i lo =
-      _mm512_add_epi64(_mm512_add_epi64(start, twice_lane_lo),
-                       _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offsets, 0)));
+      _mm512_add_epi64(start_lo, _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offsets, 0)));
   const __m512i hi =
-      _mm512_add_epi64(_mm512_add_epi64(start, twice_lane_hi),
-                       _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offsets, 1)));
-  const __mmask16 m = lanes(count);
+      _mm512_add_epi64(start_hi, _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offsets, 1)));
+  const __mmask16 m = lanes_left<float>(count);
   _mm512_mask_storeu_epi64(out, static_cast<__mmask8>(m & 0xFF), lo);
   if (count > 8) _mm512_mask_storeu_epi64(out + 8, static_cast<__mmask8>(m >> 8), hi);
 }
@@ -119,7 +121,7 @@ namespace detail {
     __m512i offset = _mm512_maskz_mov_epi32(take_b, one);
     offset = _mm512_mask_mov_epi32(offset, take_c, below);
     offset = _mm512_mask_mov_epi32(offset, take_d, right_below);
-    _mm512_mask_storeu_ps(values + ow, detail::lanes(count), _mm512_mask_blend_ps(take_d, abc, d));
+    _mm512_mask_storeu_ps(values + ow, lanes_left<float>(count), _mm512_mask_blend_ps(take_d, abc, d));
     detail::store_indices(out + ow, count, offset, at0 + 2 * ow);
   }
   return nan == 0;
@@ -132,19 +134,18 @@ namespace detail {
 [[gnu::target("avx512f")]] inline bool max_unpool_row(const float* g, const std::int64_t* index, std::int64_t ow_n,
                                                       std::int64_t w, std::int64_t at0, float* r0) {
   const __m512 zero = _mm512_setzero_ps();
-  const __m512i twice_lane_lo = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-  const __m512i twice_lane_hi = _mm512_setr_epi64(16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i one = _mm512_set1_epi64(1), below = _mm512_set1_epi64(w), right_below = _mm512_set1_epi64(w + 1);
   __mmask16 outside = 0;
   for (std::int64_t ow = 0; ow < ow_n; ow += 16) {
     const std::int64_t count = ow_n - ow < 16 ? ow_n - ow : 16;
-    const __mmask16 live = detail::lanes(count);
-    const __m512i start = _mm512_set1_epi64(at0 + 2 * ow);
+    const __mmask16 live = lanes_left<float>(count);
     // Each index relative to its window's first input, per half of the lanes.
-    const __m512i lo = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(live & 0xFF), index + ow),
-                                        _mm512_add_epi64(start, twice_lane_lo));
-    const __m512i hi = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(live >> 8), index + ow + 8),
-                                        _mm512_add_epi64(start, twice_lane_hi));
+    __m512i start_lo, start_hi;
+    detail::window_starts(at0 + 2 * ow, &start_lo, &start_hi);
+    const __m512i lo =
+        _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(live & 0xFF), index + ow), start_lo);
+    const __m512i hi =
+        _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(live >> 8), index + ow + 8), start_hi);
     const __mmask16 top_left = detail::equal(lo, hi, _mm512_setzero_si512()) & live;
     const __mmask16 top_right = detail::equal(lo, hi, one) & live;
     const __mmask16 bottom_left = detail::equal(lo, hi, below) & live;

@@ -36,12 +36,6 @@ inline constexpr std::int64_t kMaxLength = 64;
 // and AVX-512 the element loops' copy in use.
 inline bool takes(std::int64_t n) { return n <= kMaxLength && element_loop_isa() == SmallGemmIsa::avx512; }
 
-// The mask of a row's vector that starts `left` entries before its end.
-template <class T>
-[[gnu::target("avx512f")]] inline typename Avx512<T>::Mask lanes_left(std::int64_t left) {
-  return Avx512<T>::mask(left < Avx512<T>::kLanes ? left : Avx512<T>::kLanes);
-}
-
 // binary_value<Op> on whole vectors.
 template <BinaryOp Op, class T>
 [[gnu::target("avx512f")]] inline typename Avx512<T>::V apply(typename Avx512<T>::V a, typename Avx512<T>::V b) {

@@ -238,15 +238,20 @@ void max_pool_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, 
 
 namespace {
 
+// Whether the windows are 2×2 at stride 2 without padding, on planes they fit.
+bool two_by_two(const Window2d& win, std::int64_t h, std::int64_t w) {
+  return win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 && win.pad_h == 0 &&
+         win.pad_w == 0 && h >= 2 && w >= 2;
+}
+
 // Whether pooling by `win` on h×w planes of T runs in pool_rows.hpp's
-// AVX-512 rows: 2×2 windows at stride 2 without padding, float, AVX-512
-// the element loops' copy, and rows of at least `min_windows` windows (and
-// narrow enough for the rows' 32-bit offsets within a window, w + 1).
+// AVX-512 rows: 2×2 windows, float, AVX-512 the element loops' copy, and
+// rows of at least `min_windows` windows (and narrow enough for the rows'
+// 32-bit offsets within a window, w + 1).
 template <class T>
 bool vector_rows(const Window2d& win, std::int64_t h, std::int64_t w, std::int64_t min_windows) {
 #if METATAPE_SMALL_GEMM
-  return std::is_same_v<T, float> && win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 &&
-         win.pad_h == 0 && win.pad_w == 0 && h >= 2 && w / 2 >= min_windows && w < (std::int64_t{1} << 30) &&
+  return std::is_same_v<T, float> && two_by_two(win, h, w) && w / 2 >= min_windows && w < (std::int64_t{1} << 30) &&
          pool_rows::in_use();
 #else
   (void)win, (void)h, (void)w, (void)min_windows;
@@ -282,12 +287,10 @@ bool unpool_plane_in_rows(const T* g, const std::int64_t* index, std::int64_t p,
 template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
                      T* y, std::int64_t* index) {
-  const bool two_by_two = win.kernel_h == 2 && win.kernel_w == 2 && win.stride_h == 2 && win.stride_w == 2 &&
-                          win.pad_h == 0 && win.pad_w == 0 && h >= 2 && w >= 2;
-  const bool rows = vector_rows<T>(win, h, w, 1);
+  const bool pairs = two_by_two(win, h, w), rows = vector_rows<T>(win, h, w, 1);
   for (std::int64_t p = p0; p < p1; ++p) {
     if (rows && pool_plane_in_rows(x, p, h, w, y, index)) continue;
-    if (two_by_two && !contains_nan(x + p * h * w, h * w))
+    if (pairs && !contains_nan(x + p * h * w, h * w))
       max_pool_2x2_plane(x, p, h, w, y, index);
     else
       max_pool_plane(x, p, h, w, win, y, index);
