@@ -155,34 +155,42 @@ void tiles(std::int64_t m, std::int64_t n, std::int64_t k, typename X::T alpha, 
 }
 
 // dst[q][j] = src[j][q] for an 8 x 8 block of floats (rows lds and ldd
-// apart), in AVX registers (both instruction sets have them).
+// apart), in AVX registers (both instruction sets have them). Each register
+// starts as two half rows four rows apart (rows j and j + 4, columns c to
+// c + 3), the upper half inserted from memory: that insert is not a
+// shuffle-port operation, so the transpose needs 16 shuffles, not the 24
+// of whole-row loads and a final exchange of halves. The shuffles were what
+// a transposed B's panel cost (they share the port with half the
+// multiply-adds of the tiles that read it).
 inline void transpose_block(const float* src, std::int64_t lds, float* dst, std::int64_t ldd) {
   __m256 r[8];
-  for (int q = 0; q < 8; ++q) r[q] = _mm256_loadu_ps(src + q * lds);
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 s[8] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                       _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE),
-                       _mm256_shuffle_ps(t4, t6, 0x44), _mm256_shuffle_ps(t4, t6, 0xEE),
-                       _mm256_shuffle_ps(t5, t7, 0x44), _mm256_shuffle_ps(t5, t7, 0xEE)};
-  for (int q = 0; q < 4; ++q) {
-    _mm256_storeu_ps(dst + q * ldd, _mm256_permute2f128_ps(s[q], s[q + 4], 0x20));
-    _mm256_storeu_ps(dst + (q + 4) * ldd, _mm256_permute2f128_ps(s[q], s[q + 4], 0x31));
+  for (int q = 0; q < 8; ++q) {
+    const float* low = src + (q % 4) * lds + (q / 4) * 4;  // row q mod 4, columns 0-3 or 4-7
+    r[q] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(low)), _mm_loadu_ps(low + 4 * lds), 1);
+  }
+  // r[0..3]: columns 0-3 of rows (j, j + 4); r[4..7]: columns 4-7.
+  for (int h = 0; h < 8; h += 4) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[h], r[h + 1]), t1 = _mm256_unpackhi_ps(r[h], r[h + 1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[h + 2], r[h + 3]), t3 = _mm256_unpackhi_ps(r[h + 2], r[h + 3]);
+    _mm256_storeu_ps(dst + (h + 0) * ldd, _mm256_shuffle_ps(t0, t2, 0x44));
+    _mm256_storeu_ps(dst + (h + 1) * ldd, _mm256_shuffle_ps(t0, t2, 0xEE));
+    _mm256_storeu_ps(dst + (h + 2) * ldd, _mm256_shuffle_ps(t1, t3, 0x44));
+    _mm256_storeu_ps(dst + (h + 3) * ldd, _mm256_shuffle_ps(t1, t3, 0xEE));
   }
 }
 
-// The same for a 4 x 4 block of doubles.
+// The same for a 4 x 4 block of doubles: registers of two half rows two
+// rows apart, then one unpack per column.
 inline void transpose_block(const double* src, std::int64_t lds, double* dst, std::int64_t ldd) {
-  const __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + lds), r2 = _mm256_loadu_pd(src + 2 * lds),
-                r3 = _mm256_loadu_pd(src + 3 * lds);
-  const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-  const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-  _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
-  _mm256_storeu_pd(dst + ldd, _mm256_permute2f128_pd(t1, t3, 0x20));
-  _mm256_storeu_pd(dst + 2 * ldd, _mm256_permute2f128_pd(t0, t2, 0x31));
-  _mm256_storeu_pd(dst + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
+  __m256d r[4];
+  for (int q = 0; q < 4; ++q) {
+    const double* low = src + (q % 2) * lds + (q / 2) * 2;  // row q mod 2, columns 0-1 or 2-3
+    r[q] = _mm256_insertf128_pd(_mm256_castpd128_pd256(_mm_loadu_pd(low)), _mm_loadu_pd(low + 2 * lds), 1);
+  }
+  _mm256_storeu_pd(dst, _mm256_unpacklo_pd(r[0], r[1]));
+  _mm256_storeu_pd(dst + ldd, _mm256_unpackhi_pd(r[0], r[1]));
+  _mm256_storeu_pd(dst + 2 * ldd, _mm256_unpacklo_pd(r[2], r[3]));
+  _mm256_storeu_pd(dst + 3 * ldd, _mm256_unpackhi_pd(r[2], r[3]));
 }
 
 // panel[p][j] = B[j][p]: op(B) of a transposed B ([n, k], rows ldb apart)
