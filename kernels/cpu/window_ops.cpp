@@ -244,17 +244,19 @@ bool two_by_two(const Window2d& win, std::int64_t h, std::int64_t w) {
          win.pad_w == 0 && h >= 2 && w >= 2;
 }
 
-// Whether pooling by `win` on h×w planes of T runs in pool_rows.hpp's
-// AVX-512 rows: 2×2 windows, float, AVX-512 the element loops' copy, and
-// rows of at least `min_windows` windows (and narrow enough for the rows'
-// 32-bit offsets within a window, w + 1).
+// Whether pooling by `win` on h×w planes of T (or its adjoint) runs in
+// pool_rows.hpp's AVX-512 rows: 2×2 windows, float, AVX-512 the element
+// loops' copy, rows narrow enough for the rows' 32-bit offsets within a
+// window (w + 1), and for the adjoint rows of at least
+// pool_rows::kMinUnpoolWindows windows.
 template <class T>
-bool vector_rows(const Window2d& win, std::int64_t h, std::int64_t w, std::int64_t min_windows) {
+bool vector_rows(const Window2d& win, std::int64_t h, std::int64_t w, bool adjoint) {
 #if METATAPE_SMALL_GEMM
+  const std::int64_t min_windows = adjoint ? pool_rows::kMinUnpoolWindows : 1;
   return std::is_same_v<T, float> && two_by_two(win, h, w) && w / 2 >= min_windows && w < (std::int64_t{1} << 30) &&
          pool_rows::in_use();
 #else
-  (void)win, (void)h, (void)w, (void)min_windows;
+  (void)win, (void)h, (void)w, (void)adjoint;
   return false;
 #endif
 }
@@ -287,7 +289,7 @@ bool unpool_plane_in_rows(const T* g, const std::int64_t* index, std::int64_t p,
 template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
                      T* y, std::int64_t* index) {
-  const bool pairs = two_by_two(win, h, w), rows = vector_rows<T>(win, h, w, 1);
+  const bool pairs = two_by_two(win, h, w), rows = vector_rows<T>(win, h, w, false);
   for (std::int64_t p = p0; p < p1; ++p) {
     if (rows && pool_plane_in_rows(x, p, h, w, y, index)) continue;
     if (pairs && !contains_nan(x + p * h * w, h * w))
@@ -314,21 +316,12 @@ template <class T>
 void max_unpool(const T* g, const std::int64_t* index, std::int64_t planes, std::int64_t h, std::int64_t w,
                 const Window2d& win, T* dx) {
   const std::int64_t outputs = win.out_h(h) * win.out_w(w);
-#if METATAPE_SMALL_GEMM
-  const bool rows = vector_rows<T>(win, h, w, pool_rows::kMinUnpoolWindows);
-#else
-  const bool rows = false;
-#endif
-  const auto scatter = [&](std::int64_t p) {
-    std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
-    for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
-  };
+  const bool rows = vector_rows<T>(win, h, w, true);
   parallel_for(planes, items_grain(h * w, kPlaneGrain), [&](std::int64_t begin, std::int64_t end) {
-    if (rows) {
-      for (std::int64_t p = begin; p < end; ++p)
-        if (!unpool_plane_in_rows(g, index, p, h, w, dx)) scatter(p);
-    } else {
-      for (std::int64_t p = begin; p < end; ++p) scatter(p);
+    for (std::int64_t p = begin; p < end; ++p) {
+      if (rows && unpool_plane_in_rows(g, index, p, h, w, dx)) continue;
+      std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
+      for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
     }
   });
 }
