@@ -17,6 +17,7 @@
 #include "engine/src/backend.hpp"
 #include "kernels/cpu/backend.hpp"
 #include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/parallel.hpp"
 #include "kernels/cpu/small_gemm.hpp"
 #include "kernels/error.hpp"
 #include "kernels/scalar_math.hpp"
@@ -322,6 +323,152 @@ void check_element_loops_bits() {
   }
 }
 
+// A layer's product, C_i = relu(A_i B_i + bias_i), written out: the sum s
+// as the small-product kernel forms it (one fused multiply-add chain in
+// order; 16 lanes added pairwise for a single column of an untransposed
+// A), then s + bias_j and relu, each rounded: what gemm_batched, binary add
+// and unary relu give in turn.
+template <class T>
+std::vector<T> layer_expected(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const std::vector<T>& a,
+                              const std::vector<T>& b, const T* bias, std::int64_t stride_bias, bool relu,
+                              std::int64_t count) {
+  namespace cpu = mt::kernels::cpu;
+  const std::int64_t lda = ta ? m : k, ldb = tb ? k : n;
+  std::vector<T> c(static_cast<std::size_t>(count * m * n));
+  for (std::int64_t t = 0; t < count; ++t)
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        const int lane_count = n == 1 && !ta ? cpu::kSmallGemvLanes : 1;
+        T lanes[cpu::kSmallGemvLanes] = {};
+        for (std::int64_t p = 0; p < k; ++p)
+          lanes[p % lane_count] = std::fma(a[static_cast<std::size_t>(t * m * k + (ta ? p * lda + i : i * lda + p))],
+                                           b[static_cast<std::size_t>(t * k * n + (tb ? j * ldb + p : p * ldb + j))],
+                                           lanes[p % lane_count]);
+        for (int w = lane_count / 2; w >= 1; w /= 2)
+          for (int l = 0; l < w; ++l) lanes[l] += lanes[l + w];
+        T v = lanes[0];
+        if (bias != nullptr) v = v + bias[t * stride_bias + j];
+        c[static_cast<std::size_t>((t * m + i) * n + j)] = relu ? mt::kernels::relu(v) : v;
+      }
+  return c;
+}
+
+// Operands of a batch of `count` layers, with a NaN in A's first entry (a
+// row of C stays NaN through the ReLU) and in one bias entry.
+template <class T>
+void fill_layer_operands(std::vector<T>& a, std::vector<T>& b, std::vector<T>& bias) {
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = T(std::sin(1.0 + static_cast<double>(i)));
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = T(std::cos(2.0 + 0.7 * static_cast<double>(i)));
+  for (std::size_t i = 0; i < bias.size(); ++i) bias[i] = T(0.3 * std::sin(5.0 + static_cast<double>(i)));
+  a[0] = std::numeric_limits<T>::quiet_NaN();
+  bias[bias.size() / 2] = std::numeric_limits<T>::quiet_NaN();
+}
+
+// The small-product kernel of one instruction set finishing a layer (bias
+// and ReLU in its registers) against layer_expected, bit for bit: full and
+// partial tiles, every transpose, a bias per product, one shared (stride
+// 0) and none, with and without the ReLU. A single column is refused (the
+// engine finishes it separately), as are the widths the kernel refuses.
+template <class T>
+void check_small_linear_bits(mt::kernels::cpu::SmallGemmIsa isa) {
+  namespace cpu = mt::kernels::cpu;
+  using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  constexpr std::int64_t count = 3;
+  for (const std::int64_t m : {1, 5, 10, 13})
+    for (const std::int64_t n : {1, 2, 7, 16, 17, 40, 64})
+      for (const std::int64_t k : {1, 8, 40})
+        for (const bool ta : {false, true})
+          for (const bool tb : {false, true})
+            for (const std::int64_t stride_bias : {std::int64_t{-1}, std::int64_t{0}, n})
+              for (const bool relu : {false, true}) {
+                std::vector<T> a(static_cast<std::size_t>(count * m * k)), b(static_cast<std::size_t>(count * k * n)),
+                    bias(static_cast<std::size_t>(count * n));
+                fill_layer_operands(a, b, bias);
+                const T* bias_ptr = stride_bias < 0 ? nullptr : bias.data();
+                const std::int64_t step = stride_bias < 0 ? 0 : stride_bias;
+                if (bias_ptr == nullptr && !relu) continue;  // a plain product: check_small_gemm_bits
+                std::vector<T> c(static_cast<std::size_t>(count * m * n), T(7));
+                const bool taken = cpu::small_linear_batched_with<T>(isa, ta, tb, m, n, k, T(1), a.data(), ta ? m : k,
+                                                                     m * k, b.data(), tb ? k : n, k * n, T(0), c.data(),
+                                                                     n, m * n, count, bias_ptr, step, relu);
+                REQUIRE(taken == (n >= 2 && n >= cpu::small_gemm_min_columns<T>(isa)));
+                if (!taken) {
+                  CHECK(c == std::vector<T>(c.size(), T(7)));
+                  continue;
+                }
+                const std::vector<T> expected = layer_expected(ta, tb, m, n, k, a, b, bias_ptr, step, relu, count);
+                bool all_same = true;
+                for (std::size_t i = 0; i < c.size(); ++i)
+                  all_same = all_same && std::bit_cast<Bits>(c[i]) == std::bit_cast<Bits>(expected[i]);
+                INFO("m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " bias stride "
+                          << stride_bias << " relu " << relu);
+                CHECK(all_same);
+              }
+}
+
+// The kernel table's linear_batched on every path it has: the small-product
+// kernel's epilogue, its refusals (one column; op(B) past the panel, which
+// OpenBLAS computes), a shared B and a shared bias, over 1 and 2 threads;
+// against gemm_batched, then binary add, then unary relu through the same
+// table, bit for bit.
+template <class T>
+void check_linear_batched_against_separate_passes() {
+  using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  struct Case {
+    std::int64_t m, n, k, count;
+    bool shared_b, shared_bias;
+  };
+  for (const int threads : {1, 2}) {
+    mt::kernels::cpu::set_threads(threads);
+    for (const Case cs :
+         {Case{10, 40, 40, 25, false, false}, Case{10, 1, 40, 25, false, false}, Case{7, 80, 70, 5, false, false},
+          Case{10, 40, 40, 6, true, false}, Case{10, 40, 1, 4, false, true}, Case{3, 5, 4, 1, false, false}})
+      for (const bool with_bias : {false, true})
+        for (const bool relu : {false, true}) {
+          const auto [m, n, k, count, shared_b, shared_bias] = cs;
+          std::vector<T> a(static_cast<std::size_t>(count * m * k)), b(static_cast<std::size_t>(count * k * n)),
+              bias(static_cast<std::size_t>(count * n));
+          fill_layer_operands(a, b, bias);
+          const std::int64_t stride_b = shared_b ? 0 : k * n, stride_bias = shared_bias ? 0 : n;
+          const T* bias_ptr = with_bias ? bias.data() : nullptr;
+          std::vector<T> fused(static_cast<std::size_t>(count * m * n)), separate(fused.size());
+          K::linear_batched<T>(m, n, k, a.data(), m * k, b.data(), stride_b, bias_ptr, stride_bias, relu, fused.data(),
+                               m * n, count);
+          K::gemm_batched<T>(false, false, m, n, k, a.data(), m * k, b.data(), stride_b, separate.data(), m * n, count);
+          if (with_bias) {
+            const std::int64_t shape[] = {count, m, n}, c_strides[] = {m * n, n, 1},
+                               bias_strides[] = {stride_bias, 0, 1};
+            const std::vector<T> product = separate;
+            K::binary<T>(BinaryOp::add, 3, shape, product.data(), c_strides, bias.data(), bias_strides,
+                         separate.data());
+          }
+          if (relu) K::unary<T>(UnaryOp::relu, separate.data(), separate.data(), count * m * n, 0.0);
+          bool all_same = true;
+          for (std::size_t i = 0; i < fused.size(); ++i)
+            all_same = all_same && std::bit_cast<Bits>(fused[i]) == std::bit_cast<Bits>(separate[i]);
+          INFO("threads " << threads << " m " << m << " n " << n << " k " << k << " count " << count << " shared b "
+                          << shared_b << " shared bias " << shared_bias << " bias " << with_bias << " relu " << relu);
+          CHECK(all_same);
+        }
+  }
+  mt::kernels::cpu::set_threads(1);
+}
+
+// check(isa) for the small-product kernel of each instruction set this CPU
+// and build run; a message names each one skipped.
+template <class Check>
+void for_each_small_gemm_isa(Check check) {
+  namespace cpu = mt::kernels::cpu;
+  for (const cpu::SmallGemmIsa isa : {cpu::SmallGemmIsa::avx2, cpu::SmallGemmIsa::avx512}) {
+    if (!cpu::cpu_runs(isa)) {
+      MESSAGE("skipped the " << cpu::small_gemm_isa_name(isa) << " kernel: this CPU or build lacks it");
+      continue;
+    }
+    INFO("kernel " << cpu::small_gemm_isa_name(isa));
+    check(isa);
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("kernels") {
@@ -331,16 +478,22 @@ TEST_SUITE("kernels") {
   }
 
   TEST_CASE("the small-product kernels, AVX2 and AVX-512: each entry one fused multiply-add chain, bit for bit") {
-    namespace cpu = mt::kernels::cpu;
-    for (const cpu::SmallGemmIsa isa : {cpu::SmallGemmIsa::avx2, cpu::SmallGemmIsa::avx512}) {
-      if (!cpu::cpu_runs(isa)) {
-        MESSAGE("skipped the " << cpu::small_gemm_isa_name(isa) << " kernel: this CPU or build lacks it");
-        continue;
-      }
-      INFO("kernel " << cpu::small_gemm_isa_name(isa));
+    for_each_small_gemm_isa([](mt::kernels::cpu::SmallGemmIsa isa) {
       check_small_gemm_bits<float>(isa);
       check_small_gemm_bits<double>(isa);
-    }
+    });
+  }
+
+  TEST_CASE("the small-product kernels finish a layer: bias and ReLU in the registers, the bits of separate passes") {
+    for_each_small_gemm_isa([](mt::kernels::cpu::SmallGemmIsa isa) {
+      check_small_linear_bits<float>(isa);
+      check_small_linear_bits<double>(isa);
+    });
+  }
+
+  TEST_CASE("linear_batched equals gemm_batched, binary add and unary relu on every path, at 1 and 2 threads") {
+    check_linear_batched_against_separate_passes<float>();
+    check_linear_batched_against_separate_passes<double>();
   }
 
   TEST_CASE("unary kernels on the CPU: overflow-free sigmoid, NaN through relu, pow's exact fast paths") {

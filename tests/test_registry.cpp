@@ -90,6 +90,8 @@ TEST_SUITE("registry") {
                                  "concat",
                                  "stack",
                                  "matmul",
+                                 "linear",
+                                 "linear_relu",
                                  "log_softmax",
                                  "softmax",
                                  "cross_entropy",

@@ -150,6 +150,47 @@ TEST_SUITE("tensor") {
     CHECK(mt::testing::relative_error(mt::matmul(a, shared), mt::matmul(a, mt::expand(shared, {3, 4, 2}))) < 1e-15);
   }
 
+  TEST_CASE("linear has the bits of add(matmul) and relu, values and gradients, on every bias layout") {
+    struct Case {
+      Shape x, w, bias;  // bias {}: none
+    };
+    mt::Generator gen(12);
+    for (const DType dtype : {DType::f32, f64})
+      for (const Case& cs :
+           {Case{{25, 10, 40}, {25, 40, 40}, {25, 1, 40}}, Case{{25, 10, 1}, {25, 1, 40}, {25, 1, 40}},
+            Case{{25, 10, 40}, {25, 40, 1}, {25, 1, 1}}, Case{{6, 10, 40}, {40, 40}, {6, 1, 40}},
+            Case{{6, 10, 40}, {40, 40}, {40}}, Case{{3, 5, 4}, {3, 4, 70}, {}}, Case{{7, 80}, {80, 90}, {1, 90}}})
+        for (const bool relu : {false, true}) {
+          INFO(cs.x.str() << " @ " << cs.w.str() << " + " << cs.bias.str() << ", relu " << relu << ", "
+                          << (dtype == f64 ? "f64" : "f32"));
+          const bool has_bias = cs.bias.rank() > 0;
+          const Tensor x = mt::normal(cs.x, 0, 1, gen, dtype).requires_grad_(),
+                       w = mt::normal(cs.w, 0, 1, gen, dtype).requires_grad_(),
+                       b = has_bias ? mt::normal(cs.bias, 0, 1, gen, dtype).requires_grad_() : Tensor();
+          const Tensor fused = has_bias ? mt::linear(x, w, b, {.relu = relu}) : mt::linear(x, w, {.relu = relu});
+          Tensor separate = mt::matmul(x, w);
+          if (has_bias) separate = mt::add(separate, b);
+          if (relu) separate = mt::relu(separate);
+          REQUIRE(fused.shape() == separate.shape());
+          CHECK(fused.to_vector() == separate.to_vector());
+          const Tensor r = mt::normal(fused.shape(), 0, 1, gen, dtype);
+          std::vector<Tensor> wrt = {x, w};
+          if (has_bias) wrt.push_back(b);
+          const auto g_fused = mt::grad(mt::sum(mt::mul(fused, r)), wrt);
+          const auto g_separate = mt::grad(mt::sum(mt::mul(separate, r)), wrt);
+          for (std::size_t i = 0; i < wrt.size(); ++i) {
+            CAPTURE(i);
+            CHECK(g_fused[i].to_vector() == g_separate[i].to_vector());
+            CHECK(mt::testing::relative_error(g_fused[i], g_separate[i]) == 0);
+          }
+        }
+    const Tensor x = mt::ones({2, 3, 4}, f64), w = mt::ones({2, 4, 5}, f64);
+    for (const Shape& bad : {Shape{2, 3, 5}, Shape{4}, Shape{3, 1, 5}}) {
+      CAPTURE(bad);
+      CHECK_THROWS_WITH_AS(mt::linear(x, w, mt::ones(bad, f64)), doctest::Contains("linear: bias"), mt::ShapeError);
+    }
+  }
+
   TEST_CASE("conv2d agrees with a direct convolution") {
     // Small images go through chunked GEMMs, large ones (>= 128 output
     // pixels) through one GEMM per image: both are checked.

@@ -43,7 +43,7 @@ std::vector<OpSample> stack_samples(Generator& gen, DType dtype);
 Tensor times_mask(kernels::UnaryOp mask, const Tensor& g, const Tensor& x);
 
 // ops_linalg.cpp
-extern const OpDef matmul_op;
+extern const OpDef matmul_op, linear_op, linear_relu_op;
 extern const OpDef eigh_op;  // ops_eigh.cpp
 
 // ops_nn.cpp

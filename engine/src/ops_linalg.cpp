@@ -57,12 +57,10 @@ void matmul_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   out[0] = {shape, in[0]->dtype()};
 }
 
-// One GEMM per batch entry; broadcast batch dimensions reuse a matrix
-// (stride 0), so a shared operand is never copied.
-void matmul_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  const Tensor &a = *in[0], &b = *in[1];
-  Tensor& c = out[0];
-  const MatmulDims d = matmul_dims(a, b, attrs);
+// The loop over the output's batch, in matrices: operand 0 the output
+// (contiguous), 1 and 2 the operands a and b, whose broadcast batch
+// dimensions reuse a matrix (stride 0), so a shared operand is never copied.
+kernels::cpu::StridedLoop batch_loop(const Tensor& a, const Tensor& b, const MatmulDims& d) {
   const int batch_rank = d.batch.rank();
   const Shape ba = leading(a.shape()), bb = leading(b.shape());
   std::int64_t c_strides[kMaxRank], a_strides[kMaxRank], b_strides[kMaxRank];
@@ -70,7 +68,15 @@ void matmul_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   kernels::cpu::broadcast_strides(ba.rank(), ba.begin(), batch_rank, d.batch.begin(), a_strides);
   kernels::cpu::broadcast_strides(bb.rank(), bb.begin(), batch_rank, d.batch.begin(), b_strides);
   const std::int64_t* strides[3] = {c_strides, a_strides, b_strides};
-  const kernels::cpu::StridedLoop loop = kernels::cpu::make_loop(batch_rank, d.batch.begin(), 3, strides);
+  return kernels::cpu::make_loop(batch_rank, d.batch.begin(), 3, strides);
+}
+
+// One GEMM per batch entry.
+void matmul_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const Tensor &a = *in[0], &b = *in[1];
+  Tensor& c = out[0];
+  const MatmulDims d = matmul_dims(a, b, attrs);
+  const kernels::cpu::StridedLoop loop = batch_loop(a, b, d);
   const std::int64_t a_matrix = d.m * d.k, b_matrix = d.k * d.n, c_matrix = d.m * d.n;
   dispatch(c.device(), c.dtype(), [&]<class K, class T>() {
     const T* pa = a.data<T>();
@@ -104,9 +110,169 @@ void matmul_backward(BackwardContext& c) {
   }
 }
 
+// --- linear: x @ w + bias, and linear_relu: max(x @ w + bias, 0) ---
+// A layer's product with its bias add (and ReLU) in the product's own pass
+// over the output: on the CPU the small-product kernel adds the bias and
+// takes the ReLU in the registers it summed in. x [..., m, k] @ w [..., k, n]
+// as matmul (batch dimensions broadcast); bias [n] or [..., 1, n], one row
+// for every matrix of the output or one for each, added to every row.
+
+// The bias's rows: 0 (one row for all) or the output's batch (one each).
+std::int64_t bias_rows(const Tensor& bias, const MatmulDims& d) {
+  const Shape& s = bias.shape();
+  const std::int64_t n = d.n;
+  const Shape batch = leading(s);
+  bool fits = s.rank() >= 1 && s[s.rank() - 1] == n && (s.rank() == 1 || s[s.rank() - 2] == 1);
+  std::int64_t rows = batch.numel(), outputs = d.batch.numel();
+  if (fits && batch.rank() > 0) {
+    try {
+      fits = broadcast_shapes(d.batch, batch, "linear") == d.batch;
+    } catch (const ShapeError&) {
+      fits = false;
+    }
+  }
+  if (!fits || (rows != 1 && rows != outputs)) {
+    Shape out = d.batch;
+    out.push_back(d.m);
+    out.push_back(n);
+    throw ShapeError("linear: bias " + s.str() + " must be [" + std::to_string(n) + "] or [..., 1, " +
+                     std::to_string(n) + "] with one row for the whole output " + out.str() +
+                     " or one for each of its matrices (add() broadcasts any other shape)");
+  }
+  return rows == 1 ? 0 : rows;
+}
+
+void linear_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  if (in.size() != 2 && in.size() != 3)
+    throw ValueError("linear: expected x, w and an optional bias, got " + std::to_string(in.size()) + " inputs");
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    require_floating("linear", *in[i], static_cast<int>(i));
+    require_same_dtype("linear", *in[0], *in[i]);
+  }
+  const MatmulDims d = matmul_dims(*in[0], *in[1], attrs);
+  if (in.size() == 3) (void)bias_rows(*in[2], d);
+  Shape shape = d.batch;
+  shape.push_back(d.m);
+  shape.push_back(d.n);
+  out[0] = {shape, in[0]->dtype()};
+}
+
+void linear_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const Tensor &x = *in[0], &w = *in[1];
+  const Tensor* bias = in.size() == 3 ? in[2] : nullptr;
+  Tensor& y = out[0];
+  const MatmulDims d = matmul_dims(x, w, attrs);
+  const std::int64_t bias_step = bias ? (bias_rows(*bias, d) == 0 ? 0 : d.n) : 0;  // per matrix of the output
+  const kernels::cpu::StridedLoop loop = batch_loop(x, w, d);
+  const std::int64_t x_matrix = d.m * d.k, w_matrix = d.k * d.n, y_matrix = d.m * d.n;
+  dispatch(y.device(), y.dtype(), [&]<class K, class T>() {
+    const T* px = x.data<T>();
+    const T* pw = w.data<T>();
+    const T* pb = bias ? bias->data<T>() : nullptr;
+    T* py = y.data<T>();
+    // off[0] counts the output's matrices, so it is also the bias row's.
+    kernels::cpu::for_each_row(loop, [&](const std::int64_t* off, std::int64_t count, const std::int64_t* s) {
+      K::template linear_batched<T>(d.m, d.n, d.k, px + off[1] * x_matrix, s[1] * x_matrix, pw + off[2] * w_matrix,
+                                    s[2] * w_matrix, pb ? pb + off[0] * bias_step : nullptr, s[0] * bias_step,
+                                    attrs.relu, py + off[0] * y_matrix, s[0] * y_matrix, count);
+    });
+  });
+}
+
+// y = x w + b:  dx = g wᵀ, dw = xᵀ g, db = g summed over its rows, each
+// summed over the batch dimensions its operand was broadcast along. A 2-D
+// w shared by a batch of x gets one product over all the rows, as matmul's
+// folded batch does (the same sums in the same order).
+void linear_gradients(BackwardContext& c, const Tensor& g) {
+  // The bias first, then x and w: the order of add's and matmul's rules in
+  // add(matmul(x, w), b), so that a graph recorded through them (create_graph)
+  // accumulates its adjoints in the same order, to the same bits.
+  if (c.num_inputs() == 3 && c.needs_grad(2)) {
+    const Shape& bias = c.input_shape(2);
+    Shape rows = c.grad_output().shape();  // g summed over its rows, and over the batch where the bias is shared
+    rows[rows.rank() - 2] = 1;
+    if (bias.rank() == 1 || bias.numel() == bias[bias.rank() - 1])
+      for (int i = 0; i + 2 < rows.rank(); ++i) rows[i] = 1;
+    c.set_grad(2, reshape(sum_to(g, rows), bias));
+  }
+  if (c.needs_grad(0)) c.set_grad(0, sum_to(matmul(g, c.input(1), false, true), c.input_shape(0)));
+  if (c.needs_grad(1)) {
+    const Tensor& x = c.input(0);
+    const Shape& w = c.input_shape(1);
+    if (w.rank() == 2 && x.rank() > 2) {
+      std::int64_t rows = 1;
+      for (int i = 0; i + 1 < x.rank(); ++i) rows *= x.shape()[i];
+      c.set_grad(1, matmul(reshape(x, Shape{rows, w[0]}), reshape(g, Shape{rows, w[1]}), true, false));
+    } else {
+      c.set_grad(1, sum_to(matmul(x, g, true, false), w));
+    }
+  }
+}
+void linear_backward(BackwardContext& c) { linear_gradients(c, c.grad_output()); }
+// The ReLU's derivative read off the saved output, as conv2d_relu's.
+void linear_relu_backward(BackwardContext& c) {
+  linear_gradients(c, times_mask(kernels::UnaryOp::step, c.grad_output(), c.output()));
+}
+
+std::vector<OpSample> linear_samples(Generator& g, DType d) {
+  return {
+      make_sample("2-D with a bias [n]",
+                  {sample_uniform({3, 4}, g, d), sample_uniform({4, 5}, g, d), sample_uniform({5}, g, d)},
+                  [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }),
+      make_sample("batched, weight and bias per matrix: [2, 3, 4] @ [2, 4, 5] + [2, 1, 5]",
+                  {sample_uniform({2, 3, 4}, g, d), sample_uniform({2, 4, 5}, g, d), sample_uniform({2, 1, 5}, g, d)},
+                  [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }),
+      make_sample("shared weight, bias per matrix: [2, 3, 4] @ [4, 5] + [2, 1, 5]",
+                  {sample_uniform({2, 3, 4}, g, d), sample_uniform({4, 5}, g, d), sample_uniform({2, 1, 5}, g, d)},
+                  [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }),
+      make_sample("broadcast batch, one bias: [3, 1, 2, 4] @ [2, 4, 3] + [1, 3]",
+                  {sample_uniform({3, 1, 2, 4}, g, d), sample_uniform({2, 4, 3}, g, d), sample_uniform({1, 3}, g, d)},
+                  [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }),
+      make_sample("one column: [2, 3, 4] @ [2, 4, 1] + [2, 1, 1]",
+                  {sample_uniform({2, 3, 4}, g, d), sample_uniform({2, 4, 1}, g, d), sample_uniform({2, 1, 1}, g, d)},
+                  [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }),
+      make_sample("no bias: [2, 3, 4] @ [2, 4, 5]", {sample_uniform({2, 3, 4}, g, d), sample_uniform({2, 4, 5}, g, d)},
+                  [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); })};
+}
+
+// The pre-activations are kept at least 0.1 away from 0, where the ReLU's
+// kink would break the finite differences: x in [0.5, 1.5], each output
+// column's weights all of one sign, |w| in [0.5, 1.5] (k = 4 entries: |x w|
+// >= 1), and |b| <= 0.2. So one column is kept whole and the other zeroed.
+std::vector<OpSample> linear_relu_samples(Generator& g, DType d) {
+  // w [.., k, 2 n] from two same-shaped magnitudes: +first, −second.
+  const auto signed_columns = [](const Tensor& plus, const Tensor& minus) {
+    return concat({plus, neg(minus)}, plus.rank() - 1);
+  };
+  const auto magnitudes = [&](const Shape& shape) { return sample_uniform(shape, g, d, 0.5, 1.5); };
+  return {
+      make_sample("batched, weight and bias per matrix",
+                  {magnitudes({2, 3, 4}), magnitudes({2, 4, 2}), magnitudes({2, 4, 2}),
+                   sample_uniform({2, 1, 4}, g, d, -0.2, 0.2)},
+                  [signed_columns](const std::vector<Tensor>& in) {
+                    return linear(in[0], signed_columns(in[1], in[2]), in[3], {.relu = true});
+                  }),
+      make_sample("2-D with a bias [n]",
+                  {magnitudes({3, 4}), magnitudes({4, 3}), magnitudes({4, 3}), sample_uniform({6}, g, d, -0.2, 0.2)},
+                  [signed_columns](const std::vector<Tensor>& in) {
+                    return linear(in[0], signed_columns(in[1], in[2]), in[3], {.relu = true});
+                  }),
+      make_sample("no bias", {magnitudes({2, 3, 4}), magnitudes({2, 4, 2}), magnitudes({2, 4, 2})},
+                  [signed_columns](const std::vector<Tensor>& in) {
+                    return linear(in[0], signed_columns(in[1], in[2]), {.relu = true});
+                  })};
+}
+
 }  // namespace
 
 // clang-format off
+const OpDef linear_op = {.name = "linear", .arity = kVariadic, .num_outputs = 1,
+    .saves = save_input(0) | save_input(1), .nondiff = 0, .is_view = false,
+    .shape_rule = linear_rule, .forward = linear_forward, .backward = linear_backward, .samples = linear_samples};
+const OpDef linear_relu_op = {.name = "linear_relu", .arity = kVariadic, .num_outputs = 1,
+    .saves = save_input(0) | save_input(1) | kSaveOutputs, .nondiff = 0, .is_view = false,
+    .shape_rule = linear_rule, .forward = linear_forward, .backward = linear_relu_backward,
+    .samples = linear_relu_samples};
 const OpDef matmul_op = {.name = "matmul", .arity = 2, .num_outputs = 1, .saves = save_input(0) | save_input(1),
     .nondiff = 0, .is_view = false,
     .shape_rule = matmul_rule, .forward = matmul_forward, .backward = matmul_backward,
@@ -164,5 +330,42 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b) { return matmul(a, b, false, false); }
+
+namespace {
+
+Tensor apply_linear(std::span<const Tensor* const> in, const LinearOptions& options) {
+  for (const Tensor* t : in)
+    if (!t->defined()) throw ValueError("linear: an input is an undefined tensor");
+  const Tensor &x = *in[0], &w = *in[1];
+  detail::Attrs attrs;
+  attrs.relu = options.relu;
+  const detail::OpDef& op = options.relu ? detail::linear_relu_op : detail::linear_op;
+  // A weight shared by a batch of x, and one bias row for all: fold the
+  // batch into the rows of x, as matmul does, for one product.
+  const bool shared_bias = in.size() == 2 || in[2]->numel() == in[2]->shape()[in[2]->rank() - 1];
+  if (w.rank() == 2 && x.rank() > 2 && shared_bias && (in.size() == 2 || in[2]->rank() <= 2)) {
+    std::int64_t rows = 1;
+    for (int i = 0; i + 1 < x.rank(); ++i) rows *= x.shape()[i];
+    const Tensor x2 = reshape(x, Shape{rows, x.shape()[x.rank() - 1]});
+    const Tensor* in2[] = {&x2, &w, in.size() == 3 ? in[2] : nullptr};
+    const Tensor y2 = detail::apply(op, std::span<const Tensor* const>(in2, in.size()), attrs);
+    Shape shape = x.shape();
+    shape[x.rank() - 1] = y2.shape()[1];
+    return reshape(y2, shape);
+  }
+  return detail::apply(op, in, attrs);
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const LinearOptions& options) {
+  const Tensor* in[] = {&x, &w};
+  return apply_linear(in, options);
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const LinearOptions& options) {
+  const Tensor* in[] = {&x, &w, &bias};
+  return apply_linear(in, options);
+}
 
 }  // namespace metatape

@@ -45,6 +45,8 @@ const OpInfo kRegistry[] = {
     primitive(detail::scatter_add_op),
     // linear algebra (ops_linalg.cpp)
     primitive(detail::matmul_op),
+    primitive(detail::linear_op),
+    primitive(detail::linear_relu_op),
     primitive(detail::eigh_op),  // ops_eigh.cpp
     // neural-network primitives (ops_nn.cpp)
     primitive(detail::log_softmax_op),

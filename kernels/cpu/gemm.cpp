@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "../scalar_math.hpp"
 #include "kernels.hpp"
 #include "parallel.hpp"
 #include "small_gemm.hpp"
@@ -159,6 +160,62 @@ void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
   });
 }
 
+namespace {
+
+// C (m rows of n, contiguous) = relu(C + bias) in place, entry by entry (bias
+// a row of n; null: none; relu: max(·, 0) as the relu kernel takes it): the
+// bits of binary add and unary relu, for the layers the small-product
+// kernel does not finish itself.
+template <class T>
+void finish_layer_rows(std::int64_t m, std::int64_t n, const T* bias, bool relu, T* c) {
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      T v = c[i * n + j];
+      if (bias != nullptr) v = v + bias[j];
+      c[i * n + j] = relu ? kernels::relu(v) : v;
+    }
+}
+
+}  // namespace
+
+// gemm_batched's products, each finished as a layer: by the small-product
+// kernel in the registers it summed in, over the batch as gemm_batched
+// runs it; otherwise by gemm_batched's own path and then a pass over each
+// C_i. Either way each product is the kernel gemm_batched would run on it,
+// so the bits are those of the product, the add and the relu in turn.
+template <class T>
+void linear_batched(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t stride_a, const T* b,
+                    std::int64_t stride_b, const T* bias, std::int64_t stride_bias, bool relu, T* c,
+                    std::int64_t stride_c, std::int64_t count) {
+  const auto finish = [&](std::int64_t i) {
+    if (bias != nullptr || relu)
+      finish_layer_rows(m, n, bias ? bias + i * stride_bias : nullptr, relu, c + i * stride_c);
+  };
+  // A shared B (one product of every row: gemm_batched), or outputs that
+  // overlap (stride 0, written in order): the product, then the rows.
+  if ((stride_b == 0 && count > 1) || stride_c == 0) {
+    gemm_batched<T>(false, false, m, n, k, a, stride_a, b, stride_b, c, stride_c, count);
+    for (std::int64_t i = 0; i < count; ++i) finish(i);
+    return;
+  }
+  const auto run = [&](std::int64_t begin, std::int64_t end) {
+    if (small_linear_batched<T>(false, false, m, n, k, T(1), a + begin * stride_a, k, stride_a, b + begin * stride_b, n,
+                                stride_b, T(0), c + begin * stride_c, n, stride_c, end - begin,
+                                bias ? bias + begin * stride_bias : nullptr, stride_bias, relu))
+      return;
+    for (std::int64_t i = begin; i < end; ++i) {
+      gemm<T>(false, false, m, n, k, T(1), a + i * stride_a, k, b + i * stride_b, n, T(0), c + i * stride_c, n);
+      finish(i);
+    }
+  };
+  const std::int64_t work = m * n * k,
+                     per_chunk = std::max<std::int64_t>(1, kMultiplyAddGrain / std::max<std::int64_t>(1, work));
+  if (count >= 2 * threads())
+    parallel_for(count, per_chunk, run);
+  else
+    run(0, count);
+}
+
 template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
                           const float*, std::int64_t, float, float*, std::int64_t);
 template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*, std::int64_t,
@@ -168,6 +225,11 @@ template void gemm_batched<float>(bool, bool, std::int64_t, std::int64_t, std::i
                                   const float*, std::int64_t, float*, std::int64_t, std::int64_t);
 template void gemm_batched<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const double*, std::int64_t,
                                    const double*, std::int64_t, double*, std::int64_t, std::int64_t);
+template void linear_batched<float>(std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t, const float*,
+                                    std::int64_t, const float*, std::int64_t, bool, float*, std::int64_t, std::int64_t);
+template void linear_batched<double>(std::int64_t, std::int64_t, std::int64_t, const double*, std::int64_t,
+                                     const double*, std::int64_t, const double*, std::int64_t, bool, double*,
+                                     std::int64_t, std::int64_t);
 
 void set_blas_single_threaded() { openblas_set_num_threads(1); }
 int blas_threads() { return openblas_get_num_threads(); }

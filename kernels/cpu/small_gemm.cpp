@@ -60,26 +60,28 @@ const char* small_gemm_isa_name(SmallGemmIsa isa) {
 
 namespace {
 
-// The batch on the kernel of `isa`, or false where it does not take the shape.
+// The batch on the kernel of `isa` (a layer's where bias or relu is set), or
+// false where it does not take the shape.
 template <class T>
-bool products_with(SmallGemmIsa isa, METATAPE_SMALL_GEMM_PARAMETERS(T)) {
-  if (!small_gemm_takes<T>(isa, n, k)) return false;
+bool products_with(SmallGemmIsa isa, METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T)) {
+  const bool layer = bias != nullptr || relu;
+  if (layer ? !small_linear_takes<T>(isa, n, k) : !small_gemm_takes<T>(isa, n, k)) return false;
 #if METATAPE_SMALL_GEMM
   switch (isa) {
     case SmallGemmIsa::avx512:
       small_gemm_avx512<T>(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c,
-                           count);
+                           count, bias, stride_bias, relu);
       return true;
     case SmallGemmIsa::avx2:
       small_gemm_avx2<T>(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c,
-                         count);
+                         count, bias, stride_bias, relu);
       return true;
     case SmallGemmIsa::none:
       break;
   }
 #else
   (void)trans_a, (void)trans_b, (void)m, (void)alpha, (void)a, (void)lda, (void)stride_a, (void)b, (void)ldb,
-      (void)stride_b, (void)beta, (void)c, (void)ldc, (void)stride_c, (void)count;
+      (void)stride_b, (void)beta, (void)c, (void)ldc, (void)stride_c, (void)count, (void)stride_bias;
 #endif
   return false;
 }
@@ -90,7 +92,8 @@ template <class T>
 bool small_gemm_with(SmallGemmIsa isa, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                      T alpha, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c,
                      std::int64_t ldc) {
-  return products_with(isa, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+  return products_with<T>(isa, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1, nullptr, 0,
+                          false);
 }
 
 template <class T>
@@ -101,8 +104,22 @@ bool small_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std:
 
 template <class T>
 bool small_gemm_batched(METATAPE_SMALL_GEMM_PARAMETERS(T)) {
-  return products_with(small_gemm_isa(), trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
-                       ldc, stride_c, count);
+  return products_with<T>(small_gemm_isa(), trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta,
+                          c, ldc, stride_c, count, nullptr, 0, false);
+}
+
+template <class T>
+bool small_linear_batched_with(SmallGemmIsa isa, METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T)) {
+  if (alpha != T(1) || beta != T(0))
+    throw KernelError("small_linear_batched: a layer's product has alpha = 1 and beta = 0");
+  return products_with<T>(isa, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                          stride_c, count, bias, stride_bias, relu);
+}
+
+template <class T>
+bool small_linear_batched(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T)) {
+  return small_linear_batched_with<T>(small_gemm_isa(), trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                                      stride_b, beta, c, ldc, stride_c, count, bias, stride_bias, relu);
 }
 
 template <class T>
@@ -128,6 +145,9 @@ void implicit_gemm(SmallGemmIsa isa, const ImplicitGemm<T>& p) {
   template bool small_gemm_with<T>(SmallGemmIsa, bool, bool, std::int64_t, std::int64_t, std::int64_t, T, const T*, \
                                    std::int64_t, const T*, std::int64_t, T, T*, std::int64_t);                      \
   template bool small_gemm_batched<T>(METATAPE_SMALL_GEMM_PARAMETERS(T));                                           \
+  template bool small_linear_batched_with<T>(SmallGemmIsa, METATAPE_SMALL_GEMM_PARAMETERS(T),                       \
+                                             METATAPE_SMALL_GEMM_EPILOGUE(T));                                      \
+  template bool small_linear_batched<T>(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T));        \
   template void implicit_gemm<T>(SmallGemmIsa, const ImplicitGemm<T>&);
 METATAPE_INSTANTIATE(float)
 METATAPE_INSTANTIATE(double)

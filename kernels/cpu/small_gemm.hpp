@@ -118,17 +118,42 @@ bool small_gemm_with(SmallGemmIsa isa, bool trans_a, bool trans_b, std::int64_t 
       std::int64_t stride_a, const T *b, std::int64_t ldb, std::int64_t stride_b, T beta, T *c, std::int64_t ldc,    \
       std::int64_t stride_c, std::int64_t count
 
+// A layer's finish of each entry of C, in place of alpha and beta: the
+// i-th product's row bias_i = bias + i · stride_bias (n entries; null: no
+// bias) is added to every row, then max(·, 0) taken where relu (NaN and −0
+// kept, as relu does): c = relu(s + bias_j), each step rounded, so the bits
+// of the product followed by an add and a relu.
+#define METATAPE_SMALL_GEMM_EPILOGUE(T) const T *bias, std::int64_t stride_bias, bool relu
+
 // A batch of products of one shape in one call (each product as
 // small_gemm computes it: the same bits); false, C untouched, where
 // small_gemm would refuse the shape.
 template <class T>
 bool small_gemm_batched(METATAPE_SMALL_GEMM_PARAMETERS(T));
 
+// Whether the kernel of `isa` takes a layer's product (with the epilogue
+// above): as small_gemm_takes, but never a single column, whose entries
+// the kernel finishes one by one.
+template <class T>
+constexpr bool small_linear_takes(SmallGemmIsa isa, std::int64_t n, std::int64_t k) {
+  return n >= 2 && small_gemm_takes<T>(isa, n, k);
+}
+
+// A batch of a layer's products, C_i = relu(A_i B_i + bias_i) with alpha =
+// 1 and beta = 0 (see METATAPE_SMALL_GEMM_EPILOGUE), on the kernel of `isa`
+// (which cpu_runs(isa) must allow) or of this CPU; false, C untouched,
+// where small_linear_takes refuses the shape.
+template <class T>
+bool small_linear_batched_with(SmallGemmIsa isa, METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T));
+template <class T>
+bool small_linear_batched(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T));
+
 // Each instruction set's kernel (small_gemm_avx2.cpp, small_gemm_avx512.cpp),
-// for a shape small_gemm has accepted.
+// for a shape small_gemm (small_linear_takes, where bias or relu is set)
+// has accepted.
 template <class T>
-void small_gemm_avx2(METATAPE_SMALL_GEMM_PARAMETERS(T));
+void small_gemm_avx2(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T));
 template <class T>
-void small_gemm_avx512(METATAPE_SMALL_GEMM_PARAMETERS(T));
+void small_gemm_avx512(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T));
 
 }  // namespace metatape::kernels::cpu

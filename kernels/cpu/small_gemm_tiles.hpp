@@ -29,18 +29,36 @@
 namespace metatape::kernels::cpu {
 namespace {
 
-// fma(beta, c, alpha · acc) into one vector of C (alpha · acc rounded
-// first; alpha = 1 skips it), written as one fused operation so that no
-// compiler contraction can change it; beta = 0 never reads C (NaN there is
-// ignored, as in GEMM). `mask` selects the lanes of a partial vector.
-// kPlain: alpha = 1 and beta = 0 are known at compile time (the engine's
-// products), so no store waits on a test of them.
-template <class X, bool kPlain, class... Mask>
-inline void finish(typename X::T* c, typename X::V acc, typename X::T alpha, typename X::T beta, Mask... mask) {
+// How a product finishes each entry s of op(A) op(B): plain, c = s (alpha
+// = 1 and beta = 0 known at compile time: the engine's products, so no
+// store waits on a test of them); scaled, c = fma(beta, c, alpha · s);
+// linear, c = relu(s + bias_j), a layer's epilogue
+// (METATAPE_SMALL_GEMM_EPILOGUE). Finish carries the run-time values of the
+// kind chosen; `bias` points at the bias entry of the columns at hand.
+enum class FinishKind { plain, scaled, linear };
+template <class T>
+struct Finish {
+  T alpha = T(1), beta = T(0);
+  const T* bias = nullptr;
+  bool relu = false;
+};
+
+// One vector of C, `column` entries past the columns `f` stands at:
+// scaled, fma(beta, c, alpha · acc) (alpha · acc rounded first; alpha = 1
+// skips it), written as one fused operation so that no compiler
+// contraction can change it, and beta = 0 never reads C (NaN there is
+// ignored, as in GEMM); linear, acc + bias then max(0, ·), which keeps a
+// NaN or −0 (the second operand's) as relu does. `mask` selects the lanes
+// of a partial vector.
+template <class X, FinishKind kKind, class... Mask>
+inline void finish(typename X::T* c, typename X::V acc, const Finish<typename X::T>& f, int column, Mask... mask) {
   using T = typename X::T;
-  if constexpr (!kPlain) {
-    if (alpha != T(1)) acc = X::mul(X::splat(alpha), acc);
-    if (beta != T(0)) acc = X::fma(X::splat(beta), X::load(c, mask...), acc);
+  if constexpr (kKind == FinishKind::scaled) {
+    if (f.alpha != T(1)) acc = X::mul(X::splat(f.alpha), acc);
+    if (f.beta != T(0)) acc = X::fma(X::splat(f.beta), X::load(c, mask...), acc);
+  } else if constexpr (kKind == FinishKind::linear) {
+    if (f.bias != nullptr) acc = X::add(acc, X::load(f.bias + column, mask...));
+    if (f.relu) acc = X::max(X::splat(T(0)), acc);
   }
   X::store(c, acc, mask...);
 }
@@ -63,10 +81,9 @@ inline constexpr int kMaxTileRows = (kVectorRegisters<X> - 1 - NV) / NV < 8 ? (k
 // pragma: GCC 12 at -O3 left some of these nests rolled (18 and more
 // accumulators) and kept the accumulators in memory, storing each one on
 // every step of the sum, which halved the speed of [40 x 10] x [10 x 40].
-template <class X, bool kPlain, int MR, int NV, bool kPartial>
+template <class X, FinishKind kKind, int MR, int NV, bool kPartial>
 void tile(std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64_t a_col, const typename X::T* b,
-          std::int64_t ldb, typename X::T alpha, typename X::T beta, typename X::T* c, std::int64_t ldc,
-          typename X::Mask last) {
+          std::int64_t ldb, const Finish<typename X::T>& f, typename X::T* c, std::int64_t ldc, typename X::Mask last) {
   using T = typename X::T;
   using V = typename X::V;
   constexpr int L = X::kLanes;
@@ -92,9 +109,9 @@ void tile(std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       if (kPartial && v == NV - 1)
-        finish<X, kPlain>(c + r * ldc + v * L, acc[r][v], alpha, beta, last);
+        finish<X, kKind>(c + r * ldc + v * L, acc[r][v], f, v * L, last);
       else
-        finish<X, kPlain>(c + r * ldc + v * L, acc[r][v], alpha, beta);
+        finish<X, kKind>(c + r * ldc + v * L, acc[r][v], f, v * L);
     }
 }
 
@@ -102,9 +119,9 @@ void tile(std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64
 // kMaxTileRows rows, the rows shared out evenly (10 rows as 5 + 5, not
 // 8 + 2, whose 2-row tile has too few accumulators to hide the latency of
 // its fused multiply-adds).
-template <class X, bool kPlain, int NV, bool kPartial>
+template <class X, FinishKind kKind, int NV, bool kPartial>
 void column_block(std::int64_t m, std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64_t a_col,
-                  const typename X::T* b, std::int64_t ldb, typename X::T alpha, typename X::T beta, typename X::T* c,
+                  const typename X::T* b, std::int64_t ldb, const Finish<typename X::T>& f, typename X::T* c,
                   std::int64_t ldc, typename X::Mask last) {
   constexpr int kRows = kMaxTileRows<X, NV>;
   // One tile needs no division (a product's few hundred multiply-adds
@@ -118,7 +135,7 @@ void column_block(std::int64_t m, std::int64_t k, const typename X::T* a, std::i
     // tile<…, rows, …>: one call of the kRows instantiations.
     [&]<int... R>(std::integer_sequence<int, R...>) {
       (void)((rows == R + 1 &&
-              (tile<X, kPlain, R + 1, NV, kPartial>(k, ai, a_row, a_col, b, ldb, alpha, beta, ci, ldc, last), true)) ||
+              (tile<X, kKind, R + 1, NV, kPartial>(k, ai, a_row, a_col, b, ldb, f, ci, ldc, last), true)) ||
              ...);
     }
     (std::make_integer_sequence<int, kRows>{});
@@ -126,13 +143,13 @@ void column_block(std::int64_t m, std::int64_t k, const typename X::T* a, std::i
   }
 }
 
-// C = alpha · op(A) op(B) + beta · C for op(B) [k, n] with rows ldb apart:
-// blocks of columns of up to kMaxTileVectors vectors, the vectors shared
-// out evenly (64 floats on AVX-512 as 2 + 2 vectors, not 3 + 1), the last
-// vector of C's row masked where n is not a whole number of vectors.
-template <class X, bool kPlain>
-void tiles(std::int64_t m, std::int64_t n, std::int64_t k, typename X::T alpha, const typename X::T* a,
-           std::int64_t a_row, std::int64_t a_col, const typename X::T* b, std::int64_t ldb, typename X::T beta,
+// C = op(A) op(B), finished as `f` says, for op(B) [k, n] with rows ldb
+// apart: blocks of columns of up to kMaxTileVectors vectors, the vectors
+// shared out evenly (64 floats on AVX-512 as 2 + 2 vectors, not 3 + 1), the
+// last vector of C's row masked where n is not a whole number of vectors.
+template <class X, FinishKind kKind>
+void tiles(std::int64_t m, std::int64_t n, std::int64_t k, const typename X::T* a, std::int64_t a_row,
+           std::int64_t a_col, const typename X::T* b, std::int64_t ldb, const Finish<typename X::T>& f,
            typename X::T* c, std::int64_t ldc) {
   constexpr int L = X::kLanes, kMax = kMaxTileVectors<X>;
   const std::int64_t vectors = (n + L - 1) / L, blocks = (vectors + kMax - 1) / kMax;
@@ -141,12 +158,13 @@ void tiles(std::int64_t m, std::int64_t n, std::int64_t k, typename X::T alpha, 
     const std::int64_t width = n - j < nv * L ? n - j : nv * L;
     const bool partial = width % L != 0;
     const typename X::Mask last = X::mask(partial ? width % L : L);
+    Finish<typename X::T> fj = f;  // the bias of this block's columns
+    if (kKind == FinishKind::linear && f.bias != nullptr) fj.bias = f.bias + j;
     [&]<int... NV>(std::integer_sequence<int, NV...>) {
-      (void)((nv == NV + 1 && (partial ? column_block<X, kPlain, NV + 1, true>(m, k, a, a_row, a_col, b + j, ldb, alpha,
-                                                                               beta, c + j, ldc, last)
-                                       : column_block<X, kPlain, NV + 1, false>(m, k, a, a_row, a_col, b + j, ldb,
-                                                                                alpha, beta, c + j, ldc, last),
-                               true)) ||
+      (void)((nv == NV + 1 &&
+              (partial ? column_block<X, kKind, NV + 1, true>(m, k, a, a_row, a_col, b + j, ldb, fj, c + j, ldc, last)
+                       : column_block<X, kKind, NV + 1, false>(m, k, a, a_row, a_col, b + j, ldb, fj, c + j, ldc, last),
+               true)) ||
              ...);
     }
     (std::make_integer_sequence<int, kMax>{});
@@ -213,18 +231,20 @@ void transpose_into(std::int64_t n, std::int64_t k, const T* b, std::int64_t ldb
 // multiply-add is the compiler's builtin, not std::fma: an inline standard
 // function instantiated here, compiled for AVX2 or AVX-512, could stand in
 // for the baseline copy at link time.
-template <bool kPlain, class T>
-inline void finish_entry(T& out, T sum, T alpha, T beta) {
-  if constexpr (kPlain) {
+// Only plain and scaled products reach a single column.
+template <FinishKind kKind, class T>
+inline void finish_entry(T& out, T sum, const Finish<T>& f) {
+  static_assert(kKind != FinishKind::linear, "a layer's product is never a single column (small_linear_takes)");
+  if constexpr (kKind == FinishKind::plain) {
     out = sum;
   } else {
-    const T s = alpha == T(1) ? sum : alpha * sum;
-    if (beta == T(0))
+    const T s = f.alpha == T(1) ? sum : f.alpha * sum;
+    if (f.beta == T(0))
       out = s;
     else if constexpr (sizeof(T) == sizeof(float))
-      out = __builtin_fmaf(beta, out, s);
+      out = __builtin_fmaf(f.beta, out, s);
     else
-      out = __builtin_fma(beta, out, s);
+      out = __builtin_fma(f.beta, out, s);
   }
 }
 
@@ -236,9 +256,9 @@ inline void finish_entry(T& out, T sum, T alpha, T beta) {
 // per step: [10 x 40] times a vector took 1.8x OpenBLAS's sgemv. The lanes
 // are the same on every instruction set (two AVX2 registers make 16 float
 // lanes), so are the bits.
-template <class X, bool kPlain>
-void dot_column(bool trans_b, std::int64_t m, std::int64_t k, typename X::T alpha, const typename X::T* a,
-                std::int64_t lda, const typename X::T* b, std::int64_t ldb, typename X::T beta, typename X::T* c,
+template <class X, FinishKind kKind>
+void dot_column(bool trans_b, std::int64_t m, std::int64_t k, const typename X::T* a, std::int64_t lda,
+                const typename X::T* b, std::int64_t ldb, const Finish<typename X::T>& f, typename X::T* c,
                 std::int64_t ldc) {
   using T = typename X::T;
   using V = typename X::V;
@@ -264,7 +284,7 @@ void dot_column(bool trans_b, std::int64_t m, std::int64_t k, typename X::T alph
       }
     for (int w = G / 2; w >= 1; w /= 2)
       for (int g = 0; g < w; ++g) acc[g] = X::add(acc[g], acc[g + w]);
-    finish_entry<kPlain>(c[i * ldc], X::fold(acc[0]), alpha, beta);
+    finish_entry<kKind>(c[i * ldc], X::fold(acc[0]), f);
   }
 }
 
@@ -273,30 +293,32 @@ void dot_column(bool trans_b, std::int64_t m, std::int64_t k, typename X::T alph
 // each entry is the chain fma(a_ip, b_p, s) over p in order (the factors
 // commute). Straight into C when its column is contiguous; otherwise by
 // chunks through a local row, finished entry by entry.
-template <class X, bool kPlain>
-void column_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t k, typename X::T alpha,
-                    const typename X::T* a, std::int64_t lda, const typename X::T* b, std::int64_t ldb,
-                    typename X::T beta, typename X::T* c, std::int64_t ldc) {
+template <class X, FinishKind kKind>
+void column_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t k, const typename X::T* a,
+                    std::int64_t lda, const typename X::T* b, std::int64_t ldb, const Finish<typename X::T>& f,
+                    typename X::T* c, std::int64_t ldc) {
   using T = typename X::T;
-  if (!trans_a) return dot_column<X, kPlain>(trans_b, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (!trans_a) return dot_column<X, kKind>(trans_b, m, k, a, lda, b, ldb, f, c, ldc);
   const std::int64_t b_step = trans_b ? 1 : ldb;  // op(B)'s column, entry p
-  if (ldc == 1) return tiles<X, kPlain>(1, m, k, alpha, b, 0, b_step, a, lda, beta, c, 0);
+  if (ldc == 1) return tiles<X, kKind>(1, m, k, b, 0, b_step, a, lda, f, c, 0);
   constexpr std::int64_t kChunk = 64;
   alignas(64) T sums[kChunk];
   for (std::int64_t i0 = 0; i0 < m; i0 += kChunk) {
     const std::int64_t chunk = m - i0 < kChunk ? m - i0 : kChunk;
-    tiles<X, true>(1, chunk, k, T(1), b, 0, b_step, a + i0, lda, T(0), sums, 0);
-    for (std::int64_t i = 0; i < chunk; ++i) finish_entry<kPlain>(c[(i0 + i) * ldc], sums[i], alpha, beta);
+    tiles<X, FinishKind::plain>(1, chunk, k, b, 0, b_step, a + i0, lda, Finish<T>{}, sums, 0);
+    for (std::int64_t i = 0; i < chunk; ++i) finish_entry<kKind>(c[(i0 + i) * ldc], sums[i], f);
   }
 }
 
-// C = alpha · op(A) op(B) + beta · C for a shape small_gemm_takes.
-template <class X, bool kPlain>
-void small_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, typename X::T alpha,
-                   const typename X::T* a, std::int64_t lda, const typename X::T* b, std::int64_t ldb,
-                   typename X::T beta, typename X::T* c, std::int64_t ldc) {
+// C = op(A) op(B), finished as `f` says, for a shape small_gemm_takes (a
+// layer's: small_linear_takes).
+template <class X, FinishKind kKind>
+void small_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const typename X::T* a,
+                   std::int64_t lda, const typename X::T* b, std::int64_t ldb, const Finish<typename X::T>& f,
+                   typename X::T* c, std::int64_t ldc) {
   using T = typename X::T;
-  if (n == 1) return column_product<X, kPlain>(trans_a, trans_b, m, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if constexpr (kKind != FinishKind::linear)
+    if (n == 1) return column_product<X, kKind>(trans_a, trans_b, m, k, a, lda, b, ldb, f, c, ldc);
   // With k = 1, a transposed B of contiguous entries is already its one row.
   if (k == 1 && trans_b && ldb == 1) trans_b = false;
   alignas(64) T panel[kSmallGemmMaxPanel];
@@ -305,22 +327,34 @@ void small_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
     b = panel;
     ldb = n;
   }
-  tiles<X, kPlain>(m, n, k, alpha, a, trans_a ? 1 : lda, trans_a ? lda : 1, b, ldb, beta, c, ldc);
+  tiles<X, kKind>(m, n, k, a, trans_a ? 1 : lda, trans_a ? lda : 1, b, ldb, f, c, ldc);
 }
 
 // `count` products, the i-th at a + i · stride_a, b + i · stride_b and
 // c + i · stride_c, in one call: for the [10 x 40] products of a
 // task-batched MLP the call chain per product cost as much as its sums.
+// With a bias or relu, a layer's (alpha = 1, beta = 0), the i-th bias row
+// at bias + i · stride_bias.
 template <class X>
 void small_products(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, typename X::T alpha,
                     const typename X::T* a, std::int64_t lda, std::int64_t stride_a, const typename X::T* b,
                     std::int64_t ldb, std::int64_t stride_b, typename X::T beta, typename X::T* c, std::int64_t ldc,
-                    std::int64_t stride_c, std::int64_t count) {
+                    std::int64_t stride_c, std::int64_t count, const typename X::T* bias, std::int64_t stride_bias,
+                    bool relu) {
   using T = typename X::T;
+  if (bias != nullptr || relu) {
+    for (std::int64_t i = 0; i < count; ++i)
+      small_product<X, FinishKind::linear>(trans_a, trans_b, m, n, k, a + i * stride_a, lda, b + i * stride_b, ldb,
+                                           Finish<T>{.bias = bias ? bias + i * stride_bias : nullptr, .relu = relu},
+                                           c + i * stride_c, ldc);
+    return;
+  }
+  const Finish<T> f{.alpha = alpha, .beta = beta};
   const bool plain = alpha == T(1) && beta == T(0);
   for (std::int64_t i = 0; i < count; ++i)
-    (plain ? small_product<X, true> : small_product<X, false>)(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda,
-                                                               b + i * stride_b, ldb, beta, c + i * stride_c, ldc);
+    (plain ? small_product<X, FinishKind::plain>
+           : small_product<X, FinishKind::scaled>)(trans_a, trans_b, m, n, k, a + i * stride_a, lda, b + i * stride_b,
+                                                   ldb, f, c + i * stride_c, ldc);
 }
 
 }  // namespace
@@ -331,9 +365,9 @@ void small_products(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, 
 // compiled for Traits' instruction set.
 #define METATAPE_DEFINE_SMALL_GEMM_KERNEL(name, Traits)                                                           \
   template <class T>                                                                                              \
-  void name(METATAPE_SMALL_GEMM_PARAMETERS(T)) {                                                                  \
+  void name(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T)) {                                 \
     small_products<Traits<T>>(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, \
-                              stride_c, count);                                                                   \
+                              stride_c, count, bias, stride_bias, relu);                                          \
   }                                                                                                               \
-  template void name<float>(METATAPE_SMALL_GEMM_PARAMETERS(float));                                               \
-  template void name<double>(METATAPE_SMALL_GEMM_PARAMETERS(double));
+  template void name<float>(METATAPE_SMALL_GEMM_PARAMETERS(float), METATAPE_SMALL_GEMM_EPILOGUE(float));          \
+  template void name<double>(METATAPE_SMALL_GEMM_PARAMETERS(double), METATAPE_SMALL_GEMM_EPILOGUE(double));

@@ -143,14 +143,20 @@ double Mlp::weight_scale(std::size_t l) const {
   return options_.parameterization == Parameterization::ntk ? 1.0 / std::sqrt(static_cast<double>(widths_[l])) : 1.0;
 }
 
-Tensor Mlp::layer(const std::vector<Tensor>& params, std::size_t l, const Tensor& h) const {
+Tensor Mlp::layer(const std::vector<Tensor>& params, std::size_t l, const Tensor& h, bool relu) const {
   const std::size_t first = l * per_layer();
   // A shared weight [in, out] multiplies every task's rows in one GEMM; a
-  // per-task weight [T, in, out] is a batched GEMM.
-  Tensor pre = matmul(h, params[first]);
-  if (options_.parameterization == Parameterization::ntk) pre = scale(pre, weight_scale(l));
+  // per-task weight [T, in, out] is a batched GEMM. Under the standard
+  // parameterisation the bias and the ReLU come with the product (linear);
+  // under the NTK one the product is scaled first.
+  if (options_.parameterization != Parameterization::ntk) {
+    const LinearOptions fused{.relu = relu};
+    return options_.bias ? linear(h, params[first], as_broadcast(params[first + 1], params_[first + 1], 0), fused)
+                         : linear(h, params[first], fused);
+  }
+  Tensor pre = scale(matmul(h, params[first]), weight_scale(l));
   if (options_.bias) pre = add(pre, as_broadcast(params[first + 1], params_[first + 1], 0));
-  return pre;
+  return relu ? metatape::relu(pre) : pre;
 }
 
 Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x, DenseTape* tape) const {
@@ -160,7 +166,9 @@ Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x, 
   const std::size_t layers = widths_.size() - 1;
   for (std::size_t l = 0; l < layers; ++l) {
     const Tensor input = h;
-    h = layer(params, l, h);
+    // A hidden ReLU comes with its layer, unless the tape wants the pre-activation.
+    const bool hidden = l + 1 < layers, fused_relu = hidden && options_.activation == Activation::relu && !tape;
+    h = layer(params, l, h, fused_relu);
     if (tape) {
       const std::size_t first = l * per_layer();
       tape->layers.push_back({.input = input,
@@ -169,7 +177,7 @@ Tensor Mlp::forward_batched(const std::vector<Tensor>& params, const Tensor& x, 
                               .weight = first,
                               .bias = options_.bias ? std::optional<std::size_t>(first + 1) : std::nullopt});
     }
-    if (l + 1 < layers) h = options_.activation == Activation::relu ? relu(h) : tanh(h);
+    if (hidden && !fused_relu) h = options_.activation == Activation::relu ? relu(h) : tanh(h);
   }
   return h;
 }

@@ -104,6 +104,20 @@ Tensor take_along_last(const Tensor& x, const Tensor& labels);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // matmul with either operand's last two axes transposed, without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
+struct LinearOptions {
+  // max(·, 0) on the output (after the bias), in the same pass: relu(linear(...))
+  // with the same values and derivatives.
+  bool relu = false;
+};
+// A layer: x [..., m, k] @ w [..., k, n] + bias (as matmul, batch dimensions
+// broadcast; w is [in, out], as torch.addmm's, not F.linear's [out, in]).
+// bias is [n] or [..., 1, n]: one row added to every row of the output, the
+// same row for every matrix or one row per matrix of the output's batch
+// (add() broadcasts any other shape). On the CPU the bias and the ReLU are
+// applied in the product's own pass over the output; the values are those
+// of add(matmul(x, w), bias) and relu() of it, bit for bit.
+Tensor linear(const Tensor& x, const Tensor& w, const LinearOptions& options = {});
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const LinearOptions& options = {});
 // Symmetric eigendecomposition of the symmetric part S = (A + Aᵀ)/2 of each
 // matrix of a [..., n, n] (both triangles are read; a symmetric A is S exactly):
 // S = V diag(w) Vᵀ with values w [..., n] ascending and vectors V [..., n, n]

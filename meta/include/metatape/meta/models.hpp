@@ -138,8 +138,9 @@ class Mlp final : public Model {
  private:
   // The forward pass on x [T, n, in]; with `tape`, each layer is appended to it.
   Tensor forward_batched(const std::vector<Tensor>& params, const Tensor& x, DenseTape* tape = nullptr) const;
-  // Layer l's pre-activation for its input h ([T, n, in] or [n, in]).
-  Tensor layer(const std::vector<Tensor>& params, std::size_t l, const Tensor& h) const;
+  // Layer l's pre-activation for its input h ([T, n, in] or [n, in]), or its
+  // ReLU where `relu` (the same values as relu() of the pre-activation).
+  Tensor layer(const std::vector<Tensor>& params, std::size_t l, const Tensor& h, bool relu = false) const;
   // s in layer l's s · h W + b: 1/√fan_in in the NTK parameterisation, else 1.
   double weight_scale(std::size_t l) const;
   std::size_t per_layer() const { return options_.bias ? 2 : 1; }
