@@ -388,9 +388,9 @@ void check_small_linear_bits(mt::kernels::cpu::SmallGemmIsa isa) {
                 const std::int64_t step = stride_bias < 0 ? 0 : stride_bias;
                 if (bias_ptr == nullptr && !relu) continue;  // a plain product: check_small_gemm_bits
                 std::vector<T> c(static_cast<std::size_t>(count * m * n), T(7));
-                const bool taken = cpu::small_linear_batched_with<T>(isa, ta, tb, m, n, k, T(1), a.data(), ta ? m : k,
-                                                                     m * k, b.data(), tb ? k : n, k * n, T(0), c.data(),
-                                                                     n, m * n, count, bias_ptr, step, relu);
+                const bool taken = cpu::small_linear_batched_with<T>(isa, ta, tb, m, n, k, a.data(), ta ? m : k, m * k,
+                                                                     b.data(), tb ? k : n, k * n, c.data(), n, m * n,
+                                                                     count, bias_ptr, step, relu);
                 REQUIRE(taken == (n >= 2 && n >= cpu::small_gemm_min_columns<T>(isa)));
                 if (!taken) {
                   CHECK(c == std::vector<T>(c.size(), T(7)));

@@ -18,6 +18,24 @@ struct MatmulDims {
   Shape batch;  // broadcast of both operands' leading dimensions
 };
 
+// x [..., k] as the rows of all its leading dimensions, [r, k] (a view):
+// how a batch sharing a 2-D operand becomes one product.
+Tensor as_rows(const Tensor& x) {
+  std::int64_t rows = 1;
+  for (int i = 0; i + 1 < x.rank(); ++i) rows *= x.shape()[i];
+  return reshape(x, Shape{rows, x.shape()[x.rank() - 1]});
+}
+
+// The product y [r, n] of as_rows(x), back in x's leading dimensions: [..., n].
+Tensor in_leading_dims(const Tensor& y, const Tensor& x) {
+  Shape shape = x.shape();
+  shape[x.rank() - 1] = y.shape()[1];
+  return reshape(y, shape);
+}
+
+// Whether a bias [..., n] holds one row only (every leading dimension 1).
+bool one_bias_row(const Shape& bias) { return bias.numel() == bias[bias.rank() - 1]; }
+
 Shape leading(const Shape& s) {
   Shape batch;
   for (int i = 0; i + 2 < s.rank(); ++i) batch.push_back(s[i]);
@@ -191,7 +209,7 @@ void linear_gradients(BackwardContext& c, const Tensor& g) {
     const Shape& bias = c.input_shape(2);
     Shape rows = c.grad_output().shape();  // g summed over its rows, and over the batch where the bias is shared
     rows[rows.rank() - 2] = 1;
-    if (bias.rank() == 1 || bias.numel() == bias[bias.rank() - 1])
+    if (one_bias_row(bias))
       for (int i = 0; i + 2 < rows.rank(); ++i) rows[i] = 1;
     c.set_grad(2, reshape(sum_to(g, rows), bias));
   }
@@ -200,9 +218,7 @@ void linear_gradients(BackwardContext& c, const Tensor& g) {
     const Tensor& x = c.input(0);
     const Shape& w = c.input_shape(1);
     if (w.rank() == 2 && x.rank() > 2) {
-      std::int64_t rows = 1;
-      for (int i = 0; i + 1 < x.rank(); ++i) rows *= x.shape()[i];
-      c.set_grad(1, matmul(reshape(x, Shape{rows, w[0]}), reshape(g, Shape{rows, w[1]}), true, false));
+      c.set_grad(1, matmul(as_rows(x), as_rows(g), true, false));
     } else {
       c.set_grad(1, sum_to(matmul(x, g, true, false), w));
     }
@@ -316,14 +332,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   // A matrix b shared by a batch of a: fold the batch into the rows of a and
   // run one GEMM (its backward then needs no reduction over the batch).
   if (b.rank() == 2 && a.rank() > 2 && !transpose_a) {
-    std::int64_t rows = 1;
-    for (int i = 0; i + 1 < a.rank(); ++i) rows *= a.shape()[i];
-    const Tensor a2 = reshape(a, Shape{rows, a.shape()[a.rank() - 1]});
+    const Tensor a2 = detail::as_rows(a);
     const Tensor* in[] = {&a2, &b};
-    const Tensor c2 = detail::apply(detail::matmul_op, in, attrs);
-    Shape shape = a.shape();
-    shape[a.rank() - 1] = c2.shape()[1];
-    return reshape(c2, shape);
+    return detail::in_leading_dims(detail::apply(detail::matmul_op, in, attrs), a);
   }
   const Tensor* in[] = {&a, &b};
   return detail::apply(detail::matmul_op, in, attrs);
@@ -342,16 +353,11 @@ Tensor apply_linear(std::span<const Tensor* const> in, const LinearOptions& opti
   const detail::OpDef& op = options.relu ? detail::linear_relu_op : detail::linear_op;
   // A weight shared by a batch of x, and one bias row for all: fold the
   // batch into the rows of x, as matmul does, for one product.
-  const bool shared_bias = in.size() == 2 || in[2]->numel() == in[2]->shape()[in[2]->rank() - 1];
-  if (w.rank() == 2 && x.rank() > 2 && shared_bias && (in.size() == 2 || in[2]->rank() <= 2)) {
-    std::int64_t rows = 1;
-    for (int i = 0; i + 1 < x.rank(); ++i) rows *= x.shape()[i];
-    const Tensor x2 = reshape(x, Shape{rows, x.shape()[x.rank() - 1]});
+  const bool shared_bias = in.size() == 2 || (in[2]->rank() <= 2 && detail::one_bias_row(in[2]->shape()));
+  if (w.rank() == 2 && x.rank() > 2 && shared_bias) {
+    const Tensor x2 = detail::as_rows(x);
     const Tensor* in2[] = {&x2, &w, in.size() == 3 ? in[2] : nullptr};
-    const Tensor y2 = detail::apply(op, std::span<const Tensor* const>(in2, in.size()), attrs);
-    Shape shape = x.shape();
-    shape[x.rank() - 1] = y2.shape()[1];
-    return reshape(y2, shape);
+    return detail::in_leading_dims(detail::apply(op, std::span<const Tensor* const>(in2, in.size()), attrs), x);
   }
   return detail::apply(op, in, attrs);
 }

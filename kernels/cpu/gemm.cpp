@@ -123,6 +123,29 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
   });
 }
 
+namespace {
+
+// A batch of `count` products of `work` multiply-adds each, over the pool
+// when they are many (two or more per thread): each thread's run of
+// matrices goes to small(begin, end) (the small-product kernel, in one
+// call), or where it refuses the shape to one(i) for each. When they are
+// fewer, or their outputs overlap (stride 0: written in order), one(i) for
+// each on this thread, where gemm may split a large product's rows.
+template <class One, class Small>
+void over_batch(std::int64_t count, std::int64_t work, bool overlapping, const One& one, const Small& small) {
+  if (overlapping || count < 2 * threads()) {
+    for (std::int64_t i = 0; i < count; ++i) one(i);
+    return;
+  }
+  const std::int64_t per_chunk = std::max<std::int64_t>(1, kMultiplyAddGrain / std::max<std::int64_t>(1, work));
+  parallel_for(count, per_chunk, [&](std::int64_t begin, std::int64_t end) {
+    if (small(begin, end)) return;
+    for (std::int64_t i = begin; i < end; ++i) one(i);
+  });
+}
+
+}  // namespace
+
 // A batch sharing one B: one product of all its rows (see gemm for its
 // bits). Otherwise over the batch when the matrices are many (the task axis
 // of a task-batched graph): each matrix is then one unsplit product
@@ -144,19 +167,10 @@ void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
   const auto one = [&](std::int64_t i) {
     gemm<T>(trans_a, trans_b, m, n, k, T(1), a + i * stride_a, lda, b + i * stride_b, ldb, T(0), c + i * stride_c, n);
   };
-  const std::int64_t work = m * n * k,
-                     per_chunk = std::max<std::int64_t>(1, kMultiplyAddGrain / std::max<std::int64_t>(1, work));
-  // Outputs that overlap (stride 0) must be written in order.
-  const bool over_batch = stride_c != 0 && count >= 2 * threads();
-  if (!over_batch) {
-    for (std::int64_t i = 0; i < count; ++i) one(i);
-    return;
-  }
-  parallel_for(count, per_chunk, [&](std::int64_t begin, std::int64_t end) {
-    if (small_gemm_batched(trans_a, trans_b, m, n, k, T(1), a + begin * stride_a, lda, stride_a, b + begin * stride_b,
-                           ldb, stride_b, T(0), c + begin * stride_c, n, stride_c, end - begin))
-      return;
-    for (std::int64_t i = begin; i < end; ++i) one(i);
+  over_batch(count, m * n * k, stride_c == 0, one, [&](std::int64_t begin, std::int64_t end) {
+    return small_gemm_batched(trans_a, trans_b, m, n, k, T(1), a + begin * stride_a, lda, stride_a,
+                              b + begin * stride_b, ldb, stride_b, T(0), c + begin * stride_c, n, stride_c,
+                              end - begin);
   });
 }
 
@@ -178,11 +192,12 @@ void finish_layer_rows(std::int64_t m, std::int64_t n, const T* bias, bool relu,
 
 }  // namespace
 
-// gemm_batched's products, each finished as a layer: by the small-product
-// kernel in the registers it summed in, over the batch as gemm_batched
-// runs it; otherwise by gemm_batched's own path and then a pass over each
-// C_i. Either way each product is the kernel gemm_batched would run on it,
-// so the bits are those of the product, the add and the relu in turn.
+// gemm_batched's products, each finished as a layer: over the batch, as
+// gemm_batched runs it, by the small-product kernel in the registers it
+// summed in; otherwise each product as gemm_batched computes it, then a
+// pass over its C_i. Either way each product is the kernel gemm_batched
+// would run on it, so the bits are those of the product, the add and the
+// relu in turn.
 template <class T>
 void linear_batched(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t stride_a, const T* b,
                     std::int64_t stride_b, const T* bias, std::int64_t stride_bias, bool relu, T* c,
@@ -191,29 +206,21 @@ void linear_batched(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, 
     if (bias != nullptr || relu)
       finish_layer_rows(m, n, bias ? bias + i * stride_bias : nullptr, relu, c + i * stride_c);
   };
-  // A shared B (one product of every row: gemm_batched), or outputs that
-  // overlap (stride 0, written in order): the product, then the rows.
-  if ((stride_b == 0 && count > 1) || stride_c == 0) {
+  // A shared B: one product of every row (gemm_batched), then the rows.
+  if (stride_b == 0 && count > 1) {
     gemm_batched<T>(false, false, m, n, k, a, stride_a, b, stride_b, c, stride_c, count);
     for (std::int64_t i = 0; i < count; ++i) finish(i);
     return;
   }
-  const auto run = [&](std::int64_t begin, std::int64_t end) {
-    if (small_linear_batched<T>(false, false, m, n, k, T(1), a + begin * stride_a, k, stride_a, b + begin * stride_b, n,
-                                stride_b, T(0), c + begin * stride_c, n, stride_c, end - begin,
-                                bias ? bias + begin * stride_bias : nullptr, stride_bias, relu))
-      return;
-    for (std::int64_t i = begin; i < end; ++i) {
-      gemm<T>(false, false, m, n, k, T(1), a + i * stride_a, k, b + i * stride_b, n, T(0), c + i * stride_c, n);
-      finish(i);
-    }
+  const auto one = [&](std::int64_t i) {
+    gemm<T>(false, false, m, n, k, T(1), a + i * stride_a, k, b + i * stride_b, n, T(0), c + i * stride_c, n);
+    finish(i);
   };
-  const std::int64_t work = m * n * k,
-                     per_chunk = std::max<std::int64_t>(1, kMultiplyAddGrain / std::max<std::int64_t>(1, work));
-  if (count >= 2 * threads())
-    parallel_for(count, per_chunk, run);
-  else
-    run(0, count);
+  over_batch(count, m * n * k, stride_c == 0, one, [&](std::int64_t begin, std::int64_t end) {
+    return small_linear_batched<T>(false, false, m, n, k, a + begin * stride_a, k, stride_a, b + begin * stride_b, n,
+                                   stride_b, c + begin * stride_c, n, stride_c, end - begin,
+                                   bias ? bias + begin * stride_bias : nullptr, stride_bias, relu);
+  });
 }
 
 template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,

@@ -109,17 +109,15 @@ bool small_gemm_batched(METATAPE_SMALL_GEMM_PARAMETERS(T)) {
 }
 
 template <class T>
-bool small_linear_batched_with(SmallGemmIsa isa, METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T)) {
-  if (alpha != T(1) || beta != T(0))
-    throw KernelError("small_linear_batched: a layer's product has alpha = 1 and beta = 0");
-  return products_with<T>(isa, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+bool small_linear_batched_with(SmallGemmIsa isa, METATAPE_SMALL_LINEAR_PARAMETERS(T)) {
+  return products_with<T>(isa, trans_a, trans_b, m, n, k, T(1), a, lda, stride_a, b, ldb, stride_b, T(0), c, ldc,
                           stride_c, count, bias, stride_bias, relu);
 }
 
 template <class T>
-bool small_linear_batched(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T)) {
-  return small_linear_batched_with<T>(small_gemm_isa(), trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
-                                      stride_b, beta, c, ldc, stride_c, count, bias, stride_bias, relu);
+bool small_linear_batched(METATAPE_SMALL_LINEAR_PARAMETERS(T)) {
+  return small_linear_batched_with<T>(small_gemm_isa(), trans_a, trans_b, m, n, k, a, lda, stride_a, b, ldb, stride_b,
+                                      c, ldc, stride_c, count, bias, stride_bias, relu);
 }
 
 template <class T>
@@ -145,9 +143,8 @@ void implicit_gemm(SmallGemmIsa isa, const ImplicitGemm<T>& p) {
   template bool small_gemm_with<T>(SmallGemmIsa, bool, bool, std::int64_t, std::int64_t, std::int64_t, T, const T*, \
                                    std::int64_t, const T*, std::int64_t, T, T*, std::int64_t);                      \
   template bool small_gemm_batched<T>(METATAPE_SMALL_GEMM_PARAMETERS(T));                                           \
-  template bool small_linear_batched_with<T>(SmallGemmIsa, METATAPE_SMALL_GEMM_PARAMETERS(T),                       \
-                                             METATAPE_SMALL_GEMM_EPILOGUE(T));                                      \
-  template bool small_linear_batched<T>(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T));        \
+  template bool small_linear_batched_with<T>(SmallGemmIsa, METATAPE_SMALL_LINEAR_PARAMETERS(T));                    \
+  template bool small_linear_batched<T>(METATAPE_SMALL_LINEAR_PARAMETERS(T));                                       \
   template void implicit_gemm<T>(SmallGemmIsa, const ImplicitGemm<T>&);
 METATAPE_INSTANTIATE(float)
 METATAPE_INSTANTIATE(double)

@@ -139,14 +139,18 @@ constexpr bool small_linear_takes(SmallGemmIsa isa, std::int64_t n, std::int64_t
   return n >= 2 && small_gemm_takes<T>(isa, n, k);
 }
 
-// A batch of a layer's products, C_i = relu(A_i B_i + bias_i) with alpha =
-// 1 and beta = 0 (see METATAPE_SMALL_GEMM_EPILOGUE), on the kernel of `isa`
+// A batch of a layer's products, C_i = relu(A_i B_i + bias_i) (see
+// METATAPE_SMALL_GEMM_EPILOGUE; no alpha or beta), on the kernel of `isa`
 // (which cpu_runs(isa) must allow) or of this CPU; false, C untouched,
 // where small_linear_takes refuses the shape.
+#define METATAPE_SMALL_LINEAR_PARAMETERS(T)                                                                 \
+  bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T *a, std::int64_t lda, \
+      std::int64_t stride_a, const T *b, std::int64_t ldb, std::int64_t stride_b, T *c, std::int64_t ldc,   \
+      std::int64_t stride_c, std::int64_t count, METATAPE_SMALL_GEMM_EPILOGUE(T)
 template <class T>
-bool small_linear_batched_with(SmallGemmIsa isa, METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T));
+bool small_linear_batched_with(SmallGemmIsa isa, METATAPE_SMALL_LINEAR_PARAMETERS(T));
 template <class T>
-bool small_linear_batched(METATAPE_SMALL_GEMM_PARAMETERS(T), METATAPE_SMALL_GEMM_EPILOGUE(T));
+bool small_linear_batched(METATAPE_SMALL_LINEAR_PARAMETERS(T));
 
 // Each instruction set's kernel (small_gemm_avx2.cpp, small_gemm_avx512.cpp),
 // for a shape small_gemm (small_linear_takes, where bias or relu is set)
