@@ -10,8 +10,9 @@
 //
 // bench-maml --kernel-times [ROUNDS] [MODEL] runs no benchmark: it prints
 // where a replayed exact step's time goes (CapturedStep::kernel_times), by
-// kernel and its slowest calls: MODEL sinusoid (the default; 1 and 5 inner
-// steps), conv4 or strided-conv4 (meta-batch 4, one inner step).
+// kernel, by kernel and arguments, and its slowest calls: MODEL sinusoid
+// (the default; 1 and 5 inner steps), conv4 or strided-conv4 (meta-batch 4,
+// one inner step).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -96,6 +97,21 @@ BENCHMARK(BM_Conv4)
 
 namespace {
 
+// (key, calls, µs) for each key of the calls, costliest first.
+using CallGroups = std::vector<std::pair<std::string, std::pair<int, double>>>;
+template <class Key>
+CallGroups group_calls(const std::vector<mt::CapturedStep::KernelTime>& calls, Key key) {
+  std::map<std::string, std::pair<int, double>> groups;
+  for (const auto& c : calls) {
+    auto& [count, us] = groups[key(c)];
+    ++count;
+    us += c.microseconds;
+  }
+  CallGroups rows(groups.begin(), groups.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
+  return rows;
+}
+
 // The table of CapturedMetaGradient::kernel_times for the exact step of
 // `setup`, headed by `what`.
 void print_kernel_times(const std::string& what, const bench::MamlSetup& setup, int rounds) {
@@ -103,22 +119,23 @@ void print_kernel_times(const std::string& what, const bench::MamlSetup& setup, 
   (void)step(setup.params, setup.batch);
   const std::vector<mt::CapturedStep::KernelTime> calls = step.kernel_times(rounds);
   double total = 0;
-  std::map<std::string, std::pair<int, double>> by_kernel;  // calls, µs
-  for (const auto& c : calls) {
-    total += c.microseconds;
-    auto& [count, us] = by_kernel[c.kernel];
-    ++count;
-    us += c.microseconds;
-  }
+  for (const auto& c : calls) total += c.microseconds;
   std::printf(
       "%s, exact, float32, replayed: %zu kernel calls, %.1f us in all (each call timed alone, median of %d "
       "replays)\n",
       what.c_str(), calls.size(), total, rounds);
-  std::printf("  %-16s %6s %10s %7s\n", "kernel", "calls", "us/step", "share");
-  std::vector<std::pair<std::string, std::pair<int, double>>> rows(by_kernel.begin(), by_kernel.end());
-  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
-  for (const auto& [kernel, row] : rows)
-    std::printf("  %-16s %6d %10.1f %6.1f%%\n", kernel.c_str(), row.first, row.second, 100.0 * row.second / total);
+  std::printf("  %-24s %6s %10s %7s\n", "kernel", "calls", "us/step", "share");
+  for (const auto& [kernel, row] : group_calls(calls, [](const auto& c) { return std::string(c.kernel); }))
+    std::printf("  %-24s %6d %10.1f %6.1f%%\n", kernel.c_str(), row.first, row.second, 100.0 * row.second / total);
+  // The same calls grouped by kernel and arguments: where a shape recurs,
+  // its total says more than any one call.
+  const CallGroups by_call =
+      group_calls(calls, [](const auto& c) { return std::string(c.kernel) + "(" + c.arguments + ")"; });
+  const std::size_t listed = std::min<std::size_t>(15, by_call.size());
+  std::printf("  the %zu costliest calls by kernel and arguments (calls, us/step, share):\n", listed);
+  for (std::size_t i = 0; i < listed; ++i)
+    std::printf("  %4d %8.1f %6.1f%%  %s\n", by_call[i].second.first, by_call[i].second.second,
+                100.0 * by_call[i].second.second / total, by_call[i].first.c_str());
   std::vector<std::size_t> order(calls.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   const std::size_t shown = std::min<std::size_t>(15, order.size());

@@ -454,6 +454,49 @@ void check_linear_batched_against_separate_passes() {
   mt::kernels::cpu::set_threads(1);
 }
 
+// gemm_batched_accumulate (C_i += op(A_i) op(B_i), a backward pass adding a
+// product into an adjoint) against gemm_batched into a fresh array and then
+// binary add, bit for bit, on each path: the small-product kernel (every
+// transpose, k = 1, a single column), OpenBLAS (7 x 80 x 70, a single row),
+// one product whose rows gemm splits over the threads, a batch sharing B;
+// at 1 and 2 threads. Every k here is summed in one pass, as the kernel's
+// contract requires for these bits.
+template <class T>
+void check_gemm_accumulate_against_product_and_add() {
+  using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  struct Case {
+    std::int64_t m, n, k, count;
+    bool trans_a, trans_b, shared_b;
+  };
+  for (const int threads : {1, 2}) {
+    mt::kernels::cpu::set_threads(threads);
+    for (const Case cs : {Case{10, 40, 40, 25, false, false, false}, Case{10, 40, 40, 25, false, true, false},
+                          Case{40, 40, 10, 25, true, false, false}, Case{40, 40, 10, 25, true, true, false},
+                          Case{10, 40, 1, 25, false, true, false}, Case{10, 1, 40, 25, false, false, false},
+                          Case{1, 40, 10, 25, true, false, false}, Case{7, 80, 70, 5, false, true, false},
+                          Case{3000, 72, 50, 1, false, false, false}, Case{10, 40, 40, 6, false, false, true}}) {
+      const auto [m, n, k, count, trans_a, trans_b, shared_b] = cs;
+      std::vector<T> a(static_cast<std::size_t>(count * m * k)), b(static_cast<std::size_t>(count * k * n)),
+          c(static_cast<std::size_t>(count * m * n));
+      fill_layer_operands(a, b, c);
+      const std::int64_t stride_b = shared_b ? 0 : k * n;
+      std::vector<T> accumulated = c, product(c.size()), separate(c.size());
+      K::gemm_batched_accumulate<T>(trans_a, trans_b, m, n, k, a.data(), m * k, b.data(), stride_b, accumulated.data(),
+                                    m * n, count);
+      K::gemm_batched<T>(trans_a, trans_b, m, n, k, a.data(), m * k, b.data(), stride_b, product.data(), m * n, count);
+      const std::int64_t shape[] = {count * m * n}, strides[] = {1};
+      K::binary<T>(BinaryOp::add, 1, shape, c.data(), strides, product.data(), strides, separate.data());
+      bool all_same = true;
+      for (std::size_t i = 0; i < c.size(); ++i)
+        all_same = all_same && std::bit_cast<Bits>(accumulated[i]) == std::bit_cast<Bits>(separate[i]);
+      INFO("threads " << threads << " m " << m << " n " << n << " k " << k << " count " << count << " trans " << trans_a
+                      << trans_b << " shared b " << shared_b);
+      CHECK(all_same);
+    }
+  }
+  mt::kernels::cpu::set_threads(1);
+}
+
 // check(isa) for the small-product kernel of each instruction set this CPU
 // and build run; a message names each one skipped.
 template <class Check>
@@ -494,6 +537,11 @@ TEST_SUITE("kernels") {
   TEST_CASE("linear_batched equals gemm_batched, binary add and unary relu on every path, at 1 and 2 threads") {
     check_linear_batched_against_separate_passes<float>();
     check_linear_batched_against_separate_passes<double>();
+  }
+
+  TEST_CASE("gemm_batched_accumulate equals gemm_batched then binary add on every path, at 1 and 2 threads") {
+    check_gemm_accumulate_against_product_and_add<float>();
+    check_gemm_accumulate_against_product_and_add<double>();
   }
 
   TEST_CASE("unary kernels on the CPU: overflow-free sigmoid, NaN through relu, pow's exact fast paths") {

@@ -3,8 +3,10 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <string>
 #include <thread>
 
+#include "metatape/captured_step.hpp"
 #include "test_util.hpp"
 
 namespace mt = metatape;
@@ -94,6 +96,56 @@ TEST_SUITE("tape") {
     const auto g = mt::grad(y, x).to_vector();
     CHECK(g[0] == doctest::Approx(2 * 1.0 + std::exp(1.0) + 1));
     CHECK(g[1] == doctest::Approx(2 * 2.0 + std::exp(2.0) + 1));
+  }
+
+  TEST_CASE("a product's gradient is added into the adjoint gathered so far, to the bits of adding it after") {
+    // W [4, 6, 5] (a weight per task) gets three products' gradients: from a
+    // layer, from x2 W and from (x2 W) Wᵀ. Without a recorded graph the
+    // later ones are summed into the first in the products' own pass
+    // (gemm_batched_accumulate); with one, every contribution is an add op.
+    // The values must be the same bits either way, and a CPU replay of the
+    // walk must show the accumulating kernel (so the path is taken).
+    for (const DType dtype : {DType::f32, f64}) {
+      INFO(mt::dtype_name(dtype));
+      mt::Generator gen(7);
+      const Tensor x = mt::normal({4, 3, 6}, 0, 1, gen, dtype), x2 = mt::normal({4, 3, 6}, 0, 1, gen, dtype);
+      const Tensor b = mt::normal({5}, 0, 1, gen, dtype), c = mt::normal({4, 3, 6}, 0, 1, gen, dtype);
+      const Tensor w0 = mt::normal({4, 6, 5}, 0, 1, gen, dtype);
+      const auto gradients = [&](const std::vector<Tensor>& in, bool create_graph) {
+        mt::TapeScope scope;
+        Tensor w = in[0];
+        w.requires_grad_();
+        const Tensor y1 = mt::linear(x, w, b, {.relu = true});
+        const Tensor y3 = mt::matmul(mt::matmul(x2, w), w, false, true);
+        const Tensor loss = mt::sum(y1 * y1) + mt::sum(y3 * c);
+        return std::vector<Tensor>{mt::grad(loss, w, {.create_graph = create_graph}).detach()};
+      };
+      const Tensor fused = gradients({w0}, false)[0], added = gradients({w0}, true)[0];
+      CHECK(mt::testing::relative_error(fused, added) == 0.0);
+      mt::CapturedStep step([&](const std::vector<Tensor>& in) { return gradients(in, false); }, {w0}, mt::Device::cpu);
+      CHECK(mt::testing::relative_error(step({w0})[0], fused) == 0.0);
+      int accumulating = 0;
+      for (const auto& call : step.kernel_times(1))
+        accumulating += std::string(call.kernel) == "gemm_batched_accumulate" ? 1 : 0;
+      CHECK(accumulating == 2);
+    }
+  }
+
+  TEST_CASE("a gradient is never added into a tensor the caller holds") {
+    // h's adjoint starts as the caller's seed; the product y = h W adds its
+    // gradient for h to it, which must make a new tensor, not write the seed.
+    mt::TapeScope scope;
+    mt::Generator gen(3);
+    Tensor h = mt::normal({3, 4}, 0, 1, gen, f64), w = mt::normal({4, 2}, 0, 1, gen, f64);
+    h.requires_grad_();
+    w.requires_grad_();
+    const Tensor y = mt::matmul(h, w);
+    const Tensor seed_h = mt::normal({3, 4}, 0, 1, gen, f64), seed_y = mt::normal({3, 2}, 0, 1, gen, f64);
+    const std::vector<double> seed_before = seed_h.to_vector();
+    const Tensor g = mt::grad({h, y}, {h}, {seed_h, seed_y})[0];
+    CHECK(seed_h.to_vector() == seed_before);
+    const Tensor expected = seed_h.detach() + mt::matmul(seed_y, w.detach(), false, true);
+    CHECK(mt::testing::relative_error(g, expected) == 0.0);
   }
 
   TEST_CASE("seeds weight non-scalar outputs, and several outputs add up") {

@@ -36,6 +36,8 @@ class CpuCapture {
   // A held block of this capture of at least `bytes` (and not much more)
   // that no tensor uses any more, with a reference for the caller; or null.
   Storage* reuse(std::size_t bytes);
+  // Whether the capture holds a reference to `storage`.
+  bool holds(Storage* storage) const { return held_.contains(storage); }
 
   kernels::cpu::KernelRecording recording;
 

@@ -116,6 +116,14 @@ class BackwardContext {
   DType input_dtype(int i) const { return input_dtypes_[static_cast<std::size_t>(i)]; }
   bool needs_grad(int i) const { return needs_[static_cast<std::size_t>(i)] != 0; }
   void set_grad(int i, Tensor grad) { grads_[static_cast<std::size_t>(i)] = std::move(grad); }
+  // The adjoint input i has gathered so far from the nodes already walked,
+  // when the rule may add its gradient straight into it instead of calling
+  // set_grad (the tape then adds nothing for that input): only in a walk
+  // that records no graph, for a buffer of the input's shape and dtype that
+  // no other handle shares. Null otherwise; a rule is free to ignore it.
+  Tensor* grad_accumulator(int i) const {
+    return accumulators_.empty() ? nullptr : accumulators_[static_cast<std::size_t>(i)];
+  }
 
  private:
   friend class Tape;
@@ -128,6 +136,7 @@ class BackwardContext {
   std::span<const std::uint8_t> needs_;
   std::span<const Tensor> grad_outputs_;
   std::span<Tensor> grads_;
+  std::span<Tensor* const> accumulators_;
 };
 
 // Dispatch on a floating dtype: f(T{}) with T = float or double.

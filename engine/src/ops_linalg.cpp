@@ -89,25 +89,48 @@ kernels::cpu::StridedLoop batch_loop(const Tensor& a, const Tensor& b, const Mat
   return kernels::cpu::make_loop(batch_rank, d.batch.begin(), 3, strides);
 }
 
-// One GEMM per batch entry.
-void matmul_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  const Tensor &a = *in[0], &b = *in[1];
-  Tensor& c = out[0];
-  const MatmulDims d = matmul_dims(a, b, attrs);
+// c = op(a) op(b), or c += op(a) op(b) when accumulating: one GEMM per
+// batch entry. Each innermost row of the batch loop has uniform strides:
+// one batched GEMM (cuBLAS strided-batched on the GPU).
+void run_products(const Tensor& a, const Tensor& b, const MatmulDims& d, bool trans_a, bool trans_b, Tensor& c,
+                  bool accumulate) {
   const kernels::cpu::StridedLoop loop = batch_loop(a, b, d);
   const std::int64_t a_matrix = d.m * d.k, b_matrix = d.k * d.n, c_matrix = d.m * d.n;
   dispatch(c.device(), c.dtype(), [&]<class K, class T>() {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* pc = c.data<T>();
-    // Each innermost row of the batch loop has uniform strides: one batched
-    // GEMM (cuBLAS strided-batched on the GPU).
     kernels::cpu::for_each_row(loop, [&](const std::int64_t* off, std::int64_t count, const std::int64_t* s) {
-      K::template gemm_batched<T>(attrs.trans_a, attrs.trans_b, d.m, d.n, d.k, pa + off[1] * a_matrix, s[1] * a_matrix,
-                                  pb + off[2] * b_matrix, s[2] * b_matrix, pc + off[0] * c_matrix, s[0] * c_matrix,
-                                  count);
+      (accumulate ? K::template gemm_batched_accumulate<T>
+                  : K::template gemm_batched<T>)(trans_a, trans_b, d.m, d.n, d.k, pa + off[1] * a_matrix,
+                                                 s[1] * a_matrix, pb + off[2] * b_matrix, s[2] * b_matrix,
+                                                 pc + off[0] * c_matrix, s[0] * c_matrix, count);
     });
   });
+}
+
+void matmul_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  run_products(*in[0], *in[1], matmul_dims(*in[0], *in[1], attrs), attrs.trans_a, attrs.trans_b, out[0], false);
+}
+
+// Input i's gradient op(x) op(y), summed over the batch dimensions the input
+// was broadcast along. Where the tape offers the adjoint the input has
+// gathered so far and the product has its shape (nothing to sum away), the
+// product is added straight into it (gemm_batched_accumulate: the bits of
+// the product and then the tape's add, in one pass); otherwise a new
+// tensor for the tape to add.
+void set_product_grad(BackwardContext& c, int i, const Tensor& x, const Tensor& y, bool trans_x, bool trans_y) {
+  if (Tensor* into = c.grad_accumulator(i)) {
+    Attrs attrs;
+    attrs.trans_a = trans_x;
+    attrs.trans_b = trans_y;
+    const MatmulDims d = matmul_dims(x, y, attrs);
+    Shape shape = d.batch;
+    shape.push_back(d.m);
+    shape.push_back(d.n);
+    if (shape == into->shape()) return run_products(x, y, d, trans_x, trans_y, *into, true);
+  }
+  c.set_grad(i, sum_to(matmul(x, y, trans_x, trans_y), c.input_shape(i)));
 }
 
 // C = op(A) op(B):  dA = g op(B)ᵀ  (or op(B) gᵀ if A is used transposed),
@@ -118,13 +141,17 @@ void matmul_backward(BackwardContext& c) {
   const bool ta = c.attrs().trans_a, tb = c.attrs().trans_b;
   if (c.needs_grad(0)) {
     const Tensor& b = c.input(1);
-    const Tensor da = ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb);
-    c.set_grad(0, sum_to(da, c.input_shape(0)));
+    if (ta)
+      set_product_grad(c, 0, b, g, tb, true);
+    else
+      set_product_grad(c, 0, g, b, false, !tb);
   }
   if (c.needs_grad(1)) {
     const Tensor& a = c.input(0);
-    const Tensor db = tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false);
-    c.set_grad(1, sum_to(db, c.input_shape(1)));
+    if (tb)
+      set_product_grad(c, 1, g, a, true, ta);
+    else
+      set_product_grad(c, 1, a, g, !ta, false);
   }
 }
 
@@ -213,15 +240,13 @@ void linear_gradients(BackwardContext& c, const Tensor& g) {
       for (int i = 0; i + 2 < rows.rank(); ++i) rows[i] = 1;
     c.set_grad(2, reshape(sum_to(g, rows), bias));
   }
-  if (c.needs_grad(0)) c.set_grad(0, sum_to(matmul(g, c.input(1), false, true), c.input_shape(0)));
+  if (c.needs_grad(0)) set_product_grad(c, 0, g, c.input(1), false, true);
   if (c.needs_grad(1)) {
     const Tensor& x = c.input(0);
-    const Shape& w = c.input_shape(1);
-    if (w.rank() == 2 && x.rank() > 2) {
-      c.set_grad(1, matmul(as_rows(x), as_rows(g), true, false));
-    } else {
-      c.set_grad(1, sum_to(matmul(x, g, true, false), w));
-    }
+    if (c.input_shape(1).rank() == 2 && x.rank() > 2)
+      set_product_grad(c, 1, as_rows(x), as_rows(g), true, false);
+    else
+      set_product_grad(c, 1, x, g, true, false);
   }
 }
 void linear_backward(BackwardContext& c) { linear_gradients(c, c.grad_output()); }

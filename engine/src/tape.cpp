@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "cpu_capture.hpp"
 #include "metatape/error.hpp"
 #include "metatape/ops.hpp"
 
@@ -28,6 +29,14 @@ void require_live(const Tape& tape, const Tensor& t, const char* role, std::size
 }
 
 void accumulate(Tensor& into, Tensor grad) { into = into.defined() ? add(into, grad) : std::move(grad); }
+
+// Whether `t` is the only handle on its storage (a CPU capture's own
+// reference aside), so that writing into it changes no other tensor.
+bool sole_handle(const Tensor& t) {
+  Storage* storage = TensorAccess::storage(t);
+  const int capture_refs = active_cpu_capture != nullptr && active_cpu_capture->holds(storage) ? 1 : 0;
+  return storage->refs.load(std::memory_order_acquire) == 1 + capture_refs;
+}
 
 // Outputs and inputs must be live variables of this tape.
 void validate_grad_arguments(const Tape& tape, const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs) {
@@ -216,6 +225,7 @@ void Tape::run_node(std::size_t n, Walk& walk, const GradOptions& options) {
                     "' was already differentiated with retain_graph = false, which freed the values its "
                     "backward needs; keep retain_graph = true to differentiate it again");
 
+  offer_accumulators(node, walk, options);
   call_backward(node);
   if (!options.retain_graph) {
     for (std::uint32_t k = 0; k < node.n_in + node.n_out; ++k) saved_[node.saved_begin + k] = Tensor{};
@@ -235,6 +245,30 @@ void Tape::run_node(std::size_t n, Walk& walk, const GradOptions& options) {
                   std::to_string(i) + " a gradient of shape " + w.grads[i].shape().str() + " " +
                   dtype_name(w.grads[i].dtype()) + ", expected " + w.shapes[i].str() + " " + dtype_name(w.dtypes[i]));
     accumulate(walk.adjoint[walk.slot(inputs_[node.in_begin + i].var)], std::move(w.grads[i]));
+  }
+}
+
+// The adjoints the node's rule may add its gradients into in place
+// (BackwardContext::grad_accumulator): with no graph recorded, an input's
+// adjoint already gathered, of its shape and dtype, held by no other handle,
+// and the input's only position among the node's inputs. Adding into it is
+// the tape's own next step (accumulate), done in the rule's pass: the same
+// sum in the same order, as every input's adjoint is added to in input
+// order either way.
+void Tape::offer_accumulators(const Node& node, Walk& walk, const GradOptions& options) {
+  std::vector<Tensor*>& offered = scratch_.accumulators;
+  offered.assign(node.n_in, nullptr);
+  if (options.create_graph) return;
+  for (std::uint32_t i = 0; i < node.n_in; ++i) {
+    const InputRecord& in = inputs_[node.in_begin + i];
+    if (!scratch_.needs[i]) continue;
+    bool repeated = false;
+    for (std::uint32_t j = 0; j < node.n_in; ++j)
+      repeated = repeated || (j != i && inputs_[node.in_begin + j].var == in.var);
+    Tensor& adjoint = walk.adjoint[walk.slot(in.var)];
+    if (!repeated && adjoint.defined() && adjoint.shape() == in.shape && adjoint.dtype() == in.dtype &&
+        sole_handle(adjoint))
+      offered[i] = &adjoint;
   }
 }
 
@@ -263,6 +297,7 @@ void Tape::call_backward(const Node& node) {
   ctx.needs_ = w.needs;
   ctx.grad_outputs_ = w.grad_outputs;
   ctx.grads_ = w.grads;
+  ctx.accumulators_ = w.accumulators;
   node.op->backward(ctx);
 }
 

@@ -88,6 +88,7 @@ class Tape {
     std::vector<Tensor> adjoint, saved, grad_outputs, grads;
     std::vector<Shape> shapes;
     std::vector<DType> dtypes;
+    std::vector<Tensor*> accumulators;  // BackwardContext::grad_accumulator's, into `adjoint`
     // Drops the handles (not the capacity), so no storage outlives the call.
     void release_tensors() {
       for (auto* v : {&adjoint, &saved, &grad_outputs, &grads}) v->assign(v->size(), Tensor{});
@@ -118,6 +119,7 @@ class Tape {
   Walk begin_walk(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs);
   void mark_dependents(Walk& walk) const;
   void run_node(std::size_t n, Walk& walk, const GradOptions& options);
+  void offer_accumulators(const Node& node, Walk& walk, const GradOptions& options);
   void call_backward(const Node& node);
   std::vector<Tensor> collect_input_grads(const Walk& walk, const std::vector<Tensor>& inputs,
                                           const GradOptions& options) const;

@@ -146,32 +146,55 @@ void over_batch(std::int64_t count, std::int64_t work, bool overlapping, const O
 
 }  // namespace
 
-// A batch sharing one B: one product of all its rows (see gemm for its
-// bits). Otherwise over the batch when the matrices are many (the task axis
-// of a task-batched graph): each matrix is then one unsplit product
-// (OpenBLAS, or the small-product kernel, which takes a thread's whole run
-// of matrices in one call), the same bits at any thread count. When
-// they are fewer than two per thread, one by one, each split by gemm if
-// large (then equal up to summation order, as gemm).
+namespace {
+
+// C_i = op(A_i) op(B_i) + beta C_i (beta 0 or 1). A batch sharing one B:
+// one product of all its rows (see gemm for its bits). Otherwise over the
+// batch when the matrices are many (the task axis of a task-batched graph):
+// each matrix is then one unsplit product (OpenBLAS, or the small-product
+// kernel, which takes a thread's whole run of matrices in one call), the
+// same bits at any thread count. When they are fewer than two per thread,
+// one by one, each split by gemm if large (then equal up to summation
+// order, as gemm).
 template <class T>
-void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
-                  std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
-                  std::int64_t count) {
+void products_over_batch(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+                         std::int64_t stride_a, const T* b, std::int64_t stride_b, T beta, T* c, std::int64_t stride_c,
+                         std::int64_t count) {
   const std::int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
   // A matrix B shared by every entry (a broadcast weight) with the A's and
   // C's stacked row after row: the batch is one product of count·m rows,
   // [count·m, k] op(B) -> [count·m, n], which runs at GEMM speed where
   // `count` small products are dominated by per-call overhead.
   if (stride_b == 0 && !trans_a && stride_a == m * k && stride_c == m * n && count > 1)
-    return gemm<T>(false, trans_b, count * m, n, k, T(1), a, k, b, ldb, T(0), c, n);
+    return gemm<T>(false, trans_b, count * m, n, k, T(1), a, k, b, ldb, beta, c, n);
   const auto one = [&](std::int64_t i) {
-    gemm<T>(trans_a, trans_b, m, n, k, T(1), a + i * stride_a, lda, b + i * stride_b, ldb, T(0), c + i * stride_c, n);
+    gemm<T>(trans_a, trans_b, m, n, k, T(1), a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c, n);
   };
+  // Outputs that overlap (stride 0) are written in order, one by one.
   over_batch(count, m * n * k, stride_c == 0, one, [&](std::int64_t begin, std::int64_t end) {
     return small_gemm_batched(trans_a, trans_b, m, n, k, T(1), a + begin * stride_a, lda, stride_a,
-                              b + begin * stride_b, ldb, stride_b, T(0), c + begin * stride_c, n, stride_c,
+                              b + begin * stride_b, ldb, stride_b, beta, c + begin * stride_c, n, stride_c,
                               end - begin);
   });
+}
+
+}  // namespace
+
+template <class T>
+void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+                  std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
+                  std::int64_t count) {
+  products_over_batch<T>(trans_a, trans_b, m, n, k, a, stride_a, b, stride_b, T(0), c, stride_c, count);
+}
+
+// beta = 1: the small-product kernel finishes each entry as fma(1, c, sum),
+// which is c + sum rounded once, and OpenBLAS adds its block's sum to C the
+// same way.
+template <class T>
+void gemm_batched_accumulate(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+                             std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
+                             std::int64_t count) {
+  products_over_batch<T>(trans_a, trans_b, m, n, k, a, stride_a, b, stride_b, T(1), c, stride_c, count);
 }
 
 namespace {
@@ -232,6 +255,12 @@ template void gemm_batched<float>(bool, bool, std::int64_t, std::int64_t, std::i
                                   const float*, std::int64_t, float*, std::int64_t, std::int64_t);
 template void gemm_batched<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const double*, std::int64_t,
                                    const double*, std::int64_t, double*, std::int64_t, std::int64_t);
+template void gemm_batched_accumulate<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const float*,
+                                             std::int64_t, const float*, std::int64_t, float*, std::int64_t,
+                                             std::int64_t);
+template void gemm_batched_accumulate<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const double*,
+                                              std::int64_t, const double*, std::int64_t, double*, std::int64_t,
+                                              std::int64_t);
 template void linear_batched<float>(std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t, const float*,
                                     std::int64_t, const float*, std::int64_t, bool, float*, std::int64_t, std::int64_t);
 template void linear_batched<double>(std::int64_t, std::int64_t, std::int64_t, const double*, std::int64_t,

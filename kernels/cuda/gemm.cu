@@ -42,6 +42,13 @@ void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
   gemm_strided<T>(trans_a, trans_b, m, n, k, T(1), a, stride_a, b, stride_b, T(0), c, stride_c, count);
 }
 
+template <class T>
+void gemm_batched_accumulate(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+                             std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
+                             std::int64_t count) {
+  gemm_strided<T>(trans_a, trans_b, m, n, k, T(1), a, stride_a, b, stride_b, T(1), c, stride_c, count);
+}
+
 // C_i (count blocks of m x n, stride_c apart) = relu(C_i + bias_i) in place,
 // bias_i a row of n (null: none): the bits of binary add then unary relu.
 template <class T>
@@ -73,6 +80,8 @@ void linear_batched(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, 
                                 const T*, std::int64_t, T, T*, std::int64_t, std::int64_t);                     \
   template void gemm_batched<T>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const T*, std::int64_t,    \
                                 const T*, std::int64_t, T*, std::int64_t, std::int64_t);                     \
+  template void gemm_batched_accumulate<T>(bool, bool, std::int64_t, std::int64_t, std::int64_t, const T*,        \
+                                           std::int64_t, const T*, std::int64_t, T*, std::int64_t, std::int64_t); \
   template void linear_batched<T>(std::int64_t, std::int64_t, std::int64_t, const T*, std::int64_t, const T*,     \
                                   std::int64_t, const T*, std::int64_t, bool, T*, std::int64_t, std::int64_t);
 METATAPE_CUDA_GEMM(float)
