@@ -253,8 +253,8 @@ void Tape::run_node(std::size_t n, Walk& walk, const GradOptions& options) {
 // adjoint already gathered, of its shape and dtype, held by no other handle,
 // and the input's only position among the node's inputs. Adding into it is
 // the tape's own next step (accumulate), done in the rule's pass: the same
-// sum in the same order, as every input's adjoint is added to in input
-// order either way.
+// sum, and since the node adds just this one term to that adjoint (the
+// input appears once), its terms arrive in the same order.
 void Tape::offer_accumulators(const Node& node, Walk& walk, const GradOptions& options) {
   std::vector<Tensor*>& offered = scratch_.accumulators;
   offered.assign(node.n_in, nullptr);
