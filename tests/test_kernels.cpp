@@ -497,6 +497,30 @@ void check_gemm_accumulate_against_product_and_add() {
   mt::kernels::cpu::set_threads(1);
 }
 
+// binary writing over its first operand (out = a, as an add into an
+// adjoint in place) against the same call into a fresh array, bit for bit:
+// rows of 1 to 70 entries (every masked tail of the short-row loop, and
+// past it), a row of b per task broadcast over the task's rows.
+template <class T>
+void check_binary_in_place() {
+  using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  for (const BinaryOp op : {BinaryOp::add, BinaryOp::mul})
+    for (std::int64_t n = 1; n <= 70; ++n) {
+      const std::int64_t tasks = 3, rows = 7;
+      std::vector<T> a(static_cast<std::size_t>(tasks * rows * n)), b(static_cast<std::size_t>(tasks * n)), unused(1);
+      fill_layer_operands(a, b, unused);
+      const std::int64_t shape[] = {tasks, rows, n}, a_strides[] = {rows * n, n, 1}, b_strides[] = {n, 0, 1};
+      std::vector<T> fresh(a.size()), in_place = a;
+      K::binary<T>(op, 3, shape, a.data(), a_strides, b.data(), b_strides, fresh.data());
+      K::binary<T>(op, 3, shape, in_place.data(), a_strides, b.data(), b_strides, in_place.data());
+      bool all_same = true;
+      for (std::size_t i = 0; i < a.size(); ++i)
+        all_same = all_same && std::bit_cast<Bits>(in_place[i]) == std::bit_cast<Bits>(fresh[i]);
+      INFO("op " << static_cast<int>(op) << " row of " << n);
+      CHECK(all_same);
+    }
+}
+
 // check(isa) for the small-product kernel of each instruction set this CPU
 // and build run; a message names each one skipped.
 template <class Check>
@@ -542,6 +566,11 @@ TEST_SUITE("kernels") {
   TEST_CASE("gemm_batched_accumulate equals gemm_batched then binary add on every path, at 1 and 2 threads") {
     check_gemm_accumulate_against_product_and_add<float>();
     check_gemm_accumulate_against_product_and_add<double>();
+  }
+
+  TEST_CASE("binary over its first operand equals binary into a fresh array, every row length") {
+    check_binary_in_place<float>();
+    check_binary_in_place<double>();
   }
 
   TEST_CASE("unary kernels on the CPU: overflow-free sigmoid, NaN through relu, pow's exact fast paths") {

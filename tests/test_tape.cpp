@@ -100,9 +100,11 @@ TEST_SUITE("tape") {
 
   TEST_CASE("a product's gradient is added into the adjoint gathered so far, to the bits of adding it after") {
     // W [4, 6, 5] (a weight per task) gets three products' gradients: from a
-    // layer, from x2 W and from (x2 W) Wᵀ. Without a recorded graph the
-    // later ones are summed into the first in the products' own pass
-    // (gemm_batched_accumulate); with one, every contribution is an add op.
+    // layer, from x2 W and from (x2 W) Wᵀ, and last its column sums'.
+    // Without a recorded graph the later ones are summed into the first in
+    // the products' own pass (gemm_batched_accumulate), and the column sums'
+    // gradient added in place, broadcast; with a graph, every contribution
+    // is an add op.
     // The values must be the same bits either way, and a CPU replay of the
     // walk must show the accumulating kernel (so the path is taken).
     for (const DType dtype : {DType::f32, f64}) {
@@ -115,19 +117,23 @@ TEST_SUITE("tape") {
         mt::TapeScope scope;
         Tensor w = in[0];
         w.requires_grad_();
+        const Tensor column_sums = mt::sum_to(w, {4, 1, 5});  // its gradient, expanded, is added last
         const Tensor y1 = mt::linear(x, w, b, {.relu = true});
         const Tensor y3 = mt::matmul(mt::matmul(x2, w), w, false, true);
-        const Tensor loss = mt::sum(y1 * y1) + mt::sum(y3 * c);
+        const Tensor loss = mt::sum(y1 * y1) + mt::sum(y3 * c) + mt::sum(column_sums * column_sums);
         return std::vector<Tensor>{mt::grad(loss, w, {.create_graph = create_graph}).detach()};
       };
       const Tensor fused = gradients({w0}, false)[0], added = gradients({w0}, true)[0];
       CHECK(mt::testing::relative_error(fused, added) == 0.0);
       mt::CapturedStep step([&](const std::vector<Tensor>& in) { return gradients(in, false); }, {w0}, mt::Device::cpu);
       CHECK(mt::testing::relative_error(step({w0})[0], fused) == 0.0);
-      int accumulating = 0;
-      for (const auto& call : step.kernel_times(1))
+      int accumulating = 0, expansions = 0;
+      for (const auto& call : step.kernel_times(1)) {
         accumulating += std::string(call.kernel) == "gemm_batched_accumulate" ? 1 : 0;
+        expansions += std::string(call.kernel) == "strided_copy" && call.arguments == "[4, 6, 5]" ? 1 : 0;
+      }
       CHECK(accumulating == 2);
+      CHECK(expansions == 0);  // sum_to's gradient added in place, never expanded into W's shape
     }
   }
 

@@ -41,6 +41,14 @@ std::vector<OpSample> stack_samples(Generator& gen, DType dtype);
 // ops_elementwise.cpp: g ⊙ mask(x) for relu's 0/1 mask (step) or abs's ±1
 // (sign), the mask a constant whose derivative is zero almost everywhere.
 Tensor times_mask(kernels::UnaryOp mask, const Tensor& g, const Tensor& x);
+// into += x, x broadcast to into's shape, in place (binary add writing
+// into's buffer): the bits of add(into, expand(x, into.shape())). For a
+// backward rule adding into an adjoint it was offered
+// (BackwardContext::grad_accumulator), never on a recorded tensor.
+void add_in_place(Tensor& into, const Tensor& x);
+// Input i's gradient is g broadcast to the input's shape (expand): added
+// into the adjoint the tape offers, or else set as a new tensor.
+void set_broadcast_grad(BackwardContext& c, int i, const Tensor& g);
 
 // ops_linalg.cpp
 extern const OpDef matmul_op, linear_op, linear_relu_op;

@@ -119,9 +119,17 @@ std::vector<OpSample> kinked_unary(Generator& gen, DType dtype, Tensor (*fn)(con
 }
 
 // --- add: a + b ---
+// An operand of the output's shape gets g itself, added into its adjoint
+// in place where the tape offers it; a broadcast one, g summed to its shape.
 void add_backward(BackwardContext& c) {
-  if (c.needs_grad(0)) c.set_grad(0, sum_to(c.grad_output(), c.input_shape(0)));
-  if (c.needs_grad(1)) c.set_grad(1, sum_to(c.grad_output(), c.input_shape(1)));
+  const Tensor& g = c.grad_output();
+  for (int i = 0; i < 2; ++i) {
+    if (!c.needs_grad(i)) continue;
+    if (g.shape() == c.input_shape(i))
+      set_broadcast_grad(c, i, g);
+    else
+      c.set_grad(i, sum_to(g, c.input_shape(i)));
+  }
 }
 
 // --- add_scaled: x + alpha · y, x and y of one shape ---
@@ -140,7 +148,7 @@ void add_scaled_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   });
 }
 void add_scaled_backward(BackwardContext& c) {
-  if (c.needs_grad(0)) c.set_grad(0, c.grad_output());
+  if (c.needs_grad(0)) set_broadcast_grad(c, 0, c.grad_output());
   if (c.needs_grad(1)) c.set_grad(1, scale(c.grad_output(), c.attrs().scalar));
 }
 
@@ -186,6 +194,22 @@ Tensor times_mask(UnaryOp mask, const Tensor& g, const Tensor& x) {
     Kernels::template multiply_by_mask<T>(mask, g.data<T>(), x.data<T>(), out.data<T>(), x.numel());
   });
   return out;
+}
+
+void add_in_place(Tensor& into, const Tensor& x) {
+  std::int64_t into_strides[kMaxRank], x_strides[kMaxRank];
+  kernels::cpu::contiguous_strides(into.rank(), into.shape().begin(), into_strides);
+  kernels::cpu::broadcast_strides(x.rank(), x.shape().begin(), into.rank(), into.shape().begin(), x_strides);
+  dispatch(into.device(), into.dtype(), [&]<class Kernels, class T>() {
+    T* out = into.data<T>();
+    Kernels::template binary<T>(BinaryOp::add, into.rank(), into.shape().begin(), out, into_strides, x.data<T>(),
+                                x_strides, out);
+  });
+}
+
+void set_broadcast_grad(BackwardContext& c, int i, const Tensor& g) {
+  if (Tensor* into = c.grad_accumulator(i)) return add_in_place(*into, g);
+  c.set_grad(i, expand(g, c.input_shape(i)));
 }
 
 namespace {

@@ -45,7 +45,7 @@ void sum_to_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
     K::template sum_to<T>(x.rank(), x.shape().begin(), x.data<T>(), target.begin(), out[0].data<T>());
   });
 }
-void sum_to_backward(BackwardContext& c) { c.set_grad(0, expand(c.grad_output(), c.input_shape(0))); }
+void sum_to_backward(BackwardContext& c) { set_broadcast_grad(c, 0, c.grad_output()); }
 
 // --- expand: x repeated along broadcast dimensions up to attrs.shape ---
 void expand_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {

@@ -48,17 +48,40 @@ template <BinaryOp Op, class T>
 // out = a (op) b on each row of a block whose rows all have unit inner
 // strides (operands 0, 1, 2: out, a, b, as binary_rows takes them), n <=
 // kMaxLength entries a row.
+//
+// Where out is a (an add into an adjoint in place), each row of a is
+// loaded before the row above it is stored: a row's masked last store
+// spans the next row's first entries, and a load after it waited for it to
+// reach the cache ([25, 10, 40] plus a row per task in place: 2.0 µs row by
+// row, 1.47 read ahead, against 1.2-1.5 into a new array). Other calls keep
+// the plain row loop, which the read-ahead's run-time vector count slowed.
 template <BinaryOp Op, class T>
 [[gnu::target("avx512f")]] void binary(T* out, const T* a, const T* b, const RowBlock& block, std::int64_t n) {
   using Z = Avx512<T>;
+  const auto mask = [n](std::int64_t i) { return lanes_left<T>(n - i); };
+  if (out != a || block.stride[0] != block.stride[1]) {
+    for (std::int64_t r = 0; r < block.rows; ++r) {
+      T* o = out + r * block.stride[0];
+      const T* ar = a + r * block.stride[1];
+      const T* br = b + r * block.stride[2];
+      for (std::int64_t i = 0; i < n; i += Z::kLanes)
+        Z::store(o + i, apply<Op, T>(Z::load(ar + i, mask(i)), Z::load(br + i, mask(i))), mask(i));
+    }
+    return;
+  }
+  constexpr int kMaxVectors = static_cast<int>(kMaxLength / Z::kLanes);
+  const int vectors = static_cast<int>((n + Z::kLanes - 1) / Z::kLanes);
+  typename Z::V row[kMaxVectors];
+  for (int v = 0; v < vectors && block.rows > 0; ++v) row[v] = Z::load(a + v * Z::kLanes, mask(v * Z::kLanes));
   for (std::int64_t r = 0; r < block.rows; ++r) {
     T* o = out + r * block.stride[0];
-    const T* ar = a + r * block.stride[1];
     const T* br = b + r * block.stride[2];
-    for (std::int64_t i = 0; i < n; i += Z::kLanes) {
-      const typename Z::Mask m = lanes_left<T>(n - i);
-      Z::store(o + i, apply<Op, T>(Z::load(ar + i, m), Z::load(br + i, m)), m);
-    }
+    typename Z::V result[kMaxVectors];
+    for (int v = 0; v < vectors; ++v)
+      result[v] = apply<Op, T>(row[v], Z::load(br + v * Z::kLanes, mask(v * Z::kLanes)));
+    if (r + 1 < block.rows)
+      for (int v = 0; v < vectors; ++v) row[v] = Z::load(o + block.stride[0] + v * Z::kLanes, mask(v * Z::kLanes));
+    for (int v = 0; v < vectors; ++v) Z::store(o + v * Z::kLanes, result[v], mask(v * Z::kLanes));
   }
 }
 
