@@ -45,21 +45,15 @@ struct Finish {
   bool relu = false;
 };
 
-// One vector of C, `column` entries past the columns `f` stands at
-// (accumulating: already added by the tile, see add_tile_to_c):
-// scaled, fma(beta, c, alpha · acc) (alpha · acc rounded first; alpha = 1
-// skips it), written as one fused operation so that no compiler
-// contraction can change it, and beta = 0 never reads C (NaN there is
-// ignored, as in GEMM); linear, acc + bias then max(0, ·), which keeps a
-// NaN or −0 (the second operand's) as relu does. `mask` selects the lanes
-// of a partial vector.
+// One vector of C, `column` entries past the columns `f` stands at: a
+// layer's acc + bias then max(0, ·), which keeps a NaN or −0 (the second
+// operand's) as relu does; the kinds that read C already hold their
+// results (combine_with_c); then the store. `mask` selects the lanes of a
+// partial vector.
 template <class X, FinishKind kKind, class... Mask>
 inline void finish(typename X::T* c, typename X::V acc, const Finish<typename X::T>& f, int column, Mask... mask) {
   using T = typename X::T;
-  if constexpr (kKind == FinishKind::scaled) {
-    if (f.alpha != T(1)) acc = X::mul(X::splat(f.alpha), acc);
-    if (f.beta != T(0)) acc = X::fma(X::splat(f.beta), X::load(c, mask...), acc);
-  } else if constexpr (kKind == FinishKind::linear) {
+  if constexpr (kKind == FinishKind::linear) {
     if (f.bias != nullptr) acc = X::add(acc, X::load(f.bias + column, mask...));
     if (f.relu) acc = X::max(X::splat(T(0)), acc);
   }
@@ -77,21 +71,36 @@ inline constexpr int kMaxTileVectors = kVectorRegisters<X> == 32 ? 4 : 2;
 template <class X, int NV>
 inline constexpr int kMaxTileRows = (kVectorRegisters<X> - 1 - NV) / NV < 8 ? (kVectorRegisters<X> - 1 - NV) / NV : 8;
 
-// acc[r][v] += the tile's entries of C, all read before the tile stores
-// any: a row's masked last vector spans the next row's first entries, and
-// a read of C after that masked store waited for it to reach the cache
-// (loads interleaved with the stores made [40 x 10]ᵀ [10 x 40] take twice
-// as long as the plain product; read first, 1.16 times).
-template <class X, int MR, int NV, bool kPartial>
-inline void add_tile_to_c(typename X::V (&acc)[MR][NV], const typename X::T* c, std::int64_t ldc,
-                          typename X::Mask last) {
+// The tile's sums combined with its entries of C, for the kinds that read
+// C: accumulating, acc + c; scaled, fma(beta, c, alpha · acc) (alpha · acc
+// rounded first; alpha = 1 skips it), written as one fused operation so
+// that no compiler contraction can change it, and beta = 0 never reads C
+// (NaN there is ignored, as in GEMM). Every entry is read before the tile
+// stores any: a row's masked last vector spans the next row's first
+// entries, and a read of C after that masked store waited for it to reach
+// the cache (loads interleaved with the stores made [40 x 10]ᵀ [10 x 40]
+// take twice as long as the plain product; read first, 1.16 times).
+template <class X, FinishKind kKind, int MR, int NV, bool kPartial>
+inline void combine_with_c(typename X::V (&acc)[MR][NV], const typename X::T* c, std::int64_t ldc,
+                           const Finish<typename X::T>& f, typename X::Mask last) {
+  using T = typename X::T;
   constexpr int L = X::kLanes;
+  if constexpr (kKind == FinishKind::scaled) {
+    if (f.alpha != T(1))
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[r][v] = X::mul(X::splat(f.alpha), acc[r][v]);
+    if (f.beta == T(0)) return;
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v)
-      acc[r][v] = X::add(kPartial && v == NV - 1 ? X::load(c + r * ldc + v * L, last) : X::load(c + r * ldc + v * L),
-                         acc[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      const typename X::V cv =
+          kPartial && v == NV - 1 ? X::load(c + r * ldc + v * L, last) : X::load(c + r * ldc + v * L);
+      acc[r][v] = kKind == FinishKind::scaled ? X::fma(X::splat(f.beta), cv, acc[r][v]) : X::add(cv, acc[r][v]);
+    }
 }
 
 // One register tile: MR rows of C by NV vectors of columns, the last
@@ -124,7 +133,8 @@ void tile(std::int64_t k, const typename X::T* a, std::int64_t a_row, std::int64
       for (int v = 0; v < NV; ++v) acc[r][v] = X::fma(ar, bv[v], acc[r][v]);
     }
   }
-  if constexpr (kKind == FinishKind::accumulating) add_tile_to_c<X, MR, NV, kPartial>(acc, c, ldc, last);
+  if constexpr (kKind == FinishKind::accumulating || kKind == FinishKind::scaled)
+    combine_with_c<X, kKind, MR, NV, kPartial>(acc, c, ldc, f, last);
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
