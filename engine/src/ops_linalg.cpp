@@ -42,6 +42,14 @@ Shape leading(const Shape& s) {
   return batch;
 }
 
+// The product's shape: batch ++ [m, n].
+Shape product_shape(const MatmulDims& d) {
+  Shape shape = d.batch;
+  shape.push_back(d.m);
+  shape.push_back(d.n);
+  return shape;
+}
+
 MatmulDims matmul_dims(const Tensor& a, const Tensor& b, const Attrs& attrs) {
   const Shape &sa = a.shape(), &sb = b.shape();
   if (sa.rank() < 2 || sb.rank() < 2)
@@ -68,11 +76,7 @@ void matmul_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   require_floating("matmul", *in[0], 0);
   require_floating("matmul", *in[1], 1);
   require_same_dtype("matmul", *in[0], *in[1]);
-  const MatmulDims d = matmul_dims(*in[0], *in[1], attrs);
-  Shape shape = d.batch;
-  shape.push_back(d.m);
-  shape.push_back(d.n);
-  out[0] = {shape, in[0]->dtype()};
+  out[0] = {product_shape(matmul_dims(*in[0], *in[1], attrs)), in[0]->dtype()};
 }
 
 // The loop over the output's batch, in matrices: operand 0 the output
@@ -116,8 +120,9 @@ void matmul_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
 // Input i's gradient op(x) op(y), summed over the batch dimensions the input
 // was broadcast along. Where the tape offers the adjoint the input has
 // gathered so far and the product has its shape (nothing to sum away), the
-// product is added straight into it (gemm_batched_accumulate: the bits of
-// the product and then the tape's add, in one pass); otherwise a new
+// product is added straight into it (gemm_batched_accumulate, in one pass:
+// the bits of the product and then the tape's add wherever the product is
+// summed in one pass over k, as every small product is); otherwise a new
 // tensor for the tape to add.
 void set_product_grad(BackwardContext& c, int i, const Tensor& x, const Tensor& y, bool trans_x, bool trans_y) {
   if (Tensor* into = c.grad_accumulator(i)) {
@@ -125,10 +130,7 @@ void set_product_grad(BackwardContext& c, int i, const Tensor& x, const Tensor& 
     attrs.trans_a = trans_x;
     attrs.trans_b = trans_y;
     const MatmulDims d = matmul_dims(x, y, attrs);
-    Shape shape = d.batch;
-    shape.push_back(d.m);
-    shape.push_back(d.n);
-    if (shape == into->shape()) return run_products(x, y, d, trans_x, trans_y, *into, true);
+    if (product_shape(d) == into->shape()) return run_products(x, y, d, trans_x, trans_y, *into, true);
   }
   c.set_grad(i, sum_to(matmul(x, y, trans_x, trans_y), c.input_shape(i)));
 }
@@ -177,11 +179,8 @@ std::int64_t bias_rows(const Tensor& bias, const MatmulDims& d) {
     }
   }
   if (!fits || (rows != 1 && rows != outputs)) {
-    Shape out = d.batch;
-    out.push_back(d.m);
-    out.push_back(n);
     throw ShapeError("linear: bias " + s.str() + " must be [" + std::to_string(n) + "] or [..., 1, " +
-                     std::to_string(n) + "] with one row for the whole output " + out.str() +
+                     std::to_string(n) + "] with one row for the whole output " + product_shape(d).str() +
                      " or one for each of its matrices (add() broadcasts any other shape)");
   }
   return rows == 1 ? 0 : rows;
@@ -196,10 +195,7 @@ void linear_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
   }
   const MatmulDims d = matmul_dims(*in[0], *in[1], attrs);
   if (in.size() == 3) (void)bias_rows(*in[2], d);
-  Shape shape = d.batch;
-  shape.push_back(d.m);
-  shape.push_back(d.n);
-  out[0] = {shape, in[0]->dtype()};
+  out[0] = {product_shape(d), in[0]->dtype()};
 }
 
 void linear_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {

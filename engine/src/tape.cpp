@@ -262,13 +262,14 @@ void Tape::offer_accumulators(const Node& node, Walk& walk, const GradOptions& o
   for (std::uint32_t i = 0; i < node.n_in; ++i) {
     const InputRecord& in = inputs_[node.in_begin + i];
     if (!scratch_.needs[i]) continue;
-    bool repeated = false;
-    for (std::uint32_t j = 0; j < node.n_in; ++j)
-      repeated = repeated || (j != i && inputs_[node.in_begin + j].var == in.var);
     Tensor& adjoint = walk.adjoint[walk.slot(in.var)];
-    if (!repeated && adjoint.defined() && adjoint.shape() == in.shape && adjoint.dtype() == in.dtype &&
-        sole_handle(adjoint))
-      offered[i] = &adjoint;
+    if (!adjoint.defined() || adjoint.shape() != in.shape || adjoint.dtype() != in.dtype || !sole_handle(adjoint))
+      continue;
+    // Last, as it scans the node's inputs (a concat may have many).
+    bool repeated = false;
+    for (std::uint32_t j = 0; j < node.n_in && !repeated; ++j)
+      repeated = j != i && inputs_[node.in_begin + j].var == in.var;
+    if (!repeated) offered[i] = &adjoint;
   }
 }
 

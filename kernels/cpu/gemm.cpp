@@ -187,9 +187,9 @@ void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
   products_over_batch<T>(trans_a, trans_b, m, n, k, a, stride_a, b, stride_b, T(0), c, stride_c, count);
 }
 
-// beta = 1: the small-product kernel finishes each entry as fma(1, c, sum),
-// which is c + sum rounded once, and OpenBLAS adds its block's sum to C the
-// same way.
+// beta = 1: the small-product kernel finishes each entry as c + sum,
+// rounded once, and OpenBLAS adds each block of k's sum to C the same way,
+// so a product summed in one block has the bits of the product then an add.
 template <class T>
 void gemm_batched_accumulate(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
                              std::int64_t stride_a, const T* b, std::int64_t stride_b, T* c, std::int64_t stride_c,
