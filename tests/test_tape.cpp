@@ -67,6 +67,61 @@ TEST_SUITE("tape") {
     CHECK(mt::testing::relative_error(g, g2) == 0.0);
   }
 
+  TEST_CASE("relu's and abs's recorded derivatives are one kernel each, the bits of the unrecorded ones") {
+    // g ⊙ mask(x) recorded as one op (times_step, times_sign) in one pass,
+    // where it was a mask tensor and a mul by it; its mask argument is never
+    // differentiated, and d/dg of the recorded gradient is the mask again.
+    // Signed zeros and a NaN in x, a NaN in the seed.
+    const double nan = std::nan("");
+    const Tensor x0 = mt::from_vector({-1.5, -0.0, 0.0, 2.0, nan, 0.25}, {6}, f64);
+    const Tensor seed = mt::from_vector({0.5, -3.0, 2.0, -0.75, 1.0, nan}, {6}, f64);
+    const Tensor v = mt::from_vector({1.0, 2.0, 3.0, 4.0, 5.0, 6.0}, {6}, f64);
+    const auto same_bits = [](const std::vector<double>& a, const std::vector<double>& b) {
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        INFO("entry " << i << ": " << a[i] << " against " << b[i]);
+        CHECK(std::signbit(a[i]) == std::signbit(b[i]));
+        CHECK((a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i]))));
+      }
+    };
+    for (const bool is_relu : {true, false}) {
+      INFO(std::string(is_relu ? "relu" : "abs"));
+      // in: x, g. out: the gradient without a graph, with one, and the
+      // recorded one's derivatives along g and x.
+      const auto derivatives = [&](const std::vector<Tensor>& in) {
+        mt::TapeScope scope;
+        Tensor x = in[0], g = in[1];
+        x.requires_grad_();
+        g.requires_grad_();
+        const Tensor y = is_relu ? mt::relu(x) : mt::abs(x);
+        const Tensor plain = mt::grad({y}, {x}, {g})[0];
+        const Tensor recorded = mt::grad({y}, {x}, {g}, {.create_graph = true})[0];
+        const auto second = mt::grad({mt::sum(recorded * v)}, {g, x}, {}, {.allow_unused = true});
+        return std::vector<Tensor>{plain.detach(), recorded.detach(), second[0], second[1]};
+      };
+      const std::vector<Tensor> out = derivatives({x0, seed});
+      same_bits(out[0].to_vector(), out[1].to_vector());
+      const std::vector<double> mask =
+          is_relu ? std::vector<double>{0, 0, 0, 1, 0, 1} : std::vector<double>{-1, 0, 0, 1, 0, 1};  // sign(NaN) is 0
+      std::vector<double> expected(mask.size());
+      for (std::size_t i = 0; i < mask.size(); ++i) expected[i] = v.to_vector()[i] * mask[i];
+      same_bits(out[2].to_vector(), expected);
+      same_bits(out[3].to_vector(), std::vector<double>(mask.size(), 0.0));
+      // The kernels: the forward's unary, and a mask product for each of
+      // the three derivatives; no mask tensor, no mul.
+      mt::CapturedStep step(derivatives, {x0, seed}, mt::Device::cpu);
+      int unary = 0, masked = 0, products = 0;
+      for (const auto& call : step.kernel_times(1)) {
+        const std::string kernel = call.kernel;
+        unary += kernel == "unary" ? 1 : 0;
+        masked += kernel == "multiply_by_mask" ? 1 : 0;
+        products += kernel == "binary" && call.arguments.rfind("2,", 0) == 0 ? 1 : 0;
+      }
+      CHECK(unary == 1);
+      CHECK(masked == 3);
+      CHECK(products == 2);  // recorded * v and its derivative along recorded
+    }
+  }
+
   TEST_CASE("NoGradScope stops recording and restores the mode after") {
     mt::TapeScope scope;
     Tensor x = mt::ones({2}, f64);

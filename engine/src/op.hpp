@@ -78,7 +78,7 @@ struct OpDef {
   int arity;          // tensor inputs, or kVariadic
   int num_outputs;    // 1..kMaxOutputs
   InputMask saves;    // what the backward rule reads: save_input(i), kAllInputs, kSaveOutputs
-  InputMask nondiff;  // index tensors, never differentiated: index_input(i), kAllInputs
+  InputMask nondiff;  // inputs never differentiated: index tensors, a mask's argument; index_input(i), kAllInputs
   bool is_view;       // forward aliases its input's storage instead of writing an output
   // Validates the inputs (dtype, device, shapes) and fills the output specs;
   // throws ShapeError / DTypeError / ValueError naming the op.

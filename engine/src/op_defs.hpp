@@ -38,8 +38,12 @@ std::vector<OpSample> squeeze_unsqueeze_samples(Generator& gen, DType dtype);
 std::vector<OpSample> transpose_samples(Generator& gen, DType dtype);
 std::vector<OpSample> stack_samples(Generator& gen, DType dtype);
 
-// ops_elementwise.cpp: g ⊙ mask(x) for relu's 0/1 mask (step) or abs's ±1
-// (sign), the mask a constant whose derivative is zero almost everywhere.
+// ops_elementwise.cpp: g ⊙ mask(x) for relu's 0/1 mask (step: the op
+// times_step) or abs's ±1 (sign: times_sign), in one pass; x is not
+// differentiated (the mask's derivative is zero almost everywhere). The
+// ops are internal: they are relu's and abs's derivatives, registered so
+// that the tests gradcheck them.
+extern const OpDef times_step_op, times_sign_op;
 Tensor times_mask(kernels::UnaryOp mask, const Tensor& g, const Tensor& x);
 // into += x, x broadcast to into's shape, in place (binary add writing
 // into's buffer): the bits of add(into, expand(x, into.shape())). For a

@@ -53,15 +53,6 @@ void unary_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   });
 }
 
-// A constant (unrecorded) function of x: the 0/1 and ±1 masks that relu and
-// abs multiply gradients by. Their derivative is zero almost everywhere.
-Tensor constant_map(UnaryOp k, const Tensor& x) {
-  Tensor y = empty(x.shape(), x.dtype(), x.device());
-  dispatch(x.device(), x.dtype(),
-           [&]<class Kernels, class T>() { Kernels::template unary<T>(k, x.data<T>(), y.data<T>(), x.numel(), 0.0); });
-  return y;
-}
-
 // Two random shapes that broadcast together: a random result shape of rank
 // 1 to 4 with dimensions 1 to 3; each operand drops some leading dimensions
 // and turns some others into 1.
@@ -185,15 +176,64 @@ void sigmoid_backward(BackwardContext& c) {  // y (1 - y)
 }
 }  // namespace
 
-// Recorded, a mul by a constant tensor; otherwise one fused pass, without
-// the mask tensor.
-Tensor times_mask(UnaryOp mask, const Tensor& g, const Tensor& x) {
-  if (grad_enabled()) return mul(g, constant_map(mask, x));
-  Tensor out = empty(x.shape(), x.dtype(), x.device());
-  dispatch(x.device(), x.dtype(), [&]<class Kernels, class T>() {
-    Kernels::template multiply_by_mask<T>(mask, g.data<T>(), x.data<T>(), out.data<T>(), x.numel());
+namespace {
+
+// --- times_step, times_sign: g ⊙ step(x) and g ⊙ sign(x) ---
+// relu's and abs's backward (and a fused layer's), one pass without a mask
+// tensor, recorded or not. The mask is piecewise constant, so x is never
+// differentiated (nondiff) and the backward is the same product with the
+// incoming gradient: a recorded walk records one node where a mask and a
+// mul by it took two kernels, and the walk over it one pass, not a mul.
+// Each entry is g · mask(x), rounded once: the bits of mul(g, unary(x)).
+template <UnaryOp K>
+void times_mask_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) {
+  const char* name = K == UnaryOp::step ? "times_step" : "times_sign";
+  require_floating(name, *in[0], 0);
+  require_floating(name, *in[1], 1);
+  require_same_dtype(name, *in[0], *in[1]);
+  if (in[0]->shape() != in[1]->shape())
+    throw ShapeError(std::string(name) + ": the gradient " + in[0]->shape().str() + " and the mask's argument " +
+                     in[1]->shape().str() + " must have one shape");
+  out[0] = {in[0]->shape(), in[0]->dtype()};
+}
+template <UnaryOp K>
+void times_mask_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
+  dispatch(out[0].device(), out[0].dtype(), [&]<class Kernels, class T>() {
+    Kernels::template multiply_by_mask<T>(K, in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), out[0].numel());
   });
-  return out;
+}
+template <UnaryOp K>
+void times_mask_backward(BackwardContext& c) {
+  c.set_grad(0, times_mask(K, c.grad_output(), c.input(1)));
+}
+// g anywhere, x at least 0.2 from the kink at 0 (the finite differences
+// along x then see the mask's zero derivative).
+template <UnaryOp K>
+std::vector<OpSample> times_mask_samples(Generator& gen, DType dtype) {
+  std::vector<OpSample> samples;
+  for (const Shape& s : {Shape{3, 4}, Shape{2, 1, 3, 2}})
+    samples.push_back(make_sample(s.str(), {sample_uniform(s, gen, dtype), sample_away_from_zero(s, gen, dtype)},
+                                  [](const std::vector<Tensor>& in) { return times_mask(K, in[0], in[1]); }));
+  return samples;
+}
+
+}  // namespace
+
+// clang-format off
+const OpDef times_step_op = {.name = "times_step", .arity = 2, .num_outputs = 1, .saves = save_input(1),
+    .nondiff = index_input(1), .is_view = false,
+    .shape_rule = times_mask_rule<UnaryOp::step>, .forward = times_mask_forward<UnaryOp::step>,
+    .backward = times_mask_backward<UnaryOp::step>, .samples = times_mask_samples<UnaryOp::step>};
+const OpDef times_sign_op = {.name = "times_sign", .arity = 2, .num_outputs = 1, .saves = save_input(1),
+    .nondiff = index_input(1), .is_view = false,
+    .shape_rule = times_mask_rule<UnaryOp::sign>, .forward = times_mask_forward<UnaryOp::sign>,
+    .backward = times_mask_backward<UnaryOp::sign>, .samples = times_mask_samples<UnaryOp::sign>};
+// clang-format on
+
+Tensor times_mask(UnaryOp mask, const Tensor& g, const Tensor& x) {
+  if (mask != UnaryOp::step && mask != UnaryOp::sign) throw ValueError("times_mask: the mask must be step or sign");
+  const Tensor* in[] = {&g, &x};
+  return apply(mask == UnaryOp::step ? times_step_op : times_sign_op, in);
 }
 
 void add_in_place(Tensor& into, const Tensor& x) {

@@ -25,6 +25,8 @@ const OpInfo kRegistry[] = {
     primitive(detail::sigmoid_op),
     primitive(detail::relu_op),
     primitive(detail::abs_op),
+    primitive(detail::times_step_op),  // relu's derivative (internal)
+    primitive(detail::times_sign_op),  // abs's derivative (internal)
     primitive(detail::pow_op),
     primitive(detail::scale_op),
     primitive(detail::shift_op),
