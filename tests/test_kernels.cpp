@@ -521,6 +521,38 @@ void check_binary_in_place() {
     }
 }
 
+// sum_to over rows, [tasks, rows, n] to [tasks, 1, n] (a task-batched
+// bias's gradient) and [rows, n] to [1, n], at every row length from 2 to
+// 70 (AVX-512's short rows hold up to four vectors of floats, eight of
+// doubles, summed side by side): each entry the rows added in order from
+// 0, bit for bit, and nothing written past the output. (Rows of one entry
+// make the reduced axis the contiguous one, which sum_to folds in double.)
+template <class T>
+void check_sum_over_rows() {
+  using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  const T sentinel = T(-12345.25);
+  for (std::int64_t n = 2; n <= 70; ++n)
+    for (const std::int64_t tasks : {std::int64_t{1}, std::int64_t{3}}) {
+      const std::int64_t rows = 7;
+      std::vector<T> x(static_cast<std::size_t>(tasks * rows * n)), unused_b(1), unused_bias(1);
+      fill_layer_operands(x, unused_b, unused_bias);
+      x[x.size() / 3] = -T(0);
+      const std::int64_t in_shape[] = {tasks, rows, n}, out_shape[] = {tasks, 1, n};
+      std::vector<T> out(static_cast<std::size_t>(tasks * n) + 2, sentinel);
+      K::sum_to<T>(3, in_shape, x.data(), out_shape, out.data() + 1);
+      bool all_same = out.front() == sentinel && out.back() == sentinel;
+      for (std::int64_t t = 0; t < tasks; ++t)
+        for (std::int64_t j = 0; j < n; ++j) {
+          T want = T(0);
+          for (std::int64_t r = 0; r < rows; ++r) want = want + x[static_cast<std::size_t>((t * rows + r) * n + j)];
+          all_same = all_same &&
+                     std::bit_cast<Bits>(out[static_cast<std::size_t>(t * n + j) + 1]) == std::bit_cast<Bits>(want);
+        }
+      INFO(tasks << " tasks, rows of " << n);
+      CHECK(all_same);
+    }
+}
+
 // check(isa) for the small-product kernel of each instruction set this CPU
 // and build run; a message names each one skipped.
 template <class Check>
@@ -571,6 +603,11 @@ TEST_SUITE("kernels") {
   TEST_CASE("binary over its first operand equals binary into a fresh array, every row length") {
     check_binary_in_place<float>();
     check_binary_in_place<double>();
+  }
+
+  TEST_CASE("sum_to over rows adds them in order from 0, every row length") {
+    check_sum_over_rows<float>();
+    check_sum_over_rows<double>();
   }
 
   TEST_CASE("unary kernels on the CPU: overflow-free sigmoid, NaN through relu, pow's exact fast paths") {
