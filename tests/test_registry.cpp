@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <set>
 #include <string>
@@ -116,6 +117,42 @@ TEST_SUITE("registry") {
         INFO(std::string(op.name) << " (" << s.label << "): " << r.message);
         CHECK(r.ok);
         CHECK(r.entries > 0);
+      }
+    }
+  }
+
+  // gradgradcheck differentiates the recorded first backward against finite
+  // differences of that same recorded backward, so a recorded rule that
+  // computes a wrong (but smooth) first derivative passes it. Here the
+  // recorded vᵀJ must equal the unrecorded one, which gradcheck checked.
+  TEST_CASE("the recorded backward gives every op's first derivatives: vᵀJ with create_graph as without") {
+    for (const mt::OpInfo& op : mt::op_registry()) {
+      mt::Generator gen(seed_for(op.name));
+      for (const mt::OpSample& s : op.samples(gen, mt::DType::f64)) {
+        INFO(std::string(op.name) << " (" << s.label << ")");
+        mt::Generator seed_gen(seed_for(op.name) + 1);
+        mt::Tensor v;
+        std::vector<std::vector<double>> by_mode[2];
+        for (const bool create_graph : {false, true}) {
+          mt::TapeScope scope;
+          std::vector<mt::Tensor> leaves, wrt;
+          for (std::size_t i = 0; i < s.inputs.size(); ++i) {
+            leaves.push_back(s.inputs[i].detach());
+            if (s.differentiable[i]) wrt.push_back(leaves.back().requires_grad_());
+          }
+          const mt::Tensor y = s.call(leaves);
+          if (!y.requires_grad() || wrt.empty()) break;
+          if (!v.defined()) v = mt::normal(y.shape(), 0, 1, seed_gen, y.dtype()).to(y.device());
+          for (const mt::Tensor& g : mt::grad({y}, wrt, {v}, {.create_graph = create_graph, .allow_unused = true}))
+            by_mode[create_graph ? 1 : 0].push_back(g.to_vector());
+        }
+        REQUIRE(by_mode[0].size() == by_mode[1].size());
+        for (std::size_t i = 0; i < by_mode[0].size(); ++i)
+          for (std::size_t j = 0; j < by_mode[0][i].size(); ++j) {
+            const double plain = by_mode[0][i][j], recorded = by_mode[1][i][j];
+            INFO("input " << i << " entry " << j << ": " << plain << " without a graph, " << recorded << " with");
+            CHECK(std::abs(plain - recorded) <= 1e-12 + 1e-10 * std::abs(plain));
+          }
       }
     }
   }

@@ -303,16 +303,16 @@ void batch_norm_backward(BackwardContext& c) {
   const Tensor rstd = pow(shift(mean(square(centred), axes, true), c.attrs().scalar), -0.5);
   const Tensor xhat = mul(centred, rstd);
   Tensor g = c.grad_output();
-  if (c.attrs().relu) {  // the ReLU's derivative at the recomputed pre-activation: a constant mask
-    NoGradScope constant;
-    const Tensor pre = add(mul(xhat, reshape(gamma, layout.affine)), reshape(beta, layout.affine));
-    Tensor mask = empty(pre.shape(), pre.dtype(), pre.device());
-    dispatch(pre.device(), pre.dtype(), [&]<class K, class T>() {
-      K::template unary<T>(kernels::UnaryOp::step, pre.data<T>(), mask.data<T>(), pre.numel(), 0.0);
-    });
-    g = mask;  // multiplied in below, outside the no-grad scope
+  if (c.attrs().relu) {
+    // The ReLU's derivative at the pre-activation, recomputed as a constant
+    // (its own derivative, through the mask, is zero).
+    Tensor pre;
+    {
+      NoGradScope constant;
+      pre = add(mul(xhat, reshape(gamma, layout.affine)), reshape(beta, layout.affine));
+    }
+    g = times_mask(kernels::UnaryOp::step, g, pre);
   }
-  if (c.attrs().relu) g = mul(c.grad_output(), g);
   if (c.needs_grad(1)) c.set_grad(1, reshape(sum_to(mul(g, xhat), layout.affine), gamma.shape()));
   if (c.needs_grad(2)) c.set_grad(2, reshape(sum_to(g, layout.affine), gamma.shape()));
   if (c.needs_grad(0)) {
