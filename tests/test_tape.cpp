@@ -102,8 +102,8 @@ TEST_SUITE("tape") {
       same_bits(out[0].to_vector(), out[1].to_vector());
       const std::vector<double> mask =
           is_relu ? std::vector<double>{0, 0, 0, 1, 0, 1} : std::vector<double>{-1, 0, 0, 1, 0, 1};  // sign(NaN) is 0
-      std::vector<double> expected(mask.size());
-      for (std::size_t i = 0; i < mask.size(); ++i) expected[i] = v.to_vector()[i] * mask[i];
+      std::vector<double> expected = v.to_vector();
+      for (std::size_t i = 0; i < mask.size(); ++i) expected[i] *= mask[i];
       same_bits(out[2].to_vector(), expected);
       same_bits(out[3].to_vector(), std::vector<double>(mask.size(), 0.0));
       // The kernels: the forward's unary, and a mask product for each of

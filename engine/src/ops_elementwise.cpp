@@ -41,6 +41,18 @@ void binary_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
   });
 }
 
+// Two floating operands of one dtype and one shape (no broadcasting), and
+// an output of that shape: add_scaled's and the mask products' rule.
+void same_shape_rule(const char* op, Inputs in, std::span<OutputSpec> out) {
+  require_floating(op, *in[0], 0);
+  require_floating(op, *in[1], 1);
+  require_same_dtype(op, *in[0], *in[1]);
+  if (in[0]->shape() != in[1]->shape())
+    throw ShapeError(std::string(op) + ": operands must have one shape, got " + in[0]->shape().str() + " and " +
+                     in[1]->shape().str());
+  out[0] = {in[0]->shape(), in[0]->dtype()};
+}
+
 void unary_rule(const char* op, Inputs in, std::span<OutputSpec> out) {
   require_floating(op, *in[0], 0);
   out[0] = {in[0]->shape(), in[0]->dtype()};
@@ -124,15 +136,7 @@ void add_backward(BackwardContext& c) {
 }
 
 // --- add_scaled: x + alpha · y, x and y of one shape ---
-void add_scaled_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) {
-  require_floating("add_scaled", *in[0], 0);
-  require_floating("add_scaled", *in[1], 1);
-  require_same_dtype("add_scaled", *in[0], *in[1]);
-  if (in[0]->shape() != in[1]->shape())
-    throw ShapeError("add_scaled: operands must have one shape, got " + in[0]->shape().str() + " and " +
-                     in[1]->shape().str());
-  out[0] = {in[0]->shape(), in[0]->dtype()};
-}
+void add_scaled_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) { same_shape_rule("add_scaled", in, out); }
 void add_scaled_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
   dispatch(out[0].device(), out[0].dtype(), [&]<class Kernels, class T>() {
     Kernels::template add_scaled<T>(in[0]->data<T>(), in[1]->data<T>(), out[0].data<T>(), out[0].numel(), attrs.scalar);
@@ -187,14 +191,7 @@ namespace {
 // Each entry is g · mask(x), rounded once: the bits of mul(g, unary(x)).
 template <UnaryOp K>
 void times_mask_rule(Inputs in, const Attrs&, std::span<OutputSpec> out) {
-  const char* name = K == UnaryOp::step ? "times_step" : "times_sign";
-  require_floating(name, *in[0], 0);
-  require_floating(name, *in[1], 1);
-  require_same_dtype(name, *in[0], *in[1]);
-  if (in[0]->shape() != in[1]->shape())
-    throw ShapeError(std::string(name) + ": the gradient " + in[0]->shape().str() + " and the mask's argument " +
-                     in[1]->shape().str() + " must have one shape");
-  out[0] = {in[0]->shape(), in[0]->dtype()};
+  same_shape_rule(K == UnaryOp::step ? "times_step" : "times_sign", in, out);
 }
 template <UnaryOp K>
 void times_mask_forward(Inputs in, const Attrs&, std::span<Tensor> out) {
