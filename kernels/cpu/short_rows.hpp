@@ -20,10 +20,10 @@
 #pragma once
 
 #include <cstdint>
-#include <utility>
 
 #include "../types.hpp"
 #include "avx512_vectors.hpp"
+#include "compile_time_count.hpp"
 #include "small_gemm.hpp"
 #include "strided.hpp"
 
@@ -121,11 +121,9 @@ template <class T>
   if (block.stride[1] == 0) {
     constexpr int kMaxVectors = static_cast<int>(kMaxLength / Z::kLanes);
     const int vectors = static_cast<int>((n + Z::kLanes - 1) / Z::kLanes);
-    // sum_rows_into<vectors>: one call of the kMaxVectors instantiations.
-    [&]<int... V>(std::integer_sequence<int, V...>) {
-      (void)((vectors == V + 1 && (sum_rows_into<V + 1>(o, x, block.rows, block.stride[0], n), true)) || ...);
-    }
-    (std::make_integer_sequence<int, kMaxVectors>{});
+    with_count<kMaxVectors>(vectors, [&](auto count) {
+      sum_rows_into<decltype(count)::value>(o, x, block.rows, block.stride[0], n);
+    });
     return;
   }
   for (std::int64_t r = 0; r < block.rows; ++r) {

@@ -22,8 +22,8 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <utility>
 
+#include "compile_time_count.hpp"
 #include "small_gemm.hpp"
 
 namespace metatape::kernels::cpu {
@@ -163,13 +163,9 @@ void column_block(std::int64_t m, std::int64_t k, const typename X::T* a, std::i
     const int rows = static_cast<int>(base + (t < extra ? 1 : 0));
     const auto* ai = a + i * a_row;
     auto* ci = c + i * ldc;
-    // tile<…, rows, …>: one call of the kRows instantiations.
-    [&]<int... R>(std::integer_sequence<int, R...>) {
-      (void)((rows == R + 1 &&
-              (tile<X, kKind, R + 1, NV, kPartial>(k, ai, a_row, a_col, b, ldb, f, ci, ldc, last), true)) ||
-             ...);
-    }
-    (std::make_integer_sequence<int, kRows>{});
+    with_count<kRows>(rows, [&](auto count) {
+      tile<X, kKind, decltype(count)::value, NV, kPartial>(k, ai, a_row, a_col, b, ldb, f, ci, ldc, last);
+    });
     i += rows;
   }
 }
@@ -191,14 +187,13 @@ void tiles(std::int64_t m, std::int64_t n, std::int64_t k, const typename X::T* 
     const typename X::Mask last = X::mask(partial ? width % L : L);
     Finish<typename X::T> fj = f;  // the bias of this block's columns
     if (kKind == FinishKind::linear && f.bias != nullptr) fj.bias = f.bias + j;
-    [&]<int... NV>(std::integer_sequence<int, NV...>) {
-      (void)((nv == NV + 1 &&
-              (partial ? column_block<X, kKind, NV + 1, true>(m, k, a, a_row, a_col, b + j, ldb, fj, c + j, ldc, last)
-                       : column_block<X, kKind, NV + 1, false>(m, k, a, a_row, a_col, b + j, ldb, fj, c + j, ldc, last),
-               true)) ||
-             ...);
-    }
-    (std::make_integer_sequence<int, kMax>{});
+    with_count<kMax>(nv, [&](auto count) {
+      constexpr int NV = decltype(count)::value;
+      if (partial)
+        column_block<X, kKind, NV, true>(m, k, a, a_row, a_col, b + j, ldb, fj, c + j, ldc, last);
+      else
+        column_block<X, kKind, NV, false>(m, k, a, a_row, a_col, b + j, ldb, fj, c + j, ldc, last);
+    });
     j += width;
   }
 }
