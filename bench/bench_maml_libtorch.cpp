@@ -27,11 +27,28 @@
 // With --only ntk or hvp (or by default after the MAML table) it also
 // compares the kernel figures of bench_kernel_libtorch.cpp.
 //
+// Freed memory stays in the process while the steps are timed (glibc's
+// malloc told to take no block from mmap and never to trim the heap).
+// libtorch's CPU allocator is glibc's malloc, which by default hands blocks
+// over 32 MiB, and the free top of its heap, back to the kernel at once, so
+// that every step faults its large buffers back in, page by page. metatape's
+// storage pool keeps its blocks, so without this the comparison would time
+// two allocators as much as two engines. On the development VM, whose page
+// faults are dear and vary, libtorch's batched strided Conv4 step took
+// 56-64 ms in some runs and 202-269 ms in others (one such run made 5.1
+// million page faults and spent 41 of its 117 s in the kernel), and its
+// 32-task pooled batching took 13 s a step where it takes 2.8 s with the
+// memory kept.
+// --glibc-malloc-defaults leaves glibc as it is. The peak-memory figure is
+// measured in a fresh process that never changes glibc's settings.
+//
 //   build/bench/bench-maml-libtorch [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT] [--ours-only]
+//                                   [--glibc-malloc-defaults]
 // (--match: only the MAML configurations whose name contains TEXT;
 // --ours-only: metatape's step time alone, for alternated thread counts.)
 // (--memory CONFIG VARIANT is the internal child mode of the memory figure.)
-#include <cblas.h>  // openblas_set_num_threads
+#include <cblas.h>   // openblas_set_num_threads
+#include <malloc.h>  // mallopt
 #include <unistd.h>
 
 #include <cstdio>
@@ -325,6 +342,14 @@ void compare(int index, int threads, int repeats, bool ours_only) {
   }
 }
 
+// glibc's malloc set to keep what is freed (the header says why): no block
+// from mmap, which would be unmapped when freed, and no trim of the heap's
+// free top at all (a threshold of -1, which glibc reads as the largest size;
+// the largest positive int, 2 GiB, still let the 2.3 GB of libtorch's
+// 32-task pooled batching go back to the kernel on every step). False if
+// glibc refuses either.
+bool keep_freed_memory() { return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1; }
+
 // The child of peak_mib(): set up, note the resident size, run two steps.
 int measure_memory(int index, int variant, int threads) {
   const Config& c = kConfigs[index];
@@ -342,7 +367,7 @@ int measure_memory(int index, int variant, int threads) {
 
 int main(int argc, char** argv) {
   int threads = 1, repeats = 21, memory_config = -1, memory_variant = -1;
-  bool ours_only = false;
+  bool ours_only = false, glibc_malloc_defaults = false;
   std::string only;   // empty: every comparison
   std::string match;  // empty: every MAML configuration
   for (int i = 1; i < argc; ++i) {
@@ -355,13 +380,17 @@ int main(int argc, char** argv) {
       only = argv[++i];
     } else if (arg == "--ours-only") {
       ours_only = true;
+    } else if (arg == "--glibc-malloc-defaults") {
+      glibc_malloc_defaults = true;
     } else if (arg == "--match" && i + 1 < argc) {
       match = argv[++i];
     } else if (arg == "--memory" && i + 2 < argc) {
       memory_config = std::atoi(argv[++i]);
       memory_variant = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT] [--ours-only]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--threads N] [--repeats R] [--only maml|ntk|hvp] [--match TEXT] [--ours-only] "
+                   "[--glibc-malloc-defaults]\n",
                    argv[0]);
       return 2;
     }
@@ -379,6 +408,12 @@ int main(int argc, char** argv) {
   at::set_num_interop_threads(1);
   if (memory_config >= 0) return measure_memory(memory_config, memory_variant, threads);
   std::printf("resident at start: %s\n", bench::resident_text().c_str());
+  if (!glibc_malloc_defaults && !keep_freed_memory()) {
+    std::fprintf(stderr, "%s: glibc's malloc refused mallopt; rerun with --glibc-malloc-defaults\n", argv[0]);
+    return 1;
+  }
+  std::printf("glibc malloc: %s\n", glibc_malloc_defaults ? "its defaults (large blocks go back to the kernel)"
+                                                           : "freed memory kept in the process (see the header)");
 
   if (only.empty() || only == "maml") {
     if (ours_only) {
