@@ -37,8 +37,8 @@
 // faults are dear and vary, libtorch's batched strided Conv4 step took
 // 56-64 ms in some runs and 202-269 ms in others (one such run made 5.1
 // million page faults and spent 41 of its 117 s in the kernel), and its
-// 32-task pooled batching took 13 s a step where it takes 2.8 s with the
-// memory kept.
+// 32-task pooled batching took about 8 s a step where it takes 3.4 s with
+// the memory kept.
 // --glibc-malloc-defaults leaves glibc as it is. The peak-memory figure is
 // measured in a fresh process that never changes glibc's settings.
 //
@@ -345,9 +345,9 @@ void compare(int index, int threads, int repeats, bool ours_only) {
 // glibc's malloc set to keep what is freed (the header says why): no block
 // from mmap, which would be unmapped when freed, and no trim of the heap's
 // free top at all (a threshold of -1, which glibc reads as the largest size;
-// the largest positive int, 2 GiB, still let the 2.3 GB of libtorch's
-// 32-task pooled batching go back to the kernel on every step). False if
-// glibc refuses either.
+// with the largest positive int, 2 GiB, below the 2.3 GB of libtorch's
+// 32-task pooled batching, that step took 13 s, not 3.4). False if glibc
+// refuses either.
 bool keep_freed_memory() { return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1; }
 
 // The child of peak_mib(): set up, note the resident size, run two steps.
