@@ -29,9 +29,11 @@
 //
 // Freed memory stays in the process while the steps are timed (glibc's
 // malloc told to take no block from mmap and never to trim the heap).
-// libtorch's CPU allocator is glibc's malloc, which by default hands blocks
-// over 32 MiB, and the free top of its heap, back to the kernel at once, so
-// that every step faults its large buffers back in, page by page. metatape's
+// libtorch's CPU allocator is glibc's malloc, which by default maps each
+// block above its mmap threshold (128 KiB at first, raised as mapped blocks
+// are freed, to 32 MiB at most) and unmaps it when freed, and hands the free
+// top of its heap back to the kernel, so that every step faults its large
+// buffers back in, page by page. metatape's
 // storage pool keeps its blocks, so without this the comparison would time
 // two allocators as much as two engines. On the development VM, whose page
 // faults are dear and vary, libtorch's batched strided Conv4 step took
