@@ -86,4 +86,8 @@ struct NormShape {
   bool relu = false;  // max(0, ·) after the affine map, fused
 };
 
+// The max-pooling that the batch_norm_max_pool kernels fuse after a batch
+// norm: 2×2 windows at stride 2, no padding (Conv4's).
+inline constexpr Window2d kNormPoolWindow{2, 2, 2, 2, 0, 0};
+
 }  // namespace metatape::kernels

@@ -450,6 +450,59 @@ TEST_SUITE("conv") {
     CHECK(std::memcmp(unpooled[0].data(), unpooled[1].data(), unpooled[0].size() * sizeof(float)) == 0);
   }
 
+  TEST_CASE("batch norm with max-pool fused: the bits of batch norm then max-pool, and of their adjoints") {
+    using metatape::kernels::NormShape;
+    const metatape::kernels::Window2d pool = metatape::kernels::kNormPoolWindow;
+    // Conv4's map sizes (28 runs the adjoint's AVX-512 rows, 3 and 7 leave
+    // a row and a column out), an odd 5 × 4, a NaN in one map; ReLU or not,
+    // γ per group or shared; one thread and two.
+    const std::int64_t sizes[][2] = {{28, 28}, {14, 14}, {7, 7}, {3, 3}, {5, 4}};
+    for (const auto& [h, w] : sizes)
+      for (const bool relu : {false, true})
+        for (const bool per_group : {false, true})
+          for (const int threads : {1, 2}) {
+            INFO("h " << h << ", w " << w << ", relu " << relu << ", per group " << per_group << ", threads " << threads);
+            metatape::kernels::cpu::set_threads(threads);
+            const NormShape s{2, 3, 4, h * w, per_group, 1e-3, relu};
+            const std::int64_t planes = s.groups * s.batch * s.channels, n = planes * s.spatial;
+            const std::int64_t outputs = pool.out_h(h) * pool.out_w(w), affine = per_group ? 8 : 4;
+            std::vector<float> x = cast<float>(random_values(n, 11));
+            x[static_cast<std::size_t>(3 * s.spatial + 1)] = std::nanf("");
+            const std::vector<float> gamma = cast<float>(random_values(affine, 12)),
+                                     beta = cast<float>(random_values(affine, 13)),
+                                     g = cast<float>(random_values(planes * outputs, 14));
+            // Unfused: the normalised maps, pooled; the gradient unpooled, then normalisation's adjoint.
+            std::vector<float> normalised(static_cast<std::size_t>(n)), unpooled(static_cast<std::size_t>(n));
+            std::vector<float> maxima(static_cast<std::size_t>(planes * outputs)), dx(static_cast<std::size_t>(n)),
+                dgamma(static_cast<std::size_t>(affine)), dbeta(static_cast<std::size_t>(affine));
+            std::vector<std::int64_t> index(maxima.size());
+            K::batch_norm_forward<float>(s, x.data(), gamma.data(), beta.data(), normalised.data());
+            K::max_pool<float>(normalised.data(), planes, h, w, pool, maxima.data(), index.data());
+            K::max_unpool<float>(g.data(), index.data(), planes, h, w, pool, unpooled.data());
+            K::batch_norm_backward<float>(s, x.data(), gamma.data(), beta.data(), unpooled.data(), dx.data(),
+                                          dgamma.data(), dbeta.data());
+            // Fused, into buffers filled with a marker.
+            std::vector<float> fused_maxima(maxima.size(), -7.0f), fused_dx(dx.size(), -7.0f),
+                fused_dgamma(dgamma.size(), -7.0f), fused_dbeta(dbeta.size(), -7.0f);
+            std::vector<std::int64_t> fused_index(index.size(), -1);
+            CHECK(K::batch_norm_max_pool_scratch_size(s) == 0);
+            K::batch_norm_max_pool_forward<float>(s, h, w, x.data(), gamma.data(), beta.data(), fused_maxima.data(),
+                                                  fused_index.data(), nullptr);
+            K::batch_norm_max_pool_backward<float>(s, h, w, x.data(), gamma.data(), beta.data(), g.data(),
+                                                   index.data(), fused_dx.data(), fused_dgamma.data(),
+                                                   fused_dbeta.data(), nullptr);
+            CHECK(fused_index == index);
+            const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+              return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+            };
+            CHECK(same_bits(fused_maxima, maxima));
+            CHECK(same_bits(fused_dx, dx));
+            CHECK(same_bits(fused_dgamma, dgamma));
+            CHECK(same_bits(fused_dbeta, dbeta));
+          }
+    metatape::kernels::cpu::set_threads(1);
+  }
+
   TEST_CASE("batch norm kernels against the float64 formulas: rows of every length, offsets far from zero") {
     using metatape::kernels::NormShape;
     // Row lengths below, at and past the lanes' rounds (lane_sum.hpp); values

@@ -100,6 +100,7 @@ TEST_SUITE("registry") {
                                  "conv2d",
                                  "max_pool2d",
                                  "batch_norm",
+                                 "batch_norm_max_pool2d",
                                  "cholesky",
                                  "solve_triangular",
                                  "cholesky_solve",

@@ -61,7 +61,7 @@ extern const OpDef eigh_op;  // ops_eigh.cpp
 // ops_nn.cpp
 extern const OpDef log_softmax_op, conv2d_op, conv2d_relu_op, conv2d_input_grad_op, conv2d_weight_grad_op,
     batch_norm_op;
-extern const OpDef max_pool2d_op, max_unpool2d_op;
+extern const OpDef max_pool2d_op, max_unpool2d_op, batch_norm_max_pool2d_op;
 // The adjoint of max_pool2d (internal: its indices are max_pool2d's index
 // output, never the caller's): zeros(shape) with entry index[i] += g[i].
 Tensor max_unpool2d(const Tensor& g, const Tensor& index, const kernels::Window2d& window, const Shape& shape);
@@ -73,6 +73,7 @@ std::vector<OpSample> conv2d_relu_samples(Generator& gen, DType dtype);
 std::vector<OpSample> max_pool2d_samples(Generator& gen, DType dtype);
 std::vector<OpSample> max_unpool2d_samples(Generator& gen, DType dtype);
 std::vector<OpSample> batch_norm_samples(Generator& gen, DType dtype);
+std::vector<OpSample> batch_norm_max_pool2d_samples(Generator& gen, DType dtype);
 
 // ops_cholesky.cpp
 extern const OpDef cholesky_op, solve_triangular_op;

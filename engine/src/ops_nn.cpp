@@ -282,27 +282,14 @@ void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
 // carry their own dependence on x:
 //   dx = r γ (g − mean(g) − x̂ mean(g x̂)),  dγ = Σ g x̂,  dβ = Σ g,
 // with g first masked by the fused ReLU's 0/1 derivative if there is one.
-void batch_norm_backward(BackwardContext& c) {
+// c is batch_norm's context or batch_norm_max_pool2d's (the same inputs and
+// attributes); g is the gradient of batch_norm's output.
+void record_batch_norm_backward(BackwardContext& c, const NormLayout& layout, Tensor g) {
   const Tensor &x = c.input(0), &gamma = c.input(1), &beta = c.input(2);
-  const NormLayout layout = norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar, c.attrs().relu);
-  if (!grad_enabled()) {
-    const Tensor& g = c.grad_output();
-    Tensor dx = empty(x.shape(), x.dtype(), x.device()), dgamma = empty(gamma.shape(), x.dtype(), x.device()),
-           dbeta = empty(gamma.shape(), x.dtype(), x.device());
-    dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
-      K::template batch_norm_backward<T>(layout.kernel, x.data<T>(), gamma.data<T>(), beta.data<T>(), g.data<T>(),
-                                         dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
-    });
-    if (c.needs_grad(0)) c.set_grad(0, dx);
-    if (c.needs_grad(1)) c.set_grad(1, dgamma);
-    if (c.needs_grad(2)) c.set_grad(2, dbeta);
-    return;
-  }
   const std::vector<int>& axes = layout.stat_axes;
   const Tensor centred = sub(x, mean(x, axes, true));
   const Tensor rstd = pow(shift(mean(square(centred), axes, true), c.attrs().scalar), -0.5);
   const Tensor xhat = mul(centred, rstd);
-  Tensor g = c.grad_output();
   if (c.attrs().relu) {
     // The ReLU's derivative at the pre-activation, recomputed as a constant
     // (its own derivative, through the mask, is zero).
@@ -319,6 +306,32 @@ void batch_norm_backward(BackwardContext& c) {
     const Tensor gx = mul(g, reshape(gamma, layout.affine));
     c.set_grad(0, mul(rstd, sub(sub(gx, mean(gx, axes, true)), mul(xhat, mean(mul(gx, xhat), axes, true)))));
   }
+}
+
+// The three gradients by one kernel, kernel(dx, dgamma, dbeta), for a
+// backward that is not recorded.
+template <class Kernel>
+void set_batch_norm_grads(BackwardContext& c, Kernel&& kernel) {
+  const Tensor &x = c.input(0), &gamma = c.input(1);
+  Tensor dx = empty(x.shape(), x.dtype(), x.device()), dgamma = empty(gamma.shape(), x.dtype(), x.device()),
+         dbeta = empty(gamma.shape(), x.dtype(), x.device());
+  kernel(dx, dgamma, dbeta);
+  if (c.needs_grad(0)) c.set_grad(0, dx);
+  if (c.needs_grad(1)) c.set_grad(1, dgamma);
+  if (c.needs_grad(2)) c.set_grad(2, dbeta);
+}
+
+void batch_norm_backward(BackwardContext& c) {
+  const Tensor &x = c.input(0), &gamma = c.input(1), &beta = c.input(2);
+  const NormLayout layout = norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar, c.attrs().relu);
+  if (grad_enabled()) return record_batch_norm_backward(c, layout, c.grad_output());
+  set_batch_norm_grads(c, [&](Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
+    const Tensor& g = c.grad_output();
+    dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+      K::template batch_norm_backward<T>(layout.kernel, x.data<T>(), gamma.data<T>(), beta.data<T>(), g.data<T>(),
+                                         dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
+    });
+  });
 }
 
 // --- max_pool2d: each window's maximum, and (output 1, i64) its index into x ---
@@ -383,6 +396,57 @@ void max_unpool2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) 
   });
 }
 void max_unpool2d_backward(BackwardContext& c) { c.set_grad(0, take_checked(c.grad_output(), c.input(1), true)); }
+
+// --- batch_norm_max_pool2d: max_pool2d(batch_norm(x, γ, β), 2×2) in one op ---
+// Outputs the maxima and (output 1, i64) their indices into x, as
+// max_pool2d's. x is [G..., N, C, H, W] (attrs.axis group axes); the window
+// is kernels::kNormPoolWindow. The normalised maps exist only inside the
+// kernels, a map at a time on the CPU.
+NormLayout norm_pool_layout(const Shape& x, const Shape& gamma, const Attrs& attrs) {
+  if (x.rank() != attrs.axis + 4)
+    throw ShapeError("batch_norm_max_pool2d: x must be [groups..., N, C, H, W] with " + std::to_string(attrs.axis) +
+                     " group axes, got " + x.str());
+  require_window("batch_norm_max_pool2d", kernels::kNormPoolWindow, x[x.rank() - 2], x[x.rank() - 1]);
+  return norm_layout(x, gamma, attrs.axis, attrs.scalar, attrs.relu);
+}
+
+void batch_norm_max_pool2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  OutputSpec normalised[1];  // batch_norm's checks of the three inputs
+  batch_norm_rule(in, attrs, normalised);
+  (void)norm_pool_layout(in[0]->shape(), in[1]->shape(), attrs);
+  const Shape pooled = pooled_shape(in[0]->shape(), kernels::kNormPoolWindow);
+  out[0] = {pooled, in[0]->dtype()};
+  out[1] = {pooled, DType::i64};
+}
+void batch_norm_max_pool2d_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
+  const Shape& x = in[0]->shape();
+  const NormLayout layout = norm_pool_layout(x, in[1]->shape(), attrs);
+  dispatch(out[0].device(), out[0].dtype(), [&]<class K, class T>() {
+    Tensor scratch = empty(Shape{K::batch_norm_max_pool_scratch_size(layout.kernel)}, in[0]->dtype(), in[0]->device());
+    K::template batch_norm_max_pool_forward<T>(layout.kernel, x[x.rank() - 2], x[x.rank() - 1], in[0]->data<T>(),
+                                               in[1]->data<T>(), in[2]->data<T>(), out[0].data<T>(),
+                                               out[1].data<std::int64_t>(), scratch.data<T>());
+  });
+}
+// Recorded: max_pool2d's adjoint, then batch_norm's recorded backward.
+void batch_norm_max_pool2d_backward(BackwardContext& c) {
+  const Tensor &x = c.input(0), &gamma = c.input(1), &beta = c.input(2);
+  const NormLayout layout = norm_pool_layout(x.shape(), gamma.shape(), c.attrs());
+  const Tensor& index = c.output(1);
+  if (grad_enabled())
+    return record_batch_norm_backward(c, layout,
+                                      max_unpool2d(c.grad_output(0), index, kernels::kNormPoolWindow, x.shape()));
+  set_batch_norm_grads(c, [&](Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
+    const Tensor& g = c.grad_output(0);
+    const std::int64_t h = x.dim(x.rank() - 2), w = x.dim(x.rank() - 1);
+    dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+      Tensor scratch = empty(Shape{K::batch_norm_max_pool_scratch_size(layout.kernel)}, x.dtype(), x.device());
+      K::template batch_norm_max_pool_backward<T>(layout.kernel, h, w, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                                  g.data<T>(), index.data<std::int64_t>(), dx.data<T>(),
+                                                  dgamma.data<T>(), dbeta.data<T>(), scratch.data<T>());
+    });
+  });
+}
 
 Window2d square_window(std::int64_t kernel, std::int64_t stride, std::int64_t padding) {
   return {kernel, kernel, stride, stride, padding, padding};
@@ -450,6 +514,10 @@ const OpDef batch_norm_op = {.name = "batch_norm", .arity = 3, .num_outputs = 1,
     .saves = save_input(0) | save_input(1) | save_input(2), .nondiff = 0, .is_view = false,
     .shape_rule = batch_norm_rule, .forward = batch_norm_forward, .backward = batch_norm_backward,
     .samples = batch_norm_samples};
+const OpDef batch_norm_max_pool2d_op = {.name = "batch_norm_max_pool2d", .arity = 3, .num_outputs = 2,
+    .saves = save_input(0) | save_input(1) | save_input(2) | kSaveOutputs, .nondiff = 0, .is_view = false,
+    .shape_rule = batch_norm_max_pool2d_rule, .forward = batch_norm_max_pool2d_forward,
+    .backward = batch_norm_max_pool2d_backward, .samples = batch_norm_max_pool2d_samples};
 const OpDef max_pool2d_op = {.name = "max_pool2d", .arity = 1, .num_outputs = 2, .saves = kSaveOutputs,
     .nondiff = 0, .is_view = false,
     .shape_rule = max_pool2d_rule, .forward = max_pool2d_forward, .backward = max_pool2d_backward,
@@ -593,6 +661,27 @@ Tensor max_unpool2d(const Tensor& g, const Tensor& index, const Window2d& window
   return apply_windowed(max_unpool2d_op, g, index, window, shape);
 }
 
+// Distinct inputs and positive γ: each window's maximum is clear of the
+// finite differences' steps, as in max_pool2d's samples.
+std::vector<OpSample> batch_norm_max_pool2d_samples(Generator& gen, DType dtype) {
+  return {make_sample("[2, 3, 4, 4] images",
+                      {sample_distinct({2, 3, 4, 4}, gen, dtype), sample_uniform({3}, gen, dtype, 0.5, 1.5),
+                       sample_uniform({3}, gen, dtype)},
+                      [](const std::vector<Tensor>& in) { return batch_norm_max_pool2d(in[0], in[1], in[2]); }),
+          make_sample("task-batched [2, 2, 2, 4, 4] with the fused ReLU, affine per task",
+                      {sample_distinct({2, 2, 2, 4, 4}, gen, dtype), sample_uniform({2, 2}, gen, dtype, 0.5, 1.5),
+                       sample_uniform({2, 2}, gen, dtype, -0.5, 0.5)},
+                      [](const std::vector<Tensor>& in) {
+                        return batch_norm_max_pool2d(in[0], in[1], in[2], {.eps = 1e-3, .group_axes = 1, .relu = true});
+                      }),
+          make_sample("[3, 2, 5, 5] with the fused ReLU (the last row and column in no window)",
+                      {sample_distinct({3, 2, 5, 5}, gen, dtype), sample_uniform({2}, gen, dtype, 0.5, 1.5),
+                       sample_uniform({2}, gen, dtype, -0.5, 0.5)},
+                      [](const std::vector<Tensor>& in) {
+                        return batch_norm_max_pool2d(in[0], in[1], in[2], {.relu = true});
+                      })};
+}
+
 }  // namespace metatape::detail
 
 namespace metatape {
@@ -666,17 +755,34 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   return out[0];
 }
 
-Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& options) {
-  if (!(options.eps >= 0)) throw ValueError("batch_norm: eps must be >= 0, got " + std::to_string(options.eps));
+namespace {
+
+// batch_norm's attributes, its options checked in the words of `op`.
+detail::Attrs batch_norm_attrs(const char* op, const BatchNormOptions& options) {
+  if (!(options.eps >= 0)) throw ValueError(std::string(op) + ": eps must be >= 0, got " + std::to_string(options.eps));
   if (options.group_axes < 0 || options.group_axes > kMaxRank - 2)
-    throw ValueError("batch_norm: group_axes must be in 0.." + std::to_string(kMaxRank - 2) + ", got " +
+    throw ValueError(std::string(op) + ": group_axes must be in 0.." + std::to_string(kMaxRank - 2) + ", got " +
                      std::to_string(options.group_axes));
-  const Tensor* in[] = {&x, &gamma, &beta};
   detail::Attrs attrs;
   attrs.scalar = options.eps;
   attrs.axis = options.group_axes;
   attrs.relu = options.relu;
-  return detail::apply(detail::batch_norm_op, in, attrs);
+  return attrs;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& options) {
+  const Tensor* in[] = {&x, &gamma, &beta};
+  return detail::apply(detail::batch_norm_op, in, batch_norm_attrs("batch_norm", options));
+}
+
+Tensor batch_norm_max_pool2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const BatchNormOptions& options) {
+  const Tensor* in[] = {&x, &gamma, &beta};
+  Tensor out[2];  // the maxima, and their indices (kept for the backward)
+  detail::apply(detail::batch_norm_max_pool2d_op, in, batch_norm_attrs("batch_norm_max_pool2d", options), out);
+  return out[0];
 }
 
 }  // namespace metatape

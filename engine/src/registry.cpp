@@ -59,6 +59,7 @@ const OpInfo kRegistry[] = {
     primitive(detail::batch_norm_op),
     primitive(detail::max_pool2d_op),
     primitive(detail::max_unpool2d_op),
+    primitive(detail::batch_norm_max_pool2d_op),
     // Cholesky and triangular solves (ops_cholesky.cpp)
     primitive(detail::cholesky_op),
     primitive(detail::solve_triangular_op),

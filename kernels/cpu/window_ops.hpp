@@ -1,5 +1,6 @@
 // Sliding windows: im2col / col2im, convolution as a GEMM (conv.cpp). T is
-// float or double. window_ops.cpp also defines the kernels max_pool and max_unpool.
+// float or double. window_ops.cpp also defines the kernels max_pool and max_unpool,
+// whose plane loops batch normalisation's pooled kernels (norm.cpp) share.
 #pragma once
 
 #include <cstdint>
@@ -35,5 +36,15 @@ void im2col_channels_last(const T* x, std::int64_t images, std::int64_t channels
 template <class T>
 void col2im_channels_last(const T* cols, std::int64_t images, std::int64_t channels, std::int64_t h, std::int64_t w,
                           const Window2d& win, T* x);
+
+// max_pool and max_unpool (kernels.hpp) over the planes [p0, p1) only, on
+// the calling thread: indices are flat into all of x (or dx), as the
+// kernels write and read them.
+template <class T>
+void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
+                     T* y, std::int64_t* index);
+template <class T>
+void max_unpool_planes(const T* g, const std::int64_t* index, std::int64_t p0, std::int64_t p1, std::int64_t h,
+                       std::int64_t w, const Window2d& win, T* dx);
 
 }  // namespace metatape::kernels::cpu

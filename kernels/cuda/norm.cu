@@ -128,11 +128,45 @@ void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T
   check_launch("batch_norm backward_kernel");
 }
 
+// The fused pooling kernels as the two kernels in turn, through a whole
+// normalised (or unpooled) map in scratch: the same values and indices as
+// the unfused ops, and the memory they save on the CPU is not the GPU's
+// bottleneck.
+template <class T>
+void batch_norm_max_pool_forward(const NormShape& s, std::int64_t h, std::int64_t w, const T* x, const T* gamma,
+                                 const T* beta, T* y, std::int64_t* index, T* scratch) {
+  batch_norm_forward(s, x, gamma, beta, scratch);
+  max_pool(scratch, s.groups * s.batch * s.channels, h, w, kNormPoolWindow, y, index);
+}
+
+template <class T>
+void batch_norm_max_pool_backward(const NormShape& s, std::int64_t h, std::int64_t w, const T* x, const T* gamma,
+                                  const T* beta, const T* g, const std::int64_t* index, T* dx, T* dgamma, T* dbeta,
+                                  T* scratch) {
+  max_unpool(g, index, s.groups * s.batch * s.channels, h, w, kNormPoolWindow, scratch);
+  batch_norm_backward(s, x, gamma, beta, scratch, dx, dgamma, dbeta);
+}
+
+std::int64_t batch_norm_max_pool_scratch_size(const NormShape& s) {
+  return s.groups * s.batch * s.channels * s.spatial;
+}
+
 template void batch_norm_forward<float>(const NormShape&, const float*, const float*, const float*, float*);
 template void batch_norm_forward<double>(const NormShape&, const double*, const double*, const double*, double*);
 template void batch_norm_backward<float>(const NormShape&, const float*, const float*, const float*, const float*,
                                          float*, float*, float*);
 template void batch_norm_backward<double>(const NormShape&, const double*, const double*, const double*,
                                           const double*, double*, double*, double*);
+
+template void batch_norm_max_pool_forward<float>(const NormShape&, std::int64_t, std::int64_t, const float*,
+                                                 const float*, const float*, float*, std::int64_t*, float*);
+template void batch_norm_max_pool_forward<double>(const NormShape&, std::int64_t, std::int64_t, const double*,
+                                                  const double*, const double*, double*, std::int64_t*, double*);
+template void batch_norm_max_pool_backward<float>(const NormShape&, std::int64_t, std::int64_t, const float*,
+                                                  const float*, const float*, const float*, const std::int64_t*,
+                                                  float*, float*, float*, float*);
+template void batch_norm_max_pool_backward<double>(const NormShape&, std::int64_t, std::int64_t, const double*,
+                                                   const double*, const double*, const double*, const std::int64_t*,
+                                                   double*, double*, double*, double*);
 
 }  // namespace metatape::kernels::cuda

@@ -297,8 +297,13 @@ Tensor Conv4::blocks(const std::vector<Tensor>& params, const Tensor& x, std::ve
       if (!shared_bias) h = add(h, as_broadcast(b, params_[first + 1], 2));
     }
     // Statistics per task (group axis 0), as each task is its own batch.
-    if (options_.batch_norm)
-      h = batch_norm(h, params[first + 2], params[first + 3], {.eps = 1e-3, .group_axes = 1, .relu = fuse_relu});
+    const BatchNormOptions norm{.eps = 1e-3, .group_axes = 1, .relu = fuse_relu};
+    if (options_.batch_norm && fuse_relu && !options_.strided) {
+      // The pooling fused too: the same values without the normalised maps.
+      h = batch_norm_max_pool2d(h, params[first + 2], params[first + 3], norm);
+      continue;
+    }
+    if (options_.batch_norm) h = batch_norm(h, params[first + 2], params[first + 3], norm);
     if (!relu_fused) {
       if (preactivations) preactivations->push_back(h);
       h = relu(h);

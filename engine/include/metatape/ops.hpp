@@ -261,5 +261,12 @@ struct BatchNormOptions {
 // axis; statistics over the other non-group axes. gamma and beta are [C] or
 // [G..., C] (one per group).
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& options = {});
+// max_pool2d(batch_norm(x, gamma, beta, options), {.kernel = 2}) as one op,
+// for x [G..., N, C, H, W]: the same values and derivatives, at any order,
+// without the normalised tensor in memory (the CPU normalises and pools one
+// H × W map at a time, which on large maps saves a write and a read of the
+// whole tensor each way).
+Tensor batch_norm_max_pool2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const BatchNormOptions& options = {});
 
 }  // namespace metatape
