@@ -25,7 +25,9 @@
 //   batch norm,   the fused batch norm + ReLU (forward, and backward without
 //   max-pool      create_graph) and the 2×2 max-pool with its adjoint, on one
 //                 task's query activations at each block of the pooled Conv4
-//                 (75 images, 64 channels, 28² … 3²); "MB" is x's size.
+//                 (75 images, 64 channels, 28² … 3²), and the two as one
+//                 op (BatchNormMaxPool: batch_norm_max_pool2d's kernels,
+//                 the pooled Conv4's); "MB" is x's size.
 //                 Filter with --benchmark_filter='BatchNorm|MaxPool'
 #include <benchmark/benchmark.h>
 #include <cblas.h>
@@ -460,7 +462,40 @@ void BM_MaxPool(benchmark::State& state, std::int64_t size, bool backward) {
   state.counters["MB"] = static_cast<double>(x.numel()) * 4e-6;
 }
 
-// Registered per size: BM_{BatchNorm,MaxPool}_{Forward,Backward}_q_<size>/threads.
+// The two above as one op (batch_norm_max_pool2d): the fused batch norm +
+// ReLU pooled map by map (forward), and the gradients of x, γ and β from the
+// pooled gradient (backward), next to BM_BatchNorm + BM_MaxPool.
+void BM_BatchNormMaxPool(benchmark::State& state, std::int64_t size, bool backward) {
+  using K = mt::kernels::cpu::CpuKernels;
+  set_conv_threads(state);
+  const mt::kernels::NormShape s{1, kNormImages, kNormChannels, size * size, false, 1e-3, true};
+  const std::int64_t pooled = kNormImages * kNormChannels * (size / 2) * (size / 2);
+  mt::Generator gen(1);
+  const mt::Tensor x = mt::normal({kNormImages, kNormChannels, size, size}, 0, 1, gen),
+                   g = mt::normal({pooled}, 0, 1, gen);
+  const mt::Tensor gamma = mt::uniform({kNormChannels}, 0.5, 1.5, gen), beta = mt::normal({kNormChannels}, 0, 0.1, gen);
+  mt::Tensor y = mt::zeros({pooled}), index = mt::zeros({pooled}, mt::DType::i64), dx = mt::zeros(x.shape());
+  mt::Tensor dgamma = mt::zeros({kNormChannels}), dbeta = mt::zeros({kNormChannels});
+  mt::Tensor scratch = mt::zeros({K::batch_norm_max_pool_scratch_size(s)});
+  const auto forward = [&] {
+    K::batch_norm_max_pool_forward<float>(s, size, size, x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                                          y.data<float>(), index.data<std::int64_t>(), scratch.data<float>());
+  };
+  forward();
+  for (auto _ : state) {
+    if (backward)
+      K::batch_norm_max_pool_backward<float>(s, size, size, x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                                             g.data<float>(), index.data<std::int64_t>(), dx.data<float>(),
+                                             dgamma.data<float>(), dbeta.data<float>(), scratch.data<float>());
+    else
+      forward();
+    benchmark::DoNotOptimize(dx.raw_data());
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["MB"] = static_cast<double>(x.numel()) * 4e-6;
+}
+
+// Registered per size: BM_{BatchNorm,MaxPool,BatchNormMaxPool}_{Forward,Backward}_q_<size>/threads.
 const bool norm_pool_benchmarks_registered = [] {
   for (const std::int64_t size : kNormSizes)
     for (const bool backward : {false, true}) {
@@ -470,6 +505,10 @@ const bool norm_pool_benchmarks_registered = [] {
           ->Arg(1)
           ->Arg(2);
       benchmark::RegisterBenchmark(("BM_MaxPool" + suffix).c_str(), BM_MaxPool, size, backward)
+          ->Unit(benchmark::kMillisecond)
+          ->Arg(1)
+          ->Arg(2);
+      benchmark::RegisterBenchmark(("BM_BatchNormMaxPool" + suffix).c_str(), BM_BatchNormMaxPool, size, backward)
           ->Unit(benchmark::kMillisecond)
           ->Arg(1)
           ->Arg(2);

@@ -400,8 +400,9 @@ void max_unpool2d_backward(BackwardContext& c) { c.set_grad(0, take_checked(c.gr
 // --- batch_norm_max_pool2d: max_pool2d(batch_norm(x, γ, β), 2×2) in one op ---
 // Outputs the maxima and (output 1, i64) their indices into x, as
 // max_pool2d's. x is [G..., N, C, H, W] (attrs.axis group axes); the window
-// is kernels::kNormPoolWindow. The normalised maps exist only inside the
-// kernels, a map at a time on the CPU.
+// is kernels::kNormPoolWindow. On large maps the CPU keeps only one
+// normalised (or, backward, unpooled) map at a time, in a buffer of the
+// thread's.
 NormLayout norm_pool_layout(const Shape& x, const Shape& gamma, const Attrs& attrs) {
   if (x.rank() != attrs.axis + 4)
     throw ShapeError("batch_norm_max_pool2d: x must be [groups..., N, C, H, W] with " + std::to_string(attrs.axis) +
@@ -422,7 +423,8 @@ void batch_norm_max_pool2d_forward(Inputs in, const Attrs& attrs, std::span<Tens
   const Shape& x = in[0]->shape();
   const NormLayout layout = norm_pool_layout(x, in[1]->shape(), attrs);
   dispatch(out[0].device(), out[0].dtype(), [&]<class K, class T>() {
-    Tensor scratch = empty(Shape{K::batch_norm_max_pool_scratch_size(layout.kernel)}, in[0]->dtype(), in[0]->device());
+    Tensor scratch =
+        empty(Shape{K::batch_norm_max_pool_scratch_size(layout.kernel)}, in[0]->dtype(), in[0]->device());
     K::template batch_norm_max_pool_forward<T>(layout.kernel, x[x.rank() - 2], x[x.rank() - 1], in[0]->data<T>(),
                                                in[1]->data<T>(), in[2]->data<T>(), out[0].data<T>(),
                                                out[1].data<std::int64_t>(), scratch.data<T>());
@@ -436,11 +438,11 @@ void batch_norm_max_pool2d_backward(BackwardContext& c) {
   if (grad_enabled())
     return record_batch_norm_backward(c, layout,
                                       max_unpool2d(c.grad_output(0), index, kernels::kNormPoolWindow, x.shape()));
-  set_batch_norm_grads(c, [&](Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
-    const Tensor& g = c.grad_output(0);
-    const std::int64_t h = x.dim(x.rank() - 2), w = x.dim(x.rank() - 1);
-    dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
-      Tensor scratch = empty(Shape{K::batch_norm_max_pool_scratch_size(layout.kernel)}, x.dtype(), x.device());
+  const Tensor& g = c.grad_output(0);
+  const std::int64_t h = x.dim(x.rank() - 2), w = x.dim(x.rank() - 1);
+  dispatch(x.device(), x.dtype(), [&]<class K, class T>() {
+    Tensor scratch = empty(Shape{K::batch_norm_max_pool_scratch_size(layout.kernel)}, x.dtype(), x.device());
+    set_batch_norm_grads(c, [&](Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
       K::template batch_norm_max_pool_backward<T>(layout.kernel, h, w, x.data<T>(), gamma.data<T>(), beta.data<T>(),
                                                   g.data<T>(), index.data<std::int64_t>(), dx.data<T>(),
                                                   dgamma.data<T>(), dbeta.data<T>(), scratch.data<T>());

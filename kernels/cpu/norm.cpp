@@ -133,6 +133,16 @@ void normalise_row(const NormShape& s, const SliceMap<T>& map, const T* __restri
   }
 }
 
+// Whether batch_norm_max_pool_forward pools map by map from a buffer of
+// the thread's, or through the whole normalised tensor in scratch. Per map
+// the buffer costs a call into the pooling loops, which on small maps
+// outweighs the memory it saves. bench-engine, BatchNormMaxPool_Forward
+// over BatchNorm_Forward + MaxPool_Forward, 1 / 2 threads: 28 × 28 maps
+// 0.63x / 0.95x the time, 14 × 14 0.91x / 0.76x, 7 × 7 1.13x / 1.3x,
+// 3 × 3 1.4x / 1.1x.
+constexpr std::int64_t kMinFusedMap = 100;  // entries
+bool fuse_pooling(const NormShape& s) { return s.spatial >= kMinFusedMap; }
+
 }  // namespace
 
 template <class T>
@@ -144,24 +154,28 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
   });
 }
 
-// Each map is normalised into a buffer of the thread's and pooled from
-// there while it is in L1: the normalised maps never reach memory, which on
-// Conv4's first layer (15 MB of query maps) saves a write and a read of
-// them at memory's pace. The plane loops are max_pool's, so the values and
-// indices are its own.
+// On maps of kMinFusedMap entries or more each map is normalised into a
+// buffer of the thread's and pooled from there while it is in L1: the
+// normalised maps never reach memory, which on Conv4's first block (15 MB
+// of query maps) saves a write and a read of them at memory's pace. The
+// plane loops are max_pool's, so the values and indices are its own.
 template <class T>
 void batch_norm_max_pool_forward(const NormShape& s, std::int64_t h, std::int64_t w, const T* x, const T* gamma,
-                                 const T* beta, T* y, std::int64_t* index, T* /*scratch: none needed*/) {
+                                 const T* beta, T* y, std::int64_t* index, T* scratch) {
+  if (!fuse_pooling(s)) {
+    batch_norm_forward(s, x, gamma, beta, scratch);
+    max_pool(scratch, s.groups * s.batch * s.channels, h, w, kNormPoolWindow, y, index);
+    return;
+  }
   const std::int64_t outputs = kNormPoolWindow.out_h(h) * kNormPoolWindow.out_w(w);
   for_each_chunk(s, x, gamma, beta, [&](std::int64_t begin, std::int64_t end, const std::vector<SliceMap<T>>& maps) {
     std::vector<T> normalised(static_cast<std::size_t>(s.spatial));
     for_each_row(s, begin, end, [&](std::int64_t slice, std::int64_t offset) {
       normalise_row(s, maps[static_cast<std::size_t>(slice - begin)], x + offset, normalised.data());
-      // The map is plane offset / spatial of x; pooled as plane 0 of the
-      // buffer, its indices then moved to where the map lies in x.
+      // The map is plane offset / spatial of x, pooled as plane 0 of the
+      // buffer with its indices shifted to where the map lies in x.
       const std::int64_t first_output = offset / s.spatial * outputs;
-      max_pool_planes(normalised.data(), 0, 1, h, w, kNormPoolWindow, y + first_output, index + first_output);
-      for (std::int64_t i = first_output; i < first_output + outputs; ++i) index[i] += offset;
+      max_pool_planes(normalised.data(), 0, 1, h, w, kNormPoolWindow, y + first_output, index + first_output, offset);
     });
   });
 }
@@ -258,23 +272,33 @@ void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T
   backward(s, x, gamma, beta, rows_of_g, dx, dgamma, dbeta);
 }
 
-// g's map is unpooled into a buffer of the thread's, once for the sums and
-// once for dx: the unpooled gradient never reaches memory. The buffer stays
-// zero but for the entries the last map wrote, which are cleared before the
-// next map's: a scatter of the map's outputs, each entry 0 + g as
-// max_unpool writes it (the same bits), without zeroing or comparing the
-// whole map each time (which cost about as much as the memory it saves).
+// On maps of kMinFusedMap entries or more, g's map is unpooled into a buffer
+// of the thread's, once for the sums and once for dx: the unpooled gradient
+// never reaches memory (a 15 MB write and two reads on Conv4's 28 × 28
+// query maps; the step's peak memory 8% lower). The buffer stays zero but
+// for the entries the last map wrote, which are cleared before the next
+// map's: a scatter of the map's outputs, each entry 0 + g as max_unpool
+// writes it (the same bits), without zeroing the whole map each time.
+// Smaller maps go through a whole unpooled tensor in scratch. The two
+// scatters cost about what they save: in an isolated loop (bench-engine)
+// 1.07x / 1.95x the pair's time on 28 × 28 maps at 1 / 2 threads, 1.4x /
+// 1.7x on 14 × 14; in the pooled Conv4 step no slower (bench/RESULTS.md).
 template <class T>
 void batch_norm_max_pool_backward(const NormShape& s, std::int64_t h, std::int64_t w, const T* x, const T* gamma,
                                   const T* beta, const T* g, const std::int64_t* index, T* dx, T* dgamma, T* dbeta,
-                                  T* /*scratch: none needed*/) {
+                                  T* scratch) {
+  if (!fuse_pooling(s)) {
+    max_unpool(g, index, s.groups * s.batch * s.channels, h, w, kNormPoolWindow, scratch);
+    batch_norm_backward(s, x, gamma, beta, scratch, dx, dgamma, dbeta);
+    return;
+  }
   const std::int64_t outputs = kNormPoolWindow.out_h(h) * kNormPoolWindow.out_w(w);
   struct UnpooledRows {
     std::int64_t spatial, outputs;
     const T* g;
     const std::int64_t* index;
-    std::vector<T> unpooled;                // zero but at written
-    std::vector<std::int64_t> written;     // the last map's indices, relative to it
+    std::vector<T> unpooled;             // zero but at `written`
+    std::vector<std::int64_t> written;  // the last map's entries, relative to it
     const T* operator()(std::int64_t offset) {
       for (const std::int64_t i : written) unpooled[static_cast<std::size_t>(i)] = T(0);
       const std::int64_t first_output = offset / spatial * outputs;
@@ -293,7 +317,9 @@ void batch_norm_max_pool_backward(const NormShape& s, std::int64_t h, std::int64
   backward(s, x, gamma, beta, unpooled_rows, dx, dgamma, dbeta);
 }
 
-std::int64_t batch_norm_max_pool_scratch_size(const NormShape&) { return 0; }
+std::int64_t batch_norm_max_pool_scratch_size(const NormShape& s) {
+  return fuse_pooling(s) ? 0 : s.groups * s.batch * s.channels * s.spatial;
+}
 
 template void batch_norm_forward<float>(const NormShape&, const float*, const float*, const float*, float*);
 template void batch_norm_forward<double>(const NormShape&, const double*, const double*, const double*, double*);

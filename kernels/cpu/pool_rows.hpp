@@ -160,15 +160,15 @@ namespace detail {
 }
 
 // Plane p of x ([planes, h, w]) pooled into y and index ([planes, h / 2,
-// w / 2]); false, the plane's outputs partly written, if it holds a NaN
-// where a window reads.
+// w / 2]), each index plus shift; false, the plane's outputs partly
+// written, if it holds a NaN where a window reads.
 [[gnu::target("avx512f")]] inline bool max_pool_plane(const float* x, std::int64_t p, std::int64_t h, std::int64_t w,
-                                                      float* y, std::int64_t* index) {
+                                                      float* y, std::int64_t* index, std::int64_t shift) {
   const std::int64_t oh_n = h / 2, ow_n = w / 2;
   bool finite = true;
   for (std::int64_t oh = 0; oh < oh_n; ++oh) {
     const std::int64_t at0 = p * h * w + 2 * oh * w, out = (p * oh_n + oh) * ow_n;
-    finite = max_pool_row(x + at0, ow_n, w, at0, y + out, index + out) && finite;
+    finite = max_pool_row(x + at0, ow_n, w, at0 + shift, y + out, index + out) && finite;
   }
   return finite;
 }

@@ -184,16 +184,17 @@ inline void challenge(const T* x, std::int64_t at, std::int64_t& best, T& best_v
 
 // max_pool of plane p with 2×2 windows at stride 2, no padding, and no NaN
 // in the plane: four candidates, selects instead of branches (the data are
-// random, a branch would mispredict half the time).
+// random, a branch would mispredict half the time). Each index plus shift.
 template <class T>
-void max_pool_2x2_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, T* y, std::int64_t* index) {
+void max_pool_2x2_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, T* y, std::int64_t* index,
+                        std::int64_t shift) {
   const std::int64_t oh_n = h / 2, ow_n = w / 2;
   for (std::int64_t oh = 0; oh < oh_n; ++oh) {
     const T* r0 = x + p * h * w + 2 * oh * w;
     const T* r1 = r0 + w;
     std::int64_t* out = index + (p * oh_n + oh) * ow_n;
     T* values = y + (p * oh_n + oh) * ow_n;
-    const std::int64_t at0 = p * h * w + 2 * oh * w;
+    const std::int64_t at0 = p * h * w + 2 * oh * w + shift;
     for (std::int64_t ow = 0; ow < ow_n; ++ow) {
       const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
       // Strictly greater takes over, so the first maximum wins ties;
@@ -211,10 +212,10 @@ void max_pool_2x2_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t
   }
 }
 
-// max_pool of plane p, any window, NaN or not.
+// max_pool of plane p, any window, NaN or not. Each index plus shift.
 template <class T>
 void max_pool_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, const Window2d& win, T* y,
-                    std::int64_t* index) {
+                    std::int64_t* index, std::int64_t shift) {
   const std::int64_t oh_n = win.out_h(h), ow_n = win.out_w(w), base = p * h * w;
   for (std::int64_t oh = 0; oh < oh_n; ++oh) {
     // The window's rows and columns inside the image: padding never wins.
@@ -230,7 +231,7 @@ void max_pool_plane(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, 
           challenge(x, base + ih * w + iw, best, best_value);
         }
       }
-      index[(p * oh_n + oh) * ow_n + ow] = best;
+      index[(p * oh_n + oh) * ow_n + ow] = best + shift;
       y[(p * oh_n + oh) * ow_n + ow] = best_value;
     }
   }
@@ -263,11 +264,12 @@ bool vector_rows(const Window2d& win, std::int64_t h, std::int64_t w, bool adjoi
 
 // pool_rows' plane functions, for float; never called for double.
 template <class T>
-bool pool_plane_in_rows(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, T* y, std::int64_t* index) {
+bool pool_plane_in_rows(const T* x, std::int64_t p, std::int64_t h, std::int64_t w, T* y, std::int64_t* index,
+                        std::int64_t shift) {
 #if METATAPE_SMALL_GEMM
-  if constexpr (std::is_same_v<T, float>) return pool_rows::max_pool_plane(x, p, h, w, y, index);
+  if constexpr (std::is_same_v<T, float>) return pool_rows::max_pool_plane(x, p, h, w, y, index, shift);
 #endif
-  (void)x, (void)p, (void)h, (void)w, (void)y, (void)index;
+  (void)x, (void)p, (void)h, (void)w, (void)y, (void)index, (void)shift;
   return false;
 }
 template <class T>
@@ -282,20 +284,20 @@ bool unpool_plane_in_rows(const T* g, const std::int64_t* index, std::int64_t p,
 
 }  // namespace
 
-// max_pool over planes [p0, p1): indices stay relative to x. Each plane is
-// checked for NaN just before it is pooled, while it is in cache (by the
-// AVX-512 rows as they read it, which give the plane to the general loop
-// if they meet one).
+// max_pool over planes [p0, p1): indices relative to x, plus index_shift.
+// Each plane is checked for NaN just before it is pooled, while it is in
+// cache (by the AVX-512 rows as they read it, which give the plane to the
+// general loop if they meet one).
 template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
-                     T* y, std::int64_t* index) {
+                     T* y, std::int64_t* index, std::int64_t index_shift) {
   const bool pairs = two_by_two(win, h, w), rows = vector_rows<T>(win, h, w, false);
   for (std::int64_t p = p0; p < p1; ++p) {
-    if (rows && pool_plane_in_rows(x, p, h, w, y, index)) continue;
+    if (rows && pool_plane_in_rows(x, p, h, w, y, index, index_shift)) continue;
     if (pairs && !contains_nan(x + p * h * w, h * w))
-      max_pool_2x2_plane(x, p, h, w, y, index);
+      max_pool_2x2_plane(x, p, h, w, y, index, index_shift);
     else
-      max_pool_plane(x, p, h, w, win, y, index);
+      max_pool_plane(x, p, h, w, win, y, index, index_shift);
   }
 }
 
@@ -304,7 +306,7 @@ template <class T>
 void max_pool(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, const Window2d& win, T* y,
               std::int64_t* index) {
   parallel_for(planes, items_grain(h * w, kPlaneGrain),
-               [&](std::int64_t begin, std::int64_t end) { max_pool_planes(x, begin, end, h, w, win, y, index); });
+               [&](std::int64_t begin, std::int64_t end) { max_pool_planes(x, begin, end, h, w, win, y, index, 0); });
 }
 
 // The adjoint over planes [p0, p1), plane by plane: each is zeroed and
@@ -343,7 +345,7 @@ void max_unpool(const T* g, const std::int64_t* index, std::int64_t planes, std:
   template void max_unpool<T>(const T*, const std::int64_t*, std::int64_t, std::int64_t, std::int64_t,               \
                               const Window2d&, T*);                                                                  \
   template void max_pool_planes<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, const Window2d&, \
-                                   T*, std::int64_t*);                                                                \
+                                   T*, std::int64_t*, std::int64_t);                                                  \
   template void max_unpool_planes<T>(const T*, const std::int64_t*, std::int64_t, std::int64_t, std::int64_t,        \
                                      std::int64_t, const Window2d&, T*);                                             \
   template void im2col_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,            \

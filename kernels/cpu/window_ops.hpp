@@ -39,10 +39,11 @@ void col2im_channels_last(const T* cols, std::int64_t images, std::int64_t chann
 
 // max_pool and max_unpool (kernels.hpp) over the planes [p0, p1) only, on
 // the calling thread: indices are flat into all of x (or dx), as the
-// kernels write and read them.
+// kernels write and read them; max_pool_planes adds index_shift to each
+// (where x is a buffer holding one map of a larger tensor).
 template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
-                     T* y, std::int64_t* index);
+                     T* y, std::int64_t* index, std::int64_t index_shift);
 template <class T>
 void max_unpool_planes(const T* g, const std::int64_t* index, std::int64_t p0, std::int64_t p1, std::int64_t h,
                        std::int64_t w, const Window2d& win, T* dx);

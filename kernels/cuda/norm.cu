@@ -128,10 +128,9 @@ void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T
   check_launch("batch_norm backward_kernel");
 }
 
-// The fused pooling kernels as the two kernels in turn, through a whole
-// normalised (or unpooled) map in scratch: the same values and indices as
-// the unfused ops, and the memory they save on the CPU is not the GPU's
-// bottleneck.
+// The pooled batch norm as the two kernels in turn, through a whole
+// normalised (or unpooled) tensor in scratch: the same values and indices
+// as the unfused ops.
 template <class T>
 void batch_norm_max_pool_forward(const NormShape& s, std::int64_t h, std::int64_t w, const T* x, const T* gamma,
                                  const T* beta, T* y, std::int64_t* index, T* scratch) {
