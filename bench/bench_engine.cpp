@@ -462,9 +462,11 @@ void BM_MaxPool(benchmark::State& state, std::int64_t size, bool backward) {
   state.counters["MB"] = static_cast<double>(x.numel()) * 4e-6;
 }
 
-// The two above as one op (batch_norm_max_pool2d): the fused batch norm +
-// ReLU pooled map by map (forward), and the gradients of x, γ and β from the
-// pooled gradient (backward), next to BM_BatchNorm + BM_MaxPool.
+// The two above as one op (batch_norm_max_pool2d's kernels): the fused
+// batch norm + ReLU, pooled (forward), and the gradients of x, γ and β from
+// the pooled gradient (backward), next to BM_BatchNorm + BM_MaxPool. The
+// CPU works the 28² maps a map at a time both ways, the 14² maps forward
+// only, the smaller ones through whole tensors in scratch.
 void BM_BatchNormMaxPool(benchmark::State& state, std::int64_t size, bool backward) {
   using K = mt::kernels::cpu::CpuKernels;
   set_conv_threads(state);

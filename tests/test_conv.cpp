@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -183,6 +184,62 @@ void check_all(const char* what, const ConvShape& s) {
       }
     }
   }
+}
+
+// batch_norm_max_pool_{forward,backward} against batch norm then max-pool,
+// and max-unpool then batch norm's adjoint, bit for bit. Conv4's map sizes
+// and odd ones, on both sides of the thresholds at which the CPU works a
+// map at a time (100 entries forward, 400 backward); with a row and a
+// column in no window (odd sizes), a NaN in one map, ReLU or not, γ per
+// group or shared, at one thread and two.
+template <class T>
+void check_norm_pool_bits() {
+  using metatape::kernels::NormShape;
+  const metatape::kernels::Window2d pool = metatape::kernels::kNormPoolWindow;
+  const std::int64_t sizes[][2] = {{28, 28}, {21, 21}, {14, 14}, {11, 10}, {10, 10}, {9, 11}, {7, 7}, {3, 3}, {5, 4}};
+  const auto size = [](std::int64_t k) { return static_cast<std::size_t>(k); };
+  for (const auto& [h, w] : sizes)
+    for (const bool relu : {false, true})
+      for (const bool per_group : {false, true})
+        for (const int threads : {1, 2}) {
+          INFO("h " << h << ", w " << w << ", relu " << relu << ", per group " << per_group << ", threads "
+                    << threads << ", " << sizeof(T) * 8 << "-bit");
+          metatape::kernels::cpu::set_threads(threads);
+          const NormShape s{2, 3, 4, h * w, per_group, 1e-3, relu};
+          const std::int64_t planes = s.groups * s.batch * s.channels, n = planes * s.spatial;
+          const std::int64_t outputs = pool.out_h(h) * pool.out_w(w), affine = per_group ? 8 : 4;
+          std::vector<T> x = cast<T>(random_values(n, 11));
+          x[size(3 * s.spatial + 1)] = std::numeric_limits<T>::quiet_NaN();
+          const std::vector<T> gamma = cast<T>(random_values(affine, 12)), beta = cast<T>(random_values(affine, 13)),
+                               g = cast<T>(random_values(planes * outputs, 14));
+          // The pair: the normalised maps pooled; the gradient unpooled, then
+          // normalisation's adjoint.
+          std::vector<T> normalised(size(n)), unpooled(size(n)), maxima(size(planes * outputs)), dx(size(n)),
+              dgamma(size(affine)), dbeta(size(affine));
+          std::vector<std::int64_t> index(maxima.size());
+          K::batch_norm_forward<T>(s, x.data(), gamma.data(), beta.data(), normalised.data());
+          K::max_pool<T>(normalised.data(), planes, h, w, pool, maxima.data(), index.data());
+          K::max_unpool<T>(g.data(), index.data(), planes, h, w, pool, unpooled.data());
+          K::batch_norm_backward<T>(s, x.data(), gamma.data(), beta.data(), unpooled.data(), dx.data(), dgamma.data(),
+                                    dbeta.data());
+          // Fused, into buffers filled with a marker.
+          std::vector<T> fused_maxima(maxima.size(), T(-7)), fused_dx(dx.size(), T(-7)),
+              fused_dgamma(dgamma.size(), T(-7)), fused_dbeta(dbeta.size(), T(-7));
+          std::vector<std::int64_t> fused_index(index.size(), -1);
+          CHECK((K::batch_norm_max_pool_scratch_size(s) == 0) == (h * w >= 400));
+          std::vector<T> scratch(size(K::batch_norm_max_pool_scratch_size(s)));
+          K::batch_norm_max_pool_forward<T>(s, h, w, x.data(), gamma.data(), beta.data(), fused_maxima.data(),
+                                            fused_index.data(), scratch.data());
+          K::batch_norm_max_pool_backward<T>(s, h, w, x.data(), gamma.data(), beta.data(), g.data(), index.data(),
+                                             fused_dx.data(), fused_dgamma.data(), fused_dbeta.data(),
+                                             scratch.data());
+          CHECK(fused_index == index);
+          CHECK(same_bits(fused_maxima, maxima));
+          CHECK(same_bits(fused_dx, dx));
+          CHECK(same_bits(fused_dgamma, dgamma));
+          CHECK(same_bits(fused_dbeta, dbeta));
+        }
+  metatape::kernels::cpu::set_threads(1);
 }
 
 TEST_SUITE("conv") {
@@ -451,58 +508,8 @@ TEST_SUITE("conv") {
   }
 
   TEST_CASE("batch norm with max-pool fused: the bits of batch norm then max-pool, and of their adjoints") {
-    using metatape::kernels::NormShape;
-    const metatape::kernels::Window2d pool = metatape::kernels::kNormPoolWindow;
-    // Conv4's map sizes (28 and 14 worked a map at a time, 7 and 3 through
-    // scratch, with a row and a column in no window), an odd 5 × 4, a NaN in
-    // one map; ReLU or not, γ per group or shared; one thread and two.
-    const std::int64_t sizes[][2] = {{28, 28}, {14, 14}, {7, 7}, {3, 3}, {5, 4}};
-    for (const auto& [h, w] : sizes)
-      for (const bool relu : {false, true})
-        for (const bool per_group : {false, true})
-          for (const int threads : {1, 2}) {
-            INFO("h " << h << ", w " << w << ", relu " << relu << ", per group " << per_group << ", threads " << threads);
-            metatape::kernels::cpu::set_threads(threads);
-            const NormShape s{2, 3, 4, h * w, per_group, 1e-3, relu};
-            const std::int64_t planes = s.groups * s.batch * s.channels, n = planes * s.spatial;
-            const std::int64_t outputs = pool.out_h(h) * pool.out_w(w), affine = per_group ? 8 : 4;
-            std::vector<float> x = cast<float>(random_values(n, 11));
-            x[static_cast<std::size_t>(3 * s.spatial + 1)] = std::nanf("");
-            const std::vector<float> gamma = cast<float>(random_values(affine, 12)),
-                                     beta = cast<float>(random_values(affine, 13)),
-                                     g = cast<float>(random_values(planes * outputs, 14));
-            // Unfused: the normalised maps, pooled; the gradient unpooled, then normalisation's adjoint.
-            std::vector<float> normalised(static_cast<std::size_t>(n)), unpooled(static_cast<std::size_t>(n));
-            std::vector<float> maxima(static_cast<std::size_t>(planes * outputs)), dx(static_cast<std::size_t>(n)),
-                dgamma(static_cast<std::size_t>(affine)), dbeta(static_cast<std::size_t>(affine));
-            std::vector<std::int64_t> index(maxima.size());
-            K::batch_norm_forward<float>(s, x.data(), gamma.data(), beta.data(), normalised.data());
-            K::max_pool<float>(normalised.data(), planes, h, w, pool, maxima.data(), index.data());
-            K::max_unpool<float>(g.data(), index.data(), planes, h, w, pool, unpooled.data());
-            K::batch_norm_backward<float>(s, x.data(), gamma.data(), beta.data(), unpooled.data(), dx.data(),
-                                          dgamma.data(), dbeta.data());
-            // Fused, into buffers filled with a marker.
-            std::vector<float> fused_maxima(maxima.size(), -7.0f), fused_dx(dx.size(), -7.0f),
-                fused_dgamma(dgamma.size(), -7.0f), fused_dbeta(dbeta.size(), -7.0f);
-            std::vector<std::int64_t> fused_index(index.size(), -1);
-            // Maps of 100 entries or more are pooled one at a time, without scratch.
-            CHECK((K::batch_norm_max_pool_scratch_size(s) == 0) == (h * w >= 100));
-            std::vector<float> scratch(static_cast<std::size_t>(K::batch_norm_max_pool_scratch_size(s)));
-            K::batch_norm_max_pool_forward<float>(s, h, w, x.data(), gamma.data(), beta.data(), fused_maxima.data(),
-                                                  fused_index.data(), scratch.data());
-            K::batch_norm_max_pool_backward<float>(s, h, w, x.data(), gamma.data(), beta.data(), g.data(),
-                                                   index.data(), fused_dx.data(), fused_dgamma.data(),
-                                                   fused_dbeta.data(), scratch.data());
-            CHECK(fused_index == index);
-            const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
-              return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-            };
-            CHECK(same_bits(fused_maxima, maxima));
-            CHECK(same_bits(fused_dx, dx));
-            CHECK(same_bits(fused_dgamma, dgamma));
-            CHECK(same_bits(fused_dbeta, dbeta));
-          }
-    metatape::kernels::cpu::set_threads(1);
+    check_norm_pool_bits<float>();
+    check_norm_pool_bits<double>();
   }
 
   TEST_CASE("batch norm kernels against the float64 formulas: rows of every length, offsets far from zero") {

@@ -124,34 +124,41 @@ TEST_SUITE("higher-order") {
   }
 
   TEST_CASE("batch_norm_max_pool2d has the bits of max_pool2d after batch_norm: values, gradients, second order") {
-    for (const DType dtype : {DType::f32, f64}) {
-      CAPTURE(dtype);
-      mt::Generator gen(17);
-      // Task-batched [T, N, C, H, W] with an affine per task and the fused
-      // ReLU, as Conv4 has it; 7 × 6 maps leave a row out of every window.
-      const Tensor x0 = mt::normal({2, 3, 4, 7, 6}, 0, 1, gen, dtype), gamma0 = mt::uniform({2, 4}, 0.5, 1.5, gen, dtype),
-                   beta0 = mt::uniform({2, 4}, -0.5, 0.5, gen, dtype), w = mt::normal({2, 3, 4, 3, 3}, 0, 1, gen, dtype);
-      const mt::BatchNormOptions options{.eps = 1e-3, .group_axes = 1, .relu = true};
-      // Σ w·pooled, its gradient (recorded), and the gradient of Σ gradient².
-      const auto derivatives = [&](bool fused) {
-        mt::TapeScope scope;
-        std::vector<Tensor> p = {x0.detach().requires_grad_(), gamma0.detach().requires_grad_(),
-                                 beta0.detach().requires_grad_()};
-        const Tensor pooled = fused ? mt::batch_norm_max_pool2d(p[0], p[1], p[2], options)
-                                    : mt::max_pool2d(mt::batch_norm(p[0], p[1], p[2], options), {.kernel = 2});
-        const Tensor loss = mt::sum(pooled * w);
-        const std::vector<Tensor> plain = mt::grad(loss, p);
-        const std::vector<Tensor> first = mt::grad(loss, p, {.create_graph = true});
-        Tensor squares = mt::sum(mt::square(first[0]));
-        for (std::size_t i = 1; i < first.size(); ++i) squares = squares + mt::sum(mt::square(first[i]));
-        std::vector<Tensor> all = {pooled.detach()};
-        for (const Tensor& t : plain) all.push_back(t);
-        for (const Tensor& t : first) all.push_back(t.detach());
-        for (const Tensor& t : mt::grad(squares, p, {.allow_unused = true})) all.push_back(t);  // β's is zero
-        return all;
-      };
-      CHECK(mt::testing::same_bits(derivatives(true), derivatives(false)));
-    }
+    // Task-batched [T, N, C, H, W] with an affine per task and the fused
+    // ReLU, as Conv4 has it. 7 × 6 maps go through whole tensors on the
+    // CPU, 21 × 20 maps one at a time both ways; odd H leaves a row out of
+    // every window.
+    const std::int64_t sizes[][2] = {{7, 6}, {21, 20}};
+    for (const DType dtype : {DType::f32, f64})
+      for (const auto& [h, w] : sizes) {
+        CAPTURE(dtype);
+        CAPTURE(h);
+        mt::Generator gen(17);
+        const Tensor x0 = mt::normal({2, 3, 4, h, w}, 0, 1, gen, dtype);
+        const Tensor gamma0 = mt::uniform({2, 4}, 0.5, 1.5, gen, dtype);
+        const Tensor beta0 = mt::uniform({2, 4}, -0.5, 0.5, gen, dtype);
+        const Tensor weights = mt::normal({2, 3, 4, h / 2, w / 2}, 0, 1, gen, dtype);
+        const mt::BatchNormOptions options{.eps = 1e-3, .group_axes = 1, .relu = true};
+        // Σ weights·pooled, its gradient (recorded), and the gradient of Σ gradient².
+        const auto derivatives = [&](bool fused) {
+          mt::TapeScope scope;
+          std::vector<Tensor> p = {x0.detach().requires_grad_(), gamma0.detach().requires_grad_(),
+                                   beta0.detach().requires_grad_()};
+          const Tensor pooled = fused ? mt::batch_norm_max_pool2d(p[0], p[1], p[2], options)
+                                      : mt::max_pool2d(mt::batch_norm(p[0], p[1], p[2], options), {.kernel = 2});
+          const Tensor loss = mt::sum(pooled * weights);
+          const std::vector<Tensor> plain = mt::grad(loss, p);
+          const std::vector<Tensor> first = mt::grad(loss, p, {.create_graph = true});
+          Tensor squares = mt::sum(mt::square(first[0]));
+          for (std::size_t i = 1; i < first.size(); ++i) squares = squares + mt::sum(mt::square(first[i]));
+          std::vector<Tensor> all = {pooled.detach()};
+          for (const Tensor& t : plain) all.push_back(t);
+          for (const Tensor& t : first) all.push_back(t.detach());
+          for (const Tensor& t : mt::grad(squares, p, {.allow_unused = true})) all.push_back(t);  // β's is zero
+          return all;
+        };
+        CHECK(mt::testing::same_bits(derivatives(true), derivatives(false)));
+      }
   }
 
   TEST_CASE("third directional derivatives of composites match differences of second ones") {

@@ -234,17 +234,18 @@ struct NormLayout {
   Shape affine;                // γ, β viewed to broadcast against x
 };
 
-NormLayout norm_layout(const Shape& x, const Shape& gamma, int group_axes, double eps, bool relu) {
+// op names the op in errors: batch_norm or batch_norm_max_pool2d.
+NormLayout norm_layout(const char* op, const Shape& x, const Shape& gamma, int group_axes, double eps, bool relu) {
   const int channel = group_axes + 1;
   if (x.rank() < group_axes + 2)
-    throw ShapeError("batch_norm: x " + x.str() + " needs a batch and a channel axis after " +
+    throw ShapeError(std::string(op) + ": x " + x.str() + " needs a batch and a channel axis after " +
                      std::to_string(group_axes) + " group axes");
   Shape per_channel{x[channel]}, per_group;
   for (int i = 0; i < group_axes; ++i) per_group.push_back(x[i]);
   per_group.push_back(x[channel]);
   if (gamma != per_channel && gamma != per_group)
-    throw ShapeError("batch_norm: gamma and beta must be " + per_channel.str() + " or " + per_group.str() + " for x " +
-                     x.str() + ", got " + gamma.str());
+    throw ShapeError(std::string(op) + ": gamma and beta must be " + per_channel.str() + " or " + per_group.str() +
+                     " for x " + x.str() + ", got " + gamma.str());
   NormLayout layout;
   const bool per_group_affine = gamma == per_group && group_axes > 0;
   std::int64_t groups = 1, spatial = 1;
@@ -259,18 +260,24 @@ NormLayout norm_layout(const Shape& x, const Shape& gamma, int group_axes, doubl
   return layout;
 }
 
-void batch_norm_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
-  for (int i = 0; i < 3; ++i) require_floating("batch_norm", *in[static_cast<std::size_t>(i)], i);
-  require_same_dtype("batch_norm", *in[0], *in[1]);
-  require_same_dtype("batch_norm", *in[0], *in[2]);
+// The checks of batch_norm's three inputs, in the words of `op`.
+NormLayout checked_norm_layout(const char* op, Inputs in, const Attrs& attrs) {
+  for (int i = 0; i < 3; ++i) require_floating(op, *in[static_cast<std::size_t>(i)], i);
+  require_same_dtype(op, *in[0], *in[1]);
+  require_same_dtype(op, *in[0], *in[2]);
   if (in[1]->shape() != in[2]->shape())
-    throw ShapeError("batch_norm: gamma " + in[1]->shape().str() + " and beta " + in[2]->shape().str() +
+    throw ShapeError(std::string(op) + ": gamma " + in[1]->shape().str() + " and beta " + in[2]->shape().str() +
                      " differ in shape");
-  (void)norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
+  return norm_layout(op, in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
+}
+
+void batch_norm_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
+  (void)checked_norm_layout("batch_norm", in, attrs);
   out[0] = {in[0]->shape(), in[0]->dtype()};
 }
 void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
-  const NormLayout layout = norm_layout(in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
+  const NormLayout layout =
+      norm_layout("batch_norm", in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
   dispatch(out[0].device(), out[0].dtype(), [&]<class K, class T>() {
     K::template batch_norm_forward<T>(layout.kernel, in[0]->data<T>(), in[1]->data<T>(), in[2]->data<T>(),
                                       out[0].data<T>());
@@ -323,7 +330,8 @@ void set_batch_norm_grads(BackwardContext& c, Kernel&& kernel) {
 
 void batch_norm_backward(BackwardContext& c) {
   const Tensor &x = c.input(0), &gamma = c.input(1), &beta = c.input(2);
-  const NormLayout layout = norm_layout(x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar, c.attrs().relu);
+  const NormLayout layout =
+      norm_layout("batch_norm", x.shape(), gamma.shape(), c.attrs().axis, c.attrs().scalar, c.attrs().relu);
   if (grad_enabled()) return record_batch_norm_backward(c, layout, c.grad_output());
   set_batch_norm_grads(c, [&](Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
     const Tensor& g = c.grad_output();
@@ -408,12 +416,11 @@ NormLayout norm_pool_layout(const Shape& x, const Shape& gamma, const Attrs& att
     throw ShapeError("batch_norm_max_pool2d: x must be [groups..., N, C, H, W] with " + std::to_string(attrs.axis) +
                      " group axes, got " + x.str());
   require_window("batch_norm_max_pool2d", kernels::kNormPoolWindow, x[x.rank() - 2], x[x.rank() - 1]);
-  return norm_layout(x, gamma, attrs.axis, attrs.scalar, attrs.relu);
+  return norm_layout("batch_norm_max_pool2d", x, gamma, attrs.axis, attrs.scalar, attrs.relu);
 }
 
 void batch_norm_max_pool2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
-  OutputSpec normalised[1];  // batch_norm's checks of the three inputs
-  batch_norm_rule(in, attrs, normalised);
+  (void)checked_norm_layout("batch_norm_max_pool2d", in, attrs);
   (void)norm_pool_layout(in[0]->shape(), in[1]->shape(), attrs);
   const Shape pooled = pooled_shape(in[0]->shape(), kernels::kNormPoolWindow);
   out[0] = {pooled, in[0]->dtype()};
@@ -681,7 +688,11 @@ std::vector<OpSample> batch_norm_max_pool2d_samples(Generator& gen, DType dtype)
                        sample_uniform({2}, gen, dtype, -0.5, 0.5)},
                       [](const std::vector<Tensor>& in) {
                         return batch_norm_max_pool2d(in[0], in[1], in[2], {.relu = true});
-                      })};
+                      }),
+          make_sample("[1, 2, 11, 10]: maps the CPU normalises and pools one at a time, the last row in no window",
+                      {sample_distinct({1, 2, 11, 10}, gen, dtype), sample_uniform({2}, gen, dtype, 0.5, 1.5),
+                       sample_uniform({2}, gen, dtype)},
+                      [](const std::vector<Tensor>& in) { return batch_norm_max_pool2d(in[0], in[1], in[2]); })};
 }
 
 }  // namespace metatape::detail

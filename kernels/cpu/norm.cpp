@@ -133,15 +133,20 @@ void normalise_row(const NormShape& s, const SliceMap<T>& map, const T* __restri
   }
 }
 
-// Whether batch_norm_max_pool_forward pools map by map from a buffer of
-// the thread's, or through the whole normalised tensor in scratch. Per map
-// the buffer costs a call into the pooling loops, which on small maps
-// outweighs the memory it saves. bench-engine, BatchNormMaxPool_Forward
-// over BatchNorm_Forward + MaxPool_Forward, 1 / 2 threads: 28 × 28 maps
-// 0.63x / 0.95x the time, 14 × 14 0.91x / 0.76x, 7 × 7 1.13x / 1.3x,
-// 3 × 3 1.4x / 1.1x.
-constexpr std::int64_t kMinFusedMap = 100;  // entries
-bool fuse_pooling(const NormShape& s) { return s.spatial >= kMinFusedMap; }
+// The smallest maps (entries) that the pooled batch norm works one at a time
+// in a buffer of the thread's; smaller ones go through a whole tensor in
+// scratch, the two kernels in turn. Per map the buffer costs a call into
+// the pooling loops (forward) or two scatters (backward), which on small
+// maps outweigh the memory it saves. bench-engine, every map size worked a
+// map at a time, over the two kernels in turn, at 1 / 2 threads:
+//   forward:  28 × 28 0.63x / 0.95x the time, 14 × 14 0.91x / 0.76x,
+//             7 × 7 1.13x / 1.3x, 3 × 3 1.4x / 1.1x;
+//   backward: 28 × 28 1.07x / 1.95x, 14 × 14 1.40x / 1.69x: slower, and
+//             kept on 28 × 28 maps only for the memory it saves (15 MB a
+//             task: the pooled Conv4 step's peak memory 8% lower).
+constexpr std::int64_t kMinPooledMap = 100, kMinUnpooledMap = 400;
+bool pool_map_by_map(const NormShape& s) { return s.spatial >= kMinPooledMap; }
+bool unpool_map_by_map(const NormShape& s) { return s.spatial >= kMinUnpooledMap; }
 
 }  // namespace
 
@@ -154,7 +159,7 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
   });
 }
 
-// On maps of kMinFusedMap entries or more each map is normalised into a
+// On maps of kMinPooledMap entries or more each map is normalised into a
 // buffer of the thread's and pooled from there while it is in L1: the
 // normalised maps never reach memory, which on Conv4's first block (15 MB
 // of query maps) saves a write and a read of them at memory's pace. The
@@ -162,7 +167,7 @@ void batch_norm_forward(const NormShape& s, const T* x, const T* gamma, const T*
 template <class T>
 void batch_norm_max_pool_forward(const NormShape& s, std::int64_t h, std::int64_t w, const T* x, const T* gamma,
                                  const T* beta, T* y, std::int64_t* index, T* scratch) {
-  if (!fuse_pooling(s)) {
+  if (!pool_map_by_map(s)) {
     batch_norm_forward(s, x, gamma, beta, scratch);
     max_pool(scratch, s.groups * s.batch * s.channels, h, w, kNormPoolWindow, y, index);
     return;
@@ -272,22 +277,19 @@ void batch_norm_backward(const NormShape& s, const T* x, const T* gamma, const T
   backward(s, x, gamma, beta, rows_of_g, dx, dgamma, dbeta);
 }
 
-// On maps of kMinFusedMap entries or more, g's map is unpooled into a buffer
-// of the thread's, once for the sums and once for dx: the unpooled gradient
-// never reaches memory (a 15 MB write and two reads on Conv4's 28 × 28
-// query maps; the step's peak memory 8% lower). The buffer stays zero but
-// for the entries the last map wrote, which are cleared before the next
-// map's: a scatter of the map's outputs, each entry 0 + g as max_unpool
-// writes it (the same bits), without zeroing the whole map each time.
-// Smaller maps go through a whole unpooled tensor in scratch. The two
-// scatters cost about what they save: in an isolated loop (bench-engine)
-// 1.07x / 1.95x the pair's time on 28 × 28 maps at 1 / 2 threads, 1.4x /
-// 1.7x on 14 × 14; in the pooled Conv4 step no slower (bench/RESULTS.md).
+// On maps of kMinUnpooledMap entries or more, g's map is unpooled into a
+// buffer of the thread's, once for the sums and once for dx: the unpooled
+// gradient never reaches memory (a 15 MB write and two reads on Conv4's
+// 28 × 28 query maps). The buffer stays zero but for the entries the last
+// map wrote, which are cleared before the next map's: a scatter of the
+// map's outputs, each entry 0 + g as max_unpool writes it (the same bits),
+// without zeroing the whole map each time. Smaller maps go through a whole
+// unpooled tensor in scratch.
 template <class T>
 void batch_norm_max_pool_backward(const NormShape& s, std::int64_t h, std::int64_t w, const T* x, const T* gamma,
                                   const T* beta, const T* g, const std::int64_t* index, T* dx, T* dgamma, T* dbeta,
                                   T* scratch) {
-  if (!fuse_pooling(s)) {
+  if (!unpool_map_by_map(s)) {
     max_unpool(g, index, s.groups * s.batch * s.channels, h, w, kNormPoolWindow, scratch);
     batch_norm_backward(s, x, gamma, beta, scratch, dx, dgamma, dbeta);
     return;
@@ -317,8 +319,10 @@ void batch_norm_max_pool_backward(const NormShape& s, std::int64_t h, std::int64
   backward(s, x, gamma, beta, unpooled_rows, dx, dgamma, dbeta);
 }
 
+// The backward's need covers the forward's (kMinUnpooledMap >= kMinPooledMap).
 std::int64_t batch_norm_max_pool_scratch_size(const NormShape& s) {
-  return fuse_pooling(s) ? 0 : s.groups * s.batch * s.channels * s.spatial;
+  static_assert(kMinUnpooledMap >= kMinPooledMap);
+  return unpool_map_by_map(s) ? 0 : s.groups * s.batch * s.channels * s.spatial;
 }
 
 template void batch_norm_forward<float>(const NormShape&, const float*, const float*, const float*, float*);

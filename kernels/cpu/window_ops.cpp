@@ -309,30 +309,22 @@ void max_pool(const T* x, std::int64_t planes, std::int64_t h, std::int64_t w, c
                [&](std::int64_t begin, std::int64_t end) { max_pool_planes(x, begin, end, h, w, win, y, index, 0); });
 }
 
-// The adjoint over planes [p0, p1), plane by plane: each is zeroed and
-// receives its gradients while it is in cache (one pass over dx, not a fill
-// of the whole and a scattered second pass), in the same order at any
-// thread count; or, on rows long enough (pool_rows::kMinUnpoolWindows),
-// written whole by the AVX-512 rows, which give the plane back to the
-// scatter if an index lies outside its window.
-template <class T>
-void max_unpool_planes(const T* g, const std::int64_t* index, std::int64_t p0, std::int64_t p1, std::int64_t h,
-                       std::int64_t w, const Window2d& win, T* dx) {
-  const std::int64_t outputs = win.out_h(h) * win.out_w(w);
-  const bool rows = vector_rows<T>(win, h, w, true);
-  for (std::int64_t p = p0; p < p1; ++p) {
-    if (rows && unpool_plane_in_rows(g, index, p, h, w, dx)) continue;
-    std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
-    for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
-  }
-}
-
-// The planes are independent: spread over the thread pool.
+// Plane by plane: each is zeroed and receives its gradients while it is in
+// cache (one pass over dx, not a fill of the whole and a scattered second
+// pass), in the same order at any thread count; or, on rows long enough
+// (pool_rows::kMinUnpoolWindows), written whole by the AVX-512 rows, which
+// give the plane back to the scatter if an index lies outside its window.
 template <class T>
 void max_unpool(const T* g, const std::int64_t* index, std::int64_t planes, std::int64_t h, std::int64_t w,
                 const Window2d& win, T* dx) {
+  const std::int64_t outputs = win.out_h(h) * win.out_w(w);
+  const bool rows = vector_rows<T>(win, h, w, true);
   parallel_for(planes, items_grain(h * w, kPlaneGrain), [&](std::int64_t begin, std::int64_t end) {
-    max_unpool_planes(g, index, begin, end, h, w, win, dx);
+    for (std::int64_t p = begin; p < end; ++p) {
+      if (rows && unpool_plane_in_rows(g, index, p, h, w, dx)) continue;
+      std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
+      for (std::int64_t i = p * outputs; i < (p + 1) * outputs; ++i) dx[index[i]] += g[i];
+    }
   });
 }
 
@@ -346,8 +338,6 @@ void max_unpool(const T* g, const std::int64_t* index, std::int64_t planes, std:
                               const Window2d&, T*);                                                                  \
   template void max_pool_planes<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, const Window2d&, \
                                    T*, std::int64_t*, std::int64_t);                                                  \
-  template void max_unpool_planes<T>(const T*, const std::int64_t*, std::int64_t, std::int64_t, std::int64_t,        \
-                                     std::int64_t, const Window2d&, T*);                                             \
   template void im2col_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,            \
                                         const Window2d&, T*);                                                        \
   template void col2im_channels_last<T>(const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,            \

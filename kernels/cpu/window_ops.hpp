@@ -1,6 +1,7 @@
 // Sliding windows: im2col / col2im, convolution as a GEMM (conv.cpp). T is
-// float or double. window_ops.cpp also defines the kernels max_pool and max_unpool,
-// whose plane loops batch normalisation's pooled kernels (norm.cpp) share.
+// float or double. window_ops.cpp also defines the kernels max_pool and
+// max_unpool; batch normalisation's pooled kernels (norm.cpp) share
+// max_pool's plane loops.
 #pragma once
 
 #include <cstdint>
@@ -37,15 +38,12 @@ template <class T>
 void col2im_channels_last(const T* cols, std::int64_t images, std::int64_t channels, std::int64_t h, std::int64_t w,
                           const Window2d& win, T* x);
 
-// max_pool and max_unpool (kernels.hpp) over the planes [p0, p1) only, on
-// the calling thread: indices are flat into all of x (or dx), as the
-// kernels write and read them; max_pool_planes adds index_shift to each
-// (where x is a buffer holding one map of a larger tensor).
+// max_pool (kernels.hpp) over the planes [p0, p1) only, on the calling
+// thread, each index plus index_shift: flat into x, as the kernel writes
+// them, or, where x is a buffer holding one map of a larger tensor, shifted
+// to that map's place in it.
 template <class T>
 void max_pool_planes(const T* x, std::int64_t p0, std::int64_t p1, std::int64_t h, std::int64_t w, const Window2d& win,
                      T* y, std::int64_t* index, std::int64_t index_shift);
-template <class T>
-void max_unpool_planes(const T* g, const std::int64_t* index, std::int64_t p0, std::int64_t p1, std::int64_t h,
-                       std::int64_t w, const Window2d& win, T* dx);
 
 }  // namespace metatape::kernels::cpu

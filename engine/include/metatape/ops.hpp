@@ -263,10 +263,10 @@ struct BatchNormOptions {
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& options = {});
 // max_pool2d(batch_norm(x, gamma, beta, options), {.kernel = 2}) as one op,
 // for x [G..., N, C, H, W]: the same values and derivatives, at any order.
-// On maps of 10 × 10 and more the CPU normalises and pools one H × W map at
-// a time (and unpools one at a time backward), so neither the normalised
-// tensor nor its unpooled gradient reaches memory (15 MB each on Conv4's
-// 28 × 28 query maps).
+// On maps of 100 entries or more the CPU normalises and pools one H × W map
+// at a time, so the normalised tensor never reaches memory; on maps of 400
+// or more it also unpools the gradient one map at a time (15 MB each saved
+// on Conv4's 28 × 28 query maps).
 Tensor batch_norm_max_pool2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const BatchNormOptions& options = {});
 
