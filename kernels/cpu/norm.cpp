@@ -138,12 +138,14 @@ void normalise_row(const NormShape& s, const SliceMap<T>& map, const T* __restri
 // scratch, the two kernels in turn. Per map the buffer costs a call into
 // the pooling loops (forward) or two scatters (backward), which on small
 // maps outweigh the memory it saves. bench-engine, every map size worked a
-// map at a time, over the two kernels in turn, at 1 / 2 threads:
+// map at a time, over the two kernels in turn, at 1 / 2 threads (one run;
+// bench/RESULTS.md has another):
 //   forward:  28 × 28 0.63x / 0.95x the time, 14 × 14 0.91x / 0.76x,
 //             7 × 7 1.13x / 1.3x, 3 × 3 1.4x / 1.1x;
 //   backward: 28 × 28 1.07x / 1.95x, 14 × 14 1.40x / 1.69x: slower, and
 //             kept on 28 × 28 maps only for the memory it saves (15 MB a
-//             task: the pooled Conv4 step's peak memory 8% lower).
+//             task: the pooled Conv4 4-task step peaks at 74.0 MiB; with
+//             scratch on every map size, at 88.3).
 constexpr std::int64_t kMinPooledMap = 100, kMinUnpooledMap = 400;
 bool pool_map_by_map(const NormShape& s) { return s.spatial >= kMinPooledMap; }
 bool unpool_map_by_map(const NormShape& s) { return s.spatial >= kMinUnpooledMap; }
