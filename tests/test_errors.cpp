@@ -60,6 +60,22 @@ TEST_SUITE("errors") {
           (void)mt::batch_norm(mt::ones({4, 3}, f64), mt::ones({3}, f64), mt::ones({2}, f64));
         },
         {"batch_norm: gamma [3] and beta [2] differ in shape"}));
+    // The pooled batch norm names itself, also for the checks it shares with batch_norm.
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          (void)mt::batch_norm_max_pool2d(mt::ones({4, 3, 2, 2}, f64), mt::ones({3}, f64), mt::ones({2}, f64));
+        },
+        {"batch_norm_max_pool2d: gamma [3] and beta [2] differ in shape"}));
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          (void)mt::batch_norm_max_pool2d(mt::ones({4, 3, 2}, f64), mt::ones({3}, f64), mt::ones({3}, f64));
+        },
+        {"batch_norm_max_pool2d: x must be [groups..., N, C, H, W]", "[4, 3, 2]"}));
+    CHECK(throws_error<mt::ShapeError>(
+        [&] {
+          (void)mt::batch_norm_max_pool2d(mt::ones({4, 3, 1, 5}, f64), mt::ones({3}, f64), mt::ones({3}, f64));
+        },
+        {"batch_norm_max_pool2d", "does not fit a 1x5 input"}));
     CHECK(throws_error<mt::ShapeError>(
         [&] {
           (void)mt::from_vector({1, 2, 3}, {2, 2});
