@@ -260,19 +260,20 @@ NormLayout norm_layout(const char* op, const Shape& x, const Shape& gamma, int g
   return layout;
 }
 
-// The checks of batch_norm's three inputs, in the words of `op`.
-NormLayout checked_norm_layout(const char* op, Inputs in, const Attrs& attrs) {
+// The dtypes of batch_norm's three inputs and the shapes of γ and β agree,
+// in the words of `op`; the layout (norm_layout) checks x against γ.
+void require_norm_inputs(const char* op, Inputs in) {
   for (int i = 0; i < 3; ++i) require_floating(op, *in[static_cast<std::size_t>(i)], i);
   require_same_dtype(op, *in[0], *in[1]);
   require_same_dtype(op, *in[0], *in[2]);
   if (in[1]->shape() != in[2]->shape())
     throw ShapeError(std::string(op) + ": gamma " + in[1]->shape().str() + " and beta " + in[2]->shape().str() +
                      " differ in shape");
-  return norm_layout(op, in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
 }
 
 void batch_norm_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
-  (void)checked_norm_layout("batch_norm", in, attrs);
+  require_norm_inputs("batch_norm", in);
+  (void)norm_layout("batch_norm", in[0]->shape(), in[1]->shape(), attrs.axis, attrs.scalar, attrs.relu);
   out[0] = {in[0]->shape(), in[0]->dtype()};
 }
 void batch_norm_forward(Inputs in, const Attrs& attrs, std::span<Tensor> out) {
@@ -420,7 +421,7 @@ NormLayout norm_pool_layout(const Shape& x, const Shape& gamma, const Attrs& att
 }
 
 void batch_norm_max_pool2d_rule(Inputs in, const Attrs& attrs, std::span<OutputSpec> out) {
-  (void)checked_norm_layout("batch_norm_max_pool2d", in, attrs);
+  require_norm_inputs("batch_norm_max_pool2d", in);
   (void)norm_pool_layout(in[0]->shape(), in[1]->shape(), attrs);
   const Shape pooled = pooled_shape(in[0]->shape(), kernels::kNormPoolWindow);
   out[0] = {pooled, in[0]->dtype()};

@@ -118,10 +118,6 @@ void for_each_chunk(const NormShape& s, const T* x, const T* gamma, const T* bet
       [&](std::int64_t begin, std::int64_t end) { chunk(begin, end, slice_maps(s, x, gamma, beta, begin, end)); });
 }
 
-}  // namespace
-
-namespace {
-
 // One row of the forward: yr = xr · scale + shift, then max(0, ·) if relu.
 template <class T>
 void normalise_row(const NormShape& s, const SliceMap<T>& map, const T* __restrict xr, T* __restrict yr) {
