@@ -1,15 +1,17 @@
 // The CUDA backend against the CPU: every op of the registry, forward and
-// backward, in float64 (relative error <= 1e-12) and float32 (<= 1e-5,
-// TF32 off); gradcheck and gradgradcheck of every op on the GPU in float64;
-// exact MAML meta-gradients on the GPU equal the CPU's; log_softmax in the
-// shifted form (bit-exact under shifts); a steady state
+// backward, in float64 (relative error <= 1e-12 from the CPU) and float32
+// (<= 1e-5 from the float64 answer, or 4 times the CPU's own float32 error
+// where that is larger; TF32 off); gradcheck and gradgradcheck of every op on
+// the GPU in float64; exact MAML meta-gradients on the GPU equal the CPU's;
+// log_softmax in the shifted form (bit-exact under shifts); a steady state
 // without cudaMalloc; steps captured as CUDA graphs replay what eager
-// execution computes; cholesky and its solves against LAPACK. Its own executable: without a usable GPU it reports
-// that it skipped (exit status 77, which meson counts as SKIP) and runs
-// nothing.
+// execution computes; cholesky and its solves against LAPACK. Its own
+// executable: without a usable GPU it reports that it skipped (exit status
+// 77, which meson counts as SKIP) and runs nothing.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -54,7 +56,7 @@ std::vector<Tensor> value_and_grads(const mt::OpSample& s, Device device, DType 
   std::vector<Tensor> out{y.to(Device::cpu)};
   if (!y.requires_grad()) return out;
   mt::Generator gen(5);
-  const Tensor seed = mt::normal(y.shape(), 0, 1, gen, dtype).to(device);
+  const Tensor seed = mt::normal(y.shape(), 0, 1, gen, y.dtype()).to(device);
   for (const Tensor& g : mt::grad({y}, wrt, {seed}, {.allow_unused = true})) out.push_back(g.to(Device::cpu));
   return out;
 }
@@ -74,13 +76,31 @@ TEST_SUITE("cuda") {
       for (DType dtype : {DType::f64, DType::f32}) {
         mt::Generator gen(seed_for(op.name));
         for (const mt::OpSample& s : op.samples(gen, dtype)) {
-          INFO(std::string(op.name) << " (" << s.label << ") " << mt::dtype_name(dtype));
-          const auto cpu = value_and_grads(s, Device::cpu, dtype), gpu = value_and_grads(s, Device::cuda, dtype);
-          REQUIRE(cpu.size() == gpu.size());
-          const double tolerance = dtype == DType::f64 ? 1e-12 : 1e-5;
-          for (std::size_t i = 0; i < cpu.size(); ++i) {
-            INFO("output " << i << " (0 is the value, then the input gradients)");
-            CHECK(mt::testing::relative_error(gpu[i], cpu[i]) <= tolerance);
+          const std::string name = std::string(op.name) + " (" + s.label + ") " + mt::dtype_name(dtype);
+          INFO(name);
+          // A sample that throws fails on its own and the others still run.
+          try {
+            const auto cpu = value_and_grads(s, Device::cpu, dtype), gpu = value_and_grads(s, Device::cuda, dtype);
+            REQUIRE(cpu.size() == gpu.size());
+            // float32: both devices against the float64 answer at the same
+            // (rounded) inputs. Where the problem's conditioning costs the
+            // CPU's float32 more than 1e-5 (an eigenvector derivative divides
+            // by eigenvalue gaps), the GPU's may lose as much, not more than
+            // a few times that.
+            const auto exact = dtype == DType::f32 ? value_and_grads(s, Device::cpu, DType::f64) : cpu;
+            REQUIRE(exact.size() == cpu.size());
+            for (std::size_t i = 0; i < cpu.size(); ++i) {
+              INFO("output " << i << " (0 is the value, then the input gradients)");
+              if (dtype == DType::f64) {
+                CHECK(mt::testing::relative_error(gpu[i], cpu[i]) <= 1e-12);
+                continue;
+              }
+              const double cpu_error = mt::testing::relative_error(cpu[i], exact[i]);
+              INFO("the CPU's float32 error " << cpu_error);
+              CHECK(mt::testing::relative_error(gpu[i], exact[i]) <= std::max(1e-5, 4 * cpu_error));
+            }
+          } catch (const std::exception& e) {
+            FAIL_CHECK(name << " threw: " << e.what());
           }
         }
       }
@@ -91,15 +111,20 @@ TEST_SUITE("cuda") {
     for (const mt::OpInfo& op : mt::op_registry()) {
       mt::Generator gen(seed_for(op.name));
       for (const mt::OpSample& s : op.samples(gen, DType::f64)) {
-        const std::vector<Tensor> inputs = on(Device::cuda, s.inputs);
-        const auto first =
-            mt::testing::gradcheck(mt::testing::as_function(s), inputs, s.differentiable, mt::testing::options_for(s));
-        INFO(std::string(op.name) << " (" << s.label << "): " << first.message);
-        CHECK(first.ok);
-        const auto second = mt::testing::gradgradcheck(mt::testing::as_function(s), inputs, s.differentiable,
-                                                       mt::testing::options_for(s, {.fast = true}));
-        INFO(second.message);
-        CHECK(second.ok);
+        const std::string name = std::string(op.name) + " (" + s.label + ")";
+        try {
+          const std::vector<Tensor> inputs = on(Device::cuda, s.inputs);
+          const auto first = mt::testing::gradcheck(mt::testing::as_function(s), inputs, s.differentiable,
+                                                    mt::testing::options_for(s));
+          INFO(name << ": " << first.message);
+          CHECK(first.ok);
+          const auto second = mt::testing::gradgradcheck(mt::testing::as_function(s), inputs, s.differentiable,
+                                                         mt::testing::options_for(s, {.fast = true}));
+          INFO(second.message);
+          CHECK(second.ok);
+        } catch (const std::exception& e) {
+          FAIL_CHECK(name << " threw: " << e.what());
+        }
       }
     }
   }

@@ -159,7 +159,8 @@ std::vector<OpSample> eigh_samples(Generator& g, DType d) {
                                 [](const std::vector<Tensor>& in) { return eigh(in[0]).values; }));
   samples.push_back(
       make_sample("V diag(c) Vᵀ [3, 3]", {sample_separated({3, 3}, g, d)}, [](const std::vector<Tensor>& in) {
-        const Tensor c = from_vector({1.0, -0.5, 2.0}, Shape{3}, in[0].dtype());
+        // On the input's device: the GPU tests run every sample there.
+        const Tensor c = from_vector({1.0, -0.5, 2.0}, Shape{3}, in[0].dtype()).to(in[0].device());
         return spectral(eigh(in[0]).vectors, c);
       }));
   samples.push_back(make_sample("squares of V [4, 4]", {sample_separated({4, 4}, g, d)},

@@ -439,8 +439,9 @@ void CapturedMetaGradient::validate(const MetaConfig& config) {
 
 MetaStepTensors CapturedMetaGradient::operator()(const MetaParams& params, const TaskBatch& batch) {
   // Host-side checks only: nothing is read from the device, so a replay
-  // stays as cheap as before.
-  validate_inputs("CapturedMetaGradient", model_, loss_, config_, params, &batch);
+  // stays as cheap as before. The batch may be on the host: CapturedStep
+  // copies each input into its graph's buffers.
+  validate_inputs("CapturedMetaGradient", model_, loss_, config_, params, &batch, BatchPlace::host_or_params);
   // Inputs: MetaParams::all(), then the batch. Outputs: the gradients, the
   // meta-loss, the task losses, the task weights.
   std::vector<Tensor> inputs = params.all();

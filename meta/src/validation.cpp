@@ -43,13 +43,22 @@ class Checker {
 
   template <class Name>
   void device(const Tensor& t, const Name& what, const Tensor& reference) const {
-    if (t.device() != reference.device())
+    if (t.device() != reference.device() && !(host_allowed_ && t.device() == Device::cpu))
       fail<DeviceError>(what() + " is on " + device_name(t.device()) + ", the parameters on " +
                         device_name(reference.device()));
   }
 
+  // This checker, with tensors on the host accepted wherever the parameters
+  // are: a captured step copies its inputs into its graph's buffers.
+  Checker allowing_host() const {
+    Checker copy = *this;
+    copy.host_allowed_ = true;
+    return copy;
+  }
+
  private:
   const char* caller_;
+  bool host_allowed_ = false;
 };
 
 // A name for Checker, built only when a message needs it.
@@ -146,13 +155,15 @@ void check_batch(const Checker& check, const Model& model, Loss loss, const Task
 }  // namespace
 
 void validate_inputs(const char* caller, const Model& model, Loss loss, const MetaConfig& config,
-                     const MetaParams& params, const TaskBatch* batch) {
+                     const MetaParams& params, const TaskBatch* batch, BatchPlace batch_place) {
   config.validate();
   const Checker check(caller);
   check_model_params(check, model, params);
   if (model.parameters().empty()) check.fail<ValueError>(model.describe() + " has no parameters");
   check_rates(check, model, config, params);
-  if (batch) check_batch(check, model, loss, *batch, params.model.front());
+  if (batch)
+    check_batch(batch_place == BatchPlace::host_or_params ? check.allowing_host() : check, model, loss, *batch,
+                params.model.front());
 }
 
 }  // namespace metatape::meta

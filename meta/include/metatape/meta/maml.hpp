@@ -90,11 +90,14 @@ struct MetaParams {
 // number of tasks (>= 1) and of points per set (>= 1), x is [T, n] + the
 // model's input_shape() in the parameters' dtype, y fits `loss` (mse: [T, n,
 // outputs] in that dtype; cross-entropy: i64 labels [T, n]), all on the
-// parameters' device. Throws ValueError, ShapeError, DTypeError or DeviceError
-// naming `caller`, the tensor ("rates[3] (for b2)", "batch.query_y") and both
-// shapes.
+// parameters' device (or on the host, for a caller that copies the batch in:
+// BatchPlace::host_or_params). Throws ValueError, ShapeError, DTypeError or
+// DeviceError naming `caller`, the tensor ("rates[3] (for b2)",
+// "batch.query_y") and both shapes.
+enum class BatchPlace { with_params, host_or_params };
 void validate_inputs(const char* caller, const Model& model, Loss loss, const MetaConfig& config,
-                     const MetaParams& params, const TaskBatch* batch = nullptr);
+                     const MetaParams& params, const TaskBatch* batch = nullptr,
+                     BatchPlace batch_place = BatchPlace::with_params);
 
 // Parameters initialised on the CPU (so the same seed gives the same values
 // on every device), then moved to `device`.
