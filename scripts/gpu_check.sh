@@ -10,17 +10,15 @@
 # On this workplace's GPU machine (no network, no Debian libraries): run
 # ../shared/device/fetch-deps.sh here first, download the header-only
 # packages the command needs and LAPACKE beside them
-#   (cd .devdeps && apt-get download libcli11-dev nlohmann-json3-dev liblapacke-dev liblapacke)
+#   (cd .devdeps && apt-get download libcli11-dev nlohmann-json3-dev liblapacke-dev liblapacke \
+#                     zlib1g-dev zlib1g libpng-dev libpng16-16)
 # carry .devdeps, and the script sources .devdeps/env.sh itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-build-gpu/out}}
 mkdir -p "$out"
-if [ -f .devdeps/env.sh ]; then
-  # shellcheck disable=SC1091
-  source .devdeps/env.sh
-fi
-export PATH="/usr/local/cuda/bin:$PATH"
+# shellcheck source=scripts/gpu_env.sh
+source scripts/gpu_env.sh
 status=0
 step() { echo "== $*"; }
 
