@@ -12,6 +12,8 @@ trap 'rm -rf "$work"' EXIT
 failures=0
 
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+# Where the script is, on stdout: a run killed at its time limit shows how far it got.
+at() { echo "[${SECONDS} s] $*"; }
 # expect_error "what" "part of the message" command...: must exit non-zero
 # and say the part on stderr.
 expect_error() {
@@ -83,6 +85,16 @@ expect_error "huge inner loop" "needs at least about" \
 "$metatape" info | grep -q "^cpu: usable" || fail "info names the CPU"
 "$metatape" info | grep -Eq "^cpu matrix products: OpenBLAS [A-Za-z0-9_]+ kernels; small products: (avx512|avx2|none)$" ||
   fail "info names the CPU's GEMM kernels"
+# OpenBLAS's generic kernels on a CPU with AVX2 or AVX-512 (what it chooses
+# for a model it does not know) come with a note that says how to choose
+# others; its AVX2 kernels come without one. Where OpenBLAS was built for
+# one CPU, OPENBLAS_CORETYPE changes nothing and this is not checked.
+if "$metatape" info | grep -Eq "small products: avx(2|512)$" &&
+  OPENBLAS_CORETYPE=Prescott "$metatape" info | grep -q "OpenBLAS Prescott kernels"; then
+  OPENBLAS_CORETYPE=Prescott "$metatape" info | grep -q "^cpu note: .*OPENBLAS_CORETYPE=.*Haswell" ||
+    fail "info has no note on OpenBLAS's generic kernels"
+  OPENBLAS_CORETYPE=Haswell "$metatape" info | grep -q "^cpu note" && fail "info notes OpenBLAS's AVX2 kernels"
+fi
 # METATAPE_NUM_THREADS sets the pool when the library loads; a bad value is
 # reported and ignored, never fatal.
 METATAPE_NUM_THREADS=2 "$metatape" info | grep -q "2 thread" || fail "METATAPE_NUM_THREADS=2 is not the thread count"
@@ -111,6 +123,7 @@ expect_error "a directory with another run's config" "already holds a run (confi
   "$metatape" train "${tiny[@]}" --inner-lr 1e308 --iterations 3 --out "$work/theirs"
 [ "$(cat "$work/theirs/config.json")" = '{"mine": 1}' ] || fail "a refused run touched another run's config.json"
 
+at "Resume"
 # Resume: 20 iterations, then on to 30, equals 30 straight (same bits).
 "$metatape" train "${common[@]}" --iterations 20 --out "$work/b" >/dev/null || fail "training run b"
 "$metatape" train "${common[@]}" --iterations 30 --resume --out "$work/b" >/dev/null || fail "resuming run b"
@@ -122,6 +135,7 @@ cmp -s "$work/a/checkpoint.bin" "$work/b/checkpoint.bin" || fail "resumed checkp
   fail "resuming with --replay"
 cmp -s "$work/a/checkpoint.bin" "$work/r/checkpoint.bin" || fail "a replayed run differs from eager training"
 
+at "Two threads"
 # Two threads: a run interrupted and resumed at --threads 2 equals the
 # uninterrupted one (checkpoint and metrics, but for the timings), and both
 # equal --threads 1, since every kernel this model runs keeps its bits at any
@@ -140,6 +154,7 @@ untimed() { sed 's/,"time_s":[0-9.e+-]*//' "$1"; }
 [ "$(wc -l <"$work/t2r/metrics.jsonl")" -eq 6 ] || fail "the resumed --threads 2 run should log 6 lines"
 cmp -s "$work/t1/checkpoint.bin" "$work/t2/checkpoint.bin" || fail "--threads 2 changed the bits of --threads 1"
 
+at "A corrupt checkpoint is refused, and left as it was"
 # A corrupt checkpoint is refused, and left as it was.
 cp "$work/b/checkpoint.bin" "$work/saved.bin"
 size=$(stat -c %s "$work/b/checkpoint.bin")
@@ -153,6 +168,7 @@ expect_error "corrupt checkpoint" "checksum" "$metatape" eval --checkpoint "$wor
 expect_error "resume with other settings" "different run" \
   "$metatape" train "${common[@]}" --iterations 30 --inner-lr 0.5 --resume --out "$work/a"
 
+at "Evaluation against a baseline"
 # Evaluation against a baseline: a table, eval.json and an SVG.
 "$metatape" train --algorithm pretrain --iterations 20 --hidden 16,16 --quiet --out "$work/p" >/dev/null ||
   fail "pretrain run"
@@ -166,6 +182,7 @@ expect_error "evaluating with huge sizes" "needs at least about" \
   "$metatape" eval --checkpoint "$work/a/checkpoint.bin" --steps 1000000 --tasks 1000000000 --out "$work/e2"
 [ -e "$work/e2" ] && fail "a refused evaluation created its directory"
 
+at "Kernel meta-learning"
 # Kernel meta-learning: the closed-form inner loop in each form, Meta-RKHS-I
 # and task-weighted outer losses (a few iterations each).
 small=(--hidden 8 --meta-batch 3 --shots 4 --queries 4 --quiet --log-every 1)
@@ -201,6 +218,7 @@ expect_error "a zero temperature" "--weighting-temperature: 0 is out of range" \
   "$metatape" train "${small[@]}" --task-weighting softmax --weighting-temperature 0 --out "$work/bad"
 [ -e "$work/bad" ] && fail "a refused kernel or weighting run created its directory"
 
+at "A weighted run resumed equals the uninterrupted one"
 # A weighted run resumed equals the uninterrupted one (same bits), and its
 # weights are logged and not uniform.
 weighted=("${small[@]}" --task-weighting softmax --weighting-temperature 0.5 --checkpoint-every 3)
@@ -215,6 +233,7 @@ grep -q '"task_weights":\[0.333' "$work/w6/metrics.jsonl" && fail "softmax task 
 expect_error "resume with other weights" "different run" \
   "$metatape" train "${small[@]}" --task-weighting softmax --checkpoint-every 3 --iterations 6 --resume --out "$work/w3"
 
+at "The heterogeneous sinusoid trains under a weighting rule, an"
 # The heterogeneous sinusoid trains under a weighting rule, and its runs
 # evaluate on their own distribution only.
 "$metatape" train "${small[@]}" --task sinusoid-mixture --task-weighting normalised --iterations 2 \
@@ -223,12 +242,14 @@ expect_error "a baseline of another task" "trained on sinusoid-mixture" \
   "$metatape" eval --checkpoint "$work/w6/checkpoint.bin" --baseline "$work/mixture/checkpoint.bin" --tasks 5 \
   --out "$work/bad"
 
+at "Conv4 needs image tasks; its options need it"
 # Conv4 needs image tasks; its options need it.
 expect_error "conv4 on the sinusoid" "model conv4 takes square images" \
   "$metatape" train --model conv4 --iterations 1 --out "$work/bad"
 expect_error "conv4 options with the MLP" "--channels applies only with --model conv4" \
   "$metatape" train --channels 8 --iterations 1 --out "$work/bad"
 
+at "Few-shot images"
 # Few-shot images: a tiny Fashion-MNIST directory written here (IDX, gzip'd):
 # 40 images of noise per file pair, 4 per class, labels 0..9 in turn.
 fmnist="$work/fashion-mnist"
@@ -280,6 +301,7 @@ expect_error "a missing data directory" "dataset-fashion-mnist" \
 expect_error "--ways without an image task" "--ways applies only with --task fashion-mnist" \
   "$metatape" train --ways 3 --iterations 1 --out "$work/bad"
 
+at "Omniglot"
 # Omniglot: a tree of 1201 characters (the split meta-trains on the first
 # 1200, so the one in images_evaluation meta-tests), each with two copies of
 # one 105x105 1-bit drawing (a diagonal stroke), written by tee in a few calls.
@@ -318,6 +340,7 @@ mv "$omni/images_background/alphabet3" "$omni/images_evaluation/alphabet3"
 expect_error "a partial tree (1200 characters)" "needs more than 1200 characters" \
   "$metatape" train "${omniglot[@]}" --data "$omni" --iterations 1 --out "$work/bad"
 
+at "eval of a kernel run"
 # eval of a kernel run: two rows, before and after the closed form, beside
 # a gradient-step baseline.
 "$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --baseline "$work/w6/checkpoint.bin" --tasks 20 \
@@ -328,6 +351,7 @@ head -c 4 "$work/ke/mse_vs_steps.svg" | grep -q "<svg" || fail "eval of a kernel
 expect_error "evaluating a kernel run beyond memory" "needs at least about" \
   "$metatape" eval --checkpoint "$work/kernel-flow/checkpoint.bin" --shots 1000000 --tasks 100 --out "$work/bad"
 
+at "metatape ntk"
 # metatape ntk: the kernel as JSON (symmetric, eigenvalues and condition
 # number) and SVGs; a trained model's too.
 "$metatape" ntk --help | grep -- "--subset" >/dev/null || fail "ntk --help lists --subset"
@@ -371,6 +395,7 @@ expect_error "ntk: a kernel beyond memory" "this kernel needs at least about" \
 expect_error "a kernel run beyond memory" "needs at least about" \
   "$metatape" train --algorithm kernel --hidden 1000,1000 --shots 500 --queries 500 --iterations 1 --out "$work/bad"
 
+at "A checkpoint written before the kernel and weighting options"
 # A checkpoint written before the kernel and weighting options (its stored
 # configuration without their keys) still loads, with today's defaults.
 if command -v python3 >/dev/null; then
@@ -399,6 +424,7 @@ PY
     fail "resuming a checkpoint from before the kernel options"
 fi
 
+at "A failed run leaves nothing it created"
 # A failed run leaves nothing it created: a NaN loss at the first iteration
 # removes the files and the directories the run made...
 expect_error "a NaN meta-loss" "removed what this run wrote" \
@@ -423,10 +449,11 @@ expect_error "an overflowing update" "made the parameters non-finite" \
   "$metatape" train "${tiny[@]}" --optimizer sgd --outer-lr 1e308 --checkpoint-every 1 --iterations 5 \
   --out "$work/overflow"
 [ -e "$work/overflow" ] && fail "a run whose first update overflowed left $(find "$work/overflow")"
+at "Running out of memory"
 # Running out of memory mid-run (where a memory limit can be set: not under ASan).
 # (The probe runs in its own shell, so that a sanitizer's abort is not reported here.)
 if bash -c 'ulimit -v 1500000 && "$0" --help; exit $?' "$metatape" >/dev/null 2>&1; then
-  (ulimit -v 1500000 && exec "$metatape" train --hidden 3000,3000 --iterations 2 --quiet --out "$work/oom") \
+  (ulimit -v 1500000 && exec timeout -s KILL 60 "$metatape" train --hidden 3000,3000 --iterations 2 --quiet --out "$work/oom") \
     >/dev/null 2>"$work/oom.err" && fail "a run over its memory limit succeeded"
   grep -q "out of memory" "$work/oom.err" || fail "out of memory not said: $(cat "$work/oom.err")"
   [ -e "$work/oom" ] && fail "a run out of memory left $(find "$work/oom")"
@@ -435,6 +462,7 @@ fi
 expect_error "resume a missing run" "no checkpoint to resume" \
   "$metatape" train "${tiny[@]}" --resume --out "$work/missing/run"
 [ -e "$work/missing" ] && fail "--resume of a missing run created its directory"
+at "Resume removes the temporaries of killed writers"
 # Resume removes the temporaries of writers killed mid-write (kill -9 during
 # a checkpoint), not those of a writer still alive.
 "$metatape" train "${tiny[@]}" --iterations 2 --out "$work/stale" >/dev/null || fail "run stale"
@@ -448,6 +476,7 @@ touch "$work/stale/.checkpoint.bin.tmp.$dead" "$work/stale/.metrics.jsonl.tmp.$d
 [ -e "$work/stale/.checkpoint.bin.tmp.$$" ] || fail "a live writer's temporary was removed"
 
 # ---------------------------------------------------------------------------
+at "meta-ntk and rank-archs"
 # meta-ntk and rank-archs (docs/methods.md §4): valid JSON, a symmetric Φ with
 # its ridge and κ, bad options and bad candidate files refused by name.
 # (The JSON is checked with python3 where there is one.)
@@ -525,6 +554,7 @@ bad_file "negative seed" "field 'seed' must be a whole number" '{"seed": -1, "ca
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
+at "train --keep-checkpoints"
 # train --keep-checkpoints: a copy of every checkpoint, names that sort by
 # iteration, the same bits after a resume, and failed runs that remove only
 # the copies they wrote past their last checkpoint.
@@ -567,6 +597,7 @@ touch "$work/k2/checkpoints/.iteration-0000000008.bin.tmp.$dead"
 "$metatape" train "${keep[@]}" --iterations 8 --resume --out "$work/k2" >/dev/null || fail "resuming k2 to 8"
 [ -e "$work/k2/checkpoints/.iteration-0000000008.bin.tmp.$dead" ] && fail "a dead writer's kept-checkpoint temporary was left"
 
+at "metatape analyze over the kept series"
 # metatape analyze over the kept series: analysis.json with every field and
 # count, one seeded task batch for every checkpoint (a checkpoint analysed
 # alone gives the same values as in the series), well-formed SVGs, and bad
@@ -632,13 +663,17 @@ timeout -s KILL 60 "$metatape" analyze --run "$work/k" "${study[@]}" --inner-ste
 json_check "analyze --inner-steps 0" "$work/k0/analysis.json" \
   'all(abs(g["cosine"][t] - 1) < 1e-12 and abs(g["norm_ratio"][t] - 1) < 1e-12
        for g in (c["gradients"] for c in j["checkpoints"]) for t in range(3))'
+at "A progress line on a terminal"
 # A progress line on a terminal (where `script` gives one), none with --quiet.
 if command -v script >/dev/null; then
-  script -qec "$metatape analyze --run $work/k ${study[*]} --out $work/k-tty" /dev/null >"$work/k-tty.out" 2>&1
+  timeout -s KILL 60 script -qec "$metatape analyze --run $work/k ${study[*]} --out $work/k-tty" /dev/null \
+    </dev/null >"$work/k-tty.out" 2>&1
   grep -q "checkpoint 4/4 (iteration 6): meta Hessian" "$work/k-tty.out" || fail "analyze draws no progress line on a terminal"
-  script -qec "$metatape analyze --run $work/k ${study[*]} --quiet --out $work/k-tty" /dev/null >"$work/k-tty.out" 2>&1
+  timeout -s KILL 60 script -qec "$metatape analyze --run $work/k ${study[*]} --quiet --out $work/k-tty" /dev/null \
+    </dev/null >"$work/k-tty.out" 2>&1
   grep -q "checkpoint 1/4" "$work/k-tty.out" && fail "analyze --quiet draws a progress line"
 fi
+at "Few-shot images: held-out classes"
 # Few-shot images: the meta-training and the held-out classes give other tasks.
 "$metatape" analyze --run "$work/fm" --tasks 2 --no-hessians --out "$work/fm-train" >/dev/null || fail "analyze conv4"
 "$metatape" analyze --run "$work/fm" --tasks 2 --no-hessians --split test --out "$work/fm-test" >/dev/null ||
