@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "kernels/cuda/runtime.hpp"
-#include "maml_setups.hpp"
+#include "cuda_configs.hpp"
 #include "resident.hpp"
 
 namespace mt = metatape;
@@ -119,13 +119,7 @@ int main(int argc, char** argv) {
   }
   for (int n : {1024, 2048, 4096}) gemm<float>(n, repeats);
   for (int n : {1024, 2048}) gemm<double>(n, std::max(5, repeats / 5));
-  // The configurations bench/peers run too (bench/peers/configs.py).
-  maml("sinusoid mlp, 25 tasks, K=10, 1 step", bench::sinusoid_setup(1, false, true, mt::DType::f32), repeats);
-  maml("sinusoid mlp, 25 tasks, K=10, 5 steps", bench::sinusoid_setup(5, false, true, mt::DType::f32), repeats);
-  maml("conv4 28x28 64ch, 5-way 1-shot, 15 queries, 32 tasks, 1 step",
-       bench::conv4_setup(false, true, mt::DType::f32, 32, 1), std::max(5, repeats / 5));
-  maml("conv4 84x84x3 32ch, 5-way 1-shot, 15 queries, 4 tasks, 5 steps",
-       bench::conv4_setup(false, true, mt::DType::f32, 4, 5, {.in_channels = 3, .image_size = 84, .channels = 32}),
-       std::max(5, repeats / 5));
+  for (const bench::CudaMamlConfig& config : bench::cuda_maml_configs())
+    maml(config.name.c_str(), config.setup(), config.repeats(repeats));
   return 0;
 }
