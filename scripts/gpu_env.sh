@@ -36,3 +36,7 @@ if compgen -G ".devdeps/*.deb" >/dev/null; then
   fi
 fi
 export PATH="/usr/local/cuda/bin:$PATH"
+# CUPTI (bench-cuda-kernels) may sit apart from the toolkit's other libraries.
+if [ -d /usr/local/cuda/extras/CUPTI/lib64 ]; then
+  export LD_LIBRARY_PATH="/usr/local/cuda/extras/CUPTI/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
