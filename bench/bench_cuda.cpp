@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cuda/runtime.hpp"
 #include "cuda_configs.hpp"
+#include "kernels/cuda/runtime.hpp"
 #include "resident.hpp"
 
 namespace mt = metatape;

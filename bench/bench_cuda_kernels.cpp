@@ -83,10 +83,14 @@ std::string readable(const char* mangled) {
 
 const char* copy_kind(std::uint8_t kind) {
   switch (kind) {
-    case CUPTI_ACTIVITY_MEMCPY_KIND_HTOD: return "[memcpy HtoD]";
-    case CUPTI_ACTIVITY_MEMCPY_KIND_DTOH: return "[memcpy DtoH]";
-    case CUPTI_ACTIVITY_MEMCPY_KIND_DTOD: return "[memcpy DtoD]";
-    default: return "[memcpy other]";
+    case CUPTI_ACTIVITY_MEMCPY_KIND_HTOD:
+      return "[memcpy HtoD]";
+    case CUPTI_ACTIVITY_MEMCPY_KIND_DTOH:
+      return "[memcpy DtoH]";
+    case CUPTI_ACTIVITY_MEMCPY_KIND_DTOD:
+      return "[memcpy DtoD]";
+    default:
+      return "[memcpy other]";
   }
 }
 
@@ -117,7 +121,8 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
         recorded.push_back({"[memset]", m->start, m->end});
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
   std::free(buffer);
@@ -132,6 +137,7 @@ double busy_ns(std::vector<Interval> intervals) {
   double busy = 0;
   std::uint64_t reach = 0;
   for (const Interval& i : intervals) {
+    if (i.end <= i.start) continue;
     const std::uint64_t from = std::max(i.start, reach);
     if (i.end > from) busy += static_cast<double>(i.end - from);
     reach = std::max(reach, i.end);
@@ -140,10 +146,10 @@ double busy_ns(std::vector<Interval> intervals) {
 }
 
 // Runs `step` three times unrecorded (warm-up), then `repeats` times
-// recorded, and prints the table. The wall time is taken with tracing on,
+// recorded, and prints the table; false where nothing was recorded. The wall time is taken with tracing on,
 // which adds a little to each launch.
 template <class Step>
-void profile(const std::string& title, Step&& step, int repeats, int top) {
+bool profile(const std::string& title, Step&& step, int repeats, int top) {
   for (int i = 0; i < 3; ++i) step();
   mt::kernels::cuda::synchronize();
   check_cupti(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED), "cuptiActivityFlushAll");
@@ -154,28 +160,37 @@ void profile(const std::string& title, Step&& step, int repeats, int top) {
   const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   check_cupti(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED), "cuptiActivityFlushAll");
   const std::vector<Interval> recorded = take_recorded();
+  if (recorded.empty()) {
+    std::printf("\n## %s\n\nno activity records: CUPTI recorded nothing over %d steps\n", title.c_str(), repeats);
+    return false;
+  }
 
   std::map<std::string, std::pair<double, int>> by_name;  // name → (ns, calls)
   double total_ns = 0;
   for (const Interval& i : recorded) {
+    // CUPTI gives 0 for both ends where it could not take the times.
+    const double duration = i.end > i.start ? static_cast<double>(i.end - i.start) : 0.0;
     auto& [ns, calls] = by_name[i.name];
-    ns += static_cast<double>(i.end - i.start);
+    ns += duration;
     ++calls;
-    total_ns += static_cast<double>(i.end - i.start);
+    total_ns += duration;
   }
   const double per_step = 1e-6 / repeats;  // ns summed over the repeats → ms per step
+  const double busy = busy_ns(recorded);
   std::printf("\n## %s\n\nwall %.3f ms/step; GPU busy %.3f ms/step (%.0f%%); %zu records/step, their sum %.3f ms\n\n",
-              title.c_str(), wall_ms / repeats, busy_ns(recorded) * per_step,
-              100.0 * busy_ns(recorded) * 1e-6 / wall_ms, recorded.size() / repeats, total_ns * per_step);
+              title.c_str(), wall_ms / repeats, busy * per_step, 100.0 * busy * 1e-6 / wall_ms,
+              recorded.size() / repeats, total_ns * per_step);
   std::vector<std::pair<std::string, std::pair<double, int>>> rows(by_name.begin(), by_name.end());
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
   std::printf("| share | ms/step | calls/step | µs/call | kernel |\n| --- | --- | --- | --- | --- |\n");
   for (int i = 0; i < std::min<int>(top, rows.size()); ++i) {
     const auto& [name, time] = rows[i];
-    std::printf("| %.1f%% | %.4f | %.1f | %.2f | `%s` |\n", 100.0 * time.first / total_ns, time.first * per_step,
-                static_cast<double>(time.second) / repeats, time.first * 1e-3 / time.second, name.c_str());
+    std::printf("| %.1f%% | %.4f | %.1f | %.2f | `%s` |\n", total_ns > 0 ? 100.0 * time.first / total_ns : 0.0,
+                time.first * per_step, static_cast<double>(time.second) / repeats, time.first * 1e-3 / time.second,
+                name.c_str());
   }
   std::fflush(stdout);
+  return true;
 }
 
 }  // namespace
@@ -184,9 +199,12 @@ int main(int argc, char** argv) {
   int repeats = 20, top = 15;
   std::string match;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--repeats") == 0) repeats = std::max(1, std::atoi(argv[i + 1]));
-    else if (std::strcmp(argv[i], "--top") == 0) top = std::max(1, std::atoi(argv[i + 1]));
-    else if (std::strcmp(argv[i], "--match") == 0) match = argv[i + 1];
+    if (std::strcmp(argv[i], "--repeats") == 0)
+      repeats = std::max(1, std::atoi(argv[i + 1]));
+    else if (std::strcmp(argv[i], "--top") == 0)
+      top = std::max(1, std::atoi(argv[i + 1]));
+    else if (std::strcmp(argv[i], "--match") == 0)
+      match = argv[i + 1];
     else {
       std::fprintf(stderr, "bench-cuda-kernels: unknown option '%s' (--repeats R, --top N, --match TEXT)\n", argv[i]);
       return 2;
@@ -201,17 +219,18 @@ int main(int argc, char** argv) {
   // kernels of a graph instantiated before tracing began may go unrecorded.
   check_cupti(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "cuptiActivityRegisterCallbacks");
   for (CUpti_ActivityKind kind : kinds) check_cupti(cuptiActivityEnable(kind), "cuptiActivityEnable");
+  bool recorded_all = true;
   for (const bench::CudaMamlConfig& config : bench::cuda_maml_configs()) {
     if (!match.empty() && config.name.find(match) == std::string::npos) continue;
     bench::MamlSetup setup = config.setup();
     const meta::MetaParams params = setup.params.to(mt::Device::cuda);
     const meta::TaskBatch batch = setup.batch.to(mt::Device::cuda);
-    profile(
+    recorded_all &= profile(
         config.name + ", eager",
         [&] { (void)meta::meta_gradient(*setup.model, setup.loss, setup.config, params, batch, 0); },
         config.repeats(repeats), top);
     meta::CapturedMetaGradient captured(*setup.model, setup.loss, setup.config);
-    profile(
+    recorded_all &= profile(
         config.name + ", CUDA graph",
         [&] {
           const meta::MetaStepTensors out = captured(params, batch);
@@ -219,5 +238,5 @@ int main(int argc, char** argv) {
         },
         config.repeats(repeats), top);
   }
-  return 0;
+  return recorded_all ? 0 : 1;
 }

@@ -27,9 +27,7 @@ inline std::vector<CudaMamlConfig> cuda_maml_configs() {
       {"conv4 28x28 64ch, 5-way 1-shot, 15 queries, 32 tasks, 1 step",
        [] { return conv4_setup(false, true, DType::f32, 32, 1); }, 5},
       {"conv4 84x84x3 32ch, 5-way 1-shot, 15 queries, 4 tasks, 5 steps",
-       [] {
-         return conv4_setup(false, true, DType::f32, 4, 5, {.in_channels = 3, .image_size = 84, .channels = 32});
-       },
+       [] { return conv4_setup(false, true, DType::f32, 4, 5, {.in_channels = 3, .image_size = 84, .channels = 32}); },
        5},
   };
 }

@@ -5,9 +5,9 @@
 // of CUDA, step by step (the driver, the backend library beside libmetatape,
 // the runtime and its devices), and a last line "cuda: usable" or
 // "cuda: not usable: <reason>".
+#include <strings.h>
 #include <cstdio>
 #include <string>
-#include <strings.h>
 
 #include "commands.hpp"
 #include "metatape/cuda_backend.hpp"
@@ -51,11 +51,12 @@ void print_blas_note(const CpuGemmKernels& gemm) {
   if (gemm.small_products != "avx2" && gemm.small_products != "avx512") return;
   for (const char* avx2_core : {"Haswell", "Zen", "Excavator", "SkylakeX", "Cooperlake", "SapphireRapids"})
     if (strcasecmp(gemm.blas_core.c_str(), avx2_core) == 0) return;
-  std::printf("cpu note: OpenBLAS chose its %s kernels, which use no AVX2, on a CPU with %s: matrix products run "
-              "several times slower than this CPU allows. Set OPENBLAS_CORETYPE=%s in the environment to choose "
-              "faster ones.\n",
-              gemm.blas_core.c_str(), gemm.small_products.c_str(),
-              gemm.small_products == "avx512" ? "SkylakeX (AVX-512) or Haswell (AVX2)" : "Haswell (AVX2)");
+  std::printf(
+      "cpu note: OpenBLAS chose its %s kernels, which use no AVX2, on a CPU with %s: matrix products run "
+      "several times slower than this CPU allows. Set OPENBLAS_CORETYPE=%s in the environment to choose "
+      "faster ones.\n",
+      gemm.blas_core.c_str(), gemm.small_products.c_str(),
+      gemm.small_products == "avx512" ? "SkylakeX (AVX-512) or Haswell (AVX2)" : "Haswell (AVX2)");
 }
 
 }  // namespace
