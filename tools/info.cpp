@@ -43,7 +43,7 @@ void print_cuda(const CudaBackendStatus& s) {
 
 // OpenBLAS chooses its kernels by the CPU's model when it loads. A model it
 // does not know (a newer CPU, or a virtual machine that hides the model)
-// gets its generic SSE3 kernels, 2.5-3.6× slower than its AVX2 ones and 5-8×
+// gets its generic SSE3 kernels, 2.6-4.4× slower than its AVX2 ones and 5-8×
 // slower than its AVX-512 ones at n = 512-1024 in float32 (bench-engine
 // BM_Matmul_Kernel_f32, one core of the AMD EPYC development VM). Only the
 // environment can change the choice, before OpenBLAS loads: say how.
