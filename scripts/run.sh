@@ -27,6 +27,8 @@ if [ -z "${DEVICE:-}" ]; then
   if "$metatape" info | grep -q "^cuda: usable"; then DEVICE=cuda; fi
 fi
 echo "== device: $DEVICE ($("$metatape" info | grep "^cuda:"))"
+# OpenBLAS's generic kernels on a CPU that has faster ones: say so, and how.
+"$metatape" info | grep "^cpu note:" || true
 
 echo "== meta-training MAML (exact second order), $iterations iterations -> $run_dir/maml"
 "$metatape" train --algorithm maml --iterations "$iterations" --threads "$threads" --device "$DEVICE" \
