@@ -22,13 +22,15 @@ iterations=${ITERATIONS:-70000}
 threads=${THREADS:-1}
 run_dir=${RUN_DIR:-runs/$(date +%Y%m%d-%H%M%S)}
 metatape=build/tools/metatape
+# Asked once: with a GPU, `info` loads the CUDA backend (seconds).
+info=$("$metatape" info)
 if [ -z "${DEVICE:-}" ]; then
   DEVICE=cpu
-  if "$metatape" info | grep -q "^cuda: usable"; then DEVICE=cuda; fi
+  if grep -q "^cuda: usable" <<<"$info"; then DEVICE=cuda; fi
 fi
-echo "== device: $DEVICE ($("$metatape" info | grep "^cuda:"))"
+echo "== device: $DEVICE ($(grep "^cuda:" <<<"$info"))"
 # OpenBLAS's generic kernels on a CPU that has faster ones: say so, and how.
-"$metatape" info | grep "^cpu note:" || true
+grep "^cpu note:" <<<"$info" || true
 
 echo "== meta-training MAML (exact second order), $iterations iterations -> $run_dir/maml"
 "$metatape" train --algorithm maml --iterations "$iterations" --threads "$threads" --device "$DEVICE" \

@@ -89,9 +89,10 @@ expect_error "huge inner loop" "needs at least about" \
 # for a model it does not know) come with a note that says how to choose
 # others; its AVX2 kernels come without one. Where OpenBLAS was built for
 # one CPU, OPENBLAS_CORETYPE changes nothing and this is not checked.
+prescott_info=$(OPENBLAS_CORETYPE=Prescott "$metatape" info)
 if "$metatape" info | grep -Eq "small products: avx(2|512)$" &&
-  OPENBLAS_CORETYPE=Prescott "$metatape" info | grep -q "OpenBLAS Prescott kernels"; then
-  OPENBLAS_CORETYPE=Prescott "$metatape" info | grep -q "^cpu note: .*OPENBLAS_CORETYPE=.*Haswell" ||
+  grep -q "OpenBLAS Prescott kernels" <<<"$prescott_info"; then
+  grep -q "^cpu note: .*OPENBLAS_CORETYPE=.*Haswell" <<<"$prescott_info" ||
     fail "info has no note on OpenBLAS's generic kernels"
   OPENBLAS_CORETYPE=Haswell "$metatape" info | grep -q "^cpu note" && fail "info notes OpenBLAS's AVX2 kernels"
 fi
